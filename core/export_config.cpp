@@ -1,0 +1,500 @@
+#include "core/export_config.hpp"
+
+#include <boost/url/parse.hpp>
+#include <boost/url/url_view.hpp>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <set>
+#include <vector>
+
+#include "core/crypto.hpp"
+#include "core/encoding.hpp"
+
+namespace membraned::core {
+namespace {
+
+using json = nlohmann::json;
+
+constexpr std::size_t kMaxAccessKeyId = 128;
+constexpr std::size_t kMaxSecretAccessKey = 256;
+constexpr std::size_t kMaxRegion = 128;
+constexpr std::size_t kMaxService = 128;
+constexpr std::size_t kMaxSessionToken = 4096;
+constexpr std::size_t kMaxKeyId = 256;
+constexpr std::size_t kMaxHeaderValue = 8192;
+
+Error bad(std::string field, std::string message) {
+  return Error::invalid(std::move(field), std::move(message));
+}
+
+std::string join(std::string_view parent, std::string_view child) {
+  return parent.empty() ? std::string(child) : std::string(parent) + "." + std::string(child);
+}
+
+// Rejects keys outside `allowed`, naming the first unknown one.
+Status only_known_keys(const json& object, std::string_view where,
+                       std::initializer_list<std::string_view> allowed) {
+  for (const auto& [key, value] : object.items()) {
+    if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
+      std::string field = key.empty() ? join(where, "\"\"") : join(where, key);
+      return bad(field, field + " is not a known field");
+    }
+  }
+  return ok_status();
+}
+
+// A required or optional non-empty string of bounded length.
+Result<std::optional<std::string>> string_field(const json& object, std::string_view where,
+                                                std::string_view key, bool required,
+                                                std::size_t max_length) {
+  std::string field = join(where, key);
+  auto it = object.find(std::string(key));
+  if (it == object.end()) {
+    if (required) return bad(field, field + " is required");
+    return std::optional<std::string>();
+  }
+  if (!it->is_string()) return bad(field, field + " must be a string");
+  std::string value = it->get<std::string>();
+  if (value.empty()) return bad(field, field + " must not be empty");
+  if (value.size() > max_length) {
+    return bad(field, field + " must be at most " + std::to_string(max_length) + " characters");
+  }
+  return std::optional<std::string>(std::move(value));
+}
+
+bool is_word(std::string_view s) {  // ^\w+$
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+  });
+}
+
+// Region and service names go into the credential scope, between '/' separators.
+bool is_scope_part(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+           c == '-' || c == '_' || c == '.';
+  });
+}
+
+// The reference CAP1 verifier splits the credential on '/' and the header on ',': a key id
+// holding either can never verify, and it travels in a header.
+bool is_cap1_key_id(std::string_view s) {
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    auto u = static_cast<unsigned char>(c);
+    return u > 0x20 && u < 0x7F && c != '/' && c != ',';
+  });
+}
+
+bool is_reg_name_char(char c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+         c == '.' || c == '_';
+}
+
+Result<Aws4Signing> parse_aws4(const json& object) {
+  constexpr std::string_view where = "hmac.aws4-hmac-sha256";
+  if (!object.is_object()) return bad(std::string(where), std::string(where) + " must be an object");
+  if (auto s = only_known_keys(object, where,
+                               {"awsAccessKeyId", "secretAccessKey", "region", "service",
+                                "sessionToken"});
+      !s) {
+    return s.error();
+  }
+  auto access_key = string_field(object, where, "awsAccessKeyId", true, kMaxAccessKeyId);
+  if (!access_key) return access_key.error();
+  if (!is_word(**access_key)) {
+    return bad(join(where, "awsAccessKeyId"),
+               join(where, "awsAccessKeyId") + " must hold only letters, digits and '_'");
+  }
+  auto secret = string_field(object, where, "secretAccessKey", true, kMaxSecretAccessKey);
+  if (!secret) return secret.error();
+  auto region = string_field(object, where, "region", true, kMaxRegion);
+  if (!region) return region.error();
+  if (!is_scope_part(**region)) {
+    return bad(join(where, "region"),
+               join(where, "region") + " must hold only letters, digits, '-', '_' and '.'");
+  }
+  auto service = string_field(object, where, "service", true, kMaxService);
+  if (!service) return service.error();
+  if (!is_scope_part(**service)) {
+    return bad(join(where, "service"),
+               join(where, "service") + " must hold only letters, digits, '-', '_' and '.'");
+  }
+  auto token = string_field(object, where, "sessionToken", false, kMaxSessionToken);
+  if (!token) return token.error();
+  if (*token && !is_safe_header_value(**token)) {
+    return bad(join(where, "sessionToken"), join(where, "sessionToken") + " must not hold CR, LF or NUL");
+  }
+  if (!is_safe_header_value(**secret)) {
+    return bad(join(where, "secretAccessKey"),
+               join(where, "secretAccessKey") + " must not hold CR, LF or NUL");
+  }
+  return Aws4Signing{std::move(**access_key), std::move(**secret), std::move(**region),
+                     std::move(**service), token->value_or("")};
+}
+
+Result<Cap1Signing> parse_cap1(const json& object) {
+  constexpr std::string_view where = "hmac.cap1-hmac-sha512";
+  if (!object.is_object()) return bad(std::string(where), std::string(where) + " must be an object");
+  if (auto s = only_known_keys(object, where, {"key", "keyId"}); !s) return s.error();
+  auto key = string_field(object, where, "key", true, 4096);
+  if (!key) return key.error();
+  if (!is_base64url_text(**key)) {
+    return bad(join(where, "key"), join(where, "key") + " must be base64url text");
+  }
+  auto key_id = string_field(object, where, "keyId", true, kMaxKeyId);
+  if (!key_id) return key_id.error();
+  if (!is_cap1_key_id(**key_id)) {
+    return bad(join(where, "keyId"),
+               join(where, "keyId") + " must be printable ASCII without spaces, '/' or ','");
+  }
+  return Cap1Signing{std::move(**key), std::move(**key_id)};
+}
+
+Result<Signing> parse_hmac(const json& object) {
+  if (!object.is_object()) return bad("hmac", "hmac must be an object");
+  if (auto s = only_known_keys(object, "hmac", {"aws4-hmac-sha256", "cap1-hmac-sha512"}); !s) {
+    return s.error();
+  }
+  if (object.size() != 1) {
+    return bad("hmac", "hmac must hold exactly one of aws4-hmac-sha256 and cap1-hmac-sha512");
+  }
+  if (object.contains("aws4-hmac-sha256")) {
+    auto aws4 = parse_aws4(object.at("aws4-hmac-sha256"));
+    if (!aws4) return aws4.error();
+    return Signing(std::move(*aws4));
+  }
+  auto cap1 = parse_cap1(object.at("cap1-hmac-sha512"));
+  if (!cap1) return cap1.error();
+  return Signing(std::move(*cap1));
+}
+
+Result<Headers> parse_headers(const json& object) {
+  if (!object.is_object()) return bad("headers", "headers must be an object");
+  Headers out;
+  for (const auto& [name, value] : object.items()) {
+    std::string field = "headers." + name;
+    if (!is_http_token(name)) return bad(field, field + ": header name is not a valid token");
+    std::string text;
+    if (value.is_string()) {
+      text = value.get<std::string>();
+    } else if (value.is_number() || value.is_boolean()) {
+      text = value.dump();
+    } else {
+      return bad(field, field + " must be a string, a number or a boolean");
+    }
+    if (text.empty()) return bad(field, field + " must not be empty");
+    if (text.size() > kMaxHeaderValue) return bad(field, field + " is too long");
+    if (!is_safe_header_value(text)) return bad(field, field + " must not hold CR, LF or NUL");
+    if (find_header(out, name) != nullptr) {
+      return bad(field, field + " is given twice (header names are case-insensitive)");
+    }
+    out.push_back({name, std::move(text)});
+  }
+  // Hop-by-hop headers would not survive the hop; Host and Content-Length are the service's.
+  std::erase_if(out, [](const Header& h) {
+    return is_hop_by_hop_header(h.name) || iequals(h.name, "host") || iequals(h.name, "content-length");
+  });
+  return out;
+}
+
+// Headers the signer writes itself: configuring them would be silently overwritten.
+Status check_signer_headers(const Headers& headers, const Signing& signing) {
+  std::vector<std::string_view> reserved;
+  if (std::holds_alternative<Aws4Signing>(signing)) {
+    reserved = {"authorization", "x-amz-date", "x-amz-content-sha256", "x-amz-security-token"};
+  } else if (std::holds_alternative<Cap1Signing>(signing)) {
+    reserved = {"authorization", "x-cap-date"};
+  }
+  for (const Header& h : headers) {
+    for (std::string_view r : reserved) {
+      if (iequals(h.name, r)) {
+        return bad("headers." + h.name, "headers." + h.name + " is set by the signer of hmac");
+      }
+    }
+  }
+  return ok_status();
+}
+
+Result<TlsOptions> parse_tls(const json& object) {
+  if (!object.is_object()) return bad("tls", "tls must be an object");
+  if (auto s = only_known_keys(object, "tls", {"ca", "cert", "key", "rejectUnauthorized"}); !s) {
+    return s.error();
+  }
+  TlsOptions tls;
+  constexpr std::size_t kMaxPem = 65536;
+  auto ca = string_field(object, "tls", "ca", false, kMaxPem);
+  if (!ca) return ca.error();
+  auto cert = string_field(object, "tls", "cert", false, kMaxPem);
+  if (!cert) return cert.error();
+  auto key = string_field(object, "tls", "key", false, kMaxPem);
+  if (!key) return key.error();
+  if (*ca) {
+    if (!is_pem_certificates(**ca)) return bad("tls.ca", "tls.ca must hold PEM certificates");
+    tls.ca = std::move(**ca);
+  }
+  if (cert->has_value() != key->has_value()) {
+    return bad(cert->has_value() ? "tls.key" : "tls.cert",
+               "tls.cert and tls.key must be given together");
+  }
+  if (*cert) {
+    if (!is_pem_certificates(**cert)) return bad("tls.cert", "tls.cert must hold a PEM certificate");
+    if (!is_pem_private_key(**key)) {
+      return bad("tls.key", "tls.key must hold an unencrypted PEM private key");
+    }
+    if (!pem_key_matches_certificate(**cert, **key)) {
+      return bad("tls.key", "tls.key does not belong to tls.cert");
+    }
+    tls.cert = std::move(**cert);
+    tls.key = std::move(**key);
+  }
+  if (auto it = object.find("rejectUnauthorized"); it != object.end()) {
+    if (!it->is_boolean()) return bad("tls.rejectUnauthorized", "tls.rejectUnauthorized must be a boolean");
+    tls.reject_unauthorized = it->get<bool>();
+  }
+  return tls;
+}
+
+// timeoutMs: a positive integer (an integral JSON number such as 1e3 counts), lowered to the
+// service maximum however large it is.
+Result<std::uint64_t> parse_timeout(const json& value, std::uint64_t max_timeout_ms) {
+  auto bad_timeout = [] { return bad("timeoutMs", "timeoutMs must be a positive integer"); };
+  if (value.is_number_unsigned()) {
+    auto v = value.get<std::uint64_t>();
+    if (v == 0) return bad_timeout();
+    return std::min(v, max_timeout_ms);
+  }
+  if (value.is_number_integer()) {
+    auto v = value.get<std::int64_t>();
+    if (v <= 0) return bad_timeout();
+    return std::min(static_cast<std::uint64_t>(v), max_timeout_ms);
+  }
+  if (value.is_number_float()) {
+    double v = value.get<double>();
+    if (!(v >= 1) || v != std::floor(v)) return bad_timeout();
+    if (v >= static_cast<double>(max_timeout_ms)) return max_timeout_ms;
+    return static_cast<std::uint64_t>(v);
+  }
+  return bad_timeout();
+}
+
+Result<UriExport> parse_uri_export(const json& body, const ExportLimits& limits) {
+  UriExport out;
+  const json& uri = body.at("uri");
+  if (!uri.is_string()) return bad("uri", "uri must be a string");
+  auto target = parse_upstream_uri(uri.get<std::string>());
+  if (!target) return target.error();
+  out.target = std::move(*target);
+
+  if (auto it = body.find("method"); it != body.end()) {
+    if (!it->is_string()) return bad("method", "method must be a string");
+    auto method = standard_method(it->get<std::string>());
+    if (!method) return bad("method", "method must be a standard HTTP method name");
+    out.method = std::move(*method);
+  }
+  if (auto it = body.find("allowQuery"); it != body.end()) {
+    if (!it->is_boolean()) return bad("allowQuery", "allowQuery must be a boolean");
+    out.allow_query = it->get<bool>();
+  }
+  if (auto it = body.find("headers"); it != body.end()) {
+    auto headers = parse_headers(*it);
+    if (!headers) return headers.error();
+    out.headers = std::move(*headers);
+  }
+  if (auto it = body.find("hmac"); it != body.end()) {
+    auto signing = parse_hmac(*it);
+    if (!signing) return signing.error();
+    out.signing = std::move(*signing);
+  }
+  if (auto s = check_signer_headers(out.headers, out.signing); !s) return s.error();
+  if (auto it = body.find("timeoutMs"); it != body.end()) {
+    auto timeout = parse_timeout(*it, limits.max_timeout_ms);
+    if (!timeout) return timeout.error();
+    out.timeout_ms = *timeout;
+  }
+  if (auto it = body.find("tls"); it != body.end()) {
+    auto tls = parse_tls(*it);
+    if (!tls) return tls.error();
+    out.tls = std::move(*tls);
+  }
+  return out;
+}
+
+// Finds keys repeated within one JSON object, which nlohmann::json would silently collapse, and
+// names them by their dotted path ("headers.X-A").
+class DuplicateKeyFinder {
+ public:
+  bool operator()(int /*depth*/, json::parse_event_t event, json& parsed) {
+    switch (event) {
+      case json::parse_event_t::object_start:
+        objects_.emplace_back();
+        break;
+      case json::parse_event_t::object_end:
+        if (!objects_.empty()) objects_.pop_back();
+        break;
+      case json::parse_event_t::key: {
+        if (objects_.empty()) break;
+        std::string key = parsed.get<std::string>();
+        if (!objects_.back().keys.insert(key).second && !duplicate_) {
+          std::string path;
+          for (std::size_t i = 0; i + 1 < objects_.size(); ++i) path = join(path, objects_[i].current_key);
+          duplicate_ = join(path, key);
+        }
+        objects_.back().current_key = std::move(key);
+        break;
+      }
+      default:
+        break;
+    }
+    return true;
+  }
+  const std::optional<std::string>& duplicate() const { return duplicate_; }
+
+ private:
+  struct OpenObject {
+    std::set<std::string> keys;
+    std::string current_key;
+  };
+  std::vector<OpenObject> objects_;
+  std::optional<std::string> duplicate_;
+};
+
+}  // namespace
+
+Result<UpstreamTarget> parse_upstream_uri(std::string_view text) {
+  if (text.empty()) return bad("uri", "uri must not be empty");
+  if (text.size() > kMaxUriLength) return bad("uri", "uri is too long");
+  auto parsed = boost::urls::parse_uri(text);
+  if (!parsed) return bad("uri", "uri must be an absolute http or https URI");
+  boost::urls::url_view view = *parsed;
+  UpstreamTarget out;
+  std::string scheme = to_lower_ascii(view.scheme());
+  if (scheme != "http" && scheme != "https") return bad("uri", "uri scheme must be http or https");
+  out.https = scheme == "https";
+  if (!view.has_authority()) return bad("uri", "uri must name a host");
+  if (view.has_userinfo()) return bad("uri", "uri must not hold user information");
+
+  std::string host = to_lower_ascii(std::string_view(view.encoded_host()));
+  switch (view.host_type()) {
+    case boost::urls::host_type::ipv4:
+      out.connect_host = host;
+      break;
+    case boost::urls::host_type::ipv6:
+      out.connect_host = to_lower_ascii(std::string_view(view.encoded_host_address()));
+      if (host.front() != '[') host = "[" + host + "]";
+      break;
+    case boost::urls::host_type::name:
+      if (host.empty() || !std::all_of(host.begin(), host.end(), is_reg_name_char)) {
+        return bad("uri", "uri host must be a DNS name or an IP address");
+      }
+      out.connect_host = host;
+      break;
+    default:
+      return bad("uri", "uri host must be a DNS name or an IP address");
+  }
+  out.host = host;
+
+  const std::uint16_t default_port = out.https ? 443 : 80;
+  out.port = default_port;
+  std::string_view port = view.port();
+  if (!port.empty()) {
+    if (port.size() > 5 || !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      return bad("uri", "uri port must be a number from 1 to 65535");
+    }
+    unsigned long number = std::stoul(std::string(port));
+    if (number == 0 || number > 65535) return bad("uri", "uri port must be a number from 1 to 65535");
+    out.port = static_cast<std::uint16_t>(number);
+  }
+  out.authority = out.port == default_port ? host : host + ":" + std::to_string(out.port);
+
+  out.path = std::string(view.encoded_path());
+  // After an authority the path is empty or starts with '/'; anything else means the
+  // authority was not what it seemed (e.g. "host:https/" read as host, empty port, "https/").
+  if (!out.path.empty() && out.path.front() != '/') {
+    return bad("uri", "uri port must be a number from 1 to 65535");
+  }
+  if (out.path.empty()) out.path = "/";
+  if (view.has_query()) out.query = std::string(view.encoded_query());
+
+  out.uri = scheme + "://" + out.authority + out.path;
+  if (out.query) out.uri += "?" + *out.query;
+  return out;
+}
+
+Result<ExportConfig> parse_export_config(std::string_view body, const ExportLimits& limits) {
+  DuplicateKeyFinder duplicates;
+  json parsed = json::parse(body.begin(), body.end(), std::ref(duplicates), /*allow_exceptions=*/false);
+  if (parsed.is_discarded()) return bad("body", "body is not valid JSON");
+  if (duplicates.duplicate()) {
+    return bad(*duplicates.duplicate(), *duplicates.duplicate() + " is given twice");
+  }
+  return parse_export_json(parsed, limits);
+}
+
+Result<ExportConfig> parse_export_json(const json& body, const ExportLimits& limits) {
+  try {
+    if (!body.is_object()) return bad("body", "body must be a JSON object");
+    if (auto s = only_known_keys(body, "", {"uri", "capability", "method", "allowQuery", "headers",
+                                            "hmac", "timeoutMs", "tls"});
+        !s) {
+      return s.error();
+    }
+    const bool has_uri = body.contains("uri");
+    const bool has_capability = body.contains("capability");
+    if (has_uri && has_capability) return bad("capability", "give either uri or capability, not both");
+    if (!has_uri && !has_capability) return bad("uri", "one of uri and capability is required");
+    if (has_capability) {
+      for (const auto& [key, value] : body.items()) {
+        if (key != "capability") return bad(key, key + " cannot be given with capability");
+      }
+      const json& capability = body.at("capability");
+      if (!capability.is_string()) return bad("capability", "capability must be a string");
+      auto uri = CapabilityUri::parse(capability.get<std::string>());
+      if (!uri) return bad("capability", "capability must be a capability URI");
+      return ExportConfig(ReExport{std::move(*uri)});
+    }
+    auto uri_export = parse_uri_export(body, limits);
+    if (!uri_export) return uri_export.error();
+    return ExportConfig(std::move(*uri_export));
+  } catch (const std::exception&) {
+    // nlohmann's accessors only throw on type mismatches already ruled out above; a stray one
+    // still becomes a typed error, never an escaping exception.
+    return bad("body", "body could not be read");
+  }
+}
+
+json to_json(const UriExport& config) {
+  json out = json::object();
+  out["uri"] = config.target.uri;
+  if (config.method) out["method"] = *config.method;
+  out["allowQuery"] = config.allow_query;
+  if (!config.headers.empty()) {
+    json headers = json::object();
+    for (const Header& h : config.headers) headers[h.name] = h.value;
+    out["headers"] = std::move(headers);
+  }
+  if (const auto* aws4 = std::get_if<Aws4Signing>(&config.signing)) {
+    json a = {{"awsAccessKeyId", aws4->access_key_id},
+              {"secretAccessKey", aws4->secret_access_key},
+              {"region", aws4->region},
+              {"service", aws4->service}};
+    if (!aws4->session_token.empty()) a["sessionToken"] = aws4->session_token;
+    out["hmac"] = {{"aws4-hmac-sha256", std::move(a)}};
+  } else if (const auto* cap1 = std::get_if<Cap1Signing>(&config.signing)) {
+    out["hmac"] = {{"cap1-hmac-sha512", {{"key", cap1->key}, {"keyId", cap1->key_id}}}};
+  }
+  if (config.timeout_ms) out["timeoutMs"] = *config.timeout_ms;
+  if (config.tls) {
+    json tls = {{"rejectUnauthorized", config.tls->reject_unauthorized}};
+    if (!config.tls->ca.empty()) tls["ca"] = config.tls->ca;
+    if (!config.tls->cert.empty()) {
+      tls["cert"] = config.tls->cert;
+      tls["key"] = config.tls->key;
+    }
+    out["tls"] = std::move(tls);
+  }
+  return out;
+}
+
+}  // namespace membraned::core

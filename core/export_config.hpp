@@ -1,0 +1,85 @@
+// The export body of SPEC 4.1, parsed and validated into a typed value. A parsed value is
+// always valid: every later stage (storage, request building, signing) can rely on it.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "core/http.hpp"
+#include "core/result.hpp"
+#include "core/token.hpp"
+
+namespace membraned::core {
+
+struct Aws4Signing {
+  std::string access_key_id;
+  std::string secret_access_key;  // secret
+  std::string region;
+  std::string service;
+  std::string session_token;  // secret; empty when not given
+};
+
+struct Cap1Signing {
+  std::string key;  // secret; base64url text, used as given
+  std::string key_id;
+};
+
+using Signing = std::variant<std::monostate, Aws4Signing, Cap1Signing>;
+
+struct TlsOptions {
+  std::string ca;    // PEM; empty: the default trust store
+  std::string cert;  // PEM client certificate; empty: none
+  std::string key;   // PEM private key of `cert`; secret
+  bool reject_unauthorized = true;
+};
+
+// Where an upstream request goes, taken apart once at export time.
+struct UpstreamTarget {
+  std::string uri;          // the configured URI, fragment removed
+  bool https = false;
+  std::string host;         // as written in the URI (IPv6 with brackets), lower-cased
+  std::string connect_host; // the same without brackets, for name resolution
+  std::uint16_t port = 0;   // explicit or the scheme's default
+  std::string authority;    // the Host header: host, plus ":port" when not the default
+  std::string path;         // encoded path, "/" when empty
+  std::optional<std::string> query;  // encoded query without '?'; present but empty for "x?"
+};
+
+struct UriExport {
+  UpstreamTarget target;
+  std::optional<std::string> method;  // upper case
+  bool allow_query = false;
+  Headers headers;  // configured headers: valid names and values, unique (case-insensitive)
+  Signing signing;
+  std::optional<std::uint64_t> timeout_ms;  // already lowered to the service maximum
+  std::optional<TlsOptions> tls;
+};
+
+struct ReExport {
+  CapabilityUri capability;
+};
+
+using ExportConfig = std::variant<UriExport, ReExport>;
+
+struct ExportLimits {
+  std::uint64_t max_timeout_ms = 30000;
+};
+
+inline constexpr std::size_t kMaxUriLength = 8192;
+
+// Errors are invalid_input with `field` naming the offending field (dotted path).
+Result<ExportConfig> parse_export_config(std::string_view body, const ExportLimits& limits = {});
+// For a body already parsed (duplicate keys can no longer be detected there).
+Result<ExportConfig> parse_export_json(const nlohmann::json& body, const ExportLimits& limits = {});
+Result<UpstreamTarget> parse_upstream_uri(std::string_view uri);
+
+// The export body that parses back to this value (secrets included: for sealing in storage,
+// never for answering a client).
+nlohmann::json to_json(const UriExport& config);
+
+}  // namespace membraned::core

@@ -1,0 +1,86 @@
+#include "core/http.hpp"
+
+#include <algorithm>
+#include <array>
+
+namespace membraned::core {
+
+char to_lower_ascii(char c) noexcept {
+  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+}
+
+std::string to_lower_ascii(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = to_lower_ascii(c);
+  return out;
+}
+
+bool iequals(std::string_view a, std::string_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (to_lower_ascii(a[i]) != to_lower_ascii(b[i])) return false;
+  }
+  return true;
+}
+
+bool istarts_with(std::string_view s, std::string_view prefix) noexcept {
+  return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
+}
+
+bool is_http_token(std::string_view s) noexcept {
+  if (s.empty()) return false;
+  for (char c : s) {
+    bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+    if (!ok) {
+      switch (c) {
+        case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+': case '-':
+        case '.': case '^': case '_': case '`': case '|': case '~':
+          ok = true;
+          break;
+        default:
+          break;
+      }
+    }
+    if (!ok) return false;
+  }
+  return true;
+}
+
+bool is_safe_header_value(std::string_view s) noexcept {
+  return std::none_of(s.begin(), s.end(), [](char c) { return c == '\r' || c == '\n' || c == '\0'; });
+}
+
+std::optional<std::string> standard_method(std::string_view name) {
+  static constexpr std::array<std::string_view, 9> kMethods = {
+      "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"};
+  for (std::string_view m : kMethods) {
+    if (iequals(m, name)) return std::string(m);
+  }
+  return std::nullopt;
+}
+
+bool is_hop_by_hop_header(std::string_view name) noexcept {
+  static constexpr std::array<std::string_view, 8> kHopByHop = {
+      "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+      "te",         "trailer",    "transfer-encoding",  "upgrade"};
+  return std::any_of(kHopByHop.begin(), kHopByHop.end(),
+                     [&](std::string_view h) { return iequals(h, name); });
+}
+
+const Header* find_header(const Headers& headers, std::string_view name) noexcept {
+  for (const Header& h : headers) {
+    if (iequals(h.name, name)) return &h;
+  }
+  return nullptr;
+}
+
+std::size_t erase_headers(Headers& headers, std::string_view name) {
+  return std::erase_if(headers, [&](const Header& h) { return iequals(h.name, name); });
+}
+
+void set_header(Headers& headers, std::string_view name, std::string value) {
+  erase_headers(headers, name);
+  headers.push_back({std::string(name), std::move(value)});
+}
+
+}  // namespace membraned::core

@@ -1,0 +1,43 @@
+// The small amount of HTTP vocabulary core/ needs, with no socket in sight: header lists,
+// case-insensitive names, token syntax, method names and hop-by-hop headers.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace membraned::core {
+
+struct Header {
+  std::string name;
+  std::string value;
+  friend bool operator==(const Header&, const Header&) = default;
+};
+using Headers = std::vector<Header>;
+
+char to_lower_ascii(char c) noexcept;
+std::string to_lower_ascii(std::string_view s);
+bool iequals(std::string_view a, std::string_view b) noexcept;
+bool istarts_with(std::string_view s, std::string_view prefix) noexcept;
+
+// RFC 9110 token (1*tchar): what a header name or method must be.
+bool is_http_token(std::string_view s) noexcept;
+// A header value that can be written on the wire: no CR, LF or NUL.
+bool is_safe_header_value(std::string_view s) noexcept;
+
+// The standard method names (RFC 9110 and PATCH), upper-cased; nullopt for anything else.
+std::optional<std::string> standard_method(std::string_view name);
+
+// Connection, Keep-Alive, Proxy-Authenticate, Proxy-Authorization, TE, Trailer,
+// Transfer-Encoding, Upgrade (case-insensitive).
+bool is_hop_by_hop_header(std::string_view name) noexcept;
+
+// First value of a header (case-insensitive name), if present.
+const Header* find_header(const Headers& headers, std::string_view name) noexcept;
+// Removes every header with this name; returns how many were removed.
+std::size_t erase_headers(Headers& headers, std::string_view name);
+// Replaces every header with this name by one header at the end.
+void set_header(Headers& headers, std::string_view name, std::string value);
+
+}  // namespace membraned::core

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Quick start, command 2: the same set-up, then every test on the ASan + UBSan build.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+membraned_install_packages
+membraned_build asan
+cd "$MEMBRANED_ROOT"
+exec ctest --preset asan "$@"

@@ -1,0 +1,11 @@
+# Runs the main job and checks it prints a version and a well-formed capability URI.
+execute_process(COMMAND ${BINARY} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "membraned exited with ${rc}: ${err}")
+endif()
+if(NOT out MATCHES "membraned [0-9]+\\.[0-9]+\\.[0-9]+")
+  message(FATAL_ERROR "no version in output: ${out}")
+endif()
+if(NOT out MATCHES "cpblty://[^/]+/#CPBLTY1-[-_A-Za-z0-9]+")
+  message(FATAL_ERROR "no capability URI in output: ${out}")
+endif()
