@@ -67,6 +67,56 @@ bool is_hop_by_hop_header(std::string_view name) noexcept {
                      [&](std::string_view h) { return iequals(h, name); });
 }
 
+namespace {
+
+int hex_digit(char c) noexcept {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+std::optional<std::string> form_decode(std::string_view in) {
+  std::string out;
+  out.reserve(in.size());
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if (in[i] == '+') {
+      out += ' ';
+    } else if (in[i] == '%') {
+      if (i + 2 >= in.size()) return std::nullopt;
+      int hi = hex_digit(in[i + 1]);
+      int lo = hex_digit(in[i + 2]);
+      if (hi < 0 || lo < 0) return std::nullopt;
+      out += static_cast<char>(hi << 4 | lo);
+      i += 2;
+    } else {
+      out += in[i];
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<std::vector<std::pair<std::string, std::string>>> parse_form_query(std::string_view query) {
+  std::vector<std::pair<std::string, std::string>> out;
+  std::size_t start = 0;
+  while (start <= query.size()) {
+    std::size_t end = query.find('&', start);
+    if (end == std::string_view::npos) end = query.size();
+    std::string_view piece = query.substr(start, end - start);
+    start = end + 1;
+    if (piece.empty()) continue;
+    std::size_t eq = piece.find('=');
+    auto name = form_decode(piece.substr(0, eq));
+    if (!name) return Error::invalid("query", "query parameter name is not valid percent-encoding");
+    auto value = form_decode(eq == std::string_view::npos ? std::string_view{} : piece.substr(eq + 1));
+    if (!value) return Error::invalid(*name, *name + " is not valid percent-encoding");
+    out.emplace_back(std::move(*name), std::move(*value));
+  }
+  return out;
+}
+
 const Header* find_header(const Headers& headers, std::string_view name) noexcept {
   for (const Header& h : headers) {
     if (iequals(h.name, name)) return &h;

@@ -3,9 +3,12 @@
 #pragma once
 
 #include <optional>
+#include <utility>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "core/result.hpp"
 
 namespace membraned::core {
 
@@ -32,6 +35,11 @@ std::optional<std::string> standard_method(std::string_view name);
 // Connection, Keep-Alive, Proxy-Authenticate, Proxy-Authorization, TE, Trailer,
 // Transfer-Encoding, Upgrade (case-insensitive).
 bool is_hop_by_hop_header(std::string_view name) noexcept;
+
+// application/x-www-form-urlencoded pairs of a query string ("a=1&b=x+y"): '+' is a space,
+// %XX escapes are decoded (a malformed one is an error naming the parameter); empty pieces are
+// skipped; "a" alone is ("a", "").
+Result<std::vector<std::pair<std::string, std::string>>> parse_form_query(std::string_view query);
 
 // First value of a header (case-insensitive name), if present.
 const Header* find_header(const Headers& headers, std::string_view name) noexcept;

@@ -11,7 +11,10 @@ namespace membraned::core {
 enum class ErrorKind {
   invalid_input,  // the caller's data is wrong: answered 400 by the API layer
   unauthorized,   // a token or signature that does not authorise anything: 401
-  internal,       // a failure inside (OpenSSL, RNG): 500, without detail
+  not_found,      // a referenced object does not exist (or no longer): 404
+  conflict,       // the object exists already: 409
+  unavailable,    // storage or a dependency is down for now: 503
+  internal,       // a failure inside (OpenSSL, RNG, storage corruption): 500, without detail
 };
 
 struct Error {
@@ -24,6 +27,11 @@ struct Error {
   }
   static Error unauthorized(std::string message) {
     return {ErrorKind::unauthorized, {}, std::move(message)};
+  }
+  static Error not_found(std::string message) { return {ErrorKind::not_found, {}, std::move(message)}; }
+  static Error conflict(std::string message) { return {ErrorKind::conflict, {}, std::move(message)}; }
+  static Error unavailable(std::string message) {
+    return {ErrorKind::unavailable, {}, std::move(message)};
   }
   static Error internal(std::string message) { return {ErrorKind::internal, {}, std::move(message)}; }
 };

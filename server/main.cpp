@@ -1,33 +1,225 @@
-// membraned's entry point. Until the server lands (next release) the main job prints the
-// version and a freshly generated capability, which proves the build, OpenSSL's CSPRNG and the
-// token code work on this machine.
+// membraned: `serve` runs the service, `tenant create` adds a tenant (also while it runs).
 #include <CLI/CLI.hpp>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <cstdlib>
+#include <filesystem>
 #include <iostream>
+#include <mutex>
+#include <thread>
 
-#include "core/token.hpp"
+#include "api/api.hpp"
 #include "core/version.hpp"
+#include "server/http_server.hpp"
+#include "storage/master_key.hpp"
+#include "storage/sqlite_store.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using namespace membraned;
+
+struct Options {
+  std::string listen = "127.0.0.1:8080";
+  std::string authority;
+  std::string data_dir = "./var";
+  std::string store;
+  std::string tls_cert;
+  std::string tls_key;
+  bool allow_plain_http = false;
+  std::size_t threads = std::max(1u, std::thread::hardware_concurrency());
+  std::size_t max_invoke_body = 6 * 1024 * 1024;
+  std::uint64_t upstream_timeout_ms = 30000;
+  std::size_t header_limit = 16 * 1024;
+  std::uint64_t idle_timeout_ms = 30000;
+  std::uint64_t read_timeout_ms = 30000;
+  std::uint64_t shutdown_grace_ms = 30000;
+  std::size_t db_connections = 0;  // 0: threads + 1
+};
+
+// Adds an option readable from the command line, MEMBRANED_<NAME> and the config file.
+template <typename T>
+CLI::Option* flag(CLI::App& app, const std::string& name, T& value, const std::string& help) {
+  std::string env = "MEMBRANED_";
+  for (char c : name) env += c == '-' ? '_' : static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  return app.add_option("--" + name, value, help)->envname(env)->capture_default_str();
+}
+
+void add_common(CLI::App& app, Options& o) {
+  flag(app, "data-dir", o.data_dir, "Folder of the SQLite database, master.key and first-tenant.json");
+  flag(app, "store", o.store, "Store URL; default: SQLite in the data directory (sqlite:PATH for another file)");
+  flag(app, "authority", o.authority, "HOST[:PORT] written into capability URIs (default: the listen address)");
+}
+
+void add_serve(CLI::App& app, Options& o) {
+  flag(app, "listen", o.listen, "HOST:PORT to listen on ([v6]:PORT for IPv6; port 0 picks a free one)");
+  flag(app, "tls-cert", o.tls_cert, "PEM certificate chain; with --tls-key the port speaks HTTPS (TLS 1.2+)");
+  flag(app, "tls-key", o.tls_key, "PEM private key of --tls-cert");
+  app.add_flag("--allow-plain-http", o.allow_plain_http, "Serve plain HTTP on a non-loopback address")
+      ->envname("MEMBRANED_ALLOW_PLAIN_HTTP");
+  flag(app, "threads", o.threads, "I/O threads")->check(CLI::Range(1, 256));
+  flag(app, "max-invoke-body", o.max_invoke_body, "Largest invocation body in bytes (413 above)");
+  flag(app, "upstream-timeout-ms", o.upstream_timeout_ms, "Service maximum for an export's timeoutMs")
+      ->check(CLI::PositiveNumber);
+  flag(app, "header-limit", o.header_limit, "Largest request header block in bytes (431 above)");
+  flag(app, "idle-timeout-ms", o.idle_timeout_ms, "Keep-alive idle time, and time to send a request's headers");
+  flag(app, "read-timeout-ms", o.read_timeout_ms, "Time to send a request's body");
+  flag(app, "shutdown-grace-ms", o.shutdown_grace_ms, "On SIGTERM, how long in-flight requests may finish");
+  flag(app, "db-connections", o.db_connections, "SQLite connections in the pool (0: threads + 1)");
+}
+
+core::Result<std::pair<std::string, std::uint16_t>> split_host_port(const std::string& text) {
+  std::string host;
+  std::string port;
+  if (!text.empty() && text.front() == '[') {
+    auto close = text.find(']');
+    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      return core::Error::invalid("listen", "--listen must be HOST:PORT");
+    }
+    host = text.substr(1, close - 1);
+    port = text.substr(close + 2);
+  } else {
+    auto colon = text.rfind(':');
+    if (colon == std::string::npos) return core::Error::invalid("listen", "--listen must be HOST:PORT");
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+  }
+  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
+      std::stoul(port) > 65535) {
+    return core::Error::invalid("listen", "--listen port must be a number from 0 to 65535");
+  }
+  return std::pair{host, static_cast<std::uint16_t>(std::stoul(port))};
+}
+
+int fail(const std::string& message) {
+  std::cerr << "membraned: " << message << "\n";
+  return 1;
+}
+
+// The data directory (0700), the master key and the store.
+core::Result<std::unique_ptr<storage::Store>> open_store(const Options& o, std::size_t connections) {
+  if (o.store.rfind("postgresql://", 0) == 0 || o.store.rfind("postgres://", 0) == 0) {
+    return core::Error::invalid("store", "the PostgreSQL store is not available in this release");
+  }
+  std::error_code ec;
+  fs::create_directories(o.data_dir, ec);
+  if (ec) return core::Error::invalid("data-dir", "cannot create " + o.data_dir + ": " + ec.message());
+  ::chmod(o.data_dir.c_str(), 0700);
+  const char* env_key = std::getenv("MEMBRANED_MASTER_KEY");
+  auto key = storage::MasterKey::load(env_key ? std::optional<std::string>(env_key) : std::nullopt, o.data_dir);
+  if (!key) return key.error();
+  storage::SqliteOptions options;
+  if (o.store.empty()) {
+    options.path = fs::path(o.data_dir) / "membraned.db";
+  } else if (o.store.rfind("sqlite:", 0) == 0) {
+    options.path = o.store.substr(7);
+  } else {
+    return core::Error::invalid("store", "--store must be sqlite:PATH or postgresql://...");
+  }
+  options.connections = connections;
+  auto store = storage::SqliteStore::open(options, std::move(*key));
+  if (!store) return store.error();
+  return std::unique_ptr<storage::Store>(std::move(*store));
+}
+
+// first-tenant.json, mode 0600, written whole or not at all.
+core::Status write_private_file(const fs::path& path, const std::string& content) {
+  fs::path tmp = path;
+  tmp += ".tmp";
+  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) return core::Error::internal("cannot write " + tmp.string());
+  bool ok = ::write(fd, content.data(), content.size()) == static_cast<ssize_t>(content.size()) && ::fsync(fd) == 0;
+  ::close(fd);
+  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0) return core::Error::internal("cannot write " + path.string());
+  return core::ok_status();
+}
+
+int serve(const Options& o) {
+  ::umask(077);  // the database, its WAL and every file written here are the service's alone
+  auto listen = split_host_port(o.listen);
+  if (!listen) return fail(listen.error().message);
+  std::string authority = o.authority.empty() ? o.listen : o.authority;
+  auto store = open_store(o, o.db_connections == 0 ? o.threads + 1 : o.db_connections);
+  if (!store) return fail(store.error().message);
+  api::Api api(**store, {authority, o.upstream_timeout_ms});
+
+  server::ServerSettings settings;
+  settings.listen_host = listen->first;
+  settings.listen_port = listen->second;
+  if (!o.tls_cert.empty()) settings.tls_cert_file = o.tls_cert;
+  if (!o.tls_key.empty()) settings.tls_key_file = o.tls_key;
+  settings.allow_plain_http = o.allow_plain_http;
+  settings.threads = o.threads;
+  settings.header_limit = o.header_limit;
+  settings.invoke_body_limit = o.max_invoke_body;
+  settings.idle_timeout = std::chrono::milliseconds(o.idle_timeout_ms);
+  settings.read_timeout = std::chrono::milliseconds(o.read_timeout_ms);
+  settings.shutdown_grace = std::chrono::milliseconds(o.shutdown_grace_ms);
+
+  std::mutex log_mutex;
+  server::HttpServer server(settings, api, [&log_mutex](const std::string& line) {
+    std::lock_guard lock(log_mutex);
+    std::cerr << line << "\n";
+  });
+  if (auto s = server.start(); !s) return fail(s.error().message);
+  if (o.authority.empty()) {
+    authority = (listen->first.find(':') != std::string::npos ? "[" + listen->first + "]" : listen->first) +
+                ":" + std::to_string(server.port());
+    api.set_authority(authority);
+  }
+  auto has_tenants = (*store)->has_tenants();
+  if (!has_tenants) return fail(has_tenants.error().message);
+  if (!*has_tenants) {
+    auto tenant = api.create_tenant();
+    if (!tenant) return fail(tenant.error().message);
+    fs::path path = fs::path(o.data_dir) / "first-tenant.json";
+    if (auto s = write_private_file(path, tenant->dump(2) + "\n"); !s) return fail(s.error().message);
+    std::cout << "membraned: created the first tenant; its capabilities are in " << path.string() << "\n";
+  }
+
+  std::cout << "membraned " << core::kVersion << " listening on "
+            << (settings.tls_cert_file ? "https://" : "http://") << listen->first << ":" << server.port()
+            << " (authority " << authority << ")" << std::endl;
+  server.run();
+  std::cout << "membraned: stopped" << std::endl;
+  return 0;
+}
+
+int tenant_create(const Options& o) {
+  ::umask(077);
+  auto store = open_store(o, 1);
+  if (!store) return fail(store.error().message);
+  std::string authority = o.authority.empty() ? o.listen : o.authority;
+  api::Api api(**store, {authority, o.upstream_timeout_ms});
+  auto tenant = api.create_tenant();
+  if (!tenant) return fail(tenant.error().message);
+  std::cout << tenant->dump(2) << std::endl;
+  return 0;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
-  using namespace membraned::core;
   CLI::App app{"membraned: a capability membrane service that signs and proxies requests to AWS"};
-  std::string authority = "127.0.0.1:8080";
-  bool version_only = false;
-  app.add_option("--authority", authority,
-                 "HOST[:PORT] written into capability URIs (default 127.0.0.1:8080)");
-  app.add_flag("--version", version_only, "Print the version and exit");
+  app.set_version_flag("--version", std::string("membraned ") + membraned::core::kVersion);
+  app.set_config("--config", "", "TOML or INI file whose keys are the long flag names (flags win)");
+  app.require_subcommand(1);
+  app.fallthrough();
+  Options o;
+  add_common(app, o);
+  add_serve(app, o);
+  auto* serve_cmd = app.add_subcommand("serve", "Run the service");
+  auto* tenant_cmd = app.add_subcommand("tenant", "Manage tenants");
+  auto* tenant_create_cmd = tenant_cmd->add_subcommand("create", "Create a tenant and print its capabilities as JSON");
+  tenant_cmd->require_subcommand(1);
   CLI11_PARSE(app, argc, argv);
-
-  std::cout << "membraned " << kVersion << "\n";
-  if (version_only) return 0;
-
-  auto token = Token::generate();
-  if (!token) {
-    std::cerr << "membraned: " << token.error().message << "\n";
-    return 1;
+  try {
+    if (serve_cmd->parsed()) return serve(o);
+    if (tenant_create_cmd->parsed()) return tenant_create(o);
+  } catch (const std::exception& e) {
+    return fail(e.what());
   }
-  std::cout << "A freshly generated capability (not bound to anything yet; the server that\n"
-               "resolves capabilities arrives with the next release):\n  "
-            << CapabilityUri(authority, *token).serialize() << "\n";
-  return 0;
+  return 1;
 }

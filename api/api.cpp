@@ -1,0 +1,231 @@
+#include "api/api.hpp"
+
+#include <charconv>
+#include <optional>
+
+#include "core/encoding.hpp"
+#include "core/export_config.hpp"
+#include "core/http.hpp"
+
+namespace membraned::api {
+
+using core::Error;
+using core::ErrorKind;
+using json = nlohmann::json;
+using storage::CapabilityKind;
+
+namespace {
+
+constexpr std::size_t kMaxMembraneId = 512;
+constexpr std::size_t kMaxQueryLimit = 1000;
+
+Response accepted() { return {202, json{{"statusCode", 202}, {"message", "Accepted"}}}; }
+
+// Management bodies are JSON whatever Content-Type says; an empty body is an empty object for
+// the operations that take none.
+core::Result<json> parse_object(std::string_view body) {
+  json parsed = json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
+  if (parsed.is_discarded()) return Error::invalid("body", "body is not valid JSON");
+  if (!parsed.is_object()) return Error::invalid("body", "body must be a JSON object");
+  return parsed;
+}
+
+std::size_t code_points(std::string_view utf8) {
+  std::size_t n = 0;
+  for (char c : utf8) {
+    if ((static_cast<unsigned char>(c) & 0xC0) != 0x80) ++n;
+  }
+  return n;
+}
+
+}  // namespace
+
+core::Status validate_membrane_id(std::string_view id) {
+  if (id.empty()) return Error::invalid("id", "id must not be empty");
+  if (!core::is_valid_utf8(id)) return Error::invalid("id", "id must be valid UTF-8");
+  if (code_points(id) > kMaxMembraneId) {
+    return Error::invalid("id", "id must be at most 512 characters");
+  }
+  for (char c : id) {
+    auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 || u == 0x7F) return Error::invalid("id", "id must not hold control characters");
+  }
+  return core::ok_status();
+}
+
+std::string_view Api::reason_phrase(int status) {
+  switch (status) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Error";
+  }
+}
+
+Response Api::error_response(int status, std::string message) {
+  return {status, json{{"statusCode", status},
+                       {"error", std::string(reason_phrase(status))},
+                       {"message", std::move(message)}}};
+}
+
+Response Api::error_response(const Error& error) {
+  switch (error.kind) {
+    case ErrorKind::invalid_input: return error_response(400, error.message);
+    case ErrorKind::unauthorized: return error_response(401, "Unauthorized");
+    case ErrorKind::not_found: return error_response(404, error.message);
+    case ErrorKind::conflict: return error_response(409, error.message);
+    case ErrorKind::unavailable: return error_response(503, "Please try again soon");
+    case ErrorKind::internal: break;
+  }
+  return error_response(500, "Internal Server Error");
+}
+
+std::string Api::uri_of(const core::Token& token) const {
+  return core::CapabilityUri(settings_.authority, token).serialize();
+}
+
+core::Result<Authorized> Api::authorize(std::string_view authorization_header) {
+  auto token = core::parse_bearer(authorization_header);
+  if (!token) return Error::unauthorized("Unauthorized");
+  auto resolved = store_.resolve(*token);
+  if (!resolved) return resolved.error();
+  return Authorized{std::move(*token), std::move(*resolved)};
+}
+
+Response Api::handle(const Authorized& who, std::string_view target, std::string_view body) {
+  switch (who.resolved.kind) {
+    case CapabilityKind::create: return create_membrane(who, body);
+    case CapabilityKind::query: return query_membranes(who, target);
+    case CapabilityKind::export_: return export_capability(who, body);
+    case CapabilityKind::revoke: return revoke(who);
+    case CapabilityKind::delete_self: return delete_self(who);
+    case CapabilityKind::uri:
+      return error_response(501, "invoking exported capabilities is not available in this release");
+    case CapabilityKind::reexport: break;
+  }
+  return error_response(500, "Internal Server Error");
+}
+
+core::Result<json> Api::create_tenant() {
+  auto create = core::Token::generate();
+  auto query = core::Token::generate();
+  auto delete_self = core::Token::generate();
+  if (!create || !query || !delete_self) return Error::internal("token generation failed");
+  auto id = store_.create_tenant({*create, *query, *delete_self});
+  if (!id) return id.error();
+  return json{{"id", *id},
+              {"capabilities",
+               {{"create", uri_of(*create)}, {"query", uri_of(*query)}, {"deleteSelf", uri_of(*delete_self)}}}};
+}
+
+json Api::membrane_json(const storage::Membrane& membrane) const {
+  return json{{"id", membrane.id},
+              {"capabilities",
+               {{"export", uri_of(membrane.export_token)}, {"revoke", uri_of(membrane.revoke_token)}}}};
+}
+
+Response Api::create_membrane(const Authorized& who, std::string_view body) {
+  auto parsed = parse_object(body);
+  if (!parsed) return error_response(parsed.error());
+  for (const auto& [key, value] : parsed->items()) {
+    if (key != "id") return error_response(400, key + " is not a known field");
+  }
+  auto it = parsed->find("id");
+  if (it == parsed->end()) return error_response(400, "id is required");
+  if (!it->is_string()) return error_response(400, "id must be a string");
+  std::string id = it->get<std::string>();
+  if (auto s = validate_membrane_id(id); !s) return error_response(s.error());
+
+  auto export_token = core::Token::generate();
+  auto revoke_token = core::Token::generate();
+  if (!export_token || !revoke_token) return error_response(500, "Internal Server Error");
+  storage::Membrane membrane{id, std::move(*export_token), std::move(*revoke_token)};
+  if (auto s = store_.create_membrane(who.resolved.tenant_id, membrane); !s) {
+    if (s.error().kind == ErrorKind::conflict) {
+      return error_response(409, "a membrane with id " + json(id).dump() + " exists");
+    }
+    return error_response(s.error());
+  }
+  return {201, membrane_json(membrane)};
+}
+
+Response Api::query_membranes(const Authorized& who, std::string_view target) {
+  std::size_t q = target.find('?');
+  auto params = core::parse_form_query(q == std::string_view::npos ? std::string_view{} : target.substr(q + 1));
+  if (!params) return error_response(params.error());
+  std::optional<std::string> id, last_id, limit_text;
+  for (auto& [name, value] : *params) {
+    std::optional<std::string>* slot = name == "id" ? &id : name == "lastId" ? &last_id : name == "limit" ? &limit_text : nullptr;
+    if (slot == nullptr) continue;  // other parameters are not ours to judge
+    if (slot->has_value()) return error_response(400, name + " is given more than once");
+    *slot = std::move(value);
+  }
+  if (id) {
+    auto found = store_.find_membrane(who.resolved.tenant_id, *id);
+    if (!found) return error_response(found.error());
+    json membranes = json::array();
+    if (*found) membranes.push_back(membrane_json(**found));
+    return {200, json{{"membranes", std::move(membranes)}, {"completed", true}}};
+  }
+  std::size_t limit = 1;
+  if (limit_text) {
+    const std::string& t = *limit_text;
+    std::uint64_t n = 0;
+    auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), n);
+    bool overflow = ec == std::errc::result_out_of_range;
+    if (t.empty() || end != t.data() + t.size() || (ec != std::errc() && !overflow) || (!overflow && n == 0)) {
+      return error_response(400, "limit must be a positive integer");
+    }
+    limit = overflow ? kMaxQueryLimit : static_cast<std::size_t>(std::min<std::uint64_t>(n, kMaxQueryLimit));
+  }
+  auto page = store_.list_membranes(who.resolved.tenant_id, last_id, limit);
+  if (!page) return error_response(page.error());
+  json membranes = json::array();
+  for (const auto& m : page->membranes) membranes.push_back(membrane_json(m));
+  return {200, json{{"membranes", std::move(membranes)}, {"completed", page->completed}}};
+}
+
+Response Api::export_capability(const Authorized& who, std::string_view body) {
+  auto config = core::parse_export_config(body, {settings_.max_timeout_ms});
+  if (!config) return error_response(config.error());
+  auto token = core::Token::generate();
+  if (!token) return error_response(500, "Internal Server Error");
+  const storage::MembraneRow membrane = *who.resolved.membrane;
+  core::Status stored = std::visit(
+      [&](const auto& c) -> core::Status {
+        using T = std::decay_t<decltype(c)>;
+        if constexpr (std::is_same_v<T, core::UriExport>) {
+          return store_.export_uri(membrane, *token, c);
+        } else {
+          return store_.export_reexport(membrane, *token, c.capability.token());
+        }
+      },
+      *config);
+  if (!stored) return error_response(stored.error());
+  return {201, json{{"capability", uri_of(*token)}}};
+}
+
+Response Api::revoke(const Authorized& who) {
+  if (auto s = store_.revoke_membrane(*who.resolved.membrane); !s) return error_response(s.error());
+  return accepted();
+}
+
+Response Api::delete_self(const Authorized& who) {
+  if (auto s = store_.delete_tenant(who.resolved.tenant_id); !s) return error_response(s.error());
+  return accepted();
+}
+
+}  // namespace membraned::api

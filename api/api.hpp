@@ -1,0 +1,74 @@
+// The operations of SPEC section 4 on resolved capabilities: JSON in, JSON out, no sockets.
+// The server calls authorize() once the headers are in (the capability decides how large a body
+// may be), then handle() with the body.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "core/result.hpp"
+#include "core/token.hpp"
+#include "storage/store.hpp"
+
+namespace membraned::api {
+
+struct Settings {
+  std::string authority;               // written into every capability URI
+  std::uint64_t max_timeout_ms = 30000;  // exports' timeoutMs are lowered to it
+};
+
+struct Response {
+  int status = 200;
+  nlohmann::json body;
+};
+
+struct Authorized {
+  core::Token token;
+  storage::Resolved resolved;
+  bool is_invocation() const { return resolved.kind == storage::CapabilityKind::uri; }
+  std::string_view operation() const { return storage::to_string(resolved.kind); }
+};
+
+class Api {
+ public:
+  Api(storage::Store& store, Settings settings) : store_(store), settings_(std::move(settings)) {}
+
+  // From the Authorization header alone. Any failure is the same 401.
+  core::Result<Authorized> authorize(std::string_view authorization_header);
+
+  // A management operation (create, query, export, revoke, deleteSelf); the method does not
+  // matter, the capability decides. `target` carries query's parameters.
+  Response handle(const Authorized& who, std::string_view target, std::string_view body);
+
+  // A new tenant: {"id", "capabilities": {"create", "query", "deleteSelf"}}.
+  core::Result<nlohmann::json> create_tenant();
+
+  // {"statusCode", "error", "message"} for an error (internal detail never leaves).
+  static Response error_response(const core::Error& error);
+  static Response error_response(int status, std::string message);
+  static std::string_view reason_phrase(int status);
+
+  std::string uri_of(const core::Token& token) const;
+  // Once the listening port is known (it may have been 0).
+  void set_authority(std::string authority) { settings_.authority = std::move(authority); }
+
+ private:
+  Response create_membrane(const Authorized& who, std::string_view body);
+  Response query_membranes(const Authorized& who, std::string_view target);
+  Response export_capability(const Authorized& who, std::string_view body);
+  Response revoke(const Authorized& who);
+  Response delete_self(const Authorized& who);
+  nlohmann::json membrane_json(const storage::Membrane& membrane) const;
+
+  storage::Store& store_;
+  Settings settings_;
+};
+
+// Membrane ids: non-empty, at most 512 characters (Unicode code points) of valid UTF-8 without
+// control characters; spaces and '/' are fine.
+core::Status validate_membrane_id(std::string_view id);
+
+}  // namespace membraned::api

@@ -1,0 +1,425 @@
+#include "server/http_server.hpp"
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core.hpp>
+#include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
+
+#include <atomic>
+#include <ctime>
+#include <list>
+#include <mutex>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+namespace membraned::server {
+
+namespace net = boost::asio;
+namespace ssl = boost::asio::ssl;
+namespace beast = boost::beast;
+namespace http = boost::beast::http;
+using tcp = boost::asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+std::string utc_now() {
+  auto now = std::chrono::system_clock::now();
+  std::time_t t = std::chrono::system_clock::to_time_t(now);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+  char out[40];
+  std::snprintf(out, sizeof out, "%s.%03dZ", buf, static_cast<int>(ms));
+  return out;
+}
+
+bool is_loopback(const net::ip::address& address) {
+  if (address.is_v4()) return address.to_v4().is_loopback();
+  const auto v6 = address.to_v6();
+  return v6.is_loopback() ||
+         (v6.is_v4_mapped() && net::ip::make_address_v4(net::ip::v4_mapped, v6).is_loopback());
+}
+
+}  // namespace
+
+// Shared by all sessions: settings, the API, the log, and what a graceful stop needs.
+struct ServerState {
+  ServerState(ServerSettings s, api::Api& a, RequestLogger l)
+      : settings(std::move(s)), api(a), log(std::move(l)) {}
+  ServerSettings settings;
+  api::Api& api;
+  RequestLogger log;
+  std::atomic<bool> stopping{false};
+  std::atomic<std::size_t> active_sessions{0};
+
+  struct Stoppable {
+    virtual ~Stoppable() = default;
+    virtual void on_server_stopping() = 0;
+  };
+  std::mutex sessions_mutex;
+  std::list<std::weak_ptr<Stoppable>> sessions;
+
+  void track(const std::shared_ptr<Stoppable>& session) {
+    std::lock_guard lock(sessions_mutex);
+    std::erase_if(sessions, [](const auto& w) { return w.expired(); });
+    sessions.push_back(session);
+  }
+  void notify_stopping() {
+    std::lock_guard lock(sessions_mutex);
+    for (auto& weak : sessions) {
+      if (auto s = weak.lock()) s->on_server_stopping();
+    }
+  }
+};
+
+// One connection: reads requests one after the other (keep-alive), answers each. CRTP over the
+// stream type, as in Beast's advanced_server_flex example: Derived is the plain or TLS session.
+template <class Derived>
+class HttpSession : public ServerState::Stoppable {
+ public:
+  explicit HttpSession(ServerState& state, beast::flat_buffer buffer)
+      : state_(state), buffer_(std::move(buffer)) {
+    ++state_.active_sessions;
+  }
+  ~HttpSession() override { --state_.active_sessions; }
+
+  void on_server_stopping() override {
+    // Runs on the session's strand: an idle connection is closed now; a busy one closes after
+    // its answer.
+    net::post(derived().stream().get_executor(), [self = derived().shared_from_this()] {
+      if (self->idle_) beast::get_lowest_layer(self->derived().stream()).cancel();
+    });
+  }
+
+ protected:
+  Derived& derived() { return static_cast<Derived&>(*this); }
+
+  void do_read() {
+    if (state_.stopping) return derived().do_close();
+    parser_.emplace();
+    parser_->header_limit(static_cast<std::uint32_t>(state_.settings.header_limit));
+    parser_->body_limit(state_.settings.management_body_limit);
+    idle_ = true;
+    beast::get_lowest_layer(derived().stream()).expires_after(state_.settings.idle_timeout);
+    http::async_read_header(derived().stream(), buffer_, *parser_,
+                            beast::bind_front_handler(&HttpSession::on_header, derived().shared_from_this()));
+  }
+
+ private:
+  void on_header(beast::error_code ec, std::size_t) {
+    idle_ = false;
+    if (ec == http::error::end_of_stream || ec == net::error::operation_aborted ||
+        ec == beast::error::timeout || ec == net::error::eof || ec == net::error::connection_reset) {
+      return derived().do_close();
+    }
+    started_ = Clock::now();
+    if (ec == http::error::header_limit) {
+      return reply_and_close(api::Api::error_response(431, "request headers are too large"));
+    }
+    if (ec) return reply_and_close(api::Api::error_response(400, "malformed HTTP request"));
+
+    auto& req = parser_->get();
+    authorized_.reset();
+    who_error_.reset();
+    auto who = state_.api.authorize(req[http::field::authorization]);
+    std::size_t limit = state_.settings.management_body_limit;
+    if (who) {
+      if (who->is_invocation()) limit = state_.settings.invoke_body_limit;
+      authorized_.emplace(std::move(*who));
+    } else {
+      who_error_ = who.error();
+    }
+    if (auto length = parser_->content_length(); length && *length > limit) {
+      return reply_and_close(api::Api::error_response(413, "request body is too large"));
+    }
+    parser_->body_limit(limit);
+    if (beast::iequals(req[http::field::expect], "100-continue")) {
+      // The client waits for this before sending its body (curl does, for bodies over 1 KiB).
+      static const std::string kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
+      beast::get_lowest_layer(derived().stream()).expires_after(state_.settings.write_timeout);
+      return net::async_write(derived().stream(), net::buffer(kContinue),
+                              [self = derived().shared_from_this()](beast::error_code wec, std::size_t) {
+                                if (wec) return self->derived().do_close();
+                                self->read_body();
+                              });
+    }
+    read_body();
+  }
+
+  void read_body() {
+    beast::get_lowest_layer(derived().stream()).expires_after(state_.settings.read_timeout);
+    http::async_read(derived().stream(), buffer_, *parser_,
+                     beast::bind_front_handler(&HttpSession::on_body, derived().shared_from_this()));
+  }
+
+  void on_body(beast::error_code ec, std::size_t) {
+    if (ec == http::error::body_limit) {
+      return reply_and_close(api::Api::error_response(413, "request body is too large"));
+    }
+    if (ec == beast::error::timeout) {
+      return reply_and_close(api::Api::error_response(408, "the request body did not arrive in time"));
+    }
+    if (ec) return derived().do_close();
+    auto& req = parser_->get();
+    api::Response response;
+    if (!authorized_) {
+      response = api::Api::error_response(who_error_ ? *who_error_ : core::Error::unauthorized(""));
+    } else {
+      try {
+        response = state_.api.handle(*authorized_, req.target(), req.body());
+      } catch (const std::exception&) {
+        response = api::Api::error_response(500, "Internal Server Error");
+      }
+    }
+    bool keep_alive = req.keep_alive() && !state_.stopping;
+    send(std::move(response), keep_alive);
+  }
+
+  void reply_and_close(api::Response response) {
+    if (!parser_->is_header_done()) started_ = Clock::now();
+    send(std::move(response), false);
+  }
+
+  void send(api::Response response, bool keep_alive) {
+    const bool head = parser_->is_header_done() && parser_->get().method() == http::verb::head;
+    res_.emplace(static_cast<http::status>(response.status), 11);
+    res_->set(http::field::content_type, "application/json");
+    res_->set(http::field::cache_control, "no-store");
+    std::string body = response.body.dump();
+    if (head) {
+      res_->content_length(body.size());
+    } else {
+      res_->body() = std::move(body);
+      res_->prepare_payload();
+    }
+    res_->keep_alive(keep_alive);
+    log_request(response.status);
+    beast::get_lowest_layer(derived().stream()).expires_after(state_.settings.write_timeout);
+    http::async_write(derived().stream(), *res_,
+                      beast::bind_front_handler(&HttpSession::on_write, derived().shared_from_this(), keep_alive));
+  }
+
+  void on_write(bool keep_alive, beast::error_code ec, std::size_t) {
+    res_.reset();
+    if (ec || !keep_alive) return derived().do_close();
+    do_read();
+  }
+
+  void log_request(int status) {
+    if (!state_.log) return;
+    auto elapsed = std::chrono::duration<double, std::milli>(Clock::now() - started_).count();
+    std::ostringstream line;
+    line << utc_now() << ' ';
+    if (parser_->is_header_done()) {
+      line << parser_->get().method_string();
+    } else {
+      line << '-';
+    }
+    line << ' ' << status << ' ';
+    char ms[32];
+    std::snprintf(ms, sizeof ms, "%.3fms", elapsed);
+    line << ms;
+    if (authorized_) {
+      line << " op=" << authorized_->operation() << " cap=" << authorized_->token.log_id();
+    } else {
+      line << " op=-";
+    }
+    state_.log(line.str());
+  }
+
+ protected:
+  ServerState& state_;
+  beast::flat_buffer buffer_;
+
+ private:
+  std::optional<http::request_parser<http::string_body>> parser_;
+  std::optional<http::response<http::string_body>> res_;
+  std::optional<api::Authorized> authorized_;
+  std::optional<core::Error> who_error_;
+  Clock::time_point started_ = Clock::now();
+  bool idle_ = false;
+};
+
+class PlainSession : public HttpSession<PlainSession>, public std::enable_shared_from_this<PlainSession> {
+ public:
+  PlainSession(ServerState& state, tcp::socket&& socket)
+      : HttpSession(state, beast::flat_buffer()), stream_(std::move(socket)) {}
+  void run() {
+    net::dispatch(stream_.get_executor(), beast::bind_front_handler(&PlainSession::do_read, shared_from_this()));
+  }
+  beast::tcp_stream& stream() { return stream_; }
+  void do_close() {
+    beast::error_code ec;
+    stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+    stream_.socket().close(ec);
+  }
+
+ private:
+  friend class HttpSession<PlainSession>;
+  beast::tcp_stream stream_;
+};
+
+class TlsSession : public HttpSession<TlsSession>, public std::enable_shared_from_this<TlsSession> {
+ public:
+  TlsSession(ServerState& state, tcp::socket&& socket, ssl::context& ctx)
+      : HttpSession(state, beast::flat_buffer()), stream_(std::move(socket), ctx) {}
+  void run() {
+    net::dispatch(stream_.get_executor(), [self = shared_from_this()] {
+      beast::get_lowest_layer(self->stream_).expires_after(self->state_.settings.idle_timeout);
+      self->stream_.async_handshake(ssl::stream_base::server,
+                                    beast::bind_front_handler(&TlsSession::on_handshake, self));
+    });
+  }
+  beast::ssl_stream<beast::tcp_stream>& stream() { return stream_; }
+  void do_close() {
+    if (closing_) return;
+    closing_ = true;
+    beast::get_lowest_layer(stream_).expires_after(std::chrono::seconds(5));
+    stream_.async_shutdown([self = shared_from_this()](beast::error_code) {
+      beast::error_code ec;
+      beast::get_lowest_layer(self->stream_).socket().close(ec);
+    });
+  }
+
+ private:
+  void on_handshake(beast::error_code ec) {
+    if (ec) {
+      beast::error_code ignored;
+      beast::get_lowest_layer(stream_).socket().close(ignored);
+      return;
+    }
+    do_read();
+  }
+  beast::ssl_stream<beast::tcp_stream> stream_;
+  bool closing_ = false;
+};
+
+struct HttpServer::Impl {
+  Impl(ServerSettings settings, api::Api& api, RequestLogger log)
+      : state(std::move(settings), api, std::move(log)),
+        ioc(static_cast<int>(std::max<std::size_t>(1, state.settings.threads))),
+        acceptor(net::make_strand(ioc)),
+        signals(ioc, SIGTERM, SIGINT),
+        stop_check(ioc) {}
+
+  ServerState state;
+  net::io_context ioc;
+  std::optional<ssl::context> tls;
+  tcp::acceptor acceptor;
+  net::signal_set signals;
+  net::steady_timer stop_check;
+  Clock::time_point stop_deadline;
+
+  void do_accept() {
+    acceptor.async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
+      if (ec) {
+        if (ec == net::error::operation_aborted || !acceptor.is_open()) return;
+        return do_accept();  // e.g. too many open files: keep serving the others
+      }
+      if (state.stopping) return;
+      if (tls) {
+        auto session = std::make_shared<TlsSession>(state, std::move(socket), *tls);
+        state.track(session);
+        session->run();
+      } else {
+        auto session = std::make_shared<PlainSession>(state, std::move(socket));
+        state.track(session);
+        session->run();
+      }
+      do_accept();
+    });
+  }
+
+  void begin_stop() {
+    if (state.stopping.exchange(true)) return;
+    net::post(acceptor.get_executor(), [this] {
+      beast::error_code ec;
+      acceptor.close(ec);
+    });
+    state.notify_stopping();
+    stop_deadline = Clock::now() + state.settings.shutdown_grace;
+    wait_for_sessions();
+  }
+
+  void wait_for_sessions() {
+    if (state.active_sessions == 0 || Clock::now() >= stop_deadline) {
+      ioc.stop();
+      return;
+    }
+    stop_check.expires_after(std::chrono::milliseconds(20));
+    stop_check.async_wait([this](beast::error_code) { wait_for_sessions(); });
+  }
+};
+
+HttpServer::HttpServer(ServerSettings settings, api::Api& api, RequestLogger log)
+    : impl_(std::make_unique<Impl>(std::move(settings), api, std::move(log))) {}
+
+HttpServer::~HttpServer() = default;
+
+core::Status HttpServer::start() {
+  auto& s = impl_->state.settings;
+  beast::error_code ec;
+  auto address = net::ip::make_address(s.listen_host, ec);
+  if (ec) return core::Error::invalid("listen", "--listen must be an IP address and port");
+  const bool want_tls = s.tls_cert_file.has_value() || s.tls_key_file.has_value();
+  if (want_tls && !(s.tls_cert_file && s.tls_key_file)) {
+    return core::Error::invalid("tls", "--tls-cert and --tls-key must be given together");
+  }
+  if (!want_tls && !is_loopback(address) && !s.allow_plain_http) {
+    return core::Error::invalid(
+        "listen", "plain HTTP is only served on loopback addresses: give --tls-cert and --tls-key, "
+                  "or --allow-plain-http");
+  }
+  if (want_tls) {
+    impl_->tls.emplace(ssl::context::tls_server);
+    auto& ctx = *impl_->tls;
+    ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
+                    ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
+    SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION);
+    ctx.use_certificate_chain_file(*s.tls_cert_file, ec);
+    if (ec) return core::Error::invalid("tls-cert", "cannot load --tls-cert " + *s.tls_cert_file + ": " + ec.message());
+    ctx.use_private_key_file(*s.tls_key_file, ssl::context::pem, ec);
+    if (ec) return core::Error::invalid("tls-key", "cannot load --tls-key " + *s.tls_key_file + ": " + ec.message());
+    if (SSL_CTX_check_private_key(ctx.native_handle()) != 1) {
+      return core::Error::invalid("tls-key", "--tls-key does not belong to --tls-cert");
+    }
+  }
+  tcp::endpoint endpoint(address, s.listen_port);
+  auto& acceptor = impl_->acceptor;
+  acceptor.open(endpoint.protocol(), ec);
+  if (!ec) acceptor.set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) acceptor.bind(endpoint, ec);
+  if (!ec) acceptor.listen(net::socket_base::max_listen_connections, ec);
+  if (ec) {
+    return core::Error::unavailable("cannot listen on " + s.listen_host + ":" + std::to_string(s.listen_port) +
+                                    ": " + ec.message());
+  }
+  return core::ok_status();
+}
+
+std::uint16_t HttpServer::port() const {
+  beast::error_code ec;
+  return impl_->acceptor.local_endpoint(ec).port();
+}
+
+void HttpServer::run() {
+  impl_->signals.async_wait([this](beast::error_code ec, int) {
+    if (!ec) impl_->begin_stop();
+  });
+  impl_->do_accept();
+  std::vector<std::thread> threads;
+  const std::size_t n = std::max<std::size_t>(1, impl_->state.settings.threads);
+  for (std::size_t i = 1; i < n; ++i) threads.emplace_back([this] { impl_->ioc.run(); });
+  impl_->ioc.run();
+  for (auto& t : threads) t.join();
+}
+
+}  // namespace membraned::server

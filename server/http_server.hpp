@@ -1,0 +1,55 @@
+// The HTTP/1.1 front of membraned (Boost.Beast), plain or TLS. All of Beast and Asio stays in
+// http_server.cpp: they are slow to compile.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "api/api.hpp"
+#include "core/result.hpp"
+
+namespace membraned::server {
+
+struct ServerSettings {
+  std::string listen_host = "127.0.0.1";
+  std::uint16_t listen_port = 8080;  // 0: any free port (see HttpServer::port)
+  std::optional<std::string> tls_cert_file;
+  std::optional<std::string> tls_key_file;
+  bool allow_plain_http = false;  // plain HTTP on a non-loopback address
+  std::size_t threads = 1;
+  std::size_t header_limit = 16 * 1024;
+  std::size_t management_body_limit = 64 * 1024;
+  std::size_t invoke_body_limit = 6 * 1024 * 1024;
+  std::chrono::milliseconds idle_timeout{30000};   // keep-alive idle, and reading a request's headers
+  std::chrono::milliseconds read_timeout{30000};   // reading a request's body
+  std::chrono::milliseconds write_timeout{30000};  // writing an answer
+  std::chrono::milliseconds shutdown_grace{30000}; // in-flight requests get this long on SIGTERM
+};
+
+// One line per request; never a token or a secret (the capability appears as Token::log_id()).
+using RequestLogger = std::function<void(const std::string& line)>;
+
+class HttpServer {
+ public:
+  HttpServer(ServerSettings settings, api::Api& api, RequestLogger log);
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // Loads TLS material, checks the plain-HTTP rule, binds and listens.
+  core::Status start();
+  std::uint16_t port() const;  // the bound port
+  // Serves on `threads` threads until SIGTERM or SIGINT, then stops accepting, lets in-flight
+  // requests finish (up to shutdown_grace) and returns.
+  void run();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace membraned::server

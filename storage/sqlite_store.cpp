@@ -1,0 +1,478 @@
+#include "storage/sqlite_store.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+
+#include "core/crypto.hpp"
+#include "core/encoding.hpp"
+
+namespace membraned::storage {
+
+using core::Error;
+using core::ErrorKind;
+
+namespace {
+
+// Migrations, applied in order at start; schema_version holds how many ran. Never edit one that
+// has shipped: add the next.
+constexpr const char* kMigrations[] = {
+    // 1: tenants, membranes, capabilities.
+    R"sql(
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) STRICT;
+    CREATE TABLE tenants (
+      id TEXT PRIMARY KEY,
+      created_at INTEGER NOT NULL,
+      deleted INTEGER NOT NULL DEFAULT 0
+    ) STRICT;
+    CREATE TABLE membranes (
+      row INTEGER PRIMARY KEY,
+      tenant_id TEXT NOT NULL REFERENCES tenants(id),
+      id TEXT NOT NULL,
+      export_token BLOB NOT NULL,   -- sealed: query returns it again
+      revoke_token BLOB NOT NULL,   -- sealed
+      revoked INTEGER NOT NULL DEFAULT 0,
+      created_at INTEGER NOT NULL
+    ) STRICT;
+    -- One live membrane per id; a revoked one frees its id at once.
+    CREATE UNIQUE INDEX membranes_live_id ON membranes(tenant_id, id) WHERE revoked = 0;
+    CREATE TABLE capabilities (
+      row INTEGER PRIMARY KEY,
+      digest BLOB NOT NULL UNIQUE,  -- SHA-256 of the token; the token itself is never stored
+      kind INTEGER NOT NULL,
+      tenant_id TEXT NOT NULL REFERENCES tenants(id),
+      membrane_row INTEGER REFERENCES membranes(row),  -- the membrane it belongs to or was exported through
+      parent_row INTEGER REFERENCES capabilities(row), -- re-export: what it stands for
+      config BLOB,                  -- uri: the sealed export configuration
+      created_at INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX capabilities_membrane ON capabilities(membrane_row);
+    CREATE INDEX capabilities_parent ON capabilities(parent_row);
+    )sql",
+};
+
+constexpr std::string_view kKeyCheckContext = "membraned/meta/key-check";
+constexpr std::string_view kKeyCheckPlaintext = "membraned master key check v1";
+
+std::int64_t now_seconds() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string membrane_token_context(std::string_view which, const std::string& tenant_id,
+                                   const std::string& membrane_id) {
+  return "membraned/membrane-token/" + std::string(which) + "/" + tenant_id + "/" +
+         core::sha256_hex(membrane_id);
+}
+
+std::string uri_config_context(std::string_view digest) {
+  return "membraned/uri-config/" + core::hex_encode(digest);
+}
+
+}  // namespace
+
+std::string_view to_string(CapabilityKind kind) {
+  switch (kind) {
+    case CapabilityKind::create: return "create";
+    case CapabilityKind::query: return "query";
+    case CapabilityKind::delete_self: return "deleteSelf";
+    case CapabilityKind::export_: return "export";
+    case CapabilityKind::revoke: return "revoke";
+    case CapabilityKind::uri: return "invoke";
+    case CapabilityKind::reexport: return "reexport";
+  }
+  return "unknown";
+}
+
+// A pooled connection, returned to the pool when the lease ends.
+class SqliteStore::Lease {
+ public:
+  Lease(SqliteStore& store, std::unique_ptr<sqlite::Connection> connection)
+      : store_(&store), connection_(std::move(connection)) {}
+  Lease(Lease&& other) noexcept = default;
+  ~Lease() {
+    if (!connection_) return;
+    std::lock_guard lock(store_->mutex_);
+    store_->idle_.push_back(std::move(connection_));
+    store_->available_.notify_one();
+  }
+  sqlite::Connection& operator*() { return *connection_; }
+  sqlite::Connection* operator->() { return connection_.get(); }
+
+ private:
+  SqliteStore* store_;
+  std::unique_ptr<sqlite::Connection> connection_;
+};
+
+SqliteStore::Lease SqliteStore::acquire() {
+  std::unique_lock lock(mutex_);
+  available_.wait(lock, [this] { return !idle_.empty(); });
+  auto connection = std::move(idle_.back());
+  idle_.pop_back();
+  return Lease(*this, std::move(connection));
+}
+
+int SqliteStore::schema_version() { return static_cast<int>(std::size(kMigrations)); }
+
+Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const SqliteOptions& options, MasterKey key) {
+  std::unique_ptr<SqliteStore> store(new SqliteStore(std::move(key)));
+  const std::size_t count = options.connections == 0 ? 1 : options.connections;
+  for (std::size_t i = 0; i < count; ++i) {
+    auto connection = sqlite::Connection::open(options.path.string());
+    if (!connection) return connection.error();
+    sqlite3_busy_timeout((*connection)->handle(), options.busy_timeout_ms);
+    // WAL: readers never block the writer. synchronous=FULL: a COMMIT (and so a 202 after a
+    // revoke) has reached stable storage before it returns, so neither kill -9 nor power loss
+    // can bring a revoked capability back.
+    for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
+                               "PRAGMA foreign_keys=ON"}) {
+      if (auto s = (*connection)->exec(pragma); !s) return s.error();
+    }
+    store->idle_.push_back(std::move(*connection));
+  }
+
+  auto lease = store->acquire();
+  {
+    auto tx = sqlite::Transaction::begin(*lease);
+    if (!tx) return tx.error();
+    if (auto s = lease->exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL) STRICT"); !s) {
+      return s.error();
+    }
+    auto read = lease->prepare("SELECT version FROM schema_version");
+    if (!read) return read.error();
+    auto has_row = (*read)->step();
+    if (!has_row) return has_row.error();
+    std::int64_t version = *has_row ? (*read)->column_int(0) : 0;
+    read->reset();
+    if (version > schema_version()) {
+      return Error::internal("the database was written by a newer membraned (schema " +
+                             std::to_string(version) + ")");
+    }
+    for (auto v = version; v < schema_version(); ++v) {
+      if (auto s = lease->exec(kMigrations[v]); !s) return s.error();
+    }
+    if (version != schema_version()) {
+      if (auto s = lease->exec("DELETE FROM schema_version"); !s) return s.error();
+      auto write = lease->prepare("INSERT INTO schema_version(version) VALUES (?1)");
+      if (!write) return write.error();
+      if (auto s = (*write)->bind(1, static_cast<std::int64_t>(schema_version())).run(); !s) return s.error();
+    }
+
+    // The master key must open what this database holds; a new database records a check value.
+    auto check = lease->prepare("SELECT value FROM meta WHERE key = 'key_check'");
+    if (!check) return check.error();
+    auto found = (*check)->step();
+    if (!found) return found.error();
+    if (*found) {
+      auto opened = store->key_.open((*check)->column_blob(0), kKeyCheckContext);
+      if (!opened || *opened != kKeyCheckPlaintext) {
+        return Error::invalid("master key", "the master key does not open this database's secrets");
+      }
+    } else {
+      auto sealed = store->key_.seal(kKeyCheckPlaintext, kKeyCheckContext);
+      if (!sealed) return sealed.error();
+      auto insert = lease->prepare("INSERT INTO meta(key, value) VALUES ('key_check', ?1)");
+      if (!insert) return insert.error();
+      if (auto s = (*insert)->bind_blob(1, *sealed).run(); !s) return s.error();
+    }
+    check->reset();
+    if (auto s = tx->commit(); !s) return s.error();
+  }
+  return store;
+}
+
+Status SqliteStore::insert_capability(sqlite::Connection& connection, const Token& token,
+                                      CapabilityKind kind, const std::string& tenant_id,
+                                      std::optional<MembraneRow> membrane,
+                                      std::optional<CapabilityRow> parent,
+                                      std::optional<std::string> sealed_config) {
+  auto insert = connection.prepare(
+      "INSERT INTO capabilities(digest, kind, tenant_id, membrane_row, parent_row, config, created_at) "
+      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+  if (!insert) return insert.error();
+  auto& st = **insert;
+  st.bind_blob(1, token.digest()).bind(2, static_cast<std::int64_t>(kind)).bind(3, tenant_id);
+  membrane ? st.bind(4, *membrane) : st.bind_null(4);
+  parent ? st.bind(5, *parent) : st.bind_null(5);
+  sealed_config ? st.bind_blob(6, *sealed_config) : st.bind_null(6);
+  st.bind(7, now_seconds());
+  return st.run();
+}
+
+Result<std::string> SqliteStore::create_tenant(const TenantTokens& tokens) {
+  auto random = core::random_bytes(16);
+  if (!random) return random.error();
+  std::string id = core::hex_encode(*random);
+  auto lease = acquire();
+  auto tx = sqlite::Transaction::begin(*lease);
+  if (!tx) return tx.error();
+  auto insert = lease->prepare("INSERT INTO tenants(id, created_at) VALUES (?1, ?2)");
+  if (!insert) return insert.error();
+  if (auto s = (*insert)->bind(1, id).bind(2, now_seconds()).run(); !s) return s.error();
+  insert->reset();
+  for (auto [token, kind] : {std::pair{&tokens.create, CapabilityKind::create},
+                             std::pair{&tokens.query, CapabilityKind::query},
+                             std::pair{&tokens.delete_self, CapabilityKind::delete_self}}) {
+    if (auto s = insert_capability(*lease, *token, kind, id, std::nullopt, std::nullopt, std::nullopt); !s) {
+      return s.error();
+    }
+  }
+  if (auto s = tx->commit(); !s) return s.error();
+  return id;
+}
+
+Result<bool> SqliteStore::has_tenants() {
+  auto lease = acquire();
+  auto st = lease->prepare("SELECT EXISTS (SELECT 1 FROM tenants)");
+  if (!st) return st.error();
+  auto row = (*st)->step();
+  if (!row) return row.error();
+  return (*st)->column_int(0) != 0;
+}
+
+Result<Resolved> SqliteStore::resolve(const Token& token) {
+  auto lease = acquire();
+  return resolve_on(*lease, token);
+}
+
+// The whole chain in one statement: the presented capability, then each re-export's parent,
+// each with its tenant's and membrane's state.
+Result<Resolved> SqliteStore::resolve_on(sqlite::Connection& connection, const Token& token) {
+  static const std::string kChain =
+      "WITH RECURSIVE chain(depth, row, digest, kind, tenant_id, membrane_row, parent_row, config) AS ("
+      "  SELECT 0, row, digest, kind, tenant_id, membrane_row, parent_row, config"
+      "  FROM capabilities WHERE digest = ?1"
+      "  UNION ALL"
+      "  SELECT chain.depth + 1, c.row, c.digest, c.kind, c.tenant_id, c.membrane_row, c.parent_row, c.config"
+      "  FROM capabilities c JOIN chain ON c.row = chain.parent_row"
+      "  WHERE chain.depth < ?2"
+      ") "
+      "SELECT chain.depth, chain.row, chain.digest, chain.kind, chain.tenant_id, chain.membrane_row,"
+      "       chain.config, t.deleted, m.revoked "
+      "FROM chain JOIN tenants t ON t.id = chain.tenant_id "
+      "LEFT JOIN membranes m ON m.row = chain.membrane_row "
+      "ORDER BY chain.depth";
+  auto st = connection.prepare(kChain);
+  if (!st) return st.error();
+  (*st)->bind_blob(1, token.digest()).bind(2, static_cast<std::int64_t>(kMaxReexportDepth));
+
+  const Error dead = Error::unauthorized("unknown or revoked capability");
+  struct Link {
+    CapabilityRow row;
+    std::string digest;
+    CapabilityKind kind;
+    std::string tenant_id;
+    std::optional<MembraneRow> membrane;
+    std::string config;
+    bool tenant_deleted;
+    bool membrane_revoked;
+  };
+  std::vector<Link> links;
+  while (true) {
+    auto more = (*st)->step();
+    if (!more) return more.error();
+    if (!*more) break;
+    auto& s = **st;
+    links.push_back(Link{s.column_int(1), s.column_blob(2), static_cast<CapabilityKind>(s.column_int(3)),
+                         s.column_text(4),
+                         s.column_is_null(5) ? std::nullopt : std::optional<MembraneRow>(s.column_int(5)),
+                         s.column_blob(6), s.column_int(7) != 0, !s.column_is_null(8) && s.column_int(8) != 0});
+  }
+  if (links.empty()) return dead;
+  const Link& last = links.back();
+  if (last.kind == CapabilityKind::reexport) return dead;  // deeper than allowed
+  for (std::size_t i = 0; i < links.size(); ++i) {
+    const Link& link = links[i];
+    if (link.tenant_deleted) return dead;
+    // A membrane's own revoke capability outlives the revocation it performs (revoke is
+    // idempotent); everything else dies with any revoked membrane on its chain.
+    bool own_revoke = i + 1 == links.size() && link.kind == CapabilityKind::revoke;
+    if (link.membrane_revoked && !own_revoke) return dead;
+  }
+
+  Resolved out;
+  out.kind = last.kind;
+  out.tenant_id = last.tenant_id;
+  out.membrane = last.membrane;
+  out.presented = links.front().row;
+  out.depth = static_cast<int>(links.size()) - 1;
+  if (last.kind == CapabilityKind::uri) {
+    auto opened = key_.open(last.config, uri_config_context(last.digest));
+    if (!opened) return Error::internal("a stored export configuration does not open");
+    auto parsed = core::parse_export_config(*opened, {UINT64_MAX});
+    core::secure_wipe(*opened);
+    if (!parsed || !std::holds_alternative<core::UriExport>(*parsed)) {
+      return Error::internal("a stored export configuration does not parse");
+    }
+    out.uri = std::get<core::UriExport>(std::move(*parsed));
+  }
+  return out;
+}
+
+Status SqliteStore::create_membrane(const std::string& tenant_id, const Membrane& membrane) {
+  auto sealed_export = key_.seal(membrane.export_token.text(),
+                                 membrane_token_context("export", tenant_id, membrane.id));
+  if (!sealed_export) return sealed_export.error();
+  auto sealed_revoke = key_.seal(membrane.revoke_token.text(),
+                                 membrane_token_context("revoke", tenant_id, membrane.id));
+  if (!sealed_revoke) return sealed_revoke.error();
+
+  auto lease = acquire();
+  auto tx = sqlite::Transaction::begin(*lease);
+  if (!tx) return tx.error();
+  auto exists = lease->prepare("SELECT 1 FROM membranes WHERE tenant_id = ?1 AND id = ?2 AND revoked = 0");
+  if (!exists) return exists.error();
+  auto found = (*exists)->bind(1, tenant_id).bind(2, membrane.id).step();
+  if (!found) return found.error();
+  if (*found) return Error::conflict("a membrane with this id exists");
+  exists->reset();
+
+  auto insert = lease->prepare(
+      "INSERT INTO membranes(tenant_id, id, export_token, revoke_token, created_at) VALUES (?1, ?2, ?3, ?4, ?5)");
+  if (!insert) return insert.error();
+  if (auto s = (*insert)->bind(1, tenant_id).bind(2, membrane.id).bind_blob(3, *sealed_export)
+                   .bind_blob(4, *sealed_revoke).bind(5, now_seconds()).run();
+      !s) {
+    return s.error();
+  }
+  MembraneRow row = lease->last_insert_rowid();
+  for (auto [token, kind] : {std::pair{&membrane.export_token, CapabilityKind::export_},
+                             std::pair{&membrane.revoke_token, CapabilityKind::revoke}}) {
+    if (auto s = insert_capability(*lease, *token, kind, tenant_id, row, std::nullopt, std::nullopt); !s) {
+      return s.error();
+    }
+  }
+  return tx->commit();
+}
+
+Result<Membrane> SqliteStore::membrane_from_row(const std::string& tenant_id, const std::string& id,
+                                                std::string_view sealed_export,
+                                                std::string_view sealed_revoke) {
+  auto export_text = key_.open(sealed_export, membrane_token_context("export", tenant_id, id));
+  auto revoke_text = key_.open(sealed_revoke, membrane_token_context("revoke", tenant_id, id));
+  if (!export_text || !revoke_text) return Error::internal("a stored membrane token does not open");
+  auto export_token = Token::parse(*export_text);
+  auto revoke_token = Token::parse(*revoke_text);
+  if (!export_token || !revoke_token) return Error::internal("a stored membrane token is malformed");
+  return Membrane{id, std::move(*export_token), std::move(*revoke_token)};
+}
+
+Result<std::optional<Membrane>> SqliteStore::find_membrane(const std::string& tenant_id,
+                                                           const std::string& id) {
+  auto lease = acquire();
+  auto st = lease->prepare(
+      "SELECT export_token, revoke_token FROM membranes WHERE tenant_id = ?1 AND id = ?2 AND revoked = 0");
+  if (!st) return st.error();
+  auto found = (*st)->bind(1, tenant_id).bind(2, id).step();
+  if (!found) return found.error();
+  if (!*found) return std::optional<Membrane>();
+  auto membrane = membrane_from_row(tenant_id, id, (*st)->column_blob(0), (*st)->column_blob(1));
+  if (!membrane) return membrane.error();
+  return std::optional<Membrane>(std::move(*membrane));
+}
+
+Result<MembranePage> SqliteStore::list_membranes(const std::string& tenant_id,
+                                                 const std::optional<std::string>& after,
+                                                 std::size_t limit) {
+  auto lease = acquire();
+  auto st = lease->prepare(
+      "SELECT id, export_token, revoke_token FROM membranes "
+      "WHERE tenant_id = ?1 AND revoked = 0 AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3");
+  if (!st) return st.error();
+  (*st)->bind(1, tenant_id).bind(3, static_cast<std::int64_t>(limit) + 1);
+  after ? (*st)->bind(2, *after) : (*st)->bind_null(2);
+  MembranePage page;
+  while (true) {
+    auto more = (*st)->step();
+    if (!more) return more.error();
+    if (!*more) break;
+    if (page.membranes.size() == limit) {
+      page.completed = false;
+      break;
+    }
+    auto membrane = membrane_from_row(tenant_id, (*st)->column_text(0), (*st)->column_blob(1),
+                                      (*st)->column_blob(2));
+    if (!membrane) return membrane.error();
+    page.membranes.push_back(std::move(*membrane));
+  }
+  return page;
+}
+
+Status SqliteStore::export_uri(MembraneRow membrane, const Token& token, const core::UriExport& config) {
+  std::string plain = core::to_json(config).dump();
+  auto sealed = key_.seal(plain, uri_config_context(token.digest()));
+  core::secure_wipe(plain);
+  if (!sealed) return sealed.error();
+  auto lease = acquire();
+  auto tx = sqlite::Transaction::begin(*lease);
+  if (!tx) return tx.error();
+  auto owner = lease->prepare("SELECT tenant_id FROM membranes WHERE row = ?1 AND revoked = 0");
+  if (!owner) return owner.error();
+  auto found = (*owner)->bind(1, membrane).step();
+  if (!found) return found.error();
+  if (!*found) return Error::unauthorized("the membrane is revoked");
+  std::string tenant_id = (*owner)->column_text(0);
+  owner->reset();
+  if (auto s = insert_capability(*lease, token, CapabilityKind::uri, tenant_id, membrane, std::nullopt, std::move(*sealed)); !s) {
+    return s.error();
+  }
+  return tx->commit();
+}
+
+Status SqliteStore::export_reexport(MembraneRow membrane, const Token& token, const Token& target) {
+  auto lease = acquire();
+  // Resolved inside the write transaction: a revoke cannot slip between check and insert.
+  auto tx = sqlite::Transaction::begin(*lease);
+  if (!tx) return tx.error();
+  auto owner = lease->prepare("SELECT tenant_id FROM membranes WHERE row = ?1 AND revoked = 0");
+  if (!owner) return owner.error();
+  auto found = (*owner)->bind(1, membrane).step();
+  if (!found) return found.error();
+  if (!*found) return Error::unauthorized("the membrane is revoked");
+  std::string tenant_id = (*owner)->column_text(0);
+  owner->reset();
+  auto resolved = resolve_on(*lease, target);
+  if (!resolved) {
+    if (resolved.error().kind == ErrorKind::unauthorized) {
+      return Error::not_found("the capability to re-export does not exist or is revoked");
+    }
+    return resolved.error();
+  }
+  if (resolved->depth + 1 >= kMaxReexportDepth) {
+    return Error::invalid("capability", "re-export chains are limited to " +
+                                            std::to_string(kMaxReexportDepth) + " links");
+  }
+  if (auto s = insert_capability(*lease, token, CapabilityKind::reexport, tenant_id, membrane,
+                                 resolved->presented, std::nullopt);
+      !s) {
+    return s.error();
+  }
+  return tx->commit();
+}
+
+Status SqliteStore::revoke_membrane(MembraneRow membrane) {
+  // One row: every capability exported through the membrane, and every re-export below them,
+  // checks this flag along its chain on each use.
+  auto lease = acquire();
+  auto st = lease->prepare("UPDATE membranes SET revoked = 1 WHERE row = ?1");
+  if (!st) return st.error();
+  return (*st)->bind(1, membrane).run();
+}
+
+Status SqliteStore::delete_tenant(const std::string& tenant_id) {
+  auto lease = acquire();
+  auto tx = sqlite::Transaction::begin(*lease);
+  if (!tx) return tx.error();
+  auto tenant = lease->prepare("UPDATE tenants SET deleted = 1 WHERE id = ?1");
+  if (!tenant) return tenant.error();
+  if (auto s = (*tenant)->bind(1, tenant_id).run(); !s) return s.error();
+  tenant->reset();
+  auto membranes = lease->prepare("UPDATE membranes SET revoked = 1 WHERE tenant_id = ?1");
+  if (!membranes) return membranes.error();
+  if (auto s = (*membranes)->bind(1, tenant_id).run(); !s) return s.error();
+  membranes->reset();
+  return tx->commit();
+}
+
+}  // namespace membraned::storage

@@ -1,0 +1,61 @@
+// The embedded default backend: one SQLite database file in the data directory.
+#pragma once
+
+#include <condition_variable>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "storage/master_key.hpp"
+#include "storage/sqlite.hpp"
+#include "storage/store.hpp"
+
+namespace membraned::storage {
+
+struct SqliteOptions {
+  std::filesystem::path path;      // the database file
+  std::size_t connections = 4;     // pooled connections (WAL: readers do not block the writer)
+  int busy_timeout_ms = 5000;      // beyond it a locked database answers "unavailable"
+};
+
+class SqliteStore final : public Store {
+ public:
+  // Opens (creating if needed) the database, applies pending migrations, and checks that the
+  // master key opens what is stored.
+  static Result<std::unique_ptr<SqliteStore>> open(const SqliteOptions& options, MasterKey key);
+
+  Result<std::string> create_tenant(const TenantTokens& tokens) override;
+  Result<bool> has_tenants() override;
+  Result<Resolved> resolve(const Token& token) override;
+  Status create_membrane(const std::string& tenant_id, const Membrane& membrane) override;
+  Result<std::optional<Membrane>> find_membrane(const std::string& tenant_id,
+                                                const std::string& id) override;
+  Result<MembranePage> list_membranes(const std::string& tenant_id,
+                                      const std::optional<std::string>& after,
+                                      std::size_t limit) override;
+  Status export_uri(MembraneRow membrane, const Token& token, const core::UriExport& config) override;
+  Status export_reexport(MembraneRow membrane, const Token& token, const Token& target) override;
+  Status revoke_membrane(MembraneRow membrane) override;
+  Status delete_tenant(const std::string& tenant_id) override;
+
+  static int schema_version();
+
+ private:
+  class Lease;
+  SqliteStore(MasterKey key) : key_(std::move(key)) {}
+  Lease acquire();
+  Result<Resolved> resolve_on(sqlite::Connection& connection, const Token& token);
+  Result<Membrane> membrane_from_row(const std::string& tenant_id, const std::string& id,
+                                     std::string_view sealed_export, std::string_view sealed_revoke);
+  Status insert_capability(sqlite::Connection& connection, const Token& token, CapabilityKind kind,
+                           const std::string& tenant_id, std::optional<MembraneRow> membrane,
+                           std::optional<CapabilityRow> parent, std::optional<std::string> sealed_config);
+
+  MasterKey key_;
+  std::mutex mutex_;
+  std::condition_variable available_;
+  std::vector<std::unique_ptr<sqlite::Connection>> idle_;
+};
+
+}  // namespace membraned::storage

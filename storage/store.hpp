@@ -1,0 +1,97 @@
+// What the API needs from storage, independent of the database behind it. Backends keep every
+// SQL dialect detail to themselves: the API never sees a statement.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/export_config.hpp"
+#include "core/result.hpp"
+#include "core/token.hpp"
+
+namespace membraned::storage {
+
+using core::Result;
+using core::Status;
+using core::Token;
+
+enum class CapabilityKind : int {
+  create = 1,
+  query = 2,
+  delete_self = 3,
+  export_ = 4,
+  revoke = 5,
+  uri = 6,
+  reexport = 7,
+};
+std::string_view to_string(CapabilityKind kind);
+
+struct TenantTokens {
+  Token create;
+  Token query;
+  Token delete_self;
+};
+
+struct Membrane {
+  std::string id;
+  Token export_token;
+  Token revoke_token;
+};
+
+using MembraneRow = std::int64_t;
+using CapabilityRow = std::int64_t;
+
+// A token resolved through its whole chain of re-exports, every link checked alive: the
+// capability that finally acts and on what.
+struct Resolved {
+  CapabilityKind kind;              // of the capability at the end of the chain
+  std::string tenant_id;            // whose it is
+  std::optional<MembraneRow> membrane;  // export/revoke: the membrane they act on
+  std::optional<core::UriExport> uri;   // uri: the (unsealed) upstream configuration
+  CapabilityRow presented;          // the row of the token actually presented
+  int depth = 0;                    // re-export links followed
+};
+
+struct MembranePage {
+  std::vector<Membrane> membranes;
+  bool completed = true;  // no membrane after the last one returned
+};
+
+// Re-export chains are bounded, so resolution stays one bounded query.
+inline constexpr int kMaxReexportDepth = 64;
+
+class Store {
+ public:
+  virtual ~Store() = default;
+
+  virtual Result<std::string> create_tenant(const TenantTokens& tokens) = 0;  // the new tenant id
+  virtual Result<bool> has_tenants() = 0;  // any tenant ever created (deleted ones included)
+
+  // Unknown, revoked or cut anywhere along its chain: an unauthorized error (401, the same for
+  // all). A membrane's own revoke capability keeps resolving after its membrane is revoked, so a
+  // repeated revoke answers 202 again; it dies with its tenant.
+  virtual Result<Resolved> resolve(const Token& token) = 0;
+
+  // conflict when a live membrane of the tenant has this id.
+  virtual Status create_membrane(const std::string& tenant_id, const Membrane& membrane) = 0;
+  virtual Result<std::optional<Membrane>> find_membrane(const std::string& tenant_id,
+                                                        const std::string& id) = 0;
+  // Live membranes ordered by id (byte order), strictly after `after`, at most `limit`.
+  virtual Result<MembranePage> list_membranes(const std::string& tenant_id,
+                                              const std::optional<std::string>& after,
+                                              std::size_t limit) = 0;
+
+  virtual Status export_uri(MembraneRow membrane, const Token& token,
+                            const core::UriExport& config) = 0;
+  // not_found when `target` does not resolve (unknown, revoked, cut).
+  virtual Status export_reexport(MembraneRow membrane, const Token& token, const Token& target) = 0;
+
+  // Effective for every capability of the membrane and all their descendants when it returns.
+  virtual Status revoke_membrane(MembraneRow membrane) = 0;
+  virtual Status delete_tenant(const std::string& tenant_id) = 0;
+};
+
+}  // namespace membraned::storage
