@@ -153,7 +153,7 @@ Response Api::create_membrane(const Authorized& who, std::string_view body) {
   auto revoke_token = core::Token::generate();
   if (!export_token || !revoke_token) return error_response(500, "Internal Server Error");
   storage::Membrane membrane{id, std::move(*export_token), std::move(*revoke_token)};
-  if (auto s = store_.create_membrane(who.resolved.tenant_id, membrane); !s) {
+  if (auto s = store_.create_membrane(who.token, membrane); !s) {
     if (s.error().kind == ErrorKind::conflict) {
       return error_response(409, "a membrane with id " + json(id).dump() + " exists");
     }
@@ -203,14 +203,13 @@ Response Api::export_capability(const Authorized& who, std::string_view body) {
   if (!config) return error_response(config.error());
   auto token = core::Token::generate();
   if (!token) return error_response(500, "Internal Server Error");
-  const storage::MembraneRow membrane = *who.resolved.membrane;
   core::Status stored = std::visit(
       [&](const auto& c) -> core::Status {
         using T = std::decay_t<decltype(c)>;
         if constexpr (std::is_same_v<T, core::UriExport>) {
-          return store_.export_uri(membrane, *token, c);
+          return store_.export_uri(who.token, *token, c);
         } else {
-          return store_.export_reexport(membrane, *token, c.capability.token());
+          return store_.export_reexport(who.token, *token, c.capability.token());
         }
       },
       *config);
@@ -219,12 +218,12 @@ Response Api::export_capability(const Authorized& who, std::string_view body) {
 }
 
 Response Api::revoke(const Authorized& who) {
-  if (auto s = store_.revoke_membrane(*who.resolved.membrane); !s) return error_response(s.error());
+  if (auto s = store_.revoke_membrane(who.token); !s) return error_response(s.error());
   return accepted();
 }
 
 Response Api::delete_self(const Authorized& who) {
-  if (auto s = store_.delete_tenant(who.resolved.tenant_id); !s) return error_response(s.error());
+  if (auto s = store_.delete_tenant(who.token); !s) return error_response(s.error());
   return accepted();
 }
 

@@ -9,7 +9,7 @@ MEMBRANED_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # Everything the project builds, tests and runs with. One list, so the Dockerfile, CI and a new
 # user's machine all get the same.
 MEMBRANED_PACKAGES=(
-  g++ cmake ninja-build pkg-config ca-certificates openssl
+  g++ cmake ninja-build pkg-config ca-certificates openssl python3 curl
   libboost1.81-dev libboost-url1.81-dev libssl-dev nlohmann-json3-dev libsqlite3-dev
   googletest libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev libyaml-cpp-dev
   prometheus-cpp-dev
@@ -26,6 +26,10 @@ membraned_install_packages() {
       missing+=("$pkg")
     fi
   done
+  # Node.js and npm run the original capability-sdk in the end-to-end tests; a machine that
+  # already has them (from any source) keeps its own.
+  command -v node >/dev/null 2>&1 || missing+=(nodejs)
+  command -v npm >/dev/null 2>&1 || missing+=(npm)
   if [ "${#missing[@]}" -eq 0 ]; then
     return 0
   fi

@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <ctime>
+#include <limits>
 #include <list>
 #include <mutex>
 #include <sstream>
@@ -106,7 +107,8 @@ class HttpSession : public ServerState::Stoppable {
     if (state_.stopping) return derived().do_close();
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(state_.settings.header_limit));
-    parser_->body_limit(state_.settings.management_body_limit);
+    // The capability, known once the headers are in, decides how large a body may be.
+    parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
     idle_ = true;
     beast::get_lowest_layer(derived().stream()).expires_after(state_.settings.idle_timeout);
     http::async_read_header(derived().stream(), buffer_, *parser_,
@@ -325,6 +327,10 @@ struct HttpServer::Impl {
         return do_accept();  // e.g. too many open files: keep serving the others
       }
       if (state.stopping) return;
+      // Answers are small and written whole: without TCP_NODELAY, Nagle's algorithm and the
+      // peer's delayed ACK add ~40 ms after a TLS 1.3 handshake's session tickets.
+      beast::error_code ignored;
+      socket.set_option(tcp::no_delay(true), ignored);
       if (tls) {
         auto session = std::make_shared<TlsSession>(state, std::move(socket), *tls);
         state.track(session);

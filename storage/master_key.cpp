@@ -55,7 +55,12 @@ Result<bool> create_key_file(const std::filesystem::path& path, const std::strin
 
 Result<MasterKey> MasterKey::from_base64(std::string_view text) {
   std::optional<std::string> bytes = core::base64_decode(text);
-  if (!bytes) bytes = core::base64url_decode(text);
+  if (!bytes) {
+    // URL-safe alphabet, with or without padding (basenc --base64url pads).
+    std::string_view unpadded = text;
+    while (!unpadded.empty() && unpadded.back() == '=') unpadded.remove_suffix(1);
+    bytes = core::base64url_decode(unpadded);
+  }
   if (!bytes || bytes->size() != core::kAeadKeySize) {
     if (bytes) core::secure_wipe(*bytes);
     return Error::invalid("MEMBRANED_MASTER_KEY", "the master key must be 32 bytes in base64");

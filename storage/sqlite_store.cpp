@@ -2,7 +2,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <chrono>
+#include <map>
 
 #include "core/crypto.hpp"
 #include "core/encoding.hpp"
@@ -43,11 +45,13 @@ constexpr const char* kMigrations[] = {
       tenant_id TEXT NOT NULL REFERENCES tenants(id),
       membrane_row INTEGER REFERENCES membranes(row),  -- the membrane it belongs to or was exported through
       parent_row INTEGER REFERENCES capabilities(row), -- re-export: what it stands for
+      via_row INTEGER REFERENCES capabilities(row),    -- the capability presented to make it
       config BLOB,                  -- uri: the sealed export configuration
       created_at INTEGER NOT NULL
     ) STRICT;
     CREATE INDEX capabilities_membrane ON capabilities(membrane_row);
     CREATE INDEX capabilities_parent ON capabilities(parent_row);
+    CREATE INDEX capabilities_via ON capabilities(via_row);
     )sql",
 };
 
@@ -186,17 +190,19 @@ Status SqliteStore::insert_capability(sqlite::Connection& connection, const Toke
                                       CapabilityKind kind, const std::string& tenant_id,
                                       std::optional<MembraneRow> membrane,
                                       std::optional<CapabilityRow> parent,
+                                      std::optional<CapabilityRow> via,
                                       std::optional<std::string> sealed_config) {
   auto insert = connection.prepare(
-      "INSERT INTO capabilities(digest, kind, tenant_id, membrane_row, parent_row, config, created_at) "
-      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+      "INSERT INTO capabilities(digest, kind, tenant_id, membrane_row, parent_row, via_row, config, created_at) "
+      "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)");
   if (!insert) return insert.error();
   auto& st = **insert;
   st.bind_blob(1, token.digest()).bind(2, static_cast<std::int64_t>(kind)).bind(3, tenant_id);
   membrane ? st.bind(4, *membrane) : st.bind_null(4);
   parent ? st.bind(5, *parent) : st.bind_null(5);
-  sealed_config ? st.bind_blob(6, *sealed_config) : st.bind_null(6);
-  st.bind(7, now_seconds());
+  via ? st.bind(6, *via) : st.bind_null(6);
+  sealed_config ? st.bind_blob(7, *sealed_config) : st.bind_null(7);
+  st.bind(8, now_seconds());
   return st.run();
 }
 
@@ -214,7 +220,7 @@ Result<std::string> SqliteStore::create_tenant(const TenantTokens& tokens) {
   for (auto [token, kind] : {std::pair{&tokens.create, CapabilityKind::create},
                              std::pair{&tokens.query, CapabilityKind::query},
                              std::pair{&tokens.delete_self, CapabilityKind::delete_self}}) {
-    if (auto s = insert_capability(*lease, *token, kind, id, std::nullopt, std::nullopt, std::nullopt); !s) {
+    if (auto s = insert_capability(*lease, *token, kind, id, std::nullopt, std::nullopt, std::nullopt, std::nullopt); !s) {
       return s.error();
     }
   }
@@ -236,67 +242,79 @@ Result<Resolved> SqliteStore::resolve(const Token& token) {
   return resolve_on(*lease, token);
 }
 
-// The whole chain in one statement: the presented capability, then each re-export's parent,
-// each with its tenant's and membrane's state.
+// Everything the capability depends on, in one statement: the presented capability, and, from
+// each capability reached, what it stands for (parent) and what was presented to make it (via),
+// each with its tenant's and membrane's state. Rows only ever point at older rows, so the walk
+// ends; creation keeps it within kMaxDependencies.
 Result<Resolved> SqliteStore::resolve_on(sqlite::Connection& connection, const Token& token) {
-  static const std::string kChain =
-      "WITH RECURSIVE chain(depth, row, digest, kind, tenant_id, membrane_row, parent_row, config) AS ("
-      "  SELECT 0, row, digest, kind, tenant_id, membrane_row, parent_row, config"
-      "  FROM capabilities WHERE digest = ?1"
-      "  UNION ALL"
-      "  SELECT chain.depth + 1, c.row, c.digest, c.kind, c.tenant_id, c.membrane_row, c.parent_row, c.config"
-      "  FROM capabilities c JOIN chain ON c.row = chain.parent_row"
-      "  WHERE chain.depth < ?2"
+  static const std::string kWalk =
+      "WITH RECURSIVE walk(row) AS ("
+      "  SELECT row FROM capabilities WHERE digest = ?1"
+      "  UNION SELECT c.parent_row FROM capabilities c JOIN walk ON c.row = walk.row WHERE c.parent_row IS NOT NULL"
+      "  UNION SELECT c.via_row FROM capabilities c JOIN walk ON c.row = walk.row WHERE c.via_row IS NOT NULL"
       ") "
-      "SELECT chain.depth, chain.row, chain.digest, chain.kind, chain.tenant_id, chain.membrane_row,"
-      "       chain.config, t.deleted, m.revoked "
-      "FROM chain JOIN tenants t ON t.id = chain.tenant_id "
-      "LEFT JOIN membranes m ON m.row = chain.membrane_row "
-      "ORDER BY chain.depth";
-  auto st = connection.prepare(kChain);
+      "SELECT c.row, c.digest, c.kind, c.tenant_id, c.membrane_row, c.parent_row, c.config, t.deleted, m.revoked "
+      "FROM walk JOIN capabilities c ON c.row = walk.row JOIN tenants t ON t.id = c.tenant_id "
+      "LEFT JOIN membranes m ON m.row = c.membrane_row "
+      "LIMIT ?2";
+  auto st = connection.prepare(kWalk);
   if (!st) return st.error();
-  (*st)->bind_blob(1, token.digest()).bind(2, static_cast<std::int64_t>(kMaxReexportDepth));
+  const std::string digest = token.digest();
+  (*st)->bind_blob(1, digest).bind(2, static_cast<std::int64_t>(kMaxDependencies) + 1);
 
   const Error dead = Error::unauthorized("unknown or revoked capability");
   struct Link {
-    CapabilityRow row;
     std::string digest;
     CapabilityKind kind;
     std::string tenant_id;
     std::optional<MembraneRow> membrane;
+    std::optional<CapabilityRow> parent;
     std::string config;
     bool tenant_deleted;
     bool membrane_revoked;
   };
-  std::vector<Link> links;
+  std::map<CapabilityRow, Link> links;
+  std::optional<CapabilityRow> presented;
   while (true) {
     auto more = (*st)->step();
     if (!more) return more.error();
     if (!*more) break;
     auto& s = **st;
-    links.push_back(Link{s.column_int(1), s.column_blob(2), static_cast<CapabilityKind>(s.column_int(3)),
-                         s.column_text(4),
-                         s.column_is_null(5) ? std::nullopt : std::optional<MembraneRow>(s.column_int(5)),
-                         s.column_blob(6), s.column_int(7) != 0, !s.column_is_null(8) && s.column_int(8) != 0});
+    CapabilityRow row = s.column_int(0);
+    Link link{s.column_blob(1), static_cast<CapabilityKind>(s.column_int(2)), s.column_text(3),
+              s.column_is_null(4) ? std::nullopt : std::optional<MembraneRow>(s.column_int(4)),
+              s.column_is_null(5) ? std::nullopt : std::optional<CapabilityRow>(s.column_int(5)),
+              s.column_blob(6), s.column_int(7) != 0, !s.column_is_null(8) && s.column_int(8) != 0};
+    if (link.digest == digest) presented = row;
+    links.emplace(row, std::move(link));
   }
-  if (links.empty()) return dead;
-  const Link& last = links.back();
-  if (last.kind == CapabilityKind::reexport) return dead;  // deeper than allowed
-  for (std::size_t i = 0; i < links.size(); ++i) {
-    const Link& link = links[i];
+  if (!presented || links.size() > kMaxDependencies) return dead;
+
+  // The acting capability: follow re-exports to the end.
+  CapabilityRow terminal = *presented;
+  int depth = 0;
+  while (links.at(terminal).parent) {
+    auto next = links.find(*links.at(terminal).parent);
+    if (next == links.end()) return dead;
+    terminal = next->first;
+    ++depth;
+  }
+  for (const auto& [row, link] : links) {
     if (link.tenant_deleted) return dead;
     // A membrane's own revoke capability outlives the revocation it performs (revoke is
-    // idempotent); everything else dies with any revoked membrane on its chain.
-    bool own_revoke = i + 1 == links.size() && link.kind == CapabilityKind::revoke;
+    // idempotent); everything else dies with any revoked membrane it depends on.
+    bool own_revoke = row == terminal && link.kind == CapabilityKind::revoke;
     if (link.membrane_revoked && !own_revoke) return dead;
   }
 
+  const Link& last = links.at(terminal);
   Resolved out;
   out.kind = last.kind;
   out.tenant_id = last.tenant_id;
   out.membrane = last.membrane;
-  out.presented = links.front().row;
-  out.depth = static_cast<int>(links.size()) - 1;
+  out.presented = *presented;
+  out.depth = depth;
+  out.walked = links.size();
   if (last.kind == CapabilityKind::uri) {
     auto opened = key_.open(last.config, uri_config_context(last.digest));
     if (!opened) return Error::internal("a stored export configuration does not open");
@@ -310,7 +328,21 @@ Result<Resolved> SqliteStore::resolve_on(sqlite::Connection& connection, const T
   return out;
 }
 
-Status SqliteStore::create_membrane(const std::string& tenant_id, const Membrane& membrane) {
+Result<Resolved> SqliteStore::recheck(sqlite::Connection& connection, const Token& presented,
+                                      CapabilityKind kind) {
+  auto resolved = resolve_on(connection, presented);
+  if (!resolved) return resolved.error();
+  if (resolved->kind != kind) return Error::unauthorized("the capability does not allow this");
+  return resolved;
+}
+
+Status SqliteStore::create_membrane(const Token& presented, const Membrane& membrane) {
+  auto lease = acquire();
+  auto tx = sqlite::Transaction::begin(*lease);
+  if (!tx) return tx.error();
+  auto who = recheck(*lease, presented, CapabilityKind::create);
+  if (!who) return who.error();
+  const std::string& tenant_id = who->tenant_id;
   auto sealed_export = key_.seal(membrane.export_token.text(),
                                  membrane_token_context("export", tenant_id, membrane.id));
   if (!sealed_export) return sealed_export.error();
@@ -318,9 +350,6 @@ Status SqliteStore::create_membrane(const std::string& tenant_id, const Membrane
                                  membrane_token_context("revoke", tenant_id, membrane.id));
   if (!sealed_revoke) return sealed_revoke.error();
 
-  auto lease = acquire();
-  auto tx = sqlite::Transaction::begin(*lease);
-  if (!tx) return tx.error();
   auto exists = lease->prepare("SELECT 1 FROM membranes WHERE tenant_id = ?1 AND id = ?2 AND revoked = 0");
   if (!exists) return exists.error();
   auto found = (*exists)->bind(1, tenant_id).bind(2, membrane.id).step();
@@ -339,7 +368,9 @@ Status SqliteStore::create_membrane(const std::string& tenant_id, const Membrane
   MembraneRow row = lease->last_insert_rowid();
   for (auto [token, kind] : {std::pair{&membrane.export_token, CapabilityKind::export_},
                              std::pair{&membrane.revoke_token, CapabilityKind::revoke}}) {
-    if (auto s = insert_capability(*lease, *token, kind, tenant_id, row, std::nullopt, std::nullopt); !s) {
+    if (auto s = insert_capability(*lease, *token, kind, tenant_id, row, std::nullopt, who->presented,
+                                   std::nullopt);
+        !s) {
       return s.error();
     }
   }
@@ -380,6 +411,7 @@ Result<MembranePage> SqliteStore::list_membranes(const std::string& tenant_id,
       "SELECT id, export_token, revoke_token FROM membranes "
       "WHERE tenant_id = ?1 AND revoked = 0 AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3");
   if (!st) return st.error();
+  limit = std::min<std::size_t>(limit, 1'000'000);  // keeps limit + 1 from overflowing
   (*st)->bind(1, tenant_id).bind(3, static_cast<std::int64_t>(limit) + 1);
   after ? (*st)->bind(2, *after) : (*st)->bind_null(2);
   MembranePage page;
@@ -399,7 +431,8 @@ Result<MembranePage> SqliteStore::list_membranes(const std::string& tenant_id,
   return page;
 }
 
-Status SqliteStore::export_uri(MembraneRow membrane, const Token& token, const core::UriExport& config) {
+Status SqliteStore::export_uri(const Token& presented, const Token& token,
+                               const core::UriExport& config) {
   std::string plain = core::to_json(config).dump();
   auto sealed = key_.seal(plain, uri_config_context(token.digest()));
   core::secure_wipe(plain);
@@ -407,31 +440,26 @@ Status SqliteStore::export_uri(MembraneRow membrane, const Token& token, const c
   auto lease = acquire();
   auto tx = sqlite::Transaction::begin(*lease);
   if (!tx) return tx.error();
-  auto owner = lease->prepare("SELECT tenant_id FROM membranes WHERE row = ?1 AND revoked = 0");
-  if (!owner) return owner.error();
-  auto found = (*owner)->bind(1, membrane).step();
-  if (!found) return found.error();
-  if (!*found) return Error::unauthorized("the membrane is revoked");
-  std::string tenant_id = (*owner)->column_text(0);
-  owner->reset();
-  if (auto s = insert_capability(*lease, token, CapabilityKind::uri, tenant_id, membrane, std::nullopt, std::move(*sealed)); !s) {
+  auto who = recheck(*lease, presented, CapabilityKind::export_);
+  if (!who) return who.error();
+  if (who->walked + 1 > kMaxDependencies) {
+    return Error::invalid("capability", "this export capability is too far from its origin to export more");
+  }
+  if (auto s = insert_capability(*lease, token, CapabilityKind::uri, who->tenant_id, who->membrane,
+                                 std::nullopt, who->presented, std::move(*sealed));
+      !s) {
     return s.error();
   }
   return tx->commit();
 }
 
-Status SqliteStore::export_reexport(MembraneRow membrane, const Token& token, const Token& target) {
+Status SqliteStore::export_reexport(const Token& presented, const Token& token, const Token& target) {
   auto lease = acquire();
-  // Resolved inside the write transaction: a revoke cannot slip between check and insert.
+  // Both resolved inside the write transaction: a revoke cannot slip between check and insert.
   auto tx = sqlite::Transaction::begin(*lease);
   if (!tx) return tx.error();
-  auto owner = lease->prepare("SELECT tenant_id FROM membranes WHERE row = ?1 AND revoked = 0");
-  if (!owner) return owner.error();
-  auto found = (*owner)->bind(1, membrane).step();
-  if (!found) return found.error();
-  if (!*found) return Error::unauthorized("the membrane is revoked");
-  std::string tenant_id = (*owner)->column_text(0);
-  owner->reset();
+  auto who = recheck(*lease, presented, CapabilityKind::export_);
+  if (!who) return who.error();
   auto resolved = resolve_on(*lease, target);
   if (!resolved) {
     if (resolved.error().kind == ErrorKind::unauthorized) {
@@ -439,38 +467,47 @@ Status SqliteStore::export_reexport(MembraneRow membrane, const Token& token, co
     }
     return resolved.error();
   }
-  if (resolved->depth + 1 >= kMaxReexportDepth) {
+  if (resolved->depth + 1 >= kMaxReexportDepth ||
+      resolved->walked + who->walked + 1 > kMaxDependencies) {
     return Error::invalid("capability", "re-export chains are limited to " +
                                             std::to_string(kMaxReexportDepth) + " links");
   }
-  if (auto s = insert_capability(*lease, token, CapabilityKind::reexport, tenant_id, membrane,
-                                 resolved->presented, std::nullopt);
+  if (auto s = insert_capability(*lease, token, CapabilityKind::reexport, who->tenant_id, who->membrane,
+                                 resolved->presented, who->presented, std::nullopt);
       !s) {
     return s.error();
   }
   return tx->commit();
 }
 
-Status SqliteStore::revoke_membrane(MembraneRow membrane) {
-  // One row: every capability exported through the membrane, and every re-export below them,
-  // checks this flag along its chain on each use.
-  auto lease = acquire();
-  auto st = lease->prepare("UPDATE membranes SET revoked = 1 WHERE row = ?1");
-  if (!st) return st.error();
-  return (*st)->bind(1, membrane).run();
-}
-
-Status SqliteStore::delete_tenant(const std::string& tenant_id) {
+Status SqliteStore::revoke_membrane(const Token& presented) {
+  // One row: every capability exported through the membrane, every re-export below them and
+  // everything made through them depend on it, and check it on each use.
   auto lease = acquire();
   auto tx = sqlite::Transaction::begin(*lease);
   if (!tx) return tx.error();
+  auto who = recheck(*lease, presented, CapabilityKind::revoke);
+  if (!who) return who.error();
+  auto st = lease->prepare("UPDATE membranes SET revoked = 1 WHERE row = ?1");
+  if (!st) return st.error();
+  if (auto s = (*st)->bind(1, *who->membrane).run(); !s) return s.error();
+  st->reset();
+  return tx->commit();
+}
+
+Status SqliteStore::delete_tenant(const Token& presented) {
+  auto lease = acquire();
+  auto tx = sqlite::Transaction::begin(*lease);
+  if (!tx) return tx.error();
+  auto who = recheck(*lease, presented, CapabilityKind::delete_self);
+  if (!who) return who.error();
   auto tenant = lease->prepare("UPDATE tenants SET deleted = 1 WHERE id = ?1");
   if (!tenant) return tenant.error();
-  if (auto s = (*tenant)->bind(1, tenant_id).run(); !s) return s.error();
+  if (auto s = (*tenant)->bind(1, who->tenant_id).run(); !s) return s.error();
   tenant->reset();
   auto membranes = lease->prepare("UPDATE membranes SET revoked = 1 WHERE tenant_id = ?1");
   if (!membranes) return membranes.error();
-  if (auto s = (*membranes)->bind(1, tenant_id).run(); !s) return s.error();
+  if (auto s = (*membranes)->bind(1, who->tenant_id).run(); !s) return s.error();
   membranes->reset();
   return tx->commit();
 }

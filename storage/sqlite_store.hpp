@@ -28,16 +28,16 @@ class SqliteStore final : public Store {
   Result<std::string> create_tenant(const TenantTokens& tokens) override;
   Result<bool> has_tenants() override;
   Result<Resolved> resolve(const Token& token) override;
-  Status create_membrane(const std::string& tenant_id, const Membrane& membrane) override;
+  Status create_membrane(const Token& presented, const Membrane& membrane) override;
   Result<std::optional<Membrane>> find_membrane(const std::string& tenant_id,
                                                 const std::string& id) override;
   Result<MembranePage> list_membranes(const std::string& tenant_id,
                                       const std::optional<std::string>& after,
                                       std::size_t limit) override;
-  Status export_uri(MembraneRow membrane, const Token& token, const core::UriExport& config) override;
-  Status export_reexport(MembraneRow membrane, const Token& token, const Token& target) override;
-  Status revoke_membrane(MembraneRow membrane) override;
-  Status delete_tenant(const std::string& tenant_id) override;
+  Status export_uri(const Token& presented, const Token& token, const core::UriExport& config) override;
+  Status export_reexport(const Token& presented, const Token& token, const Token& target) override;
+  Status revoke_membrane(const Token& presented) override;
+  Status delete_tenant(const Token& presented) override;
 
   static int schema_version();
 
@@ -46,11 +46,14 @@ class SqliteStore final : public Store {
   SqliteStore(MasterKey key) : key_(std::move(key)) {}
   Lease acquire();
   Result<Resolved> resolve_on(sqlite::Connection& connection, const Token& token);
+  // Inside a write transaction: the presented token resolved again, of the expected kind.
+  Result<Resolved> recheck(sqlite::Connection& connection, const Token& presented, CapabilityKind kind);
   Result<Membrane> membrane_from_row(const std::string& tenant_id, const std::string& id,
                                      std::string_view sealed_export, std::string_view sealed_revoke);
   Status insert_capability(sqlite::Connection& connection, const Token& token, CapabilityKind kind,
                            const std::string& tenant_id, std::optional<MembraneRow> membrane,
-                           std::optional<CapabilityRow> parent, std::optional<std::string> sealed_config);
+                           std::optional<CapabilityRow> parent, std::optional<CapabilityRow> via,
+                           std::optional<std::string> sealed_config);
 
   MasterKey key_;
   std::mutex mutex_;

@@ -52,7 +52,8 @@ struct Resolved {
   std::optional<MembraneRow> membrane;  // export/revoke: the membrane they act on
   std::optional<core::UriExport> uri;   // uri: the (unsealed) upstream configuration
   CapabilityRow presented;          // the row of the token actually presented
-  int depth = 0;                    // re-export links followed
+  int depth = 0;                    // re-export links followed to the acting capability
+  std::size_t walked = 0;           // capabilities whose life this one depends on, itself included
 };
 
 struct MembranePage {
@@ -60,8 +61,12 @@ struct MembranePage {
   bool completed = true;  // no membrane after the last one returned
 };
 
-// Re-export chains are bounded, so resolution stays one bounded query.
+// A capability depends on what it stands for (a re-export's parent) and on the capability that
+// was presented to make it (its "via": the create capability behind a membrane's own
+// capabilities, the export capability behind an export). Both are bounded, so resolution stays
+// one bounded query.
 inline constexpr int kMaxReexportDepth = 64;
+inline constexpr std::size_t kMaxDependencies = 256;
 
 class Store {
  public:
@@ -75,8 +80,13 @@ class Store {
   // repeated revoke answers 202 again; it dies with its tenant.
   virtual Result<Resolved> resolve(const Token& token) = 0;
 
-  // conflict when a live membrane of the tenant has this id.
-  virtual Status create_membrane(const std::string& tenant_id, const Membrane& membrane) = 0;
+  // Operations that write take the capability presented for them and resolve it again inside
+  // their transaction: a revoke that committed after the caller was authorised wins (401). What
+  // they create records the presented capability as its "via", so it dies with it: whatever a
+  // holder made through a membrane is cut when that membrane is revoked.
+
+  // conflict when a live membrane of the tenant has this id. `presented` resolves to create.
+  virtual Status create_membrane(const Token& presented, const Membrane& membrane) = 0;
   virtual Result<std::optional<Membrane>> find_membrane(const std::string& tenant_id,
                                                         const std::string& id) = 0;
   // Live membranes ordered by id (byte order), strictly after `after`, at most `limit`.
@@ -84,14 +94,17 @@ class Store {
                                               const std::optional<std::string>& after,
                                               std::size_t limit) = 0;
 
-  virtual Status export_uri(MembraneRow membrane, const Token& token,
+  // `presented` resolves to export.
+  virtual Status export_uri(const Token& presented, const Token& token,
                             const core::UriExport& config) = 0;
   // not_found when `target` does not resolve (unknown, revoked, cut).
-  virtual Status export_reexport(MembraneRow membrane, const Token& token, const Token& target) = 0;
+  virtual Status export_reexport(const Token& presented, const Token& token, const Token& target) = 0;
 
-  // Effective for every capability of the membrane and all their descendants when it returns.
-  virtual Status revoke_membrane(MembraneRow membrane) = 0;
-  virtual Status delete_tenant(const std::string& tenant_id) = 0;
+  // `presented` resolves to revoke. Effective for every capability of the membrane and all that
+  // depends on them when it returns.
+  virtual Status revoke_membrane(const Token& presented) = 0;
+  // `presented` resolves to deleteSelf.
+  virtual Status delete_tenant(const Token& presented) = 0;
 };
 
 }  // namespace membraned::storage

@@ -2,10 +2,15 @@
 
 #include <gtest/gtest.h>
 
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+#include <system_error>
+#include <vector>
 
 namespace membraned::test {
 
@@ -31,6 +36,21 @@ std::chrono::system_clock::time_point parse_iso8601_utc(std::string_view text) {
     throw std::runtime_error("bad timestamp " + s);
   }
   return std::chrono::system_clock::from_time_t(timegm(&tm));
+}
+
+TempDir::TempDir(std::string_view prefix) {
+  std::string pattern = (std::filesystem::temp_directory_path() / std::string(prefix)).string() + "XXXXXX";
+  std::vector<char> buffer(pattern.begin(), pattern.end());
+  buffer.push_back('\0');
+  if (::mkdtemp(buffer.data()) == nullptr) {
+    throw std::runtime_error("mkdtemp " + pattern + ": " + std::strerror(errno));
+  }
+  path_ = buffer.data();
+}
+
+TempDir::~TempDir() {
+  std::error_code ignored;
+  std::filesystem::remove_all(path_, ignored);
 }
 
 }  // namespace membraned::test

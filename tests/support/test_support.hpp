@@ -1,4 +1,5 @@
-// Helpers shared by the unit tests: reading files, the location of the official vectors.
+// Helpers shared by the unit tests: reading files, the location of the official vectors,
+// temporary directories.
 #pragma once
 
 #include <chrono>
@@ -12,5 +13,20 @@ std::filesystem::path shared_dir();  // ../shared beside the repository (MEMBRAN
 std::string read_file(const std::filesystem::path& path);  // whole file; fails the test if absent
 // "2015-08-30T12:36:00Z" (UTC, whole seconds).
 std::chrono::system_clock::time_point parse_iso8601_utc(std::string_view text);
+
+// A fresh directory (mode 0700) under the system temporary directory, named PREFIX followed by
+// random characters, removed with everything in it when the object goes. Throws
+// std::runtime_error when it cannot be made.
+class TempDir {
+ public:
+  explicit TempDir(std::string_view prefix = "membraned-test-");
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
 
 }  // namespace membraned::test

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# End-to-end test of membraned with the original Node SDK capability-sdk (pinned in
+# package-lock.json). Needs node/npm, openssl, and MEMBRANED_BINARY set to the membraned executable.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+if [[ ! -d node_modules || node_modules -ot package-lock.json ]]; then
+  npm ci --no-audit --no-fund
+fi
+
+exec node --test sdk_e2e.test.js

@@ -1,0 +1,507 @@
+// A model-based randomized test of delegation and revocation (SPEC sections 4 and 7) at the
+// api::Api level over a real SqliteStore: random create / export / re-export / revoke /
+// deleteSelf / query operations, each answer checked against a small reference model, and after
+// every step every capability ever issued checked to resolve exactly when the model says it is
+// alive, and to what the model says it stands for.
+//
+// MEMBRANED_MODEL_SEED=N replays one seed; MEMBRANED_MODEL_STEPS=N changes the steps per seed.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "api/api.hpp"
+#include "core/crypto.hpp"
+#include "core/encoding.hpp"
+#include "core/token.hpp"
+#include "storage/master_key.hpp"
+#include "storage/sqlite_store.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+namespace core = membraned::core;
+namespace api = membraned::api;
+namespace storage = membraned::storage;
+using json = nlohmann::json;
+using storage::CapabilityKind;
+
+constexpr std::string_view kAuthority = "membrane.test";
+constexpr int kDefaultSeeds = 16;
+constexpr int kDefaultSteps = 150;
+
+std::string hex_random(std::size_t n) {
+  auto bytes = core::random_bytes(n);
+  if (!bytes) throw std::runtime_error("random_bytes failed");
+  return core::hex_encode(*bytes);
+}
+
+class TempDir {
+ public:
+  TempDir() : path_(fs::temp_directory_path() / ("membraned-model-test-" + hex_random(8))) {
+    fs::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ignored;
+    fs::remove_all(path_, ignored);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+std::optional<std::uint64_t> env_number(const char* name) {
+  const char* value = std::getenv(name);
+  if (value == nullptr || *value == '\0') return std::nullopt;
+  return std::strtoull(value, nullptr, 0);
+}
+
+std::string percent_encode(std::string_view s) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (char c : s) {
+    auto u = static_cast<unsigned char>(c);
+    if ((u >= 'A' && u <= 'Z') || (u >= 'a' && u <= 'z') || (u >= '0' && u <= '9') || u == '-' || u == '_' ||
+        u == '.' || u == '~') {
+      out += c;
+    } else {
+      out += '%';
+      out += kHex[u >> 4];
+      out += kHex[u & 15];
+    }
+  }
+  return out;
+}
+
+// Membrane ids: few enough to collide often, with spaces, slashes and non-ASCII text.
+const std::vector<std::string> kIds = {"alpha", "beta", "a b", "a/b", "ü", "日本", "x", "m 3/4", "Zed", "a"};
+
+// --- the reference model ---------------------------------------------------------------------------
+
+struct Cap {
+  core::Token token;
+  std::string uri;
+  CapabilityKind kind;  // as stored: reexport for a re-export
+  int tenant;           // whose it is
+  int membrane;         // the membrane it belongs to or was exported through; -1 for tenant ones
+  int parent;           // re-export: what it stands for; else -1
+  int depth;            // re-export links to its terminal capability
+  std::string upstream; // uri capabilities: the configured uri
+};
+
+struct Membrane {
+  std::string id;
+  int tenant;
+  bool revoked = false;
+  int export_cap;
+  int revoke_cap;
+  storage::MembraneRow row = -1;
+};
+
+struct Tenant {
+  std::string id;
+  bool deleted = false;
+  int create, query, delete_self;
+};
+
+struct Model {
+  std::vector<Tenant> tenants;
+  std::vector<Membrane> membranes;
+  std::vector<Cap> caps;
+
+  bool alive(int c) const {
+    const Cap& cap = caps[static_cast<std::size_t>(c)];
+    if (tenants[static_cast<std::size_t>(cap.tenant)].deleted) return false;
+    // A membrane's own revoke capability survives the revocation of its membrane.
+    if (cap.membrane >= 0 && membranes[static_cast<std::size_t>(cap.membrane)].revoked &&
+        cap.kind != CapabilityKind::revoke) {
+      return false;
+    }
+    return cap.parent < 0 || alive(cap.parent);
+  }
+  int terminal(int c) const {
+    while (caps[static_cast<std::size_t>(c)].kind == CapabilityKind::reexport) {
+      c = caps[static_cast<std::size_t>(c)].parent;
+    }
+    return c;
+  }
+  const Cap& cap(int c) const { return caps[static_cast<std::size_t>(c)]; }
+  Membrane& membrane(int m) { return membranes[static_cast<std::size_t>(m)]; }
+  Tenant& tenant(int t) { return tenants[static_cast<std::size_t>(t)]; }
+  bool live_id(int tenant_index, const std::string& id) const {
+    return std::any_of(membranes.begin(), membranes.end(), [&](const Membrane& m) {
+      return m.tenant == tenant_index && !m.revoked && m.id == id;
+    });
+  }
+  std::string describe(int c) const {
+    const Cap& x = cap(c);
+    std::string s = "cap #" + std::to_string(c) + " kind=" + std::string(storage::to_string(x.kind)) +
+                    " tenant=" + std::to_string(x.tenant) + " membrane=" + std::to_string(x.membrane) +
+                    " parent=" + std::to_string(x.parent) + " depth=" + std::to_string(x.depth);
+    return s;
+  }
+};
+
+// --- one seeded run ----------------------------------------------------------------------------------
+
+class ModelRun {
+ public:
+  explicit ModelRun(std::uint64_t seed) : rng_(seed) {
+    auto key = storage::MasterKey::from_base64(core::base64_encode(std::string(32, 'k')));
+    if (!key) throw std::runtime_error("master key");
+    auto store = storage::SqliteStore::open(storage::SqliteOptions{dir_.path() / "model.db"}, std::move(*key));
+    if (!store) throw std::runtime_error("open store: " + store.error().message);
+    store_ = std::move(*store);
+    api_ = std::make_unique<api::Api>(*store_, api::Settings{std::string(kAuthority)});
+  }
+
+  // false once the implementation and the model have parted (no point going on).
+  bool step(int n) {
+    step_ = n;
+    int live_tenants = static_cast<int>(std::count_if(model_.tenants.begin(), model_.tenants.end(),
+                                                      [](const Tenant& t) { return !t.deleted; }));
+    if (live_tenants < 2) {
+      add_tenant();
+    } else {
+      int r = uniform(0, 99);
+      if (r < 22) create_membrane();
+      else if (r < 40) export_uri();
+      else if (r < 72) reexport();
+      else if (r < 86) revoke();
+      else if (r < 88) delete_self();
+      else query();
+    }
+    if (!diverged_) check_all();
+    return !diverged_ && !testing::Test::HasFatalFailure();
+  }
+
+  void add_tenant() {
+    auto created = api_->create_tenant();
+    ASSERT_TRUE(created.ok()) << created.error().message;
+    const json& body = *created;
+    ASSERT_TRUE(body.contains("id") && body["id"].is_string()) << body.dump();
+    Tenant t{body["id"].get<std::string>(), false, -1, -1, -1};
+    int index = static_cast<int>(model_.tenants.size());
+    const json& caps = body["capabilities"];
+    t.create = add_cap(caps["create"], CapabilityKind::create, index, -1, -1, 0);
+    t.query = add_cap(caps["query"], CapabilityKind::query, index, -1, -1, 0);
+    t.delete_self = add_cap(caps["deleteSelf"], CapabilityKind::delete_self, index, -1, -1, 0);
+    model_.tenants.push_back(std::move(t));
+  }
+
+  std::size_t capabilities() const { return model_.caps.size(); }
+  std::size_t membranes() const { return model_.membranes.size(); }
+  const std::map<std::string, int>& statuses() const { return statuses_; }
+
+ private:
+  int uniform(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng_); }
+  bool chance(int percent) { return uniform(0, 99) < percent; }
+
+  int add_cap(const json& uri, CapabilityKind kind, int tenant, int membrane, int parent, int depth,
+              std::string upstream = {}) {
+    EXPECT_TRUE(uri.is_string()) << uri.dump();
+    std::string text = uri.is_string() ? uri.get<std::string>() : std::string();
+    EXPECT_EQ(text.rfind("cpblty://" + std::string(kAuthority) + "/#", 0), 0u) << text;
+    auto parsed = core::CapabilityUri::parse(text);
+    if (!parsed) {
+      ADD_FAILURE() << "not a capability URI: " << text;
+      diverged_ = true;
+      return -1;
+    }
+    for (const Cap& c : model_.caps) {
+      if (c.token == parsed->token()) {
+        ADD_FAILURE() << "a token was issued twice";
+        diverged_ = true;
+      }
+    }
+    model_.caps.push_back(Cap{parsed->token(), text, kind, tenant, membrane, parent, depth, std::move(upstream)});
+    return static_cast<int>(model_.caps.size()) - 1;
+  }
+
+  // A capability whose terminal kind is `kind`; mostly a live one when there is one.
+  int pick(std::optional<CapabilityKind> kind) {
+    std::vector<int> all, live;
+    for (int c = 0; c < static_cast<int>(model_.caps.size()); ++c) {
+      if (kind && model_.cap(model_.terminal(c)).kind != *kind) continue;
+      all.push_back(c);
+      if (model_.alive(c)) live.push_back(c);
+    }
+    if (all.empty()) return -1;
+    const auto& from = !live.empty() && chance(75) ? live : all;
+    return from[static_cast<std::size_t>(uniform(0, static_cast<int>(from.size()) - 1))];
+  }
+
+  // What the server does: authorize from the header, then handle.
+  api::Response call(int c, std::string_view target, std::string_view body) {
+    auto who = api_->authorize("Bearer " + model_.cap(c).token.text());
+    if (!who) {
+      EXPECT_EQ(who.error().kind, core::ErrorKind::unauthorized);
+      return api::Api::error_response(who.error());
+    }
+    return api_->handle(*who, target, body);
+  }
+
+  bool expect_status(const char* what, int c, const api::Response& response, int expected) {
+    statuses_[std::string(what) + " " + std::to_string(response.status)]++;
+    if (response.status != expected) {
+      ADD_FAILURE() << what << " with " << model_.describe(c) << " (alive=" << model_.alive(c)
+                    << "): expected " << expected << ", got " << response.status << " " << response.body.dump();
+      diverged_ = true;
+      return false;
+    }
+    if (expected >= 400) {
+      EXPECT_EQ(response.body.value("statusCode", 0), expected) << response.body.dump();
+      EXPECT_TRUE(response.body.contains("error")) << response.body.dump();
+    } else {
+      EXPECT_FALSE(response.body.contains("error")) << response.body.dump();
+    }
+    return true;
+  }
+
+  void create_membrane() {
+    int c = pick(CapabilityKind::create);
+    const int owner = model_.cap(model_.terminal(c)).tenant;
+    std::string id = chance(3) ? std::string() : kIds[static_cast<std::size_t>(uniform(0, static_cast<int>(kIds.size()) - 1))];
+    int expected = !model_.alive(c) ? 401 : id.empty() ? 400 : model_.live_id(owner, id) ? 409 : 201;
+    auto response = call(c, "/", json{{"id", id}}.dump());
+    if (!expect_status("create", c, response, expected) || expected != 201) return;
+    ASSERT_EQ(response.body.value("id", ""), id);
+    const json& caps = response.body["capabilities"];
+    int m = static_cast<int>(model_.membranes.size());
+    Membrane membrane{id, owner, false, -1, -1, -1};
+    membrane.export_cap = add_cap(caps["export"], CapabilityKind::export_, owner, m, -1, 0);
+    membrane.revoke_cap = add_cap(caps["revoke"], CapabilityKind::revoke, owner, m, -1, 0);
+    if (diverged_) return;
+    auto who = api_->authorize("Bearer " + model_.cap(membrane.export_cap).token.text());
+    ASSERT_TRUE(who.ok());
+    ASSERT_TRUE(who->resolved.membrane.has_value());
+    membrane.row = *who->resolved.membrane;
+    for (const Membrane& other : model_.membranes) EXPECT_NE(other.row, membrane.row);
+    model_.membranes.push_back(std::move(membrane));
+  }
+
+  void export_uri() {
+    int c = pick(CapabilityKind::export_);
+    if (c < 0) return;
+    const Cap& exporter = model_.cap(model_.terminal(c));
+    std::string upstream = "https://upstream.example/x/" + std::to_string(step_);
+    int expected = model_.alive(c) ? 201 : 401;
+    auto response = call(c, "/", json{{"uri", upstream}}.dump());
+    if (!expect_status("export uri", c, response, expected) || expected != 201) return;
+    // Exported through the membrane the export capability finally acts on.
+    add_cap(response.body["capability"], CapabilityKind::uri, exporter.tenant, exporter.membrane, -1, 0, upstream);
+  }
+
+  void reexport() {
+    int c = pick(CapabilityKind::export_);
+    int target = pick(std::nullopt);
+    if (c < 0 || target < 0) return;
+    const Cap& exporter = model_.cap(model_.terminal(c));
+    const Cap& what = model_.cap(target);
+    std::string uri = what.uri;
+    if (chance(20)) {  // the custom URI form names the same token
+      uri = "cpblty:" + core::base64url_encode(std::string(kAuthority)) + (chance(50) ? "@https" : "") + ":" +
+            what.token.text();
+    }
+    int expected = !model_.alive(c) ? 401
+                   : !model_.alive(target) ? 404
+                   : what.depth + 1 >= storage::kMaxReexportDepth ? 400
+                                                                  : 201;
+    auto response = call(c, "/", json{{"capability", uri}}.dump());
+    if (!expect_status("reexport", c, response, expected) || expected != 201) return;
+    add_cap(response.body["capability"], CapabilityKind::reexport, exporter.tenant, exporter.membrane, target,
+            what.depth + 1);
+  }
+
+  void revoke() {
+    int c = pick(CapabilityKind::revoke);
+    if (c < 0) return;
+    int expected = model_.alive(c) ? 202 : 401;
+    auto response = call(c, chance(50) ? "/" : "/ignored?x=1", chance(50) ? "" : "not even json");
+    if (!expect_status("revoke", c, response, expected) || expected != 202) return;
+    EXPECT_EQ(response.body, (json{{"statusCode", 202}, {"message", "Accepted"}}));
+    model_.membrane(model_.cap(model_.terminal(c)).membrane).revoked = true;
+  }
+
+  void delete_self() {
+    int c = pick(CapabilityKind::delete_self);
+    if (c < 0) return;
+    int expected = model_.alive(c) ? 202 : 401;
+    auto response = call(c, "/", "");
+    if (!expect_status("deleteSelf", c, response, expected) || expected != 202) return;
+    EXPECT_EQ(response.body, (json{{"statusCode", 202}, {"message", "Accepted"}}));
+    const int t = model_.cap(model_.terminal(c)).tenant;
+    model_.tenant(t).deleted = true;
+    for (Membrane& m : model_.membranes) {
+      if (m.tenant == t) m.revoked = true;
+    }
+  }
+
+  // Query answers exactly the tenant's live membranes, in byte order, with their capabilities.
+  void query() {
+    int c = pick(CapabilityKind::query);
+    if (c < 0) return;
+    const int owner = model_.cap(model_.terminal(c)).tenant;
+    std::vector<const Membrane*> live;
+    for (const Membrane& m : model_.membranes) {
+      if (m.tenant == owner && !m.revoked) live.push_back(&m);
+    }
+    std::sort(live.begin(), live.end(), [](const Membrane* a, const Membrane* b) { return a->id < b->id; });
+    json expected = json::array();
+    for (const Membrane* m : live) {
+      expected.push_back(json{{"id", m->id},
+                              {"capabilities",
+                               {{"export", model_.cap(m->export_cap).uri}, {"revoke", model_.cap(m->revoke_cap).uri}}}});
+    }
+    if (!model_.alive(c)) {
+      expect_status("query", c, call(c, "/", ""), 401);
+      return;
+    }
+    if (chance(30) && !live.empty()) {  // one by id
+      const json& one = expected[static_cast<std::size_t>(uniform(0, static_cast<int>(live.size()) - 1))];
+      auto response = call(c, "/?id=" + percent_encode(one["id"].get<std::string>()), "");
+      if (!expect_status("query id", c, response, 200)) return;
+      EXPECT_EQ(response.body, (json{{"membranes", json::array({one})}, {"completed", true}}));
+      return;
+    }
+    // Page through with a small limit.
+    const int limit = uniform(1, 4);
+    json got = json::array();
+    std::optional<std::string> last;
+    for (std::size_t guard = 0; guard <= live.size() + 1; ++guard) {
+      std::string target = "/?limit=" + std::to_string(limit);
+      if (last) target += "&lastId=" + percent_encode(*last);
+      auto response = call(c, target, "");
+      if (!expect_status("query", c, response, 200)) return;
+      const json& page = response.body["membranes"];
+      ASSERT_TRUE(page.is_array());
+      EXPECT_LE(page.size(), static_cast<std::size_t>(limit));
+      for (const auto& m : page) got.push_back(m);
+      const bool completed = response.body.value("completed", false);
+      EXPECT_EQ(completed, got.size() >= expected.size()) << target;
+      if (completed || page.empty()) break;
+      last = page.back()["id"].get<std::string>();
+    }
+    EXPECT_EQ(got, expected);
+  }
+
+  // Every capability ever issued resolves exactly when the model says it is alive, and to what it
+  // finally stands for; a live re-export resolves to exactly what its parent resolves to.
+  void check_all() {
+    std::vector<std::optional<storage::Resolved>> resolved(model_.caps.size());
+    for (int c = 0; c < static_cast<int>(model_.caps.size()); ++c) {
+      const Cap& cap = model_.cap(c);
+      const bool alive = model_.alive(c);
+      auto who = api_->authorize("Bearer " + cap.token.text());
+      if (who.ok() != alive) {
+        ADD_FAILURE() << model_.describe(c) << ": the model says " << (alive ? "alive" : "dead")
+                      << ", the store " << (who.ok() ? "resolves it" : "does not");
+        diverged_ = true;
+        continue;
+      }
+      if (!who) {
+        EXPECT_EQ(who.error().kind, core::ErrorKind::unauthorized) << who.error().message;
+        continue;
+      }
+      const storage::Resolved& r = who->resolved;
+      const Cap& end = model_.cap(model_.terminal(c));
+      EXPECT_EQ(r.kind, end.kind) << model_.describe(c);
+      EXPECT_EQ(r.tenant_id, model_.tenants[static_cast<std::size_t>(end.tenant)].id) << model_.describe(c);
+      std::optional<storage::MembraneRow> row;
+      if (end.membrane >= 0) row = model_.membranes[static_cast<std::size_t>(end.membrane)].row;
+      EXPECT_EQ(r.membrane, row) << model_.describe(c);
+      EXPECT_EQ(r.depth, cap.depth) << model_.describe(c);
+      EXPECT_EQ(r.uri.has_value(), end.kind == CapabilityKind::uri) << model_.describe(c);
+      if (r.uri) {
+        EXPECT_EQ(r.uri->target.uri, end.upstream) << model_.describe(c);
+      }
+      if (cap.parent >= 0) {
+        // Never more than the parent: the same kind, tenant, membrane and configuration.
+        const auto& p = resolved[static_cast<std::size_t>(cap.parent)];
+        if (!p) {
+          ADD_FAILURE() << model_.describe(c) << " resolves although its parent does not";
+          diverged_ = true;
+        } else {
+          EXPECT_EQ(r.kind, p->kind) << model_.describe(c);
+          EXPECT_EQ(r.tenant_id, p->tenant_id) << model_.describe(c);
+          EXPECT_EQ(r.membrane, p->membrane) << model_.describe(c);
+          EXPECT_EQ(r.depth, p->depth + 1) << model_.describe(c);
+          EXPECT_EQ(r.uri.has_value(), p->uri.has_value()) << model_.describe(c);
+          if (r.uri && p->uri) {
+            EXPECT_EQ(r.uri->target.uri, p->uri->target.uri);
+          }
+        }
+      }
+      EXPECT_NE(r.kind, CapabilityKind::reexport);
+      resolved[static_cast<std::size_t>(c)] = std::move(who->resolved);
+    }
+    if (testing::Test::HasNonfatalFailure()) diverged_ = true;
+  }
+
+  TempDir dir_;
+  std::unique_ptr<storage::SqliteStore> store_;
+  std::unique_ptr<api::Api> api_;
+  std::mt19937_64 rng_;
+  Model model_;
+  int step_ = 0;
+  bool diverged_ = false;
+  std::map<std::string, int> statuses_;
+};
+
+TEST(MembraneModel, RandomOperationsMatchTheReferenceModel) {
+  std::vector<std::uint64_t> seeds;
+  if (auto seed = env_number("MEMBRANED_MODEL_SEED")) {
+    seeds.push_back(*seed);
+  } else {
+    for (int i = 0; i < kDefaultSeeds; ++i) seeds.push_back(0x6d656d6272616e00ULL + static_cast<std::uint64_t>(i));
+  }
+  const int steps = static_cast<int>(env_number("MEMBRANED_MODEL_STEPS").value_or(kDefaultSteps));
+
+  std::map<std::string, int> statuses;
+  std::size_t capabilities = 0, membranes = 0;
+  for (std::uint64_t seed : seeds) {
+    SCOPED_TRACE("MEMBRANED_MODEL_SEED=" + std::to_string(seed));
+    ModelRun run(seed);
+    run.add_tenant();
+    run.add_tenant();
+    ASSERT_FALSE(testing::Test::HasFailure());
+    for (int n = 0; n < steps; ++n) {
+      SCOPED_TRACE("step " + std::to_string(n));
+      if (!run.step(n)) break;
+    }
+    if (testing::Test::HasFailure()) break;  // one diverging seed is enough to read
+    capabilities += run.capabilities();
+    membranes += run.membranes();
+    for (const auto& [k, v] : run.statuses()) statuses[k] += v;
+  }
+  // The operations did reach every interesting answer (not worth saying after a divergence).
+  if (testing::Test::HasFailure()) return;
+  for (const char* key : {"create 201", "create 409", "create 401", "export uri 201", "export uri 401",
+                          "reexport 201", "reexport 401", "reexport 404", "revoke 202", "revoke 401",
+                          "deleteSelf 202", "query 200"}) {
+    if (seeds.size() > 1) {
+      EXPECT_GT(statuses[key], 0) << key;
+    }
+  }
+  std::string summary;
+  for (const auto& [k, v] : statuses) summary += k + ": " + std::to_string(v) + "; ";
+  RecordProperty("statuses", summary);
+  std::cout << "[ model ] " << seeds.size() << " seeds, " << capabilities << " capabilities, " << membranes
+            << " membranes; " << summary << "\n";
+}
+
+}  // namespace

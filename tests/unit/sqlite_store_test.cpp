@@ -1,0 +1,1105 @@
+// storage/sqlite_store and storage/master_key against real SQLite files: every Store operation,
+// delegation and revocation through chains of re-exports (SPEC section 7), persistence, the
+// master key (SPEC section 8), secrecy at rest (SPEC 4.1) and revocation under concurrent use.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/crypto.hpp"
+#include "core/encoding.hpp"
+#include "core/export_config.hpp"
+#include "core/token.hpp"
+#include "storage/master_key.hpp"
+#include "storage/sqlite_store.hpp"
+#include "tests/support/test_pki.hpp"
+
+namespace {
+
+namespace fs = std::filesystem;
+using membraned::core::ErrorKind;
+using membraned::core::Token;
+using membraned::core::UriExport;
+using membraned::storage::CapabilityKind;
+using membraned::storage::kMaxReexportDepth;
+using membraned::storage::MasterKey;
+using membraned::storage::Membrane;
+using membraned::storage::MembraneRow;
+using membraned::storage::Resolved;
+using membraned::storage::SqliteOptions;
+using membraned::storage::SqliteStore;
+using membraned::storage::TenantTokens;
+namespace core = membraned::core;
+
+std::string random_bytes(std::size_t n) {
+  auto bytes = core::random_bytes(n);
+  if (!bytes) throw std::runtime_error("random_bytes failed");
+  return *bytes;
+}
+
+// Distinctive, random-looking text: a hit in a file cannot be a coincidence.
+std::string random_text(std::string_view prefix, std::size_t bytes = 24) {
+  return std::string(prefix) + core::base64url_encode(random_bytes(bytes));
+}
+
+// A fresh directory under the system temporary directory, removed with everything in it.
+class TempDir {
+ public:
+  TempDir() {
+    path_ = fs::temp_directory_path() / ("membraned-store-test-" + core::hex_encode(random_bytes(8)));
+    fs::create_directories(path_);
+  }
+  ~TempDir() {
+    std::error_code ignored;
+    fs::remove_all(path_, ignored);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+std::string file_bytes(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return {};
+  std::ostringstream out;
+  out << in.rdbuf();
+  return out.str();
+}
+
+Token new_token() {
+  auto t = Token::generate();
+  if (!t) throw std::runtime_error("Token::generate failed");
+  return *t;
+}
+
+UriExport uri_config(const std::string& body) {
+  auto parsed = core::parse_export_config(body);
+  if (!parsed) throw std::runtime_error("bad export body: " + parsed.error().message);
+  return std::get<UriExport>(std::move(*parsed));
+}
+
+UriExport simple_config(const std::string& uri = "https://upstream.example/x") {
+  return uri_config(nlohmann::json{{"uri", uri}}.dump());
+}
+
+struct Tenant {
+  std::string id;
+  TenantTokens tokens;
+};
+
+class SqliteStoreTest : public testing::Test {
+ protected:
+  void SetUp() override {
+    key_text_ = core::base64_encode(random_bytes(32));
+    store_ = open_store();
+    ASSERT_NE(store_, nullptr);
+  }
+  void TearDown() override { store_.reset(); }
+
+  fs::path db_path() const { return dir_.path() / "membraned.db"; }
+
+  std::unique_ptr<SqliteStore> open_store(std::optional<std::string> key_text = std::nullopt) {
+    auto key = MasterKey::from_base64(key_text.value_or(key_text_));
+    EXPECT_TRUE(key.ok());
+    if (!key) return nullptr;
+    auto store = SqliteStore::open(SqliteOptions{db_path()}, std::move(*key));
+    EXPECT_TRUE(store.ok()) << store.error().message;
+    if (!store) return nullptr;
+    return std::move(*store);
+  }
+
+  Tenant tenant() {
+    Tenant t{{}, TenantTokens{new_token(), new_token(), new_token()}};
+    auto id = store_->create_tenant(t.tokens);
+    EXPECT_TRUE(id.ok()) << id.error().message;
+    if (id) t.id = *id;
+    return t;
+  }
+
+  Membrane membrane(const std::string& tenant_id, const std::string& id) {
+    Membrane m{id, new_token(), new_token()};
+    auto s = store_->create_membrane(tenant_id, m);
+    EXPECT_TRUE(s.ok()) << id << ": " << s.error().message;
+    return m;
+  }
+
+  MembraneRow row_of(const Membrane& m) {
+    auto r = store_->resolve(m.export_token);
+    EXPECT_TRUE(r.ok()) << m.id;
+    if (!r || !r->membrane) return -1;
+    return *r->membrane;
+  }
+
+  Token export_uri(MembraneRow row, const UriExport& config = simple_config()) {
+    Token t = new_token();
+    auto s = store_->export_uri(row, t, config);
+    EXPECT_TRUE(s.ok()) << s.error().message;
+    return t;
+  }
+
+  Token reexport(MembraneRow row, const Token& target) {
+    Token t = new_token();
+    auto s = store_->export_reexport(row, t, target);
+    EXPECT_TRUE(s.ok()) << s.error().message;
+    return t;
+  }
+
+  bool alive(const Token& t) {
+    auto r = store_->resolve(t);
+    if (!r) {
+      EXPECT_EQ(r.error().kind, ErrorKind::unauthorized) << r.error().message;
+    }
+    return r.ok();
+  }
+
+  void expect_kind(const Token& t, CapabilityKind kind, const std::string& tenant_id,
+                   std::optional<MembraneRow> membrane, int depth = 0) {
+    auto r = store_->resolve(t);
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    EXPECT_EQ(r->kind, kind);
+    EXPECT_EQ(r->tenant_id, tenant_id);
+    EXPECT_EQ(r->membrane, membrane);
+    EXPECT_EQ(r->depth, depth);
+    EXPECT_EQ(r->uri.has_value(), kind == CapabilityKind::uri);
+  }
+
+  std::vector<std::string> list_ids(const std::string& tenant_id, const std::optional<std::string>& after,
+                                    std::size_t limit, bool* completed = nullptr) {
+    auto page = store_->list_membranes(tenant_id, after, limit);
+    EXPECT_TRUE(page.ok());
+    std::vector<std::string> ids;
+    if (!page) return ids;
+    for (const auto& m : page->membranes) ids.push_back(m.id);
+    if (completed != nullptr) *completed = page->completed;
+    return ids;
+  }
+
+  TempDir dir_;
+  std::string key_text_;
+  std::unique_ptr<SqliteStore> store_;
+};
+
+// --- tenants and built-in capabilities ---------------------------------------------------------
+
+TEST_F(SqliteStoreTest, HasTenantsOnlyAfterTheFirstTenantAndStillAfterItsDeletion) {
+  auto before = store_->has_tenants();
+  ASSERT_TRUE(before.ok());
+  EXPECT_FALSE(*before);
+  Tenant a = tenant();
+  auto after = store_->has_tenants();
+  ASSERT_TRUE(after.ok());
+  EXPECT_TRUE(*after);
+  ASSERT_TRUE(store_->delete_tenant(a.id).ok());
+  auto deleted = store_->has_tenants();
+  ASSERT_TRUE(deleted.ok());
+  EXPECT_TRUE(*deleted);
+}
+
+TEST_F(SqliteStoreTest, TenantIdsAreDistinctAndTheirCapabilitiesResolveToTheirKinds) {
+  Tenant a = tenant();
+  Tenant b = tenant();
+  EXPECT_FALSE(a.id.empty());
+  EXPECT_NE(a.id, b.id);
+  for (const Tenant* t : {&a, &b}) {
+    expect_kind(t->tokens.create, CapabilityKind::create, t->id, std::nullopt);
+    expect_kind(t->tokens.query, CapabilityKind::query, t->id, std::nullopt);
+    expect_kind(t->tokens.delete_self, CapabilityKind::delete_self, t->id, std::nullopt);
+  }
+  // Presented rows are distinct capabilities.
+  std::set<std::int64_t> rows;
+  for (const Token* tok : {&a.tokens.create, &a.tokens.query, &a.tokens.delete_self, &b.tokens.create}) {
+    auto r = store_->resolve(*tok);
+    ASSERT_TRUE(r.ok());
+    rows.insert(r->presented);
+  }
+  EXPECT_EQ(rows.size(), 4u);
+}
+
+TEST_F(SqliteStoreTest, UnknownTokenIsUnauthorized) {
+  tenant();
+  auto r = store_->resolve(new_token());
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().kind, ErrorKind::unauthorized);
+}
+
+TEST_F(SqliteStoreTest, MembraneCapabilitiesResolveToExportAndRevokeOfTheirMembrane) {
+  Tenant a = tenant();
+  Membrane m1 = membrane(a.id, "one");
+  Membrane m2 = membrane(a.id, "two");
+  auto e1 = store_->resolve(m1.export_token);
+  auto e2 = store_->resolve(m2.export_token);
+  ASSERT_TRUE(e1.ok() && e2.ok());
+  ASSERT_TRUE(e1->membrane.has_value() && e2->membrane.has_value());
+  EXPECT_NE(*e1->membrane, *e2->membrane);
+  expect_kind(m1.export_token, CapabilityKind::export_, a.id, e1->membrane);
+  expect_kind(m1.revoke_token, CapabilityKind::revoke, a.id, e1->membrane);
+  expect_kind(m2.export_token, CapabilityKind::export_, a.id, e2->membrane);
+  expect_kind(m2.revoke_token, CapabilityKind::revoke, a.id, e2->membrane);
+}
+
+// --- create_membrane / find_membrane -----------------------------------------------------------
+
+TEST_F(SqliteStoreTest, CreateMembraneWithALiveIdConflictsAndStoresNothing) {
+  Tenant a = tenant();
+  Tenant b = tenant();
+  Membrane first = membrane(a.id, "dup");
+  Membrane second{"dup", new_token(), new_token()};
+  auto s = store_->create_membrane(a.id, second);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().kind, ErrorKind::conflict);
+  EXPECT_FALSE(alive(second.export_token));
+  EXPECT_FALSE(alive(second.revoke_token));
+  auto found = store_->find_membrane(a.id, "dup");
+  ASSERT_TRUE(found.ok());
+  ASSERT_TRUE(found->has_value());
+  EXPECT_EQ((*found)->export_token.text(), first.export_token.text());
+  // Ids are unique per tenant only.
+  Membrane other = membrane(b.id, "dup");
+  EXPECT_TRUE(alive(other.export_token));
+}
+
+TEST_F(SqliteStoreTest, RevokedMembraneIdCanBeReused) {
+  Tenant a = tenant();
+  Membrane old = membrane(a.id, "reuse me");
+  MembraneRow old_row = row_of(old);
+  Token old_uri = export_uri(old_row);
+  ASSERT_TRUE(store_->revoke_membrane(old_row).ok());
+
+  Membrane fresh = membrane(a.id, "reuse me");
+  MembraneRow fresh_row = row_of(fresh);
+  EXPECT_NE(fresh_row, old_row);
+  EXPECT_FALSE(alive(old.export_token));
+  EXPECT_FALSE(alive(old_uri));
+  // The old revoke capability still acts on the old membrane only.
+  expect_kind(old.revoke_token, CapabilityKind::revoke, a.id, old_row);
+  auto found = store_->find_membrane(a.id, "reuse me");
+  ASSERT_TRUE(found.ok());
+  ASSERT_TRUE(found->has_value());
+  EXPECT_EQ((*found)->export_token.text(), fresh.export_token.text());
+  EXPECT_EQ((*found)->revoke_token.text(), fresh.revoke_token.text());
+  // A second live one with that id conflicts again.
+  auto again = store_->create_membrane(a.id, Membrane{"reuse me", new_token(), new_token()});
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.error().kind, ErrorKind::conflict);
+  // Revoking the old membrane again does not touch the new one.
+  ASSERT_TRUE(store_->revoke_membrane(old_row).ok());
+  EXPECT_TRUE(alive(fresh.export_token));
+}
+
+TEST_F(SqliteStoreTest, FindMembraneReturnsTheStoredTokensOfLiveMembranesOfThatTenantOnly) {
+  Tenant a = tenant();
+  Tenant b = tenant();
+  Membrane m = membrane(a.id, "ünïcode / with spaces");
+  auto found = store_->find_membrane(a.id, m.id);
+  ASSERT_TRUE(found.ok());
+  ASSERT_TRUE(found->has_value());
+  EXPECT_EQ((*found)->id, m.id);
+  EXPECT_EQ((*found)->export_token.text(), m.export_token.text());
+  EXPECT_EQ((*found)->revoke_token.text(), m.revoke_token.text());
+
+  auto missing = store_->find_membrane(a.id, "nope");
+  ASSERT_TRUE(missing.ok());
+  EXPECT_FALSE(missing->has_value());
+  auto other_tenant = store_->find_membrane(b.id, m.id);
+  ASSERT_TRUE(other_tenant.ok());
+  EXPECT_FALSE(other_tenant->has_value());
+
+  ASSERT_TRUE(store_->revoke_membrane(row_of(m)).ok());
+  auto revoked = store_->find_membrane(a.id, m.id);
+  ASSERT_TRUE(revoked.ok());
+  EXPECT_FALSE(revoked->has_value());
+}
+
+// --- list_membranes ------------------------------------------------------------------------------
+
+TEST_F(SqliteStoreTest, ListMembranesOfATenantWithoutMembranesIsEmptyAndCompleted) {
+  Tenant a = tenant();
+  Tenant b = tenant();
+  membrane(b.id, "b's");
+  for (std::size_t limit : {std::size_t{1}, std::size_t{1000}}) {
+    bool completed = false;
+    EXPECT_TRUE(list_ids(a.id, std::nullopt, limit, &completed).empty());
+    EXPECT_TRUE(completed);
+    completed = false;
+    EXPECT_TRUE(list_ids(a.id, "a", limit, &completed).empty());
+    EXPECT_TRUE(completed);
+  }
+}
+
+TEST_F(SqliteStoreTest, ListMembranesPagesExactly) {
+  Tenant a = tenant();
+  for (const char* id : {"b", "d", "f"}) membrane(a.id, id);
+  bool completed = false;
+
+  // limit == count: everything, and nothing more exists.
+  EXPECT_EQ(list_ids(a.id, std::nullopt, 3, &completed), (std::vector<std::string>{"b", "d", "f"}));
+  EXPECT_TRUE(completed);
+  EXPECT_EQ(list_ids(a.id, std::nullopt, 4, &completed), (std::vector<std::string>{"b", "d", "f"}));
+  EXPECT_TRUE(completed);
+  EXPECT_EQ(list_ids(a.id, std::nullopt, 2, &completed), (std::vector<std::string>{"b", "d"}));
+  EXPECT_FALSE(completed);
+
+  // lastId between ids, equal to one (strictly after), before all, past the end.
+  EXPECT_EQ(list_ids(a.id, "c", 10, &completed), (std::vector<std::string>{"d", "f"}));
+  EXPECT_TRUE(completed);
+  EXPECT_EQ(list_ids(a.id, "d", 10, &completed), (std::vector<std::string>{"f"}));
+  EXPECT_TRUE(completed);
+  EXPECT_EQ(list_ids(a.id, "c", 1, &completed), (std::vector<std::string>{"d"}));
+  EXPECT_FALSE(completed);
+  EXPECT_EQ(list_ids(a.id, "a", 3, &completed), (std::vector<std::string>{"b", "d", "f"}));
+  EXPECT_TRUE(completed);
+  EXPECT_EQ(list_ids(a.id, "e", 1, &completed), (std::vector<std::string>{"f"}));
+  EXPECT_TRUE(completed);
+  EXPECT_TRUE(list_ids(a.id, "f", 5, &completed).empty());
+  EXPECT_TRUE(completed);
+  EXPECT_TRUE(list_ids(a.id, "zzz", 5, &completed).empty());
+  EXPECT_TRUE(completed);
+
+  // Revoked membranes are not listed, and do not make a page incomplete.
+  auto d = store_->find_membrane(a.id, "d");
+  ASSERT_TRUE(d.ok() && d->has_value());
+  ASSERT_TRUE(store_->revoke_membrane(row_of(**d)).ok());
+  EXPECT_EQ(list_ids(a.id, std::nullopt, 2, &completed), (std::vector<std::string>{"b", "f"}));
+  EXPECT_TRUE(completed);
+  EXPECT_EQ(list_ids(a.id, "b", 1, &completed), (std::vector<std::string>{"f"}));
+  EXPECT_TRUE(completed);
+}
+
+TEST_F(SqliteStoreTest, ListMembranesSortsByBytesAndWalksOneByOne) {
+  Tenant a = tenant();
+  Tenant b = tenant();
+  std::vector<std::string> ids = {"zeta",   "Zeta",    "a b",      "a/b",   "a",      "ab",
+                                  "a b c",  "/slash",  " leading", "ü",     "日本",   "é",
+                                  "e",      "~tilde",  "A",        "a-b",   "a_b",    "z/ü/日"};
+  for (const auto& id : ids) membrane(a.id, id);
+  membrane(b.id, "a0");  // another tenant's: never listed
+  std::vector<std::string> expected = ids;
+  std::sort(expected.begin(), expected.end());  // std::string compares bytes as unsigned char
+
+  // Only the ASCII ids precede the multi-byte ones, whatever the signedness of char.
+  auto first_non_ascii = std::find_if(expected.begin(), expected.end(), [](const std::string& s) {
+    return static_cast<unsigned char>(s[0]) >= 0x80;
+  });
+  EXPECT_EQ(*first_non_ascii, "é");
+  EXPECT_EQ(expected.back(), "日本");
+
+  bool completed = false;
+  EXPECT_EQ(list_ids(a.id, std::nullopt, 1000, &completed), expected);
+  EXPECT_TRUE(completed);
+
+  std::vector<std::string> walked;
+  std::optional<std::string> last;
+  for (std::size_t guard = 0; guard <= ids.size() + 1; ++guard) {
+    auto page = store_->list_membranes(a.id, last, 1);
+    ASSERT_TRUE(page.ok());
+    ASSERT_LE(page->membranes.size(), 1u);
+    if (page->membranes.empty()) {
+      EXPECT_TRUE(page->completed);
+      break;
+    }
+    walked.push_back(page->membranes[0].id);
+    last = page->membranes[0].id;
+    EXPECT_EQ(page->completed, walked.size() == expected.size()) << walked.size();
+    // The tokens listed are the membrane's.
+    auto found = store_->find_membrane(a.id, *last);
+    ASSERT_TRUE(found.ok() && found->has_value());
+    EXPECT_EQ(page->membranes[0].export_token.text(), (*found)->export_token.text());
+    EXPECT_EQ(page->membranes[0].revoke_token.text(), (*found)->revoke_token.text());
+    if (page->completed) break;
+  }
+  EXPECT_EQ(walked, expected);
+
+  // lastId between two multi-byte ids, and one sorting after every id.
+  EXPECT_EQ(list_ids(a.id, "ü", 10, &completed), (std::vector<std::string>{"日本"}));
+  EXPECT_TRUE(completed);
+  EXPECT_TRUE(list_ids(a.id, "\xef\xbf\xbf", 10, &completed).empty());
+  EXPECT_TRUE(completed);
+  // lastId between "a b" and "a b c": a prefix sorts first.
+  EXPECT_EQ(list_ids(a.id, "a b ", 1, &completed), (std::vector<std::string>{"a b c"}));
+  EXPECT_FALSE(completed);
+}
+
+// --- exports -------------------------------------------------------------------------------------
+
+TEST_F(SqliteStoreTest, ExportUriResolvesToTheSameConfiguration) {
+  Tenant a = tenant();
+  Membrane m = membrane(a.id, "m");
+  MembraneRow row = row_of(m);
+  auto pem = membraned::test::make_self_signed_pem("upstream.example");
+  nlohmann::json body = {
+      {"uri", "https://upstream.example:8443/some/path?x=1&y=%20"},
+      {"method", "post"},
+      {"allowQuery", true},
+      {"headers", {{"X-Custom", "value"}, {"X-Number", 7}}},
+      {"hmac",
+       {{"aws4-hmac-sha256",
+         {{"awsAccessKeyId", "AKIDEXAMPLE"},
+          {"secretAccessKey", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"},
+          {"region", "us-east-1"},
+          {"service", "execute-api"},
+          {"sessionToken", "session/token+value"}}}}},
+      {"timeoutMs", 1234},
+      {"tls", {{"ca", pem.cert}, {"cert", pem.cert}, {"key", pem.key}, {"rejectUnauthorized", false}}}};
+  UriExport config = uri_config(body.dump());
+  Token t = export_uri(row, config);
+  auto r = store_->resolve(t);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->kind, CapabilityKind::uri);
+  EXPECT_EQ(r->tenant_id, a.id);
+  EXPECT_EQ(r->membrane, row);
+  EXPECT_EQ(r->depth, 0);
+  ASSERT_TRUE(r->uri.has_value());
+  EXPECT_EQ(core::to_json(*r->uri), core::to_json(config));
+
+  // A cap1 configuration too, and a re-export stands for the same configuration.
+  UriExport cap1 = uri_config(nlohmann::json{
+      {"uri", "http://upstream.example/"},
+      {"hmac", {{"cap1-hmac-sha512", {{"key", "c2VjcmV0LWtleQ"}, {"keyId", "key-1"}}}}}}.dump());
+  Token t2 = export_uri(row, cap1);
+  Membrane m2 = membrane(a.id, "m2");
+  Token re = reexport(row_of(m2), t2);
+  auto r2 = store_->resolve(re);
+  ASSERT_TRUE(r2.ok());
+  EXPECT_EQ(r2->kind, CapabilityKind::uri);
+  EXPECT_EQ(r2->membrane, row);
+  EXPECT_EQ(r2->depth, 1);
+  ASSERT_TRUE(r2->uri.has_value());
+  EXPECT_EQ(core::to_json(*r2->uri), core::to_json(cap1));
+  auto direct = store_->resolve(t2);
+  ASSERT_TRUE(direct.ok());
+  EXPECT_NE(r2->presented, direct->presented);
+}
+
+TEST_F(SqliteStoreTest, ReexportOfAnUnknownOrDeadTokenIsNotFound) {
+  Tenant a = tenant();
+  Membrane m = membrane(a.id, "m");
+  Membrane dead = membrane(a.id, "dead");
+  Token dead_uri = export_uri(row_of(dead));
+  ASSERT_TRUE(store_->revoke_membrane(row_of(dead)).ok());
+
+  for (const Token* target : {&dead_uri, &dead.export_token}) {
+    Token t = new_token();
+    auto s = store_->export_reexport(row_of(m), t, *target);
+    ASSERT_FALSE(s.ok());
+    EXPECT_EQ(s.error().kind, ErrorKind::not_found);
+    EXPECT_FALSE(alive(t));
+  }
+  Token t = new_token();
+  auto s = store_->export_reexport(row_of(m), t, new_token());
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().kind, ErrorKind::not_found);
+  EXPECT_FALSE(alive(t));
+}
+
+TEST_F(SqliteStoreTest, ExportingThroughARevokedMembraneIsRefused) {
+  Tenant a = tenant();
+  Membrane m = membrane(a.id, "m");
+  Membrane other = membrane(a.id, "other");
+  MembraneRow row = row_of(m);
+  Token target = export_uri(row_of(other));
+  ASSERT_TRUE(store_->revoke_membrane(row).ok());
+  Token t1 = new_token();
+  auto s1 = store_->export_uri(row, t1, simple_config());
+  ASSERT_FALSE(s1.ok());
+  EXPECT_EQ(s1.error().kind, ErrorKind::unauthorized);
+  Token t2 = new_token();
+  auto s2 = store_->export_reexport(row, t2, target);
+  ASSERT_FALSE(s2.ok());
+  EXPECT_EQ(s2.error().kind, ErrorKind::unauthorized);
+  EXPECT_FALSE(alive(t1));
+  EXPECT_FALSE(alive(t2));
+}
+
+// --- delegation and revocation (SPEC section 7) --------------------------------------------------
+
+// X in M0; X1 = X via M1; X2 = X1 via M2; X3 = X2 via M3; X4 = X3 via M4; S1 = X via M2 (a sibling
+// of X1 through the same membrane as X2); S2 = X1 via M4 (a sibling of X2).
+struct Tree {
+  std::vector<Membrane> m;
+  std::vector<MembraneRow> rows;
+  Token x = new_token(), x1 = new_token(), x2 = new_token(), x3 = new_token(), x4 = new_token(),
+        s1 = new_token(), s2 = new_token();
+};
+
+class CascadeTest : public SqliteStoreTest {
+ protected:
+  Tree build(const std::string& tenant_id) {
+    Tree t;
+    for (int i = 0; i < 5; ++i) {
+      t.m.push_back(membrane(tenant_id, "M" + std::to_string(i)));
+      t.rows.push_back(row_of(t.m.back()));
+    }
+    t.x = export_uri(t.rows[0]);
+    t.x1 = reexport(t.rows[1], t.x);
+    t.x2 = reexport(t.rows[2], t.x1);
+    t.x3 = reexport(t.rows[3], t.x2);
+    t.x4 = reexport(t.rows[4], t.x3);
+    t.s1 = reexport(t.rows[2], t.x);
+    t.s2 = reexport(t.rows[4], t.x1);
+    return t;
+  }
+};
+
+TEST_F(CascadeTest, EveryLinkResolvesToTheRootUriCapability) {
+  Tenant a = tenant();
+  Tree t = build(a.id);
+  int depth = 0;
+  for (const Token* tok : {&t.x, &t.x1, &t.x2, &t.x3, &t.x4}) {
+    expect_kind(*tok, CapabilityKind::uri, a.id, t.rows[0], depth++);
+  }
+  expect_kind(t.s1, CapabilityKind::uri, a.id, t.rows[0], 1);
+  expect_kind(t.s2, CapabilityKind::uri, a.id, t.rows[0], 2);
+}
+
+TEST_F(CascadeTest, RevokingTheRootMembraneKillsEveryDescendant) {
+  Tenant a = tenant();
+  Tree t = build(a.id);
+  Token other_in_m2 = export_uri(t.rows[2]);
+  ASSERT_TRUE(store_->revoke_membrane(t.rows[0]).ok());
+  for (const Token* tok : {&t.x, &t.x1, &t.x2, &t.x3, &t.x4, &t.s1, &t.s2}) EXPECT_FALSE(alive(*tok));
+  // The other membranes themselves are untouched.
+  for (int i = 1; i < 5; ++i) EXPECT_TRUE(alive(t.m[i].export_token)) << i;
+  EXPECT_TRUE(alive(other_in_m2));
+  // Nothing dead can be re-exported back to life.
+  Token again = new_token();
+  auto s = store_->export_reexport(t.rows[1], again, t.x2);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().kind, ErrorKind::not_found);
+}
+
+TEST_F(CascadeTest, RevokingAMiddleMembraneKillsExactlyItsSubtree) {
+  Tenant a = tenant();
+  Tree t = build(a.id);
+  ASSERT_TRUE(store_->revoke_membrane(t.rows[2]).ok());
+  // Through M2: X2 (and X3, X4 below it) and S1.
+  for (const Token* tok : {&t.x2, &t.x3, &t.x4, &t.s1}) EXPECT_FALSE(alive(*tok));
+  // Ancestors and siblings stay.
+  expect_kind(t.x, CapabilityKind::uri, a.id, t.rows[0], 0);
+  expect_kind(t.x1, CapabilityKind::uri, a.id, t.rows[0], 1);
+  expect_kind(t.s2, CapabilityKind::uri, a.id, t.rows[0], 2);
+  // M4 is alive, but X4 through it hangs below X2.
+  EXPECT_TRUE(alive(t.m[4].export_token));
+
+  ASSERT_TRUE(store_->revoke_membrane(t.rows[1]).ok());
+  EXPECT_FALSE(alive(t.x1));
+  EXPECT_FALSE(alive(t.s2));
+  EXPECT_TRUE(alive(t.x));
+}
+
+TEST_F(CascadeTest, RevokingALeafMembraneKillsOnlyTheLeaf) {
+  Tenant a = tenant();
+  Tree t = build(a.id);
+  ASSERT_TRUE(store_->revoke_membrane(t.rows[4]).ok());
+  EXPECT_FALSE(alive(t.x4));
+  EXPECT_FALSE(alive(t.s2));
+  for (const Token* tok : {&t.x, &t.x1, &t.x2, &t.x3, &t.s1}) EXPECT_TRUE(alive(*tok));
+}
+
+TEST_F(SqliteStoreTest, BuiltInCapabilitiesCanBeReexportedAndDieWithTheReexportingMembrane) {
+  Tenant a = tenant();
+  Membrane m1 = membrane(a.id, "m1");
+  Membrane m2 = membrane(a.id, "m2");
+  MembraneRow r1 = row_of(m1), r2 = row_of(m2);
+  Token create = reexport(r2, a.tokens.create);
+  Token query = reexport(r2, a.tokens.query);
+  Token del = reexport(r2, a.tokens.delete_self);
+  Token exp = reexport(r2, m1.export_token);
+  Token rev = reexport(r2, m1.revoke_token);
+  Token own_export = reexport(r2, m2.export_token);  // a membrane's own export, through itself
+
+  expect_kind(create, CapabilityKind::create, a.id, std::nullopt, 1);
+  expect_kind(query, CapabilityKind::query, a.id, std::nullopt, 1);
+  expect_kind(del, CapabilityKind::delete_self, a.id, std::nullopt, 1);
+  expect_kind(exp, CapabilityKind::export_, a.id, r1, 1);
+  expect_kind(rev, CapabilityKind::revoke, a.id, r1, 1);
+  expect_kind(own_export, CapabilityKind::export_, a.id, r2, 1);
+
+  ASSERT_TRUE(store_->revoke_membrane(r2).ok());
+  for (const Token* tok : {&create, &query, &del, &exp, &rev, &own_export}) EXPECT_FALSE(alive(*tok));
+  // The originals stand.
+  expect_kind(a.tokens.create, CapabilityKind::create, a.id, std::nullopt);
+  expect_kind(a.tokens.query, CapabilityKind::query, a.id, std::nullopt);
+  expect_kind(m1.export_token, CapabilityKind::export_, a.id, r1);
+  expect_kind(m1.revoke_token, CapabilityKind::revoke, a.id, r1);
+  // And m2's own revoke capability still answers (repeated revoke).
+  expect_kind(m2.revoke_token, CapabilityKind::revoke, a.id, r2);
+}
+
+TEST_F(SqliteStoreTest, ReexportedBuiltInsDieWithTheirOriginals) {
+  Tenant a = tenant();
+  Membrane m1 = membrane(a.id, "m1");
+  Membrane m2 = membrane(a.id, "m2");
+  MembraneRow r1 = row_of(m1), r2 = row_of(m2);
+  Token exp = reexport(r2, m1.export_token);
+  Token exp2 = reexport(r2, exp);
+  Token rev = reexport(r2, m1.revoke_token);
+  ASSERT_TRUE(store_->revoke_membrane(r1).ok());
+  EXPECT_FALSE(alive(exp));
+  EXPECT_FALSE(alive(exp2));
+  // A re-export of the revoke capability stands for it, and it still resolves.
+  expect_kind(rev, CapabilityKind::revoke, a.id, r1, 1);
+}
+
+TEST_F(SqliteStoreTest, RepeatedRevokeKeepsTheRevokeCapabilityUntilTheTenantGoes) {
+  Tenant a = tenant();
+  Membrane m = membrane(a.id, "m");
+  Membrane m2 = membrane(a.id, "m2");
+  MembraneRow row = row_of(m);
+  Token x = export_uri(row);
+  ASSERT_TRUE(store_->revoke_membrane(row).ok());
+  EXPECT_FALSE(alive(m.export_token));
+  EXPECT_FALSE(alive(x));
+  expect_kind(m.revoke_token, CapabilityKind::revoke, a.id, row);
+  ASSERT_TRUE(store_->revoke_membrane(row).ok());
+  expect_kind(m.revoke_token, CapabilityKind::revoke, a.id, row);
+  EXPECT_FALSE(alive(m.export_token));
+  // The revoke capability can even be re-exported after the revocation it performed.
+  Token rev = reexport(row_of(m2), m.revoke_token);
+  expect_kind(rev, CapabilityKind::revoke, a.id, row, 1);
+
+  ASSERT_TRUE(store_->delete_tenant(a.id).ok());
+  EXPECT_FALSE(alive(m.revoke_token));
+  EXPECT_FALSE(alive(rev));
+}
+
+TEST_F(SqliteStoreTest, DeleteTenantKillsEverythingOfItsAndReexportsOfItOnly) {
+  Tenant a = tenant();
+  Tenant b = tenant();
+  Membrane ma = membrane(a.id, "shared id");
+  Membrane ma2 = membrane(a.id, "a2");
+  Membrane mb = membrane(b.id, "shared id");
+  MembraneRow ra = row_of(ma), ra2 = row_of(ma2), rb = row_of(mb);
+  Token xa = export_uri(ra);
+  Token xa_re = reexport(ra2, xa);           // A's re-export of its own
+  Token xb = export_uri(rb);                 // B's own
+  Token b_of_xa = reexport(rb, xa);          // B re-exports A's capability
+  Token b_of_a_create = reexport(rb, a.tokens.create);
+  Token b_of_a_export = reexport(rb, ma.export_token);
+  Token a_of_xb = reexport(ra, xb);          // A re-exports B's: dies with A's membrane
+  Token b_of_b_create = reexport(rb, b.tokens.create);
+
+  ASSERT_TRUE(store_->delete_tenant(a.id).ok());
+  for (const Token* tok : {&a.tokens.create, &a.tokens.query, &a.tokens.delete_self, &ma.export_token,
+                           &ma.revoke_token, &ma2.export_token, &ma2.revoke_token, &xa, &xa_re,
+                           &b_of_xa, &b_of_a_create, &b_of_a_export, &a_of_xb}) {
+    EXPECT_FALSE(alive(*tok));
+  }
+  expect_kind(b.tokens.create, CapabilityKind::create, b.id, std::nullopt);
+  expect_kind(b.tokens.query, CapabilityKind::query, b.id, std::nullopt);
+  expect_kind(b.tokens.delete_self, CapabilityKind::delete_self, b.id, std::nullopt);
+  expect_kind(mb.export_token, CapabilityKind::export_, b.id, rb);
+  expect_kind(mb.revoke_token, CapabilityKind::revoke, b.id, rb);
+  expect_kind(xb, CapabilityKind::uri, b.id, rb);
+  expect_kind(b_of_b_create, CapabilityKind::create, b.id, std::nullopt, 1);
+
+  // A's membranes are gone from find and list; B's are not.
+  auto found = store_->find_membrane(a.id, "shared id");
+  ASSERT_TRUE(found.ok());
+  EXPECT_FALSE(found->has_value());
+  bool completed = false;
+  EXPECT_TRUE(list_ids(a.id, std::nullopt, 10, &completed).empty());
+  EXPECT_TRUE(completed);
+  EXPECT_EQ(list_ids(b.id, std::nullopt, 10, &completed), (std::vector<std::string>{"shared id"}));
+  // Nothing of A's can be re-exported any more.
+  Token t = new_token();
+  auto s = store_->export_reexport(rb, t, a.tokens.query);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().kind, ErrorKind::not_found);
+}
+
+TEST_F(SqliteStoreTest, ReexportChainsAreLimitedInDepth) {
+  Tenant a = tenant();
+  Membrane m0 = membrane(a.id, "root");
+  Membrane m1 = membrane(a.id, "chain");
+  MembraneRow r0 = row_of(m0), r1 = row_of(m1);
+  Token x = export_uri(r0);
+  std::vector<Token> chain{x};
+  for (int i = 1; i < kMaxReexportDepth; ++i) {
+    Token t = new_token();
+    auto s = store_->export_reexport(r1, t, chain.back());
+    ASSERT_TRUE(s.ok()) << "link " << i << ": " << s.error().message;
+    chain.push_back(t);
+  }
+  // kMaxReexportDepth - 1 links resolve, the deepest included.
+  expect_kind(chain.back(), CapabilityKind::uri, a.id, r0, kMaxReexportDepth - 1);
+  // The kMaxReexportDepth-th link is refused, and nothing was stored.
+  Token too_deep = new_token();
+  auto s = store_->export_reexport(r1, too_deep, chain.back());
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().kind, ErrorKind::invalid_input) << s.error().message;
+  EXPECT_FALSE(alive(too_deep));
+  // Shorter branches from the middle of the chain still work.
+  Token branch = reexport(r1, chain[10]);
+  expect_kind(branch, CapabilityKind::uri, a.id, r0, 11);
+  // Revoking the root still reaches the deepest link.
+  ASSERT_TRUE(store_->revoke_membrane(r0).ok());
+  EXPECT_FALSE(alive(chain.back()));
+  EXPECT_FALSE(alive(branch));
+}
+
+// --- persistence and the master key --------------------------------------------------------------
+
+TEST_F(SqliteStoreTest, DataSurvivesClosingAndReopeningWithTheSameKey) {
+  Tenant a = tenant();
+  Membrane m = membrane(a.id, "kept");
+  Membrane gone = membrane(a.id, "gone");
+  MembraneRow row = row_of(m), gone_row = row_of(gone);
+  UriExport config = uri_config(nlohmann::json{
+      {"uri", "https://upstream.example/kept"},
+      {"hmac", {{"cap1-hmac-sha512", {{"key", "a2VlcC1tZS1zZWNyZXQ"}, {"keyId", "kid"}}}}}}.dump());
+  Token x = export_uri(row, config);
+  Token re = reexport(gone_row, x);
+  Token re2 = reexport(row, a.tokens.query);
+  ASSERT_TRUE(store_->revoke_membrane(gone_row).ok());
+
+  store_.reset();
+  store_ = open_store();
+  ASSERT_NE(store_, nullptr);
+
+  auto has = store_->has_tenants();
+  ASSERT_TRUE(has.ok());
+  EXPECT_TRUE(*has);
+  expect_kind(a.tokens.create, CapabilityKind::create, a.id, std::nullopt);
+  expect_kind(m.export_token, CapabilityKind::export_, a.id, row);
+  expect_kind(re2, CapabilityKind::query, a.id, std::nullopt, 1);
+  auto r = store_->resolve(x);
+  ASSERT_TRUE(r.ok());
+  ASSERT_TRUE(r->uri.has_value());
+  EXPECT_EQ(core::to_json(*r->uri), core::to_json(config));
+  // Revocations are durable.
+  EXPECT_FALSE(alive(gone.export_token));
+  EXPECT_FALSE(alive(re));
+  expect_kind(gone.revoke_token, CapabilityKind::revoke, a.id, gone_row);
+  auto found = store_->find_membrane(a.id, "kept");
+  ASSERT_TRUE(found.ok() && found->has_value());
+  EXPECT_EQ((*found)->export_token.text(), m.export_token.text());
+  EXPECT_EQ((*found)->revoke_token.text(), m.revoke_token.text());
+  auto conflict = store_->create_membrane(a.id, Membrane{"kept", new_token(), new_token()});
+  ASSERT_FALSE(conflict.ok());
+  EXPECT_EQ(conflict.error().kind, ErrorKind::conflict);
+  // Reopening twice changes nothing (migrations are not re-applied).
+  store_.reset();
+  store_ = open_store();
+  ASSERT_NE(store_, nullptr);
+  EXPECT_TRUE(alive(x));
+}
+
+TEST_F(SqliteStoreTest, ReopeningWithAnotherMasterKeyFails) {
+  Tenant a = tenant();
+  membrane(a.id, "m");
+  store_.reset();
+  auto other = MasterKey::from_base64(core::base64_encode(random_bytes(32)));
+  ASSERT_TRUE(other.ok());
+  auto reopened = SqliteStore::open(SqliteOptions{db_path()}, std::move(*other));
+  EXPECT_FALSE(reopened.ok());
+  // The right key still opens it.
+  store_ = open_store();
+  ASSERT_NE(store_, nullptr);
+  EXPECT_TRUE(alive(a.tokens.create));
+}
+
+class MasterKeyTest : public testing::Test {
+ protected:
+  // Keys are equal when what one seals the other opens.
+  static bool same_key(const MasterKey& a, const MasterKey& b) {
+    auto sealed = a.seal("plaintext", "context");
+    if (!sealed) return false;
+    auto opened = b.open(*sealed, "context");
+    return opened.ok() && *opened == "plaintext";
+  }
+  TempDir dir_;
+};
+
+TEST_F(MasterKeyTest, KeyFileIsCreatedWithMode0600AndLoadedAgain) {
+  auto first = MasterKey::load(std::nullopt, dir_.path());
+  ASSERT_TRUE(first.ok()) << first.error().message;
+  const fs::path file = dir_.path() / "master.key";
+  struct stat st {};
+  ASSERT_EQ(::stat(file.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  std::string text = file_bytes(file);
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+  auto decoded = core::base64_decode(text);
+  ASSERT_TRUE(decoded.has_value());
+  EXPECT_EQ(decoded->size(), 32u);
+  auto second = MasterKey::load(std::nullopt, dir_.path());
+  ASSERT_TRUE(second.ok());
+  EXPECT_TRUE(same_key(*first, *second));
+  // An empty environment value means "unset".
+  auto third = MasterKey::load(std::string(), dir_.path());
+  ASSERT_TRUE(third.ok());
+  EXPECT_TRUE(same_key(*first, *third));
+}
+
+TEST_F(MasterKeyTest, EnvironmentValueWinsOverTheKeyFile) {
+  auto file_key = MasterKey::load(std::nullopt, dir_.path());
+  ASSERT_TRUE(file_key.ok());
+  auto env_key = MasterKey::load(core::base64_encode(random_bytes(32)), dir_.path());
+  ASSERT_TRUE(env_key.ok());
+  EXPECT_FALSE(same_key(*file_key, *env_key));
+  auto bad_env = MasterKey::load(std::string("not a key"), dir_.path());
+  EXPECT_FALSE(bad_env.ok());
+}
+
+TEST_F(MasterKeyTest, KeyFileReadableByOthersIsRejected) {
+  ASSERT_TRUE(MasterKey::load(std::nullopt, dir_.path()).ok());
+  const fs::path file = dir_.path() / "master.key";
+  const std::string before = file_bytes(file);
+  fs::permissions(file, fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read |
+                            fs::perms::others_read);
+  auto loaded = MasterKey::load(std::nullopt, dir_.path());
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_EQ(loaded.error().kind, ErrorKind::invalid_input);
+  EXPECT_EQ(file_bytes(file), before);  // never replaced
+}
+
+TEST_F(MasterKeyTest, GarbageKeyFileIsRejectedAndNotReplaced) {
+  const fs::path file = dir_.path() / "master.key";
+  for (const std::string& garbage :
+       {std::string("this is not a key\n"), core::base64_encode(random_bytes(31)) + "\n", std::string()}) {
+    {
+      std::ofstream out(file, std::ios::binary | std::ios::trunc);
+      out << garbage;
+    }
+    fs::permissions(file, fs::perms::owner_read | fs::perms::owner_write);
+    auto loaded = MasterKey::load(std::nullopt, dir_.path());
+    EXPECT_FALSE(loaded.ok()) << garbage;
+    EXPECT_EQ(file_bytes(file), garbage);
+  }
+}
+
+TEST_F(MasterKeyTest, FromBase64AcceptsBothAlphabetsOf32BytesOnly) {
+  // Bytes that need '+' and '/' in the standard alphabet.
+  std::string bytes(32, '\xfb');
+  for (std::size_t i = 0; i < bytes.size(); i += 3) bytes[i] = '\xff';
+  const std::string standard = core::base64_encode(bytes);
+  ASSERT_NE(standard.find_first_of("+/"), std::string::npos);
+  ASSERT_EQ(standard.back(), '=');
+  std::string unpadded = standard;
+  while (unpadded.back() == '=') unpadded.pop_back();
+  const std::string url = core::base64url_encode(bytes);
+  ASSERT_NE(url.find_first_of("-_"), std::string::npos);
+
+  auto a = MasterKey::from_base64(standard);
+  auto b = MasterKey::from_base64(unpadded);
+  auto c = MasterKey::from_base64(url);
+  ASSERT_TRUE(a.ok());
+  ASSERT_TRUE(b.ok());
+  ASSERT_TRUE(c.ok());
+  EXPECT_TRUE(same_key(*a, *b));
+  EXPECT_TRUE(same_key(*a, *c));
+
+  std::string short_bytes = bytes.substr(0, 31);
+  std::string long_bytes = bytes + "x";
+  for (const std::string& rejected :
+       {core::base64_encode(short_bytes), core::base64url_encode(short_bytes), core::base64_encode(long_bytes),
+        core::base64url_encode(long_bytes), std::string(), std::string("!!!!"), core::hex_encode(bytes)}) {
+    auto r = MasterKey::from_base64(rejected);
+    EXPECT_FALSE(r.ok()) << rejected;
+  }
+}
+
+// --- secrecy at rest ------------------------------------------------------------------------------
+
+TEST_F(SqliteStoreTest, NoTokenNorSecretIsStoredInClear) {
+  const std::string secret_access_key = random_text("SecretAccessKey");
+  const std::string session_token = random_text("SessionTokenValue", 48);
+  const std::string cap1_key = random_text("Cap1KeyMaterial");
+  auto pem = membraned::test::make_self_signed_pem("secret.example");
+
+  std::vector<std::string> forbidden = {secret_access_key, session_token, cap1_key};
+  {
+    std::istringstream lines(pem.key);
+    std::string line;
+    int body_lines = 0;
+    while (std::getline(lines, line)) {
+      if (line.empty() || line.rfind("-----", 0) == 0) continue;
+      ASSERT_GE(line.size(), 16u);
+      forbidden.push_back(line);
+      ++body_lines;
+    }
+    ASSERT_GT(body_lines, 0);
+  }
+  auto forbid_token = [&](const Token& t) {
+    forbidden.push_back(t.text());
+    forbidden.push_back(t.text().substr(Token::kPrefix.size()));  // the body alone
+  };
+
+  Tenant a = tenant();
+  Tenant b = tenant();
+  for (const Tenant* t : {&a, &b}) {
+    forbid_token(t->tokens.create);
+    forbid_token(t->tokens.query);
+    forbid_token(t->tokens.delete_self);
+  }
+  std::vector<Membrane> membranes;
+  for (int i = 0; i < 4; ++i) {
+    membranes.push_back(membrane(i % 2 == 0 ? a.id : b.id, "membrane " + std::to_string(i)));
+    forbid_token(membranes.back().export_token);
+    forbid_token(membranes.back().revoke_token);
+  }
+  UriExport aws = uri_config(nlohmann::json{
+      {"uri", "https://upstream.example/aws"},
+      {"hmac",
+       {{"aws4-hmac-sha256",
+         {{"awsAccessKeyId", "AKIDEXAMPLE"},
+          {"secretAccessKey", secret_access_key},
+          {"region", "eu-west-1"},
+          {"service", "s3"},
+          {"sessionToken", session_token}}}}},
+      {"tls", {{"cert", pem.cert}, {"key", pem.key}}}}.dump());
+  UriExport cap1 = uri_config(nlohmann::json{
+      {"uri", "https://upstream.example/cap1"},
+      {"hmac", {{"cap1-hmac-sha512", {{"key", cap1_key}, {"keyId", "key-id"}}}}}}.dump());
+  Token x_aws = export_uri(row_of(membranes[0]), aws);
+  Token x_cap1 = export_uri(row_of(membranes[1]), cap1);
+  Token re = reexport(row_of(membranes[2]), x_aws);
+  Token re_builtin = reexport(row_of(membranes[3]), a.tokens.create);
+  for (const Token* t : {&x_aws, &x_cap1, &re, &re_builtin}) forbid_token(*t);
+  ASSERT_TRUE(store_->revoke_membrane(row_of(membranes[3])).ok());
+  ASSERT_TRUE(alive(x_aws));  // the configuration did reach the store
+
+  auto scan = [&](const char* when) {
+    std::size_t scanned = 0;
+    for (const char* suffix : {"", "-wal", "-shm", "-journal"}) {
+      fs::path file = db_path();
+      file += suffix;
+      if (!fs::exists(file)) continue;
+      const std::string bytes = file_bytes(file);
+      scanned += bytes.size();
+      for (const auto& needle : forbidden) {
+        EXPECT_EQ(bytes.find(needle), std::string::npos)
+            << when << ": " << file.filename() << " holds " << needle.substr(0, 24) << "...";
+      }
+    }
+    EXPECT_GT(scanned, 0u);
+  };
+  scan("while open");
+  store_.reset();  // the last connection checkpoints the WAL into the main file
+  scan("after close");
+}
+
+// --- concurrency ----------------------------------------------------------------------------------
+
+TEST_F(SqliteStoreTest, ResolvesStartingAfterARevokeReturnsAllFail) {
+  Tenant a = tenant();
+  Membrane root = membrane(a.id, "root");
+  Membrane via = membrane(a.id, "via");
+  MembraneRow root_row = row_of(root);
+  Token x = export_uri(root_row);
+  Token re = reexport(row_of(via), x);
+  Token re2 = reexport(row_of(via), re);
+
+  constexpr int kThreads = 4;
+  constexpr int kAfter = 200;  // resolves each thread makes once the revoke has returned
+  std::atomic<bool> revoke_started{false};
+  std::atomic<bool> revoke_done{false};
+  std::atomic<int> ready{0};
+  struct Tally {
+    int before_ok = 0, before_failed = 0, during = 0, after_ok = 0, after_failed = 0, other_errors = 0;
+  };
+  std::vector<Tally> tallies(kThreads);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&, i] {
+      Tally& tally = tallies[static_cast<std::size_t>(i)];
+      const Token& tok = i % 3 == 0 ? x : i % 3 == 1 ? re : re2;
+      bool counted_ready = false;
+      while (tally.after_ok + tally.after_failed < kAfter) {
+        // "after": started once revoke_membrane had returned; "before": over before it began.
+        const bool done = revoke_done.load();
+        auto r = store_->resolve(tok);
+        const bool started = revoke_started.load();
+        if (!r && r.error().kind != ErrorKind::unauthorized) ++tally.other_errors;
+        if (done) {
+          ++(r ? tally.after_ok : tally.after_failed);
+        } else if (!started) {
+          ++(r ? tally.before_ok : tally.before_failed);
+          if (!counted_ready && tally.before_ok >= 20) {
+            counted_ready = true;
+            ready.fetch_add(1);
+          }
+        } else {
+          ++tally.during;
+        }
+        if (tally.other_errors > 100) break;
+      }
+    });
+  }
+  threads.emplace_back([&] {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+    while (ready.load() < kThreads && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
+    revoke_started.store(true);
+    auto s = store_->revoke_membrane(root_row);
+    EXPECT_TRUE(s.ok()) << s.error().message;
+    revoke_done.store(true);
+  });
+  for (auto& t : threads) t.join();
+
+  int total_before = 0;
+  for (int i = 0; i < kThreads; ++i) {
+    const Tally& t = tallies[static_cast<std::size_t>(i)];
+    SCOPED_TRACE("thread " + std::to_string(i));
+    EXPECT_EQ(t.before_failed, 0);
+    EXPECT_EQ(t.after_ok, 0);
+    EXPECT_EQ(t.after_failed, kAfter);
+    EXPECT_EQ(t.other_errors, 0);
+    total_before += t.before_ok;
+  }
+  EXPECT_GE(total_before, kThreads * 20);
+  EXPECT_FALSE(alive(x));
+  EXPECT_FALSE(alive(re2));
+}
+
+TEST_F(SqliteStoreTest, ConcurrentWritersAndReadersKeepTheStoreConsistent) {
+  Tenant a = tenant();
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 15;
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&, i] {
+      for (int j = 0; j < kPerThread; ++j) {
+        Membrane m{"t" + std::to_string(i) + "-" + std::to_string(j), new_token(), new_token()};
+        if (!store_->create_membrane(a.id, m)) { ++failures; continue; }
+        auto r = store_->resolve(m.export_token);
+        if (!r || !r->membrane) { ++failures; continue; }
+        Token x = new_token();
+        if (!store_->export_uri(*r->membrane, x, simple_config())) ++failures;
+        if (!store_->resolve(x)) ++failures;
+        if (j % 2 == 0) {
+          if (!store_->revoke_membrane(*r->membrane)) ++failures;
+          if (store_->resolve(x)) ++failures;
+        }
+        // Everyone races for the same id: exactly one of them may hold it at a time.
+        Membrane shared{"shared", new_token(), new_token()};
+        auto s = store_->create_membrane(a.id, shared);
+        if (!s && s.error().kind != ErrorKind::conflict) ++failures;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  bool completed = false;
+  auto ids = list_ids(a.id, std::nullopt, 1000, &completed);
+  EXPECT_TRUE(completed);
+  EXPECT_EQ(ids.size(), static_cast<std::size_t>(kThreads * (kPerThread / 2) + 1));
+  EXPECT_EQ(std::count(ids.begin(), ids.end(), "shared"), 1);
+}
+
+}  // namespace
