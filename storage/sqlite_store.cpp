@@ -247,6 +247,10 @@ Result<Resolved> SqliteStore::resolve(const Token& token) {
 // each with its tenant's and membrane's state. Rows only ever point at older rows, so the walk
 // ends; creation keeps it within kMaxDependencies.
 Result<Resolved> SqliteStore::resolve_on(sqlite::Connection& connection, const Token& token) {
+  return resolve_digest(connection, token.digest());
+}
+
+Result<Resolved> SqliteStore::resolve_digest(sqlite::Connection& connection, const std::string& digest) {
   static const std::string kWalk =
       "WITH RECURSIVE walk(row) AS ("
       "  SELECT row FROM capabilities WHERE digest = ?1"
@@ -259,7 +263,6 @@ Result<Resolved> SqliteStore::resolve_on(sqlite::Connection& connection, const T
       "LIMIT ?2";
   auto st = connection.prepare(kWalk);
   if (!st) return st.error();
-  const std::string digest = token.digest();
   (*st)->bind_blob(1, digest).bind(2, static_cast<std::int64_t>(kMaxDependencies) + 1);
 
   const Error dead = Error::unauthorized("unknown or revoked capability");
@@ -342,6 +345,9 @@ Status SqliteStore::create_membrane(const Token& presented, const Membrane& memb
   if (!tx) return tx.error();
   auto who = recheck(*lease, presented, CapabilityKind::create);
   if (!who) return who.error();
+  if (who->walked + 1 > kMaxDependencies) {
+    return Error::invalid("capability", "this create capability is too far from its origin to create more");
+  }
   const std::string& tenant_id = who->tenant_id;
   auto sealed_export = key_.seal(membrane.export_token.text(),
                                  membrane_token_context("export", tenant_id, membrane.id));
@@ -350,12 +356,24 @@ Status SqliteStore::create_membrane(const Token& presented, const Membrane& memb
                                  membrane_token_context("revoke", tenant_id, membrane.id));
   if (!sealed_revoke) return sealed_revoke.error();
 
-  auto exists = lease->prepare("SELECT 1 FROM membranes WHERE tenant_id = ?1 AND id = ?2 AND revoked = 0");
+  auto exists = lease->prepare("SELECT row FROM membranes WHERE tenant_id = ?1 AND id = ?2 AND revoked = 0");
   if (!exists) return exists.error();
   auto found = (*exists)->bind(1, tenant_id).bind(2, membrane.id).step();
   if (!found) return found.error();
-  if (*found) return Error::conflict("a membrane with this id exists");
-  exists->reset();
+  if (*found) {
+    MembraneRow existing = (*exists)->column_int(0);
+    exists->reset();
+    // A membrane cut with the capability it was made through is gone, like a revoked one: it
+    // frees its id (and is marked revoked now, so the unique index agrees).
+    auto cut = membrane_is_cut(*lease, existing);
+    if (!cut) return cut.error();
+    if (!*cut) return Error::conflict("a membrane with this id exists");
+    auto mark = lease->prepare("UPDATE membranes SET revoked = 1 WHERE row = ?1");
+    if (!mark) return mark.error();
+    if (auto s = (*mark)->bind(1, existing).run(); !s) return s.error();
+  } else {
+    exists->reset();
+  }
 
   auto insert = lease->prepare(
       "INSERT INTO membranes(tenant_id, id, export_token, revoke_token, created_at) VALUES (?1, ?2, ?3, ?4, ?5)");
@@ -389,16 +407,44 @@ Result<Membrane> SqliteStore::membrane_from_row(const std::string& tenant_id, co
   return Membrane{id, std::move(*export_token), std::move(*revoke_token)};
 }
 
+// A membrane whose own revoke flag is clear can still be cut: made through a re-exported create
+// capability whose membrane was revoked since. Its export capability then no longer resolves.
+Result<bool> SqliteStore::membrane_is_cut(sqlite::Connection& connection, MembraneRow membrane) {
+  std::string digest;
+  {
+    auto st = connection.prepare("SELECT digest FROM capabilities WHERE membrane_row = ?1 AND kind = ?2");
+    if (!st) return st.error();
+    auto found = (*st)->bind(1, membrane).bind(2, static_cast<std::int64_t>(CapabilityKind::export_)).step();
+    if (!found) return found.error();
+    if (!*found) return true;
+    digest = (*st)->column_blob(0);
+  }
+  auto resolved = resolve_digest(connection, digest);
+  if (resolved) return false;
+  if (resolved.error().kind == ErrorKind::unauthorized) return true;
+  return resolved.error();
+}
+
 Result<std::optional<Membrane>> SqliteStore::find_membrane(const std::string& tenant_id,
                                                            const std::string& id) {
   auto lease = acquire();
-  auto st = lease->prepare(
-      "SELECT export_token, revoke_token FROM membranes WHERE tenant_id = ?1 AND id = ?2 AND revoked = 0");
-  if (!st) return st.error();
-  auto found = (*st)->bind(1, tenant_id).bind(2, id).step();
-  if (!found) return found.error();
-  if (!*found) return std::optional<Membrane>();
-  auto membrane = membrane_from_row(tenant_id, id, (*st)->column_blob(0), (*st)->column_blob(1));
+  std::string sealed_export, sealed_revoke;
+  MembraneRow row = 0;
+  {
+    auto st = lease->prepare(
+        "SELECT row, export_token, revoke_token FROM membranes WHERE tenant_id = ?1 AND id = ?2 AND revoked = 0");
+    if (!st) return st.error();
+    auto found = (*st)->bind(1, tenant_id).bind(2, id).step();
+    if (!found) return found.error();
+    if (!*found) return std::optional<Membrane>();
+    row = (*st)->column_int(0);
+    sealed_export = (*st)->column_blob(1);
+    sealed_revoke = (*st)->column_blob(2);
+  }
+  auto cut = membrane_is_cut(*lease, row);
+  if (!cut) return cut.error();
+  if (*cut) return std::optional<Membrane>();
+  auto membrane = membrane_from_row(tenant_id, id, sealed_export, sealed_revoke);
   if (!membrane) return membrane.error();
   return std::optional<Membrane>(std::move(*membrane));
 }
@@ -406,29 +452,48 @@ Result<std::optional<Membrane>> SqliteStore::find_membrane(const std::string& te
 Result<MembranePage> SqliteStore::list_membranes(const std::string& tenant_id,
                                                  const std::optional<std::string>& after,
                                                  std::size_t limit) {
+  limit = std::min<std::size_t>(limit, 1'000'000);
   auto lease = acquire();
-  auto st = lease->prepare(
-      "SELECT id, export_token, revoke_token FROM membranes "
-      "WHERE tenant_id = ?1 AND revoked = 0 AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3");
-  if (!st) return st.error();
-  limit = std::min<std::size_t>(limit, 1'000'000);  // keeps limit + 1 from overflowing
-  (*st)->bind(1, tenant_id).bind(3, static_cast<std::int64_t>(limit) + 1);
-  after ? (*st)->bind(2, *after) : (*st)->bind_null(2);
+  struct Row {
+    MembraneRow row;
+    std::string id, sealed_export, sealed_revoke;
+  };
   MembranePage page;
+  std::optional<std::string> cursor = after;
+  // Reads in batches and skips cut membranes, until the page plus one more is found or the
+  // membranes run out: "completed" must say exactly whether more exist.
+  const std::size_t batch = limit + 1;
   while (true) {
-    auto more = (*st)->step();
-    if (!more) return more.error();
-    if (!*more) break;
-    if (page.membranes.size() == limit) {
-      page.completed = false;
-      break;
+    std::vector<Row> rows;
+    {
+      auto st = lease->prepare(
+          "SELECT row, id, export_token, revoke_token FROM membranes "
+          "WHERE tenant_id = ?1 AND revoked = 0 AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3");
+      if (!st) return st.error();
+      (*st)->bind(1, tenant_id).bind(3, static_cast<std::int64_t>(batch));
+      cursor ? (*st)->bind(2, *cursor) : (*st)->bind_null(2);
+      while (true) {
+        auto more = (*st)->step();
+        if (!more) return more.error();
+        if (!*more) break;
+        rows.push_back({(*st)->column_int(0), (*st)->column_text(1), (*st)->column_blob(2), (*st)->column_blob(3)});
+      }
     }
-    auto membrane = membrane_from_row(tenant_id, (*st)->column_text(0), (*st)->column_blob(1),
-                                      (*st)->column_blob(2));
-    if (!membrane) return membrane.error();
-    page.membranes.push_back(std::move(*membrane));
+    for (Row& r : rows) {
+      auto cut = membrane_is_cut(*lease, r.row);
+      if (!cut) return cut.error();
+      if (*cut) continue;
+      if (page.membranes.size() == limit) {
+        page.completed = false;
+        return page;
+      }
+      auto membrane = membrane_from_row(tenant_id, r.id, r.sealed_export, r.sealed_revoke);
+      if (!membrane) return membrane.error();
+      page.membranes.push_back(std::move(*membrane));
+    }
+    if (rows.size() < batch) return page;
+    cursor = rows.back().id;
   }
-  return page;
 }
 
 Status SqliteStore::export_uri(const Token& presented, const Token& token,

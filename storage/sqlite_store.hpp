@@ -46,6 +46,8 @@ class SqliteStore final : public Store {
   SqliteStore(MasterKey key) : key_(std::move(key)) {}
   Lease acquire();
   Result<Resolved> resolve_on(sqlite::Connection& connection, const Token& token);
+  Result<Resolved> resolve_digest(sqlite::Connection& connection, const std::string& digest);
+  Result<bool> membrane_is_cut(sqlite::Connection& connection, MembraneRow membrane);
   // Inside a write transaction: the presented token resolved again, of the expected kind.
   Result<Resolved> recheck(sqlite::Connection& connection, const Token& presented, CapabilityKind kind);
   Result<Membrane> membrane_from_row(const std::string& tenant_id, const std::string& id,

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <memory>
 #include <optional>
 #include <set>
@@ -25,6 +26,7 @@
 #include "storage/master_key.hpp"
 #include "storage/sqlite_store.hpp"
 #include "tests/support/test_pki.hpp"
+#include "tests/support/test_support.hpp"
 
 namespace {
 
@@ -33,6 +35,7 @@ using membraned::core::ErrorKind;
 using membraned::core::Token;
 using membraned::core::UriExport;
 using membraned::storage::CapabilityKind;
+using membraned::storage::kMaxDependencies;
 using membraned::storage::kMaxReexportDepth;
 using membraned::storage::MasterKey;
 using membraned::storage::Membrane;
@@ -41,6 +44,7 @@ using membraned::storage::Resolved;
 using membraned::storage::SqliteOptions;
 using membraned::storage::SqliteStore;
 using membraned::storage::TenantTokens;
+using membraned::test::TempDir;
 namespace core = membraned::core;
 
 std::string random_bytes(std::size_t n) {
@@ -53,25 +57,6 @@ std::string random_bytes(std::size_t n) {
 std::string random_text(std::string_view prefix, std::size_t bytes = 24) {
   return std::string(prefix) + core::base64url_encode(random_bytes(bytes));
 }
-
-// A fresh directory under the system temporary directory, removed with everything in it.
-class TempDir {
- public:
-  TempDir() {
-    path_ = fs::temp_directory_path() / ("membraned-store-test-" + core::hex_encode(random_bytes(8)));
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
 
 std::string file_bytes(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
@@ -131,12 +116,14 @@ class SqliteStoreTest : public testing::Test {
     return t;
   }
 
-  Membrane membrane(const std::string& tenant_id, const std::string& id) {
+  // A membrane made by presenting `create`: a tenant's own create capability or a re-export of one.
+  Membrane membrane_via(const Token& create, const std::string& id) {
     Membrane m{id, new_token(), new_token()};
-    auto s = store_->create_membrane(tenant_id, m);
+    auto s = store_->create_membrane(create, m);
     EXPECT_TRUE(s.ok()) << id << ": " << s.error().message;
     return m;
   }
+  Membrane membrane(const Tenant& t, const std::string& id) { return membrane_via(t.tokens.create, id); }
 
   MembraneRow row_of(const Membrane& m) {
     auto r = store_->resolve(m.export_token);
@@ -145,18 +132,32 @@ class SqliteStoreTest : public testing::Test {
     return *r->membrane;
   }
 
-  Token export_uri(MembraneRow row, const UriExport& config = simple_config()) {
+  // Exports by presenting `exporter`: a membrane's export capability or a re-export of one.
+  Token export_uri(const Token& exporter, const UriExport& config = simple_config()) {
     Token t = new_token();
-    auto s = store_->export_uri(row, t, config);
+    auto s = store_->export_uri(exporter, t, config);
     EXPECT_TRUE(s.ok()) << s.error().message;
     return t;
   }
+  Token export_uri(const Membrane& m, const UriExport& config = simple_config()) {
+    return export_uri(m.export_token, config);
+  }
 
-  Token reexport(MembraneRow row, const Token& target) {
+  Token reexport(const Token& exporter, const Token& target) {
     Token t = new_token();
-    auto s = store_->export_reexport(row, t, target);
+    auto s = store_->export_reexport(exporter, t, target);
     EXPECT_TRUE(s.ok()) << s.error().message;
     return t;
+  }
+  Token reexport(const Membrane& m, const Token& target) { return reexport(m.export_token, target); }
+
+  // Revokes by presenting the membrane's own revoke capability.
+  core::Status revoke(const Membrane& m) { return store_->revoke_membrane(m.revoke_token); }
+
+  std::size_t walked(const Token& t) {
+    auto r = store_->resolve(t);
+    EXPECT_TRUE(r.ok());
+    return r ? r->walked : 0;
   }
 
   bool alive(const Token& t) {
@@ -204,7 +205,7 @@ TEST_F(SqliteStoreTest, HasTenantsOnlyAfterTheFirstTenantAndStillAfterItsDeletio
   auto after = store_->has_tenants();
   ASSERT_TRUE(after.ok());
   EXPECT_TRUE(*after);
-  ASSERT_TRUE(store_->delete_tenant(a.id).ok());
+  ASSERT_TRUE(store_->delete_tenant(a.tokens.delete_self).ok());
   auto deleted = store_->has_tenants();
   ASSERT_TRUE(deleted.ok());
   EXPECT_TRUE(*deleted);
@@ -239,8 +240,8 @@ TEST_F(SqliteStoreTest, UnknownTokenIsUnauthorized) {
 
 TEST_F(SqliteStoreTest, MembraneCapabilitiesResolveToExportAndRevokeOfTheirMembrane) {
   Tenant a = tenant();
-  Membrane m1 = membrane(a.id, "one");
-  Membrane m2 = membrane(a.id, "two");
+  Membrane m1 = membrane(a, "one");
+  Membrane m2 = membrane(a, "two");
   auto e1 = store_->resolve(m1.export_token);
   auto e2 = store_->resolve(m2.export_token);
   ASSERT_TRUE(e1.ok() && e2.ok());
@@ -257,9 +258,9 @@ TEST_F(SqliteStoreTest, MembraneCapabilitiesResolveToExportAndRevokeOfTheirMembr
 TEST_F(SqliteStoreTest, CreateMembraneWithALiveIdConflictsAndStoresNothing) {
   Tenant a = tenant();
   Tenant b = tenant();
-  Membrane first = membrane(a.id, "dup");
+  Membrane first = membrane(a, "dup");
   Membrane second{"dup", new_token(), new_token()};
-  auto s = store_->create_membrane(a.id, second);
+  auto s = store_->create_membrane(a.tokens.create, second);
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.error().kind, ErrorKind::conflict);
   EXPECT_FALSE(alive(second.export_token));
@@ -269,18 +270,18 @@ TEST_F(SqliteStoreTest, CreateMembraneWithALiveIdConflictsAndStoresNothing) {
   ASSERT_TRUE(found->has_value());
   EXPECT_EQ((*found)->export_token.text(), first.export_token.text());
   // Ids are unique per tenant only.
-  Membrane other = membrane(b.id, "dup");
+  Membrane other = membrane(b, "dup");
   EXPECT_TRUE(alive(other.export_token));
 }
 
 TEST_F(SqliteStoreTest, RevokedMembraneIdCanBeReused) {
   Tenant a = tenant();
-  Membrane old = membrane(a.id, "reuse me");
+  Membrane old = membrane(a, "reuse me");
   MembraneRow old_row = row_of(old);
-  Token old_uri = export_uri(old_row);
-  ASSERT_TRUE(store_->revoke_membrane(old_row).ok());
+  Token old_uri = export_uri(old);
+  ASSERT_TRUE(revoke(old).ok());
 
-  Membrane fresh = membrane(a.id, "reuse me");
+  Membrane fresh = membrane(a, "reuse me");
   MembraneRow fresh_row = row_of(fresh);
   EXPECT_NE(fresh_row, old_row);
   EXPECT_FALSE(alive(old.export_token));
@@ -293,18 +294,18 @@ TEST_F(SqliteStoreTest, RevokedMembraneIdCanBeReused) {
   EXPECT_EQ((*found)->export_token.text(), fresh.export_token.text());
   EXPECT_EQ((*found)->revoke_token.text(), fresh.revoke_token.text());
   // A second live one with that id conflicts again.
-  auto again = store_->create_membrane(a.id, Membrane{"reuse me", new_token(), new_token()});
+  auto again = store_->create_membrane(a.tokens.create, Membrane{"reuse me", new_token(), new_token()});
   ASSERT_FALSE(again.ok());
   EXPECT_EQ(again.error().kind, ErrorKind::conflict);
   // Revoking the old membrane again does not touch the new one.
-  ASSERT_TRUE(store_->revoke_membrane(old_row).ok());
+  ASSERT_TRUE(revoke(old).ok());
   EXPECT_TRUE(alive(fresh.export_token));
 }
 
 TEST_F(SqliteStoreTest, FindMembraneReturnsTheStoredTokensOfLiveMembranesOfThatTenantOnly) {
   Tenant a = tenant();
   Tenant b = tenant();
-  Membrane m = membrane(a.id, "ünïcode / with spaces");
+  Membrane m = membrane(a, "ünïcode / with spaces");
   auto found = store_->find_membrane(a.id, m.id);
   ASSERT_TRUE(found.ok());
   ASSERT_TRUE(found->has_value());
@@ -319,7 +320,7 @@ TEST_F(SqliteStoreTest, FindMembraneReturnsTheStoredTokensOfLiveMembranesOfThatT
   ASSERT_TRUE(other_tenant.ok());
   EXPECT_FALSE(other_tenant->has_value());
 
-  ASSERT_TRUE(store_->revoke_membrane(row_of(m)).ok());
+  ASSERT_TRUE(revoke(m).ok());
   auto revoked = store_->find_membrane(a.id, m.id);
   ASSERT_TRUE(revoked.ok());
   EXPECT_FALSE(revoked->has_value());
@@ -330,7 +331,7 @@ TEST_F(SqliteStoreTest, FindMembraneReturnsTheStoredTokensOfLiveMembranesOfThatT
 TEST_F(SqliteStoreTest, ListMembranesOfATenantWithoutMembranesIsEmptyAndCompleted) {
   Tenant a = tenant();
   Tenant b = tenant();
-  membrane(b.id, "b's");
+  membrane(b, "b's");
   for (std::size_t limit : {std::size_t{1}, std::size_t{1000}}) {
     bool completed = false;
     EXPECT_TRUE(list_ids(a.id, std::nullopt, limit, &completed).empty());
@@ -343,7 +344,7 @@ TEST_F(SqliteStoreTest, ListMembranesOfATenantWithoutMembranesIsEmptyAndComplete
 
 TEST_F(SqliteStoreTest, ListMembranesPagesExactly) {
   Tenant a = tenant();
-  for (const char* id : {"b", "d", "f"}) membrane(a.id, id);
+  for (const char* id : {"b", "d", "f"}) membrane(a, id);
   bool completed = false;
 
   // limit == count: everything, and nothing more exists.
@@ -373,7 +374,7 @@ TEST_F(SqliteStoreTest, ListMembranesPagesExactly) {
   // Revoked membranes are not listed, and do not make a page incomplete.
   auto d = store_->find_membrane(a.id, "d");
   ASSERT_TRUE(d.ok() && d->has_value());
-  ASSERT_TRUE(store_->revoke_membrane(row_of(**d)).ok());
+  ASSERT_TRUE(revoke(**d).ok());
   EXPECT_EQ(list_ids(a.id, std::nullopt, 2, &completed), (std::vector<std::string>{"b", "f"}));
   EXPECT_TRUE(completed);
   EXPECT_EQ(list_ids(a.id, "b", 1, &completed), (std::vector<std::string>{"f"}));
@@ -386,8 +387,8 @@ TEST_F(SqliteStoreTest, ListMembranesSortsByBytesAndWalksOneByOne) {
   std::vector<std::string> ids = {"zeta",   "Zeta",    "a b",      "a/b",   "a",      "ab",
                                   "a b c",  "/slash",  " leading", "ü",     "日本",   "é",
                                   "e",      "~tilde",  "A",        "a-b",   "a_b",    "z/ü/日"};
-  for (const auto& id : ids) membrane(a.id, id);
-  membrane(b.id, "a0");  // another tenant's: never listed
+  for (const auto& id : ids) membrane(a, id);
+  membrane(b, "a0");  // another tenant's: never listed
   std::vector<std::string> expected = ids;
   std::sort(expected.begin(), expected.end());  // std::string compares bytes as unsigned char
 
@@ -434,11 +435,28 @@ TEST_F(SqliteStoreTest, ListMembranesSortsByBytesAndWalksOneByOne) {
   EXPECT_FALSE(completed);
 }
 
+TEST_F(SqliteStoreTest, ListMembranesWithTheLargestLimitsReturnsEverything) {
+  Tenant a = tenant();
+  membrane(a, "one");
+  membrane(a, "two");
+  for (std::size_t limit : {std::numeric_limits<std::size_t>::max(), std::numeric_limits<std::size_t>::max() - 1,
+                            static_cast<std::size_t>(std::numeric_limits<std::int64_t>::max()),
+                            static_cast<std::size_t>(std::numeric_limits<std::int64_t>::max()) + 1}) {
+    SCOPED_TRACE(limit);
+    bool completed = false;
+    EXPECT_EQ(list_ids(a.id, std::nullopt, limit, &completed), (std::vector<std::string>{"one", "two"}));
+    EXPECT_TRUE(completed);
+    completed = false;
+    EXPECT_EQ(list_ids(a.id, "one", limit, &completed), (std::vector<std::string>{"two"}));
+    EXPECT_TRUE(completed);
+  }
+}
+
 // --- exports -------------------------------------------------------------------------------------
 
 TEST_F(SqliteStoreTest, ExportUriResolvesToTheSameConfiguration) {
   Tenant a = tenant();
-  Membrane m = membrane(a.id, "m");
+  Membrane m = membrane(a, "m");
   MembraneRow row = row_of(m);
   auto pem = membraned::test::make_self_signed_pem("upstream.example");
   nlohmann::json body = {
@@ -456,7 +474,7 @@ TEST_F(SqliteStoreTest, ExportUriResolvesToTheSameConfiguration) {
       {"timeoutMs", 1234},
       {"tls", {{"ca", pem.cert}, {"cert", pem.cert}, {"key", pem.key}, {"rejectUnauthorized", false}}}};
   UriExport config = uri_config(body.dump());
-  Token t = export_uri(row, config);
+  Token t = export_uri(m, config);
   auto r = store_->resolve(t);
   ASSERT_TRUE(r.ok()) << r.error().message;
   EXPECT_EQ(r->kind, CapabilityKind::uri);
@@ -470,9 +488,9 @@ TEST_F(SqliteStoreTest, ExportUriResolvesToTheSameConfiguration) {
   UriExport cap1 = uri_config(nlohmann::json{
       {"uri", "http://upstream.example/"},
       {"hmac", {{"cap1-hmac-sha512", {{"key", "c2VjcmV0LWtleQ"}, {"keyId", "key-1"}}}}}}.dump());
-  Token t2 = export_uri(row, cap1);
-  Membrane m2 = membrane(a.id, "m2");
-  Token re = reexport(row_of(m2), t2);
+  Token t2 = export_uri(m, cap1);
+  Membrane m2 = membrane(a, "m2");
+  Token re = reexport(m2, t2);
   auto r2 = store_->resolve(re);
   ASSERT_TRUE(r2.ok());
   EXPECT_EQ(r2->kind, CapabilityKind::uri);
@@ -487,20 +505,20 @@ TEST_F(SqliteStoreTest, ExportUriResolvesToTheSameConfiguration) {
 
 TEST_F(SqliteStoreTest, ReexportOfAnUnknownOrDeadTokenIsNotFound) {
   Tenant a = tenant();
-  Membrane m = membrane(a.id, "m");
-  Membrane dead = membrane(a.id, "dead");
-  Token dead_uri = export_uri(row_of(dead));
-  ASSERT_TRUE(store_->revoke_membrane(row_of(dead)).ok());
+  Membrane m = membrane(a, "m");
+  Membrane dead = membrane(a, "dead");
+  Token dead_uri = export_uri(dead);
+  ASSERT_TRUE(revoke(dead).ok());
 
   for (const Token* target : {&dead_uri, &dead.export_token}) {
     Token t = new_token();
-    auto s = store_->export_reexport(row_of(m), t, *target);
+    auto s = store_->export_reexport(m.export_token, t, *target);
     ASSERT_FALSE(s.ok());
     EXPECT_EQ(s.error().kind, ErrorKind::not_found);
     EXPECT_FALSE(alive(t));
   }
   Token t = new_token();
-  auto s = store_->export_reexport(row_of(m), t, new_token());
+  auto s = store_->export_reexport(m.export_token, t, new_token());
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.error().kind, ErrorKind::not_found);
   EXPECT_FALSE(alive(t));
@@ -508,21 +526,249 @@ TEST_F(SqliteStoreTest, ReexportOfAnUnknownOrDeadTokenIsNotFound) {
 
 TEST_F(SqliteStoreTest, ExportingThroughARevokedMembraneIsRefused) {
   Tenant a = tenant();
-  Membrane m = membrane(a.id, "m");
-  Membrane other = membrane(a.id, "other");
-  MembraneRow row = row_of(m);
-  Token target = export_uri(row_of(other));
-  ASSERT_TRUE(store_->revoke_membrane(row).ok());
+  Membrane m = membrane(a, "m");
+  Membrane other = membrane(a, "other");
+  Token target = export_uri(other);
+  ASSERT_TRUE(revoke(m).ok());
   Token t1 = new_token();
-  auto s1 = store_->export_uri(row, t1, simple_config());
+  auto s1 = store_->export_uri(m.export_token, t1, simple_config());
   ASSERT_FALSE(s1.ok());
   EXPECT_EQ(s1.error().kind, ErrorKind::unauthorized);
   Token t2 = new_token();
-  auto s2 = store_->export_reexport(row, t2, target);
+  auto s2 = store_->export_reexport(m.export_token, t2, target);
   ASSERT_FALSE(s2.ok());
   EXPECT_EQ(s2.error().kind, ErrorKind::unauthorized);
   EXPECT_FALSE(alive(t1));
   EXPECT_FALSE(alive(t2));
+}
+
+// --- the capability presented for a write ---------------------------------------------------------
+
+// Every write resolves the capability presented for it again, inside its transaction, and wants
+// it of its own kind: anything else is the same unauthorized error, and nothing is written.
+TEST_F(SqliteStoreTest, WritesRefuseAPresentedCapabilityOfAnotherKindOrAnUnknownOne) {
+  Tenant a = tenant();
+  Membrane m = membrane(a, "m");
+  Token x = export_uri(m);
+  Token re_query = reexport(m, a.tokens.query);
+  Token unknown = new_token();
+  auto expect_unauthorized = [](const core::Status& s, const char* what) {
+    ASSERT_FALSE(s.ok()) << what;
+    EXPECT_EQ(s.error().kind, ErrorKind::unauthorized) << what << ": " << s.error().message;
+  };
+  int n = 0;
+  for (const Token* wrong : {&a.tokens.query, &a.tokens.delete_self, &m.export_token, &m.revoke_token, &x,
+                             &re_query, &unknown}) {
+    SCOPED_TRACE("create with #" + std::to_string(n));
+    Membrane made{"made " + std::to_string(n++), new_token(), new_token()};
+    expect_unauthorized(store_->create_membrane(*wrong, made), "create");
+    EXPECT_FALSE(alive(made.export_token));
+    EXPECT_FALSE(alive(made.revoke_token));
+    auto found = store_->find_membrane(a.id, made.id);
+    ASSERT_TRUE(found.ok());
+    EXPECT_FALSE(found->has_value());
+  }
+  n = 0;
+  for (const Token* wrong : {&a.tokens.create, &a.tokens.query, &a.tokens.delete_self, &m.revoke_token, &x,
+                             &re_query, &unknown}) {
+    SCOPED_TRACE("export with #" + std::to_string(n++));
+    Token t1 = new_token(), t2 = new_token();
+    expect_unauthorized(store_->export_uri(*wrong, t1, simple_config()), "export uri");
+    expect_unauthorized(store_->export_reexport(*wrong, t2, a.tokens.query), "reexport");
+    EXPECT_FALSE(alive(t1));
+    EXPECT_FALSE(alive(t2));
+  }
+  n = 0;
+  for (const Token* wrong : {&a.tokens.create, &a.tokens.query, &a.tokens.delete_self, &m.export_token, &x,
+                             &re_query, &unknown}) {
+    SCOPED_TRACE("revoke with #" + std::to_string(n++));
+    expect_unauthorized(store_->revoke_membrane(*wrong), "revoke");
+  }
+  n = 0;
+  for (const Token* wrong : {&a.tokens.create, &a.tokens.query, &m.export_token, &m.revoke_token, &x,
+                             &re_query, &unknown}) {
+    SCOPED_TRACE("delete with #" + std::to_string(n++));
+    expect_unauthorized(store_->delete_tenant(*wrong), "deleteSelf");
+  }
+  // Nothing was revoked nor deleted.
+  for (const Token* tok : {&a.tokens.create, &a.tokens.query, &a.tokens.delete_self, &m.export_token,
+                           &m.revoke_token, &x, &re_query}) {
+    EXPECT_TRUE(alive(*tok));
+  }
+  bool completed = false;
+  EXPECT_EQ(list_ids(a.id, std::nullopt, 100, &completed), (std::vector<std::string>{"m"}));
+  EXPECT_TRUE(completed);
+}
+
+// A re-export stands for its original for every write, through any number of links.
+TEST_F(SqliteStoreTest, ReexportedCapabilitiesCanBePresentedForEveryWrite) {
+  Tenant a = tenant();
+  Membrane m = membrane(a, "m");
+  Membrane n = membrane(a, "n");
+  MembraneRow m_row = row_of(m);
+  Token create = reexport(n, a.tokens.create);
+  Token create2 = reexport(n, create);
+  Token exp = reexport(n, m.export_token);
+  Token rev = reexport(n, m.revoke_token);
+  Token del = reexport(n, a.tokens.delete_self);
+
+  Membrane made = membrane_via(create2, "made");
+  MembraneRow made_row = row_of(made);
+  expect_kind(made.export_token, CapabilityKind::export_, a.id, made_row);
+  expect_kind(made.revoke_token, CapabilityKind::revoke, a.id, made_row);
+  auto conflict = store_->create_membrane(create, Membrane{"made", new_token(), new_token()});
+  ASSERT_FALSE(conflict.ok());
+  EXPECT_EQ(conflict.error().kind, ErrorKind::conflict);
+  // Exports act on the membrane the export capability finally acts on.
+  Token x = export_uri(exp);
+  expect_kind(x, CapabilityKind::uri, a.id, m_row, 0);
+  Token q = reexport(exp, a.tokens.query);
+  expect_kind(q, CapabilityKind::query, a.id, std::nullopt, 1);
+
+  ASSERT_TRUE(store_->revoke_membrane(rev).ok());
+  for (const Token* tok : {&m.export_token, &x, &exp, &q}) EXPECT_FALSE(alive(*tok));
+  expect_kind(rev, CapabilityKind::revoke, a.id, m_row, 1);  // and again: a repeated revoke
+  ASSERT_TRUE(store_->revoke_membrane(rev).ok());
+  for (const Token* tok : {&n.export_token, &made.export_token, &create, &create2, &del}) {
+    EXPECT_TRUE(alive(*tok));
+  }
+
+  ASSERT_TRUE(store_->delete_tenant(del).ok());
+  for (const Token* tok : {&a.tokens.create, &a.tokens.query, &a.tokens.delete_self, &n.revoke_token,
+                           &made.export_token, &made.revoke_token, &m.revoke_token, &rev, &del}) {
+    EXPECT_FALSE(alive(*tok));
+  }
+}
+
+// Everything made by a write can be stale-authorised: resolved before a revoke, written after it.
+TEST_F(SqliteStoreTest, AWriteAfterTheRevocationOfWhatItWasAuthorisedWithIsRefused) {
+  Tenant a = tenant();
+  Membrane m = membrane(a, "m");
+  Membrane n = membrane(a, "n");
+  Token create = reexport(n, a.tokens.create);
+  Token exp = reexport(n, m.export_token);
+  Token rev = reexport(n, m.revoke_token);
+  Token del = reexport(n, a.tokens.delete_self);
+  for (const Token* tok : {&create, &exp, &rev, &del}) ASSERT_TRUE(store_->resolve(*tok).ok());  // "authorised"
+  ASSERT_TRUE(revoke(n).ok());
+
+  Membrane made{"made", new_token(), new_token()};
+  auto s1 = store_->create_membrane(create, made);
+  Token t2 = new_token(), t3 = new_token();
+  auto s2 = store_->export_uri(exp, t2, simple_config());
+  auto s3 = store_->export_reexport(exp, t3, a.tokens.query);
+  auto s4 = store_->revoke_membrane(rev);
+  auto s5 = store_->delete_tenant(del);
+  int i = 0;
+  for (const auto* s : {&s1, &s2, &s3, &s4, &s5}) {
+    SCOPED_TRACE(i++);
+    ASSERT_FALSE(s->ok());
+    EXPECT_EQ(s->error().kind, ErrorKind::unauthorized);
+  }
+  for (const Token* tok : {&made.export_token, &made.revoke_token, &t2, &t3}) EXPECT_FALSE(alive(*tok));
+  auto found = store_->find_membrane(a.id, "made");
+  ASSERT_TRUE(found.ok());
+  EXPECT_FALSE(found->has_value());
+  // Neither m nor the tenant was touched.
+  for (const Token* tok : {&m.export_token, &a.tokens.create, &a.tokens.delete_self}) EXPECT_TRUE(alive(*tok));
+}
+
+// Resolved::walked counts the capabilities a capability depends on, itself included: what it
+// stands for (parent) and what was presented to make it (via), transitively, each once.
+TEST_F(SqliteStoreTest, ResolvedCountsTheCapabilitiesItDependsOn) {
+  Tenant a = tenant();
+  EXPECT_EQ(walked(a.tokens.create), 1u);
+  EXPECT_EQ(walked(a.tokens.query), 1u);
+  Membrane m = membrane(a, "m");
+  Membrane n = membrane(a, "n");
+  EXPECT_EQ(walked(m.export_token), 2u);  // + the create capability presented
+  EXPECT_EQ(walked(m.revoke_token), 2u);
+  Token x = export_uri(m);
+  EXPECT_EQ(walked(x), 3u);  // x, m's export, create
+  Token re = reexport(n, x);
+  EXPECT_EQ(walked(re), 5u);  // re, x, m's export, create, n's export
+  Token rc = reexport(n, a.tokens.create);
+  EXPECT_EQ(walked(rc), 3u);  // rc, create, n's export
+  Membrane made = membrane_via(rc, "made");
+  EXPECT_EQ(walked(made.export_token), 4u);  // + rc, create, n's export
+  EXPECT_EQ(walked(made.revoke_token), 4u);
+  Token xe = reexport(n, m.export_token);
+  EXPECT_EQ(walked(xe), 4u);  // xe, m's export, create, n's export
+  Token xv = export_uri(xe);
+  EXPECT_EQ(walked(xv), 5u);
+  Token re2 = reexport(made, re);
+  EXPECT_EQ(walked(re2), 8u);  // re2, re's 5, made's export, rc
+  auto r = store_->resolve(re2);
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->depth, 2);
+}
+
+// Creation keeps every capability within kMaxDependencies: whatever a write makes resolves, and
+// what it refuses (invalid input) it does not store. A chain of export capabilities, each
+// re-exported through the previous one, grows by one dependency a link; two tenants' capabilities
+// share none, so a re-export of one through the other's chain can reach the bound exactly.
+TEST_F(SqliteStoreTest, NothingIsMadeBeyondTheDependencyBound) {
+  Tenant a = tenant();
+  Tenant b = tenant();
+  Membrane ma = membrane(a, "a");
+  Membrane mb = membrane(b, "b");
+  Token chain = ma.export_token;
+  std::optional<Token> before_last;
+  for (std::size_t guard = 0; walked(chain) < kMaxDependencies - 2 && guard < kMaxDependencies; ++guard) {
+    before_last = chain;
+    chain = reexport(chain, ma.export_token);
+    ASSERT_FALSE(testing::Test::HasFailure());
+  }
+  ASSERT_EQ(walked(chain), kMaxDependencies - 2);
+  ASSERT_TRUE(before_last.has_value());
+  ASSERT_EQ(walked(*before_last), kMaxDependencies - 3);
+
+  // A write either makes something that resolves, within the bound, or is refused and stores
+  // nothing.
+  auto expect_bounded = [&](const core::Status& s, const std::vector<const Token*>& made, const char* what) {
+    if (s.ok()) {
+      for (const Token* t : made) {
+        auto r = store_->resolve(*t);
+        EXPECT_TRUE(r.ok()) << what << ": made, but does not resolve";
+        if (r) {
+          EXPECT_LE(r->walked, kMaxDependencies) << what;
+        }
+      }
+    } else {
+      EXPECT_EQ(s.error().kind, ErrorKind::invalid_input) << what << ": " << s.error().message;
+      for (const Token* t : made) EXPECT_FALSE(alive(*t)) << what;
+    }
+  };
+
+  // B's create capability through A's chain: the bound exactly (1 + 254 + itself).
+  Token b_create = reexport(chain, b.tokens.create);
+  EXPECT_EQ(walked(b_create), kMaxDependencies);
+  expect_kind(b_create, CapabilityKind::create, b.id, std::nullopt, 1);
+  // B's export capability through the link before (2 + 253 + itself).
+  Token b_export = reexport(*before_last, mb.export_token);
+  EXPECT_EQ(walked(b_export), kMaxDependencies);
+
+  // Whatever is made through them depends on one more.
+  Membrane made{"made through the bound", new_token(), new_token()};
+  auto s1 = store_->create_membrane(b_create, made);
+  expect_bounded(s1, {&made.export_token, &made.revoke_token}, "create_membrane");
+  if (!s1.ok()) {
+    auto found = store_->find_membrane(b.id, made.id);
+    ASSERT_TRUE(found.ok());
+    EXPECT_FALSE(found->has_value()) << "refused, yet stored";
+  }
+  Token t2 = new_token(), t3 = new_token(), t4 = new_token();
+  expect_bounded(store_->export_uri(b_export, t2, simple_config()), {&t2}, "export_uri");
+  expect_bounded(store_->export_reexport(b_export, t3, b.tokens.query), {&t3}, "export_reexport");
+  expect_bounded(store_->export_reexport(chain, t4, ma.export_token), {&t4}, "export_reexport along the chain");
+  // Below the bound all is as usual.
+  Token x = export_uri(chain);
+  EXPECT_EQ(walked(x), kMaxDependencies - 1);
+  // And revoking the root of the chain still cuts its far end.
+  ASSERT_TRUE(revoke(ma).ok());
+  for (const Token* tok : {&chain, &x, &b_create, &b_export}) EXPECT_FALSE(alive(*tok));
+  EXPECT_TRUE(alive(mb.export_token));
+  EXPECT_TRUE(alive(b.tokens.create));
 }
 
 // --- delegation and revocation (SPEC section 7) --------------------------------------------------
@@ -538,26 +784,26 @@ struct Tree {
 
 class CascadeTest : public SqliteStoreTest {
  protected:
-  Tree build(const std::string& tenant_id) {
+  Tree build(const Tenant& tenant) {
     Tree t;
     for (int i = 0; i < 5; ++i) {
-      t.m.push_back(membrane(tenant_id, "M" + std::to_string(i)));
+      t.m.push_back(membrane(tenant, "M" + std::to_string(i)));
       t.rows.push_back(row_of(t.m.back()));
     }
-    t.x = export_uri(t.rows[0]);
-    t.x1 = reexport(t.rows[1], t.x);
-    t.x2 = reexport(t.rows[2], t.x1);
-    t.x3 = reexport(t.rows[3], t.x2);
-    t.x4 = reexport(t.rows[4], t.x3);
-    t.s1 = reexport(t.rows[2], t.x);
-    t.s2 = reexport(t.rows[4], t.x1);
+    t.x = export_uri(t.m[0]);
+    t.x1 = reexport(t.m[1], t.x);
+    t.x2 = reexport(t.m[2], t.x1);
+    t.x3 = reexport(t.m[3], t.x2);
+    t.x4 = reexport(t.m[4], t.x3);
+    t.s1 = reexport(t.m[2], t.x);
+    t.s2 = reexport(t.m[4], t.x1);
     return t;
   }
 };
 
 TEST_F(CascadeTest, EveryLinkResolvesToTheRootUriCapability) {
   Tenant a = tenant();
-  Tree t = build(a.id);
+  Tree t = build(a);
   int depth = 0;
   for (const Token* tok : {&t.x, &t.x1, &t.x2, &t.x3, &t.x4}) {
     expect_kind(*tok, CapabilityKind::uri, a.id, t.rows[0], depth++);
@@ -568,24 +814,24 @@ TEST_F(CascadeTest, EveryLinkResolvesToTheRootUriCapability) {
 
 TEST_F(CascadeTest, RevokingTheRootMembraneKillsEveryDescendant) {
   Tenant a = tenant();
-  Tree t = build(a.id);
-  Token other_in_m2 = export_uri(t.rows[2]);
-  ASSERT_TRUE(store_->revoke_membrane(t.rows[0]).ok());
+  Tree t = build(a);
+  Token other_in_m2 = export_uri(t.m[2]);
+  ASSERT_TRUE(revoke(t.m[0]).ok());
   for (const Token* tok : {&t.x, &t.x1, &t.x2, &t.x3, &t.x4, &t.s1, &t.s2}) EXPECT_FALSE(alive(*tok));
   // The other membranes themselves are untouched.
   for (int i = 1; i < 5; ++i) EXPECT_TRUE(alive(t.m[i].export_token)) << i;
   EXPECT_TRUE(alive(other_in_m2));
   // Nothing dead can be re-exported back to life.
   Token again = new_token();
-  auto s = store_->export_reexport(t.rows[1], again, t.x2);
+  auto s = store_->export_reexport(t.m[1].export_token, again, t.x2);
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.error().kind, ErrorKind::not_found);
 }
 
 TEST_F(CascadeTest, RevokingAMiddleMembraneKillsExactlyItsSubtree) {
   Tenant a = tenant();
-  Tree t = build(a.id);
-  ASSERT_TRUE(store_->revoke_membrane(t.rows[2]).ok());
+  Tree t = build(a);
+  ASSERT_TRUE(revoke(t.m[2]).ok());
   // Through M2: X2 (and X3, X4 below it) and S1.
   for (const Token* tok : {&t.x2, &t.x3, &t.x4, &t.s1}) EXPECT_FALSE(alive(*tok));
   // Ancestors and siblings stay.
@@ -595,7 +841,7 @@ TEST_F(CascadeTest, RevokingAMiddleMembraneKillsExactlyItsSubtree) {
   // M4 is alive, but X4 through it hangs below X2.
   EXPECT_TRUE(alive(t.m[4].export_token));
 
-  ASSERT_TRUE(store_->revoke_membrane(t.rows[1]).ok());
+  ASSERT_TRUE(revoke(t.m[1]).ok());
   EXPECT_FALSE(alive(t.x1));
   EXPECT_FALSE(alive(t.s2));
   EXPECT_TRUE(alive(t.x));
@@ -603,8 +849,8 @@ TEST_F(CascadeTest, RevokingAMiddleMembraneKillsExactlyItsSubtree) {
 
 TEST_F(CascadeTest, RevokingALeafMembraneKillsOnlyTheLeaf) {
   Tenant a = tenant();
-  Tree t = build(a.id);
-  ASSERT_TRUE(store_->revoke_membrane(t.rows[4]).ok());
+  Tree t = build(a);
+  ASSERT_TRUE(revoke(t.m[4]).ok());
   EXPECT_FALSE(alive(t.x4));
   EXPECT_FALSE(alive(t.s2));
   for (const Token* tok : {&t.x, &t.x1, &t.x2, &t.x3, &t.s1}) EXPECT_TRUE(alive(*tok));
@@ -612,15 +858,15 @@ TEST_F(CascadeTest, RevokingALeafMembraneKillsOnlyTheLeaf) {
 
 TEST_F(SqliteStoreTest, BuiltInCapabilitiesCanBeReexportedAndDieWithTheReexportingMembrane) {
   Tenant a = tenant();
-  Membrane m1 = membrane(a.id, "m1");
-  Membrane m2 = membrane(a.id, "m2");
+  Membrane m1 = membrane(a, "m1");
+  Membrane m2 = membrane(a, "m2");
   MembraneRow r1 = row_of(m1), r2 = row_of(m2);
-  Token create = reexport(r2, a.tokens.create);
-  Token query = reexport(r2, a.tokens.query);
-  Token del = reexport(r2, a.tokens.delete_self);
-  Token exp = reexport(r2, m1.export_token);
-  Token rev = reexport(r2, m1.revoke_token);
-  Token own_export = reexport(r2, m2.export_token);  // a membrane's own export, through itself
+  Token create = reexport(m2, a.tokens.create);
+  Token query = reexport(m2, a.tokens.query);
+  Token del = reexport(m2, a.tokens.delete_self);
+  Token exp = reexport(m2, m1.export_token);
+  Token rev = reexport(m2, m1.revoke_token);
+  Token own_export = reexport(m2, m2.export_token);  // a membrane's own export, through itself
 
   expect_kind(create, CapabilityKind::create, a.id, std::nullopt, 1);
   expect_kind(query, CapabilityKind::query, a.id, std::nullopt, 1);
@@ -629,7 +875,7 @@ TEST_F(SqliteStoreTest, BuiltInCapabilitiesCanBeReexportedAndDieWithTheReexporti
   expect_kind(rev, CapabilityKind::revoke, a.id, r1, 1);
   expect_kind(own_export, CapabilityKind::export_, a.id, r2, 1);
 
-  ASSERT_TRUE(store_->revoke_membrane(r2).ok());
+  ASSERT_TRUE(revoke(m2).ok());
   for (const Token* tok : {&create, &query, &del, &exp, &rev, &own_export}) EXPECT_FALSE(alive(*tok));
   // The originals stand.
   expect_kind(a.tokens.create, CapabilityKind::create, a.id, std::nullopt);
@@ -642,13 +888,13 @@ TEST_F(SqliteStoreTest, BuiltInCapabilitiesCanBeReexportedAndDieWithTheReexporti
 
 TEST_F(SqliteStoreTest, ReexportedBuiltInsDieWithTheirOriginals) {
   Tenant a = tenant();
-  Membrane m1 = membrane(a.id, "m1");
-  Membrane m2 = membrane(a.id, "m2");
-  MembraneRow r1 = row_of(m1), r2 = row_of(m2);
-  Token exp = reexport(r2, m1.export_token);
-  Token exp2 = reexport(r2, exp);
-  Token rev = reexport(r2, m1.revoke_token);
-  ASSERT_TRUE(store_->revoke_membrane(r1).ok());
+  Membrane m1 = membrane(a, "m1");
+  Membrane m2 = membrane(a, "m2");
+  MembraneRow r1 = row_of(m1);
+  Token exp = reexport(m2, m1.export_token);
+  Token exp2 = reexport(m2, exp);
+  Token rev = reexport(m2, m1.revoke_token);
+  ASSERT_TRUE(revoke(m1).ok());
   EXPECT_FALSE(alive(exp));
   EXPECT_FALSE(alive(exp2));
   // A re-export of the revoke capability stands for it, and it still resolves.
@@ -657,22 +903,22 @@ TEST_F(SqliteStoreTest, ReexportedBuiltInsDieWithTheirOriginals) {
 
 TEST_F(SqliteStoreTest, RepeatedRevokeKeepsTheRevokeCapabilityUntilTheTenantGoes) {
   Tenant a = tenant();
-  Membrane m = membrane(a.id, "m");
-  Membrane m2 = membrane(a.id, "m2");
+  Membrane m = membrane(a, "m");
+  Membrane m2 = membrane(a, "m2");
   MembraneRow row = row_of(m);
-  Token x = export_uri(row);
-  ASSERT_TRUE(store_->revoke_membrane(row).ok());
+  Token x = export_uri(m);
+  ASSERT_TRUE(revoke(m).ok());
   EXPECT_FALSE(alive(m.export_token));
   EXPECT_FALSE(alive(x));
   expect_kind(m.revoke_token, CapabilityKind::revoke, a.id, row);
-  ASSERT_TRUE(store_->revoke_membrane(row).ok());
+  ASSERT_TRUE(revoke(m).ok());
   expect_kind(m.revoke_token, CapabilityKind::revoke, a.id, row);
   EXPECT_FALSE(alive(m.export_token));
   // The revoke capability can even be re-exported after the revocation it performed.
-  Token rev = reexport(row_of(m2), m.revoke_token);
+  Token rev = reexport(m2, m.revoke_token);
   expect_kind(rev, CapabilityKind::revoke, a.id, row, 1);
 
-  ASSERT_TRUE(store_->delete_tenant(a.id).ok());
+  ASSERT_TRUE(store_->delete_tenant(a.tokens.delete_self).ok());
   EXPECT_FALSE(alive(m.revoke_token));
   EXPECT_FALSE(alive(rev));
 }
@@ -680,20 +926,20 @@ TEST_F(SqliteStoreTest, RepeatedRevokeKeepsTheRevokeCapabilityUntilTheTenantGoes
 TEST_F(SqliteStoreTest, DeleteTenantKillsEverythingOfItsAndReexportsOfItOnly) {
   Tenant a = tenant();
   Tenant b = tenant();
-  Membrane ma = membrane(a.id, "shared id");
-  Membrane ma2 = membrane(a.id, "a2");
-  Membrane mb = membrane(b.id, "shared id");
-  MembraneRow ra = row_of(ma), ra2 = row_of(ma2), rb = row_of(mb);
-  Token xa = export_uri(ra);
-  Token xa_re = reexport(ra2, xa);           // A's re-export of its own
-  Token xb = export_uri(rb);                 // B's own
-  Token b_of_xa = reexport(rb, xa);          // B re-exports A's capability
-  Token b_of_a_create = reexport(rb, a.tokens.create);
-  Token b_of_a_export = reexport(rb, ma.export_token);
-  Token a_of_xb = reexport(ra, xb);          // A re-exports B's: dies with A's membrane
-  Token b_of_b_create = reexport(rb, b.tokens.create);
+  Membrane ma = membrane(a, "shared id");
+  Membrane ma2 = membrane(a, "a2");
+  Membrane mb = membrane(b, "shared id");
+  MembraneRow rb = row_of(mb);
+  Token xa = export_uri(ma);
+  Token xa_re = reexport(ma2, xa);           // A's re-export of its own
+  Token xb = export_uri(mb);                 // B's own
+  Token b_of_xa = reexport(mb, xa);          // B re-exports A's capability
+  Token b_of_a_create = reexport(mb, a.tokens.create);
+  Token b_of_a_export = reexport(mb, ma.export_token);
+  Token a_of_xb = reexport(ma, xb);          // A re-exports B's: dies with A's membrane
+  Token b_of_b_create = reexport(mb, b.tokens.create);
 
-  ASSERT_TRUE(store_->delete_tenant(a.id).ok());
+  ASSERT_TRUE(store_->delete_tenant(a.tokens.delete_self).ok());
   for (const Token* tok : {&a.tokens.create, &a.tokens.query, &a.tokens.delete_self, &ma.export_token,
                            &ma.revoke_token, &ma2.export_token, &ma2.revoke_token, &xa, &xa_re,
                            &b_of_xa, &b_of_a_create, &b_of_a_export, &a_of_xb}) {
@@ -717,21 +963,21 @@ TEST_F(SqliteStoreTest, DeleteTenantKillsEverythingOfItsAndReexportsOfItOnly) {
   EXPECT_EQ(list_ids(b.id, std::nullopt, 10, &completed), (std::vector<std::string>{"shared id"}));
   // Nothing of A's can be re-exported any more.
   Token t = new_token();
-  auto s = store_->export_reexport(rb, t, a.tokens.query);
+  auto s = store_->export_reexport(mb.export_token, t, a.tokens.query);
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.error().kind, ErrorKind::not_found);
 }
 
 TEST_F(SqliteStoreTest, ReexportChainsAreLimitedInDepth) {
   Tenant a = tenant();
-  Membrane m0 = membrane(a.id, "root");
-  Membrane m1 = membrane(a.id, "chain");
-  MembraneRow r0 = row_of(m0), r1 = row_of(m1);
-  Token x = export_uri(r0);
+  Membrane m0 = membrane(a, "root");
+  Membrane m1 = membrane(a, "chain");
+  MembraneRow r0 = row_of(m0);
+  Token x = export_uri(m0);
   std::vector<Token> chain{x};
   for (int i = 1; i < kMaxReexportDepth; ++i) {
     Token t = new_token();
-    auto s = store_->export_reexport(r1, t, chain.back());
+    auto s = store_->export_reexport(m1.export_token, t, chain.back());
     ASSERT_TRUE(s.ok()) << "link " << i << ": " << s.error().message;
     chain.push_back(t);
   }
@@ -739,33 +985,160 @@ TEST_F(SqliteStoreTest, ReexportChainsAreLimitedInDepth) {
   expect_kind(chain.back(), CapabilityKind::uri, a.id, r0, kMaxReexportDepth - 1);
   // The kMaxReexportDepth-th link is refused, and nothing was stored.
   Token too_deep = new_token();
-  auto s = store_->export_reexport(r1, too_deep, chain.back());
+  auto s = store_->export_reexport(m1.export_token, too_deep, chain.back());
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.error().kind, ErrorKind::invalid_input) << s.error().message;
   EXPECT_FALSE(alive(too_deep));
   // Shorter branches from the middle of the chain still work.
-  Token branch = reexport(r1, chain[10]);
+  Token branch = reexport(m1, chain[10]);
   expect_kind(branch, CapabilityKind::uri, a.id, r0, 11);
   // Revoking the root still reaches the deepest link.
-  ASSERT_TRUE(store_->revoke_membrane(r0).ok());
+  ASSERT_TRUE(revoke(m0).ok());
   EXPECT_FALSE(alive(chain.back()));
   EXPECT_FALSE(alive(branch));
+}
+
+// --- what is made through a capability dies with it ("via") --------------------------------------
+
+// A membrane made through a re-exported create capability depends on that re-export: revoking
+// the membrane the re-export went through cuts the membrane's capabilities and all below them.
+// Membranes made with the tenant's own create capability are untouched.
+TEST_F(SqliteStoreTest, MembranesMadeThroughAReexportedCreateDieWithTheMembraneItWentThrough) {
+  Tenant a = tenant();
+  Membrane n = membrane(a, "n");  // the re-exporting membrane
+  MembraneRow n_row = row_of(n);
+  Token create = reexport(n, a.tokens.create);
+  Membrane through = membrane_via(create, "through");
+  Membrane direct = membrane(a, "direct");
+  MembraneRow through_row = row_of(through), direct_row = row_of(direct);
+  Token x_through = export_uri(through);
+  Token x_direct = export_uri(direct);
+  Token q_through = reexport(through, a.tokens.query);
+  Token elsewhere = reexport(direct, x_through);  // re-exported elsewhere, of one in `through`
+  expect_kind(through.export_token, CapabilityKind::export_, a.id, through_row);
+  expect_kind(through.revoke_token, CapabilityKind::revoke, a.id, through_row);
+  expect_kind(x_through, CapabilityKind::uri, a.id, through_row);
+
+  ASSERT_TRUE(revoke(n).ok());
+  for (const Token* tok : {&create, &through.export_token, &through.revoke_token, &x_through, &q_through,
+                           &elsewhere}) {
+    EXPECT_FALSE(alive(*tok));
+  }
+  expect_kind(a.tokens.create, CapabilityKind::create, a.id, std::nullopt);
+  expect_kind(direct.export_token, CapabilityKind::export_, a.id, direct_row);
+  expect_kind(direct.revoke_token, CapabilityKind::revoke, a.id, direct_row);
+  expect_kind(x_direct, CapabilityKind::uri, a.id, direct_row);
+  expect_kind(n.revoke_token, CapabilityKind::revoke, a.id, n_row);  // repeated revoke
+  // Nothing more is made through it; the tenant's own create capability still makes membranes.
+  Membrane refused{"refused", new_token(), new_token()};
+  auto s = store_->create_membrane(create, refused);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().kind, ErrorKind::unauthorized);
+  EXPECT_FALSE(alive(refused.export_token));
+  Membrane later = membrane(a, "later");
+  EXPECT_TRUE(alive(later.export_token));
+}
+
+// The same across tenants: B re-exports A's create capability, a membrane of A's is made
+// through it, and B deletes itself.
+TEST_F(SqliteStoreTest, MembranesMadeThroughAnotherTenantsReexportDieWithThatTenant) {
+  Tenant a = tenant();
+  Tenant b = tenant();
+  Membrane mb = membrane(b, "b's");
+  Token a_create = reexport(mb, a.tokens.create);
+  Membrane through = membrane_via(a_create, "through");
+  Membrane direct = membrane(a, "direct");
+  expect_kind(through.export_token, CapabilityKind::export_, a.id, row_of(through));
+  Token x_through = export_uri(through);
+
+  ASSERT_TRUE(store_->delete_tenant(b.tokens.delete_self).ok());
+  for (const Token* tok : {&a_create, &through.export_token, &through.revoke_token, &x_through}) {
+    EXPECT_FALSE(alive(*tok));
+  }
+  for (const Token* tok : {&a.tokens.create, &direct.export_token, &direct.revoke_token}) EXPECT_TRUE(alive(*tok));
+}
+
+// A capability exported through a re-exported export capability depends on that re-export:
+// revoking the membrane the re-export went through cuts it, though it acts on the original
+// membrane. What was exported with the membrane's own export capability is untouched.
+TEST_F(SqliteStoreTest, ExportsMadeThroughAReexportedExportDieWithTheMembraneItWentThrough) {
+  Tenant a = tenant();
+  Membrane m = membrane(a, "m");          // what the exports act on
+  Membrane n = membrane(a, "n");          // the re-exporting membrane
+  Membrane other = membrane(a, "other");
+  MembraneRow m_row = row_of(m);
+  Token exp = reexport(n, m.export_token);
+  Token exp2 = reexport(other, exp);       // two links
+  Token x_through = export_uri(exp);
+  Token x_through2 = export_uri(exp2);
+  Token x_direct = export_uri(m);
+  Token re_through = reexport(exp, x_direct);
+  Token re_direct = reexport(m, x_direct);
+  Token q_through = reexport(exp, a.tokens.query);
+  Token elsewhere = reexport(other, x_through);
+  expect_kind(x_through, CapabilityKind::uri, a.id, m_row, 0);
+  expect_kind(x_through2, CapabilityKind::uri, a.id, m_row, 0);
+  expect_kind(re_through, CapabilityKind::uri, a.id, m_row, 1);
+  expect_kind(q_through, CapabilityKind::query, a.id, std::nullopt, 1);
+  expect_kind(elsewhere, CapabilityKind::uri, a.id, m_row, 1);
+
+  ASSERT_TRUE(revoke(n).ok());
+  for (const Token* tok : {&exp, &exp2, &x_through, &x_through2, &re_through, &q_through, &elsewhere}) {
+    EXPECT_FALSE(alive(*tok));
+  }
+  expect_kind(m.export_token, CapabilityKind::export_, a.id, m_row);
+  expect_kind(x_direct, CapabilityKind::uri, a.id, m_row, 0);
+  expect_kind(re_direct, CapabilityKind::uri, a.id, m_row, 1);
+  EXPECT_TRUE(alive(other.export_token));
+  EXPECT_TRUE(alive(a.tokens.query));
+  // Nothing more is exported through it.
+  Token t = new_token();
+  auto s = store_->export_uri(exp, t, simple_config());
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().kind, ErrorKind::unauthorized);
+  EXPECT_FALSE(alive(t));
+}
+
+// A membrane cut with the capability it was made through is gone like a revoked one: neither
+// found nor listed (its capabilities no longer resolve), and its id is free again.
+TEST_F(SqliteStoreTest, AMembraneCutWithTheCapabilityItWasMadeThroughIsGoneLikeARevokedOne) {
+  Tenant a = tenant();
+  Membrane n = membrane(a, "n");
+  Token create = reexport(n, a.tokens.create);
+  Membrane through = membrane_via(create, "through");
+  Membrane direct = membrane(a, "direct");
+  ASSERT_TRUE(revoke(n).ok());
+  ASSERT_FALSE(alive(through.export_token));
+
+  auto found = store_->find_membrane(a.id, "through");
+  ASSERT_TRUE(found.ok());
+  EXPECT_FALSE(found->has_value()) << "a cut membrane is still found, with capabilities that do not resolve";
+  bool completed = false;
+  EXPECT_EQ(list_ids(a.id, std::nullopt, 10, &completed), (std::vector<std::string>{"direct"}))
+      << "a cut membrane is still listed";
+  EXPECT_TRUE(completed);
+  Membrane again{"through", new_token(), new_token()};
+  auto s = store_->create_membrane(a.tokens.create, again);
+  EXPECT_TRUE(s.ok()) << "the id of a cut membrane is still taken: " << s.error().message;
+  if (s.ok()) {
+    EXPECT_TRUE(alive(again.export_token));
+  }
 }
 
 // --- persistence and the master key --------------------------------------------------------------
 
 TEST_F(SqliteStoreTest, DataSurvivesClosingAndReopeningWithTheSameKey) {
   Tenant a = tenant();
-  Membrane m = membrane(a.id, "kept");
-  Membrane gone = membrane(a.id, "gone");
+  Membrane m = membrane(a, "kept");
+  Membrane gone = membrane(a, "gone");
   MembraneRow row = row_of(m), gone_row = row_of(gone);
   UriExport config = uri_config(nlohmann::json{
       {"uri", "https://upstream.example/kept"},
       {"hmac", {{"cap1-hmac-sha512", {{"key", "a2VlcC1tZS1zZWNyZXQ"}, {"keyId", "kid"}}}}}}.dump());
-  Token x = export_uri(row, config);
-  Token re = reexport(gone_row, x);
-  Token re2 = reexport(row, a.tokens.query);
-  ASSERT_TRUE(store_->revoke_membrane(gone_row).ok());
+  Token x = export_uri(m, config);
+  Token re = reexport(gone, x);
+  Token re2 = reexport(m, a.tokens.query);
+  ASSERT_TRUE(revoke(gone).ok());
 
   store_.reset();
   store_ = open_store();
@@ -789,7 +1162,7 @@ TEST_F(SqliteStoreTest, DataSurvivesClosingAndReopeningWithTheSameKey) {
   ASSERT_TRUE(found.ok() && found->has_value());
   EXPECT_EQ((*found)->export_token.text(), m.export_token.text());
   EXPECT_EQ((*found)->revoke_token.text(), m.revoke_token.text());
-  auto conflict = store_->create_membrane(a.id, Membrane{"kept", new_token(), new_token()});
+  auto conflict = store_->create_membrane(a.tokens.create, Membrane{"kept", new_token(), new_token()});
   ASSERT_FALSE(conflict.ok());
   EXPECT_EQ(conflict.error().kind, ErrorKind::conflict);
   // Reopening twice changes nothing (migrations are not re-applied).
@@ -801,7 +1174,7 @@ TEST_F(SqliteStoreTest, DataSurvivesClosingAndReopeningWithTheSameKey) {
 
 TEST_F(SqliteStoreTest, ReopeningWithAnotherMasterKeyFails) {
   Tenant a = tenant();
-  membrane(a.id, "m");
+  membrane(a, "m");
   store_.reset();
   auto other = MasterKey::from_base64(core::base64_encode(random_bytes(32)));
   ASSERT_TRUE(other.ok());
@@ -914,6 +1287,42 @@ TEST_F(MasterKeyTest, FromBase64AcceptsBothAlphabetsOf32BytesOnly) {
   }
 }
 
+// `basenc --base64url` pads: a padded URL-safe key is as good as the others, from the
+// environment and from the key file.
+TEST_F(MasterKeyTest, FromBase64AcceptsPaddedUrlSafeText) {
+  std::string bytes(32, '\xfb');
+  for (std::size_t i = 0; i < bytes.size(); i += 3) bytes[i] = '\xff';
+  std::string padded = core::base64url_encode(bytes);
+  ASSERT_NE(padded.find_first_of("-_"), std::string::npos);
+  while (padded.size() % 4 != 0) padded += '=';
+  ASSERT_EQ(padded.back(), '=');
+  ASSERT_EQ(padded.size(), core::base64_encode(bytes).size());
+
+  auto standard = MasterKey::from_base64(core::base64_encode(bytes));
+  auto url = MasterKey::from_base64(padded);
+  ASSERT_TRUE(standard.ok());
+  ASSERT_TRUE(url.ok()) << url.error().message;
+  EXPECT_TRUE(same_key(*standard, *url));
+
+  auto from_env = MasterKey::load(padded, dir_.path());
+  ASSERT_TRUE(from_env.ok());
+  EXPECT_TRUE(same_key(*standard, *from_env));
+  const fs::path file = dir_.path() / "master.key";
+  {
+    std::ofstream out(file, std::ios::binary | std::ios::trunc);
+    out << padded << "\n";
+  }
+  fs::permissions(file, fs::perms::owner_read | fs::perms::owner_write);
+  auto from_file = MasterKey::load(std::nullopt, dir_.path());
+  ASSERT_TRUE(from_file.ok()) << from_file.error().message;
+  EXPECT_TRUE(same_key(*standard, *from_file));
+
+  // Padding does not make a wrong length right.
+  std::string short_padded = core::base64url_encode(bytes.substr(0, 31));
+  while (short_padded.size() % 4 != 0) short_padded += '=';
+  EXPECT_FALSE(MasterKey::from_base64(short_padded).ok());
+}
+
 // --- secrecy at rest ------------------------------------------------------------------------------
 
 TEST_F(SqliteStoreTest, NoTokenNorSecretIsStoredInClear) {
@@ -949,7 +1358,7 @@ TEST_F(SqliteStoreTest, NoTokenNorSecretIsStoredInClear) {
   }
   std::vector<Membrane> membranes;
   for (int i = 0; i < 4; ++i) {
-    membranes.push_back(membrane(i % 2 == 0 ? a.id : b.id, "membrane " + std::to_string(i)));
+    membranes.push_back(membrane(i % 2 == 0 ? a : b, "membrane " + std::to_string(i)));
     forbid_token(membranes.back().export_token);
     forbid_token(membranes.back().revoke_token);
   }
@@ -966,12 +1375,12 @@ TEST_F(SqliteStoreTest, NoTokenNorSecretIsStoredInClear) {
   UriExport cap1 = uri_config(nlohmann::json{
       {"uri", "https://upstream.example/cap1"},
       {"hmac", {{"cap1-hmac-sha512", {{"key", cap1_key}, {"keyId", "key-id"}}}}}}.dump());
-  Token x_aws = export_uri(row_of(membranes[0]), aws);
-  Token x_cap1 = export_uri(row_of(membranes[1]), cap1);
-  Token re = reexport(row_of(membranes[2]), x_aws);
-  Token re_builtin = reexport(row_of(membranes[3]), a.tokens.create);
+  Token x_aws = export_uri(membranes[0], aws);
+  Token x_cap1 = export_uri(membranes[1], cap1);
+  Token re = reexport(membranes[2], x_aws);
+  Token re_builtin = reexport(membranes[3], a.tokens.create);
   for (const Token* t : {&x_aws, &x_cap1, &re, &re_builtin}) forbid_token(*t);
-  ASSERT_TRUE(store_->revoke_membrane(row_of(membranes[3])).ok());
+  ASSERT_TRUE(revoke(membranes[3]).ok());
   ASSERT_TRUE(alive(x_aws));  // the configuration did reach the store
 
   auto scan = [&](const char* when) {
@@ -998,12 +1407,11 @@ TEST_F(SqliteStoreTest, NoTokenNorSecretIsStoredInClear) {
 
 TEST_F(SqliteStoreTest, ResolvesStartingAfterARevokeReturnsAllFail) {
   Tenant a = tenant();
-  Membrane root = membrane(a.id, "root");
-  Membrane via = membrane(a.id, "via");
-  MembraneRow root_row = row_of(root);
-  Token x = export_uri(root_row);
-  Token re = reexport(row_of(via), x);
-  Token re2 = reexport(row_of(via), re);
+  Membrane root = membrane(a, "root");
+  Membrane via = membrane(a, "via");
+  Token x = export_uri(root);
+  Token re = reexport(via, x);
+  Token re2 = reexport(via, re);
 
   constexpr int kThreads = 4;
   constexpr int kAfter = 200;  // resolves each thread makes once the revoke has returned
@@ -1045,7 +1453,7 @@ TEST_F(SqliteStoreTest, ResolvesStartingAfterARevokeReturnsAllFail) {
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
     while (ready.load() < kThreads && std::chrono::steady_clock::now() < deadline) std::this_thread::yield();
     revoke_started.store(true);
-    auto s = store_->revoke_membrane(root_row);
+    auto s = revoke(root);
     EXPECT_TRUE(s.ok()) << s.error().message;
     revoke_done.store(true);
   });
@@ -1076,19 +1484,19 @@ TEST_F(SqliteStoreTest, ConcurrentWritersAndReadersKeepTheStoreConsistent) {
     threads.emplace_back([&, i] {
       for (int j = 0; j < kPerThread; ++j) {
         Membrane m{"t" + std::to_string(i) + "-" + std::to_string(j), new_token(), new_token()};
-        if (!store_->create_membrane(a.id, m)) { ++failures; continue; }
+        if (!store_->create_membrane(a.tokens.create, m)) { ++failures; continue; }
         auto r = store_->resolve(m.export_token);
         if (!r || !r->membrane) { ++failures; continue; }
         Token x = new_token();
-        if (!store_->export_uri(*r->membrane, x, simple_config())) ++failures;
+        if (!store_->export_uri(m.export_token, x, simple_config())) ++failures;
         if (!store_->resolve(x)) ++failures;
         if (j % 2 == 0) {
-          if (!store_->revoke_membrane(*r->membrane)) ++failures;
+          if (!store_->revoke_membrane(m.revoke_token)) ++failures;
           if (store_->resolve(x)) ++failures;
         }
         // Everyone races for the same id: exactly one of them may hold it at a time.
         Membrane shared{"shared", new_token(), new_token()};
-        auto s = store_->create_membrane(a.id, shared);
+        auto s = store_->create_membrane(a.tokens.create, shared);
         if (!s && s.error().kind != ErrorKind::conflict) ++failures;
       }
     });
