@@ -113,7 +113,8 @@ Response Api::handle(const Authorized& who, std::string_view target, std::string
     case CapabilityKind::revoke: return revoke(who);
     case CapabilityKind::delete_self: return delete_self(who);
     case CapabilityKind::uri:
-      return error_response(501, "invoking exported capabilities is not available in this release");
+      // The server proxies invocations itself (server/invocation.ipp); reaching here is a bug.
+      return error_response(500, "Internal Server Error");
     case CapabilityKind::reexport: break;
   }
   return error_response(500, "Internal Server Error");

@@ -9,6 +9,8 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <ctime>
 #include <limits>
@@ -17,6 +19,9 @@
 #include <sstream>
 #include <thread>
 #include <vector>
+
+#include "core/sigv4.hpp"
+#include "core/upstream_request.hpp"
 
 namespace membraned::server {
 
@@ -60,6 +65,9 @@ struct ServerState {
   RequestLogger log;
   std::atomic<bool> stopping{false};
   std::atomic<std::size_t> active_sessions{0};
+  // Upstream TLS for exports without their own `tls`: the system trust store, peer verified.
+  std::shared_ptr<ssl::context> default_client_tls;
+  core::sigv4::SigningKeyCache key_cache;
 
   struct Stoppable {
     virtual ~Stoppable() = default;
@@ -81,6 +89,8 @@ struct ServerState {
   }
 };
 
+#include "server/invocation.ipp"
+
 // One connection: reads requests one after the other (keep-alive), answers each. CRTP over the
 // stream type, as in Beast's advanced_server_flex example: Derived is the plain or TLS session.
 template <class Derived>
@@ -91,6 +101,15 @@ class HttpSession : public ServerState::Stoppable {
     ++state_.active_sessions;
   }
   ~HttpSession() override { --state_.active_sessions; }
+
+  // Hooks for the invocation that relays an upstream answer on this connection.
+  bool keep_alive_after_invocation() { return parser_->get().keep_alive() && !state_.stopping; }
+  void log_invocation(int status) { log_request(status); }
+  void invocation_failed(api::Response response) { send(std::move(response), keep_alive_after_invocation()); }
+  void invocation_done(bool keep_alive) {
+    if (!keep_alive) return derived().do_close();
+    do_read();
+  }
 
   void on_server_stopping() override {
     // Runs on the session's strand: an idle connection is closed now; a busy one closes after
@@ -171,6 +190,7 @@ class HttpSession : public ServerState::Stoppable {
     }
     if (ec) return derived().do_close();
     auto& req = parser_->get();
+    if (authorized_ && authorized_->is_invocation()) return start_invocation();
     api::Response response;
     if (!authorized_) {
       response = api::Api::error_response(who_error_ ? *who_error_ : core::Error::unauthorized(""));
@@ -183,6 +203,22 @@ class HttpSession : public ServerState::Stoppable {
     }
     bool keep_alive = req.keep_alive() && !state_.stopping;
     send(std::move(response), keep_alive);
+  }
+
+  // SPEC 5: the upstream request built and signed by core/, then sent and relayed.
+  void start_invocation() {
+    auto& req = parser_->get();
+    core::Headers headers;
+    headers.reserve(static_cast<std::size_t>(std::distance(req.begin(), req.end())));
+    for (const auto& field : req) headers.push_back({std::string(field.name_string()), std::string(field.value())});
+    const core::UriExport& config = *authorized_->resolved.uri;
+    core::IncomingRequest incoming{req.method_string(), req.target(), headers, req.body()};
+    auto prepared = core::prepare_upstream_request(
+        config, incoming, core::SigningContext{std::chrono::system_clock::now(), &state_.key_cache});
+    if (!prepared) return send(api::Api::error_response(prepared.error()), keep_alive_after_invocation());
+    auto invocation = std::make_shared<Invocation<Derived>>(derived().shared_from_this(), state_,
+                                                           std::move(*prepared), std::move(req.body()), config);
+    invocation->start();
   }
 
   void reply_and_close(api::Response response) {
@@ -397,6 +433,13 @@ core::Status HttpServer::start() {
     if (SSL_CTX_check_private_key(ctx.native_handle()) != 1) {
       return core::Error::invalid("tls-key", "--tls-key does not belong to --tls-cert");
     }
+  }
+  {
+    auto client = std::make_shared<ssl::context>(ssl::context::tls_client);
+    SSL_CTX_set_min_proto_version(client->native_handle(), TLS1_2_VERSION);
+    client->set_default_verify_paths(ec);
+    client->set_verify_mode(ssl::verify_peer);
+    impl_->state.default_client_tls = std::move(client);
   }
   tcp::endpoint endpoint(address, s.listen_port);
   auto& acceptor = impl_->acceptor;

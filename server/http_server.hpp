@@ -28,6 +28,7 @@ struct ServerSettings {
   std::chrono::milliseconds read_timeout{30000};   // reading a request's body
   std::chrono::milliseconds write_timeout{30000};  // writing an answer
   std::chrono::milliseconds shutdown_grace{30000}; // in-flight requests get this long on SIGTERM
+  std::uint64_t upstream_timeout_ms = 30000;       // the most an export's timeoutMs may be
 };
 
 // One line per request; never a token or a secret (the capability appears as Token::log_id()).

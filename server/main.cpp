@@ -157,6 +157,7 @@ int serve(const Options& o) {
   settings.idle_timeout = std::chrono::milliseconds(o.idle_timeout_ms);
   settings.read_timeout = std::chrono::milliseconds(o.read_timeout_ms);
   settings.shutdown_grace = std::chrono::milliseconds(o.shutdown_grace_ms);
+  settings.upstream_timeout_ms = o.upstream_timeout_ms;
 
   std::mutex log_mutex;
   server::HttpServer server(settings, api, [&log_mutex](const std::string& line) {

@@ -143,7 +143,7 @@ class Pki:
             "-keyout", self.server_key, "-out", csr, "-subj", "/CN=localhost")
         ext = os.path.join(directory, "ext.cnf")
         with open(ext, "w") as f:
-            f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
+            f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n")
         run("openssl", "x509", "-req", "-in", csr, "-CA", self.ca_cert, "-CAkey", self.ca_key, "-CAcreateserial",
             "-out", self.server_cert, "-days", "2", "-extfile", ext)
 
@@ -152,3 +152,106 @@ class Pki:
         for k, v in versions.items():
             setattr(ctx, k, v)
         return ctx
+
+
+class Upstream:
+    """A local upstream for invocations: records every request it gets and answers by path.
+
+    /echo...        200 with JSON {method, path, headers, body (base64)}
+    /status/N       status N with a small JSON body
+    /big/N          N bytes, streamed in 64 KiB chunks with chunked encoding
+    /sized/N        N bytes with Content-Length
+    /slow/MS        waits MS milliseconds, then answers 200
+    /drop           closes the connection without answering
+    /garbage        answers bytes that are not HTTP
+    """
+
+    def __init__(self, tls=None, require_client_cert=False):
+        import base64
+        import http.server
+        import threading
+
+        outer = self
+        self.requests = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _body(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                return self.rfile.read(length) if length else b""
+
+            def _handle(self):
+                body = self._body()
+                record = {"method": self.command, "path": self.path, "headers": list(self.headers.items()),
+                          "body": body}
+                outer.requests.append(record)
+                parts = self.path.split("?")[0].strip("/").split("/")
+                if parts[0] == "status":
+                    self._send(int(parts[1]), json.dumps({"status": int(parts[1])}).encode())
+                elif parts[0] == "big":
+                    n = int(parts[1])
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/octet-stream")
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    chunk = b"x" * 65536
+                    sent = 0
+                    while sent < n:
+                        piece = chunk[: min(65536, n - sent)]
+                        self.wfile.write(b"%x\r\n" % len(piece) + piece + b"\r\n")
+                        sent += len(piece)
+                    self.wfile.write(b"0\r\n\r\n")
+                elif parts[0] == "sized":
+                    self._send(200, b"y" * int(parts[1]), "application/octet-stream")
+                elif parts[0] == "slow":
+                    time.sleep(int(parts[1]) / 1000.0)
+                    self._send(200, b'{"slow":true}')
+                elif parts[0] == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                elif parts[0] == "garbage":
+                    self.wfile.write(b"NOT HTTP AT ALL\r\n\r\n")
+                    self.close_connection = True
+                else:
+                    payload = {"method": self.command, "path": self.path,
+                               "headers": list(self.headers.items()),
+                               "body": base64.b64encode(body).decode()}
+                    self._send(200, json.dumps(payload).encode(), extra=[("X-Upstream", "yes"),
+                                                                         ("Connection", "X-Hop"), ("X-Hop", "drop me")])
+
+            def _send(self, status, payload, ctype="application/json", extra=()):
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(payload)))
+                for k, v in extra:
+                    self.send_header(k, v)
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        if tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(tls.server_cert, tls.server_key)
+            if require_client_cert:
+                ctx.verify_mode = ssl.CERT_REQUIRED
+                ctx.load_verify_locations(tls.ca_cert)
+            self.httpd.socket = ctx.wrap_socket(self.httpd.socket, server_side=True)
+        self.port = self.httpd.server_address[1]
+        self.scheme = "https" if tls else "http"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path="/echo"):
+        return "%s://127.0.0.1:%d%s" % (self.scheme, self.port, path)
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()

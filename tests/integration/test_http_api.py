@@ -9,10 +9,12 @@ import time
 import unittest
 import uuid
 
-from harness import BINARY, Server, token_of
+from harness import BINARY, Server, Upstream, token_of
 
+# A local stand-in answers invocations (the real Lambda is never reachable from here).
+UPSTREAM = Upstream()
 LAMBDA_EXPORT = {
-    "uri": "https://lambda.us-east-1.amazonaws.com/2015-03-31/functions/my-function/invocations",
+    "uri": UPSTREAM.url("/2015-03-31/functions/my-function/invocations"),
     "method": "POST",
     "allowQuery": False,
     "headers": {"X-Amz-Invocation-Type": "RequestResponse", "X-Amz-Log-Type": "None"},
@@ -231,11 +233,11 @@ class ApiTest(unittest.TestCase):
         status, body, _ = self.server.call(token_of(leaf["capabilities"]["export"]), body={"capability": via_middle})
         via_leaf = body["capability"]
         invoke = lambda cap: self.server.call(token_of(cap), "POST", body="{}")[0]
-        # Until invocation lands, a live exported capability answers 501; a dead one 401.
-        self.assertEqual([invoke(c) for c in (lambda_cap, via_middle, via_leaf)], [501, 501, 501])
+        # A live exported capability reaches the upstream (200); a dead one answers 401.
+        self.assertEqual([invoke(c) for c in (lambda_cap, via_middle, via_leaf)], [200, 200, 200])
         status, body, _ = self.server.call(token_of(middle["capabilities"]["revoke"]), "GET")
         self.assertEqual((status, body), (202, {"statusCode": 202, "message": "Accepted"}))
-        self.assertEqual([invoke(c) for c in (lambda_cap, via_middle, via_leaf)], [501, 401, 401])
+        self.assertEqual([invoke(c) for c in (lambda_cap, via_middle, via_leaf)], [200, 401, 401])
         self.assertEqual(self.server.call(token_of(middle["capabilities"]["export"]), body=LAMBDA_EXPORT)[0], 401)
         self.assertEqual(self.server.call(token_of(middle["capabilities"]["revoke"]), "GET")[0], 202)
         self.assertEqual(self.server.call(token_of(root["capabilities"]["revoke"]), "DELETE")[0], 202)
@@ -259,12 +261,12 @@ class ApiTest(unittest.TestCase):
         bobs_lambda = token_of(body["capability"])
         status, body, _ = self.server.call(token_of(m1["capabilities"]["export"]), body=LAMBDA_EXPORT)
         alices_lambda = token_of(body["capability"])
-        self.assertEqual(self.server.call(bobs_lambda, body="{}")[0], 501)
+        self.assertEqual(self.server.call(bobs_lambda, body="{}")[0], 200)
 
         self.assertEqual(self.server.call(token_of(m2["capabilities"]["revoke"]), "GET")[0], 202)
         for cut in (bob_create, bob_export, bobs_lambda, token_of(bobs_membrane["capabilities"]["export"])):
             self.assertEqual(self.server.call(cut, "POST", body=LAMBDA_EXPORT)[0], 401)
-        self.assertEqual(self.server.call(alices_lambda, body="{}")[0], 501)
+        self.assertEqual(self.server.call(alices_lambda, body="{}")[0], 200)
         self.assertEqual(self.server.call(token_of(m1["capabilities"]["export"]), body=LAMBDA_EXPORT)[0], 201)
 
     def test_delete_self_revokes_the_tenant_and_all_it_exported(self):
@@ -310,7 +312,7 @@ class ApiTest(unittest.TestCase):
         m = self.membrane()
         status, body, _ = self.server.call(token_of(m["capabilities"]["export"]), body=LAMBDA_EXPORT)
         cap = token_of(body["capability"])
-        self.assertEqual(self.server.call(cap, body="x" * 1000)[0], 501)
+        self.assertEqual(self.server.call(cap, body="x" * 1000)[0], 200)
         status, body, _ = self.server.call(cap, body="x" * 1001)
         self.assert_error(status, body, 413)
 
@@ -428,7 +430,7 @@ class LifecycleTest(unittest.TestCase):
         def invoke_limit(server):
             create = token_of(server.first_tenant()["capabilities"]["create"])
             status, m, _ = server.call(create, body={"id": "cfg-%s" % uuid.uuid4()})
-            status, body, _ = server.call(token_of(m["capabilities"]["export"]), body={"uri": "https://x.example/"})
+            status, body, _ = server.call(token_of(m["capabilities"]["export"]), body={"uri": UPSTREAM.url()})
             cap = token_of(body["capability"])
             return [server.call(cap, body="x" * n)[0] for n in (100, 101, 200, 201)]
 
@@ -438,18 +440,18 @@ class LifecycleTest(unittest.TestCase):
                 f.write('max-invoke-body = 100\nauthority = "membrane.example.com"\n')
             server = Server(args=["--config", config]).start()
             try:
-                self.assertEqual(invoke_limit(server), [501, 413, 413, 413])
+                self.assertEqual(invoke_limit(server), [200, 413, 413, 413])
                 self.assertTrue(server.first_tenant()["capabilities"]["create"].startswith("cpblty://membrane.example.com/#"))
             finally:
                 server.cleanup()
             server = Server(env={"MEMBRANED_MAX_INVOKE_BODY": "200"}).start()
             try:
-                self.assertEqual(invoke_limit(server), [501, 501, 501, 413])
+                self.assertEqual(invoke_limit(server), [200, 200, 200, 413])
             finally:
                 server.cleanup()
             server = Server(args=["--config", config, "--max-invoke-body", "200"]).start()
             try:
-                self.assertEqual(invoke_limit(server), [501, 501, 501, 413])
+                self.assertEqual(invoke_limit(server), [200, 200, 200, 413])
             finally:
                 server.cleanup()
 

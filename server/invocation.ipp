@@ -1,0 +1,261 @@
+// The signing proxy: one invocation of a uri capability, from the prepared upstream request to
+// the upstream's answer relayed, as it arrives, to the requester. Included by http_server.cpp
+// only (Beast and Asio stay in one translation unit).
+//
+// Before the upstream's header is in, every failure becomes a JSON 502 (504 for a timeout) and
+// the requester's connection stays usable. After it, the answer is streamed through a 64 KiB
+// buffer (memory stays flat whatever its size); a failure then can only close the connection.
+
+template <class Session>
+class Invocation : public std::enable_shared_from_this<Invocation<Session>> {
+ public:
+  Invocation(std::shared_ptr<Session> session, ServerState& state, core::UpstreamRequest upstream,
+             std::string body, const core::UriExport& config)
+      : session_(std::move(session)),
+        state_(state),
+        upstream_(std::move(upstream)),
+        resolver_(session_->stream().get_executor()),
+        timeout_(std::chrono::milliseconds(std::min<std::uint64_t>(
+            config.timeout_ms.value_or(state.settings.upstream_timeout_ms), state.settings.upstream_timeout_ms))),
+        head_(upstream_.method == "HEAD") {
+    request_.version(11);
+    request_.method_string(upstream_.method);
+    request_.target(upstream_.target);
+    for (const core::Header& h : upstream_.headers) request_.insert(h.name, h.value);
+    request_.body() = std::move(body);
+    if (upstream_.https) tls_ = client_context(config);
+  }
+
+  void start() {
+    if (upstream_.https && !tls_) return fail(502, "the upstream's TLS settings could not be loaded");
+    resolver_.async_resolve(upstream_.connect_host, std::to_string(upstream_.port),
+                            beast::bind_front_handler(&Invocation::on_resolve, this->shared_from_this()));
+  }
+
+ private:
+  using TlsStream = beast::ssl_stream<beast::tcp_stream>;
+
+  std::shared_ptr<ssl::context> client_context(const core::UriExport& config) {
+    const bool custom = config.tls && (!config.tls->ca.empty() || !config.tls->cert.empty() ||
+                                       !config.tls->reject_unauthorized);
+    if (!custom) return state_.default_client_tls;
+    auto ctx = std::make_shared<ssl::context>(ssl::context::tls_client);
+    SSL_CTX_set_min_proto_version(ctx->native_handle(), TLS1_2_VERSION);
+    beast::error_code ec;
+    if (!config.tls->ca.empty()) {
+      ctx->add_certificate_authority(net::buffer(config.tls->ca), ec);  // replaces the default store
+    } else {
+      ctx->set_default_verify_paths(ec);
+    }
+    if (!ec && !config.tls->cert.empty()) {
+      ctx->use_certificate_chain(net::buffer(config.tls->cert), ec);
+      if (!ec) ctx->use_private_key(net::buffer(config.tls->key), ssl::context::pem, ec);
+    }
+    if (ec) return nullptr;
+    ctx->set_verify_mode(config.tls->reject_unauthorized ? ssl::verify_peer : ssl::verify_none);
+    return ctx;
+  }
+
+  beast::tcp_stream& lowest() {
+    return tls_stream_ ? beast::get_lowest_layer(*tls_stream_) : *plain_stream_;
+  }
+
+  template <class F>
+  void with_stream(F&& f) {
+    if (tls_stream_) {
+      f(*tls_stream_);
+    } else {
+      f(*plain_stream_);
+    }
+  }
+
+  void on_resolve(beast::error_code ec, tcp::resolver::results_type results) {
+    if (ec) return fail(502, "the upstream's host name could not be resolved");
+    if (upstream_.https) {
+      tls_stream_.emplace(session_->stream().get_executor(), *tls_);
+      const bool is_ip = [&] {
+        beast::error_code parse_ec;
+        net::ip::make_address(upstream_.connect_host, parse_ec);
+        return !parse_ec;
+      }();
+      if (!is_ip) SSL_set_tlsext_host_name(tls_stream_->native_handle(), upstream_.connect_host.c_str());
+      tls_stream_->set_verify_callback(ssl::host_name_verification(upstream_.connect_host));
+    } else {
+      plain_stream_.emplace(session_->stream().get_executor());
+    }
+    lowest().expires_after(timeout_);
+    lowest().async_connect(results, beast::bind_front_handler(&Invocation::on_connect, this->shared_from_this()));
+  }
+
+  void on_connect(beast::error_code ec, const tcp::endpoint&) {
+    if (ec) return fail_from(ec, "the upstream could not be reached");
+    lowest().socket().set_option(tcp::no_delay(true), ec);
+    if (tls_stream_) {
+      lowest().expires_after(timeout_);
+      return tls_stream_->async_handshake(
+          ssl::stream_base::client, beast::bind_front_handler(&Invocation::on_handshake, this->shared_from_this()));
+    }
+    send_request();
+  }
+
+  void on_handshake(beast::error_code ec) {
+    if (ec) return fail_from(ec, "the TLS handshake with the upstream failed");
+    send_request();
+  }
+
+  void send_request() {
+    lowest().expires_after(timeout_);
+    with_stream([self = this->shared_from_this()](auto& stream) {
+      http::async_write(stream, self->request_,
+                        beast::bind_front_handler(&Invocation::on_request_written, self));
+    });
+  }
+
+  void on_request_written(beast::error_code ec, std::size_t) {
+    if (ec) return fail_from(ec, "the request could not be sent to the upstream");
+    read_header();
+  }
+
+  void read_header() {
+    parser_.emplace();
+    parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
+    parser_->header_limit(64 * 1024);
+    if (head_) parser_->skip(true);
+    lowest().expires_after(timeout_);
+    with_stream([self = this->shared_from_this()](auto& stream) {
+      http::async_read_header(stream, self->upstream_buffer_, *self->parser_,
+                              beast::bind_front_handler(&Invocation::on_header, self));
+    });
+  }
+
+  void on_header(beast::error_code ec, std::size_t) {
+    if (ec) return fail_from(ec, "the upstream's answer could not be read");
+    auto& up = parser_->get();
+    const unsigned status = up.result_int();
+    if (status >= 100 && status < 200) return read_header();  // interim answers are not relayed
+
+    // The answer goes out as it comes in: same status and headers, minus hop-by-hop ones and
+    // those the upstream's Connection names; framing chosen for the requester.
+    std::vector<std::string> listed;
+    for (auto it = up.find(http::field::connection); it != up.end() && it->name() == http::field::connection; ++it) {
+      std::string_view rest = it->value();
+      while (!rest.empty()) {
+        auto comma = rest.find(',');
+        std::string item(rest.substr(0, comma));
+        item.erase(0, item.find_first_not_of(" \t"));
+        item.erase(item.find_last_not_of(" \t") + 1);
+        if (!item.empty()) listed.push_back(core::to_lower_ascii(item));
+        if (comma == std::string_view::npos) break;
+        rest.remove_prefix(comma + 1);
+      }
+    }
+    response_.result(status);
+    response_.reason(up.reason());
+    response_.version(11);
+    for (const auto& field : up) {
+      std::string_view name = field.name_string();
+      if (core::is_hop_by_hop_header(name) || beast::iequals(name, "content-length")) continue;
+      if (std::find(listed.begin(), listed.end(), core::to_lower_ascii(name)) != listed.end()) continue;
+      response_.insert(name, field.value());
+    }
+    const bool no_body = head_ || status == 204 || status == 304;
+    if (head_) {
+      if (auto it = up.find(http::field::content_length); it != up.end()) response_.set(http::field::content_length, it->value());
+    } else if (!no_body) {
+      if (auto length = parser_->content_length()) {
+        response_.content_length(*length);
+      } else {
+        response_.chunked(true);
+      }
+    }
+    keep_alive_ = session_->keep_alive_after_invocation();
+    response_.keep_alive(keep_alive_);
+    response_.body().data = nullptr;
+    response_.body().size = 0;
+    response_.body().more = !no_body && !parser_->is_done();
+    serializer_.emplace(response_);
+    session_->log_invocation(static_cast<int>(status));
+    header_sent_ = true;
+    client_expires();
+    http::async_write_header(session_->stream(), *serializer_,
+                             beast::bind_front_handler(&Invocation::on_client_written, this->shared_from_this()));
+  }
+
+  void client_expires() {
+    beast::get_lowest_layer(session_->stream()).expires_after(state_.settings.write_timeout);
+  }
+
+  void on_client_written(beast::error_code ec, std::size_t) {
+    if (ec == http::error::need_buffer) ec = {};
+    if (ec) return session_->do_close();
+    if (serializer_->is_done()) return finish();
+    if (parser_->is_done()) {
+      response_.body().data = nullptr;
+      response_.body().size = 0;
+      response_.body().more = false;
+      return write_chunk();
+    }
+    parser_->get().body().data = chunk_.data();
+    parser_->get().body().size = chunk_.size();
+    lowest().expires_after(timeout_);
+    with_stream([self = this->shared_from_this()](auto& stream) {
+      http::async_read(stream, self->upstream_buffer_, *self->parser_,
+                       beast::bind_front_handler(&Invocation::on_chunk, self));
+    });
+  }
+
+  void on_chunk(beast::error_code ec, std::size_t) {
+    if (ec == http::error::need_buffer) ec = {};
+    if (ec) return session_->do_close();  // the requester sees a truncated answer
+    response_.body().data = chunk_.data();
+    response_.body().size = chunk_.size() - parser_->get().body().size;
+    response_.body().more = !parser_->is_done();
+    write_chunk();
+  }
+
+  void write_chunk() {
+    client_expires();
+    http::async_write(session_->stream(), *serializer_,
+                      beast::bind_front_handler(&Invocation::on_client_written, this->shared_from_this()));
+  }
+
+  void finish() {
+    close_upstream();
+    session_->invocation_done(keep_alive_);
+  }
+
+  void close_upstream() {
+    beast::error_code ignored;
+    if (plain_stream_ || tls_stream_) lowest().socket().shutdown(tcp::socket::shutdown_both, ignored);
+    if (plain_stream_ || tls_stream_) lowest().socket().close(ignored);
+  }
+
+  void fail_from(beast::error_code ec, const std::string& what) {
+    if (ec == beast::error::timeout) return fail(504, "the upstream did not answer in time");
+    fail(502, what);
+  }
+
+  void fail(int status, std::string message) {
+    close_upstream();
+    if (header_sent_) return session_->do_close();
+    session_->invocation_failed(api::Api::error_response(status, std::move(message)));
+  }
+
+  std::shared_ptr<Session> session_;
+  ServerState& state_;
+  core::UpstreamRequest upstream_;
+  http::request<http::string_body> request_;
+  std::shared_ptr<ssl::context> tls_;
+  tcp::resolver resolver_;
+  std::optional<beast::tcp_stream> plain_stream_;
+  std::optional<TlsStream> tls_stream_;
+  beast::flat_buffer upstream_buffer_;
+  std::optional<http::response_parser<http::buffer_body>> parser_;
+  http::response<http::buffer_body> response_;
+  std::optional<http::response_serializer<http::buffer_body>> serializer_;
+  std::array<char, 64 * 1024> chunk_{};
+  std::chrono::milliseconds timeout_;
+  bool head_;
+  bool header_sent_ = false;
+  bool keep_alive_ = false;
+};
