@@ -15,6 +15,7 @@
 #include <ctime>
 #include <limits>
 #include <list>
+#include <map>
 #include <mutex>
 #include <sstream>
 #include <thread>
@@ -56,13 +57,71 @@ bool is_loopback(const net::ip::address& address) {
 
 }  // namespace
 
+// An upstream connection runs on a strand of its own, so that it can serve one invocation after
+// another (from any requester's session) through the keep-alive pool; the invocation hops
+// between that strand and the requester's for each step.
+struct UpstreamConnection {
+  explicit UpstreamConnection(net::io_context& ioc) : strand(net::make_strand(ioc)) {}
+  net::strand<net::io_context::executor_type> strand;
+  std::optional<beast::tcp_stream> plain;
+  std::optional<beast::ssl_stream<beast::tcp_stream>> tls;
+  beast::tcp_stream& lowest() { return tls ? beast::get_lowest_layer(*tls) : *plain; }
+};
+
+// Idle keep-alive connections to upstreams, by scheme, host and port; bounded in number and
+// age (an upstream may close an idle connection any time: the invocation then retries once on a
+// new one).
+class UpstreamPool {
+ public:
+  static constexpr std::size_t kMaxPerUpstream = 64;
+  static constexpr std::size_t kMaxTotal = 1024;
+  static constexpr std::chrono::seconds kMaxIdle{20};
+
+  std::shared_ptr<UpstreamConnection> take(const std::string& key) {
+    std::lock_guard lock(mutex_);
+    auto it = idle_.find(key);
+    if (it == idle_.end()) return nullptr;
+    auto& list = it->second;
+    const auto now = Clock::now();
+    while (!list.empty()) {
+      auto [since, connection] = std::move(list.back());
+      list.pop_back();
+      --total_;
+      if (now - since < kMaxIdle) return connection;
+      close(std::move(connection));
+    }
+    return nullptr;
+  }
+
+  void give(const std::string& key, std::shared_ptr<UpstreamConnection> connection) {
+    std::lock_guard lock(mutex_);
+    auto& list = idle_[key];
+    if (list.size() >= kMaxPerUpstream || total_ >= kMaxTotal) return close(std::move(connection));
+    list.emplace_back(Clock::now(), std::move(connection));
+    ++total_;
+  }
+
+ private:
+  static void close(std::shared_ptr<UpstreamConnection> connection) {
+    net::dispatch(connection->strand, [connection] {
+      beast::error_code ignored;
+      connection->lowest().socket().close(ignored);
+    });
+  }
+  std::mutex mutex_;
+  std::map<std::string, std::vector<std::pair<Clock::time_point, std::shared_ptr<UpstreamConnection>>>> idle_;
+  std::size_t total_ = 0;
+};
+
 // Shared by all sessions: settings, the API, the log, and what a graceful stop needs.
 struct ServerState {
-  ServerState(ServerSettings s, api::Api& a, RequestLogger l)
-      : settings(std::move(s)), api(a), log(std::move(l)) {}
+  ServerState(ServerSettings s, api::Api& a, RequestLogger l, net::io_context& io)
+      : settings(std::move(s)), api(a), log(std::move(l)), ioc(io) {}
   ServerSettings settings;
   api::Api& api;
   RequestLogger log;
+  net::io_context& ioc;
+  UpstreamPool upstream_pool;
   std::atomic<bool> stopping{false};
   std::atomic<std::size_t> active_sessions{0};
   // Upstream TLS for exports without their own `tls`: the system trust store, peer verified.
@@ -342,14 +401,14 @@ class TlsSession : public HttpSession<TlsSession>, public std::enable_shared_fro
 
 struct HttpServer::Impl {
   Impl(ServerSettings settings, api::Api& api, RequestLogger log)
-      : state(std::move(settings), api, std::move(log)),
-        ioc(static_cast<int>(std::max<std::size_t>(1, state.settings.threads))),
+      : ioc(static_cast<int>(std::max<std::size_t>(1, settings.threads))),
+        state(std::move(settings), api, std::move(log), ioc),
         acceptor(net::make_strand(ioc)),
         signals(ioc, SIGTERM, SIGINT),
         stop_check(ioc) {}
 
-  ServerState state;
   net::io_context ioc;
+  ServerState state;
   std::optional<ssl::context> tls;
   tcp::acceptor acceptor;
   net::signal_set signals;

@@ -14,7 +14,7 @@ class Invocation : public std::enable_shared_from_this<Invocation<Session>> {
       : session_(std::move(session)),
         state_(state),
         upstream_(std::move(upstream)),
-        resolver_(session_->stream().get_executor()),
+        client_exec_(session_->stream().get_executor()),
         timeout_(std::chrono::milliseconds(std::min<std::uint64_t>(
             config.timeout_ms.value_or(state.settings.upstream_timeout_ms), state.settings.upstream_timeout_ms))),
         head_(upstream_.method == "HEAD") {
@@ -24,17 +24,25 @@ class Invocation : public std::enable_shared_from_this<Invocation<Session>> {
     for (const core::Header& h : upstream_.headers) request_.insert(h.name, h.value);
     request_.body() = std::move(body);
     if (upstream_.https) tls_ = client_context(config);
+    // Connections are pooled by scheme, host and port when they use no per-export TLS material.
+    if (!upstream_.https || tls_ == state_.default_client_tls) {
+      pool_key_ = std::string(upstream_.https ? "https://" : "http://") + upstream_.connect_host + ":" +
+                  std::to_string(upstream_.port);
+    }
   }
 
+  // On the requester's strand.
   void start() {
     if (upstream_.https && !tls_) return fail(502, "the upstream's TLS settings could not be loaded");
-    resolver_.async_resolve(upstream_.connect_host, std::to_string(upstream_.port),
-                            beast::bind_front_handler(&Invocation::on_resolve, this->shared_from_this()));
+    if (!pool_key_.empty()) connection_ = state_.upstream_pool.take(pool_key_);
+    if (connection_) {
+      reused_ = true;
+      return net::dispatch(connection_->strand, [self = this->shared_from_this()] { self->send_request(); });
+    }
+    open_connection();
   }
 
  private:
-  using TlsStream = beast::ssl_stream<beast::tcp_stream>;
-
   std::shared_ptr<ssl::context> client_context(const core::UriExport& config) {
     const bool custom = config.tls && (!config.tls->ca.empty() || !config.tls->cert.empty() ||
                                        !config.tls->reject_unauthorized);
@@ -56,32 +64,39 @@ class Invocation : public std::enable_shared_from_this<Invocation<Session>> {
     return ctx;
   }
 
-  beast::tcp_stream& lowest() {
-    return tls_stream_ ? beast::get_lowest_layer(*tls_stream_) : *plain_stream_;
-  }
+  beast::tcp_stream& lowest() { return connection_->lowest(); }
 
   template <class F>
   void with_stream(F&& f) {
-    if (tls_stream_) {
-      f(*tls_stream_);
+    if (connection_->tls) {
+      f(*connection_->tls);
     } else {
-      f(*plain_stream_);
+      f(*connection_->plain);
     }
+  }
+
+  // A new connection (the first use, or a pooled one found closed): resolve on its strand.
+  void open_connection() {
+    reused_ = false;
+    connection_ = std::make_shared<UpstreamConnection>(state_.ioc);
+    resolver_.emplace(connection_->strand);
+    resolver_->async_resolve(upstream_.connect_host, std::to_string(upstream_.port),
+                             beast::bind_front_handler(&Invocation::on_resolve, this->shared_from_this()));
   }
 
   void on_resolve(beast::error_code ec, tcp::resolver::results_type results) {
     if (ec) return fail(502, "the upstream's host name could not be resolved");
     if (upstream_.https) {
-      tls_stream_.emplace(session_->stream().get_executor(), *tls_);
+      auto& tls = connection_->tls.emplace(connection_->strand, *tls_);
       const bool is_ip = [&] {
         beast::error_code parse_ec;
         net::ip::make_address(upstream_.connect_host, parse_ec);
         return !parse_ec;
       }();
-      if (!is_ip) SSL_set_tlsext_host_name(tls_stream_->native_handle(), upstream_.connect_host.c_str());
-      tls_stream_->set_verify_callback(ssl::host_name_verification(upstream_.connect_host));
+      if (!is_ip) SSL_set_tlsext_host_name(tls.native_handle(), upstream_.connect_host.c_str());
+      tls.set_verify_callback(ssl::host_name_verification(upstream_.connect_host));
     } else {
-      plain_stream_.emplace(session_->stream().get_executor());
+      connection_->plain.emplace(connection_->strand);
     }
     lowest().expires_after(timeout_);
     lowest().async_connect(results, beast::bind_front_handler(&Invocation::on_connect, this->shared_from_this()));
@@ -90,9 +105,9 @@ class Invocation : public std::enable_shared_from_this<Invocation<Session>> {
   void on_connect(beast::error_code ec, const tcp::endpoint&) {
     if (ec) return fail_from(ec, "the upstream could not be reached");
     lowest().socket().set_option(tcp::no_delay(true), ec);
-    if (tls_stream_) {
+    if (connection_->tls) {
       lowest().expires_after(timeout_);
-      return tls_stream_->async_handshake(
+      return connection_->tls->async_handshake(
           ssl::stream_base::client, beast::bind_front_handler(&Invocation::on_handshake, this->shared_from_this()));
     }
     send_request();
@@ -112,8 +127,19 @@ class Invocation : public std::enable_shared_from_this<Invocation<Session>> {
   }
 
   void on_request_written(beast::error_code ec, std::size_t) {
+    if (ec && retry_on_fresh_connection(ec)) return;
     if (ec) return fail_from(ec, "the request could not be sent to the upstream");
     read_header();
+  }
+
+  // A pooled connection the upstream closed while idle fails at once, before any answer: the
+  // request goes again on a new connection (once).
+  bool retry_on_fresh_connection(beast::error_code ec) {
+    if (!reused_ || ec == beast::error::timeout) return false;
+    close_upstream();
+    upstream_buffer_.clear();
+    open_connection();
+    return true;
   }
 
   void read_header() {
@@ -129,6 +155,7 @@ class Invocation : public std::enable_shared_from_this<Invocation<Session>> {
   }
 
   void on_header(beast::error_code ec, std::size_t) {
+    if (ec && parser_->got_some() == false && retry_on_fresh_connection(ec)) return;
     if (ec) return fail_from(ec, "the upstream's answer could not be read");
     auto& up = parser_->get();
     const unsigned status = up.result_int();
@@ -170,24 +197,38 @@ class Invocation : public std::enable_shared_from_this<Invocation<Session>> {
     }
     keep_alive_ = session_->keep_alive_after_invocation();
     response_.keep_alive(keep_alive_);
+    upstream_reusable_ = up.keep_alive();
+    if (no_body) {
+      // A body-less answer that announces a length may be followed by bytes the upstream should
+      // not have sent: such a connection is not trusted with another request.
+      auto length = up.find(http::field::content_length);
+      if (length != up.end() && length->value() != "0") upstream_reusable_ = false;
+    }
     response_.body().data = nullptr;
     response_.body().size = 0;
     response_.body().more = !no_body && !parser_->is_done();
     serializer_.emplace(response_);
-    session_->log_invocation(static_cast<int>(status));
     header_sent_ = true;
-    client_expires();
-    http::async_write_header(session_->stream(), *serializer_,
-                             beast::bind_front_handler(&Invocation::on_client_written, this->shared_from_this()));
+    net::dispatch(client_exec_, [self = this->shared_from_this(), status] {
+      self->session_->log_invocation(static_cast<int>(status));
+      self->client_expires();
+      http::async_write_header(self->session_->stream(), *self->serializer_,
+                               beast::bind_front_handler(&Invocation::on_client_written, self));
+    });
   }
 
   void client_expires() {
     beast::get_lowest_layer(session_->stream()).expires_after(state_.settings.write_timeout);
   }
 
+  // On the requester's strand.
   void on_client_written(beast::error_code ec, std::size_t) {
     if (ec == http::error::need_buffer) ec = {};
-    if (ec) return session_->do_close();
+    if (ec) {
+      upstream_reusable_ = false;
+      net::dispatch(connection_->strand, [self = this->shared_from_this()] { self->close_upstream(); });
+      return session_->do_close();
+    }
     if (serializer_->is_done()) return finish();
     if (parser_->is_done()) {
       response_.body().data = nullptr;
@@ -195,6 +236,11 @@ class Invocation : public std::enable_shared_from_this<Invocation<Session>> {
       response_.body().more = false;
       return write_chunk();
     }
+    net::dispatch(connection_->strand, [self = this->shared_from_this()] { self->read_chunk(); });
+  }
+
+  // On the upstream's strand.
+  void read_chunk() {
     parser_->get().body().data = chunk_.data();
     parser_->get().body().size = chunk_.size();
     lowest().expires_after(timeout_);
@@ -206,28 +252,44 @@ class Invocation : public std::enable_shared_from_this<Invocation<Session>> {
 
   void on_chunk(beast::error_code ec, std::size_t) {
     if (ec == http::error::need_buffer) ec = {};
-    if (ec) return session_->do_close();  // the requester sees a truncated answer
+    if (ec) {  // the requester sees a truncated answer
+      close_upstream();
+      return net::dispatch(client_exec_, [self = this->shared_from_this()] { self->session_->do_close(); });
+    }
     response_.body().data = chunk_.data();
     response_.body().size = chunk_.size() - parser_->get().body().size;
     response_.body().more = !parser_->is_done();
-    write_chunk();
+    net::dispatch(client_exec_, [self = this->shared_from_this()] { self->write_chunk(); });
   }
 
+  // On the requester's strand.
   void write_chunk() {
     client_expires();
     http::async_write(session_->stream(), *serializer_,
                       beast::bind_front_handler(&Invocation::on_client_written, this->shared_from_this()));
   }
 
+  // On the requester's strand; the upstream connection has nothing pending.
   void finish() {
-    close_upstream();
+    if (upstream_reusable_ && parser_->is_done() && upstream_buffer_.size() == 0 && !pool_key_.empty() &&
+        !state_.stopping) {
+      state_.upstream_pool.give(pool_key_, std::move(connection_));
+    } else {
+      net::dispatch(connection_->strand, [connection = connection_] {
+        beast::error_code ignored;
+        connection->lowest().socket().shutdown(tcp::socket::shutdown_both, ignored);
+        connection->lowest().socket().close(ignored);
+      });
+    }
     session_->invocation_done(keep_alive_);
   }
 
+  // On the upstream's strand.
   void close_upstream() {
+    if (!connection_ || !(connection_->plain || connection_->tls)) return;
     beast::error_code ignored;
-    if (plain_stream_ || tls_stream_) lowest().socket().shutdown(tcp::socket::shutdown_both, ignored);
-    if (plain_stream_ || tls_stream_) lowest().socket().close(ignored);
+    lowest().socket().shutdown(tcp::socket::shutdown_both, ignored);
+    lowest().socket().close(ignored);
   }
 
   void fail_from(beast::error_code ec, const std::string& what) {
@@ -235,20 +297,26 @@ class Invocation : public std::enable_shared_from_this<Invocation<Session>> {
     fail(502, what);
   }
 
+  // On the upstream's strand (or the requester's, before any upstream step).
   void fail(int status, std::string message) {
     close_upstream();
-    if (header_sent_) return session_->do_close();
-    session_->invocation_failed(api::Api::error_response(status, std::move(message)));
+    net::dispatch(client_exec_, [self = this->shared_from_this(), status, message = std::move(message)]() mutable {
+      if (self->header_sent_) return self->session_->do_close();
+      self->session_->invocation_failed(api::Api::error_response(status, std::move(message)));
+    });
   }
 
   std::shared_ptr<Session> session_;
   ServerState& state_;
   core::UpstreamRequest upstream_;
   http::request<http::string_body> request_;
+  net::any_io_executor client_exec_;
   std::shared_ptr<ssl::context> tls_;
-  tcp::resolver resolver_;
-  std::optional<beast::tcp_stream> plain_stream_;
-  std::optional<TlsStream> tls_stream_;
+  std::string pool_key_;  // empty: not pooled
+  std::shared_ptr<UpstreamConnection> connection_;
+  std::optional<tcp::resolver> resolver_;
+  bool reused_ = false;
+  bool upstream_reusable_ = false;
   beast::flat_buffer upstream_buffer_;
   std::optional<http::response_parser<http::buffer_body>> parser_;
   http::response<http::buffer_body> response_;
