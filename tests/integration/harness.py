@@ -187,7 +187,7 @@ class Upstream:
             def _handle(self):
                 body = self._body()
                 record = {"method": self.command, "path": self.path, "headers": list(self.headers.items()),
-                          "body": body}
+                          "body": body, "peer": self.client_address}
                 outer.requests.append(record)
                 parts = self.path.split("?")[0].strip("/").split("/")
                 if parts[0] == "status":

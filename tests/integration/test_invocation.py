@@ -210,6 +210,15 @@ class InvocationTest(unittest.TestCase):
         status, body, headers = self.invoke(cap, "HEAD")
         self.assertEqual(status, 200)
 
+    def test_upstream_connections_are_reused(self):
+        cap = self.capability(uri=self.upstream.url("/echo"))
+        start = len(self.upstream.requests)
+        for _ in range(10):
+            self.assertEqual(self.invoke(cap, "POST", body=b"{}")[0], 200)
+        peers = {r["peer"] for r in self.upstream.requests[start:]}
+        self.assertEqual(len(self.upstream.requests) - start, 10)
+        self.assertLessEqual(len(peers), 2, peers)  # one keep-alive connection, maybe a second
+
     # --- failures ------------------------------------------------------------------------------
     def test_upstream_failures_are_502_or_504_and_the_connection_stays_usable(self):
         echo = self.capability(uri=self.upstream.url("/echo"))
