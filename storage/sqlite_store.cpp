@@ -53,6 +53,12 @@ constexpr const char* kMigrations[] = {
     CREATE INDEX capabilities_parent ON capabilities(parent_row);
     CREATE INDEX capabilities_via ON capabilities(via_row);
     )sql",
+    // 2: the revocation epoch, bumped in the transaction of every revoke and deleteSelf, so a
+    // cache of resolutions knows with one indexed read whether anything may have died since.
+    R"sql(
+    CREATE TABLE revocation_epoch (id INTEGER PRIMARY KEY CHECK (id = 1), epoch INTEGER NOT NULL) STRICT;
+    INSERT INTO revocation_epoch (id, epoch) VALUES (1, 0);
+    )sql",
 };
 
 constexpr std::string_view kKeyCheckContext = "membraned/meta/key-check";
@@ -237,9 +243,48 @@ Result<bool> SqliteStore::has_tenants() {
   return (*st)->column_int(0) != 0;
 }
 
+Result<std::int64_t> SqliteStore::revocation_epoch(sqlite::Connection& connection) {
+  auto st = connection.prepare("SELECT epoch FROM revocation_epoch WHERE id = 1");
+  if (!st) return st.error();
+  auto found = (*st)->step();
+  if (!found) return found.error();
+  if (!*found) return Error::internal("the revocation epoch is missing");
+  return (*st)->column_int(0);
+}
+
+Status SqliteStore::bump_revocation_epoch(sqlite::Connection& connection) {
+  auto st = connection.prepare("UPDATE revocation_epoch SET epoch = epoch + 1 WHERE id = 1");
+  if (!st) return st.error();
+  return (*st)->run();
+}
+
+// Resolutions are cached with the revocation epoch they were made under. A hit costs one
+// indexed read of the epoch instead of the walk, the unsealing and the parsing; any revoke or
+// deleteSelf (in any process sharing the database) bumps the epoch in its own transaction, so
+// from its commit on, every cached resolution is stale and resolved afresh. Creations need no
+// bump: they never make an existing capability die.
 Result<Resolved> SqliteStore::resolve(const Token& token) {
   auto lease = acquire();
-  return resolve_on(*lease, token);
+  auto epoch = revocation_epoch(*lease);
+  if (!epoch) return epoch.error();
+  const std::string digest = token.digest();
+  {
+    std::lock_guard lock(cache_mutex_);
+    if (*epoch != cache_epoch_) {
+      cache_.clear();
+      cache_epoch_ = *epoch;
+    } else if (auto it = cache_.find(digest); it != cache_.end()) {
+      return it->second;
+    }
+  }
+  auto resolved = resolve_digest(*lease, digest);
+  if (!resolved) return resolved;
+  std::lock_guard lock(cache_mutex_);
+  if (*epoch == cache_epoch_) {
+    if (cache_.size() >= kResolutionCacheSize) cache_.clear();
+    cache_.emplace(digest, *resolved);
+  }
+  return resolved;
 }
 
 // Everything the capability depends on, in one statement: the presented capability, and, from
@@ -557,6 +602,7 @@ Status SqliteStore::revoke_membrane(const Token& presented) {
   if (!st) return st.error();
   if (auto s = (*st)->bind(1, *who->membrane).run(); !s) return s.error();
   st->reset();
+  if (auto s = bump_revocation_epoch(*lease); !s) return s.error();
   return tx->commit();
 }
 
@@ -574,6 +620,7 @@ Status SqliteStore::delete_tenant(const Token& presented) {
   if (!membranes) return membranes.error();
   if (auto s = (*membranes)->bind(1, who->tenant_id).run(); !s) return s.error();
   membranes->reset();
+  if (auto s = bump_revocation_epoch(*lease); !s) return s.error();
   return tx->commit();
 }
 

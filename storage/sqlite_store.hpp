@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <memory>
 #include <mutex>
+#include <unordered_map>
 #include <vector>
 
 #include "storage/master_key.hpp"
@@ -46,6 +47,8 @@ class SqliteStore final : public Store {
   SqliteStore(MasterKey key) : key_(std::move(key)) {}
   Lease acquire();
   Result<Resolved> resolve_on(sqlite::Connection& connection, const Token& token);
+  Result<std::int64_t> revocation_epoch(sqlite::Connection& connection);
+  Status bump_revocation_epoch(sqlite::Connection& connection);
   Result<Resolved> resolve_digest(sqlite::Connection& connection, const std::string& digest);
   Result<bool> membrane_is_cut(sqlite::Connection& connection, MembraneRow membrane);
   // Inside a write transaction: the presented token resolved again, of the expected kind.
@@ -61,6 +64,12 @@ class SqliteStore final : public Store {
   std::mutex mutex_;
   std::condition_variable available_;
   std::vector<std::unique_ptr<sqlite::Connection>> idle_;
+
+  // Resolutions by token digest, valid for cache_epoch_ only (see resolve()).
+  static constexpr std::size_t kResolutionCacheSize = 65536;
+  std::mutex cache_mutex_;
+  std::int64_t cache_epoch_ = -1;
+  std::unordered_map<std::string, Resolved> cache_;
 };
 
 }  // namespace membraned::storage
