@@ -1511,3 +1511,30 @@ TEST_F(SqliteStoreTest, ConcurrentWritersAndReadersKeepTheStoreConsistent) {
 }
 
 }  // namespace
+
+namespace {
+
+// Resolutions are cached; a revoke or deleteSelf made by another store (another process on the
+// same database file) must still be seen by the next resolve here.
+TEST_F(SqliteStoreTest, CachedResolutionsDieWithARevokeMadeByAnotherStoreOnTheSameFile) {
+  Tenant a = tenant();
+  Membrane m = membrane(a, "cached");
+  Token x = export_uri(m);
+  Membrane other = membrane(a, "other");
+  Token y = export_uri(other);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(alive(x));  // resolved, then served from the cache
+  ASSERT_TRUE(alive(y));
+
+  auto second = open_store();
+  ASSERT_NE(second, nullptr);
+  ASSERT_TRUE(second->revoke_membrane(m.revoke_token).ok());
+  EXPECT_FALSE(alive(x));
+  EXPECT_FALSE(alive(m.export_token));
+  EXPECT_TRUE(alive(y));  // the cache was dropped, not the others' life
+
+  ASSERT_TRUE(second->delete_tenant(a.tokens.delete_self).ok());
+  EXPECT_FALSE(alive(y));
+  EXPECT_FALSE(alive(a.tokens.create));
+}
+
+}  // namespace
