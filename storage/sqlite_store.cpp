@@ -135,7 +135,8 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::open(const SqliteOptions& opti
     // WAL: readers never block the writer. synchronous=FULL: a COMMIT (and so a 202 after a
     // revoke) has reached stable storage before it returns, so neither kill -9 nor power loss
     // can bring a revoked capability back.
-    for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
+    for (const char* pragma : {"PRAGMA journal_mode=WAL",
+                               options.durable_commits ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=OFF",
                                "PRAGMA foreign_keys=ON"}) {
       if (auto s = (*connection)->exec(pragma); !s) return s.error();
     }

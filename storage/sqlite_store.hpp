@@ -18,6 +18,9 @@ struct SqliteOptions {
   std::filesystem::path path;      // the database file
   std::size_t connections = 4;     // pooled connections (WAL: readers do not block the writer)
   int busy_timeout_ms = 5000;      // beyond it a locked database answers "unavailable"
+  // false only for bulk loads in benchmarks: commits are then not on stable storage when they
+  // return. The service always opens with true.
+  bool durable_commits = true;
 };
 
 class SqliteStore final : public Store {

@@ -12,31 +12,14 @@
 
 const { describe, it, before, after } = require("node:test");
 const assert = require("node:assert/strict");
-const childProcess = require("node:child_process");
 const fs = require("node:fs");
-const os = require("node:os");
-const path = require("node:path");
 
 const CapabilitySDK = require("capability-sdk");
 
-const BINARY = process.env.MEMBRANED_BINARY;
-const START_TIMEOUT_MS = 20000;
-const STOP_TIMEOUT_MS = 20000;
+const { CAPABILITY_URI, assertCapabilityOf, lambdaExportBody, sdk, ok, stopProcess, newServer, startServer } = require("./support");
 
 // ---------------------------------------------------------------------------------------------
-// helpers
-
-// Runs one SDK call `fn(...args, callback)` and resolves with {error, response}; never rejects,
-// so each test asserts on exactly what the SDK handed to its callback.
-const sdk = (fn, ...args) => new Promise(resolve =>
-    fn(...args, (error, response) => resolve({ error, response })));
-
-// Asserts that an SDK call succeeded and returns its response.
-const ok = ({ error, response }, what) =>
-{
-    assert.equal(error, undefined, `${what}: the SDK reported an error: ${JSON.stringify(error)}`);
-    return response;
-};
+// helpers (the shared ones are in support.js)
 
 // Asserts that an SDK call failed with the SDK's HTTP error object for `statusCode`.
 const failsWith = ({ error, response }, statusCode, reason, what) =>
@@ -50,124 +33,14 @@ const failsWith = ({ error, response }, statusCode, reason, what) =>
     return error;
 };
 
-const openssl = (cwd, ...args) =>
-    childProcess.execFileSync("openssl", args, { cwd, stdio: ["ignore", "pipe", "pipe"] });
-
-// A throwaway CA and a server certificate for 127.0.0.1 and localhost, signed by it.
-const makePki = dir =>
-{
-    openssl(dir, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "2",
-        "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=membraned sdk e2e test CA",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign");
-    openssl(dir, "req", "-newkey", "rsa:2048", "-nodes", "-sha256",
-        "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost");
-    fs.writeFileSync(path.join(dir, "server.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n" +
-        "basicConstraints=critical,CA:FALSE\n" +
-        "keyUsage=critical,digitalSignature,keyEncipherment\n" +
-        "extendedKeyUsage=serverAuth\n");
-    openssl(dir, "x509", "-req", "-sha256", "-days", "2", "-in", "server.csr",
-        "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-        "-out", "server.pem", "-extfile", "server.ext");
-    return {
-        caPem: fs.readFileSync(path.join(dir, "ca.pem"), "utf8"),
-        cert: path.join(dir, "server.pem"),
-        key: path.join(dir, "server.key")
-    };
-};
-
 // Byte order of the UTF-8 encodings, the order SPEC.md section 4 gives to query results.
 const byteOrder = (a, b) => Buffer.compare(Buffer.from(a, "utf8"), Buffer.from(b, "utf8"));
-
-const CAPABILITY_URI = /^cpblty:\/\/([^/]+)\/#(CPBLTY1-[-_A-Za-z0-9]{86})$/;
 
 // ---------------------------------------------------------------------------------------------
 // the server
 
-const server =
-{
-    process: undefined,
-    exit: undefined,        // Promise of {code, signal}
-    output: "",             // stdout and stderr, for diagnostics
-    authority: undefined,
-    tenant: undefined,
-    tmp: undefined,
-    caPem: undefined
-};
-
-const startServer = async () =>
-{
-    assert.ok(BINARY, "set MEMBRANED_BINARY to the membraned executable");
-    assert.ok(fs.existsSync(BINARY), `MEMBRANED_BINARY=${BINARY} does not exist`);
-    server.tmp = fs.mkdtempSync(path.join(os.tmpdir(), "membraned-sdk-e2e-"));
-    const pki = makePki(server.tmp);
-    server.caPem = pki.caPem;
-    const dataDir = path.join(server.tmp, "data");
-    fs.mkdirSync(dataDir);
-
-    const env = Object.assign({}, process.env);
-    for (const name of Object.keys(env))
-    {
-        if (name.startsWith("MEMBRANED_")) delete env[name]; // the flags below decide
-    }
-    const child = childProcess.spawn(BINARY,
-        [ "serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir,
-          "--tls-cert", pki.cert, "--tls-key", pki.key ],
-        { env, stdio: [ "ignore", "pipe", "pipe" ] });
-    server.process = child;
-    server.exit = new Promise(resolve =>
-        child.on("exit", (code, signal) => resolve({ code, signal })));
-
-    const listening = await new Promise((resolve, reject) =>
-    {
-        const timer = setTimeout(() =>
-            reject(new Error(`membraned did not report listening in ${START_TIMEOUT_MS} ms:\n${server.output}`)),
-            START_TIMEOUT_MS);
-        const onData = chunk =>
-        {
-            server.output += chunk.toString("utf8");
-            const m = /listening on https:\/\/(\S+) \(authority (\S+)\)/.exec(server.output);
-            if (m)
-            {
-                clearTimeout(timer);
-                resolve({ address: m[1], authority: m[2] });
-            }
-        };
-        child.stdout.on("data", onData);
-        child.stderr.on("data", onData);
-        child.on("error", error => { clearTimeout(timer); reject(error); });
-        child.on("exit", (code, signal) =>
-        {
-            clearTimeout(timer);
-            reject(new Error(`membraned exited early (code ${code}, signal ${signal}):\n${server.output}`));
-        });
-    });
-    server.authority = listening.authority;
-    assert.match(server.authority, /^127\.0\.0\.1:[1-9][0-9]*$/);
-    server.tenant = JSON.parse(fs.readFileSync(path.join(dataDir, "first-tenant.json"), "utf8"));
-};
-
-// SIGTERM, then wait for the exit; returns {code, signal}.
-const stopServer = async () =>
-{
-    const child = server.process;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return server.exit;
-    child.kill("SIGTERM");
-    let timer;
-    const result = await Promise.race([
-        server.exit,
-        new Promise(resolve => { timer = setTimeout(() => resolve(undefined), STOP_TIMEOUT_MS); })
-    ]);
-    clearTimeout(timer);
-    if (result === undefined)
-    {
-        child.kill("SIGKILL");
-        await server.exit;
-        return { code: null, signal: "SIGTERM timed out" };
-    }
-    return result;
-};
+const server = newServer();
+const stopServer = () => stopProcess(server);
 
 // ---------------------------------------------------------------------------------------------
 // the test
@@ -180,27 +53,12 @@ describe("capability-sdk 0.12.2 against membraned over HTTPS", { timeout: 120000
     // Spaces, '/', non-ASCII (including a character outside the BMP), and plain ones.
     const IDS = [ "alpha", "with space", "a/b/c", "ünïcødé-名前", "zeta 🦀 z", "Beta" ];
     const ORDERED = IDS.slice().sort(byteOrder);
-    const LAMBDA_EXPORT =
+    const LAMBDA_EXPORT = lambdaExportBody(
     {
         uri: "https://lambda.us-east-1.amazonaws.com/2015-03-31/functions/my-function/invocations",
-        method: "POST",
-        allowQuery: false,
-        headers:
-        {
-            "X-Amz-Invocation-Type": "RequestResponse",
-            "X-Amz-Log-Type": "None"
-        },
-        hmac:
-        {
-            "aws4-hmac-sha256":
-            {
-                awsAccessKeyId: "AKIAIOSFODNN7EXAMPLE",
-                region: "us-east-1",
-                service: "lambda",
-                secretAccessKey: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
-            }
-        }
-    };
+        awsAccessKeyId: "AKIAIOSFODNN7EXAMPLE",
+        secretAccessKey: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+    });
     let first;          // membrane "alpha": exports the uri capability
     let second;         // membrane "with space": re-exports, then is revoked
     let third;          // membrane "a/b/c": used to probe whether capabilities still exist
@@ -211,7 +69,7 @@ describe("capability-sdk 0.12.2 against membraned over HTTPS", { timeout: 120000
 
     before(async () =>
     {
-        await startServer();
+        await startServer(server, { tmpPrefix: "membraned-sdk-e2e-", caName: "membraned sdk e2e test CA" });
         tenant = server.tenant;
         membrane = new CapabilitySDK.Membrane(
             { tls: { trustedCA: { [server.authority]: server.caPem } } });
@@ -230,9 +88,7 @@ describe("capability-sdk 0.12.2 against membraned over HTTPS", { timeout: 120000
         assert.ok(tenant.id.length > 0);
         for (const name of [ "create", "query", "deleteSelf" ])
         {
-            const m = CAPABILITY_URI.exec(tenant.capabilities[name]);
-            assert.ok(m, `${name}: ${tenant.capabilities[name]}`);
-            assert.equal(m[1], server.authority);
+            assertCapabilityOf(tenant.capabilities[name], server.authority, `${name}: ${tenant.capabilities[name]}`);
         }
     });
 
@@ -259,9 +115,7 @@ describe("capability-sdk 0.12.2 against membraned over HTTPS", { timeout: 120000
             assert.deepEqual(Object.keys(resp.capabilities).sort(), [ "export", "revoke" ]);
             for (const uri of Object.values(resp.capabilities))
             {
-                const m = CAPABILITY_URI.exec(uri);
-                assert.ok(m, uri);
-                assert.equal(m[1], server.authority);
+                assertCapabilityOf(uri, server.authority);
             }
             assert.notEqual(resp.capabilities.export, resp.capabilities.revoke);
             created[id] = resp;
@@ -346,9 +200,7 @@ describe("capability-sdk 0.12.2 against membraned over HTTPS", { timeout: 120000
         const resp = ok(await sdk(membrane.export.bind(membrane), first.capabilities.export, LAMBDA_EXPORT),
             "export lambda");
         assert.deepEqual(Object.keys(resp), [ "capability" ]);
-        const m = CAPABILITY_URI.exec(resp.capability);
-        assert.ok(m, resp.capability);
-        assert.equal(m[1], server.authority);
+        assertCapabilityOf(resp.capability, server.authority);
         uriCapability = resp.capability;
         // No secret comes back in any answer.
         assert.ok(!JSON.stringify(resp).includes(LAMBDA_EXPORT.hmac["aws4-hmac-sha256"].secretAccessKey));

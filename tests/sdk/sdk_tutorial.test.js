@@ -14,19 +14,16 @@
 
 const { describe, it, before, after } = require("node:test");
 const assert = require("node:assert/strict");
-const childProcess = require("node:child_process");
 const crypto = require("node:crypto");
 const fs = require("node:fs");
-const os = require("node:os");
 const path = require("node:path");
 
 const CapabilitySDK = require("capability-sdk");
 
-const BINARY = process.env.MEMBRANED_BINARY;
+const { CAPABILITY_URI, assertCapabilityOf, lambdaExportBody, sdk, ok, spawnAndWaitFor, stopProcess, newServer, startServer } = require("./support");
+
 const FAKE_AWS_PYTHON = process.env.FAKE_AWS_PYTHON || "/usr/bin/python3";
 const FAKE_AWS_SCRIPT = path.join(__dirname, "..", "integration", "fake_aws.py");
-const START_TIMEOUT_MS = 20000;
-const STOP_TIMEOUT_MS = 20000;
 const INVOKE_TIMEOUT_MS = 30000;
 
 const ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE";
@@ -34,100 +31,6 @@ const SECRET = crypto.randomBytes(30).toString("base64");        // only the fak
 const WRONG_SECRET = crypto.randomBytes(30).toString("base64");
 const FUNCTION_NAME = "my-function";
 const SIGNATURE_MISMATCH = "The request signature we calculated does not match the signature you provided.";
-
-// ---------------------------------------------------------------------------------------------
-// helpers
-
-// Runs one SDK call `fn(...args, callback)` and resolves with {error, response}; never rejects.
-const sdk = (fn, ...args) => new Promise(resolve =>
-    fn(...args, (error, response) => resolve({ error, response })));
-
-// Asserts that an SDK call succeeded and returns its response.
-const ok = ({ error, response }, what) =>
-{
-    assert.equal(error, undefined, `${what}: the SDK reported an error: ${JSON.stringify(error)}`);
-    return response;
-};
-
-const openssl = (cwd, ...args) =>
-    childProcess.execFileSync("openssl", args, { cwd, stdio: ["ignore", "pipe", "pipe"] });
-
-// A throwaway CA and a server certificate for 127.0.0.1 and localhost, signed by it.
-const makePki = dir =>
-{
-    openssl(dir, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "2",
-        "-keyout", "ca.key", "-out", "ca.pem", "-subj", "/CN=membraned sdk tutorial test CA",
-        "-addext", "basicConstraints=critical,CA:TRUE",
-        "-addext", "keyUsage=critical,keyCertSign,cRLSign");
-    openssl(dir, "req", "-newkey", "rsa:2048", "-nodes", "-sha256",
-        "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost");
-    fs.writeFileSync(path.join(dir, "server.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n" +
-        "basicConstraints=critical,CA:FALSE\n" +
-        "keyUsage=critical,digitalSignature,keyEncipherment\n" +
-        "extendedKeyUsage=serverAuth\n");
-    openssl(dir, "x509", "-req", "-sha256", "-days", "2", "-in", "server.csr",
-        "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-        "-out", "server.pem", "-extfile", "server.ext");
-    return {
-        caPem: fs.readFileSync(path.join(dir, "ca.pem"), "utf8"),
-        cert: path.join(dir, "server.pem"),
-        key: path.join(dir, "server.key")
-    };
-};
-
-const CAPABILITY_URI = /^cpblty:\/\/([^/]+)\/#(CPBLTY1-[-_A-Za-z0-9]{86})$/;
-
-// Spawns `command args`, collects its output into `holder.output`, and resolves with the first
-// match of `pattern` in it (rejecting on timeout or early exit).
-const spawnAndWaitFor = (holder, command, args, options, pattern, what) =>
-{
-    const child = childProcess.spawn(command, args, Object.assign({ stdio: [ "ignore", "pipe", "pipe" ] }, options));
-    holder.process = child;
-    holder.output = "";
-    holder.exit = new Promise(resolve => child.on("exit", (code, signal) => resolve({ code, signal })));
-    return new Promise((resolve, reject) =>
-    {
-        let done = false;
-        const finish = (fn, value) => { if (!done) { done = true; clearTimeout(timer); fn(value); } };
-        const timer = setTimeout(() =>
-            finish(reject, new Error(`${what} did not start in ${START_TIMEOUT_MS} ms:\n${holder.output}`)),
-            START_TIMEOUT_MS);
-        const onData = chunk =>
-        {
-            holder.output += chunk.toString("utf8");
-            const m = pattern.exec(holder.output);
-            if (m) finish(resolve, m);
-        };
-        child.stdout.on("data", onData);
-        child.stderr.on("data", onData);
-        child.on("error", error => finish(reject, error));
-        child.on("exit", (code, signal) =>
-            finish(reject, new Error(`${what} exited early (code ${code}, signal ${signal}):\n${holder.output}`)));
-    });
-};
-
-// SIGTERM, then wait for the exit (SIGKILL after a timeout); returns {code, signal}.
-const stopProcess = async holder =>
-{
-    const child = holder.process;
-    if (!child) return undefined;
-    if (child.exitCode !== null || child.signalCode !== null) return holder.exit;
-    child.kill("SIGTERM");
-    let timer;
-    const result = await Promise.race([
-        holder.exit,
-        new Promise(resolve => { timer = setTimeout(() => resolve(undefined), STOP_TIMEOUT_MS); })
-    ]);
-    clearTimeout(timer);
-    if (result === undefined)
-    {
-        child.kill("SIGKILL");
-        await holder.exit;
-        return { code: null, signal: "SIGTERM timed out" };
-    }
-    return result;
-};
 
 // ---------------------------------------------------------------------------------------------
 // the fake Lambda and the server
@@ -143,40 +46,7 @@ const startFake = async () =>
     fake.port = Number(m[1]);
 };
 
-const server =
-{
-    process: undefined,
-    exit: undefined,        // Promise of {code, signal}
-    output: "",             // stdout and stderr, for diagnostics
-    authority: undefined,
-    tenant: undefined,
-    tmp: undefined,
-    caPem: undefined
-};
-
-const startServer = async () =>
-{
-    assert.ok(BINARY, "set MEMBRANED_BINARY to the membraned executable");
-    assert.ok(fs.existsSync(BINARY), `MEMBRANED_BINARY=${BINARY} does not exist`);
-    server.tmp = fs.mkdtempSync(path.join(os.tmpdir(), "membraned-sdk-tutorial-"));
-    const pki = makePki(server.tmp);
-    server.caPem = pki.caPem;
-    const dataDir = path.join(server.tmp, "data");
-    fs.mkdirSync(dataDir);
-
-    const env = Object.assign({}, process.env);
-    for (const name of Object.keys(env))
-    {
-        if (name.startsWith("MEMBRANED_")) delete env[name]; // the flags below decide
-    }
-    const m = await spawnAndWaitFor(server, BINARY,
-        [ "serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir,
-          "--tls-cert", pki.cert, "--tls-key", pki.key ],
-        { env }, /listening on https:\/\/(\S+) \(authority (\S+)\)/, "membraned");
-    server.authority = m[2];
-    assert.match(server.authority, /^127\.0\.0\.1:[1-9][0-9]*$/);
-    server.tenant = JSON.parse(fs.readFileSync(path.join(dataDir, "first-tenant.json"), "utf8"));
-};
+const server = newServer();
 
 // ---------------------------------------------------------------------------------------------
 // invoking with CapabilitySDK.request, as the tutorial's capability-sdk-js tab does
@@ -255,30 +125,15 @@ describe("the Lambda tutorial with capability-sdk 0.12.2 against membraned and a
     before(async () =>
     {
         await startFake();
-        await startServer();
+        await startServer(server, { tmpPrefix: "membraned-sdk-tutorial-", caName: "membraned sdk tutorial test CA" });
         membrane = new CapabilitySDK.Membrane(
             { tls: { trustedCA: { [server.authority]: server.caPem } } });
-        lambdaExport =
+        lambdaExport = lambdaExportBody(
         {
             uri: `http://127.0.0.1:${fake.port}/2015-03-31/functions/${FUNCTION_NAME}/invocations`,
-            method: "POST",
-            allowQuery: false,
-            headers:
-            {
-                "X-Amz-Invocation-Type": "RequestResponse",
-                "X-Amz-Log-Type": "None"
-            },
-            hmac:
-            {
-                "aws4-hmac-sha256":
-                {
-                    awsAccessKeyId: ACCESS_KEY,
-                    region: "us-east-1",
-                    service: "lambda",
-                    secretAccessKey: SECRET
-                }
-            }
-        };
+            awsAccessKeyId: ACCESS_KEY,
+            secretAccessKey: SECRET
+        });
     });
 
     after(async () =>
@@ -303,9 +158,7 @@ describe("the Lambda tutorial with capability-sdk 0.12.2 against membraned and a
         assert.equal(root.id, "my-aws-lambda-membrane");
         for (const uri of Object.values(root.capabilities))
         {
-            const m = CAPABILITY_URI.exec(uri);
-            assert.ok(m, uri);
-            assert.equal(m[1], server.authority);
+            assertCapabilityOf(uri, server.authority);
         }
         delegateB = ok(await create("delegate B"), "create delegate B");
         delegateC = ok(await create("delegate C"), "create delegate C");
@@ -316,9 +169,7 @@ describe("the Lambda tutorial with capability-sdk 0.12.2 against membraned and a
         const resp = ok(await sdk(membrane.export.bind(membrane), root.capabilities.export, lambdaExport),
             "export lambda");
         assert.deepEqual(Object.keys(resp), [ "capability" ]);
-        const m = CAPABILITY_URI.exec(resp.capability);
-        assert.ok(m, resp.capability);
-        assert.equal(m[1], server.authority);
+        assertCapabilityOf(resp.capability, server.authority);
         assert.ok(!JSON.stringify(resp).includes(SECRET));
         lambda = resp.capability;
     });
