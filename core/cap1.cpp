@@ -1,7 +1,6 @@
 #include "core/cap1.hpp"
 
 #include <algorithm>
-#include <ctime>
 #include <set>
 #include <utility>
 #include <vector>
@@ -170,16 +169,6 @@ Result<std::string> iso_date_basic_from_header(std::string_view value) {
   return out;
 }
 
-std::string format_iso_date_basic(std::chrono::system_clock::time_point t) {
-  std::time_t seconds =
-      std::chrono::system_clock::to_time_t(std::chrono::floor<std::chrono::seconds>(t));
-  std::tm tm{};
-  gmtime_r(&seconds, &tm);
-  char buf[17];
-  std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
-  return buf;
-}
-
 // YYYYMMDDTHHMMSSZ (already validated) as milliseconds since the epoch, as JavaScript's Date
 // holds it. Calendar arithmetic in 64-bit milliseconds: any four-digit year fits.
 std::chrono::sys_time<std::chrono::milliseconds> parse_iso_date_basic(std::string_view basic) {
@@ -345,7 +334,7 @@ Result<SignOutput> sign(const SignInput& input) {
     if (!parsed) return parsed.error();
     iso_date_basic = std::move(*parsed);
   } else {
-    iso_date_basic = format_iso_date_basic(input.now);
+    iso_date_basic = format_iso8601_basic(input.now);
     headers.set(kDateHeader, iso_date_basic);
   }
   const std::string date8 = iso_date_basic.substr(0, 8);

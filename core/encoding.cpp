@@ -215,6 +215,24 @@ std::string percent_decode_lenient(std::string_view in) {
   return out;
 }
 
+std::optional<std::string> form_urldecode(std::string_view in) {
+  std::string out;
+  out.reserve(in.size());
+  for (std::size_t i = 0; i < in.size(); ++i) {
+    if (in[i] == '+') {
+      out += ' ';
+    } else if (in[i] == '%') {
+      int b = escaped_byte_at(in, i);
+      if (b < 0) return std::nullopt;
+      out += static_cast<char>(b);
+      i += 2;
+    } else {
+      out += in[i];
+    }
+  }
+  return out;
+}
+
 bool is_valid_utf8(std::string_view s) noexcept {
   const auto* p = reinterpret_cast<const unsigned char*>(s.data());
   std::size_t i = 0;

@@ -43,6 +43,9 @@ std::string aws_uri_encode(std::string_view in, bool keep_slash);
 void aws_uri_encode_keep_escapes(std::string_view in, std::string& out);
 // Decodes %XX escapes; a '%' not followed by two hex digits stays literal. '+' stays '+'.
 std::string percent_decode_lenient(std::string_view in);
+// application/x-www-form-urlencoded: '+' is a space and every '%' must start a valid %XX escape
+// (nullopt otherwise).
+std::optional<std::string> form_urldecode(std::string_view in);
 
 // --- JavaScript encodeURIComponent / decodeURIComponent (ECMA-262) ---------------------------
 // decodeURIComponent: every %XX must be well formed and the escaped bytes must form complete,

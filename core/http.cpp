@@ -2,6 +2,9 @@
 
 #include <algorithm>
 #include <array>
+#include <ctime>
+
+#include "core/encoding.hpp"
 
 namespace membraned::core {
 
@@ -67,39 +70,8 @@ bool is_hop_by_hop_header(std::string_view name) noexcept {
                      [&](std::string_view h) { return iequals(h, name); });
 }
 
-namespace {
-
-int hex_digit(char c) noexcept {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-std::optional<std::string> form_decode(std::string_view in) {
-  std::string out;
-  out.reserve(in.size());
-  for (std::size_t i = 0; i < in.size(); ++i) {
-    if (in[i] == '+') {
-      out += ' ';
-    } else if (in[i] == '%') {
-      if (i + 2 >= in.size()) return std::nullopt;
-      int hi = hex_digit(in[i + 1]);
-      int lo = hex_digit(in[i + 2]);
-      if (hi < 0 || lo < 0) return std::nullopt;
-      out += static_cast<char>(hi << 4 | lo);
-      i += 2;
-    } else {
-      out += in[i];
-    }
-  }
-  return out;
-}
-
-}  // namespace
-
-Result<std::vector<std::pair<std::string, std::string>>> parse_form_query(std::string_view query) {
-  std::vector<std::pair<std::string, std::string>> out;
+std::vector<std::pair<std::string_view, std::string_view>> split_query(std::string_view query) {
+  std::vector<std::pair<std::string_view, std::string_view>> out;
   std::size_t start = 0;
   while (start <= query.size()) {
     std::size_t end = query.find('&', start);
@@ -108,9 +80,38 @@ Result<std::vector<std::pair<std::string, std::string>>> parse_form_query(std::s
     start = end + 1;
     if (piece.empty()) continue;
     std::size_t eq = piece.find('=');
-    auto name = form_decode(piece.substr(0, eq));
+    out.emplace_back(piece.substr(0, eq), eq == std::string_view::npos ? std::string_view{} : piece.substr(eq + 1));
+  }
+  return out;
+}
+
+void append_connection_tokens(std::string_view value, std::vector<std::string>& out) {
+  while (!value.empty()) {
+    std::size_t comma = value.find(',');
+    std::string_view item = value.substr(0, comma);
+    while (!item.empty() && (item.front() == ' ' || item.front() == '\t')) item.remove_prefix(1);
+    while (!item.empty() && (item.back() == ' ' || item.back() == '\t')) item.remove_suffix(1);
+    if (!item.empty()) out.push_back(to_lower_ascii(item));
+    if (comma == std::string_view::npos) break;
+    value.remove_prefix(comma + 1);
+  }
+}
+
+std::string format_iso8601_basic(std::chrono::system_clock::time_point t) {
+  std::time_t seconds = std::chrono::system_clock::to_time_t(std::chrono::floor<std::chrono::seconds>(t));
+  std::tm tm{};
+  gmtime_r(&seconds, &tm);
+  char buf[17];
+  std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
+  return buf;
+}
+
+Result<std::vector<std::pair<std::string, std::string>>> parse_form_query(std::string_view query) {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (auto [raw_name, raw_value] : split_query(query)) {
+    auto name = form_urldecode(raw_name);
     if (!name) return Error::invalid("query", "query parameter name is not valid percent-encoding");
-    auto value = form_decode(eq == std::string_view::npos ? std::string_view{} : piece.substr(eq + 1));
+    auto value = form_urldecode(raw_value);
     if (!value) return Error::invalid(*name, *name + " is not valid percent-encoding");
     out.emplace_back(std::move(*name), std::move(*value));
   }

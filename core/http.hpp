@@ -2,6 +2,7 @@
 // case-insensitive names, token syntax, method names and hop-by-hop headers.
 #pragma once
 
+#include <chrono>
 #include <optional>
 #include <utility>
 #include <string>
@@ -35,6 +36,17 @@ std::optional<std::string> standard_method(std::string_view name);
 // Connection, Keep-Alive, Proxy-Authenticate, Proxy-Authorization, TE, Trailer,
 // Transfer-Encoding, Upgrade (case-insensitive).
 bool is_hop_by_hop_header(std::string_view name) noexcept;
+
+// The name=value pieces of a raw query string, undecoded: split on '&', empty pieces skipped,
+// a piece without '=' has an empty value.
+std::vector<std::pair<std::string_view, std::string_view>> split_query(std::string_view query);
+
+// The header names listed in one Connection header value ("keep-alive, X-Foo"), lower-cased,
+// appended to `out`: hop-by-hop for this hop as well.
+void append_connection_tokens(std::string_view connection_value, std::vector<std::string>& out);
+
+// YYYYMMDDTHHMMSSZ in UTC (the "basic" ISO 8601 form of X-Amz-Date and X-Cap-Date).
+std::string format_iso8601_basic(std::chrono::system_clock::time_point t);
 
 // application/x-www-form-urlencoded pairs of a query string ("a=1&b=x+y"): '+' is a space,
 // %XX escapes are decoded (a malformed one is an error naming the parameter); empty pieces are

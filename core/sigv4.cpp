@@ -1,7 +1,6 @@
 #include "core/sigv4.hpp"
 
 #include <algorithm>
-#include <ctime>
 
 #include "core/encoding.hpp"
 
@@ -159,15 +158,7 @@ Params Params::for_service(std::string region, std::string service,
   return p;
 }
 
-std::string format_amz_date(std::chrono::system_clock::time_point t) {
-  std::time_t seconds = std::chrono::system_clock::to_time_t(
-      std::chrono::floor<std::chrono::seconds>(t));
-  std::tm tm{};
-  gmtime_r(&seconds, &tm);
-  char buf[17];
-  std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
-  return buf;
-}
+std::string format_amz_date(std::chrono::system_clock::time_point t) { return format_iso8601_basic(t); }
 
 std::string remove_dot_segments(std::string_view path) {
   if (path.empty()) return "/";
@@ -210,18 +201,8 @@ std::string canonical_uri(std::string_view path, bool normalize, bool double_enc
 
 std::vector<std::pair<std::string, std::string>> parse_query(std::string_view raw_query) {
   std::vector<std::pair<std::string, std::string>> out;
-  std::size_t start = 0;
-  while (start <= raw_query.size()) {
-    std::size_t end = raw_query.find('&', start);
-    if (end == std::string_view::npos) end = raw_query.size();
-    std::string_view piece = raw_query.substr(start, end - start);
-    if (!piece.empty()) {
-      std::size_t eq = piece.find('=');
-      std::string_view name = piece.substr(0, eq);
-      std::string_view value = eq == std::string_view::npos ? std::string_view{} : piece.substr(eq + 1);
-      out.emplace_back(percent_decode_lenient(name), percent_decode_lenient(value));
-    }
-    start = end + 1;
+  for (auto [name, value] : split_query(raw_query)) {
+    out.emplace_back(percent_decode_lenient(name), percent_decode_lenient(value));
   }
   return out;
 }

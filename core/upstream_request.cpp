@@ -12,25 +12,11 @@ bool method_carries_body(std::string_view method) {
   return method == "POST" || method == "PUT" || method == "PATCH";
 }
 
-std::string_view trim_ows(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
-}
-
 // Names listed in the requester's Connection headers are hop-by-hop for this hop too.
 std::vector<std::string> connection_listed_names(const Headers& headers) {
   std::vector<std::string> names;
   for (const Header& h : headers) {
-    if (!iequals(h.name, "connection")) continue;
-    std::string_view rest = h.value;
-    while (!rest.empty()) {
-      std::size_t comma = rest.find(',');
-      std::string_view item = trim_ows(rest.substr(0, comma));
-      if (!item.empty()) names.push_back(to_lower_ascii(item));
-      if (comma == std::string_view::npos) break;
-      rest.remove_prefix(comma + 1);
-    }
+    if (iequals(h.name, "connection")) append_connection_tokens(h.value, names);
   }
   return names;
 }

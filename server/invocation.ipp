@@ -165,16 +165,7 @@ class Invocation : public std::enable_shared_from_this<Invocation<Session>> {
     // those the upstream's Connection names; framing chosen for the requester.
     std::vector<std::string> listed;
     for (auto it = up.find(http::field::connection); it != up.end() && it->name() == http::field::connection; ++it) {
-      std::string_view rest = it->value();
-      while (!rest.empty()) {
-        auto comma = rest.find(',');
-        std::string item(rest.substr(0, comma));
-        item.erase(0, item.find_first_not_of(" \t"));
-        item.erase(item.find_last_not_of(" \t") + 1);
-        if (!item.empty()) listed.push_back(core::to_lower_ascii(item));
-        if (comma == std::string_view::npos) break;
-        rest.remove_prefix(comma + 1);
-      }
+      core::append_connection_tokens(it->value(), listed);
     }
     response_.result(status);
     response_.reason(up.reason());
