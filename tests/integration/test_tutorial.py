@@ -4,8 +4,10 @@ botocore for SigV4, cap1_reference.py (itself proved against cap1-vectors.json) 
 import calendar
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 import unittest
 import uuid
@@ -160,6 +162,90 @@ class TutorialTest(unittest.TestCase):
         bad = self.export(m, {"uri": self.fake_url + "/cap1/resource",
                               "hmac": {"cap1-hmac-sha512": {"key": "d3Jvbmc", "keyId": CAP1_KEY_ID}}})
         self.assertEqual(curl(self.url, token_of(bad))[0], 403)
+
+    def test_kill_9_under_invocation_load_loses_nothing_acknowledged(self):
+        """Workers create membranes, export Lambda capabilities, invoke them and revoke half of
+        the membranes while others hammer one capability; the server dies by kill -9 mid-load.
+        After a restart every acknowledged export still invokes (signature checked by botocore)
+        and every acknowledged revoke still holds."""
+        server = Server().start()
+        create = token_of(server.first_tenant()["capabilities"]["create"])
+        exported, revoked, attempted, lock = {}, set(), set(), threading.Lock()
+        invoked_ok, failures, stop = [0], [], threading.Event()
+
+        def steady(cap):
+            conn = server.connection()
+            while not stop.is_set():
+                try:
+                    status, body, _ = server.call(cap, body='{"n":1}', conn=conn)
+                except OSError:
+                    return
+                if status == 200 and body.get("function") == "steady":
+                    with lock:
+                        invoked_ok[0] += 1
+
+        def churn(n):
+            for i in range(300):  # bounded: the kill normally ends the loop much earlier
+                if stop.is_set():
+                    return
+                try:
+                    status, m, _ = server.call(create, body={"id": "k%d-%d" % (n, i)})
+                    if status != 201:
+                        continue
+                    status, cap, _ = server.call(token_of(m["capabilities"]["export"]),
+                                                 body=self.lambda_export("f%d-%d" % (n, i)))
+                    if status != 201:
+                        continue
+                    with lock:
+                        exported[m["id"]] = (m, token_of(cap["capability"]))
+                    status = server.call(token_of(cap["capability"]), body="{}")[0]
+                    if status != 200:
+                        failures.append((m["id"], status))
+                    if i % 2 == 0:
+                        with lock:
+                            attempted.add(m["id"])
+                        if server.call(token_of(m["capabilities"]["revoke"]), "GET")[0] == 202:
+                            with lock:
+                                revoked.add(m["id"])
+                except OSError:
+                    return  # the server is gone
+
+        status, m, _ = server.call(create, body={"id": "steady"})
+        status, steady_cap, _ = server.call(token_of(m["capabilities"]["export"]), body=self.lambda_export("steady"))
+        self.assertEqual(status, 201)
+        threads = [threading.Thread(target=steady, args=(token_of(steady_cap["capability"]),)) for _ in range(2)]
+        threads += [threading.Thread(target=churn, args=(n,)) for n in range(2)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and (len(revoked) < 20 or invoked_ok[0] < 100):
+            time.sleep(0.05)
+        server.proc.send_signal(signal.SIGKILL)
+        server.proc.wait()
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        self.assertGreaterEqual(len(revoked), 20, "the load did not get going")
+        self.assertGreaterEqual(invoked_ok[0], 100, "the invocations did not get going")
+        self.assertEqual(failures, [], "a fresh export did not invoke")
+
+        again = Server(data_dir=server.data_dir).start()
+        try:
+            kept = [mid for mid in exported if mid not in attempted]
+            self.assertGreater(len(kept), 10)
+            self.assertEqual(again.call(token_of(steady_cap["capability"]), body='{"after":1}')[:2],
+                             (200, {"function": "steady", "event": {"after": 1}}))
+            for mid, (m, cap) in exported.items():
+                status, body, _ = again.call(cap, body='{"after":1}')
+                if mid in revoked:
+                    self.assertEqual(status, 401, mid)
+                elif mid not in attempted:
+                    self.assertEqual(status, 200, (mid, body))
+                    self.assertEqual(body["event"], {"after": 1})
+        finally:
+            self.assertEqual(again.stop(), 0)
+            again.cleanup()
+            server.cleanup()
 
 
 if __name__ == "__main__":
