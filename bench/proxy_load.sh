@@ -73,6 +73,7 @@ run() {  # label url [header]
   p50=$(echo "$out" | awk '$1=="50%" {print $2}')
   p99=$(echo "$out" | awk '$1=="99%" {print $2}')
   local errors; errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
+  last_rps="${rps%.*}"
   printf "| %-44s | %10s | %8s | %8s | %s\n" "$label" "$rps" "$p50" "$p99" "${errors:-}"
 }
 
@@ -86,4 +87,27 @@ for n in 1 2; do
   sleep 0.5
   run "nginx proxy_pass, keep-alive, $n worker(s)" "http://127.0.0.1:$proxy_port/"
   run "membraned invoke (SigV4), $n thread(s)" "http://127.0.0.1:$mport/" -H "Authorization: Bearer $mcap"
+  if [ "$n" = 1 ]; then full_rps="$last_rps"; mport1="$mport"; mcap1="$mcap"; proxy_port1="$proxy_port"; fi
 done
+
+# Half load: each connection waits 1 ms between requests (wrk's delay(), which its latency figures
+# leave out), with as many connections as make about half of membraned's one-thread rate above.
+# The same paced load goes to the upstream directly and to nginx: added latency is the difference.
+paced=$(( (full_rps / 2 + 999) / 1000 ))
+cat >"$work/paced.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = string.rep("x", 1024)
+function delay() return 1 end
+LUA
+connections="$paced"
+cp "$work/paced.lua" "$work/post.lua"
+# A first paced run on membraned calibrates the number of connections (the pause plus the
+# answer's time sets each connection's rate).
+run "calibration" "http://127.0.0.1:$mport1/" -H "Authorization: Bearer $mcap1" >/dev/null
+connections=$(( (paced * full_rps / 2 + last_rps - 1) / last_rps ))
+echo
+echo "half load: $connections connections, each pausing 1 ms between requests (aim: about $((full_rps / 2)) req/s)"
+printf "| %-44s | %10s | %8s | %8s |\n" "target" "req/s" "p50" "p99"
+run "upstream directly (nginx, 1 worker)" "http://127.0.0.1:$upstream_port/"
+run "nginx proxy_pass, keep-alive, 1 worker" "http://127.0.0.1:$proxy_port1/"
+run "membraned invoke (SigV4), 1 thread" "http://127.0.0.1:$mport1/" -H "Authorization: Bearer $mcap1"

@@ -35,6 +35,10 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
+// Initial read buffers, requester and upstream side: a typical request or answer header and a
+// small body arrive in one read.
+constexpr std::size_t kSessionBufferReserve = 8 * 1024;
+
 std::string utc_now() {
   auto now = std::chrono::system_clock::now();
   std::time_t t = std::chrono::system_clock::to_time_t(now);
@@ -157,6 +161,9 @@ class HttpSession : public ServerState::Stoppable {
  public:
   explicit HttpSession(ServerState& state, beast::flat_buffer buffer)
       : state_(state), buffer_(std::move(buffer)) {
+    // Beast reads at most the free capacity (at least 512 bytes): room for a typical request's
+    // header and a small body means one read per request instead of several.
+    buffer_.reserve(kSessionBufferReserve);
     ++state_.active_sessions;
   }
   ~HttpSession() override { --state_.active_sessions; }

@@ -23,6 +23,7 @@ class Invocation : public std::enable_shared_from_this<Invocation<Session>> {
     request_.target(upstream_.target);
     for (const core::Header& h : upstream_.headers) request_.insert(h.name, h.value);
     request_.body() = std::move(body);
+    upstream_buffer_.reserve(kSessionBufferReserve);
     if (upstream_.https) tls_ = client_context(config);
     // Connections are pooled by scheme, host and port when they use no per-export TLS material.
     if (!upstream_.https || tls_ == state_.default_client_tls) {
@@ -195,17 +196,16 @@ class Invocation : public std::enable_shared_from_this<Invocation<Session>> {
       auto length = up.find(http::field::content_length);
       if (length != up.end() && length->value() != "0") upstream_reusable_ = false;
     }
-    response_.body().data = nullptr;
-    response_.body().size = 0;
-    response_.body().more = !no_body && !parser_->is_done();
     serializer_.emplace(response_);
-    header_sent_ = true;
-    net::dispatch(client_exec_, [self = this->shared_from_this(), status] {
-      self->session_->log_invocation(static_cast<int>(status));
-      self->client_expires();
-      http::async_write_header(self->session_->stream(), *self->serializer_,
-                               beast::bind_front_handler(&Invocation::on_client_written, self));
-    });
+    if (no_body || parser_->is_done()) {
+      response_.body().data = nullptr;
+      response_.body().size = 0;
+      response_.body().more = false;
+      return net::dispatch(client_exec_, [self = this->shared_from_this()] { self->write_chunk(); });
+    }
+    // The header goes out with the first piece of the body, in one write: for the small answers
+    // of most invocations, the whole answer in one system call.
+    read_chunk();
   }
 
   void client_expires() {
@@ -221,40 +221,48 @@ class Invocation : public std::enable_shared_from_this<Invocation<Session>> {
       return session_->do_close();
     }
     if (serializer_->is_done()) return finish();
-    if (parser_->is_done()) {
-      response_.body().data = nullptr;
-      response_.body().size = 0;
-      response_.body().more = false;
-      return write_chunk();
-    }
     net::dispatch(connection_->strand, [self = this->shared_from_this()] { self->read_chunk(); });
   }
 
   // On the upstream's strand.
   void read_chunk() {
-    parser_->get().body().data = chunk_.data();
-    parser_->get().body().size = chunk_.size();
+    if (!chunk_) {
+      // As large as the answer when it says its length, 64 KiB at most; left uninitialised (the
+      // parser writes before anyone reads).
+      chunk_size_ = static_cast<std::size_t>(std::min<std::uint64_t>(parser_->content_length().value_or(kMaxChunk), kMaxChunk));
+      chunk_size_ = std::max<std::size_t>(chunk_size_, 1);
+      chunk_ = std::make_unique_for_overwrite<char[]>(chunk_size_);
+    }
+    parser_->get().body().data = chunk_.get();
+    parser_->get().body().size = chunk_size_;
     lowest().expires_after(timeout_);
     with_stream([self = this->shared_from_this()](auto& stream) {
-      http::async_read(stream, self->upstream_buffer_, *self->parser_,
-                       beast::bind_front_handler(&Invocation::on_chunk, self));
+      // read_some, not read: what arrives is relayed at once, not when 64 KiB have gathered.
+      http::async_read_some(stream, self->upstream_buffer_, *self->parser_,
+                            beast::bind_front_handler(&Invocation::on_chunk, self));
     });
   }
 
   void on_chunk(beast::error_code ec, std::size_t) {
     if (ec == http::error::need_buffer) ec = {};
-    if (ec) {  // the requester sees a truncated answer
-      close_upstream();
-      return net::dispatch(client_exec_, [self = this->shared_from_this()] { self->session_->do_close(); });
-    }
-    response_.body().data = chunk_.data();
-    response_.body().size = chunk_.size() - parser_->get().body().size;
+    // Before the header went out the requester gets a JSON 502 or 504; after it, a truncated
+    // answer (the connection closes).
+    if (ec) return fail_from(ec, "the upstream's answer could not be read");
+    // A read may end on framing alone (a chunk's size line): no bytes, no buffer; an empty
+    // buffer would make the serializer write the final chunk.
+    const std::size_t got = chunk_size_ - parser_->get().body().size;
+    response_.body().data = got > 0 ? chunk_.get() : nullptr;
+    response_.body().size = got;
     response_.body().more = !parser_->is_done();
     net::dispatch(client_exec_, [self = this->shared_from_this()] { self->write_chunk(); });
   }
 
-  // On the requester's strand.
+  // On the requester's strand. The first call also writes the header (and logs the answer).
   void write_chunk() {
+    if (!header_sent_) {
+      header_sent_ = true;
+      session_->log_invocation(static_cast<int>(response_.result_int()));
+    }
     client_expires();
     http::async_write(session_->stream(), *serializer_,
                       beast::bind_front_handler(&Invocation::on_client_written, this->shared_from_this()));
@@ -312,7 +320,9 @@ class Invocation : public std::enable_shared_from_this<Invocation<Session>> {
   std::optional<http::response_parser<http::buffer_body>> parser_;
   http::response<http::buffer_body> response_;
   std::optional<http::response_serializer<http::buffer_body>> serializer_;
-  std::array<char, 64 * 1024> chunk_{};
+  static constexpr std::size_t kMaxChunk = 64 * 1024;
+  std::unique_ptr<char[]> chunk_;  // the relay buffer, made by the first read of the body
+  std::size_t chunk_size_ = 0;
   std::chrono::milliseconds timeout_;
   bool head_;
   bool header_sent_ = false;

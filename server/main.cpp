@@ -161,8 +161,12 @@ int serve(const Options& o) {
 
   std::mutex log_mutex;
   server::HttpServer server(settings, api, [&log_mutex](const std::string& line) {
+    // One write per line (stderr is unbuffered): lines from several threads never interleave.
+    std::string out;
+    out.reserve(line.size() + 1);
+    out.append(line).push_back('\n');
     std::lock_guard lock(log_mutex);
-    std::cerr << line << "\n";
+    std::fwrite(out.data(), 1, out.size(), stderr);
   });
   if (auto s = server.start(); !s) return fail(s.error().message);
   if (o.authority.empty()) {

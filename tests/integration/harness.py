@@ -173,6 +173,8 @@ class Upstream:
 
         outer = self
         self.requests = []
+        self.gate = threading.Event()  # "/gated": the rest of the body waits for it
+        self.gate_opened = None
 
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -210,6 +212,30 @@ class Upstream:
                 elif parts[0] == "slow":
                     time.sleep(int(parts[1]) / 1000.0)
                     self._send(200, b'{"slow":true}')
+                elif parts[0] in ("stallbody", "midstall"):
+                    # The header (announcing 10 bytes) at once; the body after a pause, in whole
+                    # ("stallbody") or after its first 4 bytes ("midstall").
+                    self.send_response(200)
+                    self.send_header("Content-Length", "10")
+                    self.end_headers()
+                    if parts[0] == "midstall":
+                        self.wfile.write(b"0123")
+                    self.wfile.flush()
+                    time.sleep(int(parts[1]) / 1000.0)
+                    try:
+                        self.wfile.write(b"0123456789"[4 if parts[0] == "midstall" else 0:])
+                    except OSError:
+                        pass
+                elif parts[0] == "gated":
+                    # 4 bytes of 10 at once; the rest only once the test opens the gate, which it
+                    # can do only after those 4 bytes reached it through membraned.
+                    self.send_response(200)
+                    self.send_header("Content-Length", "10")
+                    self.end_headers()
+                    self.wfile.write(b"0123")
+                    self.wfile.flush()
+                    outer.gate_opened = outer.gate.wait(20)
+                    self.wfile.write(b"456789")
                 elif parts[0] == "drop":
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)

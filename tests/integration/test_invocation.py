@@ -3,6 +3,7 @@ client-certificate check): the upstream request, byte-exact bodies, streamed ans
 502 and 504, and a requester connection that stays usable after failures."""
 import base64
 import hashlib
+import http.client
 import json
 import os
 import tempfile
@@ -229,6 +230,7 @@ class InvocationTest(unittest.TestCase):
             (self.capability(uri=self.upstream.url("/garbage")), 502),              # malformed answer
             (self.capability(uri=self.upstream.url("/slow/5000"), timeoutMs=200), 504),
             (self.capability(uri=self.upstream.url("/slow/5000")), 504),            # the service maximum (2 s here)
+            (self.capability(uri=self.upstream.url("/stallbody/3000"), timeoutMs=200), 504),  # header, then nothing
             (self.capability(uri=self.tls_upstream.url("/echo")), 502),             # untrusted certificate
         ]
         conn = self.server.connection(timeout=30)
@@ -241,6 +243,32 @@ class InvocationTest(unittest.TestCase):
                 # Same connection, next request: fine.
                 self.assertEqual(self.invoke(echo, "GET", conn=conn)[0], 200)
         conn.close()
+
+    def test_an_answer_is_relayed_as_it_arrives_not_when_complete(self):
+        cap = self.capability(uri=self.upstream.url("/gated"))
+        self.upstream.gate.clear()
+        conn = self.server.connection(timeout=30)
+        conn.request("GET", "/", headers={"Authorization": "Bearer " + cap})
+        resp = conn.getresponse()
+        self.assertEqual(resp.read(4), b"0123")  # while the upstream still holds the rest
+        self.upstream.gate.set()
+        self.assertEqual(resp.read(), b"456789")
+        self.assertTrue(self.upstream.gate_opened, "the first bytes came only after the upstream's wait ended")
+        conn.close()
+
+    def test_an_answer_cut_after_its_first_bytes_reaches_the_requester_truncated(self):
+        # Once part of the body has gone out, a status can no longer change: the requester sees
+        # the announced length, the bytes that came, and the connection closing.
+        cap = self.capability(uri=self.upstream.url("/midstall/3000"), timeoutMs=300)
+        conn = self.server.connection(timeout=30)
+        conn.request("GET", "/", headers={"Authorization": "Bearer " + cap})
+        resp = conn.getresponse()
+        self.assertEqual((resp.status, resp.getheader("Content-Length")), (200, "10"))
+        with self.assertRaises(http.client.IncompleteRead) as cut:
+            resp.read()
+        self.assertEqual(cut.exception.partial, b"0123")
+        conn.close()
+        self.assertEqual(self.invoke(self.capability(uri=self.upstream.url("/echo")), "GET")[0], 200)
 
     # --- TLS upstreams -------------------------------------------------------------------------
     def test_tls_upstream_with_its_ca_and_a_client_certificate(self):
