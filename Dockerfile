@@ -1,21 +1,35 @@
-# Multi-stage build on Debian 12 with the same set-up script the README uses.
+# membraned and capi, built on Debian 12 with the same set-up script the README uses, run as a
+# non-root user with the data directory as a volume.
+#   docker build -t membraned .
+#   docker run -d -p 8080:8080 -v membraned-data:/var/lib/membraned membraned
+#   docker exec <container> cat /var/lib/membraned/first-tenant.json
 FROM debian:12 AS build
 WORKDIR /src
 COPY . .
-RUN ./scripts/setup.sh release
+RUN ./scripts/setup.sh release \
+ && strip build/release/server/membraned build/release/cli/capi
 
 FROM debian:12-slim
 RUN apt-get update -qq \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      libssl3 libsqlite3-0 libboost-url1.81.0 ca-certificates \
+      libssl3 libsqlite3-0 libboost-url1.81.0 libprometheus-cpp-core1.0 libyaml-cpp0.7 \
+      ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --home-dir /var/lib/membraned --create-home membraned
+ && useradd --system --home-dir /var/lib/membraned --create-home --shell /usr/sbin/nologin membraned
 COPY --from=build /src/build/release/server/membraned /usr/local/bin/membraned
+COPY --from=build /src/build/release/cli/capi /usr/local/bin/capi
 USER membraned
 WORKDIR /var/lib/membraned
 VOLUME ["/var/lib/membraned"]
 EXPOSE 8080
 # Plain HTTP inside the container, for a TLS-terminating proxy in front; give --tls-cert and
-# --tls-key (mounted files) to serve HTTPS directly. The data directory is the volume.
+# --tls-key (mounted files) to serve HTTPS directly, and MEMBRANED_MASTER_KEY (a secret) to keep
+# the master key out of the volume. /healthz needs no capability and answers 503 when the store
+# does not answer.
+ENV MEMBRANED_LISTEN=0.0.0.0:8080 \
+    MEMBRANED_DATA_DIR=/var/lib/membraned \
+    MEMBRANED_ALLOW_PLAIN_HTTP=true
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+  CMD curl -fsS http://127.0.0.1:8080/healthz >/dev/null || exit 1
 ENTRYPOINT ["/usr/local/bin/membraned"]
-CMD ["serve", "--listen", "0.0.0.0:8080", "--data-dir", "/var/lib/membraned", "--allow-plain-http"]
+CMD ["serve"]

@@ -120,6 +120,15 @@ Response Api::handle(const Authorized& who, std::string_view target, std::string
   return error_response(500, "Internal Server Error");
 }
 
+Response Api::health() {
+  try {
+    if (auto answered = store_.has_tenants(); !answered) return error_response(503, "Please try again soon");
+  } catch (const std::exception&) {
+    return error_response(503, "Please try again soon");
+  }
+  return {200, json{{"status", "ok"}}};
+}
+
 core::Result<json> Api::create_tenant() {
   auto create = core::Token::generate();
   auto query = core::Token::generate();

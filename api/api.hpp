@@ -43,6 +43,9 @@ class Api {
   // matter, the capability decides. `target` carries query's parameters.
   Response handle(const Authorized& who, std::string_view target, std::string_view body);
 
+  // GET /healthz: 200 {"status":"ok"} when the store answers a query, else 503.
+  Response health();
+
   // A new tenant: {"id", "capabilities": {"create", "query", "deleteSelf"}}.
   core::Result<nlohmann::json> create_tenant();
 

@@ -23,6 +23,7 @@
 
 #include "core/sigv4.hpp"
 #include "core/upstream_request.hpp"
+#include "server/metrics.hpp"
 
 namespace membraned::server {
 
@@ -131,6 +132,7 @@ struct ServerState {
   // Upstream TLS for exports without their own `tls`: the system trust store, peer verified.
   std::shared_ptr<ssl::context> default_client_tls;
   core::sigv4::SigningKeyCache key_cache;
+  Metrics metrics;
 
   struct Stoppable {
     virtual ~Stoppable() = default;
@@ -159,18 +161,25 @@ struct ServerState {
 template <class Derived>
 class HttpSession : public ServerState::Stoppable {
  public:
-  explicit HttpSession(ServerState& state, beast::flat_buffer buffer)
-      : state_(state), buffer_(std::move(buffer)) {
+  // A metrics-only session (the --metrics-listen listener) serves /metrics and /healthz and
+  // dispatches no capability.
+  HttpSession(ServerState& state, beast::flat_buffer buffer, bool metrics_only = false)
+      : state_(state), buffer_(std::move(buffer)), metrics_only_(metrics_only) {
     // Beast reads at most the free capacity (at least 512 bytes): room for a typical request's
     // header and a small body means one read per request instead of several.
     buffer_.reserve(kSessionBufferReserve);
     ++state_.active_sessions;
+    state_.metrics.connection_opened();
   }
-  ~HttpSession() override { --state_.active_sessions; }
+  ~HttpSession() override {
+    state_.metrics.connection_closed();
+    --state_.active_sessions;
+  }
 
   // Hooks for the invocation that relays an upstream answer on this connection.
   bool keep_alive_after_invocation() { return parser_->get().keep_alive() && !state_.stopping; }
   void log_invocation(int status) { log_request(status); }
+  Clock::time_point request_started() const { return started_; }
   void invocation_failed(api::Response response) { send(std::move(response), keep_alive_after_invocation()); }
   void invocation_done(bool keep_alive) {
     if (!keep_alive) return derived().do_close();
@@ -190,6 +199,7 @@ class HttpSession : public ServerState::Stoppable {
 
   void do_read() {
     if (state_.stopping) return derived().do_close();
+    route_ = Route::capability;
     parser_.emplace();
     parser_->header_limit(static_cast<std::uint32_t>(state_.settings.header_limit));
     // The capability, known once the headers are in, decides how large a body may be.
@@ -216,6 +226,14 @@ class HttpSession : public ServerState::Stoppable {
     auto& req = parser_->get();
     authorized_.reset();
     who_error_.reset();
+    route_ = route_without_capability(req);
+    if (route_ != Route::capability) {
+      if (auto length = parser_->content_length(); length && *length > state_.settings.management_body_limit) {
+        return reply_and_close(api::Api::error_response(413, "request body is too large"));
+      }
+      parser_->body_limit(state_.settings.management_body_limit);
+      return read_body();
+    }
     auto who = state_.api.authorize(req[http::field::authorization]);
     std::size_t limit = state_.settings.management_body_limit;
     if (who) {
@@ -256,6 +274,7 @@ class HttpSession : public ServerState::Stoppable {
     }
     if (ec) return derived().do_close();
     auto& req = parser_->get();
+    if (route_ != Route::capability) return answer_without_capability();
     if (authorized_ && authorized_->is_invocation()) return start_invocation();
     api::Response response;
     if (!authorized_) {
@@ -269,6 +288,34 @@ class HttpSession : public ServerState::Stoppable {
     }
     bool keep_alive = req.keep_alive() && !state_.stopping;
     send(std::move(response), keep_alive);
+  }
+
+  // Requests that carry no Authorization header may ask for the service's own state; a request
+  // with a capability is dispatched by its token whatever its path (SPEC 2), so /healthz and
+  // /metrics can never shadow a capability.
+  enum class Route { capability, health, metrics, not_found };
+
+  Route route_without_capability(const http::request<http::string_body>& req) const {
+    const bool has_authorization = req.find(http::field::authorization) != req.end();
+    if (has_authorization && !metrics_only_) return Route::capability;
+    std::string_view path = req.target();
+    path = path.substr(0, path.find('?'));
+    const bool get = req.method() == http::verb::get || req.method() == http::verb::head;
+    if (get && path == "/healthz") return Route::health;
+    if (get && path == "/metrics" && (metrics_only_ || state_.settings.metrics)) return Route::metrics;
+    return metrics_only_ ? Route::not_found : Route::capability;
+  }
+
+  void answer_without_capability() {
+    const bool keep_alive = parser_->get().keep_alive() && !state_.stopping;
+    switch (route_) {
+      case Route::health:
+        return send(state_.api.health(), keep_alive);
+      case Route::metrics:
+        return send_text(200, "text/plain; version=0.0.4; charset=utf-8", state_.metrics.render(), keep_alive);
+      default:
+        return send(api::Api::error_response(404, "this listener serves /metrics and /healthz only"), keep_alive);
+    }
   }
 
   // SPEC 5: the upstream request built and signed by core/, then sent and relayed.
@@ -293,11 +340,14 @@ class HttpSession : public ServerState::Stoppable {
   }
 
   void send(api::Response response, bool keep_alive) {
+    send_text(response.status, "application/json", response.body.dump(), keep_alive);
+  }
+
+  void send_text(int status, std::string_view content_type, std::string body, bool keep_alive) {
     const bool head = parser_->is_header_done() && parser_->get().method() == http::verb::head;
-    res_.emplace(static_cast<http::status>(response.status), 11);
-    res_->set(http::field::content_type, "application/json");
+    res_.emplace(static_cast<http::status>(status), 11);
+    res_->set(http::field::content_type, content_type);
     res_->set(http::field::cache_control, "no-store");
-    std::string body = response.body.dump();
     if (head) {
       res_->content_length(body.size());
     } else {
@@ -305,7 +355,7 @@ class HttpSession : public ServerState::Stoppable {
       res_->prepare_payload();
     }
     res_->keep_alive(keep_alive);
-    log_request(response.status);
+    log_request(status);
     beast::get_lowest_layer(derived().stream()).expires_after(state_.settings.write_timeout);
     http::async_write(derived().stream(), *res_,
                       beast::bind_front_handler(&HttpSession::on_write, derived().shared_from_this(), keep_alive));
@@ -318,6 +368,7 @@ class HttpSession : public ServerState::Stoppable {
   }
 
   void log_request(int status) {
+    count_request(status);
     if (!state_.log) return;
     auto elapsed = std::chrono::duration<double, std::milli>(Clock::now() - started_).count();
     std::ostringstream line;
@@ -350,12 +401,28 @@ class HttpSession : public ServerState::Stoppable {
   std::optional<core::Error> who_error_;
   Clock::time_point started_ = Clock::now();
   bool idle_ = false;
+  bool metrics_only_ = false;
+  Route route_ = Route::capability;
+
+  void count_request(int status) {
+    std::string_view operation = "none";
+    if (route_ == Route::health) {
+      operation = "healthz";
+    } else if (route_ == Route::metrics) {
+      operation = "metrics";
+    } else if (authorized_) {
+      operation = authorized_->is_invocation() ? std::string_view("invoke") : authorized_->operation();
+      if (status == 202 && operation == "revoke") state_.metrics.revocation("membrane");
+      if (status == 202 && operation == "deleteSelf") state_.metrics.revocation("tenant");
+    }
+    state_.metrics.request(operation, status);
+  }
 };
 
 class PlainSession : public HttpSession<PlainSession>, public std::enable_shared_from_this<PlainSession> {
  public:
-  PlainSession(ServerState& state, tcp::socket&& socket)
-      : HttpSession(state, beast::flat_buffer()), stream_(std::move(socket)) {}
+  PlainSession(ServerState& state, tcp::socket&& socket, bool metrics_only = false)
+      : HttpSession(state, beast::flat_buffer(), metrics_only), stream_(std::move(socket)) {}
   void run() {
     net::dispatch(stream_.get_executor(), beast::bind_front_handler(&PlainSession::do_read, shared_from_this()));
   }
@@ -418,6 +485,7 @@ struct HttpServer::Impl {
   ServerState state;
   std::optional<ssl::context> tls;
   tcp::acceptor acceptor;
+  std::optional<tcp::acceptor> metrics_acceptor;  // --metrics-listen
   net::signal_set signals;
   net::steady_timer stop_check;
   Clock::time_point stop_deadline;
@@ -446,12 +514,32 @@ struct HttpServer::Impl {
     });
   }
 
+  void do_accept_metrics() {
+    metrics_acceptor->async_accept(net::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
+      if (ec) {
+        if (ec == net::error::operation_aborted || !metrics_acceptor->is_open()) return;
+        return do_accept_metrics();
+      }
+      if (state.stopping) return;
+      auto session = std::make_shared<PlainSession>(state, std::move(socket), /*metrics_only=*/true);
+      state.track(session);
+      session->run();
+      do_accept_metrics();
+    });
+  }
+
   void begin_stop() {
     if (state.stopping.exchange(true)) return;
     net::post(acceptor.get_executor(), [this] {
       beast::error_code ec;
       acceptor.close(ec);
     });
+    if (metrics_acceptor) {
+      net::post(metrics_acceptor->get_executor(), [this] {
+        beast::error_code ec;
+        metrics_acceptor->close(ec);
+      });
+    }
     state.notify_stopping();
     stop_deadline = Clock::now() + state.settings.shutdown_grace;
     wait_for_sessions();
@@ -517,7 +605,27 @@ core::Status HttpServer::start() {
     return core::Error::unavailable("cannot listen on " + s.listen_host + ":" + std::to_string(s.listen_port) +
                                     ": " + ec.message());
   }
+  if (s.metrics_listen_host) {
+    auto metrics_address = net::ip::make_address(*s.metrics_listen_host, ec);
+    if (ec) return core::Error::invalid("metrics-listen", "--metrics-listen must be an IP address and port");
+    tcp::endpoint metrics_endpoint(metrics_address, s.metrics_listen_port);
+    auto& m = impl_->metrics_acceptor.emplace(net::make_strand(impl_->ioc));
+    m.open(metrics_endpoint.protocol(), ec);
+    if (!ec) m.set_option(net::socket_base::reuse_address(true), ec);
+    if (!ec) m.bind(metrics_endpoint, ec);
+    if (!ec) m.listen(net::socket_base::max_listen_connections, ec);
+    if (ec) {
+      return core::Error::unavailable("cannot listen on " + *s.metrics_listen_host + ":" +
+                                      std::to_string(s.metrics_listen_port) + " for metrics: " + ec.message());
+    }
+  }
   return core::ok_status();
+}
+
+std::optional<std::uint16_t> HttpServer::metrics_port() const {
+  if (!impl_->metrics_acceptor) return std::nullopt;
+  beast::error_code ec;
+  return impl_->metrics_acceptor->local_endpoint(ec).port();
 }
 
 std::uint16_t HttpServer::port() const {
@@ -530,6 +638,7 @@ void HttpServer::run() {
     if (!ec) impl_->begin_stop();
   });
   impl_->do_accept();
+  if (impl_->metrics_acceptor) impl_->do_accept_metrics();
   std::vector<std::thread> threads;
   const std::size_t n = std::max<std::size_t>(1, impl_->state.settings.threads);
   for (std::size_t i = 1; i < n; ++i) threads.emplace_back([this] { impl_->ioc.run(); });

@@ -29,6 +29,9 @@ struct ServerSettings {
   std::chrono::milliseconds write_timeout{30000};  // writing an answer
   std::chrono::milliseconds shutdown_grace{30000}; // in-flight requests get this long on SIGTERM
   std::uint64_t upstream_timeout_ms = 30000;       // the most an export's timeoutMs may be
+  bool metrics = false;                            // GET /metrics on the service's own listener
+  std::optional<std::string> metrics_listen_host;  // and/or on a listener of its own (plain HTTP)
+  std::uint16_t metrics_listen_port = 0;
 };
 
 // One line per request; never a token or a secret (the capability appears as Token::log_id()).
@@ -44,6 +47,7 @@ class HttpServer {
   // Loads TLS material, checks the plain-HTTP rule, binds and listens.
   core::Status start();
   std::uint16_t port() const;  // the bound port
+  std::optional<std::uint16_t> metrics_port() const;  // the metrics listener's, if any
   // Serves on `threads` threads until SIGTERM or SIGINT, then stops accepting, lets in-flight
   // requests finish (up to shutdown_grace) and returns.
   void run();

@@ -17,7 +17,8 @@ class Invocation : public std::enable_shared_from_this<Invocation<Session>> {
         client_exec_(session_->stream().get_executor()),
         timeout_(std::chrono::milliseconds(std::min<std::uint64_t>(
             config.timeout_ms.value_or(state.settings.upstream_timeout_ms), state.settings.upstream_timeout_ms))),
-        head_(upstream_.method == "HEAD") {
+        head_(upstream_.method == "HEAD"),
+        started_(session_->request_started()) {
     request_.version(11);
     request_.method_string(upstream_.method);
     request_.target(upstream_.target);
@@ -32,9 +33,16 @@ class Invocation : public std::enable_shared_from_this<Invocation<Session>> {
     }
   }
 
+  ~Invocation() {
+    state_.metrics.invocation_seconds(std::chrono::duration<double>(Clock::now() - started_).count());
+  }
+
   // On the requester's strand.
   void start() {
-    if (upstream_.https && !tls_) return fail(502, "the upstream's TLS settings could not be loaded");
+    upstream_started_ = Clock::now();
+    if (upstream_.https && !tls_) {
+      return fail(502, "the upstream's TLS settings could not be loaded", UpstreamError::tls_config);
+    }
     if (!pool_key_.empty()) connection_ = state_.upstream_pool.take(pool_key_);
     if (connection_) {
       reused_ = true;
@@ -86,7 +94,7 @@ class Invocation : public std::enable_shared_from_this<Invocation<Session>> {
   }
 
   void on_resolve(beast::error_code ec, tcp::resolver::results_type results) {
-    if (ec) return fail(502, "the upstream's host name could not be resolved");
+    if (ec) return fail(502, "the upstream's host name could not be resolved", UpstreamError::dns);
     if (upstream_.https) {
       auto& tls = connection_->tls.emplace(connection_->strand, *tls_);
       const bool is_ip = [&] {
@@ -104,7 +112,7 @@ class Invocation : public std::enable_shared_from_this<Invocation<Session>> {
   }
 
   void on_connect(beast::error_code ec, const tcp::endpoint&) {
-    if (ec) return fail_from(ec, "the upstream could not be reached");
+    if (ec) return fail_from(ec, "the upstream could not be reached", UpstreamError::connect);
     lowest().socket().set_option(tcp::no_delay(true), ec);
     if (connection_->tls) {
       lowest().expires_after(timeout_);
@@ -115,7 +123,7 @@ class Invocation : public std::enable_shared_from_this<Invocation<Session>> {
   }
 
   void on_handshake(beast::error_code ec) {
-    if (ec) return fail_from(ec, "the TLS handshake with the upstream failed");
+    if (ec) return fail_from(ec, "the TLS handshake with the upstream failed", UpstreamError::tls);
     send_request();
   }
 
@@ -129,7 +137,7 @@ class Invocation : public std::enable_shared_from_this<Invocation<Session>> {
 
   void on_request_written(beast::error_code ec, std::size_t) {
     if (ec && retry_on_fresh_connection(ec)) return;
-    if (ec) return fail_from(ec, "the request could not be sent to the upstream");
+    if (ec) return fail_from(ec, "the request could not be sent to the upstream", UpstreamError::send);
     read_header();
   }
 
@@ -157,10 +165,11 @@ class Invocation : public std::enable_shared_from_this<Invocation<Session>> {
 
   void on_header(beast::error_code ec, std::size_t) {
     if (ec && parser_->got_some() == false && retry_on_fresh_connection(ec)) return;
-    if (ec) return fail_from(ec, "the upstream's answer could not be read");
+    if (ec) return fail_from(ec, "the upstream's answer could not be read", read_error(ec));
     auto& up = parser_->get();
     const unsigned status = up.result_int();
     if (status >= 100 && status < 200) return read_header();  // interim answers are not relayed
+    state_.metrics.upstream_seconds(std::chrono::duration<double>(Clock::now() - upstream_started_).count());
 
     // The answer goes out as it comes in: same status and headers, minus hop-by-hop ones and
     // those the upstream's Connection names; framing chosen for the requester.
@@ -247,7 +256,7 @@ class Invocation : public std::enable_shared_from_this<Invocation<Session>> {
     if (ec == http::error::need_buffer) ec = {};
     // Before the header went out the requester gets a JSON 502 or 504; after it, a truncated
     // answer (the connection closes).
-    if (ec) return fail_from(ec, "the upstream's answer could not be read");
+    if (ec) return fail_from(ec, "the upstream's answer could not be read", read_error(ec));
     // A read may end on framing alone (a chunk's size line): no bytes, no buffer; an empty
     // buffer would make the serializer write the final chunk.
     const std::size_t got = chunk_size_ - parser_->get().body().size;
@@ -291,16 +300,25 @@ class Invocation : public std::enable_shared_from_this<Invocation<Session>> {
     lowest().socket().close(ignored);
   }
 
-  void fail_from(beast::error_code ec, const std::string& what) {
-    if (ec == beast::error::timeout) return fail(504, "the upstream did not answer in time");
-    fail(502, what);
+  static UpstreamError read_error(beast::error_code ec) {
+    return ec.category() == http::make_error_code(http::error::bad_version).category() ? UpstreamError::malformed
+                                                                                       : UpstreamError::reset;
+  }
+
+  void fail_from(beast::error_code ec, const std::string& what, UpstreamError kind) {
+    if (ec == beast::error::timeout) return fail(504, "the upstream did not answer in time", UpstreamError::timeout);
+    fail(502, what, kind);
   }
 
   // On the upstream's strand (or the requester's, before any upstream step).
-  void fail(int status, std::string message) {
+  void fail(int status, std::string message, UpstreamError kind) {
     close_upstream();
-    net::dispatch(client_exec_, [self = this->shared_from_this(), status, message = std::move(message)]() mutable {
-      if (self->header_sent_) return self->session_->do_close();
+    net::dispatch(client_exec_, [self = this->shared_from_this(), status, message = std::move(message), kind]() mutable {
+      if (self->header_sent_) {
+        self->state_.metrics.upstream_error(UpstreamError::truncated);
+        return self->session_->do_close();
+      }
+      self->state_.metrics.upstream_error(kind);
       self->session_->invocation_failed(api::Api::error_response(status, std::move(message)));
     });
   }
@@ -326,5 +344,7 @@ class Invocation : public std::enable_shared_from_this<Invocation<Session>> {
   std::chrono::milliseconds timeout_;
   bool head_;
   bool header_sent_ = false;
+  Clock::time_point started_;           // the request's, for the invocation's duration
+  Clock::time_point upstream_started_;  // the first upstream step's
   bool keep_alive_ = false;
 };

@@ -37,6 +37,8 @@ struct Options {
   std::uint64_t read_timeout_ms = 30000;
   std::uint64_t shutdown_grace_ms = 30000;
   std::size_t db_connections = 0;  // 0: threads + 1
+  bool metrics = false;
+  std::string metrics_listen;
 };
 
 // Adds an option readable from the command line, MEMBRANED_<NAME> and the config file.
@@ -68,27 +70,32 @@ void add_serve(CLI::App& app, Options& o) {
   flag(app, "read-timeout-ms", o.read_timeout_ms, "Time to send a request's body");
   flag(app, "shutdown-grace-ms", o.shutdown_grace_ms, "On SIGTERM, how long in-flight requests may finish");
   flag(app, "db-connections", o.db_connections, "SQLite connections in the pool (0: threads + 1)");
+  app.add_flag("--metrics", o.metrics, "Serve GET /metrics (Prometheus text format) on the service's listener")
+      ->envname("MEMBRANED_METRICS");
+  flag(app, "metrics-listen", o.metrics_listen,
+       "HOST:PORT of a separate plain-HTTP listener for /metrics and /healthz only");
 }
 
-core::Result<std::pair<std::string, std::uint16_t>> split_host_port(const std::string& text) {
+core::Result<std::pair<std::string, std::uint16_t>> split_host_port(const std::string& text,
+                                                                    const std::string& option = "listen") {
   std::string host;
   std::string port;
   if (!text.empty() && text.front() == '[') {
     auto close = text.find(']');
     if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
-      return core::Error::invalid("listen", "--listen must be HOST:PORT");
+      return core::Error::invalid(option, "--" + option + " must be HOST:PORT");
     }
     host = text.substr(1, close - 1);
     port = text.substr(close + 2);
   } else {
     auto colon = text.rfind(':');
-    if (colon == std::string::npos) return core::Error::invalid("listen", "--listen must be HOST:PORT");
+    if (colon == std::string::npos) return core::Error::invalid(option, "--" + option + " must be HOST:PORT");
     host = text.substr(0, colon);
     port = text.substr(colon + 1);
   }
   if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
       std::stoul(port) > 65535) {
-    return core::Error::invalid("listen", "--listen port must be a number from 0 to 65535");
+    return core::Error::invalid(option, "--" + option + " port must be a number from 0 to 65535");
   }
   return std::pair{host, static_cast<std::uint16_t>(std::stoul(port))};
 }
@@ -158,6 +165,13 @@ int serve(const Options& o) {
   settings.read_timeout = std::chrono::milliseconds(o.read_timeout_ms);
   settings.shutdown_grace = std::chrono::milliseconds(o.shutdown_grace_ms);
   settings.upstream_timeout_ms = o.upstream_timeout_ms;
+  settings.metrics = o.metrics;
+  if (!o.metrics_listen.empty()) {
+    auto metrics_listen = split_host_port(o.metrics_listen, "metrics-listen");
+    if (!metrics_listen) return fail(metrics_listen.error().message);
+    settings.metrics_listen_host = metrics_listen->first;
+    settings.metrics_listen_port = metrics_listen->second;
+  }
 
   std::mutex log_mutex;
   server::HttpServer server(settings, api, [&log_mutex](const std::string& line) {
@@ -187,6 +201,10 @@ int serve(const Options& o) {
   std::cout << "membraned " << core::kVersion << " listening on "
             << (settings.tls_cert_file ? "https://" : "http://") << listen->first << ":" << server.port()
             << " (authority " << authority << ")" << std::endl;
+  if (auto port = server.metrics_port()) {
+    std::cout << "membraned: metrics on http://" << settings.metrics_listen_host.value_or("") << ":" << *port
+              << "/metrics" << std::endl;
+  }
   server.run();
   std::cout << "membraned: stopped" << std::endl;
   return 0;

@@ -1,0 +1,102 @@
+#include "server/metrics.hpp"
+
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+
+#include <array>
+
+namespace membraned::server {
+
+std::string_view to_string(UpstreamError kind) {
+  switch (kind) {
+    case UpstreamError::tls_config: return "tls_config";
+    case UpstreamError::dns: return "dns";
+    case UpstreamError::connect: return "connect";
+    case UpstreamError::tls: return "tls";
+    case UpstreamError::send: return "send";
+    case UpstreamError::timeout: return "timeout";
+    case UpstreamError::reset: return "reset";
+    case UpstreamError::malformed: return "malformed";
+    case UpstreamError::truncated: return "truncated";
+  }
+  return "unknown";
+}
+
+namespace {
+
+// Seconds, from a loopback hop to the longest upstream timeout the service allows.
+prometheus::Histogram::BucketBoundaries latency_buckets() {
+  return {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
+}
+
+}  // namespace
+
+struct Metrics::Impl {
+  std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
+  prometheus::Family<prometheus::Counter>& requests =
+      prometheus::BuildCounter()
+          .Name("membraned_requests_total")
+          .Help("Requests answered, by operation (the capability's kind) and HTTP status code.")
+          .Register(*registry);
+  prometheus::Histogram& invocation =
+      prometheus::BuildHistogram()
+          .Name("membraned_invocation_duration_seconds")
+          .Help("Invocations, from the request read in full to the end of the relayed answer (failed ones included).")
+          .Register(*registry)
+          .Add({}, latency_buckets());
+  prometheus::Histogram& upstream =
+      prometheus::BuildHistogram()
+          .Name("membraned_upstream_duration_seconds")
+          .Help("Upstream calls, from resolving or taking a pooled connection to the answer's header.")
+          .Register(*registry)
+          .Add({}, latency_buckets());
+  prometheus::Family<prometheus::Counter>& upstream_errors =
+      prometheus::BuildCounter()
+          .Name("membraned_upstream_errors_total")
+          .Help("Invocations that failed on the upstream side, by kind.")
+          .Register(*registry);
+  prometheus::Family<prometheus::Counter>& revocations =
+      prometheus::BuildCounter()
+          .Name("membraned_revocations_total")
+          .Help("Revocations acknowledged (202): of a membrane, or of a whole tenant (deleteSelf).")
+          .Register(*registry);
+  prometheus::Gauge& connections =
+      prometheus::BuildGauge()
+          .Name("membraned_open_connections")
+          .Help("Client connections open now (the service's listener and the metrics listener).")
+          .Register(*registry)
+          .Add({});
+  // Every kind is present from the start (at 0), so a rate() over it never lacks a series.
+  std::array<prometheus::Counter*, 9> error_by_kind{};
+
+  Impl() {
+    for (std::size_t i = 0; i < error_by_kind.size(); ++i) {
+      error_by_kind[i] = &upstream_errors.Add({{"kind", std::string(to_string(static_cast<UpstreamError>(i)))}});
+    }
+    revocations.Add({{"kind", "membrane"}});
+    revocations.Add({{"kind", "tenant"}});
+  }
+};
+
+Metrics::Metrics() : impl_(std::make_unique<Impl>()) {}
+Metrics::~Metrics() = default;
+
+void Metrics::request(std::string_view operation, int code) {
+  impl_->requests.Add({{"operation", std::string(operation)}, {"code", std::to_string(code)}}).Increment();
+}
+
+void Metrics::invocation_seconds(double seconds) { impl_->invocation.Observe(seconds); }
+void Metrics::upstream_seconds(double seconds) { impl_->upstream.Observe(seconds); }
+void Metrics::upstream_error(UpstreamError kind) { impl_->error_by_kind[static_cast<std::size_t>(kind)]->Increment(); }
+void Metrics::revocation(std::string_view kind) { impl_->revocations.Add({{"kind", std::string(kind)}}).Increment(); }
+void Metrics::connection_opened() { impl_->connections.Increment(); }
+void Metrics::connection_closed() { impl_->connections.Decrement(); }
+
+std::string Metrics::render() const {
+  return prometheus::TextSerializer().Serialize(impl_->registry->Collect());
+}
+
+}  // namespace membraned::server

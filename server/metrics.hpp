@@ -1,0 +1,40 @@
+// Operator metrics in the Prometheus text format, kept in a prometheus-cpp registry (Debian's
+// prometheus-cpp-dev: its registry and serializer, not its HTTP exposer; the server's own
+// listener serves them). Thread-safe: every method may be called from any I/O thread.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+
+namespace membraned::server {
+
+// Why an invocation could not be relayed. Names are the `kind` label's values.
+enum class UpstreamError { tls_config, dns, connect, tls, send, timeout, reset, malformed, truncated };
+std::string_view to_string(UpstreamError kind);
+
+class Metrics {
+ public:
+  Metrics();
+  ~Metrics();
+  Metrics(const Metrics&) = delete;
+  Metrics& operator=(const Metrics&) = delete;
+
+  // One answered request: `operation` is the capability's (create, query, export, revoke,
+  // deleteSelf, invoke) or none/healthz/metrics; `code` the status sent.
+  void request(std::string_view operation, int code);
+  void invocation_seconds(double seconds);  // from the request read to the end of the relayed answer
+  void upstream_seconds(double seconds);    // from the first upstream step to its answer's header
+  void upstream_error(UpstreamError kind);
+  void revocation(std::string_view kind);   // "membrane" or "tenant"
+  void connection_opened();
+  void connection_closed();
+
+  std::string render() const;  // text exposition format 0.0.4
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace membraned::server

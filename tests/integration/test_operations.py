@@ -1,0 +1,214 @@
+"""What operators see: GET /healthz, and the Prometheus metrics on the service's listener
+(--metrics) or on a listener of their own (--metrics-listen), counting what really happened."""
+import http.client
+import json
+import os
+import re
+import subprocess
+import tempfile
+import unittest
+
+from harness import BINARY, Pki, Server, Upstream, token_of
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+
+SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{([^}]*)\})? (\S+)$')
+
+
+def parse_metrics(text):
+    """{(name, frozenset of (label, value))): value} from the text exposition format."""
+    samples, types = {}, {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            types[name] = kind
+            continue
+        if not line or line.startswith("#"):
+            continue
+        m = SAMPLE.match(line)
+        assert m, "not a sample line: %r" % line
+        labels = frozenset(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
+        samples[(m.group(1), labels)] = float(m.group(3))
+    return samples, types
+
+
+def get(port, path, headers=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", path, headers=headers or {})
+    resp = conn.getresponse()
+    body = resp.read()
+    conn.close()
+    return resp.status, resp.getheader("Content-Type"), body.decode()
+
+
+class HealthTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Server().start()
+        cls.tenant = cls.server.first_tenant()
+
+    @classmethod
+    def tearDownClass(cls):
+        code = cls.server.stop()
+        cls.server.cleanup()
+        assert code == 0, code
+
+    def test_healthz_answers_without_a_capability(self):
+        status, ctype, body = get(self.server.port, "/healthz")
+        self.assertEqual((status, ctype, body), (200, "application/json", '{"status":"ok"}'))
+        self.assertEqual(get(self.server.port, "/healthz?verbose=1")[0], 200)
+
+    def test_a_capability_is_dispatched_by_its_token_whatever_the_path(self):
+        query = token_of(self.tenant["capabilities"]["query"])
+        status, body, _ = self.server.call(query, "GET", "/healthz")
+        self.assertEqual(status, 200)
+        self.assertIn("membranes", body)
+        # A bad token on /healthz is a 401 like anywhere else, never a health answer.
+        self.assertEqual(self.server.call("CPBLTY1-nope", "GET", "/healthz")[0], 401)
+
+    def test_metrics_are_off_unless_asked_for(self):
+        status, _, body = get(self.server.port, "/metrics")
+        self.assertEqual(status, 401)
+        self.assertNotIn("membraned_", body)
+
+
+class MetricsTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.upstream = Upstream()
+        cls.server = Server(args=["--metrics", "--metrics-listen", "127.0.0.1:0",
+                                  "--upstream-timeout-ms", "1000"]).start()
+        line = cls.server.proc.stdout.readline()
+        m = re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", line)
+        assert m, line
+        cls.metrics_port = int(m.group(1))
+        cls.tenant = cls.server.first_tenant()
+
+    @classmethod
+    def tearDownClass(cls):
+        code = cls.server.stop()
+        cls.server.cleanup()
+        cls.upstream.close()
+        assert code == 0, code
+
+    def scrape(self, port=None):
+        status, ctype, body = get(port or self.metrics_port, "/metrics")
+        self.assertEqual(status, 200)
+        self.assertEqual(ctype, "text/plain; version=0.0.4; charset=utf-8")
+        return parse_metrics(body)
+
+    @staticmethod
+    def value(samples, name, **labels):
+        return samples.get((name, frozenset(labels.items())), 0.0)
+
+    def test_counters_follow_what_the_service_did(self):
+        before, _ = self.scrape()
+        create = token_of(self.tenant["capabilities"]["create"])
+        status, m, _ = self.server.call(create, body={"id": "metered"})
+        self.assertEqual(status, 201)
+        self.assertEqual(self.server.call(create, body={"id": "metered"})[0], 409)
+        export = token_of(m["capabilities"]["export"])
+        ok = token_of(self.server.call(export, body={"uri": self.upstream.url("/echo")})[1]["capability"])
+        refused = token_of(self.server.call(export, body={"uri": "http://127.0.0.1:1/"})[1]["capability"])
+        slow = token_of(self.server.call(export, body={"uri": self.upstream.url("/slow/3000"),
+                                                       "timeoutMs": 200})[1]["capability"])
+        for _ in range(3):
+            self.assertEqual(self.server.call(ok, "POST", body="x")[0], 200)
+        self.assertEqual(self.server.call(refused, "GET")[0], 502)
+        self.assertEqual(self.server.call(slow, "GET")[0], 504)
+        self.assertEqual(self.server.call("CPBLTY1-bogus", "GET")[0], 401)
+        self.assertEqual(self.server.call(token_of(m["capabilities"]["revoke"]), "GET")[0], 202)
+        self.assertEqual(self.server.call(ok, "POST", body="x")[0], 401)
+
+        after, types = self.scrape()
+        for name, kind in [("membraned_requests_total", "counter"),
+                           ("membraned_invocation_duration_seconds", "histogram"),
+                           ("membraned_upstream_duration_seconds", "histogram"),
+                           ("membraned_upstream_errors_total", "counter"),
+                           ("membraned_revocations_total", "counter"),
+                           ("membraned_open_connections", "gauge")]:
+            self.assertEqual(types.get(name), kind, name)
+
+        def delta(name, **labels):
+            return self.value(after, name, **labels) - self.value(before, name, **labels)
+
+        self.assertEqual(delta("membraned_requests_total", operation="create", code="201"), 1)
+        self.assertEqual(delta("membraned_requests_total", operation="create", code="409"), 1)
+        self.assertEqual(delta("membraned_requests_total", operation="export", code="201"), 3)
+        self.assertEqual(delta("membraned_requests_total", operation="invoke", code="200"), 3)
+        self.assertEqual(delta("membraned_requests_total", operation="invoke", code="502"), 1)
+        self.assertEqual(delta("membraned_requests_total", operation="invoke", code="504"), 1)
+        self.assertEqual(delta("membraned_requests_total", operation="none", code="401"), 2)
+        self.assertEqual(delta("membraned_requests_total", operation="revoke", code="202"), 1)
+        self.assertEqual(delta("membraned_revocations_total", kind="membrane"), 1)
+        self.assertEqual(delta("membraned_revocations_total", kind="tenant"), 0)
+        self.assertEqual(delta("membraned_upstream_errors_total", kind="connect"), 1)
+        self.assertEqual(delta("membraned_upstream_errors_total", kind="timeout"), 1)
+        # Every invocation that got as far as the upstream is timed, failed ones included; the
+        # upstream's time is counted for the answers that came.
+        self.assertEqual(delta("membraned_invocation_duration_seconds_count"), 5)
+        self.assertEqual(delta("membraned_upstream_duration_seconds_count"), 3)
+        self.assertGreaterEqual(delta("membraned_invocation_duration_seconds_sum"), 0.2)  # the 504 waited 200 ms
+        self.assertEqual(delta("membraned_invocation_duration_seconds_bucket", le="+Inf"), 5)
+        self.assertGreaterEqual(self.value(after, "membraned_open_connections"), 1)
+
+    def test_delete_self_counts_as_a_tenant_revocation(self):
+        before, _ = self.scrape()
+        out = subprocess.run([BINARY, "tenant", "create", "--data-dir", self.server.data_dir,
+                              "--authority", self.server.authority], check=True, capture_output=True, text=True)
+        caps = json.loads(out.stdout)["capabilities"]
+        self.assertEqual(self.server.call(token_of(caps["deleteSelf"]), "GET")[0], 202)
+        after, _ = self.scrape()
+        self.assertEqual(self.value(after, "membraned_revocations_total", kind="tenant") -
+                         self.value(before, "membraned_revocations_total", kind="tenant"), 1)
+
+    def test_the_main_listener_serves_metrics_with_the_flag(self):
+        samples, _ = self.scrape(self.server.port)
+        self.assertIn(("membraned_open_connections", frozenset()), samples)
+
+    def test_the_metrics_listener_serves_nothing_else(self):
+        status, _, body = get(self.metrics_port, "/")
+        self.assertEqual(status, 404)
+        self.assertEqual(get(self.metrics_port, "/healthz")[:2], (200, "application/json"))
+        # A capability sent to the metrics listener is not dispatched: no membrane appears.
+        create = token_of(self.tenant["capabilities"]["create"])
+        conn = http.client.HTTPConnection("127.0.0.1", self.metrics_port, timeout=10)
+        conn.request("POST", "/", body='{"id":"via-metrics-port"}', headers={"Authorization": "Bearer " + create})
+        resp = conn.getresponse()
+        resp.read()
+        conn.close()
+        self.assertEqual(resp.status, 404)
+        query = token_of(self.tenant["capabilities"]["query"])
+        status, body, _ = self.server.call(query, "GET", "/?id=via-metrics-port")
+        self.assertEqual((status, body["membranes"]), (200, []))
+
+
+class DeployExamplesTest(unittest.TestCase):
+    def test_the_example_config_file_is_what_serve_reads(self):
+        # deploy/membraned.toml as shipped, with only its files and ports pointed at this test.
+        with tempfile.TemporaryDirectory(prefix="membraned-deploy-") as tmp:
+            pki = Pki(tmp)
+            with open(os.path.join(ROOT, "deploy", "membraned.toml")) as f:
+                text = f.read()
+            for key, value in [("tls-cert", pki.server_cert), ("tls-key", pki.server_key),
+                               ("metrics-listen", "127.0.0.1:0")]:
+                text, n = re.subn(r'(?m)^%s = ".*"$' % key, '%s = "%s"' % (key, value), text)
+                self.assertEqual(n, 1, key)
+            config = os.path.join(tmp, "membraned.toml")
+            with open(config, "w") as f:
+                f.write(text)
+            # The harness adds --listen 127.0.0.1:0 and --data-dir; flags win over the file.
+            server = Server(args=["--config", config]).start()
+            try:
+                self.assertIn("listening on https://", "".join(server.stdout_lines))
+                self.assertEqual(server.authority, "membrane.example.com")
+                uri = server.first_tenant()["capabilities"]["create"]
+                self.assertTrue(uri.startswith("cpblty://membrane.example.com/#CPBLTY1-"), uri)
+                self.assertIn("metrics on http://127.0.0.1:", server.proc.stdout.readline())
+            finally:
+                self.assertEqual(server.stop(), 0)
+                server.cleanup()
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
