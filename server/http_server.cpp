@@ -478,7 +478,7 @@ struct HttpServer::Impl {
       : ioc(static_cast<int>(std::max<std::size_t>(1, settings.threads))),
         state(std::move(settings), api, std::move(log), ioc),
         acceptor(net::make_strand(ioc)),
-        signals(ioc, SIGTERM, SIGINT),
+        signals(ioc, SIGTERM, SIGINT, SIGHUP),  // a hang-up drains too, rather than killing
         stop_check(ioc) {}
 
   net::io_context ioc;
@@ -580,6 +580,8 @@ core::Status HttpServer::start() {
     ctx.set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
                     ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1 | ssl::context::single_dh_use);
     SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION);
+    // An encrypted key fails to load instead of OpenSSL asking for a pass phrase on a terminal.
+    ctx.set_password_callback([](std::size_t, ssl::context::password_purpose) { return std::string(); });
     ctx.use_certificate_chain_file(*s.tls_cert_file, ec);
     if (ec) return core::Error::invalid("tls-cert", "cannot load --tls-cert " + *s.tls_cert_file + ": " + ec.message());
     ctx.use_private_key_file(*s.tls_key_file, ssl::context::pem, ec);

@@ -48,7 +48,7 @@ class HttpServer {
   core::Status start();
   std::uint16_t port() const;  // the bound port
   std::optional<std::uint16_t> metrics_port() const;  // the metrics listener's, if any
-  // Serves on `threads` threads until SIGTERM or SIGINT, then stops accepting, lets in-flight
+  // Serves on `threads` threads until SIGTERM, SIGINT or SIGHUP, then stops accepting, lets in-flight
   // requests finish (up to shutdown_grace) and returns.
   void run();
 

@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "api/api.hpp"
+#include "core/token.hpp"
 #include "core/version.hpp"
 #include "server/http_server.hpp"
 #include "storage/master_key.hpp"
@@ -114,9 +115,6 @@ core::Result<std::unique_ptr<storage::Store>> open_store(const Options& o, std::
   fs::create_directories(o.data_dir, ec);
   if (ec) return core::Error::invalid("data-dir", "cannot create " + o.data_dir + ": " + ec.message());
   ::chmod(o.data_dir.c_str(), 0700);
-  const char* env_key = std::getenv("MEMBRANED_MASTER_KEY");
-  auto key = storage::MasterKey::load(env_key ? std::optional<std::string>(env_key) : std::nullopt, o.data_dir);
-  if (!key) return key.error();
   storage::SqliteOptions options;
   if (o.store.empty()) {
     options.path = fs::path(o.data_dir) / "membraned.db";
@@ -125,6 +123,17 @@ core::Result<std::unique_ptr<storage::Store>> open_store(const Options& o, std::
   } else {
     return core::Error::invalid("store", "--store must be sqlite:PATH or postgresql://...");
   }
+  const char* env_key = std::getenv("MEMBRANED_MASTER_KEY");
+  // A new key is made only with a new database: for an existing one it could open nothing, and
+  // a stray key file would stand in the way of the right key later.
+  if (!env_key && fs::exists(options.path) && !fs::exists(fs::path(o.data_dir) / "master.key")) {
+    return core::Error::invalid("master-key", "the database " + options.path.string() +
+                                                  " exists but neither MEMBRANED_MASTER_KEY nor " +
+                                                  (fs::path(o.data_dir) / "master.key").string() +
+                                                  " is there: give the key it was made with");
+  }
+  auto key = storage::MasterKey::load(env_key ? std::optional<std::string>(env_key) : std::nullopt, o.data_dir);
+  if (!key) return key.error();
   options.connections = connections;
   auto store = storage::SqliteStore::open(options, std::move(*key));
   if (!store) return store.error();
@@ -143,10 +152,27 @@ core::Status write_private_file(const fs::path& path, const std::string& content
   return core::ok_status();
 }
 
+// The authority is written into every capability URI: it must make URIs that parse.
+core::Status check_authority(const std::string& authority) {
+  auto token = core::Token::generate();
+  if (!token) return core::Error::internal("token generation failed");
+  if (!core::CapabilityUri::parse("cpblty://" + authority + "/#" + token->text())) {
+    return core::Error::invalid("authority", "--authority must be HOST[:PORT] (got \"" + authority + "\")");
+  }
+  return core::ok_status();
+}
+
+std::string host_for_url(const std::string& host) {
+  return host.find(':') != std::string::npos ? "[" + host + "]" : host;
+}
+
 int serve(const Options& o) {
   ::umask(077);  // the database, its WAL and every file written here are the service's alone
   auto listen = split_host_port(o.listen);
   if (!listen) return fail(listen.error().message);
+  if (!o.authority.empty()) {
+    if (auto s = check_authority(o.authority); !s) return fail(s.error().message);
+  }
   std::string authority = o.authority.empty() ? o.listen : o.authority;
   auto store = open_store(o, o.db_connections == 0 ? o.threads + 1 : o.db_connections);
   if (!store) return fail(store.error().message);
@@ -184,8 +210,7 @@ int serve(const Options& o) {
   });
   if (auto s = server.start(); !s) return fail(s.error().message);
   if (o.authority.empty()) {
-    authority = (listen->first.find(':') != std::string::npos ? "[" + listen->first + "]" : listen->first) +
-                ":" + std::to_string(server.port());
+    authority = host_for_url(listen->first) + ":" + std::to_string(server.port());
     api.set_authority(authority);
   }
   auto has_tenants = (*store)->has_tenants();
@@ -199,10 +224,10 @@ int serve(const Options& o) {
   }
 
   std::cout << "membraned " << core::kVersion << " listening on "
-            << (settings.tls_cert_file ? "https://" : "http://") << listen->first << ":" << server.port()
+            << (settings.tls_cert_file ? "https://" : "http://") << host_for_url(listen->first) << ":" << server.port()
             << " (authority " << authority << ")" << std::endl;
   if (auto port = server.metrics_port()) {
-    std::cout << "membraned: metrics on http://" << settings.metrics_listen_host.value_or("") << ":" << *port
+    std::cout << "membraned: metrics on http://" << host_for_url(*settings.metrics_listen_host) << ":" << *port
               << "/metrics" << std::endl;
   }
   server.run();
@@ -212,9 +237,10 @@ int serve(const Options& o) {
 
 int tenant_create(const Options& o) {
   ::umask(077);
+  std::string authority = o.authority.empty() ? o.listen : o.authority;
+  if (auto s = check_authority(authority); !s) return fail(s.error().message);
   auto store = open_store(o, 1);
   if (!store) return fail(store.error().message);
-  std::string authority = o.authority.empty() ? o.listen : o.authority;
   api::Api api(**store, {authority, o.upstream_timeout_ms});
   auto tenant = api.create_tenant();
   if (!tenant) return fail(tenant.error().message);
@@ -228,6 +254,8 @@ int main(int argc, char** argv) {
   CLI::App app{"membraned: a capability membrane service that signs and proxies requests to AWS"};
   app.set_version_flag("--version", std::string("membraned ") + membraned::core::kVersion);
   app.set_config("--config", "", "TOML or INI file whose keys are the long flag names (flags win)");
+  // A mistyped key must not silently leave a setting at its default.
+  app.allow_config_extras(CLI::config_extras_mode::error);
   app.require_subcommand(1);
   app.fallthrough();
   Options o;

@@ -4,6 +4,8 @@ import http.client
 import json
 import os
 import re
+import signal
+import socket
 import subprocess
 import tempfile
 import unittest
@@ -208,6 +210,78 @@ class DeployExamplesTest(unittest.TestCase):
             finally:
                 self.assertEqual(server.stop(), 0)
                 server.cleanup()
+
+
+class StartupChecksTest(unittest.TestCase):
+    """Mistakes in the operator's settings stop the start with a clear message."""
+
+    def serve(self, args, env=None):
+        with tempfile.TemporaryDirectory(prefix="membraned-start-") as tmp:
+            return self.serve_in(tmp, args, env)
+
+    def serve_in(self, tmp, args, env=None):
+        proc = subprocess.run([BINARY, "serve", "--data-dir", os.path.join(tmp, "var"), "--listen", "127.0.0.1:0"] + args,
+                              capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+                              env=dict(os.environ, **(env or {})))
+        return proc.returncode, proc.stderr
+
+    def test_an_unknown_config_key_is_an_error_not_a_silent_default(self):
+        with tempfile.TemporaryDirectory(prefix="membraned-start-") as tmp:
+            config = os.path.join(tmp, "c.toml")
+            with open(config, "w") as f:
+                f.write('data_dir = "/somewhere"\n')  # a typo of data-dir
+            code, err = self.serve_in(tmp, ["--config", config])
+            self.assertNotEqual(code, 0)
+            self.assertIn("data_dir", err)
+
+    def test_an_authority_that_makes_unparsable_uris_is_refused(self):
+        for bad in ("bad host/x", "a", "x#y"):
+            code, err = self.serve(["--authority", bad])
+            self.assertEqual(code, 1, bad)
+            self.assertIn("--authority", err)
+        with tempfile.TemporaryDirectory(prefix="membraned-start-") as tmp:
+            proc = subprocess.run([BINARY, "tenant", "create", "--data-dir", os.path.join(tmp, "var"),
+                                   "--authority", "bad host/x"], capture_output=True, text=True, timeout=30)
+            self.assertEqual(proc.returncode, 1)
+            self.assertFalse(os.path.exists(os.path.join(tmp, "var")), "nothing is created for a refused start")
+
+    def test_an_existing_database_without_its_key_is_refused_and_no_stray_key_is_made(self):
+        key = "A" * 43 + "="
+        with tempfile.TemporaryDirectory(prefix="membraned-start-") as tmp:
+            server = Server(data_dir=os.path.join(tmp, "var"), env={"MEMBRANED_MASTER_KEY": key}).start()
+            self.assertEqual(server.stop(), 0)
+            server.cleanup()
+            env = {k: v for k, v in os.environ.items() if k != "MEMBRANED_MASTER_KEY"}
+            proc = subprocess.run([BINARY, "serve", "--data-dir", os.path.join(tmp, "var"), "--listen", "127.0.0.1:0"],
+                                  capture_output=True, text=True, timeout=30, env=env)
+            self.assertEqual(proc.returncode, 1)
+            self.assertIn("MEMBRANED_MASTER_KEY", proc.stderr)
+            self.assertFalse(os.path.exists(os.path.join(tmp, "var", "master.key")))
+            # With the key again, everything is there.
+            again = Server(data_dir=os.path.join(tmp, "var"), env={"MEMBRANED_MASTER_KEY": key}).start()
+            self.assertEqual(again.stop(), 0)
+            again.cleanup()
+
+    def test_a_hang_up_drains_and_exits_0(self):
+        server = Server().start()
+        try:
+            self.assertEqual(server.stop(sig=signal.SIGHUP), 0)
+        finally:
+            server.cleanup()
+
+    def test_an_ipv6_listen_address_is_printed_in_brackets(self):
+        try:
+            socket.create_server(("::1", 0), family=socket.AF_INET6).close()
+        except OSError:
+            self.skipTest("no IPv6 loopback on this machine")
+        server = Server(args=["--listen", "[::1]:0"]).start()
+        try:
+            line = "".join(server.stdout_lines)
+            self.assertRegex(line, r"listening on http://\[::1\]:\d+ \(authority \[::1\]:\d+\)")
+            self.assertEqual(server.authority, "[::1]:%d" % server.port)
+        finally:
+            self.assertEqual(server.stop(), 0)
+            server.cleanup()
 
 
 if __name__ == "__main__":
