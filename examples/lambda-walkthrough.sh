@@ -2,11 +2,14 @@
 # The seed tutorial ("give a third party one Lambda function, then take it back") on one machine:
 # a local stand-in for AWS Lambda that checks every SigV4 signature with botocore (an AWS
 # implementation independent of membraned), a membraned with its own throwaway data directory,
-# and every step of the tutorial with curl. Each step prints what it sent and what came back, and
-# the script stops with an error the moment an answer differs from the tutorial's.
+# and every step of the tutorial twice: first with curl, then with capi, the command-line client
+# (config import, membrane create, export, re-export, query and revoke, invocations with both
+# `capi invoke` and curl). Each step prints what it sent and what came back, and the script stops
+# with an error the moment an answer differs from the tutorial's.
 #
 #   examples/lambda-walkthrough.sh            # installs what is missing and builds first
-#   MEMBRANED_BIN=path/to/membraned examples/lambda-walkthrough.sh   # use an existing build
+#   MEMBRANED_BIN=path/to/membraned CAPI_BIN=path/to/capi examples/lambda-walkthrough.sh
+#                                             # use an existing build
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -15,6 +18,11 @@ if [ -z "${MEMBRANED_BIN:-}" ]; then
   membraned_install_packages
   membraned_build release
   MEMBRANED_BIN="$ROOT/build/release/server/membraned"
+fi
+CAPI_BIN="${CAPI_BIN:-$ROOT/build/release/cli/capi}"
+if [ ! -x "$CAPI_BIN" ]; then
+  echo "walkthrough: no capi at $CAPI_BIN (build it, or set CAPI_BIN)" >&2
+  exit 1
 fi
 
 WORK="$(mktemp -d)"
@@ -63,7 +71,13 @@ LAMBDA_URL="http://127.0.0.1:$(awk '/^PORT /{print $2}' "$WORK/fake.out")"
 echo "fake Lambda listening on $LAMBDA_URL"
 
 # 2. membraned, with its data in a throwaway directory.
-"$MEMBRANED_BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/var" >"$WORK/membraned.out" 2>"$WORK/membraned.log" &
+# The fake Lambda is on loopback: a membraned that guards upstreams (--allow-upstream) must let it.
+serve_args=()
+if "$MEMBRANED_BIN" serve --help 2>/dev/null | grep -q -- '--allow-upstream'; then
+  serve_args+=(--allow-upstream 127.0.0.0/8)
+fi
+"$MEMBRANED_BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/var" "${serve_args[@]}" \
+  >"$WORK/membraned.out" 2>"$WORK/membraned.log" &
 pids+=($!)
 for _ in $(seq 1 200); do grep -q 'listening on' "$WORK/membraned.out" 2>/dev/null && break; sleep 0.1; done
 URL="$(grep -o 'http://127.0.0.1:[0-9]*' "$WORK/membraned.out" | head -1)"
@@ -111,6 +125,104 @@ call 200 "The original capability still works" -XPOST "$URL" -H "Authorization: 
 # 8. Revoke the first membrane: everything exported through it is dead, at once and for good.
 call 202 "Revoke the membrane" "$URL" -H "Authorization: Bearer $REVOKE"
 call 401 "The Lambda capability is dead" -XPOST "$URL" -H "Authorization: Bearer $LAMBDA" -d '{"hello":"world"}'
+
+# ---------------------------------------------------------------------------------------------
+# The same tutorial with capi. Its credentials live in a throwaway HOME; it talks plain HTTP to
+# this loopback membraned only because the profile says so (config import --plain-http).
+CAPI_HOME="$WORK/home"
+mkdir -p "$CAPI_HOME"
+
+# capi_step EXPECTED_EXIT TITLE capi-arguments...: runs capi, prints the exchange, checks the exit
+# status; its stdout is in $WORK/out, its stderr in $WORK/err.
+capi_step() {
+  local expected="$1" title="$2"
+  shift 2
+  step=$((step + 1))
+  local shown="$*"
+  shown="${shown//"$SECRET"/<secret>}"  # the command line holds the AWS secret: not shown
+  printf '\n== %d. %s\n$ capi %s\n' "$step" "$title" "$shown" | sed -E 's/(CPBLTY1-[A-Za-z0-9_-]{6})[A-Za-z0-9_-]*/\1.../g'
+  local code=0
+  HOME="$CAPI_HOME" "$CAPI_BIN" "$@" >"$WORK/out" 2>"$WORK/err" || code=$?
+  sed -E 's/(CPBLTY1-[A-Za-z0-9_-]{6})[A-Za-z0-9_-]*/\1.../g' "$WORK/out"
+  if [ -s "$WORK/out" ] && [ -n "$(tail -c1 "$WORK/out")" ]; then echo; fi
+  sed -E 's/(CPBLTY1-[A-Za-z0-9_-]{6})[A-Za-z0-9_-]*/\1.../g' "$WORK/err"
+  echo "(exit $code)"
+  if [ "$code" != "$expected" ]; then
+    echo "walkthrough: step $step exited $code, expected $expected" >&2
+    exit 1
+  fi
+}
+# expect FILE TEXT: the step's output must contain TEXT.
+expect() {
+  if ! grep -qF -- "$2" "$1"; then
+    echo "walkthrough: step $step: \"$2\" not found in its output" >&2
+    exit 1
+  fi
+}
+
+capi_step 0 "capi: import the first tenant as the default profile" config import --plain-http "$TENANT"
+expect "$WORK/out" 'profile "default"'
+if [ "$(stat -c %a "$CAPI_HOME/.capability/credentials")" != 600 ]; then
+  echo "walkthrough: ~/.capability/credentials is not 0600" >&2
+  exit 1
+fi
+
+capi_step 0 "capi: create a membrane (the create capability comes from the profile)" \
+  membrane create --id capi-lambda-membrane
+cp "$WORK/out" "$WORK/capi-membrane.json"
+expect "$WORK/out" '"id": "capi-lambda-membrane"'
+C_EXPORT="$(json "$WORK/capi-membrane.json" capabilities.export)"
+C_REVOKE="$(json "$WORK/capi-membrane.json" capabilities.revoke)"
+
+capi_step 0 "capi: export a capability to invoke my-function" membrane export --capability "$C_EXPORT" \
+  --uri "$LAMBDA_URL/2015-03-31/functions/my-function/invocations" --method POST \
+  --header "X-Amz-Invocation-Type: RequestResponse" --header "X-Amz-Log-Type: None" \
+  --aws4-hmac-sha256-aws-access-key-id "$ACCESS_KEY" --aws4-hmac-sha256-secret-access-key "$SECRET" \
+  --aws4-hmac-sha256-region us-east-1 --aws4-hmac-sha256-service lambda
+if grep -q "$SECRET" "$WORK/out" "$WORK/err"; then echo "walkthrough: the secret came back" >&2; exit 1; fi
+C_LAMBDA_URI="$(json "$WORK/out" capability)"
+
+capi_step 0 "capi: invoke the function" invoke --capability "$C_LAMBDA_URI" \
+  --header 'Content-Type: application/json' --data '{"hello":"capi"}'
+expect "$WORK/out" '"function": "my-function"'
+expect "$WORK/out" '"hello": "capi"'
+call 200 "curl: invoke the same capability" -XPOST "$URL" -H "Authorization: Bearer $(token "$C_LAMBDA_URI")" \
+  -d '{"hello":"curl"}'
+expect "$WORK/answer" '"hello": "curl"'
+
+capi_step 0 "capi: create a second membrane for a partner" membrane create --id capi-partner
+C_PARTNER_EXPORT="$(json "$WORK/out" capabilities.export)"
+C_PARTNER_REVOKE="$(json "$WORK/out" capabilities.revoke)"
+capi_step 0 "capi: re-export the Lambda capability through it" membrane export \
+  --capability "$C_PARTNER_EXPORT" --capability-to-export "$C_LAMBDA_URI"
+C_PARTNER_URI="$(json "$WORK/out" capability)"
+capi_step 0 "capi: the partner invokes through the re-export" invoke --capability "$C_PARTNER_URI" \
+  --data '{"from":"partner"}'
+expect "$WORK/out" '"from": "partner"'
+call 200 "curl: the partner invokes through the re-export" -XPOST "$URL" \
+  -H "Authorization: Bearer $(token "$C_PARTNER_URI")" -d '{"from":"partner"}'
+
+capi_step 0 "capi: list the membranes" membrane query --limit 10
+expect "$WORK/out" '"id": "capi-lambda-membrane"'
+expect "$WORK/out" '"id": "capi-partner"'
+
+capi_step 0 "capi: revoke the partner's membrane" membrane revoke --capability "$C_PARTNER_REVOKE"
+expect "$WORK/out" '"statusCode": 202'
+capi_step 1 "capi: the partner's capability is dead" invoke --capability "$C_PARTNER_URI" --data '{}'
+expect "$WORK/err" "401"
+call 401 "curl: the partner's capability is dead" -XPOST "$URL" -H "Authorization: Bearer $(token "$C_PARTNER_URI")" -d '{}'
+capi_step 0 "capi: the original capability still works" invoke --capability "$C_LAMBDA_URI" --data '{}'
+
+capi_step 0 "capi: revoke the membrane" membrane revoke --capability "$C_REVOKE"
+expect "$WORK/out" '"message": "Accepted"'
+capi_step 1 "capi: the Lambda capability is dead" invoke --capability "$C_LAMBDA_URI" --data '{}'
+expect "$WORK/err" "401"
+call 401 "curl: the Lambda capability is dead" -XPOST "$URL" -H "Authorization: Bearer $(token "$C_LAMBDA_URI")" -d '{}'
+
+capi_step 0 "capi: a membrane id is free again once revoked" membrane create --id capi-partner
+capi_step 1 "capi: creating the same membrane id twice fails" membrane create --id capi-partner
+expect "$WORK/err" "FAILED"
+expect "$WORK/err" '"statusCode": 409'
 
 echo
 echo "walkthrough: all $step steps answered as the tutorial says"

@@ -9,7 +9,7 @@ MEMBRANED_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # Everything the project builds, tests and runs with. One list, so the Dockerfile, CI and a new
 # user's machine all get the same.
 MEMBRANED_PACKAGES=(
-  g++ cmake ninja-build pkg-config ca-certificates openssl python3 curl
+  g++ cmake ninja-build pkg-config ca-certificates openssl python3 curl jq
   libboost1.81-dev libboost-url1.81-dev libssl-dev nlohmann-json3-dev libsqlite3-dev
   googletest libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev libyaml-cpp-dev
   prometheus-cpp-dev

@@ -1,0 +1,105 @@
+#include "cli/output.hpp"
+
+namespace membraned::cli {
+
+namespace {
+
+using Json = nlohmann::ordered_json;
+
+constexpr std::size_t kQuotedBodyLimit = 512;  // of a non-JSON answer quoted in an error
+
+bool is_b64url(char c) {
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
+}
+
+}  // namespace
+
+std::string redact_tokens(std::string_view text) {
+  constexpr std::string_view kMark = "CPBLTY";
+  std::string out;
+  out.reserve(text.size());
+  std::size_t i = 0;
+  while (i < text.size()) {
+    if (text.compare(i, kMark.size(), kMark) == 0) {
+      std::size_t j = i + kMark.size();
+      std::size_t digits = j;
+      while (j < text.size() && text[j] >= '0' && text[j] <= '9') ++j;
+      if (j > digits && j < text.size() && text[j] == '-') {
+        std::size_t body = j + 1;
+        std::size_t k = body;
+        while (k < text.size() && is_b64url(text[k])) ++k;
+        if (k > body) {
+          out.append(text.substr(i, body - i));
+          out += "<redacted>";
+          i = k;
+          continue;
+        }
+      }
+    }
+    out += text[i++];
+  }
+  return out;
+}
+
+Failure request_failure(std::string_view reason) {
+  Failure f;
+  f.message = "Request failed due to " + std::string(reason);
+  f.error = Json::object();
+  f.error["error"] = "Request failed";
+  f.error["message"] = f.message;
+  return f;
+}
+
+ManagementOutcome judge_management_answer(unsigned status, std::string_view body) {
+  ManagementOutcome out;
+  Json parsed;
+  if (!body.empty()) {
+    parsed = Json::parse(body, nullptr, /*allow_exceptions=*/false);
+    if (parsed.is_discarded()) {
+      std::string quoted(body.substr(0, kQuotedBodyLimit));
+      if (body.size() > kQuotedBodyLimit) quoted += "...";
+      out.failure.message = "error parsing \"" + quoted + "\"";
+      out.failure.error = Json::object();
+      out.failure.error["error"] = "Parsing response failed";
+      out.failure.error["statusCode"] = status;
+      out.failure.error["message"] = out.failure.message;
+      return out;
+    }
+  }
+  auto text_of = [](const Json& j, const char* key) -> std::string {
+    if (!j.is_object() || !j.contains(key)) return {};
+    const auto& v = j[key];
+    return v.is_string() ? v.get<std::string>() : v.dump();
+  };
+  if (status >= 400) {
+    // As the SDK: {error, statusCode, message} from the answer (keys absent there are left out).
+    out.failure.error = Json::object();
+    if (parsed.is_object() && parsed.contains("error")) out.failure.error["error"] = parsed["error"];
+    out.failure.error["statusCode"] = status;
+    if (parsed.is_object() && parsed.contains("message")) out.failure.error["message"] = parsed["message"];
+    out.failure.message = text_of(parsed, "message");
+    if (out.failure.message.empty()) out.failure.message = "the service answered " + std::to_string(status);
+    return out;
+  }
+  if (parsed.is_object() &&
+      (parsed.contains("error") ||
+       (parsed.contains("statusCode") && parsed["statusCode"].is_number() && parsed["statusCode"].get<double>() >= 400))) {
+    out.failure.error = parsed;
+    out.failure.message = text_of(parsed, "message");
+    if (out.failure.message.empty()) out.failure.message = text_of(parsed, "error");
+    return out;
+  }
+  out.ok = true;
+  if (!body.empty()) out.stdout_text = parsed.dump(2, ' ', false, Json::error_handler_t::replace) + "\n";
+  return out;
+}
+
+std::string format_failure(const Failure& failure) {
+  std::string text = "FAILED\n" + failure.message + "\n";
+  if (!failure.error.is_null()) {
+    text += failure.error.dump(2, ' ', false, Json::error_handler_t::replace) + "\n";
+  }
+  return redact_tokens(text);
+}
+
+}  // namespace membraned::cli

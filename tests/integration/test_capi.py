@@ -1,0 +1,545 @@
+"""capi, the command-line client, against real membraned processes on loopback: one over HTTPS
+with a certificate from a test CA (trusted through --trustedCA-file-path), one over plain HTTP
+(--plain-http). capi runs as a subprocess with HOME set to a fresh temporary directory, so
+~/.capability/credentials is the test's own.
+
+"Nothing sent" is checked on the server's request log (one line per request, `op=...`) and on
+the membranes that exist afterwards.
+"""
+import json
+import os
+import stat
+import subprocess
+import tempfile
+import time
+import unittest
+import uuid
+
+from harness import BINARY, Pki, Server, Upstream, token_of
+
+CAPI = os.environ.get("CAPI_BINARY", "capi")
+
+
+def server_args():
+    """Loopback upstreams must be allowed where membraned knows SPEC 10's --allow-upstream."""
+    help_text = subprocess.run([BINARY, "serve", "--help"], capture_output=True, text=True).stdout
+    return ["--allow-upstream", "127.0.0.0/8"] if "--allow-upstream" in help_text else []
+
+
+class Home:
+    """A temporary HOME, and capi run in it."""
+
+    def __init__(self):
+        self.tmp = tempfile.TemporaryDirectory(prefix="capi-home-")
+        self.path = self.tmp.name
+
+    def capi(self, *args, stdin=None, env=None, timeout=60):
+        full_env = {k: v for k, v in os.environ.items() if k != "CAPI_PLAIN_HTTP"}
+        full_env["HOME"] = self.path
+        full_env.update(env or {})
+        return subprocess.run([CAPI] + [str(a) for a in args], input=stdin, capture_output=True,
+                              env=full_env, timeout=timeout)
+
+    def file(self, name, content):
+        path = os.path.join(self.path, name)
+        with open(path, "wb" if isinstance(content, bytes) else "w") as f:
+            f.write(content)
+        return path
+
+    @property
+    def credentials(self):
+        return os.path.join(self.path, ".capability", "credentials")
+
+    def cleanup(self):
+        self.tmp.cleanup()
+
+
+class CapiTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.pki_dir = tempfile.TemporaryDirectory(prefix="capi-pki-")
+        cls.pki = Pki(os.path.join(cls.pki_dir.name))
+        other_dir = os.path.join(cls.pki_dir.name, "other")
+        os.makedirs(other_dir)
+        cls.other_pki = Pki(other_dir)  # a CA that did not sign the server's certificate
+        args = server_args()
+        cls.https = Server(tls=cls.pki, args=args).start()
+        cls.plain = Server(args=args).start()
+        cls.upstream = Upstream()
+        with open(cls.pki.ca_cert) as f:
+            ca_pem = f.read()
+        with open(cls.other_pki.ca_cert) as f:
+            other_pem = f.read()
+        cls.trusted = os.path.join(cls.pki_dir.name, "trusted.json")
+        with open(cls.trusted, "w") as f:
+            json.dump({cls.https.authority: ca_pem}, f)
+        cls.wrong_trusted = os.path.join(cls.pki_dir.name, "wrong.json")
+        with open(cls.wrong_trusted, "w") as f:
+            json.dump({cls.https.authority: other_pem}, f)
+
+    @classmethod
+    def tearDownClass(cls):
+        codes = [cls.https.stop(), cls.plain.stop()]
+        cls.https.cleanup()
+        cls.plain.cleanup()
+        cls.upstream.close()
+        cls.pki_dir.cleanup()
+        assert codes == [0, 0], codes
+
+    def setUp(self):
+        self.home = Home()
+
+    def tearDown(self):
+        self.home.cleanup()
+
+    # --- helpers ------------------------------------------------------------------------------
+    def new_tenant(self, server):
+        """A fresh tenant of `server` (membraned tenant create while it runs), as a JSON file."""
+        out = subprocess.run([BINARY, "tenant", "create", "--data-dir", server.data_dir,
+                              "--authority", server.authority], capture_output=True, text=True, check=True)
+        tenant = json.loads(out.stdout)
+        path = self.home.file("tenant-%s.json" % uuid.uuid4().hex[:8], out.stdout)
+        return tenant, path
+
+    def tls(self):
+        return ["--trustedCA-file-path", self.trusted]
+
+    def ok(self, result, expect_json=True):
+        self.assertEqual(result.returncode, 0, result.stderr.decode())
+        self.assertEqual(result.stderr, b"")
+        return json.loads(result.stdout) if expect_json else result.stdout
+
+    def invoke_refused(self, result, status):
+        """capi invoke with an error answer: exit 1, the service's JSON body on stdout, the status
+        on stderr (never a token)."""
+        self.assertEqual(result.returncode, 1, result.stderr)
+        self.assertEqual(json.loads(result.stdout)["statusCode"], status)
+        self.assertIn(str(status), result.stderr.decode())
+        self.assertNotIn(b"CPBLTY1-", result.stderr)
+
+    def failed(self, result):
+        """exit 1, nothing on stdout, and no token anywhere on stderr."""
+        self.assertEqual(result.returncode, 1, result.stdout)
+        self.assertEqual(result.stdout, b"")
+        err = result.stderr.decode()
+        self.assertNotRegex(err, r"CPBLTY1-[A-Za-z0-9_-]{8}")
+        return err
+
+    @staticmethod
+    def log_lines(server):
+        time.sleep(0.3)  # a request answered just before logs its line right after
+        return [l for l in server.stderr().splitlines() if " op=" in l]
+
+    def membrane(self, server, tenant_file, membrane_id, *extra):
+        """capi config import of the tenant as profile p-<id>, then capi membrane create."""
+        profile = "p-" + uuid.uuid4().hex[:8]
+        plain = ["--plain-http"] if not server.tls else []
+        self.ok(self.home.capi("config", "import", "--profile", profile, *plain, tenant_file), expect_json=False)
+        opts = self.tls() if server.tls else []
+        m = self.ok(self.home.capi("membrane", "create", "--profile", profile, "--id", membrane_id, *opts, *extra))
+        return profile, m
+
+    def assert_pretty(self, result):
+        """The original CLI's output: JSON.stringify(answer, null, 2) and a newline (keys in the
+        service's order, which json.loads keeps)."""
+        text = result.stdout.decode()
+        self.assertEqual(text, json.dumps(json.loads(text), indent=2, ensure_ascii=False) + "\n")
+
+    # --- every subcommand over HTTPS ----------------------------------------------------------
+    def test_https_every_subcommand(self):
+        tenant, path = self.new_tenant(self.https)
+        imported = self.home.capi("config", "import", path)  # --profile defaults to "default"
+        self.assertEqual(imported.returncode, 0, imported.stderr)
+        self.assertNotIn(b"CPBLTY1-", imported.stdout)
+
+        created = self.home.capi("membrane", "create", "--id", "owner", *self.tls())
+        m = self.ok(created)
+        self.assert_pretty(created)
+        self.assertEqual(m["id"], "owner")
+        self.assertTrue(m["capabilities"]["export"].startswith("cpblty://%s/#CPBLTY1-" % self.https.authority))
+
+        queried = self.home.capi("membrane", "query", "--id", "owner", *self.tls())
+        q = self.ok(queried)
+        self.assertEqual(q, {"membranes": [m], "completed": True})
+
+        exported = self.home.capi("membrane", "export", "--capability", m["capabilities"]["export"],
+                                  "--uri", self.upstream.url("/echo"), "--method", "PUT",
+                                  "--header", "X-Configured: yes", *self.tls())
+        cap = self.ok(exported)["capability"]
+        self.assertTrue(cap.startswith("cpblty://%s/#CPBLTY1-" % self.https.authority))
+
+        answer = self.ok(self.home.capi("invoke", "--capability", cap, "--data", "hello", *self.tls()),
+                         expect_json=False)
+        echo = json.loads(answer)
+        self.assertEqual(echo["method"], "PUT")
+        self.assertIn(["X-Configured", "yes"], echo["headers"])
+        self.assertEqual(echo["body"], "aGVsbG8=")
+
+        # Re-export through a second membrane, then revoke that one alone.
+        partner = self.ok(self.home.capi("membrane", "create", "--id", "partner", *self.tls()))
+        re = self.ok(self.home.capi("membrane", "export", "--capability", partner["capabilities"]["export"],
+                                    "--capability-to-export", cap, *self.tls()))["capability"]
+        self.ok(self.home.capi("invoke", "--capability", re, *self.tls()), expect_json=False)
+        revoked = self.home.capi("membrane", "revoke", "--capability", partner["capabilities"]["revoke"], *self.tls())
+        self.assertEqual(self.ok(revoked), {"statusCode": 202, "message": "Accepted"})
+        self.assert_pretty(revoked)
+        self.invoke_refused(self.home.capi("invoke", "--capability", re, *self.tls()), 401)
+        self.ok(self.home.capi("invoke", "--capability", cap, *self.tls()), expect_json=False)
+
+        deleted = self.home.capi("membrane", "delete-self", *self.tls())
+        self.assertEqual(self.ok(deleted), {"statusCode": 202, "message": "Accepted"})
+        err = self.failed(self.home.capi("membrane", "create", "--id", "after", *self.tls()))
+        self.assertTrue(err.startswith("FAILED\n"), err)
+        self.assertIn('"statusCode": 401', err)
+        self.invoke_refused(self.home.capi("invoke", "--capability", cap, *self.tls()), 401)
+
+    def test_https_fails_when_the_ca_is_not_trusted(self):
+        tenant, path = self.new_tenant(self.https)
+        self.ok(self.home.capi("config", "import", path), expect_json=False)
+        before = len(self.log_lines(self.https))
+        for extra in ([], ["--trustedCA-file-path", self.wrong_trusted]):
+            err = self.failed(self.home.capi("membrane", "create", "--id", "untrusted", *extra))
+            self.assertTrue(err.startswith("FAILED\n"), err)
+            self.assertIn("not trusted", err)
+            self.assertIn('"error": "Request failed"', err)
+        # A trustedCA file for another authority does not help either.
+        other = self.home.file("other.json", json.dumps({"127.0.0.1:1": open(self.pki.ca_cert).read()}))
+        self.failed(self.home.capi("membrane", "create", "--id", "untrusted", "--trustedCA-file-path", other))
+        self.assertEqual(len(self.log_lines(self.https)), before)  # no request reached the service
+        q = self.ok(self.home.capi("membrane", "query", "--id", "untrusted", *self.tls()))
+        self.assertEqual(q["membranes"], [])
+
+    def test_https_host_name_is_checked(self):
+        """A certificate from the trusted CA, but for another name, is refused; the same service by
+        a name its certificate holds (localhost) is accepted."""
+        tenant, _ = self.new_tenant(self.https)
+        token = token_of(tenant["capabilities"]["query"])
+        ca_pem = open(self.pki.ca_cert).read()
+        by_name = "cpblty://localhost:%d/#%s" % (self.https.port, token)
+        trusted = self.home.file("t.json", json.dumps({"localhost:%d" % self.https.port: ca_pem}))
+        self.ok(self.home.capi("membrane", "query", "--capability", by_name, "--trustedCA-file-path", trusted))
+
+        # A server whose certificate (signed by the same CA) names elsewhere.example only.
+        d = tempfile.mkdtemp(dir=self.pki_dir.name)
+        run = lambda *a: subprocess.run(a, check=True, capture_output=True)
+        key, csr, cert, ext = (os.path.join(d, n) for n in ("k.pem", "r.csr", "c.pem", "ext.cnf"))
+        run("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key,
+            "-out", csr, "-subj", "/CN=elsewhere.example")
+        with open(ext, "w") as f:
+            f.write("subjectAltName=DNS:elsewhere.example\nextendedKeyUsage=serverAuth\n")
+        run("openssl", "x509", "-req", "-in", csr, "-CA", self.pki.ca_cert, "-CAkey", self.pki.ca_key,
+            "-CAcreateserial", "-out", cert, "-days", "2", "-extfile", ext)
+        elsewhere = type("Tls", (), {"server_cert": cert, "server_key": key})()
+        server = Server(tls=elsewhere, args=server_args()).start()
+        try:
+            cap = "cpblty://%s/#%s" % (server.authority, token_of(server.first_tenant()["capabilities"]["query"]))
+            trusted = self.home.file("t2.json", json.dumps({server.authority: ca_pem}))
+            before = len(self.log_lines(server))
+            err = self.failed(self.home.capi("membrane", "query", "--capability", cap, "--trustedCA-file-path", trusted))
+            self.assertIn("not trusted", err)
+            self.assertIn("mismatch", err)
+            self.assertEqual(len(self.log_lines(server)), before)
+        finally:
+            server.stop()
+            server.cleanup()
+
+    # --- plain HTTP -----------------------------------------------------------------------------
+    def test_plain_http_only_when_asked_and_only_to_loopback(self):
+        tenant, path = self.new_tenant(self.plain)
+        query = tenant["capabilities"]["query"]
+        # HTTPS by default: a plain-HTTP service fails the handshake, with a hint.
+        err = self.failed(self.home.capi("membrane", "query", "--capability", query, "--timeout", "5"))
+        self.assertIn("plain HTTP", err)
+        # Asked for: the flag, or the environment variable.
+        self.ok(self.home.capi("membrane", "query", "--capability", query, "--plain-http"))
+        self.ok(self.home.capi("membrane", "query", "--capability", query, env={"CAPI_PLAIN_HTTP": "1"}))
+        self.assertIn("CAPI_PLAIN_HTTP", self.failed(
+            self.home.capi("membrane", "query", "--capability", query, env={"CAPI_PLAIN_HTTP": "perhaps"})))
+        # Never to a non-loopback authority, whatever asks for it.
+        remote = "cpblty://membrane.example.com:8080/#" + token_of(query)
+        for how in (["--plain-http"], []):
+            env = {} if how else {"CAPI_PLAIN_HTTP": "1"}
+            err = self.failed(self.home.capi("membrane", "query", "--capability", remote, *how, env=env))
+            self.assertIn("in clear", err)
+        bad_import = self.home.file("remote.json", json.dumps(
+            {"id": "x", "capabilities": {k: "cpblty://10.1.2.3:80/#" + token_of(v)
+                                         for k, v in tenant["capabilities"].items()}}))
+        self.assertIn("in clear", self.failed(self.home.capi("config", "import", "--plain-http", bad_import)))
+        self.assertFalse(os.path.exists(self.home.credentials))
+
+    def test_config_import_then_create_without_capability(self):
+        result = self.home.capi("config", "import", "--plain-http", os.path.join(self.plain.data_dir, "first-tenant.json"))
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(stat.S_IMODE(os.stat(os.path.dirname(self.home.credentials)).st_mode), 0o700)
+        self.assertEqual(stat.S_IMODE(os.stat(self.home.credentials).st_mode), 0o600)
+        with open(self.home.credentials) as f:
+            text = f.read()
+        self.assertIn("profile: default", text)
+        self.assertIn("plainHttp: true", text)
+        membrane_id = "x-" + uuid.uuid4().hex[:8]
+        m = self.ok(self.home.capi("membrane", "create", "--id", membrane_id))  # no --capability, no --plain-http
+        self.assertEqual(m["id"], membrane_id)
+        # The profile's plainHttp covers its own service only: the HTTPS service is still HTTPS.
+        tenant, _ = self.new_tenant(self.https)
+        self.ok(self.home.capi("membrane", "query", "--capability", tenant["capabilities"]["query"], *self.tls()))
+        # No profile of that name: the original's message, exit 1.
+        err = self.failed(self.home.capi("membrane", "create", "--id", "y", "--profile", "nobody"))
+        self.assertTrue(err.startswith('FAILED\nNo membrane "create" capability found for profile "nobody"'), err)
+
+    def test_two_profiles(self):
+        a, a_path = self.new_tenant(self.plain)
+        b, b_path = self.new_tenant(self.plain)
+        self.ok(self.home.capi("config", "import", "--profile", "alpha", "--plain-http", a_path), expect_json=False)
+        self.ok(self.home.capi("config", "import", "--profile", "beta", "--plain-http", b_path), expect_json=False)
+        for profile in ("alpha", "beta"):
+            self.ok(self.home.capi("membrane", "create", "--profile", profile, "--id", "shared"))
+        self.ok(self.home.capi("membrane", "create", "--profile", "alpha", "--id", "only-alpha"))
+        qa = self.ok(self.home.capi("membrane", "query", "--profile", "alpha", "--limit", "10"))
+        qb = self.ok(self.home.capi("membrane", "query", "--profile", "beta", "--limit", "10"))
+        self.assertEqual([m["id"] for m in qa["membranes"]], ["only-alpha", "shared"])
+        self.assertEqual([m["id"] for m in qb["membranes"]], ["shared"])
+        # No "default" profile was written.
+        self.assertIn("default", self.failed(self.home.capi("membrane", "query", "--plain-http")))
+        # Re-importing beta with another tenant replaces beta, leaves alpha.
+        self.ok(self.home.capi("config", "import", "--profile", "beta", "--plain-http", a_path), expect_json=False)
+        qb = self.ok(self.home.capi("membrane", "query", "--profile", "beta", "--limit", "10"))
+        self.assertEqual([m["id"] for m in qb["membranes"]], ["only-alpha", "shared"])
+        with open(self.home.credentials) as f:
+            self.assertEqual(f.read().count("profile:"), 2)
+
+    def test_query_paging(self):
+        tenant, path = self.new_tenant(self.plain)
+        self.ok(self.home.capi("config", "import", "--plain-http", path), expect_json=False)
+        for i in range(1, 6):
+            self.ok(self.home.capi("membrane", "create", "--id", "m%d" % i))
+        page = self.ok(self.home.capi("membrane", "query"))  # the service's default limit: 1
+        self.assertEqual(([m["id"] for m in page["membranes"]], page["completed"]), (["m1"], False))
+        page = self.ok(self.home.capi("membrane", "query", "--limit", "2"))
+        self.assertEqual(([m["id"] for m in page["membranes"]], page["completed"]), (["m1", "m2"], False))
+        page = self.ok(self.home.capi("membrane", "query", "--limit", "2", "--last-id", "m2"))
+        self.assertEqual(([m["id"] for m in page["membranes"]], page["completed"]), (["m3", "m4"], False))
+        page = self.ok(self.home.capi("membrane", "query", "--limit", "2", "--last-id", "m4"))
+        self.assertEqual(([m["id"] for m in page["membranes"]], page["completed"]), (["m5"], True))
+        page = self.ok(self.home.capi("membrane", "query", "--id", "m3"))
+        self.assertEqual([m["id"] for m in page["membranes"]], ["m3"])
+        before = len(self.log_lines(self.plain))
+        for bad in ("0", "-3", "ten"):
+            self.assertIn("--limit", self.failed(self.home.capi("membrane", "query", "--limit", bad)))
+        self.assertEqual(len(self.log_lines(self.plain)), before)
+
+    def test_ids_with_spaces_and_slashes_round_trip(self):
+        tenant, path = self.new_tenant(self.plain)
+        self.ok(self.home.capi("config", "import", "--plain-http", path), expect_json=False)
+        odd = "a b/c&d=e+f?"
+        self.assertEqual(self.ok(self.home.capi("membrane", "create", "--id", odd))["id"], odd)
+        page = self.ok(self.home.capi("membrane", "query", "--id", odd))
+        self.assertEqual([m["id"] for m in page["membranes"]], [odd])
+
+    # --- export and invoke ----------------------------------------------------------------------
+    def test_export_options_reach_the_upstream(self):
+        tenant, path = self.new_tenant(self.plain)
+        _, m = self.membrane(self.plain, path, "exports")
+        export = m["capabilities"]["export"]
+        cap = self.ok(self.home.capi("membrane", "export", "--plain-http", "--capability", export,
+                                     "--uri", self.upstream.url("/echo?fixed=1"), "--allow-query",
+                                     "--method", "patch", "--header", "X-One: 1", "--header", "X-Url: http://a:1/",
+                                     "--timeout-ms", "5000", "--tls-reject-unauthorized", "false"))["capability"]
+        echo = json.loads(self.ok(self.home.capi("invoke", "--plain-http", "--capability", cap,
+                                                 "--path", "/ignored?asked=2"), expect_json=False))
+        self.assertEqual(echo["method"], "PATCH")
+        self.assertEqual(echo["path"], "/echo?fixed=1&asked=2")
+        self.assertIn(["X-One", "1"], echo["headers"])
+        self.assertIn(["X-Url", "http://a:1/"], echo["headers"])
+        # Re-export through another membrane; the re-export works the same way.
+        _, m2 = self.membrane(self.plain, path, "exports-2")
+        re = self.ok(self.home.capi("membrane", "export", "--plain-http", "--capability", m2["capabilities"]["export"],
+                                    "--capability-to-export", cap))["capability"]
+        echo = json.loads(self.ok(self.home.capi("invoke", "--plain-http", "--capability", re, "--path", "/?x=y"),
+                                  expect_json=False))
+        self.assertEqual((echo["method"], echo["path"]), ("PATCH", "/echo?fixed=1&x=y"))
+        # SigV4 and CAP1 flag sets are accepted by the service.
+        for signing in (["--aws4-hmac-sha256-aws-access-key-id", "AKID", "--aws4-hmac-sha256-secret-access-key", "s3cr3t",
+                         "--aws4-hmac-sha256-region", "us-east-1", "--aws4-hmac-sha256-service", "lambda"],
+                        ["--cap1-hmac-sha512-key", "c2VjcmV0LWtleQ", "--cap1-hmac-sha512-key-id", "key-1"]):
+            signed = self.ok(self.home.capi("membrane", "export", "--plain-http", "--capability", export,
+                                            "--uri", self.upstream.url("/echo"), *signing))["capability"]
+            echo = json.loads(self.ok(self.home.capi("invoke", "--plain-http", "--capability", signed),
+                                      expect_json=False))
+            names = [k.lower() for k, _ in echo["headers"]]
+            self.assertIn("authorization", names)
+            self.assertIn("x-amz-date" if "lambda" in signing else "x-cap-date", names)
+
+    def test_invoke_sends_and_receives_byte_exact(self):
+        tenant, path = self.new_tenant(self.plain)
+        _, m = self.membrane(self.plain, path, "bytes")
+        export = m["capabilities"]["export"]
+
+        def cap_for(p):
+            return self.ok(self.home.capi("membrane", "export", "--plain-http", "--capability", export,
+                                          "--uri", self.upstream.url(p)))["capability"]
+
+        echo_cap = cap_for("/echo")
+        blob = bytes(range(256)) * 40 + b"\r\n\x00end"
+        data_file = self.home.file("body.bin", blob)
+        cases = [
+            (["--data", "@" + data_file], None, blob, "POST"),
+            (["--data", "-"], blob, blob, "POST"),
+            (["--data", "plain text\n"], None, b"plain text\n", "POST"),
+            (["--data", "@" + data_file, "--method", "PUT"], None, blob, "PUT"),
+            ([], None, b"", "GET"),
+            (["-X", "DELETE"], None, b"", "DELETE"),
+        ]
+        import base64
+        for args, stdin, body, method in cases:
+            with self.subTest(args=args[:2]):
+                out = self.ok(self.home.capi("invoke", "--plain-http", "--capability", echo_cap,
+                                             "--header", "X-Test: 1", "-H", "Content-Type: application/x-thing",
+                                             *args, stdin=stdin), expect_json=False)
+                echo = json.loads(out)
+                self.assertEqual(echo["method"], method)
+                self.assertEqual(base64.b64decode(echo["body"]), body)
+                self.assertIn(["X-Test", "1"], echo["headers"])
+                self.assertIn(["Content-Type", "application/x-thing"], echo["headers"])
+                record = self.upstream.requests[-1]
+                self.assertEqual(record["body"], body)
+                self.assertNotIn("authorization", [k.lower() for k, _ in record["headers"]])
+
+        # The answer's body on stdout exactly, with a length or chunked.
+        for p, expected in (("/sized/100000", b"y" * 100000), ("/big/300000", b"x" * 300000)):
+            out = self.ok(self.home.capi("invoke", "--plain-http", "--capability", cap_for(p)), expect_json=False)
+            self.assertEqual(out, expected)
+
+        # -i: the status line and headers first, then the body.
+        out = self.ok(self.home.capi("invoke", "--plain-http", "--capability", echo_cap, "-i"), expect_json=False)
+        head, _, body = out.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 200 OK\r\n"), head)
+        self.assertIn(b"\r\nX-Upstream: yes", head)
+        self.assertEqual(json.loads(body)["method"], "GET")
+
+        # An error status: the body still on stdout, the status on stderr, exit 1.
+        result = self.home.capi("invoke", "--plain-http", "--capability", cap_for("/status/404"))
+        self.assertEqual(result.returncode, 1)
+        self.assertEqual(json.loads(result.stdout), {"status": 404})
+        self.assertIn("404", result.stderr.decode())
+
+    def test_revoke_then_invoke_fails(self):
+        tenant, path = self.new_tenant(self.plain)
+        _, m = self.membrane(self.plain, path, "revocable")
+        cap = self.ok(self.home.capi("membrane", "export", "--plain-http", "--capability", m["capabilities"]["export"],
+                                     "--uri", self.upstream.url("/echo")))["capability"]
+        self.ok(self.home.capi("invoke", "--plain-http", "--capability", cap), expect_json=False)
+        for _ in range(2):  # a repeated revoke answers 202 again
+            revoked = self.ok(self.home.capi("membrane", "revoke", "--plain-http", "--capability", m["capabilities"]["revoke"]))
+            self.assertEqual(revoked, {"statusCode": 202, "message": "Accepted"})
+        self.invoke_refused(self.home.capi("invoke", "--plain-http", "--capability", cap), 401)
+
+    def test_delete_self(self):
+        tenant, path = self.new_tenant(self.plain)
+        profile, m = self.membrane(self.plain, path, "doomed")
+        cap = self.ok(self.home.capi("membrane", "export", "--plain-http", "--capability", m["capabilities"]["export"],
+                                     "--uri", self.upstream.url("/echo")))["capability"]
+        deleted = self.home.capi("membrane", "delete-self", "--profile", profile)
+        self.assertEqual(self.ok(deleted), {"statusCode": 202, "message": "Accepted"})
+        self.assertIn('"statusCode": 401', self.failed(self.home.capi("membrane", "query", "--profile", profile)))
+        self.invoke_refused(self.home.capi("invoke", "--plain-http", "--capability", cap), 401)
+
+    # --- refusals ---------------------------------------------------------------------------------
+    def test_wrong_flag_combinations_send_nothing(self):
+        tenant, path = self.new_tenant(self.plain)
+        profile, m = self.membrane(self.plain, path, "flags")
+        export = m["capabilities"]["export"]
+        other = tenant["capabilities"]["query"]
+        uri = self.upstream.url("/echo")
+        aws4 = ["--aws4-hmac-sha256-aws-access-key-id", "AKID", "--aws4-hmac-sha256-secret-access-key", "TOPSECRET",
+                "--aws4-hmac-sha256-region", "us-east-1", "--aws4-hmac-sha256-service", "lambda"]
+        cap1 = ["--cap1-hmac-sha512-key", "c2VjcmV0", "--cap1-hmac-sha512-key-id", "kid"]
+        cases = [
+            (["--capability-to-export", other, "--uri", uri], "--capability-to-export"),
+            (["--capability-to-export", other, "--header", "X-A: b"], "--header"),
+            (["--capability-to-export", other, "--method", "GET"], "--method"),
+            (["--capability-to-export", other, "--allow-query"], "--allow-query"),
+            (["--capability-to-export", other, "--timeout-ms", "10"], "--timeout-ms"),
+            (["--capability-to-export", other, "--tls-reject-unauthorized", "false"], "--tls-reject-unauthorized"),
+            (["--capability-to-export", other] + aws4, "--aws4-hmac-sha256"),
+            (["--uri", uri] + aws4 + cap1, "cannot be combined"),
+            (["--uri", uri] + aws4[:4], "--aws4-hmac-sha256-region"),
+            (["--uri", uri] + aws4[2:], "--aws4-hmac-sha256-aws-access-key-id"),
+            (["--uri", uri] + cap1[:2], "--cap1-hmac-sha512-key-id"),
+            (["--uri", uri] + cap1[2:], "--cap1-hmac-sha512-key"),
+            (["--header", "X-A: b"], "--uri"),
+            ([], "--uri"),
+            (["--uri", uri, "--header", "no colon here"], "Name: value"),
+            (["--uri", "ftp://example.com/"], "--uri"),
+            (["--uri", uri, "--timeout-ms", "soon"], "--timeout-ms"),
+            (["--capability-to-export", "cpblty://x/#CPBLTY1-short"], "--capability-to-export"),
+        ]
+        before = len(self.log_lines(self.plain))
+        for args, expected in cases:
+            with self.subTest(args=[a for a in args if not a.startswith("cpblty")]):
+                err = self.failed(self.home.capi("membrane", "export", "--plain-http", "--capability", export, *args))
+                self.assertIn(expected, err)
+                self.assertNotIn("TOPSECRET", err)
+                self.assertFalse(err.startswith("Traceback"))
+        for args, expected in ((["membrane", "create"], "--id"),
+                               (["membrane", "create", "--id", "z", "--no-such-flag"], "no-such-flag"),
+                               (["membrane", "create", "--id", "z", "--capability", "not-a-capability"], "capability"),
+                               (["membrane"], "subcommand"),
+                               (["invoke", "--plain-http"], "--capability"),
+                               (["invoke", "--plain-http", "--capability", export, "-H", "Authorization: x"],
+                                "Authorization")):
+            with self.subTest(args=args):
+                self.assertIn(expected, self.failed(self.home.capi(*args, "--profile", profile)))
+        self.assertEqual(len(self.log_lines(self.plain)), before)  # not one request reached the service
+        page = self.ok(self.home.capi("membrane", "query", "--profile", profile, "--limit", "10"))
+        self.assertEqual([x["id"] for x in page["membranes"]], ["flags"])
+
+    def test_service_errors_print_failed_and_the_error_json(self):
+        tenant, path = self.new_tenant(self.plain)
+        profile, m = self.membrane(self.plain, path, "dup")
+        # 409: a duplicate id.
+        err = self.failed(self.home.capi("membrane", "create", "--profile", profile, "--id", "dup"))
+        lines = err.split("\n", 2)
+        self.assertEqual(lines[0], "FAILED")
+        error = json.loads(lines[2])
+        self.assertEqual(error["statusCode"], 409)
+        self.assertEqual(error["error"], "Conflict")
+        self.assertEqual(lines[1], error["message"])
+        self.assertEqual(list(error), ["error", "statusCode", "message"])  # the SDK's order
+        # 401: a well-formed token the service does not know.
+        bogus = "cpblty://%s/#CPBLTY1-%s" % (self.plain.authority, "A" * 85 + "Q")
+        for args in (["membrane", "create", "--id", "x"], ["membrane", "query"], ["membrane", "revoke"],
+                     ["membrane", "delete-self"], ["membrane", "export", "--uri", self.upstream.url("/echo")]):
+            with self.subTest(args=args):
+                err = self.failed(self.home.capi(*args, "--plain-http", "--capability", bogus))
+                lines = err.split("\n", 2)
+                self.assertEqual(lines[0], "FAILED")
+                self.assertEqual(json.loads(lines[2])["statusCode"], 401)
+        # 400 from the service (an id over 512 characters), the same format.
+        err = self.failed(self.home.capi("membrane", "create", "--profile", profile, "--id", "i" * 600))
+        self.assertEqual(json.loads(err.split("\n", 2)[2])["statusCode"], 400)
+        # Nobody listening: a request failure, in the SDK's shape.
+        dead = "cpblty://127.0.0.1:1/#" + token_of(m["capabilities"]["export"])
+        err = self.failed(self.home.capi("membrane", "revoke", "--plain-http", "--capability", dead))
+        self.assertEqual(json.loads(err.split("\n", 2)[2])["error"], "Request failed")
+
+    def test_every_wait_has_a_timeout(self):
+        import socket
+        silent = socket.socket()
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # accepts connections (the kernel does) and never answers
+        try:
+            port = silent.getsockname()[1]
+            token = "CPBLTY1-" + "A" * 85 + "Q"
+            for extra, env in (([], {}), (["--plain-http"], {})):
+                started = time.monotonic()
+                err = self.failed(self.home.capi("membrane", "query", "--capability",
+                                                 "cpblty://127.0.0.1:%d/#%s" % (port, token), "--timeout", "1",
+                                                 *extra, env=env, timeout=20))
+                self.assertLess(time.monotonic() - started, 10)
+                self.assertIn("timed out after 1 s", err)
+        finally:
+            silent.close()
+
+
+if __name__ == "__main__":
+    unittest.main()

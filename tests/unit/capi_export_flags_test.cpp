@@ -1,0 +1,301 @@
+// capi's flags as request pieces (cli/export_flags): the export body of `capi membrane export`
+// with the original CLI's conflicts and implications, --header parsing, and the query string of
+// `capi membrane query`. No network: every refusal here is one that capi makes before sending.
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "cli/export_flags.hpp"
+#include "tests/support/test_pki.hpp"
+
+namespace membraned::cli {
+namespace {
+
+constexpr const char* kCapUri =
+    "cpblty://127.0.0.1:8080/#CPBLTY1-Vf2Q5NBTFtn-57umfGU3anHy9JkLbpZQddRD13oMAE0M3nfabXD2wKg_C3WHgP56oThB7GlvZZ_IbX5avhia4Q";
+constexpr const char* kSecret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+
+ExportFlags uri_only() {
+  ExportFlags f;
+  f.uri = "https://example.com/path";
+  return f;
+}
+
+std::string error_of(const ExportFlags& f) {
+  auto r = build_export_body(f);
+  EXPECT_FALSE(r.ok()) << (r.ok() ? r->dump() : "");
+  return r.ok() ? std::string() : r.error().message;
+}
+
+// One setter per uri-only flag, with the flag's name.
+struct UriOption {
+  const char* flag;
+  std::function<void(ExportFlags&)> set;
+};
+
+std::vector<UriOption> uri_options() {
+  return {
+      {"--uri", [](ExportFlags& f) { f.uri = "https://example.com/"; }},
+      {"--allow-query", [](ExportFlags& f) { f.allow_query = true; }},
+      {"--header", [](ExportFlags& f) { f.headers.push_back("X-A: b"); }},
+      {"--method", [](ExportFlags& f) { f.method = "POST"; }},
+      {"--aws4-hmac-sha256-aws-access-key-id", [](ExportFlags& f) { f.aws4_access_key_id = "AKID"; }},
+      {"--aws4-hmac-sha256-secret-access-key", [](ExportFlags& f) { f.aws4_secret_access_key = kSecret; }},
+      {"--aws4-hmac-sha256-region", [](ExportFlags& f) { f.aws4_region = "us-east-1"; }},
+      {"--aws4-hmac-sha256-service", [](ExportFlags& f) { f.aws4_service = "lambda"; }},
+      {"--cap1-hmac-sha512-key", [](ExportFlags& f) { f.cap1_key = "c2VjcmV0"; }},
+      {"--cap1-hmac-sha512-key-id", [](ExportFlags& f) { f.cap1_key_id = "kid"; }},
+      {"--timeout-ms", [](ExportFlags& f) { f.timeout_ms = "1000"; }},
+      {"--tls-ca", [](ExportFlags& f) { f.tls_ca = "-----BEGIN CERTIFICATE-----"; }},
+      {"--tls-cert", [](ExportFlags& f) { f.tls_cert = "-----BEGIN CERTIFICATE-----"; }},
+      {"--tls-key", [](ExportFlags& f) { f.tls_key = "-----BEGIN PRIVATE KEY-----"; }},
+      {"--tls-reject-unauthorized", [](ExportFlags& f) { f.tls_reject_unauthorized = false; }},
+  };
+}
+
+TEST(ExportFlags, UriAloneGivesOnlyUri) {
+  auto r = build_export_body(uri_only());
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->dump(), R"({"uri":"https://example.com/path"})");
+}
+
+TEST(ExportFlags, CapabilityToExportAloneGivesOnlyCapability) {
+  ExportFlags f;
+  f.capability_to_export = kCapUri;
+  auto r = build_export_body(f);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->dump(), std::string(R"({"capability":")") + kCapUri + R"("})");
+}
+
+TEST(ExportFlags, EveryUriOptionInTheOriginalsKeyOrder) {
+  ExportFlags f = uri_only();
+  f.allow_query = true;
+  f.headers = {"X-Amz-Invocation-Type: RequestResponse", "X-Url:  http://a.example/x:1  "};
+  f.method = "post";
+  f.timeout_ms = "1500";
+  f.aws4_access_key_id = "AKIAIOSFODNN7EXAMPLE";
+  f.aws4_secret_access_key = kSecret;
+  f.aws4_region = "us-east-1";
+  f.aws4_service = "lambda";
+  f.tls_reject_unauthorized = false;
+  auto r = build_export_body(f);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(r->dump(),
+            std::string(R"({"uri":"https://example.com/path","allowQuery":true,)") +
+                R"("headers":{"X-Amz-Invocation-Type":"RequestResponse","X-Url":"http://a.example/x:1"},)" +
+                R"("method":"post","timeoutMs":1500,)" +
+                R"("hmac":{"aws4-hmac-sha256":{"awsAccessKeyId":"AKIAIOSFODNN7EXAMPLE","region":"us-east-1",)" +
+                R"("service":"lambda","secretAccessKey":")" + kSecret + R"("}},)" +
+                R"("tls":{"rejectUnauthorized":false}})");
+}
+
+TEST(ExportFlags, Cap1SigningAndTlsMaterial) {
+  auto pem = test::make_self_signed_pem("upstream");
+  ExportFlags f = uri_only();
+  f.cap1_key = "c2VjcmV0LWtleQ";
+  f.cap1_key_id = "key-1";
+  f.tls_ca = pem.cert;
+  f.tls_cert = pem.cert;
+  f.tls_key = pem.key;
+  auto r = build_export_body(f);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ((*r)["hmac"].dump(), R"({"cap1-hmac-sha512":{"key":"c2VjcmV0LWtleQ","keyId":"key-1"}})");
+  EXPECT_EQ((*r)["tls"]["ca"], pem.cert);
+  EXPECT_EQ((*r)["tls"]["cert"], pem.cert);
+  EXPECT_EQ((*r)["tls"]["key"], pem.key);
+  EXPECT_FALSE((*r)["tls"].contains("rejectUnauthorized"));
+}
+
+TEST(ExportFlags, CapabilityToExportConflictsWithEveryUriOption) {
+  for (const auto& option : uri_options()) {
+    SCOPED_TRACE(option.flag);
+    ExportFlags f;
+    f.capability_to_export = kCapUri;
+    option.set(f);
+    std::string message = error_of(f);
+    EXPECT_NE(message.find("--capability-to-export"), std::string::npos) << message;
+    EXPECT_NE(message.find(option.flag), std::string::npos) << message;
+    EXPECT_EQ(message.find(kSecret), std::string::npos) << message;
+    EXPECT_EQ(message.find("CPBLTY1-"), std::string::npos) << message;
+  }
+}
+
+TEST(ExportFlags, Aws4AndCap1FlagsConflict) {
+  const std::vector<std::function<void(ExportFlags&)>> aws4 = {
+      [](ExportFlags& f) { f.aws4_access_key_id = "AKID"; },
+      [](ExportFlags& f) { f.aws4_secret_access_key = kSecret; },
+      [](ExportFlags& f) { f.aws4_region = "us-east-1"; },
+      [](ExportFlags& f) { f.aws4_service = "lambda"; },
+  };
+  const std::vector<std::function<void(ExportFlags&)>> cap1 = {
+      [](ExportFlags& f) { f.cap1_key = "c2VjcmV0"; },
+      [](ExportFlags& f) { f.cap1_key_id = "kid"; },
+  };
+  for (std::size_t a = 0; a < aws4.size(); ++a) {
+    for (std::size_t c = 0; c < cap1.size(); ++c) {
+      ExportFlags f = uri_only();
+      aws4[a](f);
+      cap1[c](f);
+      std::string message = error_of(f);
+      EXPECT_NE(message.find("cannot be combined"), std::string::npos) << message;
+    }
+  }
+  // Complete sets of both: still refused.
+  ExportFlags f = uri_only();
+  for (auto& s : aws4) s(f);
+  for (auto& s : cap1) s(f);
+  EXPECT_NE(error_of(f).find("one scheme"), std::string::npos);
+}
+
+TEST(ExportFlags, IncompleteAws4SetNamesWhatIsMissing) {
+  const std::vector<std::pair<const char*, std::function<void(ExportFlags&)>>> aws4 = {
+      {"--aws4-hmac-sha256-aws-access-key-id", [](ExportFlags& f) { f.aws4_access_key_id = "AKID"; }},
+      {"--aws4-hmac-sha256-secret-access-key", [](ExportFlags& f) { f.aws4_secret_access_key = kSecret; }},
+      {"--aws4-hmac-sha256-region", [](ExportFlags& f) { f.aws4_region = "us-east-1"; }},
+      {"--aws4-hmac-sha256-service", [](ExportFlags& f) { f.aws4_service = "lambda"; }},
+  };
+  // Every non-empty proper subset of the four flags.
+  for (unsigned mask = 1; mask < 15; ++mask) {
+    SCOPED_TRACE(mask);
+    ExportFlags f = uri_only();
+    for (unsigned i = 0; i < 4; ++i) {
+      if (mask & (1u << i)) aws4[i].second(f);
+    }
+    std::string message = error_of(f);
+    for (unsigned i = 0; i < 4; ++i) {
+      if (!(mask & (1u << i))) {
+        EXPECT_NE(message.find(std::string("missing")), std::string::npos) << message;
+        EXPECT_NE(message.find(aws4[i].first), std::string::npos) << message;
+      }
+    }
+    EXPECT_EQ(message.find(kSecret), std::string::npos) << message;
+  }
+}
+
+TEST(ExportFlags, IncompleteCap1SetIsRefused) {
+  ExportFlags key_only = uri_only();
+  key_only.cap1_key = "c2VjcmV0";
+  EXPECT_NE(error_of(key_only).find("--cap1-hmac-sha512-key-id"), std::string::npos);
+  ExportFlags id_only = uri_only();
+  id_only.cap1_key_id = "kid";
+  std::string message = error_of(id_only);
+  EXPECT_NE(message.find("missing --cap1-hmac-sha512-key"), std::string::npos) << message;
+}
+
+TEST(ExportFlags, UriOptionsWithoutUriAreRefused) {
+  EXPECT_NE(error_of(ExportFlags{}).find("--uri"), std::string::npos);
+  for (const auto& option : uri_options()) {
+    if (std::string(option.flag) == "--uri") continue;
+    SCOPED_TRACE(option.flag);
+    ExportFlags f;
+    option.set(f);
+    // Flags of an incomplete signing set may be reported as incomplete first; either way, refused.
+    EXPECT_FALSE(build_export_body(f).ok());
+  }
+  ExportFlags method_only;
+  method_only.method = "GET";
+  EXPECT_NE(error_of(method_only).find("--method need(s) --uri"), std::string::npos);
+}
+
+TEST(ExportFlags, HeaderFlags) {
+  auto h = parse_header_flag("X-My: Header");
+  ASSERT_TRUE(h.ok());
+  EXPECT_EQ(h->name, "X-My");
+  EXPECT_EQ(h->value, "Header");
+  h = parse_header_flag("X-Url:http://a.example:8080/");
+  ASSERT_TRUE(h.ok());
+  EXPECT_EQ(h->value, "http://a.example:8080/");  // split at the first ':' only
+  h = parse_header_flag("X-Empty:");
+  ASSERT_TRUE(h.ok());
+  EXPECT_EQ(h->value, "");
+  EXPECT_FALSE(parse_header_flag("no colon").ok());
+  EXPECT_FALSE(parse_header_flag(": value").ok());
+  EXPECT_FALSE(parse_header_flag("Bad Name: value").ok());
+  EXPECT_FALSE(parse_header_flag("X-A: a\r\nX-Injected: b").ok());
+}
+
+TEST(ExportFlags, RepeatedHeaderLastOneWinsAndCaseVariantsAreRefused) {
+  ExportFlags f = uri_only();
+  f.headers = {"X-A: 1", "X-A: 2"};
+  auto r = build_export_body(f);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ((*r)["headers"].dump(), R"({"X-A":"2"})");
+  f.headers = {"X-A: 1", "x-a: 2"};
+  EXPECT_NE(error_of(f).find("--header"), std::string::npos);
+  f.headers = {"bad"};
+  EXPECT_NE(error_of(f).find("Name: value"), std::string::npos);
+}
+
+TEST(ExportFlags, TimeoutMsMustBeAPositiveWholeNumber) {
+  for (const char* bad : {"", "0", "-5", "1.5", "abc", "10ms", "99999999999999999999999"}) {
+    SCOPED_TRACE(bad);
+    ExportFlags f = uri_only();
+    f.timeout_ms = bad;
+    EXPECT_NE(error_of(f).find("--timeout-ms"), std::string::npos);
+  }
+}
+
+TEST(ExportFlags, ServiceRulesAreCheckedBeforeSending) {
+  ExportFlags f = uri_only();
+  f.uri = "ftp://example.com/";
+  EXPECT_NE(error_of(f).find("--uri"), std::string::npos);
+  f = uri_only();
+  f.method = "NOT A METHOD";
+  EXPECT_NE(error_of(f).find("--method"), std::string::npos);
+  f = uri_only();
+  f.tls_ca = "not a certificate";
+  EXPECT_NE(error_of(f).find("--tls-ca"), std::string::npos);
+  f = uri_only();
+  f.headers = {"X-Amz-Date: 20240101T000000Z"};  // a header the signer writes
+  f.aws4_access_key_id = "AKID";
+  f.aws4_secret_access_key = kSecret;
+  f.aws4_region = "us-east-1";
+  f.aws4_service = "lambda";
+  EXPECT_NE(error_of(f).find("--header"), std::string::npos);
+  ExportFlags re;
+  re.capability_to_export = "cpblty://example.com/#CPBLTY1-tooshort";
+  std::string message = error_of(re);
+  EXPECT_NE(message.find("--capability-to-export"), std::string::npos) << message;
+  // Secrets never appear in an error, even when the flag holding one is wrong.
+  f = uri_only();
+  f.aws4_access_key_id = "not valid!";
+  f.aws4_secret_access_key = kSecret;
+  f.aws4_region = "us-east-1";
+  f.aws4_service = "lambda";
+  message = error_of(f);
+  EXPECT_NE(message.find("--aws4-hmac-sha256-aws-access-key-id"), std::string::npos) << message;
+  EXPECT_EQ(message.find(kSecret), std::string::npos) << message;
+}
+
+TEST(ExportFlags, GivenFlagsAreListed) {
+  ExportFlags f = uri_only();
+  f.capability_to_export = kCapUri;
+  f.headers = {"X-A: b"};
+  EXPECT_EQ(given_export_flags(f), (std::vector<std::string>{"--capability-to-export", "--uri", "--header"}));
+}
+
+TEST(ExportFlags, QueryTarget) {
+  auto t = query_target(std::nullopt, std::nullopt, std::nullopt);
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(*t, "/");
+  t = query_target(std::string("a b&c/d"), std::nullopt, std::nullopt);
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(*t, "/?id=a%20b%26c%2Fd");
+  t = query_target(std::nullopt, std::string("m-1"), std::string("10"));
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(*t, "/?lastId=m-1&limit=10");
+  t = query_target(std::string("x"), std::string("w"), std::string("2"));
+  ASSERT_TRUE(t.ok());
+  EXPECT_EQ(*t, "/?id=x&lastId=w&limit=2");
+  for (const char* bad : {"0", "-1", "abc", "1.5", ""}) {
+    SCOPED_TRACE(bad);
+    auto r = query_target(std::nullopt, std::nullopt, std::string(bad));
+    ASSERT_FALSE(r.ok());
+    EXPECT_NE(r.error().message.find("--limit"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace membraned::cli
