@@ -48,7 +48,8 @@ CONF
 
 start_membraned() {  # $1 threads; sets mport and mcap
   local dir="$work/m$1"
-  "$binary" serve --listen 127.0.0.1:0 --data-dir "$dir" --threads "$1" >"$dir.out" 2>/dev/null </dev/null & pids+=($!)
+  "$binary" serve --listen 127.0.0.1:0 --data-dir "$dir" --threads "$1" --allow-upstream 127.0.0.0/8 \
+    >"$dir.out" 2>/dev/null </dev/null & pids+=($!)
   for _ in $(seq 1 100); do grep -q listening "$dir.out" 2>/dev/null && break; sleep 0.1; done
   local port; port=$(grep -o '127.0.0.1:[0-9]*' "$dir.out" | head -1 | cut -d: -f2)
   local create; create=$(python3 -c "import json;print(json.load(open('$dir/first-tenant.json'))['capabilities']['create'].split('#')[1])")

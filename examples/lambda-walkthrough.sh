@@ -71,12 +71,8 @@ LAMBDA_URL="http://127.0.0.1:$(awk '/^PORT /{print $2}' "$WORK/fake.out")"
 echo "fake Lambda listening on $LAMBDA_URL"
 
 # 2. membraned, with its data in a throwaway directory.
-# The fake Lambda is on loopback: a membraned that guards upstreams (--allow-upstream) must let it.
-serve_args=()
-if "$MEMBRANED_BIN" serve --help 2>/dev/null | grep -q -- '--allow-upstream'; then
-  serve_args+=(--allow-upstream 127.0.0.0/8)
-fi
-"$MEMBRANED_BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/var" "${serve_args[@]}" \
+# The fake Lambda is on loopback, which exports may not reach unless the operator opens it.
+"$MEMBRANED_BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/var" --allow-upstream 127.0.0.0/8 \
   >"$WORK/membraned.out" 2>"$WORK/membraned.log" &
 pids+=($!)
 for _ in $(seq 1 200); do grep -q 'listening on' "$WORK/membraned.out" 2>/dev/null && break; sleep 0.1; done

@@ -9,8 +9,12 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 
+#include <ifaddrs.h>
+#include <netinet/in.h>
+
 #include <algorithm>
 #include <array>
+#include <cstring>
 #include <atomic>
 #include <ctime>
 #include <limits>
@@ -21,6 +25,8 @@
 #include <thread>
 #include <vector>
 
+#include "core/address_policy.hpp"
+#include "core/export_config.hpp"
 #include "core/sigv4.hpp"
 #include "core/upstream_request.hpp"
 #include "server/metrics.hpp"
@@ -53,11 +59,50 @@ std::string utc_now() {
   return out;
 }
 
+core::IpAddress to_ip_address(const net::ip::address& address) {
+  core::IpAddress ip;
+  if (address.is_v4()) {
+    auto b = address.to_v4().to_bytes();
+    std::copy(b.begin(), b.end(), ip.bytes.begin());
+    ip.v4 = true;
+  } else {
+    auto b = address.to_v6().to_bytes();
+    std::copy(b.begin(), b.end(), ip.bytes.begin());
+    ip.v4 = false;
+  }
+  return ip;
+}
+
 bool is_loopback(const net::ip::address& address) {
   if (address.is_v4()) return address.to_v4().is_loopback();
   const auto v6 = address.to_v6();
   return v6.is_loopback() ||
          (v6.is_v4_mapped() && net::ip::make_address_v4(net::ip::v4_mapped, v6).is_loopback());
+}
+
+// Where the service itself answers: its listening address, or every local address when it
+// listens on all of them (so an export cannot make it call itself).
+std::vector<core::UpstreamAddressPolicy::Endpoint> own_endpoints(const net::ip::address& listen, std::uint16_t port) {
+  std::vector<core::UpstreamAddressPolicy::Endpoint> own{{to_ip_address(listen), port}};
+  if (!listen.is_unspecified()) return own;
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) return own;
+  for (ifaddrs* i = list; i != nullptr; i = i->ifa_next) {
+    if (i->ifa_addr == nullptr) continue;
+    if (i->ifa_addr->sa_family == AF_INET) {
+      const auto* in = reinterpret_cast<const sockaddr_in*>(i->ifa_addr);
+      net::ip::address_v4::bytes_type b;
+      std::memcpy(b.data(), &in->sin_addr, b.size());
+      own.push_back({to_ip_address(net::ip::address_v4(b)), port});
+    } else if (i->ifa_addr->sa_family == AF_INET6) {
+      const auto* in6 = reinterpret_cast<const sockaddr_in6*>(i->ifa_addr);
+      net::ip::address_v6::bytes_type b;
+      std::memcpy(b.data(), &in6->sin6_addr, b.size());
+      own.push_back({to_ip_address(net::ip::address_v6(b)), port});
+    }
+  }
+  freeifaddrs(list);
+  return own;
 }
 
 }  // namespace
@@ -133,6 +178,7 @@ struct ServerState {
   std::shared_ptr<ssl::context> default_client_tls;
   core::sigv4::SigningKeyCache key_cache;
   Metrics metrics;
+  core::UpstreamAddressPolicy upstream_policy;  // SPEC 10; set by start() once the port is bound
 
   struct Stoppable {
     virtual ~Stoppable() = default;
@@ -273,9 +319,14 @@ class HttpSession : public ServerState::Stoppable {
       return reply_and_close(api::Api::error_response(408, "the request body did not arrive in time"));
     }
     if (ec) return derived().do_close();
-    auto& req = parser_->get();
     if (route_ != Route::capability) return answer_without_capability();
     if (authorized_ && authorized_->is_invocation()) return start_invocation();
+    if (authorized_ && authorized_->operation() == "export") return check_export_upstream();
+    handle_management();
+  }
+
+  void handle_management() {
+    auto& req = parser_->get();
     api::Response response;
     if (!authorized_) {
       response = api::Api::error_response(who_error_ ? *who_error_ : core::Error::unauthorized(""));
@@ -288,6 +339,43 @@ class HttpSession : public ServerState::Stoppable {
     }
     bool keep_alive = req.keep_alive() && !state_.stopping;
     send(std::move(response), keep_alive);
+  }
+
+  // SPEC 10 at export: an upstream that is, or resolves to, a closed address is 400. Names are
+  // resolved off the I/O threads (Asio's resolver), bounded by the read timeout; a name that
+  // does not resolve now is left to the check every invocation makes on the address it connects to.
+  void check_export_upstream() {
+    auto config = core::parse_export_config(parser_->get().body());
+    const auto* uri = config ? std::get_if<core::UriExport>(&*config) : nullptr;
+    if (!uri) return handle_management();  // a re-export, or a body the API will refuse
+    const std::string host = uri->target.connect_host;
+    const std::uint16_t port = uri->target.port;
+    if (auto verdict = state_.upstream_policy.check_without_dns(host, port)) {
+      if (!*verdict) return refuse_export(verdict->error());
+      return handle_management();
+    }
+    export_resolver_.emplace(derived().stream().get_executor());
+    export_timer_.emplace(derived().stream().get_executor());
+    export_timer_->expires_after(state_.settings.read_timeout);
+    export_timer_->async_wait([self = derived().shared_from_this()](beast::error_code ec) {
+      if (!ec && self->export_resolver_) self->export_resolver_->cancel();
+    });
+    export_resolver_->async_resolve(
+        host, std::to_string(port),
+        [self = derived().shared_from_this(), port](beast::error_code ec, tcp::resolver::results_type results) {
+          self->export_timer_->cancel();
+          if (!ec) {
+            for (const auto& entry : results) {
+              auto verdict = self->state_.upstream_policy.check(to_ip_address(entry.endpoint().address()), port);
+              if (!verdict) return self->refuse_export(verdict.error());
+            }
+          }
+          self->handle_management();
+        });
+  }
+
+  void refuse_export(core::Error error) {
+    send(api::Api::error_response(error), parser_->get().keep_alive() && !state_.stopping);
   }
 
   // Requests that carry no Authorization header may ask for the service's own state; a request
@@ -403,6 +491,8 @@ class HttpSession : public ServerState::Stoppable {
   bool idle_ = false;
   bool metrics_only_ = false;
   Route route_ = Route::capability;
+  std::optional<tcp::resolver> export_resolver_;
+  std::optional<net::steady_timer> export_timer_;
 
   void count_request(int status) {
     std::string_view operation = "none";
@@ -607,6 +697,8 @@ core::Status HttpServer::start() {
     return core::Error::unavailable("cannot listen on " + s.listen_host + ":" + std::to_string(s.listen_port) +
                                     ": " + ec.message());
   }
+  impl_->state.upstream_policy =
+      core::UpstreamAddressPolicy(s.allow_upstream, s.deny_upstream, own_endpoints(address, port()));
   if (s.metrics_listen_host) {
     auto metrics_address = net::ip::make_address(*s.metrics_listen_host, ec);
     if (ec) return core::Error::invalid("metrics-listen", "--metrics-listen must be an IP address and port");

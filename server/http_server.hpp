@@ -8,8 +8,10 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "api/api.hpp"
+#include "core/address_policy.hpp"
 #include "core/result.hpp"
 
 namespace membraned::server {
@@ -32,6 +34,8 @@ struct ServerSettings {
   bool metrics = false;                            // GET /metrics on the service's own listener
   std::optional<std::string> metrics_listen_host;  // and/or on a listener of its own (plain HTTP)
   std::uint16_t metrics_listen_port = 0;
+  std::vector<core::Cidr> allow_upstream;  // SPEC 10: ranges opened for exports
+  std::vector<core::Cidr> deny_upstream;   // and ranges closed (deny wins)
 };
 
 // One line per request; never a token or a secret (the capability appears as Token::log_id()).

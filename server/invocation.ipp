@@ -95,6 +95,21 @@ class Invocation : public std::enable_shared_from_this<Invocation<Session>> {
 
   void on_resolve(beast::error_code ec, tcp::resolver::results_type results) {
     if (ec) return fail(502, "the upstream's host name could not be resolved", UpstreamError::dns);
+    // SPEC 10 again, on the addresses actually connected to: a name that now resolves to a
+    // closed address (DNS rebinding) is not called.
+    std::vector<tcp::endpoint> allowed;
+    std::optional<core::Error> refusal;
+    for (const auto& entry : results) {
+      auto verdict = state_.upstream_policy.check(to_ip_address(entry.endpoint().address()), upstream_.port);
+      if (verdict) {
+        allowed.push_back(entry.endpoint());
+      } else if (!refusal) {
+        refusal = verdict.error();
+      }
+    }
+    if (allowed.empty()) {
+      return fail(502, refusal ? refusal->message : "the upstream has no address", UpstreamError::refused);
+    }
     if (upstream_.https) {
       auto& tls = connection_->tls.emplace(connection_->strand, *tls_);
       const bool is_ip = [&] {
@@ -108,7 +123,7 @@ class Invocation : public std::enable_shared_from_this<Invocation<Session>> {
       connection_->plain.emplace(connection_->strand);
     }
     lowest().expires_after(timeout_);
-    lowest().async_connect(results, beast::bind_front_handler(&Invocation::on_connect, this->shared_from_this()));
+    lowest().async_connect(allowed, beast::bind_front_handler(&Invocation::on_connect, this->shared_from_this()));
   }
 
   void on_connect(beast::error_code ec, const tcp::endpoint&) {

@@ -40,6 +40,8 @@ struct Options {
   std::size_t db_connections = 0;  // 0: threads + 1
   bool metrics = false;
   std::string metrics_listen;
+  std::vector<std::string> allow_upstream;
+  std::vector<std::string> deny_upstream;
 };
 
 // Adds an option readable from the command line, MEMBRANED_<NAME> and the config file.
@@ -75,6 +77,12 @@ void add_serve(CLI::App& app, Options& o) {
       ->envname("MEMBRANED_METRICS");
   flag(app, "metrics-listen", o.metrics_listen,
        "HOST:PORT of a separate plain-HTTP listener for /metrics and /healthz only");
+  flag(app, "allow-upstream", o.allow_upstream,
+       "CIDR that exports may reach although closed by default (loopback, link-local, ...); repeatable, "
+       "comma-separated in the environment. Example: 127.0.0.0/8 for local upstreams")
+      ->delimiter(',');
+  flag(app, "deny-upstream", o.deny_upstream, "CIDR that exports may not reach (wins over --allow-upstream); repeatable")
+      ->delimiter(',');
 }
 
 core::Result<std::pair<std::string, std::uint16_t>> split_host_port(const std::string& text,
@@ -192,6 +200,15 @@ int serve(const Options& o) {
   settings.shutdown_grace = std::chrono::milliseconds(o.shutdown_grace_ms);
   settings.upstream_timeout_ms = o.upstream_timeout_ms;
   settings.metrics = o.metrics;
+  for (const auto& [texts, into] : {std::pair{&o.allow_upstream, &settings.allow_upstream},
+                                    std::pair{&o.deny_upstream, &settings.deny_upstream}}) {
+    for (const std::string& text : *texts) {
+      auto range = core::Cidr::parse(text);
+      if (!range) return fail((texts == &o.allow_upstream ? "--allow-upstream: " : "--deny-upstream: ") +
+                              range.error().message);
+      into->push_back(*range);
+    }
+  }
   if (!o.metrics_listen.empty()) {
     auto metrics_listen = split_host_port(o.metrics_listen, "metrics-listen");
     if (!metrics_listen) return fail(metrics_listen.error().message);

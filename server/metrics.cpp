@@ -21,6 +21,7 @@ std::string_view to_string(UpstreamError kind) {
     case UpstreamError::reset: return "reset";
     case UpstreamError::malformed: return "malformed";
     case UpstreamError::truncated: return "truncated";
+    case UpstreamError::refused: return "refused";
   }
   return "unknown";
 }
@@ -70,7 +71,7 @@ struct Metrics::Impl {
           .Register(*registry)
           .Add({});
   // Every kind is present from the start (at 0), so a rate() over it never lacks a series.
-  std::array<prometheus::Counter*, 9> error_by_kind{};
+  std::array<prometheus::Counter*, 10> error_by_kind{};
 
   Impl() {
     for (std::size_t i = 0; i < error_by_kind.size(); ++i) {

@@ -10,7 +10,7 @@
 namespace membraned::server {
 
 // Why an invocation could not be relayed. Names are the `kind` label's values.
-enum class UpstreamError { tls_config, dns, connect, tls, send, timeout, reset, malformed, truncated };
+enum class UpstreamError { tls_config, dns, connect, tls, send, timeout, reset, malformed, truncated, refused };
 std::string_view to_string(UpstreamError kind);
 
 class Metrics {

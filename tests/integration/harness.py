@@ -25,7 +25,7 @@ def token_of(uri):
 class Server:
     """One membraned serve process with its own data directory."""
 
-    def __init__(self, data_dir=None, args=(), env=None, tls=None):
+    def __init__(self, data_dir=None, args=(), env=None, tls=None, allow_loopback_upstreams=True, prefix=()):
         self.tmp = None
         if data_dir is None:
             self.tmp = tempfile.TemporaryDirectory(prefix="membraned-it-")
@@ -34,16 +34,21 @@ class Server:
         self.args = list(args)
         self.env = dict(os.environ, **(env or {}))
         self.tls = tls  # a Pki, or None for plain HTTP
+        # The tests' upstreams listen on loopback, which SPEC 10 closes unless the operator opens it.
+        self.allow_loopback_upstreams = allow_loopback_upstreams
+        self.prefix = list(prefix)  # a command that runs membraned (e.g. in its own mount namespace)
         self.proc = None
         self.port = None
         self.stderr_path = None
 
     def start(self, timeout=20):
-        cmd = [BINARY, "serve", "--data-dir", self.data_dir, "--threads", "2"]
+        cmd = self.prefix + [BINARY, "serve", "--data-dir", self.data_dir, "--threads", "2"]
         if "--listen" not in self.args:
             cmd += ["--listen", "127.0.0.1:0"]
         if self.tls:
             cmd += ["--tls-cert", self.tls.server_cert, "--tls-key", self.tls.server_key]
+        if self.allow_loopback_upstreams:
+            cmd += ["--allow-upstream", "127.0.0.0/8"]
         cmd += self.args
         os.makedirs(os.path.dirname(os.path.abspath(self.data_dir)), exist_ok=True)
         self.stderr_path = os.path.abspath(self.data_dir) + ".stderr.log"

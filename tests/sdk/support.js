@@ -172,7 +172,8 @@ const startServer = async (server, { tmpPrefix, caName }) =>
     }
     const m = await spawnAndWaitFor(server, BINARY,
         [ "serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir,
-          "--tls-cert", pki.cert, "--tls-key", pki.key ],
+          "--tls-cert", pki.cert, "--tls-key", pki.key,
+          "--allow-upstream", "127.0.0.0/8" ],  // the fakes are on loopback (SPEC 10)
         { env }, /listening on https:\/\/(\S+) \(authority (\S+)\)/, "membraned");
     server.authority = m[2];
     assert.match(server.authority, /^127\.0\.0\.1:[1-9][0-9]*$/);

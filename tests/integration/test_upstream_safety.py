@@ -1,0 +1,144 @@
+"""SPEC 10: exports may not reach loopback, link-local, unspecified or the service's own address,
+in any spelling, unless the operator opens a range; every invocation checks again the address it
+connects to, so a name re-pointed after the export (DNS rebinding) is not called.
+
+Names are made to resolve where the test wants by running membraned in a mount namespace of its
+own whose /etc/hosts is a file of the test (unshare, as root: the test set-up runs as root)."""
+import os
+import subprocess
+import tempfile
+import unittest
+
+from harness import Server, Upstream, token_of
+
+CLOSED_HOSTS = ["127.0.0.1", "127.1.2.3", "[::1]", "localhost", "LocalHost.", "api.localhost", "2130706433",
+                "0177.0.0.1", "0x7f.1", "0x7f000001", "169.254.169.254", "2852039166", "[::ffff:169.254.169.254]",
+                "[::ffff:a9fe:a9fe]", "[64:ff9b::a9fe:a9fe]", "[fe80::1]", "0.0.0.0", "[::]", "224.0.0.1"]
+
+
+class SafetyTest(unittest.TestCase):
+    def export(self, server, export_token, uri):
+        status, body, _ = server.call(export_token, body={"uri": uri})
+        return status, body
+
+    def new_membrane(self, server, name):
+        create = token_of(server.first_tenant()["capabilities"]["create"])
+        status, m, _ = server.call(create, body={"id": name})
+        self.assertEqual(status, 201, m)
+        return m
+
+
+class ClosedByDefaultTest(SafetyTest):
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Server(allow_loopback_upstreams=False).start()
+        cls.upstream = Upstream()
+
+    @classmethod
+    def tearDownClass(cls):
+        code = cls.server.stop()
+        cls.server.cleanup()
+        cls.upstream.close()
+        assert code == 0, code
+
+    def test_every_spelling_of_a_closed_address_is_refused_at_export(self):
+        export = token_of(self.new_membrane(self.server, "closed")["capabilities"]["export"])
+        for host in CLOSED_HOSTS:
+            with self.subTest(host=host):
+                status, body = self.export(self.server, export, "http://%s:%d/x" % (host, self.upstream.port))
+                self.assertEqual(status, 400, body)
+                self.assertTrue(body["message"].startswith("uri reaches "), body)
+                self.assertIn("--allow-upstream", body["message"])
+        self.assertEqual(self.upstream.requests, [], "nothing was called")
+
+    def test_open_addresses_and_unresolvable_names_are_exported(self):
+        export = token_of(self.new_membrane(self.server, "open")["capabilities"]["export"])
+        for uri in ("https://lambda.us-east-1.amazonaws.com/2015-03-31/functions/f/invocations",
+                    "http://10.0.0.1/", "http://192.168.1.1/", "http://[fd00::1]/", "http://no-such-host.invalid/"):
+            with self.subTest(uri=uri):
+                self.assertEqual(self.export(self.server, export, uri)[0], 201)
+
+    def test_the_services_own_endpoint_is_closed_even_when_loopback_is_opened(self):
+        upstream = Upstream()
+        server = Server(args=["--allow-upstream", "127.0.0.0/8", "--deny-upstream", "127.0.0.2"]).start()
+        try:
+            export = token_of(self.new_membrane(server, "own")["capabilities"]["export"])
+            status, body = self.export(server, export, "http://127.0.0.1:%d/" % server.port)
+            self.assertEqual(status, 400)
+            self.assertIn("the service itself", body["message"])
+            status, body = self.export(server, export, "http://localhost:%d/" % server.port)
+            self.assertEqual(status, 400)
+            status, body = self.export(server, export, "http://127.0.0.2:%d/" % upstream.port)
+            self.assertEqual(status, 400)
+            self.assertIn("--deny-upstream", body["message"])
+            status, body = self.export(server, export, "http://127.0.0.1:%d/echo" % upstream.port)
+            self.assertEqual(status, 201)
+            self.assertEqual(server.call(token_of(body["capability"]), "GET")[0], 200)
+        finally:
+            self.assertEqual(server.stop(), 0)
+            server.cleanup()
+            upstream.close()
+
+    def test_bad_ranges_stop_the_start(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            from harness import BINARY
+            for flag, value in (("--allow-upstream", "127.0.0.0/33"), ("--deny-upstream", "not-a-range")):
+                proc = subprocess.run([BINARY, "serve", "--data-dir", tmp, "--listen", "127.0.0.1:0", flag, value],
+                                      capture_output=True, text=True, timeout=30)
+                self.assertEqual(proc.returncode, 1)
+                self.assertIn(flag, proc.stderr)
+                self.assertIn(value, proc.stderr)
+
+
+class NamesTest(SafetyTest):
+    """Names resolved through a hosts file the test controls."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory(prefix="membraned-dns-")
+        cls.hosts = os.path.join(cls.tmp.name, "hosts")
+        cls.point("93.184.216.34")
+        script = 'mount --bind "$0" /etc/hosts && exec "$@"'
+        cls.server = Server(allow_loopback_upstreams=False,
+                            prefix=["unshare", "--mount", "--", "sh", "-c", script, cls.hosts]).start()
+        cls.upstream = Upstream()
+
+    @classmethod
+    def point(cls, rebind_address):
+        # Written in place: the bind mount follows the file, not its name.
+        with open(cls.hosts, "w") as f:
+            f.write("127.0.0.1 localhost\n127.0.0.1 sneaky.test\n169.254.169.254 metadata.test\n"
+                    "::ffff:169.254.169.254 mapped.test\n10.0.0.1 fine.test\n%s rebind.test\n" % rebind_address)
+
+    @classmethod
+    def tearDownClass(cls):
+        code = cls.server.stop()
+        cls.server.cleanup()
+        cls.upstream.close()
+        cls.tmp.cleanup()
+        assert code == 0, code
+
+    def test_names_that_resolve_to_closed_addresses_are_refused_at_export(self):
+        export = token_of(self.new_membrane(self.server, "names")["capabilities"]["export"])
+        for name in ("sneaky.test", "metadata.test", "mapped.test"):
+            with self.subTest(name=name):
+                status, body = self.export(self.server, export, "http://%s:%d/" % (name, self.upstream.port))
+                self.assertEqual(status, 400, body)
+                self.assertTrue(body["message"].startswith("uri reaches "), body)
+        self.assertEqual(self.export(self.server, export, "http://fine.test/")[0], 201)
+
+    def test_a_name_re_pointed_after_the_export_is_not_called(self):
+        self.point("93.184.216.34")
+        export = token_of(self.new_membrane(self.server, "rebind")["capabilities"]["export"])
+        status, body = self.export(self.server, export, "http://rebind.test:%d/echo" % self.upstream.port)
+        self.assertEqual(status, 201, body)
+        cap = token_of(body["capability"])
+        self.point("127.0.0.1")  # DNS rebinding: now the name leads to the machine itself
+        status, body, _ = self.server.call(cap, "GET")
+        self.assertEqual(status, 502, body)
+        self.assertIn("loopback", body["message"])
+        self.assertEqual(self.upstream.requests, [], "the upstream on loopback must not have been called")
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
