@@ -211,6 +211,17 @@ Response Api::query_membranes(const Authorized& who, std::string_view target) {
 Response Api::export_capability(const Authorized& who, std::string_view body) {
   auto config = core::parse_export_config(body, {settings_.max_timeout_ms});
   if (!config) return error_response(config.error());
+  // SPEC 9: a profile must exist and be granted to this tenant (the same 400 for both, so a
+  // tenant cannot probe for profiles granted to others).
+  if (const auto* uri = std::get_if<core::UriExport>(&*config)) {
+    if (const auto* aws4 = std::get_if<core::Aws4Signing>(&uri->signing); aws4 && aws4->credentials_profile) {
+      const std::string& profile = *aws4->credentials_profile;
+      if (!settings_.aws_config || !settings_.aws_config->granted(profile, who.resolved.tenant_id)) {
+        return error_response(core::Error::invalid(
+            "credentials", "credentials names no profile granted to this tenant: \"" + profile + "\""));
+      }
+    }
+  }
   auto token = core::Token::generate();
   if (!token) return error_response(500, "Internal Server Error");
   core::Status stored = std::visit(

@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/aws_config.hpp"
 #include "core/result.hpp"
 #include "core/token.hpp"
 #include "storage/store.hpp"
@@ -18,6 +19,8 @@ namespace membraned::api {
 struct Settings {
   std::string authority;               // written into every capability URI
   std::uint64_t max_timeout_ms = 30000;  // exports' timeoutMs are lowered to it
+  // SPEC 9: the operator's --aws-config profiles and their grants; none: no profile exists.
+  const core::AwsConfig* aws_config = nullptr;
 };
 
 struct Response {

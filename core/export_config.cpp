@@ -9,6 +9,7 @@
 #include <set>
 #include <vector>
 
+#include "core/aws_config.hpp"
 #include "core/crypto.hpp"
 #include "core/encoding.hpp"
 
@@ -92,23 +93,48 @@ bool is_reg_name_char(char c) {
          c == '.' || c == '_';
 }
 
+// A profile name (SPEC 9) or static keys, never both; region and service either way.
 Result<Aws4Signing> parse_aws4(const json& object) {
   constexpr std::string_view where = "hmac.aws4-hmac-sha256";
   if (!object.is_object()) return bad(std::string(where), std::string(where) + " must be an object");
   if (auto s = only_known_keys(object, where,
                                {"awsAccessKeyId", "secretAccessKey", "region", "service",
-                                "sessionToken"});
+                                "sessionToken", "credentials"});
       !s) {
     return s.error();
   }
-  auto access_key = string_field(object, where, "awsAccessKeyId", true, kMaxAccessKeyId);
-  if (!access_key) return access_key.error();
-  if (!is_word(**access_key)) {
-    return bad(join(where, "awsAccessKeyId"),
-               join(where, "awsAccessKeyId") + " must hold only letters, digits and '_'");
+  Aws4Signing out;
+  if (object.contains("credentials")) {
+    const std::string field = join(where, "credentials");
+    for (std::string_view key : {"awsAccessKeyId", "secretAccessKey"}) {
+      if (object.contains(std::string(key))) {
+        return bad(field, field + " cannot be given with " + join(where, key) +
+                              " (give either a profile or static keys)");
+      }
+    }
+    if (object.contains("sessionToken")) {
+      return bad(join(where, "sessionToken"),
+                 join(where, "sessionToken") + " goes only with awsAccessKeyId and secretAccessKey, "
+                                               "not with credentials");
+    }
+    auto profile = string_field(object, where, "credentials", true, kMaxProfileName);
+    if (!profile) return profile.error();
+    if (!is_profile_name(**profile)) {
+      return bad(field, field + " must be a profile name: letters, digits and - _ . @ + = ,");
+    }
+    out.credentials_profile = std::move(**profile);
+  } else {
+    auto access_key = string_field(object, where, "awsAccessKeyId", true, kMaxAccessKeyId);
+    if (!access_key) return access_key.error();
+    if (!is_word(**access_key)) {
+      return bad(join(where, "awsAccessKeyId"),
+                 join(where, "awsAccessKeyId") + " must hold only letters, digits and '_'");
+    }
+    auto secret = string_field(object, where, "secretAccessKey", true, kMaxSecretAccessKey);
+    if (!secret) return secret.error();
+    out.access_key_id = std::move(**access_key);
+    out.secret_access_key = std::move(**secret);
   }
-  auto secret = string_field(object, where, "secretAccessKey", true, kMaxSecretAccessKey);
-  if (!secret) return secret.error();
   auto region = string_field(object, where, "region", true, kMaxRegion);
   if (!region) return region.error();
   if (!is_scope_part(**region)) {
@@ -121,17 +147,21 @@ Result<Aws4Signing> parse_aws4(const json& object) {
     return bad(join(where, "service"),
                join(where, "service") + " must hold only letters, digits, '-', '_' and '.'");
   }
+  out.region = std::move(**region);
+  out.service = std::move(**service);
+  if (out.credentials_profile) return out;
+
   auto token = string_field(object, where, "sessionToken", false, kMaxSessionToken);
   if (!token) return token.error();
   if (*token && !is_safe_header_value(**token)) {
     return bad(join(where, "sessionToken"), join(where, "sessionToken") + " must not hold CR, LF or NUL");
   }
-  if (!is_safe_header_value(**secret)) {
+  if (!is_safe_header_value(out.secret_access_key)) {
     return bad(join(where, "secretAccessKey"),
                join(where, "secretAccessKey") + " must not hold CR, LF or NUL");
   }
-  return Aws4Signing{std::move(**access_key), std::move(**secret), std::move(**region),
-                     std::move(**service), token->value_or("")};
+  out.session_token = token->value_or("");
+  return out;
 }
 
 Result<Cap1Signing> parse_cap1(const json& object) {
@@ -475,11 +505,14 @@ json to_json(const UriExport& config) {
     out["headers"] = std::move(headers);
   }
   if (const auto* aws4 = std::get_if<Aws4Signing>(&config.signing)) {
-    json a = {{"awsAccessKeyId", aws4->access_key_id},
-              {"secretAccessKey", aws4->secret_access_key},
-              {"region", aws4->region},
-              {"service", aws4->service}};
-    if (!aws4->session_token.empty()) a["sessionToken"] = aws4->session_token;
+    json a = {{"region", aws4->region}, {"service", aws4->service}};
+    if (aws4->credentials_profile) {
+      a["credentials"] = *aws4->credentials_profile;
+    } else {
+      a["awsAccessKeyId"] = aws4->access_key_id;
+      a["secretAccessKey"] = aws4->secret_access_key;
+      if (!aws4->session_token.empty()) a["sessionToken"] = aws4->session_token;
+    }
     out["hmac"] = {{"aws4-hmac-sha256", std::move(a)}};
   } else if (const auto* cap1 = std::get_if<Cap1Signing>(&config.signing)) {
     out["hmac"] = {{"cap1-hmac-sha512", {{"key", cap1->key}, {"keyId", cap1->key_id}}}};

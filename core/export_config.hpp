@@ -16,12 +16,16 @@
 
 namespace membraned::core {
 
+// Either static keys (access_key_id + secret_access_key [+ session_token]) or, [beyond] SPEC 9,
+// the name of an --aws-config profile whose credentials the server obtains at invocation time
+// (credentials_profile; the three key fields are then empty).
 struct Aws4Signing {
   std::string access_key_id;
   std::string secret_access_key;  // secret
   std::string region;
   std::string service;
   std::string session_token;  // secret; empty when not given
+  std::optional<std::string> credentials_profile;  // "credentials": a profile name
 };
 
 struct Cap1Signing {

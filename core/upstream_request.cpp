@@ -36,6 +36,10 @@ void split_target(std::string_view target, std::string& path, std::string& query
 
 Status sign_aws4(UpstreamRequest& request, const UriExport& config, const Aws4Signing& aws4,
                  const SigningContext& context) {
+  if (aws4.credentials_profile && context.aws_credentials == nullptr) {
+    return Error::internal("no credentials were supplied for AWS profile \"" +
+                           *aws4.credentials_profile + "\"");
+  }
   sigv4::Request r;
   r.method = request.method;
   split_target(request.target, r.path, r.query);
@@ -43,7 +47,10 @@ Status sign_aws4(UpstreamRequest& request, const UriExport& config, const Aws4Si
   r.body = request.body;
   sigv4::Params params = sigv4::Params::for_service(aws4.region, aws4.service, context.now);
   params.headers.extra = configured_names(config);
-  sigv4::Credentials credentials{aws4.access_key_id, aws4.secret_access_key, aws4.session_token};
+  sigv4::Credentials credentials =
+      aws4.credentials_profile
+          ? to_sigv4_credentials(*context.aws_credentials)
+          : sigv4::Credentials{aws4.access_key_id, aws4.secret_access_key, aws4.session_token};
   sigv4::sign_headers(r, credentials, params, context.key_cache);
   secure_wipe(credentials.secret_access_key);
   secure_wipe(credentials.session_token);

@@ -8,6 +8,7 @@
 #include <string>
 #include <string_view>
 
+#include "core/aws_credentials.hpp"
 #include "core/export_config.hpp"
 #include "core/http.hpp"
 #include "core/result.hpp"
@@ -35,6 +36,10 @@ struct UpstreamRequest {
 struct SigningContext {
   std::chrono::system_clock::time_point now;
   sigv4::SigningKeyCache* key_cache = nullptr;  // optional
+  // SPEC 9: the credentials to sign with when the export's aws4-hmac-sha256 names a profile
+  // (Aws4Signing::credentials_profile), obtained by the caller; not owned. Ignored for exports
+  // with static keys. Signing a profile export without them is an internal error.
+  const AwsCredentials* aws_credentials = nullptr;
 };
 
 // Headers never forwarded from the requester besides the hop-by-hop ones: its credentials,
@@ -46,7 +51,8 @@ bool is_dropped_requester_header(std::string_view name) noexcept;
 UpstreamRequest build_upstream_request(const UriExport& config, const IncomingRequest& incoming);
 
 // Adds the signature headers of config.signing (nothing when the export has no hmac). Errors
-// (invalid_input) only for CAP1 requests whose path or query cannot be percent-decoded.
+// (invalid_input) only for CAP1 requests whose path or query cannot be percent-decoded, and
+// (internal) for an aws4 export naming a profile when context.aws_credentials is null.
 Status sign_upstream_request(UpstreamRequest& request, const UriExport& config,
                              const SigningContext& context);
 

@@ -12,7 +12,7 @@ MEMBRANED_PACKAGES=(
   g++ cmake ninja-build pkg-config ca-certificates openssl python3 curl jq
   libboost1.81-dev libboost-url1.81-dev libssl-dev nlohmann-json3-dev libsqlite3-dev
   googletest libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev libyaml-cpp-dev
-  prometheus-cpp-dev
+  prometheus-cpp-dev libexpat1-dev
   python3-botocore  # the independent SigV4 judge of the end-to-end tests (runs on /usr/bin/python3)
 )
 

@@ -207,6 +207,14 @@ class ApiTest(unittest.TestCase):
             ({"uri": "https://x.example/", "tls": {"ca": "not pem"}}, "tls.ca"),
             ({"uri": "https://x.example/", "surprise": True}, "surprise"),
             ({"uri": ""}, "uri"),
+            # SPEC 9: a profile needs --aws-config and a grant (none here); not with stored keys.
+            ({"uri": "https://x.example/", "hmac": {"aws4-hmac-sha256": {
+                "credentials": "lambda-invoker", "region": "us-east-1", "service": "lambda"}}}, "credentials"),
+            ({"uri": "https://x.example/", "hmac": {"aws4-hmac-sha256": {
+                "credentials": "p", "awsAccessKeyId": "AKID", "secretAccessKey": "s",
+                "region": "us-east-1", "service": "lambda"}}}, "credentials"),
+            ({"uri": "https://x.example/", "hmac": {"aws4-hmac-sha256": {
+                "credentials": "bad name!", "region": "us-east-1", "service": "lambda"}}}, "credentials"),
         ]
         for doc, mention in cases:
             with self.subTest(doc=doc):

@@ -920,6 +920,7 @@ void expect_same(const UriExport& a, const UriExport& b) {
     EXPECT_EQ(x->region, y.region);
     EXPECT_EQ(x->service, y.service);
     EXPECT_EQ(x->session_token, y.session_token);
+    EXPECT_EQ(x->credentials_profile, y.credentials_profile);
   }
   if (const auto* x = std::get_if<Cap1Signing>(&a.signing)) {
     const auto& y = std::get<Cap1Signing>(b.signing);
@@ -942,6 +943,7 @@ TEST(ExportConfig, RoundTripThroughToJson) {
       base_uri_doc().dump(),
       R"({"uri":"HTTP://[2001:DB8::1]:80/a/../b%20c?x=1&y#frag","method":"delete","allowQuery":true,"timeoutMs":99999999})",
       R"({"uri":"https://upstream.example:8443/?","headers":{"X-Int":42,"X-Bool":false,"Accept":"*/*"},"hmac":{"aws4-hmac-sha256":{"awsAccessKeyId":"AKID","secretAccessKey":"s/e+c=r et","region":"eu-west-1","service":"s3","sessionToken":"FwoGZXIvYXdzEJr//////////wEaDM"}},"timeoutMs":1500})",
+      R"({"uri":"https://lambda.eu-west-1.amazonaws.com/2015-03-31/functions/f/invocations","hmac":{"aws4-hmac-sha256":{"credentials":"prod-lambda","region":"eu-west-1","service":"lambda"}}})",
       R"({"uri":"http://192.0.2.1:8080/cap1","method":"PATCH","headers":{"Content-Type":"application/json"},"hmac":{"cap1-hmac-sha512":{"key":"c2VjcmV0LWtleQ","keyId":"team:key-1"}},"tls":{"rejectUnauthorized":false}})",
   };
   for (const std::string& body : bodies) {
@@ -965,6 +967,100 @@ TEST(ExportConfig, ToJsonHoldsOnlyKnownKeys) {
   }
   EXPECT_EQ(out["uri"], config.target.uri);
   EXPECT_EQ(out["method"], "POST");
+}
+
+
+// --- SPEC 9: credentials from an --aws-config profile -------------------------------------------
+
+json with_profile(json patch = json::object()) {
+  json aws4 = {{"credentials", "prod-lambda"}, {"region", "eu-west-1"}, {"service", "lambda"}};
+  for (auto& [key, value] : patch.items()) {
+    if (value.is_null()) {
+      aws4.erase(key);
+    } else {
+      aws4[key] = value;
+    }
+  }
+  return with({{"hmac", {{"aws4-hmac-sha256", aws4}}}});
+}
+
+void expect_field_error(const json& doc, std::string_view field) {
+  auto result = parse_export_json(doc);
+  ASSERT_FALSE(result.ok()) << doc.dump();
+  EXPECT_EQ(result.error().kind, ErrorKind::invalid_input);
+  EXPECT_EQ(result.error().field, field) << result.error().message;
+  EXPECT_NE(result.error().message.find(field), std::string::npos) << result.error().message;
+  // The body parser agrees.
+  auto from_text = parse(doc.dump());
+  ASSERT_FALSE(from_text.ok());
+  EXPECT_EQ(from_text.error().field, field);
+}
+
+TEST(ExportConfigProfile, CredentialsNameAProfileInsteadOfKeys) {
+  UriExport config = parse_ok(with_profile());
+  const auto* aws4 = std::get_if<Aws4Signing>(&config.signing);
+  ASSERT_NE(aws4, nullptr);
+  EXPECT_EQ(aws4->credentials_profile, std::optional<std::string>("prod-lambda"));
+  EXPECT_TRUE(aws4->access_key_id.empty());
+  EXPECT_TRUE(aws4->secret_access_key.empty());
+  EXPECT_TRUE(aws4->session_token.empty());
+  EXPECT_EQ(aws4->region, "eu-west-1");
+  EXPECT_EQ(aws4->service, "lambda");
+  // Static keys leave it empty.
+  EXPECT_FALSE(std::get<Aws4Signing>(parse_ok(with_aws4({})).signing).credentials_profile.has_value());
+}
+
+TEST(ExportConfigProfile, BothFormsAreRefusedNamingCredentials) {
+  expect_field_error(with_aws4({{"credentials", "prod-lambda"}}), "hmac.aws4-hmac-sha256.credentials");
+  expect_field_error(with_profile({{"awsAccessKeyId", "AKID"}}), "hmac.aws4-hmac-sha256.credentials");
+  expect_field_error(with_profile({{"secretAccessKey", "secret"}}), "hmac.aws4-hmac-sha256.credentials");
+}
+
+TEST(ExportConfigProfile, SessionTokenOnlyWithStaticKeys) {
+  expect_field_error(with_profile({{"sessionToken", "token"}}), "hmac.aws4-hmac-sha256.sessionToken");
+}
+
+TEST(ExportConfigProfile, NeitherFormIsRefusedAsBefore) {
+  expect_field_error(with_profile({{"credentials", nullptr}}), "hmac.aws4-hmac-sha256.awsAccessKeyId");
+}
+
+TEST(ExportConfigProfile, RegionAndServiceStayRequired) {
+  expect_field_error(with_profile({{"region", nullptr}}), "hmac.aws4-hmac-sha256.region");
+  expect_field_error(with_profile({{"service", nullptr}}), "hmac.aws4-hmac-sha256.service");
+  expect_field_error(with_profile({{"region", "us/east"}}), "hmac.aws4-hmac-sha256.region");
+}
+
+TEST(ExportConfigProfile, ProfileNameRules) {
+  expect_field_error(with_profile({{"credentials", ""}}), "hmac.aws4-hmac-sha256.credentials");
+  expect_field_error(with_profile({{"credentials", std::string(129, 'p')}}),
+                     "hmac.aws4-hmac-sha256.credentials");
+  expect_field_error(with_profile({{"credentials", "with space"}}), "hmac.aws4-hmac-sha256.credentials");
+  expect_field_error(with_profile({{"credentials", "a/b"}}), "hmac.aws4-hmac-sha256.credentials");
+  expect_field_error(with_profile({{"credentials", "a\nb"}}), "hmac.aws4-hmac-sha256.credentials");
+  expect_field_error(with_profile({{"credentials", 42}}), "hmac.aws4-hmac-sha256.credentials");
+  expect_field_error(with_profile({{"credentials", json::object()}}), "hmac.aws4-hmac-sha256.credentials");
+  UriExport longest = parse_ok(with_profile({{"credentials", std::string(128, 'p')}}));
+  EXPECT_EQ(std::get<Aws4Signing>(longest.signing).credentials_profile->size(), 128u);
+  UriExport punctuated = parse_ok(with_profile({{"credentials", "team.a@corp+x=y,z_1-2"}}));
+  EXPECT_EQ(std::get<Aws4Signing>(punctuated.signing).credentials_profile, "team.a@corp+x=y,z_1-2");
+}
+
+TEST(ExportConfigProfile, SignerHeadersStayReserved) {
+  json doc = with_profile();
+  doc["headers"] = {{"X-Amz-Security-Token", "mine"}};
+  expect_field_error(doc, "headers.X-Amz-Security-Token");
+}
+
+TEST(ExportConfigProfile, RoundTripKeepsTheProfileAndNoKeys) {
+  UriExport first = parse_ok(with_profile());
+  json stored = to_json(first);
+  const json& aws4 = stored.at("hmac").at("aws4-hmac-sha256");
+  EXPECT_EQ(aws4, (json{{"credentials", "prod-lambda"}, {"region", "eu-west-1"}, {"service", "lambda"}}));
+  auto again = parse_export_json(stored);
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  const auto& second = std::get<UriExport>(*again);
+  expect_same(first, second);
+  EXPECT_EQ(std::get<Aws4Signing>(second.signing).credentials_profile, "prod-lambda");
 }
 
 }  // namespace

@@ -14,6 +14,7 @@
 #include <variant>
 #include <vector>
 
+#include "core/aws_credentials.hpp"
 #include "core/cap1.hpp"
 #include "core/crypto.hpp"
 #include "core/encoding.hpp"
@@ -946,6 +947,84 @@ TEST(UpstreamRequest, RequesterSignatureHeadersNeverSurvive) {
     UpstreamRequest out = build(make_config({{"uri", "https://upstream.example/"}}), "GET", "/", incoming);
     EXPECT_EQ(count(out.headers, "authorization"), 0u);
   }
+}
+
+
+// --- SPEC 9: an export naming an --aws-config profile signs with the caller's credentials ------
+
+json profile_lambda_export() {
+  json doc = lambda_export();
+  doc["hmac"]["aws4-hmac-sha256"] = {{"credentials", "prod-lambda"}, {"region", "us-east-1"}, {"service", "lambda"}};
+  return doc;
+}
+
+TEST(UpstreamRequestAws4Profile, SignsWithTheSuppliedCredentials) {
+  const std::string body = R"({"hello":"world"})";
+  const Headers incoming = {{"Content-Type", "application/json"}};
+  const std::string token = "IQoJb3JpZ2luX2VjEJr//////////wEaCXVzLWVhc3QtMSJGMEQCIEXAMPLE=";
+  AwsCredentials supplied{"ASIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY", token,
+                          fixed_now() + 1h};
+  SigningContext context{fixed_now()};
+  context.aws_credentials = &supplied;
+  auto out = prepare_upstream_request(make_config(profile_lambda_export()),
+                                      IncomingRequest{"POST", "/", incoming, body}, context);
+  ASSERT_TRUE(out.ok()) << out.error().message;
+  EXPECT_EQ(value_of(out->headers, "x-amz-security-token"), token);
+  auto auth = parse_aws4_authorization(value_of(out->headers, "authorization").value_or(""));
+  ASSERT_TRUE(auth.has_value());
+  EXPECT_EQ(auth->credential, "ASIAIOSFODNN7EXAMPLE/20150830/us-east-1/lambda/aws4_request");
+  const std::string body_hash = openssl_sha256_hex(body);
+  const std::string canonical_request = join_lines({
+      "POST",
+      "/2015-03-31/functions/my-function/invocations",
+      "",
+      "content-type:application/json",
+      "host:lambda.us-east-1.amazonaws.com",
+      "x-amz-content-sha256:" + body_hash,
+      "x-amz-date:20150830T123600Z",
+      "x-amz-invocation-type:RequestResponse",
+      "x-amz-log-type:None",
+      "x-amz-security-token:" + token,
+      "",
+      "content-type;host;x-amz-content-sha256;x-amz-date;x-amz-invocation-type;x-amz-log-type;"
+      "x-amz-security-token",
+      body_hash,
+  });
+  EXPECT_EQ(auth->signature, recompute_signature(canonical_request, "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY",
+                                                 "us-east-1", "lambda", kFixedAmzDate));
+
+  // The same keys given statically sign identically: only where they come from differs.
+  auto static_out = prepare_upstream_request(
+      make_config(lambda_export({{"awsAccessKeyId", "ASIAIOSFODNN7EXAMPLE"},
+                                 {"secretAccessKey", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY"},
+                                 {"sessionToken", token}})),
+      IncomingRequest{"POST", "/", incoming, body}, SigningContext{fixed_now()});
+  ASSERT_TRUE(static_out.ok());
+  EXPECT_EQ(out->headers, static_out->headers);
+}
+
+TEST(UpstreamRequestAws4Profile, WithoutSuppliedCredentialsItIsAnInternalError) {
+  const Headers none;
+  auto out = prepare_upstream_request(make_config(profile_lambda_export()),
+                                      IncomingRequest{"POST", "/", none, ""}, SigningContext{fixed_now()});
+  ASSERT_FALSE(out.ok());
+  EXPECT_EQ(out.error().kind, ErrorKind::internal);
+  EXPECT_NE(out.error().message.find("prod-lambda"), std::string::npos);
+}
+
+TEST(UpstreamRequestAws4Profile, StaticExportsIgnoreSuppliedCredentials) {
+  AwsCredentials other{"ASIAOTHER", "other-secret", std::string("other-token"), std::nullopt};
+  SigningContext context{fixed_now()};
+  context.aws_credentials = &other;
+  const Headers none;
+  auto with_other = prepare_upstream_request(make_config(lambda_export()),
+                                             IncomingRequest{"POST", "/", none, ""}, context);
+  auto plain = prepare_upstream_request(make_config(lambda_export()),
+                                        IncomingRequest{"POST", "/", none, ""}, SigningContext{fixed_now()});
+  ASSERT_TRUE(with_other.ok());
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(with_other->headers, plain->headers);
+  EXPECT_EQ(count(with_other->headers, "x-amz-security-token"), 0u);
 }
 
 }  // namespace
