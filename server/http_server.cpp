@@ -29,6 +29,7 @@
 #include "core/export_config.hpp"
 #include "core/sigv4.hpp"
 #include "core/upstream_request.hpp"
+#include "server/credentials_provider.hpp"
 #include "server/metrics.hpp"
 
 namespace membraned::server {
@@ -179,6 +180,12 @@ struct ServerState {
   core::sigv4::SigningKeyCache key_cache;
   Metrics metrics;
   core::UpstreamAddressPolicy upstream_policy;  // SPEC 10; set by start() once the port is bound
+  // SPEC 9; the environment is read at each call, so rotated credentials are seen.
+  CredentialsProvider credentials{settings.aws_config, [](std::string_view name) -> std::optional<std::string> {
+    const char* value = std::getenv(std::string(name).c_str());
+    if (value == nullptr) return std::nullopt;
+    return std::string(value);
+  }};
 
   struct Stoppable {
     virtual ~Stoppable() = default;
@@ -413,9 +420,20 @@ class HttpSession : public ServerState::Stoppable {
     headers.reserve(static_cast<std::size_t>(std::distance(req.begin(), req.end())));
     for (const auto& field : req) headers.push_back({std::string(field.name_string()), std::string(field.value())});
     const core::UriExport& config = *authorized_->resolved.uri;
+    // SPEC 9: an export that names a profile signs with the operator's credentials for it.
+    std::optional<core::AwsCredentials> profile_credentials;
+    if (const auto* aws4 = std::get_if<core::Aws4Signing>(&config.signing); aws4 && aws4->credentials_profile) {
+      auto credentials = state_.credentials.current(*aws4->credentials_profile);
+      if (!credentials) {
+        return send(api::Api::error_response(502, credentials.error().message), keep_alive_after_invocation());
+      }
+      profile_credentials = std::move(*credentials);
+    }
     core::IncomingRequest incoming{req.method_string(), req.target(), headers, req.body()};
     auto prepared = core::prepare_upstream_request(
-        config, incoming, core::SigningContext{std::chrono::system_clock::now(), &state_.key_cache});
+        config, incoming,
+        core::SigningContext{std::chrono::system_clock::now(), &state_.key_cache,
+                             profile_credentials ? &*profile_credentials : nullptr});
     if (!prepared) return send(api::Api::error_response(prepared.error()), keep_alive_after_invocation());
     auto invocation = std::make_shared<Invocation<Derived>>(derived().shared_from_this(), state_,
                                                            std::move(*prepared), std::move(req.body()), config);

@@ -12,6 +12,7 @@
 
 #include "api/api.hpp"
 #include "core/address_policy.hpp"
+#include "core/aws_config.hpp"
 #include "core/result.hpp"
 
 namespace membraned::server {
@@ -36,6 +37,7 @@ struct ServerSettings {
   std::uint16_t metrics_listen_port = 0;
   std::vector<core::Cidr> allow_upstream;  // SPEC 10: ranges opened for exports
   std::vector<core::Cidr> deny_upstream;   // and ranges closed (deny wins)
+  const core::AwsConfig* aws_config = nullptr;  // SPEC 9 profiles; not owned
 };
 
 // One line per request; never a token or a secret (the capability appears as Token::log_id()).

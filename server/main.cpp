@@ -6,6 +6,8 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <iostream>
 #include <mutex>
 #include <thread>
@@ -42,6 +44,7 @@ struct Options {
   std::string metrics_listen;
   std::vector<std::string> allow_upstream;
   std::vector<std::string> deny_upstream;
+  std::string aws_config;
 };
 
 // Adds an option readable from the command line, MEMBRANED_<NAME> and the config file.
@@ -81,6 +84,9 @@ void add_serve(CLI::App& app, Options& o) {
        "CIDR that exports may reach although closed by default (loopback, link-local, ...); repeatable, "
        "comma-separated in the environment. Example: 127.0.0.0/8 for local upstreams")
       ->delimiter(',');
+  flag(app, "aws-config", o.aws_config,
+       "AWS shared-config file of the profiles exports may sign with (\"credentials\": PROFILE) and the "
+       "tenants granted each (membraned_tenants)");
   flag(app, "deny-upstream", o.deny_upstream, "CIDR that exports may not reach (wins over --allow-upstream); repeatable")
       ->delimiter(',');
 }
@@ -182,9 +188,19 @@ int serve(const Options& o) {
     if (auto s = check_authority(o.authority); !s) return fail(s.error().message);
   }
   std::string authority = o.authority.empty() ? o.listen : o.authority;
+  std::optional<core::AwsConfig> aws_config;
+  if (!o.aws_config.empty()) {
+    std::ifstream in(o.aws_config, std::ios::binary);
+    std::stringstream contents;
+    contents << in.rdbuf();
+    if (!in) return fail("--aws-config: cannot read " + o.aws_config);
+    auto loaded = core::AwsConfig::load(contents.str());
+    if (!loaded) return fail("--aws-config " + o.aws_config + ": " + loaded.error().message);
+    aws_config = std::move(*loaded);
+  }
   auto store = open_store(o, o.db_connections == 0 ? o.threads + 1 : o.db_connections);
   if (!store) return fail(store.error().message);
-  api::Api api(**store, {authority, o.upstream_timeout_ms});
+  api::Api api(**store, {authority, o.upstream_timeout_ms, aws_config ? &*aws_config : nullptr});
 
   server::ServerSettings settings;
   settings.listen_host = listen->first;
@@ -200,6 +216,7 @@ int serve(const Options& o) {
   settings.shutdown_grace = std::chrono::milliseconds(o.shutdown_grace_ms);
   settings.upstream_timeout_ms = o.upstream_timeout_ms;
   settings.metrics = o.metrics;
+  settings.aws_config = aws_config ? &*aws_config : nullptr;
   for (const auto& [texts, into] : {std::pair{&o.allow_upstream, &settings.allow_upstream},
                                     std::pair{&o.deny_upstream, &settings.deny_upstream}}) {
     for (const std::string& text : *texts) {
