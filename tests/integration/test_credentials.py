@@ -10,7 +10,7 @@ import unittest
 import uuid
 
 from harness import BINARY, Server, token_of
-from test_tutorial import FAKE_PYTHON, HERE
+from test_tutorial import HERE, start_fake_aws, stop_fake_aws
 
 ACCESS_KEY = "ASIAENVIRONMENTKEY01"
 SECRET = "env-secret-" + uuid.uuid4().hex
@@ -35,12 +35,8 @@ class EnvironmentCredentialsTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory(prefix="membraned-creds-")
-        cls.fake = subprocess.Popen([FAKE_PYTHON, os.path.join(HERE, "fake_aws.py"), "--access-key", ACCESS_KEY,
-                                     "--secret", SECRET, "--session-token", SESSION_TOKEN],
-                                    stdout=subprocess.PIPE, text=True)
-        line = cls.fake.stdout.readline()
-        assert line.startswith("PORT "), line
-        cls.fake_url = "http://127.0.0.1:%d" % int(line.split()[1])
+        cls.fake, cls.fake_url = start_fake_aws("--access-key", ACCESS_KEY, "--secret", SECRET,
+                                                "--session-token", SESSION_TOKEN)
         config = os.path.join(cls.tmp.name, "aws-config")
         with open(config, "w") as f:
             f.write(CONFIG)
@@ -55,9 +51,7 @@ class EnvironmentCredentialsTest(unittest.TestCase):
     def tearDownClass(cls):
         code = cls.server.stop()
         cls.server.cleanup()
-        cls.fake.terminate()
-        cls.fake.wait()
-        cls.fake.stdout.close()
+        stop_fake_aws(cls.fake)
         cls.tmp.cleanup()
         assert code == 0, code
 

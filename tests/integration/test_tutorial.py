@@ -22,6 +22,24 @@ CAP1_KEY_ID = "tutorial-key"
 CAP1_KEY = "c2VjcmV0LWNhcDEta2V5LWZvci10aGUtdGVzdA"
 
 
+def start_fake_aws(*args):
+    """fake_aws.py with these arguments: (process, base URL)."""
+    proc = subprocess.Popen([FAKE_PYTHON, os.path.join(HERE, "fake_aws.py")] + list(args),
+                            stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    if not line.startswith("PORT "):
+        proc.kill()
+        proc.wait()
+        raise RuntimeError("fake AWS did not start (needs %s with python3-botocore)" % FAKE_PYTHON)
+    return proc, "http://127.0.0.1:%d" % int(line.split()[1])
+
+
+def stop_fake_aws(proc):
+    proc.terminate()
+    proc.wait()
+    proc.stdout.close()
+
+
 def curl(url, token, data=None, method=None, headers=()):
     cmd = ["curl", "-s", "-S", "-o", "-", "-w", "\n%{http_code}", url, "-H", "Authorization: Bearer " + token]
     if method:
@@ -63,13 +81,8 @@ class Cap1ReferenceIsProvedFirst(unittest.TestCase):
 class TutorialTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.fake = subprocess.Popen([FAKE_PYTHON, os.path.join(HERE, "fake_aws.py"), "--access-key", ACCESS_KEY,
-                                     "--secret", SECRET, "--cap1-key-id", CAP1_KEY_ID, "--cap1-key", CAP1_KEY],
-                                    stdout=subprocess.PIPE, text=True)
-        line = cls.fake.stdout.readline()
-        if not line.startswith("PORT "):
-            raise RuntimeError("fake AWS did not start (needs %s with python3-botocore)" % FAKE_PYTHON)
-        cls.fake_url = "http://127.0.0.1:%d" % int(line.split()[1])
+        cls.fake, cls.fake_url = start_fake_aws("--access-key", ACCESS_KEY, "--secret", SECRET,
+                                                "--cap1-key-id", CAP1_KEY_ID, "--cap1-key", CAP1_KEY)
         cls.server = Server().start()
         cls.url = "http://127.0.0.1:%d" % cls.server.port
         tenant = cls.server.first_tenant()
@@ -79,9 +92,7 @@ class TutorialTest(unittest.TestCase):
     def tearDownClass(cls):
         code = cls.server.stop()
         cls.server.cleanup()
-        cls.fake.terminate()
-        cls.fake.wait()
-        cls.fake.stdout.close()
+        stop_fake_aws(cls.fake)
         assert code == 0, code
 
     def membrane(self, name):
