@@ -27,6 +27,7 @@ std::vector<Named> uri_only_flags(const ExportFlags& f) {
       {"--aws4-hmac-sha256-secret-access-key", f.aws4_secret_access_key.has_value()},
       {"--aws4-hmac-sha256-region", f.aws4_region.has_value()},
       {"--aws4-hmac-sha256-service", f.aws4_service.has_value()},
+      {"--aws4-hmac-sha256-credentials", f.aws4_credentials.has_value()},
       {"--cap1-hmac-sha512-key", f.cap1_key.has_value()},
       {"--cap1-hmac-sha512-key-id", f.cap1_key_id.has_value()},
       {"--timeout-ms", f.timeout_ms.has_value()},
@@ -74,6 +75,7 @@ std::string flag_for_field(const std::string& field) {
       {"hmac.aws4-hmac-sha256.secretAccessKey", "--aws4-hmac-sha256-secret-access-key"},
       {"hmac.aws4-hmac-sha256.region", "--aws4-hmac-sha256-region"},
       {"hmac.aws4-hmac-sha256.service", "--aws4-hmac-sha256-service"},
+      {"hmac.aws4-hmac-sha256.credentials", "--aws4-hmac-sha256-credentials"},
       {"hmac.cap1-hmac-sha512.key", "--cap1-hmac-sha512-key"},
       {"hmac.cap1-hmac-sha512.keyId", "--cap1-hmac-sha512-key-id"},
       {"tls.ca", "--tls-ca"},
@@ -137,13 +139,23 @@ core::Result<nlohmann::ordered_json> build_export_body(const ExportFlags& f) {
                        " (a re-export carries the exported capability's configuration, nothing else)");
     }
   }
-  // 2. One signing scheme, complete.
-  const std::vector<Named> aws4 = {
-      {"--aws4-hmac-sha256-aws-access-key-id", f.aws4_access_key_id.has_value()},
-      {"--aws4-hmac-sha256-secret-access-key", f.aws4_secret_access_key.has_value()},
+  // 2. One signing scheme, complete. A profile (--aws4-hmac-sha256-credentials) stands in for
+  //    the two key flags; region and service stay required.
+  if (f.aws4_credentials && (f.aws4_access_key_id || f.aws4_secret_access_key)) {
+    return usage("aws4-hmac-sha256-credentials",
+                 "--aws4-hmac-sha256-credentials replaces --aws4-hmac-sha256-aws-access-key-id and "
+                 "--aws4-hmac-sha256-secret-access-key: give the profile or the keys, not both");
+  }
+  std::vector<Named> aws4 = {
       {"--aws4-hmac-sha256-region", f.aws4_region.has_value()},
       {"--aws4-hmac-sha256-service", f.aws4_service.has_value()},
   };
+  if (f.aws4_credentials) {
+    aws4.insert(aws4.begin(), {"--aws4-hmac-sha256-credentials", true});
+  } else {
+    aws4.insert(aws4.begin(), {{"--aws4-hmac-sha256-aws-access-key-id", f.aws4_access_key_id.has_value()},
+                               {"--aws4-hmac-sha256-secret-access-key", f.aws4_secret_access_key.has_value()}});
+  }
   const std::vector<Named> cap1 = {
       {"--cap1-hmac-sha512-key", f.cap1_key.has_value()},
       {"--cap1-hmac-sha512-key-id", f.cap1_key_id.has_value()},
@@ -196,7 +208,10 @@ core::Result<nlohmann::ordered_json> build_export_body(const ExportFlags& f) {
   if (any_cap1) {
     body["hmac"] = {{"cap1-hmac-sha512", {{"key", *f.cap1_key}, {"keyId", *f.cap1_key_id}}}};
   }
-  if (any_aws4) {
+  if (any_aws4 && f.aws4_credentials) {
+    body["hmac"] = {{"aws4-hmac-sha256",
+                     {{"credentials", *f.aws4_credentials}, {"region", *f.aws4_region}, {"service", *f.aws4_service}}}};
+  } else if (any_aws4) {
     body["hmac"] = {{"aws4-hmac-sha256",
                      {{"awsAccessKeyId", *f.aws4_access_key_id},
                       {"region", *f.aws4_region},

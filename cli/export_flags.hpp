@@ -27,6 +27,7 @@ struct ExportFlags {
   std::optional<std::string> aws4_secret_access_key;
   std::optional<std::string> aws4_region;
   std::optional<std::string> aws4_service;
+  std::optional<std::string> aws4_credentials;  // [beyond] SPEC 9: an --aws-config profile instead of keys
   std::optional<std::string> cap1_key;
   std::optional<std::string> cap1_key_id;
   std::optional<std::string> timeout_ms;  // text as given, checked here

@@ -317,7 +317,7 @@ int main(int argc, char** argv) {
   Common export_c;
   ExportFlags ef;
   std::string e_uri, e_cap, e_method, e_akid, e_secret, e_region, e_service, e_key, e_key_id, e_timeout, e_ca,
-      e_cert, e_tls_key;
+      e_cert, e_tls_key, e_profile;
   bool e_allow_query = false, e_reject = true;
   auto* exp = membrane->add_subcommand("export", "Export capability through membrane");
   add_common(*exp, export_c);
@@ -331,6 +331,8 @@ int main(int argc, char** argv) {
   auto* o_secret = exp->add_option("--aws4-hmac-sha256-secret-access-key", e_secret, "AWS Secret Access Key for AWS4-HMAC-SHA256 signature");
   auto* o_region = exp->add_option("--aws4-hmac-sha256-region", e_region, "AWS region for AWS4-HMAC-SHA256 signature");
   auto* o_service = exp->add_option("--aws4-hmac-sha256-service", e_service, "AWS service for AWS4-HMAC-SHA256 signature");
+  auto* o_profile = exp->add_option("--aws4-hmac-sha256-credentials", e_profile,
+                                    "Sign with the service's --aws-config profile instead of stored keys (with region and service)");
   auto* o_key = exp->add_option("--cap1-hmac-sha512-key", e_key, "Base64url encoded secret key bytes for CAP1-HMAC-SHA512 signature");
   auto* o_key_id = exp->add_option("--cap1-hmac-sha512-key-id", e_key_id, "Secret key id for CAP1-HMAC-SHA512 signature");
   auto* o_timeout = exp->add_option("--timeout-ms", e_timeout, "Timeout in milliseconds to end idle connections");
@@ -405,6 +407,7 @@ int main(int argc, char** argv) {
       set(o_secret, e_secret, ef.aws4_secret_access_key);
       set(o_region, e_region, ef.aws4_region);
       set(o_service, e_service, ef.aws4_service);
+      set(o_profile, e_profile, ef.aws4_credentials);
       set(o_key, e_key, ef.cap1_key);
       set(o_key_id, e_key_id, ef.cap1_key_id);
       set(o_timeout, e_timeout, ef.timeout_ms);

@@ -45,6 +45,7 @@ std::vector<UriOption> uri_options() {
       {"--aws4-hmac-sha256-secret-access-key", [](ExportFlags& f) { f.aws4_secret_access_key = kSecret; }},
       {"--aws4-hmac-sha256-region", [](ExportFlags& f) { f.aws4_region = "us-east-1"; }},
       {"--aws4-hmac-sha256-service", [](ExportFlags& f) { f.aws4_service = "lambda"; }},
+      {"--aws4-hmac-sha256-credentials", [](ExportFlags& f) { f.aws4_credentials = "api-caller"; }},
       {"--cap1-hmac-sha512-key", [](ExportFlags& f) { f.cap1_key = "c2VjcmV0"; }},
       {"--cap1-hmac-sha512-key-id", [](ExportFlags& f) { f.cap1_key_id = "kid"; }},
       {"--timeout-ms", [](ExportFlags& f) { f.timeout_ms = "1000"; }},
@@ -172,6 +173,36 @@ TEST(ExportFlags, IncompleteAws4SetNamesWhatIsMissing) {
     }
     EXPECT_EQ(message.find(kSecret), std::string::npos) << message;
   }
+}
+
+TEST(ExportFlags, Aws4ProfileStandsInForTheKeysNotBesideThem) {
+  ExportFlags f = uri_only();
+  f.aws4_credentials = "api-caller";
+  f.aws4_region = "us-east-1";
+  f.aws4_service = "execute-api";
+  auto body = build_export_body(f);
+  ASSERT_TRUE(body.ok()) << body.error().message;
+  EXPECT_EQ((*body)["hmac"].dump(),
+            R"({"aws4-hmac-sha256":{"credentials":"api-caller","region":"us-east-1","service":"execute-api"}})");
+
+  ExportFlags with_key = f;
+  with_key.aws4_access_key_id = "AKID";
+  EXPECT_NE(error_of(with_key).find("not both"), std::string::npos);
+  ExportFlags with_secret = f;
+  with_secret.aws4_secret_access_key = kSecret;
+  std::string message = error_of(with_secret);
+  EXPECT_NE(message.find("not both"), std::string::npos);
+  EXPECT_EQ(message.find(kSecret), std::string::npos);
+
+  ExportFlags no_region = f;
+  no_region.aws4_region.reset();
+  message = error_of(no_region);
+  EXPECT_NE(message.find("--aws4-hmac-sha256-region"), std::string::npos) << message;
+  EXPECT_EQ(message.find("access-key-id"), std::string::npos) << message;  // the profile replaces it
+
+  ExportFlags bad_name = f;
+  bad_name.aws4_credentials = "bad name!";
+  EXPECT_NE(error_of(bad_name).find("--aws4-hmac-sha256-credentials"), std::string::npos) << error_of(bad_name);
 }
 
 TEST(ExportFlags, IncompleteCap1SetIsRefused) {
