@@ -1,10 +1,6 @@
 #include "cli/authority.hpp"
 
-#include <arpa/inet.h>
-
-#include <array>
-#include <cstring>
-
+#include "core/address_policy.hpp"
 #include "core/http.hpp"
 
 namespace membraned::cli {
@@ -23,18 +19,9 @@ bool parse_port(std::string_view text, std::uint16_t& port) {
   return true;
 }
 
-bool is_ipv4(const std::string& host, std::array<unsigned char, 4>* out = nullptr) {
-  in_addr addr{};
-  if (::inet_pton(AF_INET, host.c_str(), &addr) != 1) return false;
-  if (out) std::memcpy(out->data(), &addr, 4);
-  return true;
-}
-
-bool is_ipv6(const std::string& host, std::array<unsigned char, 16>* out = nullptr) {
-  in6_addr addr{};
-  if (::inet_pton(AF_INET6, host.c_str(), &addr) != 1) return false;
-  if (out) std::memcpy(out->data(), &addr, 16);
-  return true;
+bool is_ip(std::string_view host, bool v4) {
+  auto address = core::IpAddress::parse(host);
+  return address && address->v4 == v4;
 }
 
 bool is_host_char(char c) {
@@ -57,7 +44,7 @@ core::Result<Authority> parse_authority(std::string_view text, std::uint16_t def
     host = text.substr(1, close - 1);
     rest = text.substr(close + 1);
     out.host = core::to_lower_ascii(host);
-    if (!is_ipv6(out.host)) {
+    if (!is_ip(out.host, /*v4=*/false)) {
       return core::Error::invalid("authority", "the capability's authority holds an invalid IPv6 address");
     }
     out.ip_literal = true;
@@ -72,7 +59,7 @@ core::Result<Authority> parse_authority(std::string_view text, std::uint16_t def
         return core::Error::invalid("authority", "the capability's authority holds an invalid host name");
       }
     }
-    out.ip_literal = is_ipv4(out.host);
+    out.ip_literal = is_ip(out.host, /*v4=*/true);
   }
   if (!rest.empty()) {
     if (rest.front() != ':' || !parse_port(rest.substr(1), out.port)) {
@@ -82,29 +69,9 @@ core::Result<Authority> parse_authority(std::string_view text, std::uint16_t def
   return out;
 }
 
-bool is_loopback_host(std::string_view host_in) {
-  std::string host = core::to_lower_ascii(host_in);
-  if (!host.empty() && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
-  if (!host.empty() && host.back() == '.') host.pop_back();  // "localhost." is the same name
-  if (host == "localhost") return true;
-  constexpr std::string_view kLocalhostSuffix = ".localhost";  // RFC 6761: always loopback
-  if (host.size() > kLocalhostSuffix.size() &&
-      host.compare(host.size() - kLocalhostSuffix.size(), kLocalhostSuffix.size(), kLocalhostSuffix) == 0) {
-    return true;
-  }
-  std::array<unsigned char, 4> v4{};
-  if (is_ipv4(host, &v4)) return v4[0] == 127;
-  std::array<unsigned char, 16> v6{};
-  if (is_ipv6(host, &v6)) {
-    static constexpr std::array<unsigned char, 16> kLoopback{0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1};
-    if (v6 == kLoopback) return true;
-    // ::ffff:127.x.y.z
-    for (std::size_t i = 0; i < 10; ++i) {
-      if (v6[i] != 0) return false;
-    }
-    return v6[10] == 0xff && v6[11] == 0xff && v6[12] == 127;
-  }
-  return false;
+bool is_loopback_host(std::string_view host) {
+  auto address = core::address_without_dns(host);
+  return address && address->is_loopback();
 }
 
 core::Result<Authority> capability_authority(const core::CapabilityUri& uri, bool plain_http) {

@@ -110,6 +110,12 @@ IpAddress IpAddress::embedded_ipv4() const {
   return make_ipv4(bytes[12], bytes[13], bytes[14], bytes[15]);
 }
 
+bool IpAddress::is_loopback() const {
+  if (v4) return bytes[0] == 127;
+  if (all_zero(*this, 0, 15) && bytes[15] == 1) return true;  // ::1
+  return all_zero(*this, 0, 10) && bytes[10] == 0xff && bytes[11] == 0xff && bytes[12] == 127;
+}
+
 std::string IpAddress::to_string() const {
   char out[INET6_ADDRSTRLEN] = {};
   inet_ntop(v4 ? AF_INET : AF_INET6, bytes.data(), out, sizeof out);
@@ -182,17 +188,22 @@ Status UpstreamAddressPolicy::check(const IpAddress& given, std::optional<std::u
   return ok_status();
 }
 
-std::optional<Status> UpstreamAddressPolicy::check_without_dns(std::string_view host,
-                                                               std::optional<std::uint16_t> port) const {
-  if (auto ip = IpAddress::parse(host)) return check(*ip, port);
-  if (auto ip = IpAddress::parse_numeric_ipv4(host)) return check(*ip, port);
+std::optional<IpAddress> address_without_dns(std::string_view host) {
+  if (auto ip = IpAddress::parse(host)) return ip;
+  if (auto ip = IpAddress::parse_numeric_ipv4(host)) return ip;
   std::string lower(host);
   std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   if (!lower.empty() && lower.back() == '.') lower.pop_back();  // "localhost." is localhost
   constexpr std::string_view kLocalhost = "localhost";
   if (lower == kLocalhost || (lower.size() > kLocalhost.size() + 1 && lower.ends_with(".localhost"))) {
-    return check(*IpAddress::parse("127.0.0.1"), port);
+    return IpAddress::parse("127.0.0.1");
   }
+  return std::nullopt;
+}
+
+std::optional<Status> UpstreamAddressPolicy::check_without_dns(std::string_view host,
+                                                               std::optional<std::uint16_t> port) const {
+  if (auto ip = address_without_dns(host)) return check(*ip, port);
   return std::nullopt;
 }
 

@@ -27,6 +27,8 @@ struct IpAddress {
   // The IPv4 address an IPv6 one carries, if it only wraps one (::ffff:a.b.c.d, ::a.b.c.d,
   // 64:ff9b::a.b.c.d); else itself.
   IpAddress embedded_ipv4() const;
+  // 127.0.0.0/8, ::1, or ::ffff:127.x.y.z.
+  bool is_loopback() const;
   std::string to_string() const;
   bool operator==(const IpAddress&) const = default;
 };
@@ -40,6 +42,11 @@ struct Cidr {
   bool contains(const IpAddress& address) const;
   std::string to_string() const;
 };
+
+// The address a host stands for without asking DNS: an address in any spelling a resolver would
+// take as one, or 127.0.0.1 for `localhost` / `*.localhost` (loopback by definition, RFC 6761);
+// nullopt for any other name.
+std::optional<IpAddress> address_without_dns(std::string_view host);
 
 class UpstreamAddressPolicy {
  public:

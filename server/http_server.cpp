@@ -74,12 +74,7 @@ core::IpAddress to_ip_address(const net::ip::address& address) {
   return ip;
 }
 
-bool is_loopback(const net::ip::address& address) {
-  if (address.is_v4()) return address.to_v4().is_loopback();
-  const auto v6 = address.to_v6();
-  return v6.is_loopback() ||
-         (v6.is_v4_mapped() && net::ip::make_address_v4(net::ip::v4_mapped, v6).is_loopback());
-}
+bool is_loopback(const net::ip::address& address) { return to_ip_address(address).is_loopback(); }
 
 // Where the service itself answers: its listening address, or every local address when it
 // listens on all of them (so an export cannot make it call itself).

@@ -58,6 +58,14 @@ TEST(IpAddress, Ipv6WrappingsOfIpv4AreSeenThrough) {
   EXPECT_EQ(ip("2001:db8::1").embedded_ipv4().to_string(), "2001:db8::1");
 }
 
+TEST(IpAddress, LoopbackIsTheV4RangeV6OneAndTheirMappedForm) {
+  for (const char* yes : {"127.0.0.1", "127.255.0.9", "::1", "::ffff:127.0.0.1"}) EXPECT_TRUE(ip(yes).is_loopback()) << yes;
+  for (const char* no : {"128.0.0.1", "::2", "::", "::ffff:10.0.0.1", "fe80::1", "0.0.0.0"}) EXPECT_FALSE(ip(no).is_loopback()) << no;
+  EXPECT_TRUE(address_without_dns("api.localhost")->is_loopback());
+  EXPECT_TRUE(address_without_dns("0x7f.1")->is_loopback());
+  EXPECT_FALSE(address_without_dns("example.com").has_value());
+}
+
 TEST(Cidr, ParsesMasksAndContains) {
   EXPECT_EQ(cidr("10.9.8.7/8").to_string(), "10.0.0.0/8");
   EXPECT_EQ(cidr("192.0.2.5").to_string(), "192.0.2.5/32");
