@@ -530,11 +530,11 @@ class CapiTest(unittest.TestCase):
             port = silent.getsockname()[1]
             token = "CPBLTY1-" + "A" * 85 + "Q"
             for extra, env in (([], {}), (["--plain-http"], {})):
-                started = time.monotonic()
+                # A hang would end in the subprocess timeout (an error); the message shows the
+                # client's own 1 s limit fired.
                 err = self.failed(self.home.capi("membrane", "query", "--capability",
                                                  "cpblty://127.0.0.1:%d/#%s" % (port, token), "--timeout", "1",
                                                  *extra, env=env, timeout=20))
-                self.assertLess(time.monotonic() - started, 10)
                 self.assertIn("timed out after 1 s", err)
         finally:
             silent.close()
