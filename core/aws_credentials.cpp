@@ -215,12 +215,14 @@ Result<AwsCredentials> parse_container_credentials(std::string_view body) {
   return credentials_from_json(*object, source);
 }
 
+std::optional<std::string> env_value(const EnvLookup& env, std::string_view name) {
+  std::optional<std::string> value = env ? env(name) : std::nullopt;
+  if (value && value->empty()) value.reset();
+  return value;
+}
+
 Result<AwsCredentials> environment_credentials(const EnvLookup& env) {
-  auto get = [&](std::string_view name) -> std::optional<std::string> {
-    std::optional<std::string> value = env ? env(name) : std::nullopt;
-    if (value && value->empty()) value.reset();
-    return value;
-  };
+  auto get = [&](std::string_view name) { return env_value(env, name); };
   AwsCredentials out;
   auto key_id = get("AWS_ACCESS_KEY_ID");
   if (!key_id) return bad("AWS_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID is not set");

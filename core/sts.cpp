@@ -26,12 +26,6 @@ bool is_region(std::string_view r) noexcept {
   });
 }
 
-std::optional<std::string> env_value(const EnvLookup& env, std::string_view name) {
-  std::optional<std::string> value = env ? env(name) : std::nullopt;
-  if (value && value->empty()) value.reset();
-  return value;
-}
-
 Error sts_error(std::string message) { return Error::invalid("sts", "STS answer: " + std::move(message)); }
 
 std::string_view trim_xml_space(std::string_view s) {
@@ -189,18 +183,6 @@ Result<StsEndpoint> select_sts_endpoint(const EnvLookup& env, const std::optiona
     return Error::invalid(variable, variable + ": an STS endpoint URL must not hold a query");
   }
   out.target = std::move(*target);
-  return out;
-}
-
-UpstreamRequest StsRequest::as_upstream() const {
-  UpstreamRequest out;
-  out.https = https;
-  out.connect_host = connect_host;
-  out.port = port;
-  out.method = method;
-  out.target = target;
-  out.headers = headers;
-  out.body = body;
   return out;
 }
 

@@ -12,11 +12,11 @@
 
 #include "core/aws_config.hpp"
 #include "core/aws_credentials.hpp"
+#include "core/credential_endpoints.hpp"
 #include "core/export_config.hpp"
 #include "core/http.hpp"
 #include "core/result.hpp"
 #include "core/sigv4.hpp"
-#include "core/upstream_request.hpp"
 
 namespace membraned::core {
 
@@ -36,21 +36,9 @@ struct StsEndpoint {
 // digits and '-'.
 Result<StsEndpoint> select_sts_endpoint(const EnvLookup& env, const std::optional<std::string>& region);
 
-// A request to send as is, owning its body: POST to `target` at connect_host:port (TLS when
-// https), with Host, Content-Type, Content-Length and, once signed, the SigV4 headers.
-struct StsRequest {
-  bool https = false;
-  std::string connect_host;  // name or address to resolve (no brackets)
-  std::uint16_t port = 0;
-  std::string method;  // "POST"
-  std::string target;  // origin-form path, the endpoint's ("/" by default)
-  Headers headers;     // in sending order, Host first
-  std::string body;    // application/x-www-form-urlencoded
-
-  // The same request as an UpstreamRequest, its body viewing this->body (valid while this
-  // object lives and is not modified).
-  UpstreamRequest as_upstream() const;
-};
+// A request to send as is (POST to the endpoint's path, TLS when https), owning its body, with
+// Host, Content-Type, Content-Length and, once signed, the SigV4 headers.
+using StsRequest = CredentialsCall;
 
 // The form body of AssumeRole: Action=AssumeRole&Version=2011-06-15&RoleArn=..&RoleSessionName=..
 // [&ExternalId=..][&DurationSeconds=..], each value encoded with the AWS percent-encoding

@@ -159,6 +159,8 @@ class UpstreamPool {
   std::size_t total_ = 0;
 };
 
+#include "server/credentials_exchange.ipp"
+
 // Shared by all sessions: settings, the API, the log, and what a graceful stop needs.
 struct ServerState {
   ServerState(ServerSettings s, api::Api& a, RequestLogger l, net::io_context& io)
@@ -175,12 +177,24 @@ struct ServerState {
   core::sigv4::SigningKeyCache key_cache;
   Metrics metrics;
   core::UpstreamAddressPolicy upstream_policy;  // SPEC 10; set by start() once the port is bound
-  // SPEC 9; the environment is read at each call, so rotated credentials are seen.
-  CredentialsProvider credentials{settings.aws_config, [](std::string_view name) -> std::optional<std::string> {
-    const char* value = std::getenv(std::string(name).c_str());
-    if (value == nullptr) return std::nullopt;
-    return std::string(value);
-  }};
+  // SPEC 9: the operator's profiles. The environment is read at each use, so rotated
+  // credentials are seen; fetched ones are cached per source and refreshed off the I/O path.
+  CredentialsProvider credentials{
+      settings.aws_config,
+      [](std::string_view name) -> std::optional<std::string> {
+        const char* value = std::getenv(std::string(name).c_str());
+        if (value == nullptr) return std::nullopt;
+        return std::string(value);
+      },
+      [this](core::CredentialsCall call, std::chrono::milliseconds timeout, std::size_t max_body,
+             std::function<void(CredentialsHttpResult)> done) {
+        std::make_shared<CredentialsExchange>(ioc, default_client_tls, std::move(call), timeout, max_body,
+                                              std::move(done))
+            ->start();
+      },
+      [this](const std::string& line) {
+        if (log) log(utc_now() + " " + line);
+      }};
 
   struct Stoppable {
     virtual ~Stoppable() = default;
@@ -410,25 +424,37 @@ class HttpSession : public ServerState::Stoppable {
 
   // SPEC 5: the upstream request built and signed by core/, then sent and relayed.
   void start_invocation() {
+    const core::UriExport& config = *authorized_->resolved.uri;
+    // SPEC 9: an export that names a profile signs with the operator's credentials for it,
+    // which may first have to be fetched: the session waits (holding itself alive) and goes on
+    // on its own strand.
+    if (const auto* aws4 = std::get_if<core::Aws4Signing>(&config.signing); aws4 && aws4->credentials_profile) {
+      return state_.credentials.get(*aws4->credentials_profile,
+                                    [self = derived().shared_from_this()](CredentialsResult credentials) mutable {
+                                      auto& stream = self->stream();
+                                      net::dispatch(stream.get_executor(), [self = std::move(self),
+                                                                            credentials = std::move(credentials)] {
+                                        if (!credentials) {
+                                          return self->send(api::Api::error_response(502, credentials.error().message),
+                                                            self->keep_alive_after_invocation());
+                                        }
+                                        self->invoke_with(credentials->get());
+                                      });
+                                    });
+    }
+    invoke_with(nullptr);
+  }
+
+  // `credentials`: a profile's, or null when the export holds its own keys.
+  void invoke_with(const core::AwsCredentials* credentials) {
     auto& req = parser_->get();
     core::Headers headers;
     headers.reserve(static_cast<std::size_t>(std::distance(req.begin(), req.end())));
     for (const auto& field : req) headers.push_back({std::string(field.name_string()), std::string(field.value())});
     const core::UriExport& config = *authorized_->resolved.uri;
-    // SPEC 9: an export that names a profile signs with the operator's credentials for it.
-    std::optional<core::AwsCredentials> profile_credentials;
-    if (const auto* aws4 = std::get_if<core::Aws4Signing>(&config.signing); aws4 && aws4->credentials_profile) {
-      auto credentials = state_.credentials.current(*aws4->credentials_profile);
-      if (!credentials) {
-        return send(api::Api::error_response(502, credentials.error().message), keep_alive_after_invocation());
-      }
-      profile_credentials = std::move(*credentials);
-    }
     core::IncomingRequest incoming{req.method_string(), req.target(), headers, req.body()};
     auto prepared = core::prepare_upstream_request(
-        config, incoming,
-        core::SigningContext{std::chrono::system_clock::now(), &state_.key_cache,
-                             profile_credentials ? &*profile_credentials : nullptr});
+        config, incoming, core::SigningContext{std::chrono::system_clock::now(), &state_.key_cache, credentials});
     if (!prepared) return send(api::Api::error_response(prepared.error()), keep_alive_after_invocation());
     auto invocation = std::make_shared<Invocation<Derived>>(derived().shared_from_this(), state_,
                                                            std::move(*prepared), std::move(req.body()), config);

@@ -86,7 +86,10 @@ void add_serve(CLI::App& app, Options& o) {
       ->delimiter(',');
   flag(app, "aws-config", o.aws_config,
        "AWS shared-config file of the profiles exports may sign with (\"credentials\": PROFILE) and the "
-       "tenants granted each (membraned_tenants)");
+       "tenants granted each (membraned_tenants): keys in the file, credential_source = Environment, "
+       "Ec2InstanceMetadata (IMDSv2) or EcsContainer, and role_arn chains through STS AssumeRole. "
+       "Endpoints: AWS_EC2_METADATA_SERVICE_ENDPOINT, AWS_CONTAINER_CREDENTIALS_FULL_URI / _RELATIVE_URI, "
+       "AWS_ENDPOINT_URL_STS (docs/operations.md)");
   flag(app, "deny-upstream", o.deny_upstream, "CIDR that exports may not reach (wins over --allow-upstream); repeatable")
       ->delimiter(',');
 }

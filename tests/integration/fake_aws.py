@@ -27,13 +27,19 @@ AUTH = re.compile(r"^AWS4-HMAC-SHA256 Credential=([^/]+)/(\d{8})/([^/]+)/([^/]+)
 INVOKE = re.compile(r"^/2015-03-31/functions/([^/]+)/invocations$")
 
 
-def sigv4_problem(handler, body, service, args):
-    """None when botocore computes the same signature over what arrived; else why not."""
+def sigv4_problem(handler, body, service, region, lookup):
+    """None when botocore computes the same signature over what arrived; else why not.
+    lookup(access_key) gives (secret, session token or None) for a key the fake knows, else None;
+    a known session token must be the one presented. region None accepts the scope's."""
     m = AUTH.match(handler.headers.get("Authorization", ""))
     if not m:
         return "missing or malformed Authorization"
-    access_key, date, region, svc, signed, signature = m.groups()
-    if access_key != args.access_key or region != args.region or svc != service:
+    access_key, date, scope_region, svc, signed, signature = m.groups()
+    known = lookup(access_key)
+    if known is None:
+        return "The security token included in the request is invalid."
+    secret, session_token = known
+    if (region is not None and scope_region != region) or svc != service:
         return "wrong credential scope"
     amz_date = handler.headers.get("X-Amz-Date", "")
     try:
@@ -56,13 +62,13 @@ def sigv4_problem(handler, body, service, args):
     request = AWSRequest(method=handler.command, url="http://%s%s" % (handler.headers["Host"], handler.path),
                          data=body, headers=headers)
     request.context["timestamp"] = amz_date
-    signer = SigV4Auth(Credentials(args.access_key, args.secret, handler.headers.get("X-Amz-Security-Token")),
-                       service, args.region)
+    signer = SigV4Auth(Credentials(access_key, secret, handler.headers.get("X-Amz-Security-Token")),
+                       service, scope_region)
     canonical = signer.canonical_request(request)
     expected = signer.signature(signer.string_to_sign(request, canonical), request)
     if not hmac.compare_digest(expected, signature):
         return "The request signature we calculated does not match the signature you provided."
-    if args.session_token and handler.headers.get("X-Amz-Security-Token") != args.session_token:
+    if session_token is not None and handler.headers.get("X-Amz-Security-Token") != session_token:
         return "The security token included in the request is invalid."
     return None
 
@@ -76,6 +82,9 @@ def main():
     parser.add_argument("--cap1-key-id")
     parser.add_argument("--cap1-key")
     args = parser.parse_args()
+
+    def lookup(access_key):
+        return (args.secret, args.session_token) if access_key == args.access_key else None
 
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -99,7 +108,7 @@ def main():
             path, _, query = self.path.partition("?")
             invoke = INVOKE.match(path)
             if invoke:
-                problem = sigv4_problem(self, body, "lambda", args)
+                problem = sigv4_problem(self, body, "lambda", args.region, lookup)
                 if problem:
                     return self.answer(403, {"message": problem}, [("x-amzn-ErrorType", "InvalidSignatureException")])
                 if self.command != "POST":
@@ -116,7 +125,7 @@ def main():
                 return self.answer(200, {"function": invoke.group(1), "event": event},
                                    [("X-Amz-Executed-Version", "$LATEST")])
             if path.startswith("/stage/"):
-                problem = sigv4_problem(self, body, "execute-api", args)
+                problem = sigv4_problem(self, body, "execute-api", args.region, lookup)
                 if problem:
                     return self.answer(403, {"message": problem})
                 return self.answer(200, {"method": self.command, "path": path, "query": query,

@@ -1,16 +1,30 @@
-"""SPEC 9, the flows that need no network for credentials: an --aws-config profile that signs with
-the service's environment (seed 001: the execution role's AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY
-and AWS_SESSION_TOKEN, here towards an execute-api stage) or with keys held in the file; grants
-per tenant; a profile whose credentials cannot be had is 502 naming it; a cycle stops the start.
-The fake stage verifies every signature, session token included, with botocore."""
+"""SPEC 9: exports that sign with credentials the operator makes available, so that no AWS secret
+is stored anywhere.
+  - The service's environment (seed 001: the execution role's AWS_ACCESS_KEY_ID,
+    AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN, here towards an execute-api stage), and keys in
+    the --aws-config file.
+  - The EC2 instance role over IMDSv2, then STS AssumeRole, then Lambda Invoke (seed 000), chains
+    of two AssumeRoles with an ExternalId, the ECS container role, STS error documents, an IMDS
+    that is down at start and recovers, and short-lived credentials refreshed once per refresh
+    however many requests wait.
+  - Grants per tenant; a profile whose credentials cannot be had is 502 naming it; a cycle stops
+    the start.
+The fakes verify every signature, session token included, with botocore: the Lambda and stage
+fakes the invocation's, the fake STS the AssumeRole request's (made with the instance's or the
+previous role's temporary credentials)."""
+import json
 import os
+import socket
 import subprocess
 import tempfile
+import threading
+import time
 import unittest
+import urllib.request
 import uuid
 
 from harness import BINARY, Server, token_of
-from test_tutorial import HERE, start_fake_aws, stop_fake_aws
+from test_tutorial import FAKE_PYTHON, HERE, start_fake_aws, stop_fake_aws
 
 ACCESS_KEY = "ASIAENVIRONMENTKEY01"
 SECRET = "env-secret-" + uuid.uuid4().hex
@@ -93,6 +107,269 @@ class EnvironmentCredentialsTest(unittest.TestCase):
         self.assertEqual(status, 502, answer)
         self.assertIn('"from-instance"', answer["message"])
         self.assertNotIn(SECRET, answer["message"])
+
+
+ROLE = "arn:aws:iam::123456789012:role/"
+
+ROLE_CONFIG = """
+[profile instance]
+credential_source = Ec2InstanceMetadata
+membraned_tenants = *
+
+[profile lambda-invoker]
+role_arn = arn:aws:iam::123456789012:role/Lambda-Invoker
+credential_source = Ec2InstanceMetadata
+role_session_name = tutorial
+duration_seconds = 900
+membraned_tenants = *
+
+[profile first-hop]
+role_arn = arn:aws:iam::123456789012:role/first-hop
+credential_source = Ec2InstanceMetadata
+
+[profile second-hop]
+role_arn = arn:aws:iam::123456789012:role/external-partner
+source_profile = first-hop
+external_id = ext-123
+membraned_tenants = *
+
+[profile refused]
+role_arn = arn:aws:iam::123456789012:role/denied
+credential_source = Ec2InstanceMetadata
+membraned_tenants = *
+
+[profile short-lived]
+role_arn = arn:aws:iam::123456789012:role/short-lived
+credential_source = Ec2InstanceMetadata
+membraned_tenants = *
+
+[profile container]
+credential_source = EcsContainer
+membraned_tenants = *
+
+[profile not-yours]
+role_arn = arn:aws:iam::123456789012:role/Lambda-Invoker
+credential_source = Ec2InstanceMetadata
+membraned_tenants = some-other-tenant
+"""
+
+
+def start_fake_identity(*args):
+    """fake_identity.py: (process, main base URL, IMDS port or 0)."""
+    proc = subprocess.Popen([FAKE_PYTHON, os.path.join(HERE, "fake_identity.py")] + list(args),
+                            stdout=subprocess.PIPE, text=True, cwd=HERE)
+    line = proc.stdout.readline()
+    if not line.startswith("PORT "):
+        proc.kill()
+        proc.wait()
+        raise RuntimeError("fake identity services did not start (needs %s with python3-botocore)" % FAKE_PYTHON)
+    _, main, imds = line.split()
+    return proc, "http://127.0.0.1:%s" % main, int(imds)
+
+
+def control(base, path, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    with urllib.request.urlopen(urllib.request.Request(base + path, data=data), timeout=10) as r:
+        return json.loads(r.read())
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class FetchedCredentialsTest(unittest.TestCase):
+    """One membraned whose profiles reach a fake IMDSv2, ECS endpoint and STS on loopback."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory(prefix="membraned-roles-")
+        cls.fake, cls.fake_url, imds_port = start_fake_identity("--sts-delay", "0.2")
+        config = os.path.join(cls.tmp.name, "aws-config")
+        with open(config, "w") as f:
+            f.write(ROLE_CONFIG)
+        env = {"AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:%d" % imds_port,
+               "AWS_ENDPOINT_URL_STS": cls.fake_url,
+               "AWS_CONTAINER_CREDENTIALS_FULL_URI": cls.fake_url + "/ecs/credentials",
+               "AWS_CONTAINER_AUTHORIZATION_TOKEN": "Bearer ecs-authorization-token-for-tests"}
+        cls.server = Server(args=["--aws-config", config], env=env).start()
+        create = token_of(cls.server.first_tenant()["capabilities"]["create"])
+        status, m, _ = cls.server.call(create, body={"id": "roles"})
+        cls.export = token_of(m["capabilities"]["export"])
+
+    @classmethod
+    def tearDownClass(cls):
+        code = cls.server.stop()
+        log = cls.server.stderr()
+        cls.server.cleanup()
+        stop_fake_aws(cls.fake)
+        cls.tmp.cleanup()
+        assert code == 0, code
+        cls.check_log_has_no_secret(log)
+
+    @classmethod
+    def check_log_has_no_secret(cls, log):
+        assert "ecs-authorization-token" not in log
+        assert "imds-" not in log  # IMDS session tokens
+
+    def lambda_export(self, profile, function="echo"):
+        return {"uri": self.fake_url + "/2015-03-31/functions/%s/invocations" % function, "method": "POST",
+                "hmac": {"aws4-hmac-sha256": {"credentials": profile, "region": "us-east-1", "service": "lambda"}}}
+
+    def capability(self, profile):
+        status, body, _ = self.server.call(self.export, body=self.lambda_export(profile))
+        self.assertEqual(status, 201, body)
+        return token_of(body["capability"])
+
+    def stats(self):
+        return control(self.fake_url, "/_control/stats")
+
+    def test_seed_000_instance_role_then_assume_role_then_lambda(self):
+        cap = self.capability("lambda-invoker")
+        status, answer, _ = self.server.call(cap, body={"from": "seed 000"})
+        self.assertEqual(status, 200, answer)
+        self.assertEqual(answer, {"function": "echo", "event": {"from": "seed 000"}})
+        stats = self.stats()
+        # The upstream saw the assumed role's temporary key and its session token (botocore
+        # verified both), and STS saw an AssumeRole signed with the instance's credentials.
+        last = stats["lambda_calls"][-1]
+        self.assertEqual((last["kind"], last["role"], last["session_token"]), ("role", "Lambda-Invoker", True))
+        sts = [c for c in stats["sts_calls"] if c["role"] == ROLE + "Lambda-Invoker"]
+        self.assertEqual(len(sts), 1, sts)
+        self.assertIsNone(sts[0]["problem"])
+        self.assertEqual((sts[0]["source_kind"], sts[0]["session_name"], sts[0]["duration"]),
+                         ("instance", "tutorial", "900"))
+        # Later calls use the cached credentials: no new STS call.
+        for _ in range(5):
+            self.assertEqual(self.server.call(cap, body={})[0], 200)
+        self.assertEqual(len([c for c in self.stats()["sts_calls"] if c["role"] == ROLE + "Lambda-Invoker"]), 1)
+        # No secret the fakes handed out is in the database.
+        data = b""
+        for name in os.listdir(self.server.data_dir):
+            with open(os.path.join(self.server.data_dir, name), "rb") as f:
+                data += f.read()
+        self.assertNotIn(b"IQoJ", data)  # every session token issued starts so
+        self.assertNotIn(last["key"].encode(), data)
+
+    def test_a_chain_of_two_assume_roles_sends_the_external_id(self):
+        cap = self.capability("second-hop")
+        status, answer, _ = self.server.call(cap, body={"hops": 2})
+        self.assertEqual(status, 200, answer)
+        stats = self.stats()
+        self.assertEqual(stats["lambda_calls"][-1]["role"], "external-partner")
+        first = [c for c in stats["sts_calls"] if c["role"] == ROLE + "first-hop"]
+        second = [c for c in stats["sts_calls"] if c["role"] == ROLE + "external-partner"]
+        self.assertEqual(len(first), 1)
+        self.assertEqual(len(second), 1)
+        self.assertEqual(first[0]["source_kind"], "instance")
+        self.assertIsNone(first[0]["external_id"])
+        # The second AssumeRole is signed with the first role's credentials and carries the id.
+        self.assertEqual((second[0]["source_kind"], second[0]["source_role"]), ("role", "first-hop"))
+        self.assertEqual(second[0]["external_id"], "ext-123")
+        self.assertIsNone(second[0]["problem"])
+
+    def test_the_container_role_signs_directly(self):
+        cap = self.capability("container")
+        status, answer, _ = self.server.call(cap, body={})
+        self.assertEqual(status, 200, answer)
+        self.assertEqual(self.stats()["lambda_calls"][-1]["kind"], "container")
+
+    def test_an_sts_error_document_is_502_naming_the_profile(self):
+        cap = self.capability("refused")
+        status, answer, _ = self.server.call(cap, body={})
+        self.assertEqual(status, 502, answer)
+        self.assertEqual(answer["error"], "Bad Gateway", answer)
+        self.assertIn('"refused"', answer["message"])
+        self.assertIn("AccessDenied", answer["message"])
+        self.assertNotIn(b"IQoJ", json.dumps(answer).encode())
+        # The failure is logged, naming the role's profile.
+        deadline = time.time() + 5
+        while "refresh failed" not in self.server.stderr() and time.time() < deadline:
+            time.sleep(0.05)
+        self.assertIn('credentials the role of profile "refused": refresh failed', self.server.stderr())
+
+    def test_a_tenant_without_the_grant_is_400_naming_credentials(self):
+        status, body, _ = self.server.call(self.export, body=self.lambda_export("not-yours"))
+        self.assertEqual(status, 400, body)
+        self.assertTrue(body["message"].startswith("credentials "), body)
+
+    def test_short_lived_credentials_are_refreshed_once_per_refresh_under_load(self):
+        # The fake STS gives this role credentials that expire 303 s after issue: two or three seconds
+        # later they are inside the 5-minute refresh window. Eight clients call without pause
+        # for eight seconds; STS answers slowly (0.2 s), so a herd would overlap there.
+        cap = self.capability("short-lived")
+        self.assertEqual(self.server.call(cap, body={})[0], 200)
+        statuses = []
+        stop = time.time() + 8
+        lock = threading.Lock()
+
+        def client():
+            conn = self.server.connection()
+            while time.time() < stop:
+                status = self.server.call(cap, body={"load": True}, conn=conn)[0]
+                with lock:
+                    statuses.append(status)
+            conn.close()
+
+        threads = [threading.Thread(target=client) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        stats = self.stats()
+        calls = [c for c in stats["sts_calls"] if c["role"] == ROLE + "short-lived"]
+        used = {c["key"] for c in stats["lambda_calls"] if c["role"] == "short-lived"}
+        self.assertGreater(len(statuses), 100)
+        self.assertEqual(set(statuses), {200})  # no request waited out a refresh or used stale keys
+        self.assertEqual(stats["rejected"], [])
+        # The first fetch, then one refresh each time the window opened (every 2 to 3 s, plus
+        # the fake's 0.2 s): never one per waiting request.
+        self.assertGreaterEqual(len(calls), 2)
+        self.assertLessEqual(len(calls), 1 + 8 // 2 + 1, "STS calls")
+        self.assertEqual(stats["sts_max_in_flight"], 1)
+        self.assertGreaterEqual(len(used), 2)  # the refreshed keys were put to use
+
+
+class InstanceMetadataDownTest(unittest.TestCase):
+    def test_imds_down_at_start_then_recovering(self):
+        imds_port = free_port()
+        fake, fake_url, _ = start_fake_identity("--imds-late")
+        with tempfile.TemporaryDirectory(prefix="membraned-imds-") as tmp:
+            config = os.path.join(tmp, "aws-config")
+            with open(config, "w") as f:
+                f.write(ROLE_CONFIG)
+            env = {"AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:%d" % imds_port,
+                   "AWS_ENDPOINT_URL_STS": fake_url}
+            server = Server(args=["--aws-config", config], env=env).start()
+            try:
+                create = token_of(server.first_tenant()["capabilities"]["create"])
+                status, m, _ = server.call(create, body={"id": "imds"})
+                export = {"uri": fake_url + "/2015-03-31/functions/late/invocations", "method": "POST",
+                          "hmac": {"aws4-hmac-sha256": {"credentials": "lambda-invoker", "region": "us-east-1",
+                                                        "service": "lambda"}}}
+                status, body, _ = server.call(token_of(m["capabilities"]["export"]), body=export)
+                self.assertEqual(status, 201, body)
+                cap = token_of(body["capability"])
+                # Nothing listens where the metadata service should be.
+                status, answer, _ = server.call(cap, body={})
+                self.assertEqual(status, 502, answer)
+                self.assertIn('"lambda-invoker"', answer["message"])
+                self.assertIn("instance metadata service", answer["message"])
+                # It comes up; after the pause between attempts the next request succeeds.
+                control(fake_url, "/_control/open-imds", {"port": imds_port})
+                deadline = time.time() + 10
+                while True:
+                    status, answer, _ = server.call(cap, body={"late": True})
+                    if status == 200 or time.time() > deadline:
+                        break
+                    time.sleep(0.2)
+                self.assertEqual(status, 200, answer)
+                self.assertEqual(answer["event"], {"late": True})
+            finally:
+                self.assertEqual(server.stop(), 0)
+                server.cleanup()
+                stop_fake_aws(fake)
 
 
 class ConfigFileTest(unittest.TestCase):

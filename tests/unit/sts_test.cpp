@@ -246,20 +246,6 @@ TEST(AssumeRoleRequest, MakeEqualsBuildThenSignAndUsesTheCache) {
   EXPECT_NE(header(third, "Authorization"), header(made, "Authorization"));
 }
 
-TEST(AssumeRoleRequest, AsUpstreamViewsTheOwnedBody) {
-  StsEndpoint endpoint = endpoint_ok(env_of({}), "eu-west-1");
-  StsRequest r = make_assume_role_request(endpoint, full_step(), creds(std::nullopt), fixed_now());
-  UpstreamRequest u = r.as_upstream();
-  EXPECT_EQ(u.https, r.https);
-  EXPECT_EQ(u.connect_host, r.connect_host);
-  EXPECT_EQ(u.port, r.port);
-  EXPECT_EQ(u.method, "POST");
-  EXPECT_EQ(u.target, "/");
-  EXPECT_EQ(u.headers, r.headers);
-  EXPECT_EQ(u.body, kBody);
-  EXPECT_EQ(u.body.data(), r.body.data());
-}
-
 // --- the answer --------------------------------------------------------------------------------
 
 constexpr std::string_view kAssumeRoleResponse = R"(<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">

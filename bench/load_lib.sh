@@ -1,0 +1,68 @@
+# Shared by the wrk load scripts (sourced): tools, ports, the upstream nginx, membraned set-up
+# and one wrk run printed as a table row. The caller sets `work` (a temporary directory) and
+# `connections`/`seconds`, and keeps the `pids` array for its cleanup.
+
+load_tools() {  # wrk and nginx, installed when missing
+  for tool in wrk nginx; do
+    command -v "$tool" >/dev/null || PATH="$PATH:/usr/sbin" command -v "$tool" >/dev/null || {
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$tool" >/dev/null; }
+  done
+  export PATH="$PATH:/usr/sbin"
+}
+
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+
+# The upstream: nginx with one worker answering a small JSON body, as a Lambda would. Sets
+# upstream_port (no command substitution: pids must stay ours).
+start_upstream_nginx() {
+  upstream_port=$(free_port)
+  mkdir -p "$work/up"
+  cat >"$work/up/nginx.conf" <<CONF
+worker_processes 1; daemon off; pid $work/up/pid; error_log $work/up/error.log;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:$upstream_port;
+    location / { default_type application/json; return 200 '{"statusCode":200,"body":"ok"}'; } } }
+CONF
+  nginx -c "$work/up/nginx.conf" -p "$work/up" >/dev/null 2>&1 & pids+=($!)
+}
+
+# membraned on a free port with `$@` as extra flags, in $work/$name; sets mport and mexport
+# (the export capability of a fresh membrane).
+start_membraned_in() {  # name [flags...]
+  local dir="$work/$1"; shift
+  "$binary" serve --listen 127.0.0.1:0 --data-dir "$dir" --allow-upstream 127.0.0.0/8 "$@" \
+    >"$dir.out" 2>/dev/null </dev/null & pids+=($!)
+  for _ in $(seq 1 100); do grep -q listening "$dir.out" 2>/dev/null && break; sleep 0.1; done
+  mport=$(grep -o '127.0.0.1:[0-9]*' "$dir.out" | head -1 | cut -d: -f2)
+  local create; create=$(python3 -c "import json;print(json.load(open('$dir/first-tenant.json'))['capabilities']['create'].split('#')[1])")
+  mexport=$(curl -s -XPOST "http://127.0.0.1:$mport" -H "Authorization: Bearer $create" -d '{"id":"bench"}' |
+    python3 -c "import json,sys;print(json.load(sys.stdin)['capabilities']['export'].split('#')[1])")
+}
+
+# Exports a Lambda-shaped uri capability on the upstream nginx; `$1` is the aws4-hmac-sha256
+# object's JSON. Prints the token.
+export_lambda() {
+  curl -s -XPOST "http://127.0.0.1:$mport" -H "Authorization: Bearer $mexport" \
+    -d "{\"uri\":\"http://127.0.0.1:$upstream_port/2015-03-31/functions/f/invocations\",\"method\":\"POST\",\"hmac\":{\"aws4-hmac-sha256\":$1}}" |
+    python3 -c "import json,sys;print(json.load(sys.stdin)['capability'].split('#')[1])"
+}
+
+write_post_lua() {  # POST with a 1 KiB body
+  cat >"$work/post.lua" <<'LUA'
+wrk.method = "POST"
+wrk.body = string.rep("x", 1024)
+LUA
+}
+
+run() {  # label url [wrk args]: one table row; sets last_rps
+  local label="$1" url="$2"; shift 2
+  local out; out=$(wrk -t2 -c"$connections" -d"${seconds}s" --latency -s "$work/post.lua" "$@" "$url")
+  local rps p50 p99
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p50=$(echo "$out" | awk '$1=="50%" {print $2}')
+  p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+  local errors; errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
+  last_rps="${rps%.*}"
+  printf "| %-44s | %10s | %8s | %8s | %s\n" "$label" "$rps" "$p50" "$p99" "${errors:-}"
+}
