@@ -11,11 +11,7 @@ binary="$(realpath "${1:-build/release/server/membraned}")"
 seconds="${2:-8}"
 connections="${3:-32}"
 source "$root/bench/load_lib.sh"
-load_tools
-work="$(mktemp -d)"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+load_begin
 
 start_upstream_nginx
 (cd "$root/tests/integration" && exec /usr/bin/python3 fake_identity.py >"$work/identity.out") & pids+=($!)

@@ -1,13 +1,22 @@
-# Shared by the wrk load scripts (sourced): tools, ports, the upstream nginx, membraned set-up
-# and one wrk run printed as a table row. The caller sets `work` (a temporary directory) and
-# `connections`/`seconds`, and keeps the `pids` array for its cleanup.
+# Shared by the wrk load scripts (sourced): tools, a work directory cleaned up with every
+# process started, ports, the upstream nginx, membraned set-up and one wrk run printed as a
+# table row. The caller sets `binary`, `connections` and `seconds`, then calls load_begin.
 
-load_tools() {  # wrk and nginx, installed when missing
+load_begin() {  # wrk and nginx (installed when missing), $work, and the cleanup of $pids
   for tool in wrk nginx; do
     command -v "$tool" >/dev/null || PATH="$PATH:/usr/sbin" command -v "$tool" >/dev/null || {
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$tool" >/dev/null; }
   done
   export PATH="$PATH:/usr/sbin"
+  work="$(mktemp -d)"
+  pids=()
+  trap load_cleanup EXIT
+}
+
+load_cleanup() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
 }
 
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }

@@ -11,7 +11,8 @@
 Everything issued is remembered so the test can ask, on GET /_control/stats, which key signed
 what. Run with the Python that has botocore:
     /usr/bin/python3 fake_identity.py [--imds-port N | --imds-late]
-It prints "PORT <main> <imds>" once it listens on 127.0.0.1 (imds 0 when opened later by
+With --tls CERT KEY the main port speaks HTTPS. It prints "PORT <main> <imds>" once it listens
+on 127.0.0.1 (imds 0 when opened later by
 POST /_control/open-imds {"port": N}).
 
 Roles: any arn:aws:iam::123456789012:role/NAME may be assumed, except that NAME "denied" is
@@ -25,6 +26,7 @@ import datetime
 import http.server
 import json
 import secrets
+import ssl
 import sys
 import threading
 import time
@@ -217,8 +219,12 @@ def make_handler(state, instance_ttl):
     return Handler
 
 
-def serve(address, handler):
+def serve(address, handler, tls=None):
     server = http.server.ThreadingHTTPServer(address, handler)
+    if tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(*tls)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
     server.daemon_threads = True
     server.imds_handler = handler
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -230,10 +236,11 @@ def main():
     parser.add_argument("--imds-late", action="store_true", help="open the IMDS port only when asked")
     parser.add_argument("--instance-ttl", type=int, default=6 * 3600)
     parser.add_argument("--sts-delay", type=float, default=0.0)
+    parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="serve the main port (STS, Lambda) over TLS")
     args = parser.parse_args()
     state = State(args.sts_delay)
     handler = make_handler(state, args.instance_ttl)
-    main_server = serve(("127.0.0.1", 0), handler)
+    main_server = serve(("127.0.0.1", 0), handler, args.tls)
     imds_port = 0 if args.imds_late else serve(("127.0.0.1", 0), handler).server_address[1]
     print("PORT %d %d" % (main_server.server_address[1], imds_port), flush=True)
     try:

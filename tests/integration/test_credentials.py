@@ -23,7 +23,7 @@ import unittest
 import urllib.request
 import uuid
 
-from harness import BINARY, Server, token_of
+from harness import BINARY, Pki, Server, token_of
 from test_tutorial import FAKE_PYTHON, HERE, start_fake_aws, stop_fake_aws
 
 ACCESS_KEY = "ASIAENVIRONMENTKEY01"
@@ -370,6 +370,50 @@ class InstanceMetadataDownTest(unittest.TestCase):
                 self.assertEqual(server.stop(), 0)
                 server.cleanup()
                 stop_fake_aws(fake)
+
+
+class StsOverTlsTest(unittest.TestCase):
+    """STS is an HTTPS endpoint in real life: its certificate and name are verified against the
+    system trust store, which SSL_CERT_FILE moves (here to a CA made for the test)."""
+
+    def run_with_trust(self, trusted_ca):
+        with tempfile.TemporaryDirectory(prefix="membraned-sts-tls-") as tmp:
+            pki = Pki(tmp)
+            fake, fake_url, imds_port = start_fake_identity("--tls", pki.server_cert, pki.server_key)
+            config = os.path.join(tmp, "aws-config")
+            with open(config, "w") as f:
+                f.write(ROLE_CONFIG)
+            sts_url = fake_url.replace("http://127.0.0.1", "https://localhost")
+            env = {"AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:%d" % imds_port,
+                   "AWS_ENDPOINT_URL_STS": sts_url,
+                   "SSL_CERT_FILE": pki.ca_cert if trusted_ca else os.path.join(tmp, "server.pem")}
+            # The Lambda fake is plain HTTP on the IMDS port (same handler): only STS is TLS here.
+            lambda_url = "http://127.0.0.1:%d/2015-03-31/functions/tls/invocations" % imds_port
+            server = Server(args=["--aws-config", config], env=env).start()
+            try:
+                create = token_of(server.first_tenant()["capabilities"]["create"])
+                status, m, _ = server.call(create, body={"id": "tls"})
+                export = {"uri": lambda_url, "method": "POST",
+                          "hmac": {"aws4-hmac-sha256": {"credentials": "lambda-invoker", "region": "us-east-1",
+                                                        "service": "lambda"}}}
+                status, body, _ = server.call(token_of(m["capabilities"]["export"]), body=export)
+                self.assertEqual(status, 201, body)
+                return server.call(token_of(body["capability"]), body={"over": "tls"})
+            finally:
+                self.assertEqual(server.stop(), 0)
+                server.cleanup()
+                stop_fake_aws(fake)
+
+    def test_assume_role_over_https_with_a_trusted_ca(self):
+        status, answer, _ = self.run_with_trust(True)
+        self.assertEqual(status, 200, answer)
+        self.assertEqual(answer["event"], {"over": "tls"})
+
+    def test_an_untrusted_sts_certificate_is_502_naming_the_profile(self):
+        status, answer, _ = self.run_with_trust(False)
+        self.assertEqual(status, 502, answer)
+        self.assertIn('"lambda-invoker"', answer["message"])
+        self.assertIn("TLS handshake", answer["message"])
 
 
 class ConfigFileTest(unittest.TestCase):
