@@ -12,7 +12,7 @@ RUN ./scripts/setup.sh release \
 FROM debian:12-slim
 RUN apt-get update -qq \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-      libssl3 libsqlite3-0 libboost-url1.81.0 libprometheus-cpp-core1.0 libyaml-cpp0.7 libexpat1 \
+      libssl3 libsqlite3-0 libpq5 libboost-url1.81.0 libprometheus-cpp-core1.0 libyaml-cpp0.7 libexpat1 \
       ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --home-dir /var/lib/membraned --create-home --shell /usr/sbin/nologin membraned

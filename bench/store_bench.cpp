@@ -1,14 +1,23 @@
 // Storage on the hot path and revocation at scale: resolving a token (cached and not), and
 // revoking a membrane with 100 000 descendants. Results: docs/benchmarks.md.
+//
+// SQLite always; PostgreSQL too when MEMBRANED_TEST_PG_URL names a server this may create a
+// database on (it makes a fresh one, loads it, and drops it at the end), for example the test
+// cluster of tests/support/pg_cluster.sh. Without it the PostgreSQL cases are not registered.
 #include <benchmark/benchmark.h>
+#include <libpq-fe.h>
 
+#include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <iostream>
+#include <memory>
 #include <random>
 
 #include "core/crypto.hpp"
 #include "core/encoding.hpp"
 #include "core/export_config.hpp"
+#include "storage/postgres_store.hpp"
 #include "storage/sqlite_store.hpp"
 
 namespace {
@@ -18,30 +27,84 @@ namespace fs = std::filesystem;
 
 constexpr std::size_t kDescendants = 100000;
 
+// A database of its own for the run. `open(durable)` opens a store on it; durable=false only for
+// the bulk load (measured below with durable commits).
+struct Database {
+  std::function<std::unique_ptr<storage::Store>(const std::string& key, bool durable)> open;
+  std::function<void()> remove;
+};
+
+Database sqlite_database() {
+  auto dir = fs::temp_directory_path() / ("membraned-bench-" + std::to_string(std::random_device{}()));
+  fs::create_directories(dir);
+  return {[dir](const std::string& key, bool durable) -> std::unique_ptr<storage::Store> {
+            auto k = storage::MasterKey::from_base64(key);
+            storage::SqliteOptions options{dir / "membraned.db"};
+            options.durable_commits = durable;
+            auto opened = storage::SqliteStore::open(options, std::move(*k));
+            if (!opened) throw std::runtime_error(opened.error().message);
+            return std::move(opened).value();
+          },
+          [dir] { fs::remove_all(dir); }};
+}
+
+// Benchmark code, not the service: the database's name is made here and quoted by libpq.
+void pg_admin(const std::string& url, const std::string& statement_head, const std::string& name,
+              const std::string& statement_tail = "") {
+  PGconn* conn = PQconnectdb(url.c_str());
+  if (PQstatus(conn) != CONNECTION_OK) {
+    std::string message = PQerrorMessage(conn);
+    PQfinish(conn);
+    throw std::runtime_error("PostgreSQL: " + message);
+  }
+  char* quoted = PQescapeIdentifier(conn, name.c_str(), name.size());
+  std::string sql = statement_head + quoted + statement_tail;
+  PQfreemem(quoted);
+  PGresult* result = PQexec(conn, sql.c_str());
+  bool ok = PQresultStatus(result) == PGRES_COMMAND_OK;
+  std::string message = PQerrorMessage(conn);
+  PQclear(result);
+  PQfinish(conn);
+  if (!ok) throw std::runtime_error(sql + ": " + message);
+}
+
+std::string url_with_database(const std::string& url, const std::string& database) {
+  auto authority = url.find("://") + 3;
+  auto end = std::min(url.find('?', authority), url.size());
+  auto slash = url.find('/', authority);
+  if (slash == std::string::npos || slash > end) return url.substr(0, end) + "/" + database + url.substr(end);
+  return url.substr(0, slash + 1) + database + url.substr(end);
+}
+
+Database postgres_database(const std::string& admin_url) {
+  std::string name = "membraned_bench_" + core::hex_encode(*core::random_bytes(8));
+  pg_admin(admin_url, "CREATE DATABASE ", name);
+  std::string url = url_with_database(admin_url, name);
+  return {[url](const std::string& key, bool durable) -> std::unique_ptr<storage::Store> {
+            auto k = storage::MasterKey::from_base64(key);
+            storage::PostgresOptions options;
+            options.url = url;
+            options.durable_commits = durable;
+            auto opened = storage::PostgresStore::open(options, std::move(*k));
+            if (!opened) throw std::runtime_error(opened.error().message);
+            return std::move(opened).value();
+          },
+          [admin_url, name] { pg_admin(admin_url, "DROP DATABASE IF EXISTS ", name, " WITH (FORCE)"); }};
+}
+
 struct World {
-  fs::path dir;
+  Database database;
   std::string key;
-  std::unique_ptr<storage::SqliteStore> store;
+  std::unique_ptr<storage::Store> store;
   core::Token create = *core::Token::generate();
   storage::Membrane root{"root", *core::Token::generate(), *core::Token::generate()};
   storage::Membrane wide{"wide", *core::Token::generate(), *core::Token::generate()};
   core::Token uri = *core::Token::generate();
   std::vector<core::Token> descendants;
 
-  std::unique_ptr<storage::SqliteStore> open(bool durable) {
-    auto k = storage::MasterKey::from_base64(key);
-    storage::SqliteOptions options{dir / "membraned.db"};
-    options.durable_commits = durable;
-    auto opened = storage::SqliteStore::open(options, std::move(*k));
-    if (!opened) throw std::runtime_error(opened.error().message);
-    return std::move(opened).value();
-  }
-
-  World() {
-    dir = fs::temp_directory_path() / ("membraned-bench-" + std::to_string(std::random_device{}()));
-    fs::create_directories(dir);
+  explicit World(Database db) : database(std::move(db)) {
     key = core::base64_encode(*core::random_bytes(32));
-    auto loader = open(/*durable=*/false);  // bulk load only; measured below with durable commits
+    auto loader = database.open(key, /*durable=*/false);  // bulk load only
     (void)loader->create_tenant({create, *core::Token::generate(), *core::Token::generate()});
     (void)loader->create_membrane(create, root);
     (void)loader->create_membrane(create, wide);
@@ -58,31 +121,37 @@ struct World {
       (void)loader->export_reexport(wide.export_token, descendants.back(), uri);
     }
     loader.reset();
-    store = open(/*durable=*/true);
+    store = database.open(key, /*durable=*/true);
   }
   ~World() {
     store.reset();
-    fs::remove_all(dir);
+    try {
+      database.remove();
+    } catch (const std::exception& e) {
+      std::cerr << "store_bench: " << e.what() << "\n";
+    }
   }
 };
 
-World& world() {
-  static World w;
+World& sqlite_world() {
+  static World w(sqlite_database());
   return w;
 }
 
-void BM_Resolve_Cached(benchmark::State& state) {
-  auto& w = world();
+World& postgres_world() {
+  static World w(postgres_database(std::getenv("MEMBRANED_TEST_PG_URL")));
+  return w;
+}
+
+void resolve_cached(benchmark::State& state, World& w) {
   (void)w.store->resolve(w.descendants[7]);
   for (auto _ : state) {
     auto r = w.store->resolve(w.descendants[7]);
     benchmark::DoNotOptimize(r);
   }
 }
-BENCHMARK(BM_Resolve_Cached);
 
-void BM_Resolve_Uncached(benchmark::State& state) {
-  auto& w = world();
+void resolve_uncached(benchmark::State& state, World& w) {
   std::size_t i = 0;
   for (auto _ : state) {
     // A different descendant each time: 100 000 of them, so each is resolved afresh once.
@@ -90,13 +159,11 @@ void BM_Resolve_Uncached(benchmark::State& state) {
     benchmark::DoNotOptimize(r);
   }
 }
-BENCHMARK(BM_Resolve_Uncached)->Iterations(20000);
 
 // Revoking the root membrane cuts all 100 000 descendants. Revoke is idempotent, so it can be
 // measured repeatedly: each iteration re-checks the revoke capability, updates the row, bumps
-// the epoch and commits durably (synchronous=FULL).
-void BM_Revoke_MembraneWith100kDescendants(benchmark::State& state) {
-  auto& w = world();
+// the epoch and commits durably (SQLite synchronous=FULL; PostgreSQL synchronous_commit on).
+void revoke_100k(benchmark::State& state, World& w) {
   for (auto _ : state) {
     auto s = w.store->revoke_membrane(w.root.revoke_token);
     if (!s) state.SkipWithError(s.error().message.c_str());
@@ -106,8 +173,38 @@ void BM_Revoke_MembraneWith100kDescendants(benchmark::State& state) {
   for (std::size_t i = 0; i < w.descendants.size(); i += 997) alive += w.store->resolve(w.descendants[i]).ok();
   if (alive != 0) state.SkipWithError("a descendant survived the revoke");
 }
+
+void BM_Resolve_Cached(benchmark::State& state) { resolve_cached(state, sqlite_world()); }
+BENCHMARK(BM_Resolve_Cached);
+void BM_Resolve_Uncached(benchmark::State& state) { resolve_uncached(state, sqlite_world()); }
+BENCHMARK(BM_Resolve_Uncached)->Iterations(20000);
+void BM_Revoke_MembraneWith100kDescendants(benchmark::State& state) { revoke_100k(state, sqlite_world()); }
 BENCHMARK(BM_Revoke_MembraneWith100kDescendants)->Iterations(50)->Unit(benchmark::kMillisecond);
+
+void register_postgres_cases() {
+  const char* url = std::getenv("MEMBRANED_TEST_PG_URL");
+  if (url == nullptr || *url == '\0') {
+    std::cerr << "store_bench: MEMBRANED_TEST_PG_URL is unset: PostgreSQL cases skipped\n";
+    return;
+  }
+  benchmark::RegisterBenchmark("BM_Postgres_Resolve_Cached",
+                               [](benchmark::State& s) { resolve_cached(s, postgres_world()); });
+  benchmark::RegisterBenchmark("BM_Postgres_Resolve_Uncached",
+                               [](benchmark::State& s) { resolve_uncached(s, postgres_world()); })
+      ->Iterations(20000);
+  benchmark::RegisterBenchmark("BM_Postgres_Revoke_MembraneWith100kDescendants",
+                               [](benchmark::State& s) { revoke_100k(s, postgres_world()); })
+      ->Iterations(50)
+      ->Unit(benchmark::kMillisecond);
+}
 
 }  // namespace
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  register_postgres_cases();
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

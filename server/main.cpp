@@ -17,6 +17,7 @@
 #include "core/version.hpp"
 #include "server/http_server.hpp"
 #include "storage/master_key.hpp"
+#include "storage/postgres_store.hpp"
 #include "storage/sqlite_store.hpp"
 
 namespace {
@@ -40,6 +41,8 @@ struct Options {
   std::uint64_t read_timeout_ms = 30000;
   std::uint64_t shutdown_grace_ms = 30000;
   std::size_t db_connections = 0;  // 0: threads + 1
+  std::uint64_t db_connect_timeout_ms = 5000;    // PostgreSQL
+  std::uint64_t db_statement_timeout_ms = 5000;  // PostgreSQL
   bool metrics = false;
   std::string metrics_listen;
   std::vector<std::string> allow_upstream;
@@ -57,7 +60,14 @@ CLI::Option* flag(CLI::App& app, const std::string& name, T& value, const std::s
 
 void add_common(CLI::App& app, Options& o) {
   flag(app, "data-dir", o.data_dir, "Folder of the SQLite database, master.key and first-tenant.json");
-  flag(app, "store", o.store, "Store URL; default: SQLite in the data directory (sqlite:PATH for another file)");
+  flag(app, "store", o.store,
+       "Store URL; default: SQLite in the data directory (sqlite:PATH for another file); "
+       "postgresql://USER@HOST:PORT/DB for one PostgreSQL shared by several instances");
+  flag(app, "db-connect-timeout-ms", o.db_connect_timeout_ms, "PostgreSQL: time to open a connection (503 beyond it)")
+      ->check(CLI::PositiveNumber);
+  flag(app, "db-statement-timeout-ms", o.db_statement_timeout_ms,
+       "PostgreSQL: statement_timeout of each connection (503 beyond it)")
+      ->check(CLI::PositiveNumber);
   flag(app, "authority", o.authority, "HOST[:PORT] written into capability URIs (default: the listen address)");
 }
 
@@ -75,7 +85,7 @@ void add_serve(CLI::App& app, Options& o) {
   flag(app, "idle-timeout-ms", o.idle_timeout_ms, "Keep-alive idle time, and time to send a request's headers");
   flag(app, "read-timeout-ms", o.read_timeout_ms, "Time to send a request's body");
   flag(app, "shutdown-grace-ms", o.shutdown_grace_ms, "On SIGTERM, how long in-flight requests may finish");
-  flag(app, "db-connections", o.db_connections, "SQLite connections in the pool (0: threads + 1)");
+  flag(app, "db-connections", o.db_connections, "Database connections in the pool (0: threads + 1)");
   app.add_flag("--metrics", o.metrics, "Serve GET /metrics (Prometheus text format) on the service's listener")
       ->envname("MEMBRANED_METRICS");
   flag(app, "metrics-listen", o.metrics_listen,
@@ -123,15 +133,43 @@ int fail(const std::string& message) {
   return 1;
 }
 
+// PostgreSQL: the master key from MEMBRANED_MASTER_KEY or the data directory, as for SQLite.
+// The URL is never printed (it may hold a password).
+core::Result<std::unique_ptr<storage::Store>> open_postgres_store(const Options& o, std::size_t connections) {
+  storage::PostgresOptions options;
+  options.url = o.store;
+  options.connections = connections;
+  options.connect_timeout = std::chrono::milliseconds(o.db_connect_timeout_ms);
+  options.statement_timeout = std::chrono::milliseconds(o.db_statement_timeout_ms);
+  const char* env_key = std::getenv("MEMBRANED_MASTER_KEY");
+  const fs::path key_file = fs::path(o.data_dir) / "master.key";
+  // A new key is made only for a database without data: for one made with another key it could
+  // open nothing, and a stray key file would stand in the way of the right key later.
+  if ((env_key == nullptr || *env_key == '\0') && !fs::exists(key_file)) {
+    auto holds = storage::PostgresStore::holds_data(options);
+    if (!holds) return holds.error();
+    if (*holds) {
+      return core::Error::invalid("master-key", "the PostgreSQL store already holds data but neither "
+                                                "MEMBRANED_MASTER_KEY nor " + key_file.string() +
+                                                " is there: give the key it was made with");
+    }
+  }
+  auto key = storage::MasterKey::load(env_key ? std::optional<std::string>(env_key) : std::nullopt, o.data_dir);
+  if (!key) return key.error();
+  auto store = storage::PostgresStore::open(options, std::move(*key));
+  if (!store) return store.error();
+  return std::unique_ptr<storage::Store>(std::move(*store));
+}
+
 // The data directory (0700), the master key and the store.
 core::Result<std::unique_ptr<storage::Store>> open_store(const Options& o, std::size_t connections) {
-  if (o.store.rfind("postgresql://", 0) == 0 || o.store.rfind("postgres://", 0) == 0) {
-    return core::Error::invalid("store", "the PostgreSQL store is not available in this release");
-  }
   std::error_code ec;
   fs::create_directories(o.data_dir, ec);
   if (ec) return core::Error::invalid("data-dir", "cannot create " + o.data_dir + ": " + ec.message());
   ::chmod(o.data_dir.c_str(), 0700);
+  if (o.store.rfind("postgresql://", 0) == 0 || o.store.rfind("postgres://", 0) == 0) {
+    return open_postgres_store(o, connections);
+  }
   storage::SqliteOptions options;
   if (o.store.empty()) {
     options.path = fs::path(o.data_dir) / "membraned.db";

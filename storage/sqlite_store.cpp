@@ -8,11 +8,18 @@
 
 #include "core/crypto.hpp"
 #include "core/encoding.hpp"
+#include "storage/resolution.hpp"
+#include "storage/sealing.hpp"
 
 namespace membraned::storage {
 
 using core::Error;
 using core::ErrorKind;
+using sealing::kKeyCheckContext;
+using sealing::kKeyCheckPlaintext;
+using sealing::membrane_token_context;
+using sealing::now_seconds;
+using sealing::uri_config_context;
 
 namespace {
 
@@ -60,25 +67,6 @@ constexpr const char* kMigrations[] = {
     INSERT INTO revocation_epoch (id, epoch) VALUES (1, 0);
     )sql",
 };
-
-constexpr std::string_view kKeyCheckContext = "membraned/meta/key-check";
-constexpr std::string_view kKeyCheckPlaintext = "membraned master key check v1";
-
-std::int64_t now_seconds() {
-  return std::chrono::duration_cast<std::chrono::seconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-std::string membrane_token_context(std::string_view which, const std::string& tenant_id,
-                                   const std::string& membrane_id) {
-  return "membraned/membrane-token/" + std::string(which) + "/" + tenant_id + "/" +
-         core::sha256_hex(membrane_id);
-}
-
-std::string uri_config_context(std::string_view digest) {
-  return "membraned/uri-config/" + core::hex_encode(digest);
-}
 
 }  // namespace
 
@@ -311,70 +299,19 @@ Result<Resolved> SqliteStore::resolve_digest(sqlite::Connection& connection, con
   if (!st) return st.error();
   (*st)->bind_blob(1, digest).bind(2, static_cast<std::int64_t>(kMaxDependencies) + 1);
 
-  const Error dead = Error::unauthorized("unknown or revoked capability");
-  struct Link {
-    std::string digest;
-    CapabilityKind kind;
-    std::string tenant_id;
-    std::optional<MembraneRow> membrane;
-    std::optional<CapabilityRow> parent;
-    std::string config;
-    bool tenant_deleted;
-    bool membrane_revoked;
-  };
   std::map<CapabilityRow, Link> links;
-  std::optional<CapabilityRow> presented;
   while (true) {
     auto more = (*st)->step();
     if (!more) return more.error();
     if (!*more) break;
     auto& s = **st;
-    CapabilityRow row = s.column_int(0);
-    Link link{s.column_blob(1), static_cast<CapabilityKind>(s.column_int(2)), s.column_text(3),
-              s.column_is_null(4) ? std::nullopt : std::optional<MembraneRow>(s.column_int(4)),
-              s.column_is_null(5) ? std::nullopt : std::optional<CapabilityRow>(s.column_int(5)),
-              s.column_blob(6), s.column_int(7) != 0, !s.column_is_null(8) && s.column_int(8) != 0};
-    if (link.digest == digest) presented = row;
-    links.emplace(row, std::move(link));
+    links.emplace(s.column_int(0),
+                  Link{s.column_blob(1), static_cast<CapabilityKind>(s.column_int(2)), s.column_text(3),
+                       s.column_is_null(4) ? std::nullopt : std::optional<MembraneRow>(s.column_int(4)),
+                       s.column_is_null(5) ? std::nullopt : std::optional<CapabilityRow>(s.column_int(5)),
+                       s.column_blob(6), s.column_int(7) != 0, !s.column_is_null(8) && s.column_int(8) != 0});
   }
-  if (!presented || links.size() > kMaxDependencies) return dead;
-
-  // The acting capability: follow re-exports to the end.
-  CapabilityRow terminal = *presented;
-  int depth = 0;
-  while (links.at(terminal).parent) {
-    auto next = links.find(*links.at(terminal).parent);
-    if (next == links.end()) return dead;
-    terminal = next->first;
-    ++depth;
-  }
-  for (const auto& [row, link] : links) {
-    if (link.tenant_deleted) return dead;
-    // A membrane's own revoke capability outlives the revocation it performs (revoke is
-    // idempotent); everything else dies with any revoked membrane it depends on.
-    bool own_revoke = row == terminal && link.kind == CapabilityKind::revoke;
-    if (link.membrane_revoked && !own_revoke) return dead;
-  }
-
-  const Link& last = links.at(terminal);
-  Resolved out;
-  out.kind = last.kind;
-  out.tenant_id = last.tenant_id;
-  out.membrane = last.membrane;
-  out.presented = *presented;
-  out.depth = depth;
-  out.walked = links.size();
-  if (last.kind == CapabilityKind::uri) {
-    auto opened = key_.open(last.config, uri_config_context(last.digest));
-    if (!opened) return Error::internal("a stored export configuration does not open");
-    auto parsed = core::parse_export_config(*opened, {UINT64_MAX});
-    core::secure_wipe(*opened);
-    if (!parsed || !std::holds_alternative<core::UriExport>(*parsed)) {
-      return Error::internal("a stored export configuration does not parse");
-    }
-    out.uri = std::get<core::UriExport>(std::move(*parsed));
-  }
-  return out;
+  return resolve_links(links, digest, key_);
 }
 
 Result<Resolved> SqliteStore::recheck(sqlite::Connection& connection, const Token& presented,

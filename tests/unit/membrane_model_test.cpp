@@ -1,5 +1,6 @@
 // A model-based randomized test of delegation and revocation (SPEC sections 4 and 7) at the
-// api::Api level over a real SqliteStore: random create / export / re-export / revoke /
+// api::Api level over a real store, each backend in turn (SQLite, and PostgreSQL on the test
+// cluster: TEST_P over test::kBackends): random create / export / re-export / revoke /
 // deleteSelf / query operations, each answer checked against a small reference model, and after
 // every step every capability ever issued checked to resolve exactly when the model says it is
 // alive, and to what the model says it stands for. Each capability depends on what it stands for
@@ -25,14 +26,13 @@
 #include <string_view>
 #include <vector>
 
-#include <sqlite3.h>
-
 #include "api/api.hpp"
 #include "core/crypto.hpp"
 #include "core/encoding.hpp"
 #include "core/token.hpp"
 #include "storage/master_key.hpp"
-#include "storage/sqlite_store.hpp"
+#include "storage/store.hpp"
+#include "tests/support/store_backends.hpp"
 #include "tests/support/test_support.hpp"
 
 namespace {
@@ -48,7 +48,8 @@ constexpr std::string_view kAuthority = "membrane.test";
 constexpr int kDefaultSeeds = 16;
 constexpr int kDefaultSteps = 150;
 
-using membraned::test::TempDir;
+using membraned::test::Backend;
+using membraned::test::TestDatabase;
 
 std::optional<std::uint64_t> env_number(const char* name) {
   const char* value = std::getenv(name);
@@ -179,10 +180,10 @@ struct Model {
 
 class ModelRun {
  public:
-  explicit ModelRun(std::uint64_t seed) : rng_(seed) {
+  ModelRun(Backend backend, std::uint64_t seed) : db_(backend), rng_(seed) {
     auto key = storage::MasterKey::from_base64(core::base64_encode(std::string(32, 'k')));
     if (!key) throw std::runtime_error("master key");
-    auto store = storage::SqliteStore::open(storage::SqliteOptions{dir_.path() / "model.db"}, std::move(*key));
+    auto store = db_.open(std::move(*key));
     if (!store) throw std::runtime_error("open store: " + store.error().message);
     store_ = std::move(*store);
     api_ = std::make_unique<api::Api>(*store_, api::Settings{std::string(kAuthority)});
@@ -306,7 +307,7 @@ class ModelRun {
   void create_membrane() {
     int c = pick(CapabilityKind::create);
     const int owner = model_.cap(model_.terminal(c)).tenant;
-    // Beyond the bound a create is refused or not; sqlite_store_test covers it, the model does not.
+    // Beyond the bound a create is refused or not; store_test covers it, the model does not.
     if (model_.walked(c) + 1 > storage::kMaxDependencies) return;
     std::string id = chance(3) ? std::string() : kIds[static_cast<std::size_t>(uniform(0, static_cast<int>(kIds.size()) - 1))];
     int expected = !model_.alive(c) ? 401 : id.empty() ? 400 : model_.live_id(owner, id) ? 409 : 201;
@@ -508,8 +509,8 @@ class ModelRun {
     if (testing::Test::HasNonfatalFailure()) diverged_ = true;
   }
 
-  TempDir dir_;
-  std::unique_ptr<storage::SqliteStore> store_;
+  TestDatabase db_;
+  std::unique_ptr<storage::Store> store_;
   std::unique_ptr<api::Api> api_;
   std::mt19937_64 rng_;
   Model model_;
@@ -522,12 +523,13 @@ class ModelRun {
 
 // The server authorises from the headers, then handles once the body is in: a revoke answered in
 // between wins. The write resolves the presented capability again, answers 401 and makes nothing.
-class StaleAuthorization : public testing::Test {
+class StaleAuthorization : public testing::TestWithParam<Backend> {
  protected:
   void SetUp() override {
     auto key = storage::MasterKey::from_base64(core::base64_encode(std::string(32, 's')));
     ASSERT_TRUE(key.ok());
-    auto store = storage::SqliteStore::open(storage::SqliteOptions{db_path()}, std::move(*key));
+    db_.emplace(GetParam());
+    auto store = db_->open(std::move(*key));
     ASSERT_TRUE(store.ok()) << store.error().message;
     store_ = std::move(*store);
     api_ = std::make_unique<api::Api>(*store_, api::Settings{std::string(kAuthority)});
@@ -537,8 +539,6 @@ class StaleAuthorization : public testing::Test {
     query_ = token_of((*tenant)["capabilities"]["query"]);
     delete_self_ = token_of((*tenant)["capabilities"]["deleteSelf"]);
   }
-
-  fs::path db_path() const { return dir_.path() / "stale.db"; }
 
   static core::Token token_of(const json& uri) {
     auto parsed = core::CapabilityUri::parse(uri.is_string() ? uri.get<std::string>() : std::string());
@@ -580,33 +580,19 @@ class StaleAuthorization : public testing::Test {
     return ids;
   }
   // Rows in the database itself: nothing was written, not even something that does not resolve.
-  std::int64_t rows(const char* table) {
-    sqlite3* db = nullptr;
-    std::int64_t n = -1;
-    if (sqlite3_open_v2(db_path().c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) == SQLITE_OK) {
-      sqlite3_stmt* st = nullptr;
-      std::string sql = std::string("SELECT count(*) FROM ") + table;
-      if (sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW) {
-        n = sqlite3_column_int64(st, 0);
-      }
-      sqlite3_finalize(st);
-    }
-    sqlite3_close(db);
-    EXPECT_GE(n, 0) << table;
-    return n;
-  }
+  std::int64_t rows(const char* table) { return db_->count_rows(table); }
   void expect_401(const api::Response& response, const char* what) {
     EXPECT_EQ(response.status, 401) << what << ": " << response.body.dump();
     EXPECT_EQ(response.body.value("statusCode", 0), 401) << what;
   }
 
-  TempDir dir_{"membraned-stale-test-"};
-  std::unique_ptr<storage::SqliteStore> store_;
+  std::optional<TestDatabase> db_;
+  std::unique_ptr<storage::Store> store_;
   std::unique_ptr<api::Api> api_;
   std::optional<core::Token> create_, query_, delete_self_;
 };
 
-TEST_F(StaleAuthorization, ReexportedCapabilitiesCutAfterAuthorizeMakeNothing) {
+TEST_P(StaleAuthorization, ReexportedCapabilitiesCutAfterAuthorizeMakeNothing) {
   Made n = create_membrane(*create_, "n");  // the membrane the re-exports go through
   Made m = create_membrane(*create_, "m");
   core::Token create = reexport(n.export_token, *create_);
@@ -639,7 +625,7 @@ TEST_F(StaleAuthorization, ReexportedCapabilitiesCutAfterAuthorizeMakeNothing) {
   EXPECT_EQ(call(m.export_token, "/", json{{"uri", "https://upstream.example/fresh"}}.dump()).status, 201);
 }
 
-TEST_F(StaleAuthorization, DirectCapabilitiesCutAfterAuthorizeMakeNothing) {
+TEST_P(StaleAuthorization, DirectCapabilitiesCutAfterAuthorizeMakeNothing) {
   Made m = create_membrane(*create_, "m");
   auto stale_export = authorize(m.export_token);
   auto stale_create = authorize(*create_);
@@ -667,7 +653,9 @@ TEST_F(StaleAuthorization, DirectCapabilitiesCutAfterAuthorizeMakeNothing) {
   }
 }
 
-TEST(MembraneModel, RandomOperationsMatchTheReferenceModel) {
+class MembraneModel : public testing::TestWithParam<Backend> {};
+
+TEST_P(MembraneModel, RandomOperationsMatchTheReferenceModel) {
   std::vector<std::uint64_t> seeds;
   if (auto seed = env_number("MEMBRANED_MODEL_SEED")) {
     seeds.push_back(*seed);
@@ -680,7 +668,7 @@ TEST(MembraneModel, RandomOperationsMatchTheReferenceModel) {
   std::size_t capabilities = 0, membranes = 0;
   for (std::uint64_t seed : seeds) {
     SCOPED_TRACE("MEMBRANED_MODEL_SEED=" + std::to_string(seed));
-    ModelRun run(seed);
+    ModelRun run(GetParam(), seed);
     run.add_tenant();
     run.add_tenant();
     ASSERT_FALSE(testing::Test::HasFailure());
@@ -709,5 +697,12 @@ TEST(MembraneModel, RandomOperationsMatchTheReferenceModel) {
   std::cout << "[ model ] " << seeds.size() << " seeds, " << capabilities << " capabilities, " << membranes
             << " membranes; " << summary << "\n";
 }
+
+std::string backend_suffix(const testing::TestParamInfo<Backend>& info) {
+  return membraned::test::backend_name(info.param);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, StaleAuthorization, testing::ValuesIn(membraned::test::kBackends), backend_suffix);
+INSTANTIATE_TEST_SUITE_P(Backends, MembraneModel, testing::ValuesIn(membraned::test::kBackends), backend_suffix);
 
 }  // namespace

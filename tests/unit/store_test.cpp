@@ -1,6 +1,9 @@
-// storage/sqlite_store and storage/master_key against real SQLite files: every Store operation,
-// delegation and revocation through chains of re-exports (SPEC section 7), persistence, the
-// master key (SPEC section 8), secrecy at rest (SPEC 4.1) and revocation under concurrent use.
+// The Store test suite, run against both backends from this one source (TEST_P over
+// test::kBackends): SQLite files in a fresh temporary directory, and a fresh database on the
+// test PostgreSQL cluster (the ctest fixture pg_cluster). Every Store operation, delegation and
+// revocation through chains of re-exports (SPEC section 7), persistence, the master key (SPEC
+// section 8), secrecy at rest (SPEC 4.1) and revocation under concurrent use.
+// PostgreSQL-only behaviour (migrations racing, outages, timeouts) is in postgres_store_test.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <sys/stat.h>
@@ -24,7 +27,8 @@
 #include "core/export_config.hpp"
 #include "core/token.hpp"
 #include "storage/master_key.hpp"
-#include "storage/sqlite_store.hpp"
+#include "storage/store.hpp"
+#include "tests/support/store_backends.hpp"
 #include "tests/support/test_pki.hpp"
 #include "tests/support/test_support.hpp"
 
@@ -41,10 +45,11 @@ using membraned::storage::MasterKey;
 using membraned::storage::Membrane;
 using membraned::storage::MembraneRow;
 using membraned::storage::Resolved;
-using membraned::storage::SqliteOptions;
-using membraned::storage::SqliteStore;
+using membraned::storage::Store;
 using membraned::storage::TenantTokens;
+using membraned::test::Backend;
 using membraned::test::TempDir;
+using membraned::test::TestDatabase;
 namespace core = membraned::core;
 
 std::string random_bytes(std::size_t n) {
@@ -87,22 +92,24 @@ struct Tenant {
   TenantTokens tokens;
 };
 
-class SqliteStoreTest : public testing::Test {
+class StoreTest : public testing::TestWithParam<Backend> {
  protected:
   void SetUp() override {
     key_text_ = core::base64_encode(random_bytes(32));
+    db_.emplace(GetParam());  // throws (a failure) when there is no database to test on
     store_ = open_store();
     ASSERT_NE(store_, nullptr);
   }
-  void TearDown() override { store_.reset(); }
+  void TearDown() override {
+    store_.reset();  // closed before its database is dropped
+    db_.reset();
+  }
 
-  fs::path db_path() const { return dir_.path() / "membraned.db"; }
-
-  std::unique_ptr<SqliteStore> open_store(std::optional<std::string> key_text = std::nullopt) {
+  std::unique_ptr<Store> open_store(std::optional<std::string> key_text = std::nullopt) {
     auto key = MasterKey::from_base64(key_text.value_or(key_text_));
     EXPECT_TRUE(key.ok());
     if (!key) return nullptr;
-    auto store = SqliteStore::open(SqliteOptions{db_path()}, std::move(*key));
+    auto store = db_->open(std::move(*key));
     EXPECT_TRUE(store.ok()) << store.error().message;
     if (!store) return nullptr;
     return std::move(*store);
@@ -190,14 +197,14 @@ class SqliteStoreTest : public testing::Test {
     return ids;
   }
 
-  TempDir dir_;
+  std::optional<TestDatabase> db_;
   std::string key_text_;
-  std::unique_ptr<SqliteStore> store_;
+  std::unique_ptr<Store> store_;
 };
 
 // --- tenants and built-in capabilities ---------------------------------------------------------
 
-TEST_F(SqliteStoreTest, HasTenantsOnlyAfterTheFirstTenantAndStillAfterItsDeletion) {
+TEST_P(StoreTest, HasTenantsOnlyAfterTheFirstTenantAndStillAfterItsDeletion) {
   auto before = store_->has_tenants();
   ASSERT_TRUE(before.ok());
   EXPECT_FALSE(*before);
@@ -211,7 +218,7 @@ TEST_F(SqliteStoreTest, HasTenantsOnlyAfterTheFirstTenantAndStillAfterItsDeletio
   EXPECT_TRUE(*deleted);
 }
 
-TEST_F(SqliteStoreTest, TenantIdsAreDistinctAndTheirCapabilitiesResolveToTheirKinds) {
+TEST_P(StoreTest, TenantIdsAreDistinctAndTheirCapabilitiesResolveToTheirKinds) {
   Tenant a = tenant();
   Tenant b = tenant();
   EXPECT_FALSE(a.id.empty());
@@ -231,14 +238,14 @@ TEST_F(SqliteStoreTest, TenantIdsAreDistinctAndTheirCapabilitiesResolveToTheirKi
   EXPECT_EQ(rows.size(), 4u);
 }
 
-TEST_F(SqliteStoreTest, UnknownTokenIsUnauthorized) {
+TEST_P(StoreTest, UnknownTokenIsUnauthorized) {
   tenant();
   auto r = store_->resolve(new_token());
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.error().kind, ErrorKind::unauthorized);
 }
 
-TEST_F(SqliteStoreTest, MembraneCapabilitiesResolveToExportAndRevokeOfTheirMembrane) {
+TEST_P(StoreTest, MembraneCapabilitiesResolveToExportAndRevokeOfTheirMembrane) {
   Tenant a = tenant();
   Membrane m1 = membrane(a, "one");
   Membrane m2 = membrane(a, "two");
@@ -255,7 +262,7 @@ TEST_F(SqliteStoreTest, MembraneCapabilitiesResolveToExportAndRevokeOfTheirMembr
 
 // --- create_membrane / find_membrane -----------------------------------------------------------
 
-TEST_F(SqliteStoreTest, CreateMembraneWithALiveIdConflictsAndStoresNothing) {
+TEST_P(StoreTest, CreateMembraneWithALiveIdConflictsAndStoresNothing) {
   Tenant a = tenant();
   Tenant b = tenant();
   Membrane first = membrane(a, "dup");
@@ -274,7 +281,7 @@ TEST_F(SqliteStoreTest, CreateMembraneWithALiveIdConflictsAndStoresNothing) {
   EXPECT_TRUE(alive(other.export_token));
 }
 
-TEST_F(SqliteStoreTest, RevokedMembraneIdCanBeReused) {
+TEST_P(StoreTest, RevokedMembraneIdCanBeReused) {
   Tenant a = tenant();
   Membrane old = membrane(a, "reuse me");
   MembraneRow old_row = row_of(old);
@@ -302,7 +309,7 @@ TEST_F(SqliteStoreTest, RevokedMembraneIdCanBeReused) {
   EXPECT_TRUE(alive(fresh.export_token));
 }
 
-TEST_F(SqliteStoreTest, FindMembraneReturnsTheStoredTokensOfLiveMembranesOfThatTenantOnly) {
+TEST_P(StoreTest, FindMembraneReturnsTheStoredTokensOfLiveMembranesOfThatTenantOnly) {
   Tenant a = tenant();
   Tenant b = tenant();
   Membrane m = membrane(a, "ünïcode / with spaces");
@@ -328,7 +335,7 @@ TEST_F(SqliteStoreTest, FindMembraneReturnsTheStoredTokensOfLiveMembranesOfThatT
 
 // --- list_membranes ------------------------------------------------------------------------------
 
-TEST_F(SqliteStoreTest, ListMembranesOfATenantWithoutMembranesIsEmptyAndCompleted) {
+TEST_P(StoreTest, ListMembranesOfATenantWithoutMembranesIsEmptyAndCompleted) {
   Tenant a = tenant();
   Tenant b = tenant();
   membrane(b, "b's");
@@ -342,7 +349,7 @@ TEST_F(SqliteStoreTest, ListMembranesOfATenantWithoutMembranesIsEmptyAndComplete
   }
 }
 
-TEST_F(SqliteStoreTest, ListMembranesPagesExactly) {
+TEST_P(StoreTest, ListMembranesPagesExactly) {
   Tenant a = tenant();
   for (const char* id : {"b", "d", "f"}) membrane(a, id);
   bool completed = false;
@@ -381,7 +388,7 @@ TEST_F(SqliteStoreTest, ListMembranesPagesExactly) {
   EXPECT_TRUE(completed);
 }
 
-TEST_F(SqliteStoreTest, ListMembranesSortsByBytesAndWalksOneByOne) {
+TEST_P(StoreTest, ListMembranesSortsByBytesAndWalksOneByOne) {
   Tenant a = tenant();
   Tenant b = tenant();
   std::vector<std::string> ids = {"zeta",   "Zeta",    "a b",      "a/b",   "a",      "ab",
@@ -435,7 +442,7 @@ TEST_F(SqliteStoreTest, ListMembranesSortsByBytesAndWalksOneByOne) {
   EXPECT_FALSE(completed);
 }
 
-TEST_F(SqliteStoreTest, ListMembranesWithTheLargestLimitsReturnsEverything) {
+TEST_P(StoreTest, ListMembranesWithTheLargestLimitsReturnsEverything) {
   Tenant a = tenant();
   membrane(a, "one");
   membrane(a, "two");
@@ -454,7 +461,7 @@ TEST_F(SqliteStoreTest, ListMembranesWithTheLargestLimitsReturnsEverything) {
 
 // --- exports -------------------------------------------------------------------------------------
 
-TEST_F(SqliteStoreTest, ExportUriResolvesToTheSameConfiguration) {
+TEST_P(StoreTest, ExportUriResolvesToTheSameConfiguration) {
   Tenant a = tenant();
   Membrane m = membrane(a, "m");
   MembraneRow row = row_of(m);
@@ -503,7 +510,7 @@ TEST_F(SqliteStoreTest, ExportUriResolvesToTheSameConfiguration) {
   EXPECT_NE(r2->presented, direct->presented);
 }
 
-TEST_F(SqliteStoreTest, ReexportOfAnUnknownOrDeadTokenIsNotFound) {
+TEST_P(StoreTest, ReexportOfAnUnknownOrDeadTokenIsNotFound) {
   Tenant a = tenant();
   Membrane m = membrane(a, "m");
   Membrane dead = membrane(a, "dead");
@@ -524,7 +531,7 @@ TEST_F(SqliteStoreTest, ReexportOfAnUnknownOrDeadTokenIsNotFound) {
   EXPECT_FALSE(alive(t));
 }
 
-TEST_F(SqliteStoreTest, ExportingThroughARevokedMembraneIsRefused) {
+TEST_P(StoreTest, ExportingThroughARevokedMembraneIsRefused) {
   Tenant a = tenant();
   Membrane m = membrane(a, "m");
   Membrane other = membrane(a, "other");
@@ -546,7 +553,7 @@ TEST_F(SqliteStoreTest, ExportingThroughARevokedMembraneIsRefused) {
 
 // Every write resolves the capability presented for it again, inside its transaction, and wants
 // it of its own kind: anything else is the same unauthorized error, and nothing is written.
-TEST_F(SqliteStoreTest, WritesRefuseAPresentedCapabilityOfAnotherKindOrAnUnknownOne) {
+TEST_P(StoreTest, WritesRefuseAPresentedCapabilityOfAnotherKindOrAnUnknownOne) {
   Tenant a = tenant();
   Membrane m = membrane(a, "m");
   Token x = export_uri(m);
@@ -601,7 +608,7 @@ TEST_F(SqliteStoreTest, WritesRefuseAPresentedCapabilityOfAnotherKindOrAnUnknown
 }
 
 // A re-export stands for its original for every write, through any number of links.
-TEST_F(SqliteStoreTest, ReexportedCapabilitiesCanBePresentedForEveryWrite) {
+TEST_P(StoreTest, ReexportedCapabilitiesCanBePresentedForEveryWrite) {
   Tenant a = tenant();
   Membrane m = membrane(a, "m");
   Membrane n = membrane(a, "n");
@@ -641,7 +648,7 @@ TEST_F(SqliteStoreTest, ReexportedCapabilitiesCanBePresentedForEveryWrite) {
 }
 
 // Everything made by a write can be stale-authorised: resolved before a revoke, written after it.
-TEST_F(SqliteStoreTest, AWriteAfterTheRevocationOfWhatItWasAuthorisedWithIsRefused) {
+TEST_P(StoreTest, AWriteAfterTheRevocationOfWhatItWasAuthorisedWithIsRefused) {
   Tenant a = tenant();
   Membrane m = membrane(a, "m");
   Membrane n = membrane(a, "n");
@@ -675,7 +682,7 @@ TEST_F(SqliteStoreTest, AWriteAfterTheRevocationOfWhatItWasAuthorisedWithIsRefus
 
 // Resolved::walked counts the capabilities a capability depends on, itself included: what it
 // stands for (parent) and what was presented to make it (via), transitively, each once.
-TEST_F(SqliteStoreTest, ResolvedCountsTheCapabilitiesItDependsOn) {
+TEST_P(StoreTest, ResolvedCountsTheCapabilitiesItDependsOn) {
   Tenant a = tenant();
   EXPECT_EQ(walked(a.tokens.create), 1u);
   EXPECT_EQ(walked(a.tokens.query), 1u);
@@ -707,7 +714,7 @@ TEST_F(SqliteStoreTest, ResolvedCountsTheCapabilitiesItDependsOn) {
 // what it refuses (invalid input) it does not store. A chain of export capabilities, each
 // re-exported through the previous one, grows by one dependency a link; two tenants' capabilities
 // share none, so a re-export of one through the other's chain can reach the bound exactly.
-TEST_F(SqliteStoreTest, NothingIsMadeBeyondTheDependencyBound) {
+TEST_P(StoreTest, NothingIsMadeBeyondTheDependencyBound) {
   Tenant a = tenant();
   Tenant b = tenant();
   Membrane ma = membrane(a, "a");
@@ -782,7 +789,7 @@ struct Tree {
         s1 = new_token(), s2 = new_token();
 };
 
-class CascadeTest : public SqliteStoreTest {
+class CascadeTest : public StoreTest {
  protected:
   Tree build(const Tenant& tenant) {
     Tree t;
@@ -801,7 +808,7 @@ class CascadeTest : public SqliteStoreTest {
   }
 };
 
-TEST_F(CascadeTest, EveryLinkResolvesToTheRootUriCapability) {
+TEST_P(CascadeTest, EveryLinkResolvesToTheRootUriCapability) {
   Tenant a = tenant();
   Tree t = build(a);
   int depth = 0;
@@ -812,7 +819,7 @@ TEST_F(CascadeTest, EveryLinkResolvesToTheRootUriCapability) {
   expect_kind(t.s2, CapabilityKind::uri, a.id, t.rows[0], 2);
 }
 
-TEST_F(CascadeTest, RevokingTheRootMembraneKillsEveryDescendant) {
+TEST_P(CascadeTest, RevokingTheRootMembraneKillsEveryDescendant) {
   Tenant a = tenant();
   Tree t = build(a);
   Token other_in_m2 = export_uri(t.m[2]);
@@ -828,7 +835,7 @@ TEST_F(CascadeTest, RevokingTheRootMembraneKillsEveryDescendant) {
   EXPECT_EQ(s.error().kind, ErrorKind::not_found);
 }
 
-TEST_F(CascadeTest, RevokingAMiddleMembraneKillsExactlyItsSubtree) {
+TEST_P(CascadeTest, RevokingAMiddleMembraneKillsExactlyItsSubtree) {
   Tenant a = tenant();
   Tree t = build(a);
   ASSERT_TRUE(revoke(t.m[2]).ok());
@@ -847,7 +854,7 @@ TEST_F(CascadeTest, RevokingAMiddleMembraneKillsExactlyItsSubtree) {
   EXPECT_TRUE(alive(t.x));
 }
 
-TEST_F(CascadeTest, RevokingALeafMembraneKillsOnlyTheLeaf) {
+TEST_P(CascadeTest, RevokingALeafMembraneKillsOnlyTheLeaf) {
   Tenant a = tenant();
   Tree t = build(a);
   ASSERT_TRUE(revoke(t.m[4]).ok());
@@ -856,7 +863,7 @@ TEST_F(CascadeTest, RevokingALeafMembraneKillsOnlyTheLeaf) {
   for (const Token* tok : {&t.x, &t.x1, &t.x2, &t.x3, &t.s1}) EXPECT_TRUE(alive(*tok));
 }
 
-TEST_F(SqliteStoreTest, BuiltInCapabilitiesCanBeReexportedAndDieWithTheReexportingMembrane) {
+TEST_P(StoreTest, BuiltInCapabilitiesCanBeReexportedAndDieWithTheReexportingMembrane) {
   Tenant a = tenant();
   Membrane m1 = membrane(a, "m1");
   Membrane m2 = membrane(a, "m2");
@@ -886,7 +893,7 @@ TEST_F(SqliteStoreTest, BuiltInCapabilitiesCanBeReexportedAndDieWithTheReexporti
   expect_kind(m2.revoke_token, CapabilityKind::revoke, a.id, r2);
 }
 
-TEST_F(SqliteStoreTest, ReexportedBuiltInsDieWithTheirOriginals) {
+TEST_P(StoreTest, ReexportedBuiltInsDieWithTheirOriginals) {
   Tenant a = tenant();
   Membrane m1 = membrane(a, "m1");
   Membrane m2 = membrane(a, "m2");
@@ -901,7 +908,7 @@ TEST_F(SqliteStoreTest, ReexportedBuiltInsDieWithTheirOriginals) {
   expect_kind(rev, CapabilityKind::revoke, a.id, r1, 1);
 }
 
-TEST_F(SqliteStoreTest, RepeatedRevokeKeepsTheRevokeCapabilityUntilTheTenantGoes) {
+TEST_P(StoreTest, RepeatedRevokeKeepsTheRevokeCapabilityUntilTheTenantGoes) {
   Tenant a = tenant();
   Membrane m = membrane(a, "m");
   Membrane m2 = membrane(a, "m2");
@@ -923,7 +930,7 @@ TEST_F(SqliteStoreTest, RepeatedRevokeKeepsTheRevokeCapabilityUntilTheTenantGoes
   EXPECT_FALSE(alive(rev));
 }
 
-TEST_F(SqliteStoreTest, DeleteTenantKillsEverythingOfItsAndReexportsOfItOnly) {
+TEST_P(StoreTest, DeleteTenantKillsEverythingOfItsAndReexportsOfItOnly) {
   Tenant a = tenant();
   Tenant b = tenant();
   Membrane ma = membrane(a, "shared id");
@@ -968,7 +975,7 @@ TEST_F(SqliteStoreTest, DeleteTenantKillsEverythingOfItsAndReexportsOfItOnly) {
   EXPECT_EQ(s.error().kind, ErrorKind::not_found);
 }
 
-TEST_F(SqliteStoreTest, ReexportChainsAreLimitedInDepth) {
+TEST_P(StoreTest, ReexportChainsAreLimitedInDepth) {
   Tenant a = tenant();
   Membrane m0 = membrane(a, "root");
   Membrane m1 = membrane(a, "chain");
@@ -1003,7 +1010,7 @@ TEST_F(SqliteStoreTest, ReexportChainsAreLimitedInDepth) {
 // A membrane made through a re-exported create capability depends on that re-export: revoking
 // the membrane the re-export went through cuts the membrane's capabilities and all below them.
 // Membranes made with the tenant's own create capability are untouched.
-TEST_F(SqliteStoreTest, MembranesMadeThroughAReexportedCreateDieWithTheMembraneItWentThrough) {
+TEST_P(StoreTest, MembranesMadeThroughAReexportedCreateDieWithTheMembraneItWentThrough) {
   Tenant a = tenant();
   Membrane n = membrane(a, "n");  // the re-exporting membrane
   MembraneRow n_row = row_of(n);
@@ -1041,7 +1048,7 @@ TEST_F(SqliteStoreTest, MembranesMadeThroughAReexportedCreateDieWithTheMembraneI
 
 // The same across tenants: B re-exports A's create capability, a membrane of A's is made
 // through it, and B deletes itself.
-TEST_F(SqliteStoreTest, MembranesMadeThroughAnotherTenantsReexportDieWithThatTenant) {
+TEST_P(StoreTest, MembranesMadeThroughAnotherTenantsReexportDieWithThatTenant) {
   Tenant a = tenant();
   Tenant b = tenant();
   Membrane mb = membrane(b, "b's");
@@ -1061,7 +1068,7 @@ TEST_F(SqliteStoreTest, MembranesMadeThroughAnotherTenantsReexportDieWithThatTen
 // A capability exported through a re-exported export capability depends on that re-export:
 // revoking the membrane the re-export went through cuts it, though it acts on the original
 // membrane. What was exported with the membrane's own export capability is untouched.
-TEST_F(SqliteStoreTest, ExportsMadeThroughAReexportedExportDieWithTheMembraneItWentThrough) {
+TEST_P(StoreTest, ExportsMadeThroughAReexportedExportDieWithTheMembraneItWentThrough) {
   Tenant a = tenant();
   Membrane m = membrane(a, "m");          // what the exports act on
   Membrane n = membrane(a, "n");          // the re-exporting membrane
@@ -1101,7 +1108,7 @@ TEST_F(SqliteStoreTest, ExportsMadeThroughAReexportedExportDieWithTheMembraneItW
 
 // A membrane cut with the capability it was made through is gone like a revoked one: neither
 // found nor listed (its capabilities no longer resolve), and its id is free again.
-TEST_F(SqliteStoreTest, AMembraneCutWithTheCapabilityItWasMadeThroughIsGoneLikeARevokedOne) {
+TEST_P(StoreTest, AMembraneCutWithTheCapabilityItWasMadeThroughIsGoneLikeARevokedOne) {
   Tenant a = tenant();
   Membrane n = membrane(a, "n");
   Token create = reexport(n, a.tokens.create);
@@ -1127,7 +1134,7 @@ TEST_F(SqliteStoreTest, AMembraneCutWithTheCapabilityItWasMadeThroughIsGoneLikeA
 
 // --- persistence and the master key --------------------------------------------------------------
 
-TEST_F(SqliteStoreTest, DataSurvivesClosingAndReopeningWithTheSameKey) {
+TEST_P(StoreTest, DataSurvivesClosingAndReopeningWithTheSameKey) {
   Tenant a = tenant();
   Membrane m = membrane(a, "kept");
   Membrane gone = membrane(a, "gone");
@@ -1172,14 +1179,15 @@ TEST_F(SqliteStoreTest, DataSurvivesClosingAndReopeningWithTheSameKey) {
   EXPECT_TRUE(alive(x));
 }
 
-TEST_F(SqliteStoreTest, ReopeningWithAnotherMasterKeyFails) {
+TEST_P(StoreTest, ReopeningWithAnotherMasterKeyFails) {
   Tenant a = tenant();
   membrane(a, "m");
   store_.reset();
   auto other = MasterKey::from_base64(core::base64_encode(random_bytes(32)));
   ASSERT_TRUE(other.ok());
-  auto reopened = SqliteStore::open(SqliteOptions{db_path()}, std::move(*other));
-  EXPECT_FALSE(reopened.ok());
+  auto reopened = db_->open(std::move(*other));
+  ASSERT_FALSE(reopened.ok());
+  EXPECT_EQ(reopened.error().kind, ErrorKind::invalid_input) << reopened.error().message;
   // The right key still opens it.
   store_ = open_store();
   ASSERT_NE(store_, nullptr);
@@ -1325,7 +1333,7 @@ TEST_F(MasterKeyTest, FromBase64AcceptsPaddedUrlSafeText) {
 
 // --- secrecy at rest ------------------------------------------------------------------------------
 
-TEST_F(SqliteStoreTest, NoTokenNorSecretIsStoredInClear) {
+TEST_P(StoreTest, NoTokenNorSecretIsStoredInClear) {
   const std::string secret_access_key = random_text("SecretAccessKey");
   const std::string session_token = random_text("SessionTokenValue", 48);
   const std::string cap1_key = random_text("Cap1KeyMaterial");
@@ -1384,28 +1392,20 @@ TEST_F(SqliteStoreTest, NoTokenNorSecretIsStoredInClear) {
   ASSERT_TRUE(alive(x_aws));  // the configuration did reach the store
 
   auto scan = [&](const char* when) {
-    std::size_t scanned = 0;
-    for (const char* suffix : {"", "-wal", "-shm", "-journal"}) {
-      fs::path file = db_path();
-      file += suffix;
-      if (!fs::exists(file)) continue;
-      const std::string bytes = file_bytes(file);
-      scanned += bytes.size();
-      for (const auto& needle : forbidden) {
-        EXPECT_EQ(bytes.find(needle), std::string::npos)
-            << when << ": " << file.filename() << " holds " << needle.substr(0, 24) << "...";
-      }
+    const std::string bytes = db_->stored_bytes();
+    for (const auto& needle : forbidden) {
+      EXPECT_EQ(bytes.find(needle), std::string::npos) << when << ": the database holds " << needle.substr(0, 24) << "...";
     }
-    EXPECT_GT(scanned, 0u);
+    EXPECT_GT(bytes.size(), 0u);
   };
   scan("while open");
-  store_.reset();  // the last connection checkpoints the WAL into the main file
+  store_.reset();  // SQLite: the last connection checkpoints the WAL into the main file
   scan("after close");
 }
 
 // --- concurrency ----------------------------------------------------------------------------------
 
-TEST_F(SqliteStoreTest, ResolvesStartingAfterARevokeReturnsAllFail) {
+TEST_P(StoreTest, ResolvesStartingAfterARevokeReturnsAllFail) {
   Tenant a = tenant();
   Membrane root = membrane(a, "root");
   Membrane via = membrane(a, "via");
@@ -1474,7 +1474,7 @@ TEST_F(SqliteStoreTest, ResolvesStartingAfterARevokeReturnsAllFail) {
   EXPECT_FALSE(alive(re2));
 }
 
-TEST_F(SqliteStoreTest, ConcurrentWritersAndReadersKeepTheStoreConsistent) {
+TEST_P(StoreTest, ConcurrentWritersAndReadersKeepTheStoreConsistent) {
   Tenant a = tenant();
   constexpr int kThreads = 4;
   constexpr int kPerThread = 15;
@@ -1515,8 +1515,9 @@ TEST_F(SqliteStoreTest, ConcurrentWritersAndReadersKeepTheStoreConsistent) {
 namespace {
 
 // Resolutions are cached; a revoke or deleteSelf made by another store (another process on the
-// same database file) must still be seen by the next resolve here.
-TEST_F(SqliteStoreTest, CachedResolutionsDieWithARevokeMadeByAnotherStoreOnTheSameFile) {
+// same database file, another instance on the same PostgreSQL) must still be seen by the next
+// resolve here.
+TEST_P(StoreTest, CachedResolutionsDieWithARevokeMadeByAnotherStoreOnTheSameDatabase) {
   Tenant a = tenant();
   Membrane m = membrane(a, "cached");
   Token x = export_uri(m);
@@ -1536,5 +1537,12 @@ TEST_F(SqliteStoreTest, CachedResolutionsDieWithARevokeMadeByAnotherStoreOnTheSa
   EXPECT_FALSE(alive(y));
   EXPECT_FALSE(alive(a.tokens.create));
 }
+
+std::string backend_suffix(const testing::TestParamInfo<Backend>& info) {
+  return membraned::test::backend_name(info.param);
+}
+
+INSTANTIATE_TEST_SUITE_P(Backends, StoreTest, testing::ValuesIn(membraned::test::kBackends), backend_suffix);
+INSTANTIATE_TEST_SUITE_P(Backends, CascadeTest, testing::ValuesIn(membraned::test::kBackends), backend_suffix);
 
 }  // namespace
