@@ -126,19 +126,42 @@ Response Api::health() {
   } catch (const std::exception&) {
     return error_response(503, "Please try again soon");
   }
-  return {200, json{{"status", "ok"}}};
+  return {200, json{{"status", "ok"}, {"store", store_.backend_name()}}};
 }
 
-core::Result<json> Api::create_tenant() {
+namespace {
+
+core::Result<storage::TenantTokens> new_tenant_tokens() {
   auto create = core::Token::generate();
   auto query = core::Token::generate();
   auto delete_self = core::Token::generate();
   if (!create || !query || !delete_self) return Error::internal("token generation failed");
-  auto id = store_.create_tenant({*create, *query, *delete_self});
-  if (!id) return id.error();
-  return json{{"id", *id},
+  return storage::TenantTokens{*create, *query, *delete_self};
+}
+
+}  // namespace
+
+json Api::tenant_json(const std::string& id, const storage::TenantTokens& tokens) const {
+  return json{{"id", id},
               {"capabilities",
-               {{"create", uri_of(*create)}, {"query", uri_of(*query)}, {"deleteSelf", uri_of(*delete_self)}}}};
+               {{"create", uri_of(tokens.create)}, {"query", uri_of(tokens.query)}, {"deleteSelf", uri_of(tokens.delete_self)}}}};
+}
+
+core::Result<json> Api::create_tenant() {
+  auto tokens = new_tenant_tokens();
+  if (!tokens) return tokens.error();
+  auto id = store_.create_tenant(*tokens);
+  if (!id) return id.error();
+  return tenant_json(*id, *tokens);
+}
+
+core::Result<std::optional<json>> Api::create_first_tenant() {
+  auto tokens = new_tenant_tokens();
+  if (!tokens) return tokens.error();
+  auto id = store_.create_first_tenant(*tokens);
+  if (!id) return id.error();
+  if (!*id) return std::optional<json>();
+  return std::optional<json>(tenant_json(**id, *tokens));
 }
 
 json Api::membrane_json(const storage::Membrane& membrane) const {

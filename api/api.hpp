@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -46,11 +47,15 @@ class Api {
   // matter, the capability decides. `target` carries query's parameters.
   Response handle(const Authorized& who, std::string_view target, std::string_view body);
 
-  // GET /healthz: 200 {"status":"ok"} when the store answers a query, else 503.
+  // GET /healthz: 200 {"status":"ok","store":"sqlite"|"postgresql"} when the store answers a
+  // query, else 503.
   Response health();
 
   // A new tenant: {"id", "capabilities": {"create", "query", "deleteSelf"}}.
   core::Result<nlohmann::json> create_tenant();
+  // The same for the first tenant, only if no tenant was ever created (exactly one, however many
+  // instances start at once on an empty store); nullopt when one exists.
+  core::Result<std::optional<nlohmann::json>> create_first_tenant();
 
   // {"statusCode", "error", "message"} for an error (internal detail never leaves).
   static Response error_response(const core::Error& error);
@@ -58,6 +63,8 @@ class Api {
   static std::string_view reason_phrase(int status);
 
   std::string uri_of(const core::Token& token) const;
+  // authorize(), handle() and health() may then wait on the network (see Store).
+  bool waits_on_network() const { return store_.waits_on_network(); }
   // Once the listening port is known (it may have been 0).
   void set_authority(std::string authority) { settings_.authority = std::move(authority); }
 
@@ -68,6 +75,7 @@ class Api {
   Response revoke(const Authorized& who);
   Response delete_self(const Authorized& who);
   nlohmann::json membrane_json(const storage::Membrane& membrane) const;
+  nlohmann::json tenant_json(const std::string& id, const storage::TenantTokens& tokens) const;
 
   storage::Store& store_;
   Settings settings_;

@@ -5,6 +5,7 @@
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
+#include <boost/asio/thread_pool.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
@@ -164,12 +165,19 @@ class UpstreamPool {
 // Shared by all sessions: settings, the API, the log, and what a graceful stop needs.
 struct ServerState {
   ServerState(ServerSettings s, api::Api& a, RequestLogger l, net::io_context& io)
-      : settings(std::move(s)), api(a), log(std::move(l)), ioc(io) {}
+      : settings(std::move(s)), api(a), log(std::move(l)), ioc(io) {
+    if (api.waits_on_network()) {
+      const std::size_t n = settings.store_threads != 0 ? settings.store_threads : std::max<std::size_t>(1, settings.threads);
+      store_pool = std::make_unique<net::thread_pool>(n);
+    }
+  }
   ServerSettings settings;
   api::Api& api;
   RequestLogger log;
   net::io_context& ioc;
   UpstreamPool upstream_pool;
+  // Runs the store's calls when they may wait on the network (see HttpSession::with_store).
+  std::unique_ptr<net::thread_pool> store_pool;
   std::atomic<bool> stopping{false};
   std::atomic<std::size_t> active_sessions{0};
   // Upstream TLS for exports without their own `tls`: the system trust store, peer verified.
@@ -296,7 +304,28 @@ class HttpSession : public ServerState::Stoppable {
       parser_->body_limit(state_.settings.management_body_limit);
       return read_body();
     }
-    auto who = state_.api.authorize(req[http::field::authorization]);
+    with_store([this] { return state_.api.authorize(parser_->get()[http::field::authorization]); },
+               [this](core::Result<api::Authorized> who) { on_authorized(std::move(who)); });
+  }
+
+  // Runs `work` (a call that reaches the store), then `then(result)` on this session's strand.
+  // A store that waits on the network (PostgreSQL) is called from the store threads, so no I/O
+  // thread ever waits for it; a local one (SQLite: bounded disk work) is called inline. The
+  // session keeps itself alive meanwhile; nothing else touches it, so `work` may read the request.
+  template <class Work, class Then>
+  void with_store(Work work, Then then) {
+    if (!state_.store_pool) return then(work());
+    net::post(*state_.store_pool, [self = derived().shared_from_this(), exec = derived().stream().get_executor(),
+                                   work = std::move(work), then = std::move(then)]() mutable {
+      auto result = work();
+      net::dispatch(exec, [self = std::move(self), result = std::move(result), then = std::move(then)]() mutable {
+        then(std::move(result));
+      });
+    });
+  }
+
+  void on_authorized(core::Result<api::Authorized> who) {
+    auto& req = parser_->get();
     std::size_t limit = state_.settings.management_body_limit;
     if (who) {
       if (who->is_invocation()) limit = state_.settings.invoke_body_limit;
@@ -342,19 +371,20 @@ class HttpSession : public ServerState::Stoppable {
   }
 
   void handle_management() {
-    auto& req = parser_->get();
-    api::Response response;
-    if (!authorized_) {
-      response = api::Api::error_response(who_error_ ? *who_error_ : core::Error::unauthorized(""));
-    } else {
-      try {
-        response = state_.api.handle(*authorized_, req.target(), req.body());
-      } catch (const std::exception&) {
-        response = api::Api::error_response(500, "Internal Server Error");
-      }
-    }
-    bool keep_alive = req.keep_alive() && !state_.stopping;
-    send(std::move(response), keep_alive);
+    auto answer = [this](api::Response response) {
+      send(std::move(response), parser_->get().keep_alive() && !state_.stopping);
+    };
+    if (!authorized_) return answer(api::Api::error_response(who_error_ ? *who_error_ : core::Error::unauthorized("")));
+    with_store(
+        [this] {
+          auto& req = parser_->get();
+          try {
+            return state_.api.handle(*authorized_, req.target(), req.body());
+          } catch (const std::exception&) {
+            return api::Api::error_response(500, "Internal Server Error");
+          }
+        },
+        answer);
   }
 
   // SPEC 10 at export: an upstream that is, or resolves to, a closed address is 400. Names are
@@ -414,7 +444,8 @@ class HttpSession : public ServerState::Stoppable {
     const bool keep_alive = parser_->get().keep_alive() && !state_.stopping;
     switch (route_) {
       case Route::health:
-        return send(state_.api.health(), keep_alive);
+        return with_store([this] { return state_.api.health(); },
+                          [this, keep_alive](api::Response response) { send(std::move(response), keep_alive); });
       case Route::metrics:
         return send_text(200, "text/plain; version=0.0.4; charset=utf-8", state_.metrics.render(), keep_alive);
       default:
@@ -777,6 +808,7 @@ void HttpServer::run() {
   for (std::size_t i = 1; i < n; ++i) threads.emplace_back([this] { impl_->ioc.run(); });
   impl_->ioc.run();
   for (auto& t : threads) t.join();
+  if (impl_->state.store_pool) impl_->state.store_pool->join();
 }
 
 }  // namespace membraned::server

@@ -38,6 +38,9 @@ struct ServerSettings {
   std::vector<core::Cidr> allow_upstream;  // SPEC 10: ranges opened for exports
   std::vector<core::Cidr> deny_upstream;   // and ranges closed (deny wins)
   const core::AwsConfig* aws_config = nullptr;  // SPEC 9 profiles; not owned
+  // Threads that run the API's store calls when the store waits on the network (PostgreSQL),
+  // so that no I/O thread ever does; 0: as many as --threads. Unused for a local store.
+  std::size_t store_threads = 0;
 };
 
 // One line per request; never a token or a secret (the capability appears as Token::log_id()).

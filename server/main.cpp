@@ -258,6 +258,7 @@ int serve(const Options& o) {
   settings.upstream_timeout_ms = o.upstream_timeout_ms;
   settings.metrics = o.metrics;
   settings.aws_config = aws_config ? &*aws_config : nullptr;
+  settings.store_threads = o.db_connections == 0 ? o.threads + 1 : o.db_connections;
   for (const auto& [texts, into] : {std::pair{&o.allow_upstream, &settings.allow_upstream},
                                     std::pair{&o.deny_upstream, &settings.deny_upstream}}) {
     for (const std::string& text : *texts) {
@@ -288,13 +289,13 @@ int serve(const Options& o) {
     authority = host_for_url(listen->first) + ":" + std::to_string(server.port());
     api.set_authority(authority);
   }
-  auto has_tenants = (*store)->has_tenants();
-  if (!has_tenants) return fail(has_tenants.error().message);
-  if (!*has_tenants) {
-    auto tenant = api.create_tenant();
-    if (!tenant) return fail(tenant.error().message);
+  // Only on a store where no tenant was ever made; of several instances starting at once on an
+  // empty shared store, exactly one makes it (and writes the file).
+  auto first_tenant = api.create_first_tenant();
+  if (!first_tenant) return fail(first_tenant.error().message);
+  if (*first_tenant) {
     fs::path path = fs::path(o.data_dir) / "first-tenant.json";
-    if (auto s = write_private_file(path, tenant->dump(2) + "\n"); !s) return fail(s.error().message);
+    if (auto s = write_private_file(path, (*first_tenant)->dump(2) + "\n"); !s) return fail(s.error().message);
     std::cout << "membraned: created the first tenant; its capabilities are in " << path.string() << "\n";
   }
 

@@ -69,6 +69,8 @@ constexpr const char* kMigrations[] = {
 // pg_advisory_xact_lock key of the migrations ("membrand" in ASCII): instances starting at once
 // on one database migrate one after the other; the later ones find the work done.
 constexpr std::int64_t kMigrationLock = 0x6d656d6272616e64;
+// ... and of the first tenant's creation ("membfrst").
+constexpr std::int64_t kFirstTenantLock = 0x6d656d6266727374;
 
 // Everything a capability depends on, in one statement: the presented capability, and, from
 // each capability reached, what it stands for (parent) and what was presented to make it (via),
@@ -298,27 +300,52 @@ Status PostgresStore::insert_capability(pg::Connection& connection, const Token&
 }
 
 Result<std::string> PostgresStore::create_tenant(const TenantTokens& tokens) {
-  auto random = core::random_bytes(16);
-  if (!random) return random.error();
-  const std::string id = core::hex_encode(*random);
   return with_connection([&](pg::Connection& connection) -> Result<std::string> {
     auto tx = pg::Transaction::begin(connection);
     if (!tx) return tx.error();
-    auto insert = connection.query("INSERT INTO tenants(id, created_at) VALUES ($1, $2)",
-                                   {pg::text(id), pg::integer(now_seconds())});
-    if (!insert) return insert.error();
-    for (auto [token, kind] : {std::pair{&tokens.create, CapabilityKind::create},
-                               std::pair{&tokens.query, CapabilityKind::query},
-                               std::pair{&tokens.delete_self, CapabilityKind::delete_self}}) {
-      if (auto s = insert_capability(connection, *token, kind, id, std::nullopt, std::nullopt, std::nullopt,
-                                     std::nullopt);
-          !s) {
-        return s.error();
-      }
-    }
+    auto id = insert_tenant(connection, tokens);
+    if (!id) return id;
     if (auto s = tx->commit(); !s) return s.error();
     return id;
   });
+}
+
+// Instances starting together on an empty database each ask; the transaction-scoped advisory
+// lock makes their check-then-insert one at a time, so exactly one creates the tenant.
+Result<std::optional<std::string>> PostgresStore::create_first_tenant(const TenantTokens& tokens) {
+  return with_connection([&](pg::Connection& connection) -> Result<std::optional<std::string>> {
+    auto tx = pg::Transaction::begin(connection);
+    if (!tx) return tx.error();
+    if (auto lock = connection.query("SELECT pg_advisory_xact_lock($1)", {pg::integer(kFirstTenantLock)}); !lock) {
+      return lock.error();
+    }
+    auto rows = connection.query("SELECT EXISTS (SELECT 1 FROM tenants)");
+    if (!rows) return rows.error();
+    if (rows->boolean(0, 0)) return std::optional<std::string>();
+    auto id = insert_tenant(connection, tokens);
+    if (!id) return id.error();
+    if (auto s = tx->commit(); !s) return s.error();
+    return std::optional<std::string>(std::move(*id));
+  });
+}
+
+Result<std::string> PostgresStore::insert_tenant(pg::Connection& connection, const TenantTokens& tokens) {
+  auto random = core::random_bytes(16);
+  if (!random) return random.error();
+  const std::string id = core::hex_encode(*random);
+  auto insert = connection.query("INSERT INTO tenants(id, created_at) VALUES ($1, $2)",
+                                 {pg::text(id), pg::integer(now_seconds())});
+  if (!insert) return insert.error();
+  for (auto [token, kind] : {std::pair{&tokens.create, CapabilityKind::create},
+                             std::pair{&tokens.query, CapabilityKind::query},
+                             std::pair{&tokens.delete_self, CapabilityKind::delete_self}}) {
+    if (auto s = insert_capability(connection, *token, kind, id, std::nullopt, std::nullopt, std::nullopt,
+                                   std::nullopt);
+        !s) {
+      return s.error();
+    }
+  }
+  return id;
 }
 
 Result<bool> PostgresStore::has_tenants() {

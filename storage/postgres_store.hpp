@@ -35,7 +35,10 @@ class PostgresStore final : public Store {
   static Result<bool> holds_data(const PostgresOptions& options);
 
   Result<std::string> create_tenant(const TenantTokens& tokens) override;
+  bool waits_on_network() const override { return true; }
+  std::string_view backend_name() const override { return "postgresql"; }
   Result<bool> has_tenants() override;
+  Result<std::optional<std::string>> create_first_tenant(const TenantTokens& tokens) override;
   Result<Resolved> resolve(const Token& token) override;
   Status create_membrane(const Token& presented, const Membrane& membrane) override;
   Result<std::optional<Membrane>> find_membrane(const std::string& tenant_id,
@@ -71,6 +74,7 @@ class PostgresStore final : public Store {
   Result<Resolved> recheck(pg::Connection& connection, const Token& presented, CapabilityKind kind);
   Result<Membrane> membrane_from_row(const std::string& tenant_id, const std::string& id,
                                      std::string_view sealed_export, std::string_view sealed_revoke);
+  Result<std::string> insert_tenant(pg::Connection& connection, const TenantTokens& tokens);
   Status insert_capability(pg::Connection& connection, const Token& token, CapabilityKind kind,
                            const std::string& tenant_id, std::optional<MembraneRow> membrane,
                            std::optional<CapabilityRow> parent, std::optional<CapabilityRow> via,

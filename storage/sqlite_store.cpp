@@ -202,24 +202,47 @@ Status SqliteStore::insert_capability(sqlite::Connection& connection, const Toke
 }
 
 Result<std::string> SqliteStore::create_tenant(const TenantTokens& tokens) {
-  auto random = core::random_bytes(16);
-  if (!random) return random.error();
-  std::string id = core::hex_encode(*random);
   auto lease = acquire();
   auto tx = sqlite::Transaction::begin(*lease);
   if (!tx) return tx.error();
-  auto insert = lease->prepare("INSERT INTO tenants(id, created_at) VALUES (?1, ?2)");
+  auto id = insert_tenant(*lease, tokens);
+  if (!id) return id;
+  if (auto s = tx->commit(); !s) return s.error();
+  return id;
+}
+
+Result<std::optional<std::string>> SqliteStore::create_first_tenant(const TenantTokens& tokens) {
+  auto lease = acquire();
+  // BEGIN IMMEDIATE takes the write lock first: the check and the insert are one step.
+  auto tx = sqlite::Transaction::begin(*lease);
+  if (!tx) return tx.error();
+  auto st = lease->prepare("SELECT EXISTS (SELECT 1 FROM tenants)");
+  if (!st) return st.error();
+  auto row = (*st)->step();
+  if (!row) return row.error();
+  if ((*st)->column_int(0) != 0) return std::optional<std::string>();
+  st->reset();
+  auto id = insert_tenant(*lease, tokens);
+  if (!id) return id.error();
+  if (auto s = tx->commit(); !s) return s.error();
+  return std::optional<std::string>(std::move(*id));
+}
+
+Result<std::string> SqliteStore::insert_tenant(sqlite::Connection& connection, const TenantTokens& tokens) {
+  auto random = core::random_bytes(16);
+  if (!random) return random.error();
+  std::string id = core::hex_encode(*random);
+  auto insert = connection.prepare("INSERT INTO tenants(id, created_at) VALUES (?1, ?2)");
   if (!insert) return insert.error();
   if (auto s = (*insert)->bind(1, id).bind(2, now_seconds()).run(); !s) return s.error();
   insert->reset();
   for (auto [token, kind] : {std::pair{&tokens.create, CapabilityKind::create},
                              std::pair{&tokens.query, CapabilityKind::query},
                              std::pair{&tokens.delete_self, CapabilityKind::delete_self}}) {
-    if (auto s = insert_capability(*lease, *token, kind, id, std::nullopt, std::nullopt, std::nullopt, std::nullopt); !s) {
+    if (auto s = insert_capability(connection, *token, kind, id, std::nullopt, std::nullopt, std::nullopt, std::nullopt); !s) {
       return s.error();
     }
   }
-  if (auto s = tx->commit(); !s) return s.error();
   return id;
 }
 

@@ -30,7 +30,9 @@ class SqliteStore final : public Store {
   static Result<std::unique_ptr<SqliteStore>> open(const SqliteOptions& options, MasterKey key);
 
   Result<std::string> create_tenant(const TenantTokens& tokens) override;
+  std::string_view backend_name() const override { return "sqlite"; }
   Result<bool> has_tenants() override;
+  Result<std::optional<std::string>> create_first_tenant(const TenantTokens& tokens) override;
   Result<Resolved> resolve(const Token& token) override;
   Status create_membrane(const Token& presented, const Membrane& membrane) override;
   Result<std::optional<Membrane>> find_membrane(const std::string& tenant_id,
@@ -58,6 +60,7 @@ class SqliteStore final : public Store {
   Result<Resolved> recheck(sqlite::Connection& connection, const Token& presented, CapabilityKind kind);
   Result<Membrane> membrane_from_row(const std::string& tenant_id, const std::string& id,
                                      std::string_view sealed_export, std::string_view sealed_revoke);
+  Result<std::string> insert_tenant(sqlite::Connection& connection, const TenantTokens& tokens);
   Status insert_capability(sqlite::Connection& connection, const Token& token, CapabilityKind kind,
                            const std::string& tenant_id, std::optional<MembraneRow> membrane,
                            std::optional<CapabilityRow> parent, std::optional<CapabilityRow> via,

@@ -72,8 +72,17 @@ class Store {
  public:
   virtual ~Store() = default;
 
+  // Whether a call may wait on the network (a database server), not only on local disk: the
+  // server then keeps such calls off its I/O threads.
+  virtual bool waits_on_network() const { return false; }
+  // "sqlite" or "postgresql": what /healthz reports.
+  virtual std::string_view backend_name() const = 0;
+
   virtual Result<std::string> create_tenant(const TenantTokens& tokens) = 0;  // the new tenant id
   virtual Result<bool> has_tenants() = 0;  // any tenant ever created (deleted ones included)
+  // The first tenant: created only if no tenant was ever created, atomically, so that several
+  // instances starting at once on an empty database make exactly one. nullopt: one existed.
+  virtual Result<std::optional<std::string>> create_first_tenant(const TenantTokens& tokens) = 0;
 
   // Unknown, revoked or cut anywhere along its chain: an unauthorized error (401, the same for
   // all). A membrane's own revoke capability keeps resolving after its membrane is revoked, so a

@@ -57,7 +57,7 @@ class HealthTest(unittest.TestCase):
 
     def test_healthz_answers_without_a_capability(self):
         status, ctype, body = get(self.server.port, "/healthz")
-        self.assertEqual((status, ctype, body), (200, "application/json", '{"status":"ok"}'))
+        self.assertEqual((status, ctype, body), (200, "application/json", '{"status":"ok","store":"sqlite"}'))
         self.assertEqual(get(self.server.port, "/healthz?verbose=1")[0], 200)
 
     def test_a_capability_is_dispatched_by_its_token_whatever_the_path(self):

@@ -204,6 +204,41 @@ class StoreTest : public testing::TestWithParam<Backend> {
 
 // --- tenants and built-in capabilities ---------------------------------------------------------
 
+TEST_P(StoreTest, ExactlyOneFirstTenantWhenStoresRaceOnAnEmptyDatabase) {
+  // Two more stores on the same database stand for instances starting at the same moment.
+  std::vector<std::unique_ptr<Store>> stores;
+  stores.push_back(std::move(store_));
+  for (int i = 0; i < 2; ++i) stores.push_back(open_store());
+  std::vector<TenantTokens> tokens;
+  for (int i = 0; i < 12; ++i) tokens.push_back(TenantTokens{new_token(), new_token(), new_token()});
+  std::vector<core::Result<std::optional<std::string>>> made(tokens.size(), core::Error::internal("not run"));
+  std::vector<std::thread> threads;
+  for (std::size_t i = 0; i < tokens.size(); ++i) {
+    threads.emplace_back([&, i] { made[i] = stores[i % stores.size()]->create_first_tenant(tokens[i]); });
+  }
+  for (auto& t : threads) t.join();
+  std::size_t created = 0;
+  std::size_t winner = 0;
+  for (std::size_t i = 0; i < made.size(); ++i) {
+    ASSERT_TRUE(made[i].ok()) << made[i].error().message;
+    if (*made[i]) {
+      ++created;
+      winner = i;
+    }
+  }
+  EXPECT_EQ(created, 1u);
+  store_ = std::move(stores.front());
+  // Only the winner's capabilities exist.
+  for (std::size_t i = 0; i < tokens.size(); ++i) {
+    EXPECT_EQ(store_->resolve(tokens[i].create).ok(), i == winner) << i;
+  }
+  // Once a tenant was ever made, even a deleted one, there is no first tenant any more.
+  ASSERT_TRUE(store_->delete_tenant(tokens[winner].delete_self).ok());
+  auto again = store_->create_first_tenant(TenantTokens{new_token(), new_token(), new_token()});
+  ASSERT_TRUE(again.ok());
+  EXPECT_FALSE(*again);
+}
+
 TEST_P(StoreTest, HasTenantsOnlyAfterTheFirstTenantAndStillAfterItsDeletion) {
   auto before = store_->has_tenants();
   ASSERT_TRUE(before.ok());
