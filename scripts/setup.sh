@@ -14,6 +14,7 @@ MEMBRANED_PACKAGES=(
   googletest libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev libyaml-cpp-dev
   prometheus-cpp-dev libexpat1-dev
   postgresql libpq-dev  # the shared store (issue 9); the tests start a throwaway cluster with initdb + pg_ctl
+  haproxy  # the balancer of deploy/compose-ha.yml, run in front of several instances by the tests
   python3-botocore  # the independent SigV4 judge of the end-to-end tests (runs on /usr/bin/python3)
 )
 

@@ -356,6 +356,18 @@ Result<bool> PostgresStore::has_tenants() {
   });
 }
 
+// A fresh random epoch (see resolve()): 2^-64 odds of meeting one a cache holds.
+Status PostgresStore::new_revocation_epoch(pg::Connection& connection) {
+  auto bytes = core::random_bytes(8);
+  if (!bytes) return bytes.error();
+  std::uint64_t value = 0;
+  for (unsigned char b : *bytes) value = (value << 8) | b;
+  auto updated = connection.query("UPDATE revocation_epoch SET epoch = $1 WHERE id = 1",
+                                  {pg::integer(static_cast<std::int64_t>(value))});
+  if (!updated) return updated.error();
+  return core::ok_status();
+}
+
 Result<std::int64_t> PostgresStore::revocation_epoch(pg::Connection& connection) {
   auto rows = connection.query("SELECT epoch FROM revocation_epoch WHERE id = 1");
   if (!rows) return rows.error();
@@ -366,8 +378,12 @@ Result<std::int64_t> PostgresStore::revocation_epoch(pg::Connection& connection)
 // Resolutions are cached with the revocation epoch they were made under, and every resolve is
 // one round trip: a cached token reads the epoch alone; any other runs the walk, which returns
 // the epoch of its own snapshot. Any revoke or deleteSelf (by any instance sharing the
-// database) bumps the epoch in its own transaction, so from its commit on, no resolution
-// cached before it is used. Creations need no bump: they never make an existing capability die.
+// database) sets a new epoch in its own transaction, so from its commit on, no resolution
+// cached before it is used. Creations need no new epoch: they never make an existing capability
+// die. Epochs are random, not counted: a counter can come back to a value it had (a database
+// restored from a dump, a standby promoted behind its primary) with other revocations behind
+// it, and a cache made under that value would be taken as current. The cache follows whatever
+// epoch its latest walk saw; only equality with the database's epoch of the moment counts.
 Result<Resolved> PostgresStore::resolve(const Token& token) {
   const std::string digest = token.digest();
   return with_connection([&](pg::Connection& connection) -> Result<Resolved> {
@@ -389,7 +405,7 @@ Result<Resolved> PostgresStore::resolve(const Token& token) {
     auto resolved = resolve_digest(connection, digest, &epoch);
     if (!resolved) return resolved;
     std::lock_guard lock(cache_mutex_);
-    if (epoch > cache_epoch_) {
+    if (epoch != cache_epoch_) {
       cache_.clear();
       cache_epoch_ = epoch;
     }
@@ -589,7 +605,7 @@ Status PostgresStore::revoke_membrane(const Token& presented) {
     if (!who) return who.error();
     auto mark = connection.query("UPDATE membranes SET revoked = true WHERE row_id = $1", {pg::integer(*who->membrane)});
     if (!mark) return mark.error();
-    auto bump = connection.query("UPDATE revocation_epoch SET epoch = epoch + 1 WHERE id = 1");
+    auto bump = new_revocation_epoch(connection);
     if (!bump) return bump.error();
     return tx->commit();
   });
@@ -606,7 +622,7 @@ Status PostgresStore::delete_tenant(const Token& presented) {
     auto membranes = connection.query("UPDATE membranes SET revoked = true WHERE tenant_id = $1",
                                       {pg::text(who->tenant_id)});
     if (!membranes) return membranes.error();
-    auto bump = connection.query("UPDATE revocation_epoch SET epoch = epoch + 1 WHERE id = 1");
+    auto bump = new_revocation_epoch(connection);
     if (!bump) return bump.error();
     return tx->commit();
   });

@@ -70,6 +70,7 @@ class PostgresStore final : public Store {
   Result<Resolved> resolve_digest(pg::Connection& connection, const std::string& digest,
                                   std::int64_t* epoch = nullptr);
   Result<std::int64_t> revocation_epoch(pg::Connection& connection);
+  Status new_revocation_epoch(pg::Connection& connection);
   // Inside a write transaction: the presented token resolved again, of the expected kind.
   Result<Resolved> recheck(pg::Connection& connection, const Token& presented, CapabilityKind kind);
   Result<Membrane> membrane_from_row(const std::string& tenant_id, const std::string& id,

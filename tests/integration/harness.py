@@ -1,7 +1,10 @@
 """Starts real membraned processes on loopback ports and talks to them over real sockets.
 
-Standard library only, so the test set-up needs nothing beyond python3 and openssl.
+Standard library only, so the test set-up needs nothing beyond python3 and openssl (and, for the
+PostgreSQL store, Debian's postgresql: psql and tests/support/pg_cluster.sh).
 """
+import base64
+import glob
 import http.client
 import json
 import os
@@ -12,6 +15,7 @@ import ssl
 import subprocess
 import tempfile
 import time
+import uuid
 
 BINARY = os.environ.get("MEMBRANED_BINARY", "membraned")
 LISTENING = re.compile(r"listening on (https?)://[^ ]+:(\d+) \(authority ([^)]+)\)")
@@ -22,17 +26,30 @@ def token_of(uri):
     return uri.split("#", 1)[1]
 
 
+def new_master_key():
+    """A master key as MEMBRANED_MASTER_KEY takes it: 32 random bytes in base64."""
+    return base64.b64encode(os.urandom(32)).decode()
+
+
 class Server:
     """One membraned serve process with its own data directory."""
 
-    def __init__(self, data_dir=None, args=(), env=None, tls=None, allow_loopback_upstreams=True, prefix=()):
+    def __init__(self, data_dir=None, args=(), env=None, tls=None, allow_loopback_upstreams=True, prefix=(),
+                 store=None, master_key=None):
         self.tmp = None
         if data_dir is None:
             self.tmp = tempfile.TemporaryDirectory(prefix="membraned-it-")
             data_dir = os.path.join(self.tmp.name, "var")
         self.data_dir = data_dir
         self.args = list(args)
+        # A store URL (--store), e.g. a PostgreSQL database several instances share; they then need
+        # the same master key, given as MEMBRANED_MASTER_KEY. None: SQLite in the data directory.
+        self.store = store
+        if store:
+            self.args += ["--store", store]
         self.env = dict(os.environ, **(env or {}))
+        if master_key:
+            self.env["MEMBRANED_MASTER_KEY"] = master_key
         self.tls = tls  # a Pki, or None for plain HTTP
         # The tests' upstreams listen on loopback, which SPEC 10 closes unless the operator opens it.
         self.allow_loopback_upstreams = allow_loopback_upstreams
@@ -42,6 +59,11 @@ class Server:
         self.stderr_path = None
 
     def start(self, timeout=20):
+        self.spawn()
+        return self.wait_started(timeout)
+
+    def spawn(self):
+        """Starts the process without waiting for it to listen (several may then start at once)."""
         cmd = self.prefix + [BINARY, "serve", "--data-dir", self.data_dir, "--threads", "2"]
         if "--listen" not in self.args:
             cmd += ["--listen", "127.0.0.1:0"]
@@ -54,6 +76,10 @@ class Server:
         self.stderr_path = os.path.abspath(self.data_dir) + ".stderr.log"
         self.stderr_file = open(self.stderr_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.stderr_file, env=self.env, text=True)
+        return self
+
+    def wait_started(self, timeout=20):
+        """Reads stdout up to the "listening on" line."""
         deadline = time.monotonic() + timeout
         self.stdout_lines = []
         while time.monotonic() < deadline:
@@ -77,6 +103,25 @@ class Server:
     def first_tenant(self):
         with open(os.path.join(self.data_dir, "first-tenant.json")) as f:
             return json.load(f)
+
+    def wrote_first_tenant(self):
+        """Whether this instance made the first tenant (with a shared store, only one does)."""
+        return os.path.exists(os.path.join(self.data_dir, "first-tenant.json"))
+
+    def tenant_create(self, authority=None):
+        """`membraned tenant create` on this instance's store, key and data directory: the new
+        tenant's JSON ({"id", "capabilities": {"create", "query", "deleteSelf"}})."""
+        cmd = [BINARY, "tenant", "create", "--data-dir", self.data_dir,
+               "--authority", authority or self.authority]
+        if self.store:
+            cmd += ["--store", self.store]
+        out = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=60)
+        if out.returncode != 0:
+            raise RuntimeError("membraned tenant create failed (%d): %s" % (out.returncode, out.stderr))
+        return json.loads(out.stdout)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
 
     def stop(self, sig=signal.SIGTERM, timeout=30):
         if self.proc and self.proc.poll() is None:
@@ -286,3 +331,88 @@ class Upstream:
     def close(self):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+PG_CLUSTER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "support", "pg_cluster.sh")
+
+
+def _pg_program(name):
+    """A PostgreSQL client program: the newest /usr/lib/postgresql/*/bin one, else the PATH's."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/" + name),
+                   key=lambda p: [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", p)])
+    return found[-1] if found else name
+
+
+class PgCluster:
+    """A throwaway PostgreSQL cluster made by tests/support/pg_cluster.sh (initdb + pg_ctl on a
+    free loopback port, trust authentication): the one the ctest fixture pg_cluster shares through
+    MEMBRANED_TEST_PG_DIR (shared()), or one of the test's own that it may halt and resume
+    (private(); stop() it in a cleanup)."""
+
+    def __init__(self, directory, own=False):
+        self.dir = directory
+        self.own = own
+        with open(os.path.join(directory, "url")) as f:
+            self.url = f.read().strip()  # postgresql://postgres@127.0.0.1:PORT/postgres
+
+    @classmethod
+    def shared(cls):
+        directory = os.environ.get("MEMBRANED_TEST_PG_DIR")
+        if not directory or not os.path.exists(os.path.join(directory, "url")):
+            # Never skipped: the ctest fixture pg_cluster starts it (tests/CMakeLists.txt).
+            raise RuntimeError("MEMBRANED_TEST_PG_DIR must name a running cluster (bash %s start DIR)"
+                               % PG_CLUSTER_SCRIPT)
+        return cls(directory)
+
+    @classmethod
+    def private(cls):
+        tmp = tempfile.TemporaryDirectory(prefix="membraned-pg-own-")
+        try:
+            cls._script("start", tmp.name)
+        except Exception:
+            cls._script("stop", tmp.name, check=False)
+            tmp.cleanup()
+            raise
+        cluster = cls(tmp.name, own=True)
+        cluster.tmp = tmp
+        return cluster
+
+    @staticmethod
+    def _script(command, directory, check=True):
+        out = subprocess.run(["bash", PG_CLUSTER_SCRIPT, command, directory], capture_output=True, text=True,
+                             timeout=180)
+        if check and out.returncode != 0:
+            raise RuntimeError("pg_cluster.sh %s failed (%d): %s" % (command, out.returncode, out.stderr))
+        return out
+
+    def halt(self):
+        """Stops the server (pg_ctl stop -m fast), keeping the data: an outage."""
+        self._script("halt", self.dir)
+
+    def resume(self):
+        self._script("resume", self.dir)
+
+    def stop(self):
+        """Stops the cluster and removes its data (a private one only; nothing when already stopped)."""
+        if self.own and getattr(self, "tmp", None):
+            self._script("stop", self.dir, check=False)
+            self.tmp.cleanup()
+            self.tmp = None
+
+    def database_url(self, name):
+        return self.url.rsplit("/", 1)[0] + "/" + name
+
+    def create_database(self, prefix="membraned_it"):
+        """A new, empty database on the cluster: its URL."""
+        name = "%s_%s" % (prefix, uuid.uuid4().hex[:12])
+        self.psql(self.url, "CREATE DATABASE %s" % name)
+        return self.database_url(name)
+
+    @staticmethod
+    def psql(url, sql):
+        """Runs SQL with psql on a database URL; the rows, unaligned, one a line."""
+        out = subprocess.run([_pg_program("psql"), "-X", "-q", "-At", "-v", "ON_ERROR_STOP=1", "-d", url, "-c", sql],
+                             capture_output=True, text=True, timeout=60)
+        if out.returncode != 0:
+            raise RuntimeError("psql failed (%d): %s" % (out.returncode, out.stderr))
+        return out.stdout.strip()

@@ -46,8 +46,9 @@ free_port() {
 server_start() {
   local data="$1" port="$2"
   # fsync off: a test cluster outlives no power loss; it makes every CREATE DATABASE cheap.
+  # PG_FSYNC=on gives durable commits (benchmarks).
   as_cluster_user "$pg_bin/pg_ctl" start -w -t 60 -D "$data" -l "$data/postgres.log" \
-    -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories='$data' -c fsync=off -c max_connections=200" \
+    -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories='$data' -c fsync=${PG_FSYNC:-off} -c max_connections=200" \
     >/dev/null
 }
 

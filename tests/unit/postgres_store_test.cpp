@@ -246,6 +246,39 @@ TEST(PostgresStore, ADatabaseOfANewerSchemaIsRefused) {
 
 // --- the pool and the statement timeout ----------------------------------------------------------
 
+// A database taken back to an earlier state (a dump restored in place, a standby promoted
+// behind its primary) must not let an instance's cache pass for current. Instance A caches X
+// while Y's revoke is in force; the database is then put back to before that revoke (as a
+// restore does: Y alive again, the epoch of then); B then revokes X's membrane. A counted epoch
+// would be back at the very value A cached X under, and A would keep answering X.
+TEST(PostgresStore, ARestoredDatabaseDoesNotReviveCachedResolutions) {
+  TestDatabase db(Backend::postgresql);
+  const std::string key = new_key_text();
+  auto a = open_or_fail(options_for(db.url()), key);
+  auto b = open_or_fail(options_for(db.url()), key);
+  ASSERT_TRUE(a && b);
+  Made x = make_some(*a);
+  Made y = make_some(*a);
+  Session session(db.url());
+  const std::string before = session.value("SELECT epoch FROM revocation_epoch");
+
+  ASSERT_TRUE(b->revoke_membrane(y.membrane.revoke_token).ok());
+  ASSERT_TRUE(a->resolve(x.exported).ok());  // cached by A under the epoch of Y's revoke
+  const std::string after_y = session.value("SELECT epoch FROM revocation_epoch");
+  ASSERT_NE(after_y, before);
+
+  // Back to before Y's revoke, as the restore of a dump taken then would be.
+  session.value("UPDATE membranes SET revoked = false");
+  session.value("UPDATE revocation_epoch SET epoch = " + before);
+  ASSERT_TRUE(b->resolve(y.exported).ok());
+
+  ASSERT_TRUE(b->revoke_membrane(x.membrane.revoke_token).ok());
+  EXPECT_NE(session.value("SELECT epoch FROM revocation_epoch"), after_y);
+  auto seen = a->resolve(x.exported);
+  ASSERT_FALSE(seen.ok()) << "instance A answered a capability revoked through B";
+  EXPECT_EQ(seen.error().kind, ErrorKind::unauthorized);
+}
+
 TEST(PostgresStore, ManyThreadsShareABoundedPool) {
   TestDatabase db(Backend::postgresql);
   PostgresOptions options = options_for(db.url());
