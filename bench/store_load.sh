@@ -35,16 +35,56 @@ for _ in $(seq 1 100); do grep -q listening "$work/pg-b.out" 2>/dev/null && brea
 pg_b=$(grep -o '127.0.0.1:[0-9]*' "$work/pg-b.out" | head -1 | cut -d: -f2)
 sleep 0.5
 
+# Where the time goes: CPU seconds (user + system) used during a run by each kind of process,
+# from /proc, per request answered.
+cpu_ticks() {  # comm name: the summed utime + stime of those processes, in clock ticks
+  local total=0 f
+  for f in /proc/[0-9]*/stat; do
+    read -r line <"$f" 2>/dev/null || continue
+    local comm="${line#*(}"; comm="${comm%%)*}"
+    [ "$comm" = "$1" ] || continue
+    local rest=(${line##*) })
+    total=$((total + rest[11] + rest[12]))
+  done
+  echo "$total"
+}
+snapshot() { for c in membraned postgres nginx; do echo -n "$(cpu_ticks $c) "; done; }
+cpu_row() {  # label before after requests
+  local hz; hz=$(getconf CLK_TCK)
+  read -r -a b <<<"$2"; read -r -a a <<<"$3"
+  printf "| %-44s |" "$1"
+  for i in 0 1 2; do
+    awk -v d=$(( a[i] - b[i] )) -v hz="$hz" -v n="$4" 'BEGIN {printf " %8.1f |", d / hz * 1e6 / n}'
+  done
+  echo
+}
+cpu_rows=()
+measured() {  # label url [args]: run, then note the CPU per request of that run
+  local before; before=$(snapshot)
+  run "$@"
+  local after; after=$(snapshot)
+  cpu_rows+=("$(cpu_row "$1" "$before" "$after" "$((last_rps * seconds))")")
+}
+
 echo "wrk: 2 threads, $connections connections, ${seconds}s, POST with a 1 KiB body; each membraned 1 thread"
 printf "| %-44s | %10s | %8s | %8s |\n" "target" "req/s" "p50" "p99"
-run "SQLite, one instance" "http://127.0.0.1:$sqlite_port/" -H "Authorization: Bearer $sqlite_cap"
-run "PostgreSQL, one instance" "http://127.0.0.1:$pg_a/" -H "Authorization: Bearer $pg_cap"
+measured "SQLite, one instance" "http://127.0.0.1:$sqlite_port/" -H "Authorization: Bearer $sqlite_cap"
+measured "PostgreSQL, one instance" "http://127.0.0.1:$pg_a/" -H "Authorization: Bearer $pg_cap"
 # Two instances at once: two wrk, half the connections each; their rows, then the sum.
 half=$((connections / 2))
+both_before=$(snapshot)
 (connections=$half run "PostgreSQL, two instances: A" "http://127.0.0.1:$pg_a/" -H "Authorization: Bearer $pg_cap" >"$work/a.row") &
 a=$!
 (connections=$half run "PostgreSQL, two instances: B" "http://127.0.0.1:$pg_b/" -H "Authorization: Bearer $pg_cap" >"$work/b.row") &
 b=$!
 wait $a $b
 cat "$work/a.row" "$work/b.row"
+both_after=$(snapshot)
 awk -F'|' '{gsub(/ /,"",$3); sum += $3} END {printf "| %-44s | %10.2f |\n", "PostgreSQL, two instances: sum", sum}' "$work/a.row" "$work/b.row"
+both_rps=$(awk -F'|' '{gsub(/ /,"",$3); sum += $3} END {printf "%d", sum}' "$work/a.row" "$work/b.row")
+cpu_rows+=("$(cpu_row "PostgreSQL, two instances" "$both_before" "$both_after" "$((both_rps * seconds))")")
+
+echo
+echo "CPU time per request (µs, user + system, from /proc), by process kind"
+printf "| %-44s | %9s | %8s | %8s |\n" "run" "membraned" "postgres" "nginx"
+for row in "${cpu_rows[@]}"; do echo "$row"; done
