@@ -50,6 +50,17 @@ std::optional<core::Error> exchange_failure(const CredentialsHttpResult& answer,
   return std::nullopt;
 }
 
+// The last call of a metadata source: its JSON answer, read by `parse`, is the credentials.
+void deliver(const CredentialsHttpResult& answer, const std::string& source,
+                                     const std::string& what,
+                                     core::Result<core::AwsCredentials> (*parse)(std::string_view),
+                                     const CredentialsCallback& done) {
+  if (auto failure = exchange_failure(answer, source, what)) return done(*failure);
+  auto credentials = parse(answer->body);
+  if (!credentials) return done(unavailable(source + ": " + credentials.error().message));
+  done(share(std::move(*credentials)));
+}
+
 // "GET /path" without the query (which could carry something private).
 std::string describe(const core::CredentialsCall& call) {
   return call.method + " " + call.target.substr(0, call.target.find('?'));
@@ -156,10 +167,7 @@ void CredentialsProvider::fetch_instance_role(CredentialsCallback done) {
                   auto credentials_call = core::imds_credentials_call(endpoint, token, *role);
                   http_(credentials_call, kMetadataCallTimeout, kMaxMetadataAnswer,
                         [source, what = describe(credentials_call), done = std::move(done)](CredentialsHttpResult document) {
-                          if (auto failure = exchange_failure(document, source, what)) return done(*failure);
-                          auto credentials = core::parse_imds_credentials(document->body);
-                          if (!credentials) return done(unavailable(source + ": " + credentials.error().message));
-                          done(share(std::move(*credentials)));
+                          deliver(document, source, what, core::parse_imds_credentials, done);
                         });
                 });
         });
@@ -172,10 +180,7 @@ void CredentialsProvider::fetch_container_role(CredentialsCallback done) {
   auto call = core::container_credentials_call(*endpoint);
   http_(call, kMetadataCallTimeout, kMaxMetadataAnswer,
         [source, what = describe(call), done = std::move(done)](CredentialsHttpResult answer) {
-          if (auto failure = exchange_failure(answer, source, what)) return done(*failure);
-          auto credentials = core::parse_container_credentials(answer->body);
-          if (!credentials) return done(unavailable(source + ": " + credentials.error().message));
-          done(share(std::move(*credentials)));
+          deliver(answer, source, what, core::parse_container_credentials, done);
         });
 }
 
