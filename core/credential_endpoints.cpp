@@ -89,7 +89,9 @@ Result<std::string> parse_imds_role_name(std::string_view body) {
   while (!line.empty() && line.back() == ' ') line.remove_suffix(1);
   while (!line.empty() && line.front() == ' ') line.remove_prefix(1);
   if (line.empty()) return Error::invalid("imds", "the instance has no IAM role (its metadata lists none)");
-  if (line.size() > kMaxRoleName || !std::all_of(line.begin(), line.end(), is_role_name_char)) {
+  // "." and ".." are IAM name characters but would climb the next call's path.
+  const bool only_dots = line.find_first_not_of('.') == std::string_view::npos;
+  if (line.size() > kMaxRoleName || only_dots || !std::all_of(line.begin(), line.end(), is_role_name_char)) {
     return Error::invalid("imds", "the instance metadata service listed a malformed role name");
   }
   return std::string(line);

@@ -66,6 +66,7 @@ void CredentialsCache::on_fetched(CredentialsResult result) {
     if (result) {
       current_ = *result;
       last_failure_.reset();
+      retry_not_before_ = now + timing_.min_refresh_interval;
       answer = current_;
     } else {
       last_failure_ = result.error();

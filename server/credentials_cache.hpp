@@ -10,7 +10,10 @@
 //   - without usable credentials the request waits for the refresh (starting one if none runs);
 //   - a failed refresh keeps what is still usable, is logged, and is not retried before
 //     retry_after_failure: meanwhile a request without usable credentials gets that failure at
-//     once instead of sending one more call to a source that is down.
+//     once instead of sending one more call to a source that is down;
+//   - a background refresh starts at most once per min_refresh_interval, even when the source
+//     keeps answering credentials that are already inside the window (IMDS hands out the same
+//     ones until shortly before their expiry) or that live less than refresh_ahead.
 // "Usable" stops expiry_margin before the expiration, so a signed request still reaches AWS
 // before its credentials lapse.
 #pragma once
@@ -39,6 +42,7 @@ struct CredentialsTiming {
   std::chrono::seconds refresh_ahead{300};
   std::chrono::seconds expiry_margin{15};
   std::chrono::milliseconds retry_after_failure{1000};
+  std::chrono::milliseconds min_refresh_interval{5000};
 };
 
 class CredentialsCache {
@@ -69,7 +73,7 @@ class CredentialsCache {
   mutable std::mutex mutex_;
   CredentialsPtr current_;                       // the last credentials obtained, if any
   std::optional<core::Error> last_failure_;      // of the last refresh, while it is recent
-  std::chrono::system_clock::time_point retry_not_before_{};
+  std::chrono::system_clock::time_point retry_not_before_{};  // no background refresh before
   bool in_flight_ = false;
   std::vector<CredentialsCallback> waiting_;
   std::size_t fetches_ = 0;

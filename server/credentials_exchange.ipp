@@ -30,7 +30,10 @@ class CredentialsExchange : public std::enable_shared_from_this<CredentialsExcha
 
   void start() {
     net::dispatch(strand_, [self = shared_from_this()] {
-      self->deadline_.expires_after(self->timeout_);
+      self->deadline_at_ = Clock::now() + self->timeout_;
+      // The timer bounds the name resolution; each socket step carries the same deadline itself
+      // (a resolution that completes just as the timer fires must not leave the rest unbounded).
+      self->deadline_.expires_at(self->deadline_at_);
       self->deadline_.async_wait([self](beast::error_code ec) {
         if (ec || self->finished_) return;
         self->timed_out_ = true;
@@ -47,6 +50,7 @@ class CredentialsExchange : public std::enable_shared_from_this<CredentialsExcha
   beast::tcp_stream& lowest() { return tls_ ? beast::get_lowest_layer(*tls_) : *plain_; }
 
   void on_resolve(beast::error_code ec, tcp::resolver::results_type results) {
+    if (timed_out_) return fail(ec, "resolving its name");
     if (ec) return fail(ec, "its name could not be resolved");
     if (call_.https) {
       if (!tls_context_) return finish(core::Error::unavailable("no TLS client context"));
@@ -58,12 +62,14 @@ class CredentialsExchange : public std::enable_shared_from_this<CredentialsExcha
     } else {
       plain_.emplace(strand_);
     }
+    lowest().expires_at(deadline_at_);
     lowest().async_connect(results, beast::bind_front_handler(&CredentialsExchange::on_connect, shared_from_this()));
   }
 
   void on_connect(beast::error_code ec, const tcp::endpoint&) {
     if (ec) return fail(ec, "connect");
     if (tls_) {
+      lowest().expires_at(deadline_at_);
       return tls_->async_handshake(ssl::stream_base::client,
                                    beast::bind_front_handler(&CredentialsExchange::on_handshake, shared_from_this()));
     }
@@ -76,6 +82,7 @@ class CredentialsExchange : public std::enable_shared_from_this<CredentialsExcha
   }
 
   void write() {
+    lowest().expires_at(deadline_at_);
     auto self = shared_from_this();
     auto written = beast::bind_front_handler(&CredentialsExchange::on_written, self);
     if (tls_) return http::async_write(*tls_, request_, std::move(written));
@@ -84,6 +91,7 @@ class CredentialsExchange : public std::enable_shared_from_this<CredentialsExcha
 
   void on_written(beast::error_code ec, std::size_t) {
     if (ec) return fail(ec, "sending the request");
+    lowest().expires_at(deadline_at_);
     auto self = shared_from_this();
     auto read = beast::bind_front_handler(&CredentialsExchange::on_read, self);
     if (tls_) return http::async_read(*tls_, buffer_, parser_, std::move(read));
@@ -108,7 +116,7 @@ class CredentialsExchange : public std::enable_shared_from_this<CredentialsExcha
   }
 
   void fail(beast::error_code ec, std::string_view step) {
-    if (timed_out_) return finish(core::Error::unavailable("no answer within " + std::to_string(timeout_.count()) + " ms"));
+    if (timed_out_ || ec == beast::error::timeout) return finish(core::Error::unavailable("no answer within " + std::to_string(timeout_.count()) + " ms"));
     finish(core::Error::unavailable(std::string(step) + ": " + ec.message()));
   }
 
@@ -128,6 +136,7 @@ class CredentialsExchange : public std::enable_shared_from_this<CredentialsExcha
   std::shared_ptr<ssl::context> tls_context_;
   core::CredentialsCall call_;
   std::chrono::milliseconds timeout_;
+  Clock::time_point deadline_at_{};
   Done done_;
   std::optional<beast::tcp_stream> plain_;
   std::optional<beast::ssl_stream<beast::tcp_stream>> tls_;

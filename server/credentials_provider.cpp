@@ -82,17 +82,22 @@ CredentialsProvider::CredentialsProvider(const core::AwsConfig* config, core::En
   }
 }
 
+// The requester (a capability holder: a third party) learns which profile failed, not why: the
+// reason names the operator's endpoints, roles and accounts, so it goes to the log.
 void CredentialsProvider::get(std::string_view profile, CredentialsCallback done) {
   const std::string name(profile);
+  auto refuse = [this, name](const std::string& why) {
+    if (log_) log_("credentials profile \"" + name + "\": no valid credentials: " + why);
+    return unavailable("no valid credentials for profile \"" + name + "\"");
+  };
   auto it = chains_.find(profile);
   if (it == chains_.end()) {
-    return done(unavailable("no valid credentials for profile \"" + name + "\": " +
-                            (config_ ? "it is not in --aws-config" : "the service has no --aws-config")));
+    return done(refuse(config_ ? "it is not in --aws-config" : "the service has no --aws-config"));
   }
   const core::CredentialChain& chain = it->second;
-  obtain(chain, chain.assume_roles.size(), [name, done = std::move(done)](CredentialsResult result) {
+  obtain(chain, chain.assume_roles.size(), [refuse, done = std::move(done)](CredentialsResult result) {
     if (result) return done(std::move(result));
-    done(unavailable("no valid credentials for profile \"" + name + "\": " + result.error().message));
+    done(refuse(result.error().message));
   });
 }
 

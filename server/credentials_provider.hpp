@@ -53,7 +53,7 @@ class CredentialsProvider {
   CredentialsProvider& operator=(const CredentialsProvider&) = delete;
 
   // The credentials to sign with for `profile`, or an unavailable error (the invocation answers
-  // 502) whose message names the profile and never holds a secret. `done` runs exactly once,
+  // 502) whose message names the profile and nothing else; what failed is logged. `done` runs exactly once,
   // at once when the credentials are at hand, else from the thread that completes the fetch.
   void get(std::string_view profile, CredentialsCallback done);
 

@@ -24,6 +24,7 @@
 #include <mutex>
 #include <sstream>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "core/address_policy.hpp"
@@ -316,8 +317,19 @@ class HttpSession : public ServerState::Stoppable {
   void with_store(Work work, Then then) {
     if (!state_.store_pool) return then(work());
     net::post(*state_.store_pool, [self = derived().shared_from_this(), exec = derived().stream().get_executor(),
-                                   work = std::move(work), then = std::move(then)]() mutable {
-      auto result = work();
+                                   work = std::move(work), then = std::move(then), posted = Clock::now()]() mutable {
+      using Result = decltype(work());
+      // Queued past the store's own timeouts (the database is down or slow and calls pile up):
+      // answer 503 without adding one more call to the backlog.
+      const bool stale = Clock::now() - posted > self->state_.settings.store_queue_timeout;
+      auto result = [&]() -> Result {
+        if (!stale) return work();
+        if constexpr (std::is_same_v<Result, api::Response>) {
+          return api::Api::error_response(core::Error::unavailable("store call queued too long"));
+        } else {
+          return core::Error::unavailable("store call queued too long");
+        }
+      }();
       net::dispatch(exec, [self = std::move(self), result = std::move(result), then = std::move(then)]() mutable {
         then(std::move(result));
       });
@@ -334,7 +346,7 @@ class HttpSession : public ServerState::Stoppable {
       who_error_ = who.error();
     }
     if (auto length = parser_->content_length(); length && *length > limit) {
-      return reply_and_close(api::Api::error_response(413, "request body is too large"));
+      return reply_and_close(too_large());
     }
     parser_->body_limit(limit);
     if (beast::iequals(req[http::field::expect], "100-continue")) {
@@ -356,10 +368,15 @@ class HttpSession : public ServerState::Stoppable {
                      beast::bind_front_handler(&HttpSession::on_body, derived().shared_from_this()));
   }
 
+  // 413, unless the capability could not be looked up because the store is down: its limit is
+  // then unknown, and the client should retry rather than take the size for the reason.
+  api::Response too_large() const {
+    if (who_error_ && who_error_->kind == core::ErrorKind::unavailable) return api::Api::error_response(*who_error_);
+    return api::Api::error_response(413, "request body is too large");
+  }
+
   void on_body(beast::error_code ec, std::size_t) {
-    if (ec == http::error::body_limit) {
-      return reply_and_close(api::Api::error_response(413, "request body is too large"));
-    }
+    if (ec == http::error::body_limit) return reply_and_close(too_large());
     if (ec == beast::error::timeout) {
       return reply_and_close(api::Api::error_response(408, "the request body did not arrive in time"));
     }

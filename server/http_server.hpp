@@ -41,6 +41,9 @@ struct ServerSettings {
   // Threads that run the API's store calls when the store waits on the network (PostgreSQL),
   // so that no I/O thread ever does; 0: as many as --threads. Unused for a local store.
   std::size_t store_threads = 0;
+  // A store call that waited this long for a store thread is not made: 503 at once (the
+  // requester has likely given up, and the backlog must not outlive an outage).
+  std::chrono::milliseconds store_queue_timeout{10000};
 };
 
 // One line per request; never a token or a secret (the capability appears as Token::log_id()).

@@ -259,6 +259,7 @@ int serve(const Options& o) {
   settings.metrics = o.metrics;
   settings.aws_config = aws_config ? &*aws_config : nullptr;
   settings.store_threads = o.db_connections == 0 ? o.threads + 1 : o.db_connections;
+  settings.store_queue_timeout = std::chrono::milliseconds(o.db_connect_timeout_ms + o.db_statement_timeout_ms);
   for (const auto& [texts, into] : {std::pair{&o.allow_upstream, &settings.allow_upstream},
                                     std::pair{&o.deny_upstream, &settings.deny_upstream}}) {
     for (const std::string& text : *texts) {

@@ -203,6 +203,11 @@ void PostgresStore::release(std::unique_ptr<pg::Connection> connection) {
     available_.notify_all();
   }
   closing.clear();  // PQfinish outside the lock
+  // After a failover the database may no longer hold what was cached (a capability created just
+  // before it, on a standby that never received it), under the same epoch: start afresh.
+  std::lock_guard lock(cache_mutex_);
+  cache_.clear();
+  cache_epoch_ = -1;
 }
 
 template <typename Work>

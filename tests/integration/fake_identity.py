@@ -102,6 +102,12 @@ def make_handler(state, instance_ttl):
             if path == "/_control/stats":
                 with state.lock:
                     return self.send(200, state.stats)
+            if path == "/_control/issued":  # every secret handed out, for the test to look for leaks
+                with state.lock:
+                    secrets_out = [c["secret"] for c in state.issued.values()]
+                    secrets_out += [c["token"] for c in state.issued.values()]
+                    secrets_out += sorted(state.imds_tokens)
+                return self.send(200, {"secrets": secrets_out})
             if path == "/_control/open-imds":
                 port = json.loads(body)["port"]
                 serve(("127.0.0.1", port), self.server.imds_handler)

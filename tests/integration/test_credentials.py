@@ -202,16 +202,20 @@ class FetchedCredentialsTest(unittest.TestCase):
     def tearDownClass(cls):
         code = cls.server.stop()
         log = cls.server.stderr()
-        cls.server.cleanup()
-        stop_fake_aws(cls.fake)
-        cls.tmp.cleanup()
+        try:
+            cls.check_log_has_no_secret(log)
+        finally:
+            cls.server.cleanup()
+            stop_fake_aws(cls.fake)
+            cls.tmp.cleanup()
         assert code == 0, code
-        cls.check_log_has_no_secret(log)
 
     @classmethod
     def check_log_has_no_secret(cls, log):
+        issued = control(cls.fake_url, "/_control/issued")
+        leaked = [s for s in issued["secrets"] if s in log]
+        assert issued["secrets"] and not leaked, "a secret the fakes issued is in the service's log"
         assert "ecs-authorization-token" not in log
-        assert "imds-" not in log  # IMDS session tokens
 
     def lambda_export(self, profile, function="echo"):
         return {"uri": self.fake_url + "/2015-03-31/functions/%s/invocations" % function, "method": "POST",
@@ -280,14 +284,16 @@ class FetchedCredentialsTest(unittest.TestCase):
         status, answer, _ = self.server.call(cap, body={})
         self.assertEqual(status, 502, answer)
         self.assertEqual(answer["error"], "Bad Gateway", answer)
-        self.assertIn('"refused"', answer["message"])
-        self.assertIn("AccessDenied", answer["message"])
-        self.assertNotIn(b"IQoJ", json.dumps(answer).encode())
-        # The failure is logged, naming the role's profile.
+        # The requester, a third party, learns the profile, not the operator's roles or accounts.
+        self.assertEqual(answer["message"], 'no valid credentials for profile "refused"')
+        # The operator's log has what failed: STS's error document, naming the role's profile.
         deadline = time.time() + 5
-        while "refresh failed" not in self.server.stderr() and time.time() < deadline:
+        while "AccessDenied" not in self.server.stderr() and time.time() < deadline:
             time.sleep(0.05)
-        self.assertIn('credentials the role of profile "refused": refresh failed', self.server.stderr())
+        log = self.server.stderr()
+        self.assertIn('credentials the role of profile "refused": refresh failed', log)
+        self.assertIn('credentials profile "refused": no valid credentials: STS', log)
+        self.assertIn("AccessDenied", log)
 
     def test_a_tenant_without_the_grant_is_400_naming_credentials(self):
         status, body, _ = self.server.call(self.export, body=self.lambda_export("not-yours"))
@@ -295,18 +301,23 @@ class FetchedCredentialsTest(unittest.TestCase):
         self.assertTrue(body["message"].startswith("credentials "), body)
 
     def test_short_lived_credentials_are_refreshed_once_per_refresh_under_load(self):
-        # The fake STS gives this role credentials that expire 303 s after issue: two or three seconds
+        # The fake STS gives this role credentials that expire 303 s after issue: a few seconds
         # later they are inside the 5-minute refresh window. Eight clients call without pause
-        # for eight seconds; STS answers slowly (0.2 s), so a herd would overlap there.
+        # until two refreshes have happened; STS answers slowly (0.2 s), so that a herd of
+        # requests each starting its own refresh would overlap there.
         cap = self.capability("short-lived")
         self.assertEqual(self.server.call(cap, body={})[0], 200)
+
+        def sts_calls():
+            return [c for c in self.stats()["sts_calls"] if c["role"] == ROLE + "short-lived"]
+
         statuses = []
-        stop = time.time() + 8
+        done = threading.Event()
         lock = threading.Lock()
 
         def client():
             conn = self.server.connection()
-            while time.time() < stop:
+            while not done.is_set():
                 status = self.server.call(cap, body={"load": True}, conn=conn)[0]
                 with lock:
                     statuses.append(status)
@@ -315,20 +326,24 @@ class FetchedCredentialsTest(unittest.TestCase):
         threads = [threading.Thread(target=client) for _ in range(8)]
         for t in threads:
             t.start()
+        guard = time.time() + 120  # only against a hang: the loop ends on the refreshes seen
+        while len(sts_calls()) < 3 and time.time() < guard:
+            time.sleep(0.2)
+        done.set()
         for t in threads:
             t.join()
         stats = self.stats()
-        calls = [c for c in stats["sts_calls"] if c["role"] == ROLE + "short-lived"]
+        calls = sts_calls()
         used = {c["key"] for c in stats["lambda_calls"] if c["role"] == "short-lived"}
-        self.assertGreater(len(statuses), 100)
+        self.assertGreaterEqual(len(calls), 3, "two refreshes under load")
+        self.assertTrue(statuses)
         self.assertEqual(set(statuses), {200})  # no request waited out a refresh or used stale keys
         self.assertEqual(stats["rejected"], [])
-        # The first fetch, then one refresh each time the window opened (every 2 to 3 s, plus
-        # the fake's 0.2 s): never one per waiting request.
-        self.assertGreaterEqual(len(calls), 2)
-        self.assertLessEqual(len(calls), 1 + 8 // 2 + 1, "STS calls")
+        # One call at a time, and every set of credentials STS issued was put to use: no refresh
+        # was a duplicate started by another waiting request.
         self.assertEqual(stats["sts_max_in_flight"], 1)
-        self.assertGreaterEqual(len(used), 2)  # the refreshed keys were put to use
+        issued = len(calls)
+        self.assertGreaterEqual(len(used), issued - 1)
 
 
 class InstanceMetadataDownTest(unittest.TestCase):
@@ -354,8 +369,9 @@ class InstanceMetadataDownTest(unittest.TestCase):
                 # Nothing listens where the metadata service should be.
                 status, answer, _ = server.call(cap, body={})
                 self.assertEqual(status, 502, answer)
-                self.assertIn('"lambda-invoker"', answer["message"])
-                self.assertIn("instance metadata service", answer["message"])
+                self.assertEqual(answer["message"], 'no valid credentials for profile "lambda-invoker"')
+                self.assertIn("the instance metadata service at 127.0.0.1:%d could not be reached" % imds_port,
+                              server.stderr())
                 # It comes up; after the pause between attempts the next request succeeds.
                 control(fake_url, "/_control/open-imds", {"port": imds_port})
                 deadline = time.time() + 10
@@ -398,7 +414,8 @@ class StsOverTlsTest(unittest.TestCase):
                                                         "service": "lambda"}}}
                 status, body, _ = server.call(token_of(m["capabilities"]["export"]), body=export)
                 self.assertEqual(status, 201, body)
-                return server.call(token_of(body["capability"]), body={"over": "tls"})
+                status, answer, _ = server.call(token_of(body["capability"]), body={"over": "tls"})
+                return status, answer, server.stderr()
             finally:
                 self.assertEqual(server.stop(), 0)
                 server.cleanup()
@@ -410,10 +427,10 @@ class StsOverTlsTest(unittest.TestCase):
         self.assertEqual(answer["event"], {"over": "tls"})
 
     def test_an_untrusted_sts_certificate_is_502_naming_the_profile(self):
-        status, answer, _ = self.run_with_trust(False)
+        status, answer, log = self.run_with_trust(False)
         self.assertEqual(status, 502, answer)
-        self.assertIn('"lambda-invoker"', answer["message"])
-        self.assertIn("TLS handshake", answer["message"])
+        self.assertEqual(answer["message"], 'no valid credentials for profile "lambda-invoker"')
+        self.assertIn("TLS handshake", log)
 
 
 class ConfigFileTest(unittest.TestCase):

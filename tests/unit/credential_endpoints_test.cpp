@@ -92,11 +92,12 @@ TEST(ImdsRoleName, IsTheFirstLineAndAnIamName) {
   EXPECT_EQ(*parse_imds_role_name("Lambda-Invoker"), "Lambda-Invoker");
   EXPECT_EQ(*parse_imds_role_name("Lambda-Invoker\n"), "Lambda-Invoker");
   EXPECT_EQ(*parse_imds_role_name("role+=,.@_-1\r\nother\n"), "role+=,.@_-1");
+  EXPECT_EQ(*parse_imds_role_name("a..b"), "a..b");
   auto none = parse_imds_role_name("");
   ASSERT_FALSE(none);
   EXPECT_NE(none.error().message.find("no IAM role"), std::string::npos);
   // The name becomes part of the next call's path: nothing that could climb or add a query.
-  for (const std::string& bad : std::vector<std::string>{"../admin", "a/b", "a?x=1", "a%2F", std::string(65, 'r'), "r\x01"}) {
+  for (const std::string& bad : std::vector<std::string>{"..", ".", "...", "../admin", "a/b", "a?x=1", "a%2F", std::string(65, 'r'), "r\x01"}) {
     EXPECT_FALSE(parse_imds_role_name(bad)) << bad;
   }
 }

@@ -106,6 +106,28 @@ TEST(CredentialsCache, RefreshWindowServesTheOldOnesAndRefreshesOnce) {
   EXPECT_EQ(h.cache.fetches(), 2u);
 }
 
+TEST(CredentialsCache, ASourceAnsweringCredentialsInsideTheWindowIsNotAskedAgainAtOnce) {
+  // IMDS hands out the same credentials until shortly before they expire: a refresh can bring
+  // back credentials that are already inside the window. No request may then start another
+  // refresh before the minimum interval.
+  Harness h;
+  std::vector<CredentialsResult> later;
+  h.ask(&later);
+  h.complete(temporary("ASIA1", kStart + 4min));  // inside the 5-minute window from the start
+  for (int i = 0; i < 10; ++i) {
+    auto r = h.ask();
+    ASSERT_TRUE(r && *r);
+  }
+  EXPECT_EQ(h.cache.fetches(), 1u);
+  h.now += 5s;
+  h.ask();
+  EXPECT_EQ(h.cache.fetches(), 2u);
+  h.complete(temporary("ASIA1", kStart + 4min));  // the same again
+  h.now += 1s;
+  h.ask();
+  EXPECT_EQ(h.cache.fetches(), 2u);
+}
+
 TEST(CredentialsCache, FailedRefreshKeepsUsableCredentialsAndLogs) {
   Harness h;
   std::vector<CredentialsResult> later;
