@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 
+#include "core/encoding.hpp"
 #include "core/http.hpp"
 
 namespace membraned::core {
@@ -35,20 +36,8 @@ bool is_iam_text(std::string_view s, std::string_view extra = {}) noexcept {
   });
 }
 
-// A name or value quoted in a message: printable ASCII and bounded, else a placeholder. Only
-// ever used on values that are not secrets.
-std::string shown(std::string_view value, std::size_t max = 80) {
-  bool printable = std::all_of(value.begin(), value.end(), [](char c) {
-    auto u = static_cast<unsigned char>(c);
-    return u >= 0x20 && u < 0x7F;
-  });
-  if (!printable) return "(unprintable)";
-  if (value.size() > max) return std::string(value.substr(0, max)) + "...";
-  return std::string(value);
-}
-
 Error profile_error(std::string_view profile, std::string_view key, std::string_view what) {
-  std::string message = "aws config: profile \"" + shown(profile) + "\": ";
+  std::string message = "aws config: profile \"" + printable_excerpt(profile) + "\": ";
   if (!key.empty()) message += std::string(key) + " ";
   message += what;
   return Error::invalid(std::string(key), std::move(message));
@@ -169,7 +158,7 @@ Result<AwsProfile> parse_profile(const std::string& name, const RawProfile& raw,
             c, {"aws_access_key_id", "aws_secret_access_key", "aws_session_token"});
         !s) {
       Error e = s.error();
-      e.message = "aws config: profile \"" + shown(name) + "\": " + e.message;
+      e.message = "aws config: profile \"" + printable_excerpt(name) + "\": " + e.message;
       return e;
     }
     p.static_credentials = std::move(c);
@@ -181,7 +170,7 @@ Result<AwsProfile> parse_profile(const std::string& name, const RawProfile& raw,
     p.credential_source = parse_credential_source(**source);
     if (!p.credential_source) {
       return profile_error(name, "credential_source",
-                           "\"" + shown(**source) +
+                           "\"" + printable_excerpt(**source) +
                                "\" is not one of Environment, Ec2InstanceMetadata, EcsContainer");
     }
     if (p.static_credentials) {
@@ -231,7 +220,7 @@ Result<AwsProfile> parse_profile(const std::string& name, const RawProfile& raw,
   if (*source_profile) {
     if (all.find(**source_profile) == all.end()) {
       return profile_error(name, "source_profile",
-                           "names \"" + shown(**source_profile) +
+                           "names \"" + printable_excerpt(**source_profile) +
                                "\", which is not a profile of the file (or has no keys)");
     }
     p.source_profile = std::move(**source_profile);
@@ -370,8 +359,8 @@ Result<AwsConfig> AwsConfig::load(std::string_view contents) {
       if (seen != path.end()) {
         if (next == current->name && current->static_credentials) break;
         std::string cycle;
-        for (auto it = seen; it != path.end(); ++it) cycle += shown(*it) + " -> ";
-        cycle += shown(next);
+        for (auto it = seen; it != path.end(); ++it) cycle += printable_excerpt(*it) + " -> ";
+        cycle += printable_excerpt(next);
         return profile_error(current->name, "source_profile", "makes a cycle: " + cycle);
       }
       path.push_back(next);
@@ -433,7 +422,7 @@ bool AwsConfig::granted(std::string_view profile, std::string_view tenant_id) co
 Result<CredentialChain> AwsConfig::chain(std::string_view profile) const {
   auto it = chains_.find(profile);
   if (it == chains_.end()) {
-    return Error::not_found("aws config: no usable profile \"" + shown(profile) + "\"");
+    return Error::not_found("aws config: no usable profile \"" + printable_excerpt(profile) + "\"");
   }
   return it->second;
 }

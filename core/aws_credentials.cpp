@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "core/encoding.hpp"
 #include "core/http.hpp"
 
 namespace membraned::core {
@@ -38,17 +39,6 @@ bool is_word(std::string_view s) noexcept {
   return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
     return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || is_digit(c) || c == '_';
   });
-}
-
-// A value that came from outside, made safe to quote in a message: printable ASCII, bounded.
-std::string shown(std::string_view value, std::size_t max) {
-  bool printable = std::all_of(value.begin(), value.end(), [](char c) {
-    auto u = static_cast<unsigned char>(c);
-    return u >= 0x20 && u < 0x7F;
-  });
-  if (!printable) return "(unprintable)";
-  if (value.size() > max) return std::string(value.substr(0, max)) + "...";
-  return std::string(value);
 }
 
 Result<json> parse_object(std::string_view body, std::string_view source) {
@@ -106,7 +96,7 @@ Result<std::chrono::system_clock::time_point> parse_iso8601(std::string_view tex
   using namespace std::chrono;
   auto invalid = [&] {
     return bad("Expiration", "Expiration is not an ISO 8601 date-time with a zone (" +
-                                 shown(text, 40) + ")");
+                                 printable_excerpt(text, 40) + ")");
   };
   // YYYY-MM-DDTHH:MM:SS
   if (text.size() < 20) return invalid();
@@ -201,7 +191,7 @@ Result<AwsCredentials> parse_imds_credentials(std::string_view body) {
     if (!it->is_string()) return bad("Code", std::string(source) + ": Code must be a string");
     const std::string code = it->get<std::string>();
     if (code != "Success") {
-      return bad("Code", std::string(source) + ": Code is \"" + shown(code, kMaxShownCode) +
+      return bad("Code", std::string(source) + ": Code is \"" + printable_excerpt(code, kMaxShownCode) +
                              "\", not \"Success\"");
     }
   }

@@ -2,6 +2,7 @@
 
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <array>
 
 namespace membraned::core {
@@ -290,6 +291,16 @@ Result<std::string> js_encode_uri_component(std::string_view in) {
     }
   }
   return out;
+}
+
+std::string printable_excerpt(std::string_view value, std::size_t max) {
+  const bool printable = std::all_of(value.begin(), value.end(), [](char c) {
+    auto u = static_cast<unsigned char>(c);
+    return u >= 0x20 && u < 0x7F;
+  });
+  if (!printable) return "(unprintable)";
+  if (value.size() > max) return std::string(value.substr(0, max)) + "...";
+  return std::string(value);
 }
 
 }  // namespace membraned::core

@@ -56,4 +56,9 @@ Result<std::string> js_encode_uri_component(std::string_view in);
 
 bool is_valid_utf8(std::string_view s) noexcept;
 
+// A value that came from outside, made safe to quote in a message: itself when it is printable
+// ASCII of at most `max` characters, cut to `max` and "..." when longer, "(unprintable)" when it
+// holds anything else. Never for secrets.
+std::string printable_excerpt(std::string_view value, std::size_t max = 80);
+
 }  // namespace membraned::core

@@ -26,6 +26,16 @@ def token_of(uri):
     return uri.split("#", 1)[1]
 
 
+def http_get(port, path, headers=None):
+    """A plain GET on loopback without a capability: (status, Content-Type, body text)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", path, headers=headers or {})
+    resp = conn.getresponse()
+    body = resp.read()
+    conn.close()
+    return resp.status, resp.getheader("Content-Type"), body.decode()
+
+
 def new_master_key():
     """A master key as MEMBRANED_MASTER_KEY takes it: 32 random bytes in base64."""
     return base64.b64encode(os.urandom(32)).decode()

@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import BINARY, Pki, Server, Upstream, token_of
+from harness import BINARY, Pki, Server, Upstream, http_get, token_of
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 
@@ -34,15 +34,6 @@ def parse_metrics(text):
     return samples, types
 
 
-def get(port, path, headers=None):
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("GET", path, headers=headers or {})
-    resp = conn.getresponse()
-    body = resp.read()
-    conn.close()
-    return resp.status, resp.getheader("Content-Type"), body.decode()
-
-
 class HealthTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -56,9 +47,9 @@ class HealthTest(unittest.TestCase):
         assert code == 0, code
 
     def test_healthz_answers_without_a_capability(self):
-        status, ctype, body = get(self.server.port, "/healthz")
+        status, ctype, body = http_get(self.server.port, "/healthz")
         self.assertEqual((status, ctype, body), (200, "application/json", '{"status":"ok","store":"sqlite"}'))
-        self.assertEqual(get(self.server.port, "/healthz?verbose=1")[0], 200)
+        self.assertEqual(http_get(self.server.port, "/healthz?verbose=1")[0], 200)
 
     def test_a_capability_is_dispatched_by_its_token_whatever_the_path(self):
         query = token_of(self.tenant["capabilities"]["query"])
@@ -69,7 +60,7 @@ class HealthTest(unittest.TestCase):
         self.assertEqual(self.server.call("CPBLTY1-nope", "GET", "/healthz")[0], 401)
 
     def test_metrics_are_off_unless_asked_for(self):
-        status, _, body = get(self.server.port, "/metrics")
+        status, _, body = http_get(self.server.port, "/metrics")
         self.assertEqual(status, 401)
         self.assertNotIn("membraned_", body)
 
@@ -94,7 +85,7 @@ class MetricsTest(unittest.TestCase):
         assert code == 0, code
 
     def scrape(self, port=None):
-        status, ctype, body = get(port or self.metrics_port, "/metrics")
+        status, ctype, body = http_get(port or self.metrics_port, "/metrics")
         self.assertEqual(status, 200)
         self.assertEqual(ctype, "text/plain; version=0.0.4; charset=utf-8")
         return parse_metrics(body)
@@ -169,9 +160,9 @@ class MetricsTest(unittest.TestCase):
         self.assertIn(("membraned_open_connections", frozenset()), samples)
 
     def test_the_metrics_listener_serves_nothing_else(self):
-        status, _, body = get(self.metrics_port, "/")
+        status, _, body = http_get(self.metrics_port, "/")
         self.assertEqual(status, 404)
-        self.assertEqual(get(self.metrics_port, "/healthz")[:2], (200, "application/json"))
+        self.assertEqual(http_get(self.metrics_port, "/healthz")[:2], (200, "application/json"))
         # A capability sent to the metrics listener is not dispatched: no membrane appears.
         create = token_of(self.tenant["capabilities"]["create"])
         conn = http.client.HTTPConnection("127.0.0.1", self.metrics_port, timeout=10)

@@ -7,14 +7,8 @@ import subprocess
 import threading
 import time
 import unittest
-import urllib.request
 
-from harness import PgCluster, Server, new_master_key, token_of
-
-
-def get(port, path):
-    with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=30) as r:
-        return r.status, r.read().decode()
+from harness import PgCluster, Server, http_get, new_master_key, token_of
 
 
 class StoreCallsOffTheIoThreadsTest(unittest.TestCase):
@@ -27,7 +21,7 @@ class StoreCallsOffTheIoThreadsTest(unittest.TestCase):
                         args=["--metrics", "--db-statement-timeout-ms", "120000"]).start()
         self.addCleanup(server.cleanup)
         query = token_of(server.first_tenant()["capabilities"]["query"])
-        self.assertEqual(get(server.port, "/healthz"), (200, '{"status":"ok","store":"postgresql"}'))
+        self.assertEqual(http_get(server.port, "/healthz"), (200, "application/json", '{"status":"ok","store":"postgresql"}'))
 
         # Another client takes the capabilities table: every capability lookup now waits.
         locker = subprocess.Popen(["psql", "-X", "-q", "-t", "-A", url], stdin=subprocess.PIPE,
@@ -55,11 +49,11 @@ class StoreCallsOffTheIoThreadsTest(unittest.TestCase):
             time.sleep(0.1)
         self.assertEqual(waiting, 2, "both requests should be waiting on the lock")
 
-        status, text = get(server.port, "/metrics")
+        status, _, text = http_get(server.port, "/metrics")
         self.assertEqual(status, 200)
         self.assertIn("membraned_open_connections", text)
         # The third store thread still reaches the database (tenants is not locked).
-        self.assertEqual(get(server.port, "/healthz")[0], 200)
+        self.assertEqual(http_get(server.port, "/healthz")[0], 200)
         self.assertTrue(all(t.is_alive() for t in threads), "the held requests cannot have finished")
         self.assertEqual(results, [])
 

@@ -52,6 +52,9 @@ std::string quoted_identifier(PGconn* conn, const std::string& name) {
   return out;
 }
 
+
+}  // namespace
+
 std::string file_bytes(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return {};
@@ -59,8 +62,6 @@ std::string file_bytes(const fs::path& path) {
   out << in.rdbuf();
   return out.str();
 }
-
-}  // namespace
 
 std::string backend_name(Backend backend) {
   return backend == Backend::sqlite ? "sqlite" : "postgresql";

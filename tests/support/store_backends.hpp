@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <ostream>
@@ -20,6 +21,9 @@ enum class Backend { sqlite, postgresql };
 inline constexpr Backend kBackends[] = {Backend::sqlite, Backend::postgresql};
 std::string backend_name(Backend backend);  // "sqlite", "postgresql": gtest parameter names
 void PrintTo(Backend backend, std::ostream* out);  // gtest prints the name, not the bytes
+
+// A file's bytes, or "" when it cannot be read (unlike read_file, absence is not a failure).
+std::string file_bytes(const std::filesystem::path& path);
 
 // The test cluster's URL: MEMBRANED_TEST_PG_URL when set, else the `url` file in
 // MEMBRANED_TEST_PG_DIR (written by pg_cluster.sh start). Throws std::runtime_error when neither

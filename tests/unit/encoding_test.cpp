@@ -353,4 +353,14 @@ TEST(IsValidUtf8, AcceptsWellFormedAndRejectsMalformed) {
   EXPECT_FALSE(is_valid_utf8("\xBF"));
 }
 
+TEST(PrintableExcerpt, QuotesPrintableAsciiBoundedAndNothingElse) {
+  EXPECT_EQ(printable_excerpt("lambda-invoker"), "lambda-invoker");
+  EXPECT_EQ(printable_excerpt(std::string(80, 'a')), std::string(80, 'a'));
+  EXPECT_EQ(printable_excerpt(std::string(81, 'a')), std::string(80, 'a') + "...");
+  EXPECT_EQ(printable_excerpt("abcdef", 3), "abc...");
+  EXPECT_EQ(printable_excerpt("line\nbreak"), "(unprintable)");
+  EXPECT_EQ(printable_excerpt("caf\xC3\xA9"), "(unprintable)");
+  EXPECT_EQ(printable_excerpt(""), "");
+}
+
 }  // namespace

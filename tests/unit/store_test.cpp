@@ -50,6 +50,7 @@ using membraned::storage::TenantTokens;
 using membraned::test::Backend;
 using membraned::test::TempDir;
 using membraned::test::TestDatabase;
+using membraned::test::file_bytes;
 namespace core = membraned::core;
 
 std::string random_bytes(std::size_t n) {
@@ -61,14 +62,6 @@ std::string random_bytes(std::size_t n) {
 // Distinctive, random-looking text: a hit in a file cannot be a coincidence.
 std::string random_text(std::string_view prefix, std::size_t bytes = 24) {
   return std::string(prefix) + core::base64url_encode(random_bytes(bytes));
-}
-
-std::string file_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return {};
-  std::ostringstream out;
-  out << in.rdbuf();
-  return out.str();
 }
 
 Token new_token() {
