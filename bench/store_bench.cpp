@@ -18,8 +18,7 @@
 #include "core/crypto.hpp"
 #include "core/encoding.hpp"
 #include "core/export_config.hpp"
-#include "storage/postgres_store.hpp"
-#include "storage/sqlite_store.hpp"
+#include "storage/open_store.hpp"
 
 namespace {
 
@@ -43,7 +42,7 @@ Database sqlite_database() {
             auto k = storage::MasterKey::from_base64(key);
             storage::SqliteOptions options{dir / "membraned.db"};
             options.durable_commits = durable;
-            auto opened = storage::SqliteStore::open(options, std::move(*k));
+            auto opened = storage::open_sqlite_store(options, std::move(*k));
             if (!opened) throw std::runtime_error(opened.error().message);
             return std::move(opened).value();
           },
@@ -87,7 +86,7 @@ Database postgres_database(const std::string& admin_url) {
             storage::PostgresOptions options;
             options.url = url;
             options.durable_commits = durable;
-            auto opened = storage::PostgresStore::open(options, std::move(*k));
+            auto opened = storage::open_postgres_store(options, std::move(*k));
             if (!opened) throw std::runtime_error(opened.error().message);
             return std::move(opened).value();
           },

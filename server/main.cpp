@@ -16,9 +16,7 @@
 #include "core/token.hpp"
 #include "core/version.hpp"
 #include "server/http_server.hpp"
-#include "storage/master_key.hpp"
-#include "storage/postgres_store.hpp"
-#include "storage/sqlite_store.hpp"
+#include "storage/open_store.hpp"
 
 namespace {
 
@@ -133,66 +131,16 @@ int fail(const std::string& message) {
   return 1;
 }
 
-// PostgreSQL: the master key from MEMBRANED_MASTER_KEY or the data directory, as for SQLite.
-// The URL is never printed (it may hold a password).
-core::Result<std::unique_ptr<storage::Store>> open_postgres_store(const Options& o, std::size_t connections) {
-  storage::PostgresOptions options;
-  options.url = o.store;
-  options.connections = connections;
-  options.connect_timeout = std::chrono::milliseconds(o.db_connect_timeout_ms);
-  options.statement_timeout = std::chrono::milliseconds(o.db_statement_timeout_ms);
-  const char* env_key = std::getenv("MEMBRANED_MASTER_KEY");
-  const fs::path key_file = fs::path(o.data_dir) / "master.key";
-  // A new key is made only for a database without data: for one made with another key it could
-  // open nothing, and a stray key file would stand in the way of the right key later.
-  if ((env_key == nullptr || *env_key == '\0') && !fs::exists(key_file)) {
-    auto holds = storage::PostgresStore::holds_data(options);
-    if (!holds) return holds.error();
-    if (*holds) {
-      return core::Error::invalid("master-key", "the PostgreSQL store already holds data but neither "
-                                                "MEMBRANED_MASTER_KEY nor " + key_file.string() +
-                                                " is there: give the key it was made with");
-    }
-  }
-  auto key = storage::MasterKey::load(env_key ? std::optional<std::string>(env_key) : std::nullopt, o.data_dir);
-  if (!key) return key.error();
-  auto store = storage::PostgresStore::open(options, std::move(*key));
-  if (!store) return store.error();
-  return std::unique_ptr<storage::Store>(std::move(*store));
-}
-
 // The data directory (0700), the master key and the store.
 core::Result<std::unique_ptr<storage::Store>> open_store(const Options& o, std::size_t connections) {
-  std::error_code ec;
-  fs::create_directories(o.data_dir, ec);
-  if (ec) return core::Error::invalid("data-dir", "cannot create " + o.data_dir + ": " + ec.message());
-  ::chmod(o.data_dir.c_str(), 0700);
-  if (o.store.rfind("postgresql://", 0) == 0 || o.store.rfind("postgres://", 0) == 0) {
-    return open_postgres_store(o, connections);
-  }
-  storage::SqliteOptions options;
-  if (o.store.empty()) {
-    options.path = fs::path(o.data_dir) / "membraned.db";
-  } else if (o.store.rfind("sqlite:", 0) == 0) {
-    options.path = o.store.substr(7);
-  } else {
-    return core::Error::invalid("store", "--store must be sqlite:PATH or postgresql://...");
-  }
-  const char* env_key = std::getenv("MEMBRANED_MASTER_KEY");
-  // A new key is made only with a new database: for an existing one it could open nothing, and
-  // a stray key file would stand in the way of the right key later.
-  if (!env_key && fs::exists(options.path) && !fs::exists(fs::path(o.data_dir) / "master.key")) {
-    return core::Error::invalid("master-key", "the database " + options.path.string() +
-                                                  " exists but neither MEMBRANED_MASTER_KEY nor " +
-                                                  (fs::path(o.data_dir) / "master.key").string() +
-                                                  " is there: give the key it was made with");
-  }
-  auto key = storage::MasterKey::load(env_key ? std::optional<std::string>(env_key) : std::nullopt, o.data_dir);
-  if (!key) return key.error();
-  options.connections = connections;
-  auto store = storage::SqliteStore::open(options, std::move(*key));
-  if (!store) return store.error();
-  return std::unique_ptr<storage::Store>(std::move(*store));
+  storage::StoreSettings settings;
+  settings.url = o.store;
+  settings.data_dir = o.data_dir;
+  if (const char* key = std::getenv("MEMBRANED_MASTER_KEY")) settings.master_key = key;
+  settings.connections = connections;
+  settings.connect_timeout = std::chrono::milliseconds(o.db_connect_timeout_ms);
+  settings.statement_timeout = std::chrono::milliseconds(o.db_statement_timeout_ms);
+  return storage::open_store(settings);
 }
 
 // first-tenant.json, mode 0600, written whole or not at all.

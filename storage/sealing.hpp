@@ -2,7 +2,6 @@
 // names a value's place, so a sealed value copied into another row does not open.
 #pragma once
 
-#include <chrono>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -25,12 +24,6 @@ inline std::string membrane_token_context(std::string_view which, const std::str
 
 inline std::string uri_config_context(std::string_view digest) {
   return "membraned/uri-config/" + core::hex_encode(digest);
-}
-
-inline std::int64_t now_seconds() {
-  return std::chrono::duration_cast<std::chrono::seconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
 }
 
 }  // namespace membraned::storage::sealing

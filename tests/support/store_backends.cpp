@@ -13,8 +13,7 @@
 
 #include "core/crypto.hpp"
 #include "core/encoding.hpp"
-#include "storage/postgres_store.hpp"
-#include "storage/sqlite_store.hpp"
+#include "storage/open_store.hpp"
 
 namespace membraned::test {
 
@@ -134,16 +133,12 @@ core::Result<std::unique_ptr<storage::Store>> TestDatabase::open(storage::Master
   if (backend_ == Backend::sqlite) {
     storage::SqliteOptions options{dir_->path() / "membraned.db"};
     options.connections = connections;
-    auto store = storage::SqliteStore::open(options, std::move(key));
-    if (!store) return store.error();
-    return std::unique_ptr<storage::Store>(std::move(*store));
+    return storage::open_sqlite_store(options, std::move(key));
   }
   storage::PostgresOptions options;
   options.url = url_;
   options.connections = connections;
-  auto store = storage::PostgresStore::open(options, std::move(key));
-  if (!store) return store.error();
-  return std::unique_ptr<storage::Store>(std::move(*store));
+  return storage::open_postgres_store(options, std::move(key));
 }
 
 std::int64_t TestDatabase::count_rows(const std::string& table) const {
@@ -169,6 +164,35 @@ std::int64_t TestDatabase::count_rows(const std::string& table) const {
   std::uint64_t n = 0;
   for (int i = 0; i < 8; ++i) n = (n << 8) | p[i];
   return static_cast<std::int64_t>(n);
+}
+
+std::string TestDatabase::run_sql(const std::string& sql) const {
+  if (backend_ == Backend::sqlite) {
+    sqlite3* db = nullptr;
+    const fs::path path = dir_->path() / "membraned.db";
+    std::string value;
+    bool ok = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) == SQLITE_OK;
+    sqlite3_stmt* st = nullptr;
+    ok = ok && sqlite3_prepare_v2(db, sql.c_str(), -1, &st, nullptr) == SQLITE_OK;
+    int rc = ok ? sqlite3_step(st) : SQLITE_ERROR;
+    if (rc == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL) {
+      value = reinterpret_cast<const char*>(sqlite3_column_text(st, 0));
+    }
+    ok = rc == SQLITE_ROW || rc == SQLITE_DONE;
+    std::string error = ok ? "" : sqlite3_errmsg(db);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    if (!ok) throw std::runtime_error("test SQLite: " + sql + ": " + error);
+    return value;
+  }
+  auto conn = pg_connect(url_);
+  Result result(PQexec(conn.get(), sql.c_str()), &PQclear);
+  auto status = PQresultStatus(result.get());
+  if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
+    throw std::runtime_error("test PostgreSQL: " + sql + ": " + PQerrorMessage(conn.get()));
+  }
+  if (status != PGRES_TUPLES_OK || PQntuples(result.get()) == 0) return {};
+  return PQgetvalue(result.get(), 0, 0);
 }
 
 std::string TestDatabase::stored_bytes() const {

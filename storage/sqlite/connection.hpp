@@ -1,5 +1,6 @@
 // A thin RAII layer over the SQLite C API: connections, cached prepared statements,
-// transactions. Only the SQLite backend includes this.
+// transactions. Private to the SQLite backend (storage/sqlite/backend.cpp): nothing outside
+// storage/sqlite/ includes it, so sqlite3.h stays here.
 #pragma once
 
 #include <sqlite3.h>
@@ -7,7 +8,6 @@
 #include <cstdint>
 #include <map>
 #include <memory>
-#include <optional>
 #include <string>
 #include <string_view>
 
@@ -15,16 +15,14 @@
 
 namespace membraned::storage::sqlite {
 
-class Connection;
-
-// A prepared statement borrowed from its connection's cache; reset when the borrow ends.
+// A prepared statement borrowed from its connection's cache, for as long as this object lives:
+// its destructor resets the statement and clears its bindings for the next borrower.
 class Statement {
  public:
   explicit Statement(sqlite3_stmt* stmt) : stmt_(stmt) {}
-  ~Statement() {
-    sqlite3_reset(stmt_);
-    sqlite3_clear_bindings(stmt_);
-  }
+  ~Statement();
+  Statement(Statement&& other) noexcept : stmt_(other.stmt_) { other.stmt_ = nullptr; }
+  Statement& operator=(Statement&&) = delete;
   Statement(const Statement&) = delete;
   Statement& operator=(const Statement&) = delete;
 
@@ -33,7 +31,7 @@ class Statement {
   Statement& bind_blob(int index, std::string_view bytes);
   Statement& bind_null(int index);
 
-  // true: a row is ready; false: done. Errors come back as core::Error via `error()`.
+  // true: a row is ready; false: done.
   core::Result<bool> step();
   // Runs to completion.
   core::Status run();
@@ -49,16 +47,17 @@ class Statement {
 
 class Connection {
  public:
-  static core::Result<std::unique_ptr<Connection>> open(const std::string& path);
+  // Opens (creating if needed) the database file; a locked database is waited on for at most
+  // `busy_timeout_ms`, then the call fails as unavailable.
+  static core::Result<std::unique_ptr<Connection>> open(const std::string& path, int busy_timeout_ms);
   ~Connection();
   Connection(const Connection&) = delete;
   Connection& operator=(const Connection&) = delete;
 
   // Executes statements without results (schema, pragmas).
   core::Status exec(const char* sql);
-  core::Result<std::unique_ptr<Statement>> prepare(const std::string& sql);
+  core::Result<Statement> prepare(const std::string& sql);
   std::int64_t last_insert_rowid() const { return sqlite3_last_insert_rowid(db_); }
-  sqlite3* handle() const { return db_; }
 
  private:
   explicit Connection(sqlite3* db) : db_(db) {}
@@ -67,10 +66,11 @@ class Connection {
 };
 
 // Maps a SQLite result code to the service's error kinds: busy/locked/full/IO are
-// "unavailable" (503), anything else internal.
+// "unavailable" (503), a constraint a conflict, anything else internal.
 core::Error error_from(sqlite3* db, int rc, std::string_view what);
 
-// BEGIN IMMEDIATE ... COMMIT, rolled back unless committed.
+// BEGIN IMMEDIATE ... COMMIT, rolled back unless committed. IMMEDIATE takes the write lock at
+// once: every check the transaction makes holds until its commit.
 class Transaction {
  public:
   static core::Result<Transaction> begin(Connection& connection);

@@ -1,5 +1,6 @@
 // A thin RAII layer over libpq: connections with deadlines, cached prepared statements, binary
-// results, transactions. Only the PostgreSQL backend includes this.
+// results, transactions. Private to the PostgreSQL backend (storage/postgres/backend.cpp): nothing
+// outside storage/postgres/ includes it, so libpq-fe.h stays here.
 #pragma once
 
 #include <libpq-fe.h>

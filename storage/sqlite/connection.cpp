@@ -1,4 +1,4 @@
-#include "storage/sqlite.hpp"
+#include "storage/sqlite/connection.hpp"
 
 namespace membraned::storage::sqlite {
 
@@ -19,6 +19,12 @@ Error error_from(sqlite3* db, int rc, std::string_view what) {
     default:
       return Error::internal(std::move(message));
   }
+}
+
+Statement::~Statement() {
+  if (stmt_ == nullptr) return;
+  sqlite3_reset(stmt_);
+  sqlite3_clear_bindings(stmt_);
 }
 
 Statement& Statement::bind(int index, std::int64_t value) {
@@ -65,7 +71,7 @@ std::string Statement::column_blob(int index) const {
   return blob == nullptr ? std::string() : std::string(static_cast<const char*>(blob), static_cast<std::size_t>(size));
 }
 
-core::Result<std::unique_ptr<Connection>> Connection::open(const std::string& path) {
+core::Result<std::unique_ptr<Connection>> Connection::open(const std::string& path, int busy_timeout_ms) {
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(path.c_str(), &db,
                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
@@ -75,6 +81,7 @@ core::Result<std::unique_ptr<Connection>> Connection::open(const std::string& pa
     return e;
   }
   sqlite3_extended_result_codes(db, 1);
+  sqlite3_busy_timeout(db, busy_timeout_ms);
   return std::unique_ptr<Connection>(new Connection(db));
 }
 
@@ -91,7 +98,7 @@ core::Status Connection::exec(const char* sql) {
   return core::ok_status();
 }
 
-core::Result<std::unique_ptr<Statement>> Connection::prepare(const std::string& sql) {
+core::Result<Statement> Connection::prepare(const std::string& sql) {
   auto it = cache_.find(sql);
   if (it == cache_.end()) {
     sqlite3_stmt* stmt = nullptr;
@@ -100,7 +107,7 @@ core::Result<std::unique_ptr<Statement>> Connection::prepare(const std::string& 
     if (rc != SQLITE_OK) return error_from(db_, rc, "prepare");
     it = cache_.emplace(sql, stmt).first;
   }
-  return std::make_unique<Statement>(it->second);
+  return Statement(it->second);
 }
 
 core::Result<Transaction> Transaction::begin(Connection& connection) {

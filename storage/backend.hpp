@@ -1,0 +1,116 @@
+// The seam between the membrane rules (storage/membrane_store) and a database: what the rules
+// need, in primitives a SQL dialect can answer, and nothing that decides anything. A backend
+// keeps its connections, its pool, its migrations and its SQL; it never knows what a revoke or
+// an export means. Neither sqlite3.h nor libpq-fe.h is visible from here.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "storage/resolution.hpp"
+#include "storage/store.hpp"
+
+namespace membraned::storage {
+
+// What one walk statement saw: every capability the walked one depends on, and the revocation
+// epoch of the same snapshot (none when the digest is unknown).
+struct Walk {
+  std::map<CapabilityRow, Link> links;
+  std::optional<std::int64_t> epoch;
+};
+
+// One capability row to insert. The token itself is never stored, only its digest.
+struct CapabilityRecord {
+  std::string digest;
+  CapabilityKind kind = CapabilityKind::uri;
+  std::string tenant_id;
+  std::optional<MembraneRow> membrane{};       // the membrane it belongs to or was exported through
+  std::optional<CapabilityRow> parent{};       // re-export: what it stands for
+  std::optional<CapabilityRow> via{};          // the capability presented to make it
+  std::optional<std::string> sealed_config{};  // uri: the sealed export configuration
+  std::int64_t created_at = 0;               // Unix seconds
+};
+
+struct MembraneRecord {
+  std::string tenant_id;
+  std::string id;
+  std::string sealed_export;  // the membrane's two tokens, sealed: query returns them again
+  std::string sealed_revoke;
+  std::int64_t created_at = 0;
+};
+
+// A membrane row not marked revoked. It may still be cut (made through a capability that died
+// since): the rules find out by walking from its export capability.
+struct StoredMembrane {
+  MembraneRow row = 0;
+  std::string id;
+  std::string sealed_export;
+  std::string sealed_revoke;
+  std::string export_digest;  // of its export capability; empty if it has none
+};
+
+// Names of database-wide locks a write transaction may take. SQLite's write transaction already
+// excludes every other writer; PostgreSQL takes a transaction-scoped advisory lock.
+enum class Exclusive { schema, first_tenant };
+
+// One leased connection, inside a transaction (write) or not (read). Used by one thread.
+class BackendSession {
+ public:
+  virtual ~BackendSession() = default;
+
+  // Everything `digest` depends on, in one statement (so one snapshot): the capability, and from
+  // each capability reached, its parent and its via, with its tenant's and membrane's state.
+  virtual core::Result<Walk> walk(std::string_view digest) = 0;
+  // The walk of each digest, keyed by digest; unknown digests are absent. One statement where
+  // the dialect allows it; by default one walk each.
+  virtual core::Result<std::map<std::string, Walk>> walk_each(const std::vector<std::string>& digests);
+  virtual core::Result<std::int64_t> epoch() = 0;
+  virtual core::Status set_epoch(std::int64_t epoch) = 0;
+  virtual core::Status take_exclusive(Exclusive lock) = 0;
+
+  virtual core::Result<std::optional<std::string>> meta(std::string_view key) = 0;
+  virtual core::Status insert_meta(std::string_view key, std::string_view value) = 0;
+
+  virtual core::Result<bool> has_tenants() = 0;
+  virtual core::Status insert_tenant(const std::string& id, std::int64_t created_at) = 0;
+  // The tenant marked deleted and every membrane of it revoked.
+  virtual core::Status mark_tenant_deleted(const std::string& tenant_id) = 0;
+
+  virtual core::Status insert_capability(const CapabilityRecord& record) = 0;
+  // conflict when the tenant has a membrane of this id not marked revoked.
+  virtual core::Result<MembraneRow> insert_membrane(const MembraneRecord& record) = 0;
+  virtual core::Status mark_membrane_revoked(MembraneRow row) = 0;
+  virtual core::Result<std::optional<StoredMembrane>> membrane(const std::string& tenant_id,
+                                                               const std::string& id) = 0;
+  // Ordered by id (byte order), strictly after `after`, at most `limit`.
+  virtual core::Result<std::vector<StoredMembrane>> membranes(const std::string& tenant_id,
+                                                              const std::optional<std::string>& after,
+                                                              std::size_t limit) = 0;
+};
+
+using SessionWork = std::function<core::Status(BackendSession&)>;
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual std::string_view name() const = 0;  // "sqlite", "postgresql"
+  virtual bool waits_on_network() const = 0;
+
+  // `work` inside one write transaction: committed when it returns ok (and the commit is durable
+  // when this returns), rolled back otherwise.
+  virtual core::Status write(const SessionWork& work) = 0;
+  // `work` outside a transaction: each statement reads its own snapshot.
+  virtual core::Status read(const SessionWork& work) = 0;
+
+  // Called when the backend found a connection lost (a restart, a failover): what was read
+  // before may not be what the database now holds.
+  virtual void on_connection_lost(std::function<void()> callback) { (void)callback; }
+};
+
+}  // namespace membraned::storage

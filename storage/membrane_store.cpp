@@ -1,0 +1,380 @@
+#include "storage/membrane_store.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+
+#include "core/crypto.hpp"
+#include "storage/resolution.hpp"
+#include "storage/sealing.hpp"
+
+namespace membraned::storage {
+
+using core::Error;
+using core::ErrorKind;
+using sealing::kKeyCheckContext;
+using sealing::kKeyCheckPlaintext;
+using sealing::membrane_token_context;
+using sealing::uri_config_context;
+
+namespace {
+
+constexpr std::string_view kKeyCheckName = "key_check";
+constexpr std::size_t kMaxPageLimit = 1'000'000;
+
+Error conflict_of_id() { return Error::conflict("a membrane with this id exists"); }
+
+}  // namespace
+
+MembraneStore::MembraneStore(std::unique_ptr<Backend> backend, MasterKey key, WallClock clock)
+    : backend_(std::move(backend)), key_(std::move(key)), clock_(std::move(clock)) {
+  // After a failover the database may no longer hold what was cached (a capability created just
+  // before it, on a standby that never received it), under the same epoch: start afresh.
+  backend_->on_connection_lost([this] { cache_.clear(); });
+}
+
+Result<std::unique_ptr<MembraneStore>> MembraneStore::open(std::unique_ptr<Backend> backend, MasterKey key,
+                                                           WallClock clock) {
+  std::unique_ptr<MembraneStore> store(new MembraneStore(std::move(backend), std::move(key), std::move(clock)));
+  if (auto s = store->backend_->write([&](BackendSession& session) { return store->check_master_key(session); });
+      !s) {
+    return s.error();
+  }
+  return store;
+}
+
+// The master key must open what this database holds; a new database records a check value.
+// Under the schema lock: of several instances starting with different keys on an empty
+// database, exactly one key gets in.
+Status MembraneStore::check_master_key(BackendSession& session) {
+  if (auto s = session.take_exclusive(Exclusive::schema); !s) return s;
+  auto check = session.meta(kKeyCheckName);
+  if (!check) return check.error();
+  if (*check) {
+    auto opened = key_.open(**check, kKeyCheckContext);
+    if (!opened || *opened != kKeyCheckPlaintext) {
+      return Error::invalid("master key", "the master key does not open this database's secrets");
+    }
+    return core::ok_status();
+  }
+  auto sealed = key_.seal(kKeyCheckPlaintext, kKeyCheckContext);
+  if (!sealed) return sealed.error();
+  return session.insert_meta(kKeyCheckName, *sealed);
+}
+
+std::int64_t MembraneStore::now_seconds() const {
+  return std::chrono::duration_cast<std::chrono::seconds>(clock_().time_since_epoch()).count();
+}
+
+// --- tenants -------------------------------------------------------------------------------------
+
+Result<std::string> MembraneStore::insert_tenant(BackendSession& session, const TenantTokens& tokens) {
+  auto random = core::random_bytes(16);
+  if (!random) return random.error();
+  std::string id = core::hex_encode(*random);
+  const std::int64_t now = now_seconds();
+  if (auto s = session.insert_tenant(id, now); !s) return s.error();
+  for (auto [token, kind] : {std::pair{&tokens.create, CapabilityKind::create},
+                             std::pair{&tokens.query, CapabilityKind::query},
+                             std::pair{&tokens.delete_self, CapabilityKind::delete_self}}) {
+    if (auto s = session.insert_capability({.digest = token->digest(), .kind = kind, .tenant_id = id, .created_at = now});
+        !s) {
+      return s.error();
+    }
+  }
+  return id;
+}
+
+Result<std::string> MembraneStore::create_tenant(const TenantTokens& tokens) {
+  std::string id;
+  auto s = backend_->write([&](BackendSession& session) -> Status {
+    auto inserted = insert_tenant(session, tokens);
+    if (!inserted) return inserted.error();
+    id = std::move(*inserted);
+    return core::ok_status();
+  });
+  if (!s) return s.error();
+  return id;
+}
+
+// Instances starting together on an empty database each ask; the exclusive lock makes their
+// check-then-insert one step, so exactly one creates the tenant.
+Result<std::optional<std::string>> MembraneStore::create_first_tenant(const TenantTokens& tokens) {
+  std::optional<std::string> id;
+  auto s = backend_->write([&](BackendSession& session) -> Status {
+    id.reset();
+    if (auto locked = session.take_exclusive(Exclusive::first_tenant); !locked) return locked;
+    auto exists = session.has_tenants();
+    if (!exists) return exists.error();
+    if (*exists) return core::ok_status();
+    auto inserted = insert_tenant(session, tokens);
+    if (!inserted) return inserted.error();
+    id = std::move(*inserted);
+    return core::ok_status();
+  });
+  if (!s) return s.error();
+  return id;
+}
+
+Result<bool> MembraneStore::has_tenants() {
+  bool exists = false;
+  auto s = backend_->read([&](BackendSession& session) -> Status {
+    auto found = session.has_tenants();
+    if (!found) return found.error();
+    exists = *found;
+    return core::ok_status();
+  });
+  if (!s) return s.error();
+  return exists;
+}
+
+Status MembraneStore::delete_tenant(const Token& presented) {
+  return backend_->write([&](BackendSession& session) -> Status {
+    auto acting = recheck(session, presented, CapabilityKind::delete_self);
+    if (!acting) return acting.error();
+    if (auto s = session.mark_tenant_deleted(acting->tenant_id); !s) return s;
+    return commit_new_epoch(session);
+  });
+}
+
+// --- resolution ----------------------------------------------------------------------------------
+
+Result<Resolved> MembraneStore::resolve_in(BackendSession& session, std::string_view digest) {
+  auto walk = session.walk(digest);
+  if (!walk) return walk.error();
+  return resolve_links(walk->links, std::string(digest), key_);
+}
+
+Result<Resolved> MembraneStore::recheck(BackendSession& session, const Token& presented, CapabilityKind kind) {
+  auto resolved = resolve_in(session, presented.digest());
+  if (!resolved) return resolved.error();
+  if (resolved->kind != kind) return Error::unauthorized("the capability does not allow this");
+  return resolved;
+}
+
+// One statement either way: a cached token reads the epoch alone; any other runs the walk, which
+// returns the epoch of its own snapshot.
+Result<Resolved> MembraneStore::resolve(const Token& token) {
+  const std::string digest = token.digest();
+  std::optional<Result<Resolved>> answer;
+  auto s = backend_->read([&](BackendSession& session) -> Status {
+    if (auto cached = cache_.find(digest)) {
+      auto epoch = session.epoch();
+      if (!epoch) return epoch.error();
+      if (*epoch == cached->epoch) {
+        answer.emplace(std::move(cached->resolved));
+        return core::ok_status();
+      }
+    }
+    auto walk = session.walk(digest);
+    if (!walk) return walk.error();
+    auto resolved = resolve_links(walk->links, digest, key_);
+    if (resolved && walk->epoch) cache_.store(digest, *resolved, *walk->epoch);
+    answer.emplace(std::move(resolved));
+    return core::ok_status();
+  });
+  if (!s) return s.error();
+  return std::move(*answer);
+}
+
+// Inside the revoking transaction: from its commit on, no resolution cached before it is used,
+// by any process sharing the database.
+Status MembraneStore::commit_new_epoch(BackendSession& session) {
+  auto epoch = new_revocation_epoch();
+  if (!epoch) return epoch.error();
+  return session.set_epoch(*epoch);
+}
+
+// --- membranes -----------------------------------------------------------------------------------
+
+Result<std::vector<bool>> MembraneStore::cut_flags(BackendSession& session, const std::vector<StoredMembrane>& stored) {
+  std::vector<std::string> digests;
+  for (const auto& m : stored) {
+    if (!m.export_digest.empty()) digests.push_back(m.export_digest);
+  }
+  auto walks = session.walk_each(digests);
+  if (!walks) return walks.error();
+  std::vector<bool> cut;
+  cut.reserve(stored.size());
+  for (const auto& m : stored) {
+    auto walk = walks->find(m.export_digest);
+    if (m.export_digest.empty() || walk == walks->end()) {
+      cut.push_back(true);
+      continue;
+    }
+    // The membrane lives exactly as long as its export capability resolves.
+    auto resolved = resolve_links(walk->second.links, m.export_digest, key_);
+    if (!resolved && resolved.error().kind != ErrorKind::unauthorized) return resolved.error();
+    cut.push_back(!resolved);
+  }
+  return cut;
+}
+
+Result<Membrane> MembraneStore::unseal(const std::string& tenant_id, const StoredMembrane& stored) const {
+  auto export_text = key_.open(stored.sealed_export, membrane_token_context("export", tenant_id, stored.id));
+  auto revoke_text = key_.open(stored.sealed_revoke, membrane_token_context("revoke", tenant_id, stored.id));
+  if (!export_text || !revoke_text) return Error::internal("a stored membrane token does not open");
+  auto export_token = Token::parse(*export_text);
+  auto revoke_token = Token::parse(*revoke_text);
+  if (!export_token || !revoke_token) return Error::internal("a stored membrane token is malformed");
+  return Membrane{stored.id, std::move(*export_token), std::move(*revoke_token)};
+}
+
+Status MembraneStore::create_membrane(const Token& presented, const Membrane& membrane) {
+  return backend_->write([&](BackendSession& session) -> Status {
+    auto acting = recheck(session, presented, CapabilityKind::create);
+    if (!acting) return acting.error();
+    if (acting->walked + 1 > kMaxDependencies) {
+      return Error::invalid("capability", "this create capability is too far from its origin to create more");
+    }
+    const std::string& tenant_id = acting->tenant_id;
+    auto sealed_export =
+        key_.seal(membrane.export_token.text(), membrane_token_context("export", tenant_id, membrane.id));
+    if (!sealed_export) return sealed_export.error();
+    auto sealed_revoke =
+        key_.seal(membrane.revoke_token.text(), membrane_token_context("revoke", tenant_id, membrane.id));
+    if (!sealed_revoke) return sealed_revoke.error();
+
+    auto existing = session.membrane(tenant_id, membrane.id);
+    if (!existing) return existing.error();
+    if (*existing) {
+      auto cut = cut_flags(session, {**existing});
+      if (!cut) return cut.error();
+      if (!cut->front()) return conflict_of_id();
+      // A membrane cut with the capability it was made through is gone, like a revoked one: it
+      // frees its id (and is marked revoked now, so the unique index agrees).
+      if (auto s = session.mark_membrane_revoked((*existing)->row); !s) return s;
+    }
+    const std::int64_t now = now_seconds();
+    // A concurrent create of the same id fails on the unique index: conflict.
+    auto row = session.insert_membrane({tenant_id, membrane.id, std::move(*sealed_export), std::move(*sealed_revoke), now});
+    if (!row) return row.error().kind == ErrorKind::conflict ? conflict_of_id() : row.error();
+    for (auto [token, kind] : {std::pair{&membrane.export_token, CapabilityKind::export_},
+                               std::pair{&membrane.revoke_token, CapabilityKind::revoke}}) {
+      if (auto s = session.insert_capability({.digest = token->digest(),
+                                              .kind = kind,
+                                              .tenant_id = tenant_id,
+                                              .membrane = *row,
+                                              .via = acting->presented,
+                                              .created_at = now});
+          !s) {
+        return s;
+      }
+    }
+    return core::ok_status();
+  });
+}
+
+Result<std::optional<Membrane>> MembraneStore::find_membrane(const std::string& tenant_id, const std::string& id) {
+  std::optional<Membrane> found;
+  auto s = backend_->read([&](BackendSession& session) -> Status {
+    found.reset();
+    auto stored = session.membrane(tenant_id, id);
+    if (!stored) return stored.error();
+    if (!*stored) return core::ok_status();
+    auto cut = cut_flags(session, {**stored});
+    if (!cut) return cut.error();
+    if (cut->front()) return core::ok_status();
+    auto membrane = unseal(tenant_id, **stored);
+    if (!membrane) return membrane.error();
+    found = std::move(*membrane);
+    return core::ok_status();
+  });
+  if (!s) return s.error();
+  return found;
+}
+
+// Reads in batches and skips cut membranes, until the page plus one more is found or the
+// membranes run out: "completed" must say exactly whether more exist.
+Result<MembranePage> MembraneStore::list_membranes(const std::string& tenant_id, const std::optional<std::string>& after,
+                                                   std::size_t limit) {
+  limit = std::min(limit, kMaxPageLimit);
+  MembranePage page;
+  auto s = backend_->read([&](BackendSession& session) -> Status {
+    page = MembranePage{};
+    std::optional<std::string> cursor = after;
+    const std::size_t batch = limit + 1;
+    while (true) {
+      auto stored = session.membranes(tenant_id, cursor, batch);
+      if (!stored) return stored.error();
+      auto cut = cut_flags(session, *stored);
+      if (!cut) return cut.error();
+      for (std::size_t i = 0; i < stored->size(); ++i) {
+        if ((*cut)[i]) continue;
+        if (page.membranes.size() == limit) {
+          page.completed = false;
+          return core::ok_status();
+        }
+        auto membrane = unseal(tenant_id, (*stored)[i]);
+        if (!membrane) return membrane.error();
+        page.membranes.push_back(std::move(*membrane));
+      }
+      if (stored->size() < batch) return core::ok_status();
+      cursor = stored->back().id;
+    }
+  });
+  if (!s) return s.error();
+  return page;
+}
+
+Status MembraneStore::revoke_membrane(const Token& presented) {
+  // One row: every capability exported through the membrane, every re-export below them and
+  // everything made through them depend on it, and check it on each use.
+  return backend_->write([&](BackendSession& session) -> Status {
+    auto acting = recheck(session, presented, CapabilityKind::revoke);
+    if (!acting) return acting.error();
+    if (auto s = session.mark_membrane_revoked(*acting->membrane); !s) return s;
+    return commit_new_epoch(session);
+  });
+}
+
+// --- exports -------------------------------------------------------------------------------------
+
+Status MembraneStore::export_uri(const Token& presented, const Token& token, const core::UriExport& config) {
+  std::string plain = core::to_json(config).dump();
+  auto sealed = key_.seal(plain, uri_config_context(token.digest()));
+  core::secure_wipe(plain);
+  if (!sealed) return sealed.error();
+  return backend_->write([&](BackendSession& session) -> Status {
+    auto acting = recheck(session, presented, CapabilityKind::export_);
+    if (!acting) return acting.error();
+    if (acting->walked + 1 > kMaxDependencies) {
+      return Error::invalid("capability", "this export capability is too far from its origin to export more");
+    }
+    return session.insert_capability({.digest = token.digest(),
+                                      .kind = CapabilityKind::uri,
+                                      .tenant_id = acting->tenant_id,
+                                      .membrane = acting->membrane,
+                                      .via = acting->presented,
+                                      .sealed_config = *sealed,
+                                      .created_at = now_seconds()});
+  });
+}
+
+Status MembraneStore::export_reexport(const Token& presented, const Token& token, const Token& target) {
+  // Both resolved inside the write transaction: a revoke cannot slip between check and insert.
+  return backend_->write([&](BackendSession& session) -> Status {
+    auto acting = recheck(session, presented, CapabilityKind::export_);
+    if (!acting) return acting.error();
+    auto resolved = resolve_in(session, target.digest());
+    if (!resolved) {
+      if (resolved.error().kind == ErrorKind::unauthorized) {
+        return Error::not_found("the capability to re-export does not exist or is revoked");
+      }
+      return resolved.error();
+    }
+    if (resolved->depth + 1 >= kMaxReexportDepth || resolved->walked + acting->walked + 1 > kMaxDependencies) {
+      return Error::invalid("capability",
+                            "re-export chains are limited to " + std::to_string(kMaxReexportDepth) + " links");
+    }
+    return session.insert_capability({.digest = token.digest(),
+                                      .kind = CapabilityKind::reexport,
+                                      .tenant_id = acting->tenant_id,
+                                      .membrane = acting->membrane,
+                                      .parent = resolved->presented,
+                                      .via = acting->presented,
+                                      .created_at = now_seconds()});
+  });
+}
+
+}  // namespace membraned::storage

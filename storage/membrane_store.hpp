@@ -1,0 +1,62 @@
+// The Store, written once over any Backend: the membrane rules (each write resolves its presented
+// capability again inside its transaction, the chain bounds, a cut membrane frees its id), the
+// sealing of secrets at rest, paging, the master-key check and the resolution cache. Backends
+// only answer the primitives of storage/backend.hpp in their SQL dialect.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+
+#include "storage/backend.hpp"
+#include "storage/master_key.hpp"
+#include "storage/resolution_cache.hpp"
+#include "storage/store.hpp"
+
+namespace membraned::storage {
+
+using WallClock = std::function<std::chrono::system_clock::time_point()>;
+
+class MembraneStore final : public Store {
+ public:
+  // Checks that `key` opens what the database holds (a new database records a check value).
+  static Result<std::unique_ptr<MembraneStore>> open(std::unique_ptr<Backend> backend, MasterKey key,
+                                                     WallClock clock = &std::chrono::system_clock::now);
+
+  bool waits_on_network() const override { return backend_->waits_on_network(); }
+  std::string_view backend_name() const override { return backend_->name(); }
+
+  Result<std::string> create_tenant(const TenantTokens& tokens) override;
+  Result<bool> has_tenants() override;
+  Result<std::optional<std::string>> create_first_tenant(const TenantTokens& tokens) override;
+  Result<Resolved> resolve(const Token& token) override;
+  Status create_membrane(const Token& presented, const Membrane& membrane) override;
+  Result<std::optional<Membrane>> find_membrane(const std::string& tenant_id, const std::string& id) override;
+  Result<MembranePage> list_membranes(const std::string& tenant_id, const std::optional<std::string>& after,
+                                      std::size_t limit) override;
+  Status export_uri(const Token& presented, const Token& token, const core::UriExport& config) override;
+  Status export_reexport(const Token& presented, const Token& token, const Token& target) override;
+  Status revoke_membrane(const Token& presented) override;
+  Status delete_tenant(const Token& presented) override;
+
+ private:
+  MembraneStore(std::unique_ptr<Backend> backend, MasterKey key, WallClock clock);
+
+  Status check_master_key(BackendSession& session);
+  Result<Resolved> resolve_in(BackendSession& session, std::string_view digest);
+  // The presented token resolved again inside a write transaction, of the expected kind.
+  Result<Resolved> recheck(BackendSession& session, const Token& presented, CapabilityKind kind);
+  Result<std::string> insert_tenant(BackendSession& session, const TenantTokens& tokens);
+  // Which of `stored` are cut: made through a capability that has died since.
+  Result<std::vector<bool>> cut_flags(BackendSession& session, const std::vector<StoredMembrane>& stored);
+  Result<Membrane> unseal(const std::string& tenant_id, const StoredMembrane& stored) const;
+  Status commit_new_epoch(BackendSession& session);
+  std::int64_t now_seconds() const;
+
+  std::unique_ptr<Backend> backend_;
+  MasterKey key_;
+  WallClock clock_;
+  ResolutionCache cache_;
+};
+
+}  // namespace membraned::storage

@@ -1,0 +1,54 @@
+// Opening a Store: on one SQLite file or one shared PostgreSQL database, and the service's
+// bootstrap (which URL, the data directory, when a new master key may be made).
+#pragma once
+
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "storage/master_key.hpp"
+#include "storage/store.hpp"
+
+namespace membraned::storage {
+
+struct SqliteOptions {
+  std::filesystem::path path;      // the database file
+  std::size_t connections = 4;     // pooled connections (WAL: readers do not block the writer)
+  int busy_timeout_ms = 5000;      // beyond it a locked database answers "unavailable"
+  // false only for bulk loads in benchmarks: commits are then not on stable storage when they
+  // return. The service always opens with true.
+  bool durable_commits = true;
+};
+
+struct PostgresOptions {
+  std::string url;                  // postgresql://USER@HOST:PORT/DB
+  std::size_t connections = 4;      // the most open at once; callers beyond them wait
+  std::chrono::milliseconds connect_timeout{5000};
+  std::chrono::milliseconds statement_timeout{5000};  // per statement, set on each connection
+  // false only for bulk loads in benchmarks. The service always opens with true.
+  bool durable_commits = true;
+};
+
+// Open (creating and migrating as needed) and check that `key` opens what is stored.
+Result<std::unique_ptr<Store>> open_sqlite_store(const SqliteOptions& options, MasterKey key);
+Result<std::unique_ptr<Store>> open_postgres_store(const PostgresOptions& options, MasterKey key);
+
+// What `membraned serve` and `membraned tenant create` open.
+struct StoreSettings {
+  std::string url;  // --store: empty (SQLite in data_dir), sqlite:PATH, postgresql://... or postgres://...
+  std::filesystem::path data_dir;  // made (mode 0700) if missing; holds master.key
+  std::optional<std::string> master_key;  // MEMBRANED_MASTER_KEY, when set
+  std::size_t connections = 4;
+  std::chrono::milliseconds connect_timeout{5000};    // PostgreSQL
+  std::chrono::milliseconds statement_timeout{5000};  // PostgreSQL
+};
+
+// The master key comes from `master_key` or DATA_DIR/master.key. A new key file is made only
+// for a database without data: for one made with another key it could open nothing, and a stray
+// key file would stand in the way of the right key later. The URL is never part of a message
+// (it may hold a password).
+Result<std::unique_ptr<Store>> open_store(const StoreSettings& settings);
+
+}  // namespace membraned::storage

@@ -1,0 +1,435 @@
+#include "storage/postgres/backend.hpp"
+
+#include <algorithm>
+#include <condition_variable>
+#include <mutex>
+#include <vector>
+
+#include "core/encoding.hpp"
+#include "storage/postgres/connection.hpp"
+
+namespace membraned::storage::pg {
+
+using core::Error;
+using core::Result;
+using core::Status;
+
+namespace {
+
+// Migrations, applied in order at start; schema_version holds how many ran. Never edit one that
+// has shipped: add the next.
+constexpr const char* kMigrations[] = {
+    // 1: tenants, membranes, capabilities, the revocation epoch. Membrane ids are bytea: ordered
+    // by their bytes (as SQLite orders them) and free of any encoding rule.
+    R"sql(
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value BYTEA NOT NULL);
+    CREATE TABLE tenants (
+      id TEXT PRIMARY KEY,
+      created_at BIGINT NOT NULL,
+      deleted BOOLEAN NOT NULL DEFAULT false
+    );
+    CREATE TABLE membranes (
+      row_id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+      tenant_id TEXT NOT NULL REFERENCES tenants(id),
+      id BYTEA NOT NULL,
+      export_token BYTEA NOT NULL,   -- sealed: query returns it again
+      revoke_token BYTEA NOT NULL,   -- sealed
+      revoked BOOLEAN NOT NULL DEFAULT false,
+      created_at BIGINT NOT NULL
+    );
+    -- One live membrane per id; a revoked one frees its id at once. Also the listing's order.
+    CREATE UNIQUE INDEX membranes_live_id ON membranes(tenant_id, id) WHERE NOT revoked;
+    CREATE TABLE capabilities (
+      row_id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+      digest BYTEA NOT NULL UNIQUE,  -- SHA-256 of the token; the token itself is never stored
+      kind SMALLINT NOT NULL,
+      tenant_id TEXT NOT NULL REFERENCES tenants(id),
+      membrane_row BIGINT REFERENCES membranes(row_id),     -- the membrane it belongs to or was exported through
+      parent_row BIGINT REFERENCES capabilities(row_id),    -- re-export: what it stands for
+      via_row BIGINT REFERENCES capabilities(row_id),       -- the capability presented to make it
+      config BYTEA,                  -- uri: the sealed export configuration
+      created_at BIGINT NOT NULL
+    );
+    CREATE INDEX capabilities_membrane ON capabilities(membrane_row, kind);
+    CREATE INDEX capabilities_parent ON capabilities(parent_row);
+    CREATE INDEX capabilities_via ON capabilities(via_row);
+    -- Set anew in the transaction of every revoke and deleteSelf, so a cache of resolutions knows,
+    -- in the same round trip as its lookup, whether anything may have died since.
+    CREATE TABLE revocation_epoch (id INTEGER PRIMARY KEY CHECK (id = 1), epoch BIGINT NOT NULL);
+    INSERT INTO revocation_epoch (id, epoch) VALUES (1, 0);
+    )sql",
+};
+
+// pg_advisory_xact_lock keys: the schema (migrations and the master-key check, "membrand" in
+// ASCII) and the first tenant's creation ("membfrst").
+constexpr std::int64_t kSchemaLock = 0x6d656d6272616e64;
+constexpr std::int64_t kFirstTenantLock = 0x6d656d6266727374;
+
+// Everything a capability depends on, in one statement (one snapshot): the capability, and from
+// each capability reached, what it stands for (parent) and what was presented to make it (via),
+// each with its tenant's and membrane's state, and the revocation epoch of the same snapshot.
+// Rows only ever point at older rows, so the walk ends; creation keeps it within
+// kMaxDependencies.
+constexpr const char* kWalk = R"sql(
+  WITH RECURSIVE walk(row_id) AS (
+    SELECT row_id FROM capabilities WHERE digest = $1
+    UNION
+    SELECT next.row_id FROM walk JOIN capabilities c ON c.row_id = walk.row_id
+      CROSS JOIN LATERAL (VALUES (c.parent_row), (c.via_row)) AS next(row_id)
+    WHERE next.row_id IS NOT NULL
+  )
+  SELECT c.row_id, c.digest, c.kind, c.tenant_id, c.membrane_row, c.parent_row, c.config, t.deleted,
+         m.revoked, (SELECT epoch FROM revocation_epoch WHERE id = 1)
+  FROM walk JOIN capabilities c ON c.row_id = walk.row_id JOIN tenants t ON t.id = c.tenant_id
+  LEFT JOIN membranes m ON m.row_id = c.membrane_row
+  LIMIT $2
+)sql";
+
+// kWalk from several capabilities at once (their digests in hex, comma-separated), each row
+// tagged with the digest its walk started from: one round trip for a page of membranes.
+constexpr const char* kWalkEach = R"sql(
+  WITH RECURSIVE walk(start, row_id) AS (
+    SELECT c.digest, c.row_id FROM capabilities c
+    WHERE c.digest = ANY (SELECT decode(h, 'hex') FROM unnest(string_to_array($1::text, ',')) AS h)
+    UNION
+    SELECT walk.start, next.row_id FROM walk JOIN capabilities c ON c.row_id = walk.row_id
+      CROSS JOIN LATERAL (VALUES (c.parent_row), (c.via_row)) AS next(row_id)
+    WHERE next.row_id IS NOT NULL
+  )
+  SELECT c.row_id, c.digest, c.kind, c.tenant_id, c.membrane_row, c.parent_row, c.config, t.deleted,
+         m.revoked, walk.start
+  FROM walk JOIN capabilities c ON c.row_id = walk.row_id JOIN tenants t ON t.id = c.tenant_id
+  LEFT JOIN membranes m ON m.row_id = c.membrane_row
+)sql";
+
+// A membrane row with the digest of its export capability ($3 is that kind).
+constexpr const char* kMembraneColumns =
+    "SELECT m.row_id, m.id, m.export_token, m.revoke_token, "
+    "(SELECT c.digest FROM capabilities c WHERE c.membrane_row = m.row_id AND c.kind = $3) FROM membranes m ";
+
+Param kind_param(CapabilityKind kind) { return integer(static_cast<std::int64_t>(kind)); }
+Param optional_integer(const std::optional<std::int64_t>& value) { return value ? integer(*value) : null(); }
+
+// Columns 0-8 of kWalk and kWalkEach.
+Link link_of(const Rows& r, int i) {
+  return Link{r.bytes(i, 1), static_cast<CapabilityKind>(r.integer(i, 2)), r.bytes(i, 3),
+              r.is_null(i, 4) ? std::nullopt : std::optional<MembraneRow>(r.integer(i, 4)),
+              r.is_null(i, 5) ? std::nullopt : std::optional<CapabilityRow>(r.integer(i, 5)),
+              r.is_null(i, 6) ? std::string() : r.bytes(i, 6), r.boolean(i, 7), !r.is_null(i, 8) && r.boolean(i, 8)};
+}
+
+StoredMembrane stored_membrane(const Rows& r, int i) {
+  return {r.integer(i, 0), r.bytes(i, 1), r.bytes(i, 2), r.bytes(i, 3), r.is_null(i, 4) ? std::string() : r.bytes(i, 4)};
+}
+
+class PgSession final : public BackendSession {
+ public:
+  explicit PgSession(Connection& connection) : connection_(connection) {}
+
+  Result<Walk> walk(std::string_view digest) override {
+    auto rows = connection_.query(kWalk, {bytes(digest), integer(static_cast<std::int64_t>(kMaxDependencies) + 1)});
+    if (!rows) return rows.error();
+    Walk walk;
+    for (int i = 0; i < rows->size(); ++i) {
+      walk.links.emplace(rows->integer(i, 0), link_of(*rows, i));
+      walk.epoch = rows->integer(i, 9);
+    }
+    return walk;
+  }
+
+  Result<std::map<std::string, Walk>> walk_each(const std::vector<std::string>& digests) override {
+    std::map<std::string, Walk> walks;
+    if (digests.empty()) return walks;
+    std::string hex;
+    for (const std::string& digest : digests) {
+      if (!hex.empty()) hex += ',';
+      hex += core::hex_encode(digest);
+    }
+    auto rows = connection_.query(kWalkEach, {text(hex)});
+    if (!rows) return rows.error();
+    for (int i = 0; i < rows->size(); ++i) walks[rows->bytes(i, 9)].links.emplace(rows->integer(i, 0), link_of(*rows, i));
+    return walks;
+  }
+
+  Result<std::int64_t> epoch() override {
+    auto rows = connection_.query("SELECT epoch FROM revocation_epoch WHERE id = 1");
+    if (!rows) return rows.error();
+    if (rows->size() != 1) return Error::internal("the revocation epoch is missing");
+    return rows->integer(0, 0);
+  }
+
+  Status set_epoch(std::int64_t epoch) override {
+    return run("UPDATE revocation_epoch SET epoch = $1 WHERE id = 1", {integer(epoch)});
+  }
+
+  // Held to the end of the transaction.
+  Status take_exclusive(Exclusive lock) override {
+    return run("SELECT pg_advisory_xact_lock($1)",
+               {integer(lock == Exclusive::schema ? kSchemaLock : kFirstTenantLock)});
+  }
+
+  Result<std::optional<std::string>> meta(std::string_view key) override {
+    auto rows = connection_.query("SELECT value FROM meta WHERE key = $1", {text(key)});
+    if (!rows) return rows.error();
+    if (rows->size() == 0) return std::optional<std::string>();
+    return std::optional<std::string>(rows->bytes(0, 0));
+  }
+
+  Status insert_meta(std::string_view key, std::string_view value) override {
+    return run("INSERT INTO meta(key, value) VALUES ($1, $2)", {text(key), bytes(value)});
+  }
+
+  Result<bool> has_tenants() override {
+    auto rows = connection_.query("SELECT EXISTS (SELECT 1 FROM tenants)");
+    if (!rows) return rows.error();
+    return rows->boolean(0, 0);
+  }
+
+  Status insert_tenant(const std::string& id, std::int64_t created_at) override {
+    return run("INSERT INTO tenants(id, created_at) VALUES ($1, $2)", {text(id), integer(created_at)});
+  }
+
+  Status mark_tenant_deleted(const std::string& tenant_id) override {
+    if (auto s = run("UPDATE tenants SET deleted = true WHERE id = $1", {text(tenant_id)}); !s) return s;
+    return run("UPDATE membranes SET revoked = true WHERE tenant_id = $1", {text(tenant_id)});
+  }
+
+  Status insert_capability(const CapabilityRecord& r) override {
+    return run(
+        "INSERT INTO capabilities(digest, kind, tenant_id, membrane_row, parent_row, via_row, config, created_at) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        {bytes(r.digest), kind_param(r.kind), text(r.tenant_id), optional_integer(r.membrane),
+         optional_integer(r.parent), optional_integer(r.via), r.sealed_config ? bytes(*r.sealed_config) : null(),
+         integer(r.created_at)});
+  }
+
+  Result<MembraneRow> insert_membrane(const MembraneRecord& r) override {
+    auto rows = connection_.query(
+        "INSERT INTO membranes(tenant_id, id, export_token, revoke_token, created_at) "
+        "VALUES ($1, $2, $3, $4, $5) RETURNING row_id",
+        {text(r.tenant_id), bytes(r.id), bytes(r.sealed_export), bytes(r.sealed_revoke), integer(r.created_at)});
+    if (!rows) return rows.error();
+    return rows->integer(0, 0);
+  }
+
+  Status mark_membrane_revoked(MembraneRow row) override {
+    return run("UPDATE membranes SET revoked = true WHERE row_id = $1", {integer(row)});
+  }
+
+  Result<std::optional<StoredMembrane>> membrane(const std::string& tenant_id, const std::string& id) override {
+    auto rows = connection_.query(std::string(kMembraneColumns) + "WHERE m.tenant_id = $1 AND m.id = $2 AND NOT m.revoked",
+                                  {text(tenant_id), bytes(id), kind_param(CapabilityKind::export_)});
+    if (!rows) return rows.error();
+    if (rows->size() == 0) return std::optional<StoredMembrane>();
+    return std::optional<StoredMembrane>(stored_membrane(*rows, 0));
+  }
+
+  Result<std::vector<StoredMembrane>> membranes(const std::string& tenant_id, const std::optional<std::string>& after,
+                                                std::size_t limit) override {
+    auto rows = connection_.query(
+        std::string(kMembraneColumns) +
+            "WHERE m.tenant_id = $1 AND NOT m.revoked AND ($2::bytea IS NULL OR m.id > $2::bytea) "
+            "ORDER BY m.id LIMIT $4",
+        {text(tenant_id), after ? bytes(*after) : null(), kind_param(CapabilityKind::export_),
+         integer(static_cast<std::int64_t>(limit))});
+    if (!rows) return rows.error();
+    std::vector<StoredMembrane> out;
+    out.reserve(static_cast<std::size_t>(rows->size()));
+    for (int i = 0; i < rows->size(); ++i) out.push_back(stored_membrane(*rows, i));
+    return out;
+  }
+
+ private:
+  Status run(const std::string& sql, const std::vector<Param>& params) {
+    auto rows = connection_.query(sql, params);
+    if (!rows) return rows.error();
+    return core::ok_status();
+  }
+
+  Connection& connection_;
+};
+
+class PgBackend final : public Backend {
+ public:
+  explicit PgBackend(const PostgresOptions& options)
+      : settings_{options.url, options.connect_timeout, options.statement_timeout, options.durable_commits},
+        pool_size_(std::max<std::size_t>(options.connections, 1)) {}
+
+  std::string_view name() const override { return "postgresql"; }
+  bool waits_on_network() const override { return true; }
+
+  Status write(const SessionWork& work) override {
+    return with_connection([&](Connection& connection) -> Status {
+      auto tx = Transaction::begin(connection);
+      if (!tx) return tx.error();
+      PgSession session(connection);
+      if (auto s = work(session); !s) return s;
+      return tx->commit();
+    });
+  }
+
+  Status read(const SessionWork& work) override {
+    return with_connection([&](Connection& connection) -> Status {
+      PgSession session(connection);
+      return work(session);
+    });
+  }
+
+  void on_connection_lost(std::function<void()> callback) override { connection_lost_ = std::move(callback); }
+
+  Status migrate();
+
+ private:
+  class Lease;
+  Result<Lease> acquire();
+  void release(std::unique_ptr<Connection> connection);
+  Status with_connection(const std::function<Status(Connection&)>& work);
+
+  Settings settings_;
+  std::size_t pool_size_;
+  std::function<void()> connection_lost_;
+
+  std::mutex mutex_;
+  std::condition_variable available_;
+  std::vector<std::unique_ptr<Connection>> idle_;
+  std::size_t open_ = 0;  // connections in existence, idle or leased
+};
+
+// A pooled connection, returned to the pool when the lease ends.
+class PgBackend::Lease {
+ public:
+  Lease(PgBackend& backend, std::unique_ptr<Connection> connection, bool reused)
+      : backend_(&backend), connection_(std::move(connection)), reused_(reused) {}
+  Lease(Lease&& other) noexcept = default;
+  Lease& operator=(Lease&&) = delete;
+  ~Lease() {
+    if (connection_) backend_->release(std::move(connection_));
+  }
+  Connection& operator*() { return *connection_; }
+  Connection* operator->() { return connection_.get(); }
+  bool reused() const { return reused_; }
+
+ private:
+  PgBackend* backend_;
+  std::unique_ptr<Connection> connection_;
+  bool reused_;
+};
+
+// Waits for an idle connection, or opens one while fewer than pool_size_ exist. The wait is
+// bounded: when every connection stays busy that long, the answer is 503 rather than a queue
+// that grows without end.
+Result<PgBackend::Lease> PgBackend::acquire() {
+  std::unique_lock lock(mutex_);
+  const auto deadline = std::chrono::steady_clock::now() + settings_.connect_timeout + settings_.statement_timeout;
+  if (!available_.wait_until(lock, deadline, [this] { return !idle_.empty() || open_ < pool_size_; })) {
+    return Error::unavailable("every PostgreSQL connection stayed busy");
+  }
+  if (!idle_.empty()) {
+    auto connection = std::move(idle_.back());
+    idle_.pop_back();
+    return Lease(*this, std::move(connection), /*reused=*/true);
+  }
+  ++open_;
+  lock.unlock();
+  auto connection = Connection::open(settings_);
+  if (!connection) {
+    lock.lock();
+    --open_;
+    available_.notify_one();
+    return connection.error();
+  }
+  return Lease(*this, std::move(*connection), /*reused=*/false);
+}
+
+void PgBackend::release(std::unique_ptr<Connection> connection) {
+  std::vector<std::unique_ptr<Connection>> closing;
+  {
+    std::lock_guard lock(mutex_);
+    if (!connection->broken()) {
+      idle_.push_back(std::move(connection));
+      available_.notify_one();
+      return;
+    }
+    // A connection lost to a restart or a failover says the idle ones are lost too: drop them
+    // all, so the next callers connect afresh instead of each finding a dead one.
+    closing.push_back(std::move(connection));
+    for (auto& idle : idle_) closing.push_back(std::move(idle));
+    idle_.clear();
+    open_ -= closing.size();
+    available_.notify_all();
+  }
+  closing.clear();  // PQfinish outside the lock
+  if (connection_lost_) connection_lost_();
+}
+
+// Runs `work` on a pooled connection. A pooled connection the database dropped while it sat idle
+// (a restart, a failover) fails on its first call, before anything was done: that once, `work`
+// runs again on a new connection.
+Status PgBackend::with_connection(const std::function<Status(Connection&)>& work) {
+  for (int attempt = 0;; ++attempt) {
+    auto lease = acquire();
+    if (!lease) return lease.error();
+    const std::uint64_t before = (*lease)->calls();
+    auto result = work(**lease);
+    const bool first_call_lost = (*lease)->broken() && (*lease)->calls() == before + 1;
+    if (!result && attempt == 0 && lease->reused() && first_call_lost) continue;
+    return result;
+  }
+}
+
+Status PgBackend::migrate() {
+  return with_connection([](Connection& connection) -> Status {
+    auto tx = Transaction::begin(connection);
+    if (!tx) return tx.error();
+    // Held to the end of the transaction: a second instance waits here, then sees the tables.
+    if (auto lock = connection.query("SELECT pg_advisory_xact_lock($1)", {integer(kSchemaLock)}); !lock) {
+      return lock.error();
+    }
+    if (auto s = connection.exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"); !s) {
+      return s;
+    }
+    auto read = connection.query("SELECT version FROM schema_version");
+    if (!read) return read.error();
+    if (read->size() > 1) return Error::internal("schema_version holds more than one row");
+    const std::int64_t version = read->size() == 1 ? read->integer(0, 0) : 0;
+    if (version > schema_version()) {
+      return Error::internal("the database was written by a newer membraned (schema " + std::to_string(version) +
+                             ")");
+    }
+    for (auto v = version; v < schema_version(); ++v) {
+      if (auto s = connection.exec(kMigrations[v]); !s) return s;
+    }
+    if (version != schema_version()) {
+      if (auto s = connection.exec("DELETE FROM schema_version"); !s) return s;
+      auto write = connection.query("INSERT INTO schema_version(version) VALUES ($1)", {integer(schema_version())});
+      if (!write) return write.error();
+    }
+    return tx->commit();
+  });
+}
+
+}  // namespace
+
+int schema_version() { return static_cast<int>(std::size(kMigrations)); }
+
+Result<std::unique_ptr<Backend>> open_backend(const PostgresOptions& options) {
+  auto backend = std::make_unique<PgBackend>(options);
+  if (auto s = backend->migrate(); !s) return s.error();
+  return std::unique_ptr<Backend>(std::move(backend));
+}
+
+Result<bool> holds_data(const PostgresOptions& options) {
+  auto connection =
+      Connection::open(Settings{options.url, options.connect_timeout, options.statement_timeout, options.durable_commits});
+  if (!connection) return connection.error();
+  auto meta = (*connection)->query(
+      "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = current_schema() AND tablename = $1)",
+      {text("meta")});
+  if (!meta) return meta.error();
+  if (!meta->boolean(0, 0)) return false;
+  auto check = (*connection)->query("SELECT EXISTS (SELECT 1 FROM meta WHERE key = 'key_check')");
+  if (!check) return check.error();
+  return check->boolean(0, 0);
+}
+
+}  // namespace membraned::storage::pg

@@ -1,0 +1,352 @@
+#include "storage/sqlite/backend.hpp"
+
+#include <condition_variable>
+#include <mutex>
+#include <vector>
+
+#include "storage/sqlite/connection.hpp"
+
+namespace membraned::storage::sqlite {
+
+using core::Error;
+using core::Result;
+using core::Status;
+
+namespace {
+
+// Migrations, applied in order at start; schema_version holds how many ran. Never edit one that
+// has shipped: add the next.
+constexpr const char* kMigrations[] = {
+    // 1: tenants, membranes, capabilities.
+    R"sql(
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL) STRICT;
+    CREATE TABLE tenants (
+      id TEXT PRIMARY KEY,
+      created_at INTEGER NOT NULL,
+      deleted INTEGER NOT NULL DEFAULT 0
+    ) STRICT;
+    CREATE TABLE membranes (
+      row INTEGER PRIMARY KEY,
+      tenant_id TEXT NOT NULL REFERENCES tenants(id),
+      id TEXT NOT NULL,
+      export_token BLOB NOT NULL,   -- sealed: query returns it again
+      revoke_token BLOB NOT NULL,   -- sealed
+      revoked INTEGER NOT NULL DEFAULT 0,
+      created_at INTEGER NOT NULL
+    ) STRICT;
+    -- One live membrane per id; a revoked one frees its id at once.
+    CREATE UNIQUE INDEX membranes_live_id ON membranes(tenant_id, id) WHERE revoked = 0;
+    CREATE TABLE capabilities (
+      row INTEGER PRIMARY KEY,
+      digest BLOB NOT NULL UNIQUE,  -- SHA-256 of the token; the token itself is never stored
+      kind INTEGER NOT NULL,
+      tenant_id TEXT NOT NULL REFERENCES tenants(id),
+      membrane_row INTEGER REFERENCES membranes(row),  -- the membrane it belongs to or was exported through
+      parent_row INTEGER REFERENCES capabilities(row), -- re-export: what it stands for
+      via_row INTEGER REFERENCES capabilities(row),    -- the capability presented to make it
+      config BLOB,                  -- uri: the sealed export configuration
+      created_at INTEGER NOT NULL
+    ) STRICT;
+    CREATE INDEX capabilities_membrane ON capabilities(membrane_row);
+    CREATE INDEX capabilities_parent ON capabilities(parent_row);
+    CREATE INDEX capabilities_via ON capabilities(via_row);
+    )sql",
+    // 2: the revocation epoch, set anew in the transaction of every revoke and deleteSelf, so a
+    // cache of resolutions knows with one indexed read whether anything may have died since.
+    R"sql(
+    CREATE TABLE revocation_epoch (id INTEGER PRIMARY KEY CHECK (id = 1), epoch INTEGER NOT NULL) STRICT;
+    INSERT INTO revocation_epoch (id, epoch) VALUES (1, 0);
+    )sql",
+};
+
+// Everything a capability depends on, in one statement (one snapshot): the capability, and from
+// each capability reached, what it stands for (parent) and what was presented to make it (via),
+// each with its tenant's and membrane's state, and the revocation epoch. Rows only ever point at
+// older rows, so the walk ends; creation keeps it within kMaxDependencies.
+constexpr const char* kWalk = R"sql(
+  WITH RECURSIVE walk(row) AS (
+    SELECT row FROM capabilities WHERE digest = ?1
+    UNION SELECT c.parent_row FROM capabilities c JOIN walk ON c.row = walk.row WHERE c.parent_row IS NOT NULL
+    UNION SELECT c.via_row FROM capabilities c JOIN walk ON c.row = walk.row WHERE c.via_row IS NOT NULL
+  )
+  SELECT c.row, c.digest, c.kind, c.tenant_id, c.membrane_row, c.parent_row, c.config, t.deleted, m.revoked,
+         (SELECT epoch FROM revocation_epoch WHERE id = 1)
+  FROM walk JOIN capabilities c ON c.row = walk.row JOIN tenants t ON t.id = c.tenant_id
+  LEFT JOIN membranes m ON m.row = c.membrane_row
+  LIMIT ?2
+)sql";
+
+// A membrane row with the digest of its export capability (?3 is that kind).
+constexpr const char* kMembraneColumns =
+    "SELECT m.row, m.id, m.export_token, m.revoke_token, "
+    "(SELECT c.digest FROM capabilities c WHERE c.membrane_row = m.row AND c.kind = ?3) FROM membranes m ";
+
+std::int64_t kind_value(CapabilityKind kind) { return static_cast<std::int64_t>(kind); }
+
+StoredMembrane stored_membrane(const Statement& st) {
+  return {st.column_int(0), st.column_text(1), st.column_blob(2), st.column_blob(3),
+          st.column_is_null(4) ? std::string() : st.column_blob(4)};
+}
+
+class SqliteSession final : public BackendSession {
+ public:
+  explicit SqliteSession(Connection& connection) : connection_(connection) {}
+
+  Result<Walk> walk(std::string_view digest) override {
+    auto st = connection_.prepare(kWalk);
+    if (!st) return st.error();
+    st->bind_blob(1, digest).bind(2, static_cast<std::int64_t>(kMaxDependencies) + 1);
+    Walk walk;
+    while (true) {
+      auto more = st->step();
+      if (!more) return more.error();
+      if (!*more) return walk;
+      const Statement& s = *st;
+      walk.links.emplace(s.column_int(0),
+                         Link{s.column_blob(1), static_cast<CapabilityKind>(s.column_int(2)), s.column_text(3),
+                              s.column_is_null(4) ? std::nullopt : std::optional<MembraneRow>(s.column_int(4)),
+                              s.column_is_null(5) ? std::nullopt : std::optional<CapabilityRow>(s.column_int(5)),
+                              s.column_blob(6), s.column_int(7) != 0, !s.column_is_null(8) && s.column_int(8) != 0});
+      walk.epoch = s.column_int(9);
+    }
+  }
+
+  Result<std::int64_t> epoch() override {
+    auto st = connection_.prepare("SELECT epoch FROM revocation_epoch WHERE id = 1");
+    if (!st) return st.error();
+    auto found = st->step();
+    if (!found) return found.error();
+    if (!*found) return Error::internal("the revocation epoch is missing");
+    return st->column_int(0);
+  }
+
+  Status set_epoch(std::int64_t epoch) override {
+    return run("UPDATE revocation_epoch SET epoch = ?1 WHERE id = 1", [&](Statement& st) { st.bind(1, epoch); });
+  }
+
+  // BEGIN IMMEDIATE already holds the database's one write lock.
+  Status take_exclusive(Exclusive) override { return core::ok_status(); }
+
+  Result<std::optional<std::string>> meta(std::string_view key) override {
+    auto st = connection_.prepare("SELECT value FROM meta WHERE key = ?1");
+    if (!st) return st.error();
+    auto found = st->bind(1, key).step();
+    if (!found) return found.error();
+    if (!*found) return std::optional<std::string>();
+    return std::optional<std::string>(st->column_blob(0));
+  }
+
+  Status insert_meta(std::string_view key, std::string_view value) override {
+    return run("INSERT INTO meta(key, value) VALUES (?1, ?2)",
+               [&](Statement& st) { st.bind(1, key).bind_blob(2, value); });
+  }
+
+  Result<bool> has_tenants() override {
+    auto st = connection_.prepare("SELECT EXISTS (SELECT 1 FROM tenants)");
+    if (!st) return st.error();
+    auto row = st->step();
+    if (!row) return row.error();
+    return st->column_int(0) != 0;
+  }
+
+  Status insert_tenant(const std::string& id, std::int64_t created_at) override {
+    return run("INSERT INTO tenants(id, created_at) VALUES (?1, ?2)",
+               [&](Statement& st) { st.bind(1, id).bind(2, created_at); });
+  }
+
+  Status mark_tenant_deleted(const std::string& tenant_id) override {
+    if (auto s = run("UPDATE tenants SET deleted = 1 WHERE id = ?1", [&](Statement& st) { st.bind(1, tenant_id); });
+        !s) {
+      return s;
+    }
+    return run("UPDATE membranes SET revoked = 1 WHERE tenant_id = ?1", [&](Statement& st) { st.bind(1, tenant_id); });
+  }
+
+  Status insert_capability(const CapabilityRecord& r) override {
+    return run(
+        "INSERT INTO capabilities(digest, kind, tenant_id, membrane_row, parent_row, via_row, config, created_at) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        [&](Statement& st) {
+          st.bind_blob(1, r.digest).bind(2, kind_value(r.kind)).bind(3, r.tenant_id).bind(8, r.created_at);
+          r.membrane ? st.bind(4, *r.membrane) : st.bind_null(4);
+          r.parent ? st.bind(5, *r.parent) : st.bind_null(5);
+          r.via ? st.bind(6, *r.via) : st.bind_null(6);
+          r.sealed_config ? st.bind_blob(7, *r.sealed_config) : st.bind_null(7);
+        });
+  }
+
+  Result<MembraneRow> insert_membrane(const MembraneRecord& r) override {
+    auto s = run(
+        "INSERT INTO membranes(tenant_id, id, export_token, revoke_token, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        [&](Statement& st) {
+          st.bind(1, r.tenant_id).bind(2, r.id).bind_blob(3, r.sealed_export).bind_blob(4, r.sealed_revoke);
+          st.bind(5, r.created_at);
+        });
+    if (!s) return s.error();
+    return connection_.last_insert_rowid();
+  }
+
+  Status mark_membrane_revoked(MembraneRow row) override {
+    return run("UPDATE membranes SET revoked = 1 WHERE row = ?1", [&](Statement& st) { st.bind(1, row); });
+  }
+
+  Result<std::optional<StoredMembrane>> membrane(const std::string& tenant_id, const std::string& id) override {
+    auto st = connection_.prepare(std::string(kMembraneColumns) +
+                                  "WHERE m.tenant_id = ?1 AND m.id = ?2 AND m.revoked = 0");
+    if (!st) return st.error();
+    auto found = st->bind(1, tenant_id).bind(2, id).bind(3, kind_value(CapabilityKind::export_)).step();
+    if (!found) return found.error();
+    if (!*found) return std::optional<StoredMembrane>();
+    return std::optional<StoredMembrane>(stored_membrane(*st));
+  }
+
+  Result<std::vector<StoredMembrane>> membranes(const std::string& tenant_id, const std::optional<std::string>& after,
+                                                std::size_t limit) override {
+    auto st = connection_.prepare(std::string(kMembraneColumns) +
+                                  "WHERE m.tenant_id = ?1 AND m.revoked = 0 AND (?2 IS NULL OR m.id > ?2) "
+                                  "ORDER BY m.id LIMIT ?4");
+    if (!st) return st.error();
+    st->bind(1, tenant_id).bind(3, kind_value(CapabilityKind::export_)).bind(4, static_cast<std::int64_t>(limit));
+    after ? st->bind(2, *after) : st->bind_null(2);
+    std::vector<StoredMembrane> rows;
+    while (true) {
+      auto more = st->step();
+      if (!more) return more.error();
+      if (!*more) return rows;
+      rows.push_back(stored_membrane(*st));
+    }
+  }
+
+ private:
+  // A statement without results: prepared, bound by `bind`, run to completion.
+  template <typename Bind>
+  Status run(const char* sql, Bind&& bind) {
+    auto st = connection_.prepare(sql);
+    if (!st) return st.error();
+    bind(*st);
+    return st->run();
+  }
+
+  Connection& connection_;
+};
+
+class SqliteBackend final : public Backend {
+ public:
+  std::string_view name() const override { return "sqlite"; }
+  bool waits_on_network() const override { return false; }
+
+  Status write(const SessionWork& work) override {
+    Lease lease = acquire();
+    auto tx = Transaction::begin(*lease);
+    if (!tx) return tx.error();
+    SqliteSession session(*lease);
+    if (auto s = work(session); !s) return s;
+    return tx->commit();
+  }
+
+  Status read(const SessionWork& work) override {
+    Lease lease = acquire();
+    SqliteSession session(*lease);
+    return work(session);
+  }
+
+  Status add_connection(std::unique_ptr<Connection> connection) {
+    std::lock_guard lock(mutex_);
+    idle_.push_back(std::move(connection));
+    return core::ok_status();
+  }
+
+  Status migrate();
+
+ private:
+  // A pooled connection, returned to the pool when the lease ends.
+  class Lease {
+   public:
+    Lease(SqliteBackend& backend, std::unique_ptr<Connection> connection)
+        : backend_(&backend), connection_(std::move(connection)) {}
+    Lease(Lease&& other) noexcept = default;
+    Lease& operator=(Lease&&) = delete;
+    ~Lease() {
+      if (!connection_) return;
+      std::lock_guard lock(backend_->mutex_);
+      backend_->idle_.push_back(std::move(connection_));
+      backend_->available_.notify_one();
+    }
+    Connection& operator*() { return *connection_; }
+    Connection* operator->() { return connection_.get(); }
+
+   private:
+    SqliteBackend* backend_;
+    std::unique_ptr<Connection> connection_;
+  };
+
+  // Local disk work is bounded (busy_timeout): a caller waits for a connection without a bound
+  // of its own.
+  Lease acquire() {
+    std::unique_lock lock(mutex_);
+    available_.wait(lock, [this] { return !idle_.empty(); });
+    auto connection = std::move(idle_.back());
+    idle_.pop_back();
+    return Lease(*this, std::move(connection));
+  }
+
+  std::mutex mutex_;
+  std::condition_variable available_;
+  std::vector<std::unique_ptr<Connection>> idle_;
+};
+
+Status SqliteBackend::migrate() {
+  Lease lease = acquire();
+  auto tx = Transaction::begin(*lease);
+  if (!tx) return tx.error();
+  if (auto s = lease->exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL) STRICT"); !s) {
+    return s;
+  }
+  std::int64_t version = 0;
+  {
+    auto read = lease->prepare("SELECT version FROM schema_version");
+    if (!read) return read.error();
+    auto has_row = read->step();
+    if (!has_row) return has_row.error();
+    if (*has_row) version = read->column_int(0);
+  }
+  if (version > schema_version()) {
+    return Error::internal("the database was written by a newer membraned (schema " + std::to_string(version) + ")");
+  }
+  for (auto v = version; v < schema_version(); ++v) {
+    if (auto s = lease->exec(kMigrations[v]); !s) return s;
+  }
+  if (version != schema_version()) {
+    if (auto s = lease->exec("DELETE FROM schema_version"); !s) return s;
+    auto write = lease->prepare("INSERT INTO schema_version(version) VALUES (?1)");
+    if (!write) return write.error();
+    if (auto s = write->bind(1, static_cast<std::int64_t>(schema_version())).run(); !s) return s;
+  }
+  return tx->commit();
+}
+
+}  // namespace
+
+int schema_version() { return static_cast<int>(std::size(kMigrations)); }
+
+Result<std::unique_ptr<Backend>> open_backend(const SqliteOptions& options) {
+  auto backend = std::make_unique<SqliteBackend>();
+  const std::size_t count = options.connections == 0 ? 1 : options.connections;
+  for (std::size_t i = 0; i < count; ++i) {
+    auto connection = Connection::open(options.path.string(), options.busy_timeout_ms);
+    if (!connection) return connection.error();
+    // WAL: readers never block the writer. synchronous=FULL: a COMMIT (and so a 202 after a
+    // revoke) has reached stable storage before it returns, so neither kill -9 nor power loss
+    // can bring a revoked capability back.
+    for (const char* pragma : {"PRAGMA journal_mode=WAL",
+                               options.durable_commits ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=OFF",
+                               "PRAGMA foreign_keys=ON"}) {
+      if (auto s = (*connection)->exec(pragma); !s) return s.error();
+    }
+    (void)backend->add_connection(std::move(*connection));
+  }
+  if (auto s = backend->migrate(); !s) return s.error();
+  return std::unique_ptr<Backend>(std::move(backend));
+}
+
+}  // namespace membraned::storage::sqlite

@@ -1,0 +1,18 @@
+#include "storage/store.hpp"
+
+namespace membraned::storage {
+
+std::string_view to_string(CapabilityKind kind) {
+  switch (kind) {
+    case CapabilityKind::create: return "create";
+    case CapabilityKind::query: return "query";
+    case CapabilityKind::delete_self: return "deleteSelf";
+    case CapabilityKind::export_: return "export";
+    case CapabilityKind::revoke: return "revoke";
+    case CapabilityKind::uri: return "invoke";
+    case CapabilityKind::reexport: return "reexport";
+  }
+  return "unknown";
+}
+
+}  // namespace membraned::storage
