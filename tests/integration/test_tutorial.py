@@ -61,8 +61,8 @@ class Cap1ReferenceIsProvedFirst(unittest.TestCase):
     def test_the_python_cap1_judge_reproduces_every_vector(self):
         sys.path.insert(0, HERE)
         import cap1_reference as c
-        shared = os.environ.get("MEMBRANED_SHARED_DIR", os.path.join(HERE, "..", "..", "..", "shared"))
-        with open(os.path.join(shared, "cap1-vectors.json")) as f:
+        folder = os.environ.get("MEMBRANED_VECTORS_DIR") or os.path.join(HERE, "..", "vectors")
+        with open(os.path.join(folder, "cap1-vectors.json")) as f:
             vectors = json.load(f)
         for g in vectors["generatedSignVectors"]:
             i = g["input"]
