@@ -1,4 +1,5 @@
-"""The Lambda tutorial (seeds/003) and the execute-api flow (seeds/001), step by step with curl,
+"""The Lambda tutorial (docs/tutorial.md, after the hosted service's) and the execute-api flow (a
+Lambda function signing with its execution role's keys), step by step with curl,
 against local stand-ins that verify every signature with independent implementations:
 botocore for SigV4, cap1_reference.py (itself proved against cap1-vectors.json) for CAP1."""
 import calendar
