@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# SPEC 9: what an invocation costs when it signs with cached temporary credentials (the EC2
-# instance role, then a role assumed through STS: seed 000) next to one that signs with the
+# contract §9: what an invocation costs when it signs with cached temporary credentials (the EC2
+# instance role, then a role assumed through STS) next to one that signs with the
 # export's own static keys. One membraned thread, the same upstream nginx, wrk in turns, three
 # rounds. The credentials come from tests/integration/fake_identity.py (IMDSv2 and STS on
 # loopback): fetched once, then served from the cache for the whole run.

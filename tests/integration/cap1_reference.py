@@ -1,4 +1,4 @@
-"""CAP1-HMAC-SHA512, written from SPEC section 6 and the quirks that cap1-vectors.json documents,
+"""CAP1-HMAC-SHA512, written from contract §6 and the quirks that cap1-vectors.json documents,
 in Python, independently of the C++ signer: the judge the fake upstream uses."""
 import base64
 import hashlib

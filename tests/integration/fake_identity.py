@@ -1,4 +1,5 @@
-"""Local stand-ins for where AWS credentials come from and the service that takes them (SPEC 9):
+"""Local stand-ins for where AWS credentials come from and the service that takes them
+(contract §9):
   - the EC2 instance metadata service, IMDSv2 only (PUT /latest/api/token, then the role name and
     the role's temporary credentials, each GET refused without a valid session token), on a port
     of its own that can be opened late (to play an IMDS that is down at start);

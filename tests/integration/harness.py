@@ -61,7 +61,8 @@ class Server:
         if master_key:
             self.env["MEMBRANED_MASTER_KEY"] = master_key
         self.tls = tls  # a Pki, or None for plain HTTP
-        # The tests' upstreams listen on loopback, which SPEC 10 closes unless the operator opens it.
+        # The tests' upstreams listen on loopback, which contract §10 closes unless the operator
+        # opens it.
         self.allow_loopback_upstreams = allow_loopback_upstreams
         self.prefix = list(prefix)  # a command that runs membraned (e.g. in its own mount namespace)
         self.proc = None

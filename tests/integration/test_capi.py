@@ -21,7 +21,8 @@ CAPI = os.environ.get("CAPI_BINARY", "capi")
 
 
 def server_args():
-    """The tests' upstreams are on loopback, which SPEC 10 closes unless the operator opens it."""
+    """The tests' upstreams are on loopback, which contract §10 closes unless the operator opens
+    it."""
     return ["--allow-upstream", "127.0.0.0/8"]
 
 

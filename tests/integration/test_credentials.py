@@ -1,12 +1,12 @@
-"""SPEC 9: exports that sign with credentials the operator makes available, so that no AWS secret
-is stored anywhere.
-  - The service's environment (seed 001: the execution role's AWS_ACCESS_KEY_ID,
+"""contract §9: exports that sign with credentials the operator makes available, so that no AWS
+secret is stored anywhere.
+  - The service's environment (as a Lambda function has its execution role's AWS_ACCESS_KEY_ID,
     AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN, here towards an execute-api stage), and keys in
     the --aws-config file.
-  - The EC2 instance role over IMDSv2, then STS AssumeRole, then Lambda Invoke (seed 000), chains
-    of two AssumeRoles with an ExternalId, the ECS container role, STS error documents, an IMDS
-    that is down at start and recovers, and short-lived credentials refreshed once per refresh
-    however many requests wait.
+  - The EC2 instance role over IMDSv2, then STS AssumeRole, then Lambda Invoke (an EC2 instance
+    invoking a function through a role it assumes), chains of two AssumeRoles with an
+    ExternalId, the ECS container role, STS error documents, an IMDS that is down at start and
+    recovers, and short-lived credentials refreshed once per refresh however many requests wait.
   - Grants per tenant; a profile whose credentials cannot be had is 502 naming it; a cycle stops
     the start.
 The fakes verify every signature, session token included, with botocore: the Lambda and stage
@@ -229,11 +229,11 @@ class FetchedCredentialsTest(unittest.TestCase):
     def stats(self):
         return control(self.fake_url, "/_control/stats")
 
-    def test_seed_000_instance_role_then_assume_role_then_lambda(self):
+    def test_instance_role_then_assume_role_then_lambda(self):
         cap = self.capability("lambda-invoker")
-        status, answer, _ = self.server.call(cap, body={"from": "seed 000"})
+        status, answer, _ = self.server.call(cap, body={"from": "an instance"})
         self.assertEqual(status, 200, answer)
-        self.assertEqual(answer, {"function": "echo", "event": {"from": "seed 000"}})
+        self.assertEqual(answer, {"function": "echo", "event": {"from": "an instance"}})
         stats = self.stats()
         # The upstream saw the assumed role's temporary key and its session token (botocore
         # verified both), and STS saw an AssumeRole signed with the instance's credentials.

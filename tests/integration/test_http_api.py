@@ -1,4 +1,4 @@
-"""SPEC sections 2-4 against a real membraned over plain HTTP on loopback: every operation,
+"""contract §2-4 against a real membraned over plain HTTP on loopback: every operation,
 every error row that the management API can produce, and bad input of every kind."""
 import json
 import os
@@ -207,7 +207,8 @@ class ApiTest(unittest.TestCase):
             ({"uri": "https://x.example/", "tls": {"ca": "not pem"}}, "tls.ca"),
             ({"uri": "https://x.example/", "surprise": True}, "surprise"),
             ({"uri": ""}, "uri"),
-            # SPEC 9: a profile needs --aws-config and a grant (none here); not with stored keys.
+            # contract §9: a profile needs --aws-config and a grant (none here); not with stored
+            # keys.
             ({"uri": "https://x.example/", "hmac": {"aws4-hmac-sha256": {
                 "credentials": "lambda-invoker", "region": "us-east-1", "service": "lambda"}}}, "credentials"),
             ({"uri": "https://x.example/", "hmac": {"aws4-hmac-sha256": {

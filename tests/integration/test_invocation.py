@@ -1,4 +1,4 @@
-"""SPEC section 5 against a real membraned and real local upstreams (plain and TLS with a
+"""contract §5 against a real membraned and real local upstreams (plain and TLS with a
 client-certificate check): the upstream request, byte-exact bodies, streamed answers, 413,
 502 and 504, and a requester connection that stays usable after failures."""
 import base64

@@ -9,7 +9,7 @@ deploy/haproxy/haproxy.cfg). Nothing is mocked.
   connections while their root membrane is revoked through one of them; every request that
   started after the 202 was received must be 401, on every instance.
 - PostgresOutageTest: PostgreSQL (a cluster of the test's own) stopped mid-load: 503 with the
-  SPEC 3 body, no crash, recovery by itself, nothing acknowledged lost.
+  contract §3 body, no crash, recovery by itself, nothing acknowledged lost.
 - KilledInstanceTest: kill -9 of one instance under load; the others keep serving.
 - MigrationRaceTest: instances starting at the same moment on an empty database.
 - BalancerTest: deploy/compose-ha.yml's topology: three instances behind HAProxy checking /healthz.
@@ -102,7 +102,7 @@ def first_tenant_of(servers):
 
 
 class Instances(unittest.TestCase):
-    """Helpers over membraned's API, each asserting the success status of SPEC 4."""
+    """Helpers over membraned's API, each asserting the success status of contract §4."""
 
     maxDiff = None
 
@@ -198,7 +198,7 @@ class CrossInstanceTest(Instances):
         for server in self.servers:
             self.assertEqual([self.invoke(server, cap) for cap in chain], [200, 200, 200])
         # Revoking the middle membrane (M2) on A kills X' and X'' everywhere, and leaves X alone
-        # (SPEC 7).
+        # (contract §7).
         self.revoke(self.a, m2_revoke)
         for server in self.servers:
             self.assertEqual([self.invoke(server, cap) for cap in chain], [200, 401, 401], server.port)
@@ -282,7 +282,7 @@ class Hammer(threading.Thread):
 
 
 class RevocationRaceTest(Instances):
-    """SPEC 4: revoke takes effect before its 202, on every instance."""
+    """contract §4: revoke takes effect before its 202, on every instance."""
 
     THREADS_PER_INSTANCE = 2
 
@@ -444,8 +444,8 @@ class PostgresOutageTest(Instances):
             self.pg.halt()  # pg_ctl stop -m fast: returns once the server is down
             down = time.monotonic()
             wait_for(lambda: all(len(h.started_after(down)) >= 10 for h in hammers), "requests during the outage")
-            # While it is down: 503 with SPEC 3's body for every operation, /healthz 503, and
-            # every instance still running.
+            # While it is down: 503 with the body of contract §3 for every operation, /healthz
+            # 503, and every instance still running.
             for server in self.servers:
                 status, body, _ = server.call(steady[0], "POST", body=b"{}")
                 self.assertEqual((status, body), (503, UNAVAILABLE))
@@ -686,7 +686,7 @@ class BalancerTest(Instances):
         self.assertEqual(self.balancer_call(revoke2, "GET")[0], 202)
         self.assertEqual([self.balancer_call(cap2, body=b"{}")[0] for _ in range(6)], [401] * 6)
 
-        # No instance left: the balancer's own 503 keeps SPEC 3's JSON shape.
+        # No instance left: the balancer's own 503 keeps the JSON shape of contract §3.
         self.assertEqual(stop_instances([self.servers[0], self.servers[2]]), [0, 0])
         self.assertEqual(self.balancer_call(cap2, body=b"{}"), (503, UNAVAILABLE))
         self.assertIsNone(self.haproxy.poll(), "haproxy exited")

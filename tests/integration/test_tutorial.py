@@ -1,4 +1,5 @@
-"""The Lambda tutorial (seeds/003) and the execute-api flow (seeds/001), step by step with curl,
+"""The Lambda tutorial (docs/tutorial.md, after the hosted service's) and the execute-api flow (a
+Lambda function signing with its execution role's keys), step by step with curl,
 against local stand-ins that verify every signature with independent implementations:
 botocore for SigV4, cap1_reference.py (itself proved against cap1-vectors.json) for CAP1."""
 import calendar
@@ -61,8 +62,8 @@ class Cap1ReferenceIsProvedFirst(unittest.TestCase):
     def test_the_python_cap1_judge_reproduces_every_vector(self):
         sys.path.insert(0, HERE)
         import cap1_reference as c
-        shared = os.environ.get("MEMBRANED_SHARED_DIR", os.path.join(HERE, "..", "..", "..", "shared"))
-        with open(os.path.join(shared, "cap1-vectors.json")) as f:
+        folder = os.environ.get("MEMBRANED_VECTORS_DIR") or os.path.join(HERE, "..", "vectors")
+        with open(os.path.join(folder, "cap1-vectors.json")) as f:
             vectors = json.load(f)
         for g in vectors["generatedSignVectors"]:
             i = g["input"]

@@ -1,6 +1,6 @@
-"""SPEC 10: exports may not reach loopback, link-local, unspecified or the service's own address,
-in any spelling, unless the operator opens a range; every invocation checks again the address it
-connects to, so a name re-pointed after the export (DNS rebinding) is not called.
+"""contract §10: exports may not reach loopback, link-local, unspecified or the service's own
+address, in any spelling, unless the operator opens a range; every invocation checks again the
+address it connects to, so a name re-pointed after the export (DNS rebinding) is not called.
 
 Names are made to resolve where the test wants by running membraned in a mount namespace of its
 own whose /etc/hosts is a file of the test (unshare, as root: the test set-up runs as root)."""

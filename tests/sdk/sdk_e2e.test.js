@@ -1,5 +1,5 @@
 // End-to-end test: the real membraned, over HTTPS, driven only through the ORIGINAL Node SDK
-// `capability-sdk` 0.12.2 (SPEC.md sections 1-4 and 8). The SDK is used as its users use it:
+// `capability-sdk` 0.12.2 (contract §1-4 and §8). The SDK is used as its users use it:
 // `new CapabilitySDK.Membrane({tls: {trustedCA: {AUTHORITY: CA_PEM}}})`, callbacks
 // `(error, response)`, and on failure the SDK's own error object
 // `{error: <reason phrase>, statusCode, message}`.
@@ -33,7 +33,7 @@ const failsWith = ({ error, response }, statusCode, reason, what) =>
     return error;
 };
 
-// Byte order of the UTF-8 encodings, the order SPEC.md section 4 gives to query results.
+// Byte order of the UTF-8 encodings, the order contract §4 gives to query results.
 const byteOrder = (a, b) => Buffer.compare(Buffer.from(a, "utf8"), Buffer.from(b, "utf8"));
 
 // ---------------------------------------------------------------------------------------------
@@ -190,7 +190,7 @@ describe("capability-sdk 0.12.2 against membraned over HTTPS", { timeout: 120000
 
     it("a query the server rejects surfaces as the SDK's 400 error", async () =>
     {
-        // The SDK lets a negative limit through; SPEC.md section 4 makes it a 400.
+        // The SDK lets a negative limit through; contract §4 makes it a 400.
         failsWith(await sdk(membrane.query.bind(membrane), tenant.capabilities.query, { limit: -1 }),
             400, "Bad Request", "limit -1");
     });

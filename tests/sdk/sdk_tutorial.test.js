@@ -1,5 +1,6 @@
-// The AWS Lambda tutorial (seeds/003, the capability-sdk-js tabs), walked with ONLY the ORIGINAL
-// Node SDK `capability-sdk` 0.12.2 against the real membraned over HTTPS (SPEC.md sections 4-7):
+// The AWS Lambda tutorial (the hosted service's, its capability-sdk-js tabs; docs/tutorial.md),
+// walked with ONLY the ORIGINAL Node SDK `capability-sdk` 0.12.2 against the real membraned over
+// HTTPS (contract §4-7):
 // Membrane.create, Membrane.export of the tutorial's body, `CapabilitySDK.request(capabilityUri,
 // options)` to invoke, re-exports through two more membranes, and Membrane.revoke.
 //
@@ -95,7 +96,7 @@ const assertLambdaAnswer = (answer, event, what) =>
     assert.deepEqual(answer.json, { function: FUNCTION_NAME, event }, `${what}: ${answer.text}`);
 };
 
-// membraned's own 401 (SPEC.md section 3).
+// membraned's own 401 (contract §3).
 const assertUnauthorized = (answer, what) =>
 {
     assert.equal(answer.statusCode, 401, `${what}: ${answer.statusCode} ${answer.text}`);

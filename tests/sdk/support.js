@@ -24,8 +24,8 @@ const assertCapabilityOf = (uri, authority, what = uri) =>
     assert.equal(m[1], authority);
 };
 
-// The body of the AWS Lambda tutorial's export (seeds/003): a RequestResponse invocation of `uri`,
-// signed with aws4-hmac-sha256 for lambda in us-east-1 with the given key.
+// The body of the AWS Lambda tutorial's export (docs/tutorial.md): a RequestResponse invocation
+// of `uri`, signed with aws4-hmac-sha256 for lambda in us-east-1 with the given key.
 const lambdaExportBody = ({ uri, awsAccessKeyId, secretAccessKey }) =>
 ({
     uri,
@@ -173,7 +173,7 @@ const startServer = async (server, { tmpPrefix, caName }) =>
     const m = await spawnAndWaitFor(server, BINARY,
         [ "serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir,
           "--tls-cert", pki.cert, "--tls-key", pki.key,
-          "--allow-upstream", "127.0.0.0/8" ],  // the fakes are on loopback (SPEC 10)
+          "--allow-upstream", "127.0.0.0/8" ],  // the fakes are on loopback (contract §10)
         { env }, /listening on https:\/\/(\S+) \(authority (\S+)\)/, "membraned");
     server.authority = m[2];
     assert.match(server.authority, /^127\.0\.0\.1:[1-9][0-9]*$/);

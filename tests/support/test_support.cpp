@@ -14,11 +14,11 @@
 
 namespace membraned::test {
 
-std::filesystem::path shared_dir() {
-  if (const char* env = std::getenv("MEMBRANED_SHARED_DIR"); env != nullptr && *env != '\0') {
+std::filesystem::path vectors_dir() {
+  if (const char* env = std::getenv("MEMBRANED_VECTORS_DIR"); env != nullptr && *env != '\0') {
     return env;
   }
-  return MEMBRANED_SHARED_DIR;
+  return MEMBRANED_VECTORS_DIR;
 }
 
 std::string read_file(const std::filesystem::path& path) {

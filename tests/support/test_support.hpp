@@ -1,5 +1,5 @@
-// Helpers shared by the unit tests: reading files, the location of the official vectors,
-// temporary directories.
+// Helpers shared by the unit tests: reading files, the location of the signing vectors the
+// repository holds (tests/vectors), temporary directories.
 #pragma once
 
 #include <chrono>
@@ -9,7 +9,10 @@
 
 namespace membraned::test {
 
-std::filesystem::path shared_dir();  // ../shared beside the repository (MEMBRANED_SHARED_DIR)
+// The folder of the official signing vectors: tests/vectors in this repository (compiled in),
+// or the folder named by the environment variable MEMBRANED_VECTORS_DIR when it is set and not
+// empty. It holds sigv4-suite/ and cap1-vectors.json.
+std::filesystem::path vectors_dir();
 std::string read_file(const std::filesystem::path& path);  // whole file; fails the test if absent
 // "2015-08-30T12:36:00Z" (UTC, whole seconds).
 std::chrono::system_clock::time_point parse_iso8601_utc(std::string_view text);

@@ -1,4 +1,4 @@
-// Every vector of ../shared/cap1-vectors.json (cap1-hmac-sha512 v1.4.3), quirks included.
+// Every vector of tests/vectors/cap1-vectors.json (cap1-hmac-sha512 v1.4.3), quirks included.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -14,7 +14,7 @@ using json = nlohmann::ordered_json;  // header order matters: the reference kee
 
 const json& vectors() {
   static const json v =
-      json::parse(membraned::test::read_file(membraned::test::shared_dir() / "cap1-vectors.json"));
+      json::parse(membraned::test::read_file(membraned::test::vectors_dir() / "cap1-vectors.json"));
   return v;
 }
 

@@ -1,5 +1,5 @@
-// The official AWS SigV4 suite (../shared/sigv4-suite, from aws-c-auth): every case, both the
-// header form and the query form, every stage compared with the file.
+// The official AWS SigV4 suite (tests/vectors/sigv4-suite, from aws-c-auth): every case, both
+// the header form and the query form, every stage compared with the file.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -29,7 +29,7 @@ constexpr const char* kStageFiles[] = {
     "query-signed-request.txt",
 };
 
-fs::path suite_dir() { return membraned::test::shared_dir() / "sigv4-suite" / "v4"; }
+fs::path suite_dir() { return membraned::test::vectors_dir() / "sigv4-suite" / "v4"; }
 
 // Every folder of the suite, read when the test binary runs (ctest lists tests at test time).
 std::vector<std::string> list_cases() {
