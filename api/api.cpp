@@ -109,11 +109,15 @@ Response Api::handle(const Authorized& who, std::string_view target, std::string
   switch (who.resolved.kind) {
     case CapabilityKind::create: return create_membrane(who, body);
     case CapabilityKind::query: return query_membranes(who, target);
-    case CapabilityKind::export_: return export_capability(who, body);
+    case CapabilityKind::export_: {
+      auto config = parse_export(body);
+      if (!config) return error_response(config.error());
+      return export_parsed(who, *config);
+    }
     case CapabilityKind::revoke: return revoke(who);
     case CapabilityKind::delete_self: return delete_self(who);
     case CapabilityKind::uri:
-      // The server proxies invocations itself (server/invocation.ipp); reaching here is a bug.
+      // The server relays invocations itself (server/invocation); reaching here is a bug.
       return error_response(500, "Internal Server Error");
     case CapabilityKind::reexport: break;
   }
@@ -231,12 +235,14 @@ Response Api::query_membranes(const Authorized& who, std::string_view target) {
   return {200, json{{"membranes", std::move(membranes)}, {"completed", page->completed}}};
 }
 
-Response Api::export_capability(const Authorized& who, std::string_view body) {
-  auto config = core::parse_export_config(body, {settings_.max_timeout_ms});
-  if (!config) return error_response(config.error());
+core::Result<core::ExportConfig> Api::parse_export(std::string_view body) const {
+  return core::parse_export_config(body, {settings_.max_timeout_ms});
+}
+
+Response Api::export_parsed(const Authorized& who, const core::ExportConfig& config) {
   // SPEC 9: a profile must exist and be granted to this tenant (the same 400 for both, so a
   // tenant cannot probe for profiles granted to others).
-  if (const auto* uri = std::get_if<core::UriExport>(&*config)) {
+  if (const auto* uri = std::get_if<core::UriExport>(&config)) {
     if (const auto* aws4 = std::get_if<core::Aws4Signing>(&uri->signing); aws4 && aws4->credentials_profile) {
       const std::string& profile = *aws4->credentials_profile;
       if (!settings_.aws_config || !settings_.aws_config->granted(profile, who.resolved.tenant_id)) {
@@ -256,7 +262,7 @@ Response Api::export_capability(const Authorized& who, std::string_view body) {
           return store_.export_reexport(who.token, *token, c.capability.token());
         }
       },
-      *config);
+      config);
   if (!stored) return error_response(stored.error());
   return {201, json{{"capability", uri_of(*token)}}};
 }

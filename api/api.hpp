@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/aws_config.hpp"
+#include "core/export_config.hpp"
 #include "core/result.hpp"
 #include "core/token.hpp"
 #include "storage/store.hpp"
@@ -47,6 +48,12 @@ class Api {
   // matter, the capability decides. `target` carries query's parameters.
   Response handle(const Authorized& who, std::string_view target, std::string_view body);
 
+  // Export in two steps, for a caller that looks at the parsed body in between (the server
+  // checks the upstream's addresses): the body parsed once, with this service's limits, then
+  // stored. handle() does both for an export capability.
+  core::Result<core::ExportConfig> parse_export(std::string_view body) const;
+  Response export_parsed(const Authorized& who, const core::ExportConfig& config);
+
   // GET /healthz: 200 {"status":"ok","store":"sqlite"|"postgresql"} when the store answers a
   // query, else 503.
   Response health();
@@ -71,7 +78,6 @@ class Api {
  private:
   Response create_membrane(const Authorized& who, std::string_view body);
   Response query_membranes(const Authorized& who, std::string_view target);
-  Response export_capability(const Authorized& who, std::string_view body);
   Response revoke(const Authorized& who);
   Response delete_self(const Authorized& who);
   nlohmann::json membrane_json(const storage::Membrane& membrane) const;

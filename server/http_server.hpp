@@ -1,5 +1,7 @@
-// The HTTP/1.1 front of membraned (Boost.Beast), plain or TLS. All of Beast and Asio stays in
-// http_server.cpp: they are slow to compile.
+// The HTTP/1.1 front of membraned (Boost.Beast), plain or TLS: starts the listeners, runs the
+// I/O threads and stops gracefully. Beast and Asio stay out of this header (they are slow to
+// compile); the units behind it are listener, session, request_handler, invocation and
+// upstream_client.
 #pragma once
 
 #include <chrono>

@@ -7,11 +7,9 @@
 #include <string>
 #include <string_view>
 
-namespace membraned::server {
+#include "server/upstream_error.hpp"
 
-// Why an invocation could not be relayed. Names are the `kind` label's values.
-enum class UpstreamError { tls_config, dns, connect, tls, send, timeout, reset, malformed, truncated, refused };
-std::string_view to_string(UpstreamError kind);
+namespace membraned::server {
 
 class Metrics {
  public:

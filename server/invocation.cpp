@@ -1,0 +1,331 @@
+#include "server/invocation.hpp"
+
+#include <boost/asio/dispatch.hpp>
+#include <boost/beast/core/bind_handler.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/string.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
+
+#include <algorithm>
+#include <limits>
+#include <vector>
+
+#include "core/http.hpp"
+#include "server/server_context.hpp"
+
+namespace membraned::server {
+
+namespace http = boost::beast::http;
+
+namespace {
+
+// Upstream reads: a typical answer header and a small body arrive in one read.
+constexpr std::size_t kUpstreamBufferReserve = 8 * 1024;
+constexpr std::size_t kMaxChunk = 64 * 1024;
+constexpr std::uint32_t kUpstreamHeaderLimit = 64 * 1024;
+
+// The relay runs on two strands: the upstream connection's (reads, and the connection's own
+// state) and the requester's (writes). It hops between them for each piece of the answer; the
+// upstream connection has a strand of its own because the pool hands it from one requester's
+// session to another's.
+class Invocation : public std::enable_shared_from_this<Invocation> {
+ public:
+  Invocation(ServerContext& context, std::shared_ptr<RequesterSide> requester, const core::UriExport& config,
+             core::UpstreamRequest upstream, std::string body, Clock::time_point started)
+      : context_(context),
+        requester_(std::move(requester)),
+        upstream_(std::move(upstream)),
+        requester_executor_(requester_->requester_executor()),
+        timeout_(std::min<std::uint64_t>(config.timeout_ms.value_or(context.settings.upstream_timeout_ms),
+                                         context.settings.upstream_timeout_ms)),
+        head_(upstream_.method == "HEAD"),
+        started_(started) {
+    // The core's request (core::Headers) becomes a Beast request here: the price of a core/
+    // without Beast, paid once per invocation.
+    request_.version(11);
+    request_.method_string(upstream_.method);
+    request_.target(upstream_.target);
+    for (const core::Header& h : upstream_.headers) request_.insert(h.name, h.value);
+    request_.body() = std::move(body);
+    upstream_buffer_.reserve(kUpstreamBufferReserve);
+    if (upstream_.https) tls_ = context_.upstream.tls_for(config.tls);
+    // Pooled by scheme, host and port when it uses no per-export TLS material.
+    if (!upstream_.https || tls_ == context_.upstream.default_tls()) {
+      pool_key_ = std::string(upstream_.https ? "https://" : "http://") + upstream_.connect_host + ":" +
+                  std::to_string(upstream_.port);
+    }
+  }
+
+  ~Invocation() {
+    context_.metrics.invocation_seconds(std::chrono::duration<double>(Clock::now() - started_).count());
+  }
+
+  // On the requester's strand.
+  void start() {
+    upstream_started_ = Clock::now();
+    if (upstream_.https && !tls_) {
+      return fail(502, "the upstream's TLS settings could not be loaded", UpstreamError::tls_config);
+    }
+    if (!pool_key_.empty()) connection_ = context_.upstream.take_idle(pool_key_);
+    if (connection_) {
+      reused_ = true;
+      return net::dispatch(connection_->strand, [self = shared_from_this()] { self->send_request(); });
+    }
+    open_connection();
+  }
+
+ private:
+  beast::tcp_stream& lowest() { return connection_->lowest(); }
+
+  // A new connection (the first use, or a pooled one found closed).
+  void open_connection() {
+    reused_ = false;
+    context_.upstream.connect(
+        UpstreamEndpoint{upstream_.connect_host, upstream_.port, upstream_.https, tls_}, ConnectLimits{timeout_},
+        /*checked=*/true,
+        [self = shared_from_this()](std::shared_ptr<UpstreamConnection> connection, std::optional<ConnectFailure> failure) {
+          self->connection_ = std::move(connection);
+          if (failure) return self->fail_to_connect(*failure);
+          self->send_request();
+        });
+  }
+
+  void fail_to_connect(const ConnectFailure& failure) {
+    switch (failure.step) {
+      case ConnectStep::resolve:
+        return fail_from(failure.ec, "the upstream's host name could not be resolved", UpstreamError::dns);
+      case ConnectStep::refused:
+        return fail(502, failure.refusal, UpstreamError::refused);
+      case ConnectStep::connect:
+        return fail_from(failure.ec, "the upstream could not be reached", UpstreamError::connect);
+      case ConnectStep::handshake:
+        return fail_from(failure.ec, "the TLS handshake with the upstream failed", UpstreamError::tls);
+    }
+  }
+
+  // On the upstream's strand from here to read_chunk.
+  void send_request() {
+    lowest().expires_after(timeout_);
+    connection_->with_stream([self = shared_from_this()](auto& stream) {
+      http::async_write(stream, self->request_, beast::bind_front_handler(&Invocation::on_request_written, self));
+    });
+  }
+
+  void on_request_written(beast::error_code ec, std::size_t) {
+    if (ec && retry_on_fresh_connection(ec)) return;
+    if (ec) return fail_from(ec, "the request could not be sent to the upstream", UpstreamError::send);
+    read_header();
+  }
+
+  // A pooled connection the upstream closed while idle fails at once, before any answer: the
+  // request goes again on a new connection (once).
+  bool retry_on_fresh_connection(beast::error_code ec) {
+    if (!reused_ || ec == beast::error::timeout) return false;
+    close_upstream();
+    upstream_buffer_.clear();
+    open_connection();
+    return true;
+  }
+
+  void read_header() {
+    parser_.emplace();
+    parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
+    parser_->header_limit(kUpstreamHeaderLimit);
+    if (head_) parser_->skip(true);
+    lowest().expires_after(timeout_);
+    connection_->with_stream([self = shared_from_this()](auto& stream) {
+      http::async_read_header(stream, self->upstream_buffer_, *self->parser_,
+                              beast::bind_front_handler(&Invocation::on_header, self));
+    });
+  }
+
+  void on_header(beast::error_code ec, std::size_t) {
+    if (ec && !parser_->got_some() && retry_on_fresh_connection(ec)) return;
+    if (ec) return fail_from(ec, "the upstream's answer could not be read", read_error(ec));
+    const unsigned status = parser_->get().result_int();
+    if (status >= 100 && status < 200) return read_header();  // interim answers are not relayed
+    context_.metrics.upstream_seconds(std::chrono::duration<double>(Clock::now() - upstream_started_).count());
+    const bool no_body = prepare_answer(status);
+    serializer_.emplace(response_);
+    if (no_body || parser_->is_done()) {
+      response_.body().data = nullptr;
+      response_.body().size = 0;
+      response_.body().more = false;
+      return net::dispatch(requester_executor_, [self = shared_from_this()] { self->write_chunk(); });
+    }
+    // The header goes out with the first piece of the body, in one write: for the small answers
+    // of most invocations, the whole answer in one system call.
+    read_chunk();
+  }
+
+  // The answer goes out as it comes in: same status and headers, minus hop-by-hop ones and those
+  // the upstream's Connection names; framing chosen for the requester. True when it has no body.
+  bool prepare_answer(unsigned status) {
+    auto& up = parser_->get();
+    std::vector<std::string> listed;
+    for (auto it = up.find(http::field::connection); it != up.end() && it->name() == http::field::connection; ++it) {
+      core::append_connection_tokens(it->value(), listed);
+    }
+    response_.result(status);
+    response_.reason(up.reason());
+    response_.version(11);
+    for (const auto& field : up) {
+      std::string_view name = field.name_string();
+      if (core::is_hop_by_hop_header(name) || beast::iequals(name, "content-length")) continue;
+      if (std::find(listed.begin(), listed.end(), core::to_lower_ascii(name)) != listed.end()) continue;
+      response_.insert(name, field.value());
+    }
+    const bool no_body = head_ || status == 204 || status == 304;
+    if (head_) {
+      if (auto it = up.find(http::field::content_length); it != up.end()) {
+        response_.set(http::field::content_length, it->value());
+      }
+    } else if (!no_body) {
+      if (auto length = parser_->content_length()) {
+        response_.content_length(*length);
+      } else {
+        response_.chunked(true);
+      }
+    }
+    upstream_reusable_ = up.keep_alive();
+    if (no_body) {
+      // A body-less answer that announces a length may be followed by bytes the upstream should
+      // not have sent: such a connection is not trusted with another request.
+      auto length = up.find(http::field::content_length);
+      if (length != up.end() && length->value() != "0") upstream_reusable_ = false;
+    }
+    return no_body;
+  }
+
+  void read_chunk() {
+    if (!chunk_) {
+      // As large as the answer when it says its length, 64 KiB at most; left uninitialised (the
+      // parser writes before anyone reads).
+      chunk_size_ = static_cast<std::size_t>(std::min<std::uint64_t>(parser_->content_length().value_or(kMaxChunk), kMaxChunk));
+      chunk_size_ = std::max<std::size_t>(chunk_size_, 1);
+      chunk_ = std::make_unique_for_overwrite<char[]>(chunk_size_);
+    }
+    parser_->get().body().data = chunk_.get();
+    parser_->get().body().size = chunk_size_;
+    lowest().expires_after(timeout_);
+    connection_->with_stream([self = shared_from_this()](auto& stream) {
+      // read_some, not read: what arrives is relayed at once, not when 64 KiB have gathered.
+      http::async_read_some(stream, self->upstream_buffer_, *self->parser_,
+                            beast::bind_front_handler(&Invocation::on_chunk, self));
+    });
+  }
+
+  void on_chunk(beast::error_code ec, std::size_t) {
+    if (ec == http::error::need_buffer) ec = {};
+    // Before the header went out the requester gets a JSON 502 or 504; after it, a truncated
+    // answer (the connection closes).
+    if (ec) return fail_from(ec, "the upstream's answer could not be read", read_error(ec));
+    // A read may end on framing alone (a chunk's size line): no bytes, no buffer; an empty
+    // buffer would make the serializer write the final chunk.
+    const std::size_t got = chunk_size_ - parser_->get().body().size;
+    response_.body().data = got > 0 ? chunk_.get() : nullptr;
+    response_.body().size = got;
+    response_.body().more = !parser_->is_done();
+    net::dispatch(requester_executor_, [self = shared_from_this()] { self->write_chunk(); });
+  }
+
+  // On the requester's strand. The first call also writes the header (and has it logged).
+  void write_chunk() {
+    if (!header_sent_) {
+      header_sent_ = true;
+      keep_alive_ = requester_->answer_begins(static_cast<int>(response_.result_int()));
+      response_.keep_alive(keep_alive_);
+    }
+    requester_->write_answer(*serializer_, [self = shared_from_this()](beast::error_code ec) {
+      self->on_client_written(ec);
+    });
+  }
+
+  // On the requester's strand.
+  void on_client_written(beast::error_code ec) {
+    if (ec == http::error::need_buffer) ec = {};
+    if (ec) {
+      upstream_reusable_ = false;
+      net::dispatch(connection_->strand, [self = shared_from_this()] { self->close_upstream(); });
+      return requester_->answer_failed(std::nullopt);
+    }
+    if (serializer_->is_done()) return finish();
+    net::dispatch(connection_->strand, [self = shared_from_this()] { self->read_chunk(); });
+  }
+
+  // On the requester's strand; the upstream connection has nothing pending.
+  void finish() {
+    if (upstream_reusable_ && parser_->is_done() && upstream_buffer_.size() == 0 && !pool_key_.empty() &&
+        !context_.stopping) {
+      context_.upstream.keep_idle(pool_key_, std::move(connection_));
+    } else {
+      net::dispatch(connection_->strand, [connection = connection_] { connection->close(); });
+    }
+    requester_->answer_done(keep_alive_);
+  }
+
+  // On the upstream's strand.
+  void close_upstream() {
+    if (connection_ && connection_->open()) connection_->close();
+  }
+
+  static UpstreamError read_error(beast::error_code ec) {
+    return ec.category() == http::make_error_code(http::error::bad_version).category() ? UpstreamError::malformed
+                                                                                       : UpstreamError::reset;
+  }
+
+  void fail_from(beast::error_code ec, const std::string& what, UpstreamError kind) {
+    if (ec == beast::error::timeout) return fail(504, "the upstream did not answer in time", UpstreamError::timeout);
+    fail(502, what, kind);
+  }
+
+  // On the upstream's strand (or the requester's, before any upstream step).
+  void fail(int status, std::string message, UpstreamError kind) {
+    close_upstream();
+    net::dispatch(requester_executor_, [self = shared_from_this(), status, message = std::move(message), kind]() mutable {
+      if (self->header_sent_) {
+        self->context_.metrics.upstream_error(UpstreamError::truncated);
+        return self->requester_->answer_failed(std::nullopt);
+      }
+      self->context_.metrics.upstream_error(kind);
+      self->requester_->answer_failed(api::Api::error_response(status, std::move(message)));
+    });
+  }
+
+  ServerContext& context_;
+  std::shared_ptr<RequesterSide> requester_;
+  core::UpstreamRequest upstream_;
+  http::request<http::string_body> request_;
+  net::any_io_executor requester_executor_;
+  std::shared_ptr<ssl::context> tls_;
+  std::string pool_key_;  // empty: not pooled
+  std::shared_ptr<UpstreamConnection> connection_;
+  bool reused_ = false;
+  bool upstream_reusable_ = false;
+  beast::flat_buffer upstream_buffer_;
+  std::optional<http::response_parser<http::buffer_body>> parser_;
+  http::response<http::buffer_body> response_;
+  std::optional<RelayedAnswer> serializer_;
+  std::unique_ptr<char[]> chunk_;  // the relay buffer, made by the first read of the body
+  std::size_t chunk_size_ = 0;
+  std::chrono::milliseconds timeout_;
+  bool head_;
+  bool header_sent_ = false;
+  Clock::time_point started_;           // the request's, for the invocation's duration
+  Clock::time_point upstream_started_;  // the first upstream step's
+  bool keep_alive_ = false;
+};
+
+}  // namespace
+
+void start_invocation(ServerContext& context, std::shared_ptr<RequesterSide> requester, const core::UriExport& config,
+                      core::UpstreamRequest upstream, std::string body, Clock::time_point started) {
+  std::make_shared<Invocation>(context, std::move(requester), config, std::move(upstream), std::move(body), started)
+      ->start();
+}
+
+}  // namespace membraned::server

@@ -1,0 +1,54 @@
+// The decisions about a request that need no socket: where it goes, how large its body may be,
+// its access-log line and the names it is counted under. Pure functions, unit-tested on their
+// own (tests/unit/server_dispatch_test.cpp); the session and the request handler only apply them.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "storage/store.hpp"
+
+namespace membraned::server {
+
+// A request with an Authorization header goes to its capability whatever its path (contract
+// §2), so /healthz and /metrics can never shadow a capability. Requests without one may ask for
+// the service's own state.
+enum class Route { by_token, health, metrics, not_found };
+
+struct RouteRules {
+  bool metrics_only = false;     // the --metrics-listen listener: /metrics and /healthz only
+  bool metrics_enabled = false;  // --metrics: /metrics on the service's own listener too
+};
+
+Route classify(std::string_view method, std::string_view target, bool has_authorization, const RouteRules& rules);
+
+struct BodyLimits {
+  std::uint64_t management = 64 * 1024;
+  std::uint64_t invocation = 6 * 1024 * 1024;
+};
+
+// The largest body a request may send once its capability is known; a request whose capability
+// did not resolve (or that has none) gets the management limit.
+std::uint64_t body_limit(std::optional<storage::CapabilityKind> kind, const BodyLimits& limits);
+
+// The `operation` label of membraned_requests_total.
+std::string_view metric_operation(Route route, std::optional<storage::CapabilityKind> kind);
+
+// "membrane" or "tenant" when this answer took something back (membraned_revocations_total).
+std::optional<std::string_view> revocation_kind(storage::CapabilityKind kind, int status);
+
+struct AccessLogEntry {
+  std::string_view timestamp;             // UTC, milliseconds
+  std::optional<std::string_view> method; // none: the header never arrived whole
+  int status = 0;
+  double elapsed_ms = 0;
+  std::optional<std::string_view> operation;  // none: no capability resolved
+  std::string_view capability_log_id;          // Token::log_id(), never the token
+};
+
+// `TIME METHOD STATUS 1.234ms op=OPERATION cap=LOGID`, or `op=-` without a capability.
+std::string access_log_line(const AccessLogEntry& entry);
+
+}  // namespace membraned::server

@@ -1,0 +1,201 @@
+#include "server/request_handler.hpp"
+
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/beast/core/string.hpp>
+
+#include <type_traits>
+
+#include "server/server_context.hpp"
+
+namespace membraned::server {
+
+namespace http = boost::beast::http;
+using storage::CapabilityKind;
+
+namespace {
+
+constexpr std::string_view kJson = "application/json";
+constexpr std::string_view kPrometheusText = "text/plain; version=0.0.4; charset=utf-8";
+
+}  // namespace
+
+Answer json_answer(const api::Response& response) {
+  return Answer{response.status, std::string(kJson), response.body.dump()};
+}
+
+RequestHandler::RequestHandler(ServerContext& context, bool metrics_only)
+    : context_(context), rules_{metrics_only, context.settings.metrics} {}
+
+void RequestHandler::begin(Clock::time_point started) {
+  started_ = started;
+  route_ = Route::by_token;
+  authorized_.reset();
+  authorization_error_.reset();
+  export_config_.reset();
+}
+
+// Runs `work` (a call that reaches the store), then `then(result)` on `executor`. A store that
+// waits on the network (PostgreSQL) is called from the store threads, so no I/O thread ever waits
+// for it; a local one (SQLite: bounded disk work) is called inline.
+template <class Work, class Then>
+void RequestHandler::off_io_thread(Work work, net::any_io_executor executor, Then then) {
+  if (!context_.store_pool) return then(work());
+  net::post(*context_.store_pool, [this, executor = std::move(executor), work = std::move(work),
+                                   then = std::move(then), posted = Clock::now()]() mutable {
+    using Result = decltype(work());
+    // Queued past the store's own timeouts (the database is down or slow and calls pile up):
+    // answer 503 without adding one more call to the backlog.
+    const bool stale = Clock::now() - posted > context_.settings.store_queue_timeout;
+    auto result = [&]() -> Result {
+      if (!stale) return work();
+      if constexpr (std::is_same_v<Result, api::Response>) {
+        return api::Api::error_response(core::Error::unavailable("store call queued too long"));
+      } else {
+        return core::Error::unavailable("store call queued too long");
+      }
+    }();
+    net::dispatch(executor, [result = std::move(result), then = std::move(then)]() mutable { then(std::move(result)); });
+  });
+}
+
+api::Response RequestHandler::too_large() const {
+  if (authorization_error_ && authorization_error_->kind == core::ErrorKind::unavailable) {
+    return api::Api::error_response(*authorization_error_);
+  }
+  return api::Api::error_response(413, "request body is too large");
+}
+
+void RequestHandler::after_header(const Request& request, net::any_io_executor executor,
+                                  std::function<void(std::uint64_t)> then) {
+  const bool has_authorization = request.find(http::field::authorization) != request.end();
+  route_ = classify(request.method_string(), request.target(), has_authorization, rules_);
+  auto limit = [this] {
+    return body_limit(authorized_ ? std::optional(authorized_->resolved.kind) : std::nullopt,
+                      {context_.settings.management_body_limit, context_.settings.invoke_body_limit});
+  };
+  if (route_ != Route::by_token) return then(limit());
+  off_io_thread([this, &request] { return context_.api.authorize(request[http::field::authorization]); },
+                std::move(executor), [this, limit, then = std::move(then)](core::Result<api::Authorized> acting) {
+                  if (acting) {
+                    authorized_.emplace(std::move(*acting));
+                  } else {
+                    authorization_error_ = acting.error();
+                  }
+                  then(limit());
+                });
+}
+
+void RequestHandler::after_body(const Request& request, net::any_io_executor executor,
+                                std::function<void(Outcome)> then) {
+  if (route_ != Route::by_token) return answer_without_capability(std::move(executor), then);
+  if (!authorized_) {
+    return then(json_answer(api::Api::error_response(authorization_error_.value_or(core::Error::unauthorized("")))));
+  }
+  switch (authorized_->resolved.kind) {
+    case CapabilityKind::uri: return prepare_invocation(request, std::move(executor), std::move(then));
+    case CapabilityKind::export_: return export_after_address_check(request, std::move(executor), std::move(then));
+    default: return handle_management(request, std::move(executor), std::move(then));
+  }
+}
+
+void RequestHandler::answer_without_capability(net::any_io_executor executor, const std::function<void(Outcome)>& then) {
+  switch (route_) {
+    case Route::health:
+      return off_io_thread([this] { return context_.api.health(); }, std::move(executor),
+                           [then](api::Response response) { then(json_answer(response)); });
+    case Route::metrics:
+      return then(Answer{200, std::string(kPrometheusText), context_.metrics.render()});
+    default:
+      return then(json_answer(api::Api::error_response(404, "this listener serves /metrics and /healthz only")));
+  }
+}
+
+void RequestHandler::handle_management(const Request& request, net::any_io_executor executor,
+                                       std::function<void(Outcome)> then) {
+  off_io_thread(
+      [this, &request] {
+        try {
+          return context_.api.handle(*authorized_, request.target(), request.body());
+        } catch (const std::exception&) {
+          return api::Api::error_response(500, "Internal Server Error");
+        }
+      },
+      std::move(executor), [then = std::move(then)](api::Response response) { then(json_answer(response)); });
+}
+
+// Contract §10 at export: an upstream that is, or resolves to, a closed address is 400. The body
+// is parsed once, here, and the parsed value stored. Names are resolved off the I/O threads
+// (Asio's resolver), bounded by the read timeout; a name that does not resolve now is left to
+// the check every invocation makes on the address it connects to.
+void RequestHandler::export_after_address_check(const Request& request, net::any_io_executor executor,
+                                                std::function<void(Outcome)> then) {
+  auto config = context_.api.parse_export(request.body());
+  if (!config) return then(json_answer(api::Api::error_response(config.error())));
+  export_config_ = std::move(*config);
+  const auto* uri = std::get_if<core::UriExport>(&*export_config_);
+  if (uri == nullptr) return export_parsed(std::move(executor), std::move(then));
+  context_.upstream.check_name(uri->target.connect_host, uri->target.port, context_.settings.read_timeout, executor,
+                               [this, executor, then = std::move(then)](core::Status verdict) mutable {
+                                 if (!verdict) return then(json_answer(api::Api::error_response(verdict.error())));
+                                 export_parsed(std::move(executor), std::move(then));
+                               });
+}
+
+void RequestHandler::export_parsed(net::any_io_executor executor, std::function<void(Outcome)> then) {
+  off_io_thread(
+      [this] {
+        try {
+          return context_.api.export_parsed(*authorized_, *export_config_);
+        } catch (const std::exception&) {
+          return api::Api::error_response(500, "Internal Server Error");
+        }
+      },
+      std::move(executor), [then = std::move(then)](api::Response response) { then(json_answer(response)); });
+}
+
+// Contract §5: the upstream request built and signed by core/. An export that names a profile
+// (contract §9) signs with the operator's credentials for it, which may first have to be fetched:
+// the request waits, and goes on on the session's strand.
+void RequestHandler::prepare_invocation(const Request& request, net::any_io_executor executor,
+                                        std::function<void(Outcome)> then) {
+  const core::UriExport& config = invoked_config();
+  const auto* aws4 = std::get_if<core::Aws4Signing>(&config.signing);
+  if (aws4 == nullptr || !aws4->credentials_profile) return then(sign_invocation(request, nullptr));
+  context_.credentials.get(*aws4->credentials_profile, [this, &request, executor,
+                                                        then = std::move(then)](CredentialsResult credentials) {
+    net::dispatch(executor, [this, &request, then, credentials = std::move(credentials)] {
+      if (!credentials) return then(json_answer(api::Api::error_response(502, credentials.error().message)));
+      then(sign_invocation(request, credentials->get()));
+    });
+  });
+}
+
+// `credentials`: a profile's, or null when the export holds its own keys.
+Outcome RequestHandler::sign_invocation(const Request& request, const core::AwsCredentials* credentials) {
+  core::Headers headers;
+  headers.reserve(static_cast<std::size_t>(std::distance(request.begin(), request.end())));
+  for (const auto& field : request) headers.push_back({std::string(field.name_string()), std::string(field.value())});
+  core::IncomingRequest incoming{request.method_string(), request.target(), headers, request.body()};
+  auto prepared = core::prepare_upstream_request(
+      invoked_config(), incoming,
+      core::SigningContext{std::chrono::system_clock::now(), &context_.key_cache, credentials});
+  if (!prepared) return json_answer(api::Api::error_response(prepared.error()));
+  return Relay{std::move(*prepared)};
+}
+
+void RequestHandler::answered(std::optional<std::string_view> method, int status) {
+  const std::optional<CapabilityKind> kind = authorized_ ? std::optional(authorized_->resolved.kind) : std::nullopt;
+  context_.metrics.request(metric_operation(route_, kind), status);
+  if (kind) {
+    if (auto revoked = revocation_kind(*kind, status)) context_.metrics.revocation(*revoked);
+  }
+  if (!context_.log) return;
+  const std::string timestamp = log_timestamp();
+  const std::string log_id = authorized_ ? authorized_->token.log_id() : std::string();
+  context_.log(access_log_line(
+      {timestamp, method, status, std::chrono::duration<double, std::milli>(Clock::now() - started_).count(),
+       authorized_ ? std::optional(authorized_->operation()) : std::nullopt, log_id}));
+}
+
+}  // namespace membraned::server

@@ -1,0 +1,88 @@
+// What a request asks for and how it is answered, between the session's reads and writes: its
+// route, its capability (a store call, off the I/O threads when the store waits on the network),
+// its body limit, the management operation, the export-time address check, the preparation of an
+// invocation, and each answer's access-log line and metrics. One per connection, one request at
+// a time. No socket here: the session (server/session.hpp) does every read and write.
+#pragma once
+
+#include <boost/asio/any_io_executor.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/string_body.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <variant>
+
+#include "api/api.hpp"
+#include "core/export_config.hpp"
+#include "core/upstream_request.hpp"
+#include "server/request_dispatch.hpp"
+
+namespace membraned::server {
+
+struct ServerContext;
+using Request = boost::beast::http::request<boost::beast::http::string_body>;
+
+// After the body: an answer to send, or a prepared upstream request to relay.
+struct Answer {
+  int status = 200;
+  std::string content_type;
+  std::string body;
+};
+struct Relay {
+  core::UpstreamRequest upstream;
+};
+using Outcome = std::variant<Answer, Relay>;
+
+Answer json_answer(const api::Response& response);
+
+class RequestHandler {
+ public:
+  RequestHandler(ServerContext& context, bool metrics_only);
+
+  // A new request; `started` is when its header was in (or when it failed).
+  void begin(std::chrono::steady_clock::time_point started);
+  std::chrono::steady_clock::time_point started() const { return started_; }
+
+  // The header is in. `then` runs on `executor` (the session's strand) once the capability is
+  // known, with the largest body the request may send. The request must stay alive until then.
+  void after_header(const Request& request, boost::asio::any_io_executor executor,
+                    std::function<void(std::uint64_t body_limit)> then);
+  // The body is in. `then` runs on `executor`.
+  void after_body(const Request& request, boost::asio::any_io_executor executor, std::function<void(Outcome)> then);
+  // 413, unless the capability could not be looked up because the store is down: its limit is
+  // then unknown, and the client should retry rather than take the size for the reason.
+  api::Response too_large() const;
+  // The export configuration of the invocation being relayed (after a Relay outcome).
+  const core::UriExport& invoked_config() const { return *authorized_->resolved.uri; }
+
+  // An answer with `status` goes out for the current request (`method`: none when its header
+  // never arrived whole): its access-log line and metrics.
+  void answered(std::optional<std::string_view> method, int status);
+
+ private:
+  template <class Work, class Then>
+  void off_io_thread(Work work, boost::asio::any_io_executor executor, Then then);
+  void answer_without_capability(boost::asio::any_io_executor executor, const std::function<void(Outcome)>& then);
+  void handle_management(const Request& request, boost::asio::any_io_executor executor,
+                         std::function<void(Outcome)> then);
+  void export_after_address_check(const Request& request, boost::asio::any_io_executor executor,
+                                  std::function<void(Outcome)> then);
+  void export_parsed(boost::asio::any_io_executor executor, std::function<void(Outcome)> then);
+  void prepare_invocation(const Request& request, boost::asio::any_io_executor executor,
+                          std::function<void(Outcome)> then);
+  Outcome sign_invocation(const Request& request, const core::AwsCredentials* credentials);
+
+  ServerContext& context_;
+  RouteRules rules_;
+  Route route_ = Route::by_token;
+  std::optional<api::Authorized> authorized_;
+  std::optional<core::Error> authorization_error_;
+  std::optional<core::ExportConfig> export_config_;
+  std::chrono::steady_clock::time_point started_;
+};
+
+}  // namespace membraned::server

@@ -1,0 +1,134 @@
+// The one HTTP client of the service's outgoing side: connections to upstreams (resolve → address
+// check → connect → TLS), the keep-alive pool, and the client TLS contexts. Invocations
+// (server/invocation) and credential fetches (server/credentials_exchange) both go through it,
+// as Envoy sends its metadata fetches through the cluster manager that carries proxied traffic.
+#pragma once
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/ssl/context.hpp>
+#include <boost/asio/strand.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/ssl/ssl_stream.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/address_policy.hpp"
+#include "core/export_config.hpp"
+#include "core/result.hpp"
+
+namespace membraned::server {
+
+namespace net = boost::asio;
+namespace ssl = boost::asio::ssl;
+namespace beast = boost::beast;
+using tcp = boost::asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+
+core::IpAddress to_ip_address(const net::ip::address& address);
+
+// One connection to an upstream, on a strand of its own: it can serve one request after another
+// (from any requester's session) through the keep-alive pool, so whoever uses it hops onto its
+// strand for each step.
+struct UpstreamConnection {
+  explicit UpstreamConnection(net::io_context& ioc) : strand(net::make_strand(ioc)) {}
+  net::strand<net::io_context::executor_type> strand;
+  std::optional<beast::tcp_stream> plain;
+  std::optional<beast::ssl_stream<beast::tcp_stream>> tls;
+
+  beast::tcp_stream& lowest() { return tls ? beast::get_lowest_layer(*tls) : *plain; }
+  bool open() const { return plain.has_value() || tls.has_value(); }
+  // Both directions shut and the socket closed, now (call on the strand).
+  void close();
+  // `f(stream)` with the plain or the TLS stream.
+  template <class F>
+  void with_stream(F&& f) {
+    if (tls) {
+      f(*tls);
+    } else {
+      f(*plain);
+    }
+  }
+};
+
+struct UpstreamEndpoint {
+  std::string host;  // a name or an IP literal, without brackets
+  std::uint16_t port = 0;
+  bool https = false;
+  std::shared_ptr<ssl::context> tls;  // https only
+};
+
+// Each step (resolve, connect, handshake) has `step_timeout`, and none goes past `deadline`.
+struct ConnectLimits {
+  std::chrono::milliseconds step_timeout{30000};
+  Clock::time_point deadline = Clock::time_point::max();
+};
+
+enum class ConnectStep { resolve, refused, connect, handshake };
+
+struct ConnectFailure {
+  ConnectStep step;
+  beast::error_code ec;         // beast::error::timeout when a limit passed
+  std::string refusal;          // refused: why every address was closed (contract §10)
+};
+
+// On the new connection's strand: the connection, ready for its first request, or why not.
+using ConnectDone = std::function<void(std::shared_ptr<UpstreamConnection>, std::optional<ConnectFailure>)>;
+
+class UpstreamClient {
+ public:
+  static constexpr std::size_t kMaxIdlePerUpstream = 64;
+  static constexpr std::size_t kMaxIdle = 1024;
+  static constexpr std::chrono::seconds kMaxIdleTime{20};
+
+  explicit UpstreamClient(net::io_context& ioc);
+
+  // The system trust store, peer verified, TLS 1.2 or later.
+  core::Status load_default_tls();
+  const std::shared_ptr<ssl::context>& default_tls() const { return default_tls_; }
+  // The context for an export's `tls` settings: the default one when it has none of its own;
+  // null when its material cannot be loaded.
+  std::shared_ptr<ssl::context> tls_for(const std::optional<core::TlsOptions>& options) const;
+
+  // Contract §10, applied to every address an export's upstream resolves to. Set once, before
+  // serving.
+  void set_address_policy(core::UpstreamAddressPolicy policy) { policy_ = std::move(policy); }
+  const core::UpstreamAddressPolicy& address_policy() const { return policy_; }
+
+  // resolve → (with `checked`, the address policy on every address) → connect → TLS handshake
+  // with the peer's name verified. Operator endpoints (credential sources) are not checked:
+  // the policy closes exactly the metadata addresses they live on.
+  void connect(UpstreamEndpoint endpoint, ConnectLimits limits, bool checked, ConnectDone done);
+
+  // Export time: every address `host` resolves to now must be open. A name that does not
+  // resolve (or not within `timeout`) passes: the check each connect makes decides then.
+  void check_name(const std::string& host, std::uint16_t port, std::chrono::milliseconds timeout,
+                  net::any_io_executor executor, std::function<void(core::Status)> done);
+
+  // The keep-alive pool, keyed by scheme, host and port (connections with per-export TLS
+  // material are never pooled). An upstream may close an idle connection any time: the caller
+  // retries once on a new one.
+  std::shared_ptr<UpstreamConnection> take_idle(const std::string& key);
+  void keep_idle(const std::string& key, std::shared_ptr<UpstreamConnection> connection);
+
+  net::io_context& io_context() { return ioc_; }
+
+ private:
+  net::io_context& ioc_;
+  std::shared_ptr<ssl::context> default_tls_;
+  core::UpstreamAddressPolicy policy_;
+
+  std::mutex idle_mutex_;
+  std::map<std::string, std::vector<std::pair<Clock::time_point, std::shared_ptr<UpstreamConnection>>>> idle_;
+  std::size_t idle_count_ = 0;
+};
+
+}  // namespace membraned::server
