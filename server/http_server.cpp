@@ -63,15 +63,20 @@ core::Status load_server_tls(ssl::context& tls, const std::string& cert_file, co
 }  // namespace
 
 struct HttpServer::Impl {
+  // The context is made before the io_context (it only keeps a reference to it) and outlives
+  // it: sessions still queued when the io_context goes (a grace period that ran out) use it as
+  // they are destroyed.
   Impl(ServerSettings settings, api::Api& api, RequestLogger log)
-      : ioc(static_cast<int>(std::max<std::size_t>(1, settings.threads))),
-        context(std::move(settings), api, std::move(log), ioc),
+      : context(std::move(settings), api, std::move(log), ioc),
+        ioc(static_cast<int>(std::max<std::size_t>(1, context.settings.threads))),
         service(ioc, [this](tcp::socket socket) { start_session(std::move(socket)); }),
         signals(ioc, SIGTERM, SIGINT, SIGHUP),  // a hang-up drains too, rather than killing
         stop_check(ioc) {}
 
-  net::io_context ioc;
+  ~Impl() { context.upstream.drop_idle(); }
+
   ServerContext context;
+  net::io_context ioc;
   std::optional<ssl::context> tls;
   Listener service;
   std::optional<Listener> metrics;  // --metrics-listen

@@ -243,4 +243,13 @@ void UpstreamClient::keep_idle(const std::string& key, std::shared_ptr<UpstreamC
   ++idle_count_;
 }
 
+void UpstreamClient::drop_idle() {
+  decltype(idle_) dropped;
+  {
+    std::lock_guard lock(idle_mutex_);
+    dropped.swap(idle_);
+    idle_count_ = 0;
+  }
+}
+
 }  // namespace membraned::server

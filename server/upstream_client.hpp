@@ -118,6 +118,8 @@ class UpstreamClient {
   // retries once on a new one.
   std::shared_ptr<UpstreamConnection> take_idle(const std::string& key);
   void keep_idle(const std::string& key, std::shared_ptr<UpstreamConnection> connection);
+  // Closes every pooled connection: before the io_context they belong to goes.
+  void drop_idle();
 
   net::io_context& io_context() { return ioc_; }
 

@@ -1,0 +1,85 @@
+// server/request_dispatch: where a request goes, how large its body may be, what it is counted as
+// and logged as; pure functions, no socket.
+#include <gtest/gtest.h>
+
+#include "server/request_dispatch.hpp"
+
+namespace {
+
+using membraned::server::AccessLogEntry;
+using membraned::server::BodyLimits;
+using membraned::server::Route;
+using membraned::server::RouteRules;
+using membraned::server::access_log_line;
+using membraned::server::body_limit;
+using membraned::server::classify;
+using membraned::server::metric_operation;
+using membraned::server::revocation_kind;
+using membraned::storage::CapabilityKind;
+
+const RouteRules kService{false, false};
+const RouteRules kServiceWithMetrics{false, true};
+const RouteRules kMetricsListener{true, false};
+
+TEST(Classify, ARequestWithACapabilityGoesToItWhateverItsPath) {
+  EXPECT_EQ(classify("GET", "/healthz", true, kServiceWithMetrics), Route::by_token);
+  EXPECT_EQ(classify("GET", "/metrics", true, kServiceWithMetrics), Route::by_token);
+  EXPECT_EQ(classify("POST", "/any/path?x=1", true, kService), Route::by_token);
+}
+
+TEST(Classify, WithoutACapabilityOnlyGetOrHeadOfHealthAndMetricsAreTheServicesOwn) {
+  EXPECT_EQ(classify("GET", "/healthz", false, kService), Route::health);
+  EXPECT_EQ(classify("HEAD", "/healthz?verbose", false, kService), Route::health);
+  EXPECT_EQ(classify("POST", "/healthz", false, kService), Route::by_token);  // then 401
+  EXPECT_EQ(classify("GET", "/healthz/x", false, kService), Route::by_token);
+  EXPECT_EQ(classify("GET", "/", false, kService), Route::by_token);
+}
+
+TEST(Classify, MetricsOnlyWhenTurnedOnOrOnTheirOwnListener) {
+  EXPECT_EQ(classify("GET", "/metrics", false, kService), Route::by_token);
+  EXPECT_EQ(classify("GET", "/metrics", false, kServiceWithMetrics), Route::metrics);
+  EXPECT_EQ(classify("GET", "/metrics", false, kMetricsListener), Route::metrics);
+}
+
+TEST(Classify, TheMetricsListenerServesNothingElseAndNoCapability) {
+  EXPECT_EQ(classify("GET", "/", false, kMetricsListener), Route::not_found);
+  EXPECT_EQ(classify("GET", "/", true, kMetricsListener), Route::not_found);
+  EXPECT_EQ(classify("GET", "/healthz", true, kMetricsListener), Route::health);
+}
+
+TEST(BodyLimit, InvocationsGetTheInvocationLimitEverythingElseTheManagementOne) {
+  const BodyLimits limits{100, 5000};
+  EXPECT_EQ(body_limit(CapabilityKind::uri, limits), 5000u);
+  for (auto kind : {CapabilityKind::create, CapabilityKind::query, CapabilityKind::delete_self,
+                    CapabilityKind::export_, CapabilityKind::revoke, CapabilityKind::reexport}) {
+    EXPECT_EQ(body_limit(kind, limits), 100u);
+  }
+  EXPECT_EQ(body_limit(std::nullopt, limits), 100u);  // the capability did not resolve
+}
+
+TEST(MetricOperation, NamesTheCapabilitysKindOrTheServicesOwnRoute) {
+  EXPECT_EQ(metric_operation(Route::health, std::nullopt), "healthz");
+  EXPECT_EQ(metric_operation(Route::metrics, std::nullopt), "metrics");
+  EXPECT_EQ(metric_operation(Route::not_found, std::nullopt), "none");
+  EXPECT_EQ(metric_operation(Route::by_token, std::nullopt), "none");
+  EXPECT_EQ(metric_operation(Route::by_token, CapabilityKind::uri), "invoke");
+  EXPECT_EQ(metric_operation(Route::by_token, CapabilityKind::delete_self), "deleteSelf");
+  EXPECT_EQ(metric_operation(Route::by_token, CapabilityKind::export_), "export");
+}
+
+TEST(RevocationKind, OnlyASuccessfulRevokeOrDeleteSelfTakesSomethingBack) {
+  EXPECT_EQ(revocation_kind(CapabilityKind::revoke, 202), "membrane");
+  EXPECT_EQ(revocation_kind(CapabilityKind::delete_self, 202), "tenant");
+  EXPECT_EQ(revocation_kind(CapabilityKind::revoke, 401), std::nullopt);
+  EXPECT_EQ(revocation_kind(CapabilityKind::revoke, 503), std::nullopt);
+  EXPECT_EQ(revocation_kind(CapabilityKind::export_, 202), std::nullopt);
+}
+
+TEST(AccessLogLine, HasTimeMethodStatusDurationOperationAndTheTokensLogIdOnly) {
+  EXPECT_EQ(access_log_line({"2026-12-03T09:00:00.123Z", "POST", 201, 1.23456, "export", "a1b2c3d4"}),
+            "2026-12-03T09:00:00.123Z POST 201 1.235ms op=export cap=a1b2c3d4");
+  EXPECT_EQ(access_log_line({"2026-12-03T09:00:00.123Z", std::nullopt, 431, 0.5, std::nullopt, ""}),
+            "2026-12-03T09:00:00.123Z - 431 0.500ms op=-");
+}
+
+}  // namespace
