@@ -4,7 +4,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
+#include <functional>
+#include <vector>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -273,6 +276,20 @@ int tenant_create(const Options& o) {
   return 0;
 }
 
+// The flags stay on the top-level command, so that a --config file and the MEMBRANED_* variables
+// read the same way whichever subcommand runs (CLI11 reads a config file's top-level keys into
+// the top-level command only). Each subcommand's --help lists the ones it takes.
+std::function<std::string()> flags_taken(const CLI::App& app, std::vector<std::string> names) {
+  return [&app, names = std::move(names)] {
+    std::string text = "Flags (each also from the environment variable shown, or as NAME = VALUE in the --config file):\n";
+    const CLI::Formatter formatter;
+    for (const std::string& name : names) {
+      if (const CLI::Option* option = app.get_option_no_throw("--" + name)) text += formatter.make_option(option, false);
+    }
+    return text;
+  };
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -290,6 +307,20 @@ int main(int argc, char** argv) {
   auto* tenant_cmd = app.add_subcommand("tenant", "Manage tenants");
   auto* tenant_create_cmd = tenant_cmd->add_subcommand("create", "Create a tenant and print its capabilities as JSON");
   tenant_cmd->require_subcommand(1);
+  const std::vector<std::string> common = {"config", "data-dir", "store", "db-connect-timeout-ms",
+                                           "db-statement-timeout-ms", "authority"};
+  std::vector<std::string> serve_flags = common;
+  for (const CLI::Option* option : app.get_options()) {
+    const std::string name = option->get_single_name();
+    if (std::find(serve_flags.begin(), serve_flags.end(), name) == serve_flags.end() && name != "help" &&
+        name != "version") {
+      serve_flags.push_back(name);
+    }
+  }
+  serve_cmd->footer(flags_taken(app, serve_flags));
+  std::vector<std::string> tenant_flags = common;
+  tenant_flags.push_back("listen");  // the authority when --authority is not given
+  tenant_create_cmd->footer(flags_taken(app, tenant_flags));
   CLI11_PARSE(app, argc, argv);
   try {
     if (serve_cmd->parsed()) return serve(o);
