@@ -24,7 +24,30 @@ constexpr std::size_t kMaxPageLimit = 1'000'000;
 
 Error conflict_of_id() { return Error::conflict("a membrane with this id exists"); }
 
+// Runs `work` through `run` (a backend's read or write) and hands back what it made.
+template <class T, class Run>
+Result<T> collect(Run run, const std::function<Result<T>(BackendSession&)>& work) {
+  std::optional<Result<T>> made;
+  auto s = run([&](BackendSession& session) -> Status {
+    made.emplace(work(session));
+    if (!*made) return made->error();
+    return core::ok_status();
+  });
+  if (!s) return s.error();
+  return std::move(*made);
+}
+
 }  // namespace
+
+template <class T>
+Result<T> MembraneStore::reading(const std::function<Result<T>(BackendSession&)>& work) {
+  return collect<T>([this](const SessionWork& w) { return backend_->read(w); }, work);
+}
+
+template <class T>
+Result<T> MembraneStore::writing(const std::function<Result<T>(BackendSession&)>& work) {
+  return collect<T>([this](const SessionWork& w) { return backend_->write(w); }, work);
+}
 
 MembraneStore::MembraneStore(std::unique_ptr<Backend> backend, MasterKey key, WallClock clock)
     : backend_(std::move(backend)), key_(std::move(key)), clock_(std::move(clock)) {
@@ -86,46 +109,25 @@ Result<std::string> MembraneStore::insert_tenant(BackendSession& session, const 
 }
 
 Result<std::string> MembraneStore::create_tenant(const TenantTokens& tokens) {
-  std::string id;
-  auto s = backend_->write([&](BackendSession& session) -> Status {
-    auto inserted = insert_tenant(session, tokens);
-    if (!inserted) return inserted.error();
-    id = std::move(*inserted);
-    return core::ok_status();
-  });
-  if (!s) return s.error();
-  return id;
+  return writing<std::string>([&](BackendSession& session) { return insert_tenant(session, tokens); });
 }
 
 // Instances starting together on an empty database each ask; the exclusive lock makes their
 // check-then-insert one step, so exactly one creates the tenant.
 Result<std::optional<std::string>> MembraneStore::create_first_tenant(const TenantTokens& tokens) {
-  std::optional<std::string> id;
-  auto s = backend_->write([&](BackendSession& session) -> Status {
-    id.reset();
-    if (auto locked = session.take_exclusive(Exclusive::first_tenant); !locked) return locked;
+  return writing<std::optional<std::string>>([&](BackendSession& session) -> Result<std::optional<std::string>> {
+    if (auto locked = session.take_exclusive(Exclusive::first_tenant); !locked) return locked.error();
     auto exists = session.has_tenants();
     if (!exists) return exists.error();
-    if (*exists) return core::ok_status();
-    auto inserted = insert_tenant(session, tokens);
-    if (!inserted) return inserted.error();
-    id = std::move(*inserted);
-    return core::ok_status();
+    if (*exists) return std::optional<std::string>();
+    auto id = insert_tenant(session, tokens);
+    if (!id) return id.error();
+    return std::optional<std::string>(std::move(*id));
   });
-  if (!s) return s.error();
-  return id;
 }
 
 Result<bool> MembraneStore::has_tenants() {
-  bool exists = false;
-  auto s = backend_->read([&](BackendSession& session) -> Status {
-    auto found = session.has_tenants();
-    if (!found) return found.error();
-    exists = *found;
-    return core::ok_status();
-  });
-  if (!s) return s.error();
-  return exists;
+  return reading<bool>([](BackendSession& session) { return session.has_tenants(); });
 }
 
 Status MembraneStore::delete_tenant(const Token& presented) {
@@ -156,25 +158,18 @@ Result<Resolved> MembraneStore::recheck(BackendSession& session, const Token& pr
 // returns the epoch of its own snapshot.
 Result<Resolved> MembraneStore::resolve(const Token& token) {
   const std::string digest = token.digest();
-  std::optional<Result<Resolved>> answer;
-  auto s = backend_->read([&](BackendSession& session) -> Status {
+  return reading<Resolved>([&](BackendSession& session) -> Result<Resolved> {
     if (auto cached = cache_.find(digest)) {
       auto epoch = session.epoch();
       if (!epoch) return epoch.error();
-      if (*epoch == cached->epoch) {
-        answer.emplace(std::move(cached->resolved));
-        return core::ok_status();
-      }
+      if (*epoch == cached->epoch) return std::move(cached->resolved);
     }
     auto walk = session.walk(digest);
     if (!walk) return walk.error();
     auto resolved = resolve_links(walk->links, digest, key_);
     if (resolved && walk->epoch) cache_.store(digest, *resolved, *walk->epoch);
-    answer.emplace(std::move(resolved));
-    return core::ok_status();
+    return resolved;
   });
-  if (!s) return s.error();
-  return std::move(*answer);
 }
 
 // Inside the revoking transaction: from its commit on, no resolution cached before it is used,
@@ -266,22 +261,17 @@ Status MembraneStore::create_membrane(const Token& presented, const Membrane& me
 }
 
 Result<std::optional<Membrane>> MembraneStore::find_membrane(const std::string& tenant_id, const std::string& id) {
-  std::optional<Membrane> found;
-  auto s = backend_->read([&](BackendSession& session) -> Status {
-    found.reset();
+  return reading<std::optional<Membrane>>([&](BackendSession& session) -> Result<std::optional<Membrane>> {
     auto stored = session.membrane(tenant_id, id);
     if (!stored) return stored.error();
-    if (!*stored) return core::ok_status();
+    if (!*stored) return std::optional<Membrane>();
     auto cut = cut_flags(session, {**stored});
     if (!cut) return cut.error();
-    if (cut->front()) return core::ok_status();
+    if (cut->front()) return std::optional<Membrane>();
     auto membrane = unseal(tenant_id, **stored);
     if (!membrane) return membrane.error();
-    found = std::move(*membrane);
-    return core::ok_status();
+    return std::optional<Membrane>(std::move(*membrane));
   });
-  if (!s) return s.error();
-  return found;
 }
 
 // Reads in batches and skips cut membranes, until the page plus one more is found or the
@@ -289,9 +279,8 @@ Result<std::optional<Membrane>> MembraneStore::find_membrane(const std::string& 
 Result<MembranePage> MembraneStore::list_membranes(const std::string& tenant_id, const std::optional<std::string>& after,
                                                    std::size_t limit) {
   limit = std::min(limit, kMaxPageLimit);
-  MembranePage page;
-  auto s = backend_->read([&](BackendSession& session) -> Status {
-    page = MembranePage{};
+  return reading<MembranePage>([&](BackendSession& session) -> Result<MembranePage> {
+    MembranePage page;
     std::optional<std::string> cursor = after;
     const std::size_t batch = limit + 1;
     while (true) {
@@ -303,18 +292,16 @@ Result<MembranePage> MembraneStore::list_membranes(const std::string& tenant_id,
         if ((*cut)[i]) continue;
         if (page.membranes.size() == limit) {
           page.completed = false;
-          return core::ok_status();
+          return page;
         }
         auto membrane = unseal(tenant_id, (*stored)[i]);
         if (!membrane) return membrane.error();
         page.membranes.push_back(std::move(*membrane));
       }
-      if (stored->size() < batch) return core::ok_status();
+      if (stored->size() < batch) return page;
       cursor = stored->back().id;
     }
   });
-  if (!s) return s.error();
-  return page;
 }
 
 Status MembraneStore::revoke_membrane(const Token& presented) {

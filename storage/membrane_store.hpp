@@ -42,6 +42,12 @@ class MembraneStore final : public Store {
  private:
   MembraneStore(std::unique_ptr<Backend> backend, MasterKey key, WallClock clock);
 
+  // `work` in a read (or a write transaction), its result this call's: a failed write rolls back.
+  template <class T>
+  Result<T> reading(const std::function<Result<T>(BackendSession&)>& work);
+  template <class T>
+  Result<T> writing(const std::function<Result<T>(BackendSession&)>& work);
+
   Status check_master_key(BackendSession& session);
   Result<Resolved> resolve_in(BackendSession& session, std::string_view digest);
   // The presented token resolved again inside a write transaction, of the expected kind.
