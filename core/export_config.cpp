@@ -1,7 +1,5 @@
 #include "core/export_config.hpp"
 
-#include <boost/url/parse.hpp>
-#include <boost/url/url_view.hpp>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -86,11 +84,6 @@ bool is_cap1_key_id(std::string_view s) {
     auto u = static_cast<unsigned char>(c);
     return u > 0x20 && u < 0x7F && c != '/' && c != ',';
   });
-}
-
-bool is_reg_name_char(char c) {
-  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
-         c == '.' || c == '_';
 }
 
 // A profile name (SPEC 9) or static keys, never both; region and service either way.
@@ -391,66 +384,6 @@ class DuplicateKeyFinder {
 };
 
 }  // namespace
-
-Result<UpstreamTarget> parse_upstream_uri(std::string_view text) {
-  if (text.empty()) return bad("uri", "uri must not be empty");
-  if (text.size() > kMaxUriLength) return bad("uri", "uri is too long");
-  auto parsed = boost::urls::parse_uri(text);
-  if (!parsed) return bad("uri", "uri must be an absolute http or https URI");
-  boost::urls::url_view view = *parsed;
-  UpstreamTarget out;
-  std::string scheme = to_lower_ascii(view.scheme());
-  if (scheme != "http" && scheme != "https") return bad("uri", "uri scheme must be http or https");
-  out.https = scheme == "https";
-  if (!view.has_authority()) return bad("uri", "uri must name a host");
-  if (view.has_userinfo()) return bad("uri", "uri must not hold user information");
-
-  std::string host = to_lower_ascii(std::string_view(view.encoded_host()));
-  switch (view.host_type()) {
-    case boost::urls::host_type::ipv4:
-      out.connect_host = host;
-      break;
-    case boost::urls::host_type::ipv6:
-      out.connect_host = to_lower_ascii(std::string_view(view.encoded_host_address()));
-      if (host.front() != '[') host = "[" + host + "]";
-      break;
-    case boost::urls::host_type::name:
-      if (host.empty() || !std::all_of(host.begin(), host.end(), is_reg_name_char)) {
-        return bad("uri", "uri host must be a DNS name or an IP address");
-      }
-      out.connect_host = host;
-      break;
-    default:
-      return bad("uri", "uri host must be a DNS name or an IP address");
-  }
-  out.host = host;
-
-  const std::uint16_t default_port = out.https ? 443 : 80;
-  out.port = default_port;
-  std::string_view port = view.port();
-  if (!port.empty()) {
-    if (port.size() > 5 || !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-      return bad("uri", "uri port must be a number from 1 to 65535");
-    }
-    unsigned long number = std::stoul(std::string(port));
-    if (number == 0 || number > 65535) return bad("uri", "uri port must be a number from 1 to 65535");
-    out.port = static_cast<std::uint16_t>(number);
-  }
-  out.authority = out.port == default_port ? host : host + ":" + std::to_string(out.port);
-
-  out.path = std::string(view.encoded_path());
-  // After an authority the path is empty or starts with '/'; anything else means the
-  // authority was not what it seemed (e.g. "host:https/" read as host, empty port, "https/").
-  if (!out.path.empty() && out.path.front() != '/') {
-    return bad("uri", "uri port must be a number from 1 to 65535");
-  }
-  if (out.path.empty()) out.path = "/";
-  if (view.has_query()) out.query = std::string(view.encoded_query());
-
-  out.uri = scheme + "://" + out.authority + out.path;
-  if (out.query) out.uri += "?" + *out.query;
-  return out;
-}
 
 Result<ExportConfig> parse_export_config(std::string_view body, const ExportLimits& limits) {
   DuplicateKeyFinder duplicates;

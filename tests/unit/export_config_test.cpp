@@ -16,6 +16,7 @@
 #include "core/http.hpp"
 #include "core/result.hpp"
 #include "core/token.hpp"
+#include "core/url.hpp"
 #include "tests/support/test_pki.hpp"
 
 namespace membraned::core {
