@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 
+#include "core/ascii.hpp"
 #include "core/encoding.hpp"
 #include "core/http.hpp"
 
@@ -19,10 +20,6 @@ constexpr std::size_t kMaxRoleArn = 2048;
 constexpr std::size_t kMaxExternalId = 1224;
 constexpr std::size_t kMaxRoleSessionName = 64;
 constexpr std::size_t kMaxRegion = 64;
-
-bool is_alnum(char c) noexcept {
-  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-}
 
 bool is_space(char c) noexcept {
   return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
@@ -243,8 +240,7 @@ Result<AwsProfile> parse_profile(const std::string& name, const RawProfile& raw,
   }
   if (*duration) {
     const std::string& d = **duration;
-    bool numeric = !d.empty() && d.size() <= 6 &&
-                   std::all_of(d.begin(), d.end(), [](char c) { return c >= '0' && c <= '9'; });
+    bool numeric = !d.empty() && d.size() <= 6 && std::all_of(d.begin(), d.end(), is_digit);
     std::int64_t seconds = numeric ? std::stoll(d) : 0;
     if (!numeric || seconds < kMinDurationSeconds || seconds > kMaxDurationSeconds) {
       return profile_error(name, "duration_seconds", "must be an integer from 900 to 43200");

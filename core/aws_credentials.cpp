@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "core/ascii.hpp"
 #include "core/encoding.hpp"
 #include "core/http.hpp"
 
@@ -22,8 +23,6 @@ Error bad(std::string_view field, std::string message) {
   return Error::invalid(std::string(field), std::move(message));
 }
 
-bool is_digit(char c) noexcept { return c >= '0' && c <= '9'; }
-
 // `count` decimal digits at `pos`, or nullopt.
 std::optional<int> digits(std::string_view s, std::size_t pos, std::size_t count) {
   if (pos + count > s.size()) return std::nullopt;
@@ -33,12 +32,6 @@ std::optional<int> digits(std::string_view s, std::size_t pos, std::size_t count
     value = value * 10 + (s[i] - '0');
   }
   return value;
-}
-
-bool is_word(std::string_view s) noexcept {
-  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || is_digit(c) || c == '_';
-  });
 }
 
 Result<json> parse_object(std::string_view body, std::string_view source) {

@@ -5,6 +5,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/ascii.hpp"
 #include "core/crypto.hpp"
 #include "core/encoding.hpp"
 
@@ -140,7 +141,7 @@ class JsObject {
 };
 
 bool all_digits(std::string_view s) {
-  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+  return !s.empty() && std::all_of(s.begin(), s.end(), is_digit);
 }
 
 // The reference reads X-Cap-Date by slicing it as YYYYMMDD?HHMMSS (the 9th character and

@@ -7,6 +7,7 @@
 #include <set>
 #include <vector>
 
+#include "core/ascii.hpp"
 #include "core/aws_config.hpp"
 #include "core/crypto.hpp"
 #include "core/encoding.hpp"
@@ -61,12 +62,6 @@ Result<std::optional<std::string>> string_field(const json& object, std::string_
     return bad(field, field + " must be at most " + std::to_string(max_length) + " characters");
   }
   return std::optional<std::string>(std::move(value));
-}
-
-bool is_word(std::string_view s) {  // ^\w+$
-  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
-  });
 }
 
 // Region and service names go into the credential scope, between '/' separators.

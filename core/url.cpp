@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <string>
 
+#include "core/ascii.hpp"
 #include "core/http.hpp"
 
 namespace membraned::core {
@@ -13,10 +14,7 @@ namespace {
 
 Error bad_uri(std::string message) { return Error::invalid("uri", std::move(message)); }
 
-bool is_reg_name_char(char c) {
-  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' ||
-         c == '_';
-}
+bool is_reg_name_char(char c) { return is_alnum(c) || c == '-' || c == '.' || c == '_'; }
 
 // host (IPv6 in brackets) and connect_host (without them), lower-cased.
 Status take_host(const boost::urls::url_view& view, UpstreamTarget& out) {
@@ -43,8 +41,7 @@ Status take_host(const boost::urls::url_view& view, UpstreamTarget& out) {
 Result<std::uint16_t> take_port(const boost::urls::url_view& view, std::uint16_t default_port) {
   std::string_view port = view.port();
   if (port.empty()) return default_port;
-  if (port.size() > 5 ||
-      !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+  if (port.size() > 5 || !std::all_of(port.begin(), port.end(), is_digit)) {
     return bad_uri("uri port must be a number from 1 to 65535");
   }
   unsigned long number = std::stoul(std::string(port));
