@@ -27,10 +27,8 @@ bool is_space(char c) noexcept {
 
 // IAM's [\w+=,.@-] (role session names) plus `extra`.
 bool is_iam_text(std::string_view s, std::string_view extra = {}) noexcept {
-  return std::all_of(s.begin(), s.end(), [&](char c) {
-    return is_alnum(c) || c == '_' || c == '+' || c == '=' || c == ',' || c == '.' || c == '@' ||
-           c == '-' || extra.find(c) != std::string_view::npos;
-  });
+  return std::all_of(s.begin(), s.end(),
+                     [&](char c) { return is_iam_name_char(c) || extra.find(c) != std::string_view::npos; });
 }
 
 Error profile_error(std::string_view profile, std::string_view key, std::string_view what) {
@@ -308,10 +306,6 @@ std::string_view credential_source_name(CredentialSource source) noexcept {
     case CredentialSource::ecs_container: return "EcsContainer";
   }
   return "";
-}
-
-bool is_profile_name(std::string_view name) noexcept {
-  return !name.empty() && name.size() <= kMaxProfileName && is_iam_text(name);
 }
 
 Result<AwsConfig> AwsConfig::load(std::string_view contents) {

@@ -8,9 +8,9 @@
 #include <vector>
 
 #include "core/ascii.hpp"
-#include "core/aws_config.hpp"
 #include "core/crypto.hpp"
 #include "core/encoding.hpp"
+#include "core/profile_name.hpp"
 
 namespace membraned::core {
 namespace {
