@@ -15,6 +15,7 @@
 
 #include "core/result.hpp"
 #include "core/sigv4.hpp"
+#include "core/time.hpp"  // parse_iso8601, which reads the documents' Expiration
 
 namespace membraned::core {
 
@@ -32,12 +33,6 @@ using EnvLookup = std::function<std::optional<std::string>(std::string_view name
 
 // One variable through `env` (which may be empty: nothing is set), an empty value as unset.
 std::optional<std::string> env_value(const EnvLookup& env, std::string_view name);
-
-// ISO 8601 / RFC 3339 date-time with a zone: "2026-11-24T12:00:00Z", "...12:00:00.123Z",
-// "...12:00:00+02:00" (also "+0200"). Seconds are required; fractions of up to 9 digits are
-// kept. Impossible dates (2026-02-30), leap seconds (":60"), a missing zone, lower-case 't'/'z'
-// and trailing text are errors (field "Expiration").
-Result<std::chrono::system_clock::time_point> parse_iso8601(std::string_view text);
 
 // IMDSv2: the body of GET /latest/meta-data/iam/security-credentials/ROLE:
 //   {"Code":"Success","LastUpdated":..,"Type":"AWS-HMAC","AccessKeyId":..,"SecretAccessKey":..,

@@ -8,6 +8,7 @@
 #include "core/ascii.hpp"
 #include "core/crypto.hpp"
 #include "core/encoding.hpp"
+#include "core/time.hpp"
 
 namespace membraned::core::cap1 {
 namespace {

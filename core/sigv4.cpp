@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/encoding.hpp"
+#include "core/time.hpp"
 
 namespace membraned::core::sigv4 {
 namespace {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/encoding.hpp"
+#include "core/time.hpp"
 
 namespace membraned::core {
 namespace {
