@@ -13,6 +13,7 @@
 //   - hop-by-hop headers are never signed; the body is never signed.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <functional>
 #include <optional>
@@ -26,6 +27,12 @@ namespace membraned::core::cap1 {
 
 inline constexpr std::string_view kAlgorithm = "CAP1-HMAC-SHA512";
 inline constexpr std::chrono::minutes kMaxClockSkew{15};
+
+// The headers of a CAP1 signature: the caller writes sign()'s cap_date and authorization under
+// these names. An export may not configure them: the signer's values would replace them.
+inline constexpr std::string_view kDateHeader = "X-Cap-Date";
+inline constexpr std::string_view kAuthorizationHeader = "Authorization";
+inline constexpr std::array<std::string_view, 2> kWrittenHeaders = {kDateHeader, kAuthorizationHeader};
 
 struct SignInput {
   Headers headers;           // must include Host; X-Cap-Date is added from `now` when absent

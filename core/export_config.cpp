@@ -5,12 +5,15 @@
 #include <algorithm>
 #include <cmath>
 #include <set>
+#include <span>
 #include <vector>
 
 #include "core/ascii.hpp"
+#include "core/cap1.hpp"
 #include "core/crypto.hpp"
 #include "core/encoding.hpp"
 #include "core/profile_name.hpp"
+#include "core/sigv4.hpp"
 
 namespace membraned::core {
 namespace {
@@ -219,11 +222,11 @@ Result<Headers> parse_headers(const json& object) {
 
 // Headers the signer writes itself: configuring them would be silently overwritten.
 Status check_signer_headers(const Headers& headers, const Signing& signing) {
-  std::vector<std::string_view> reserved;
+  std::span<const std::string_view> reserved;
   if (std::holds_alternative<Aws4Signing>(signing)) {
-    reserved = {"authorization", "x-amz-date", "x-amz-content-sha256", "x-amz-security-token"};
+    reserved = sigv4::kWrittenHeaders;
   } else if (std::holds_alternative<Cap1Signing>(signing)) {
-    reserved = {"authorization", "x-cap-date"};
+    reserved = cap1::kWrittenHeaders;
   }
   for (const Header& h : headers) {
     for (std::string_view r : reserved) {
