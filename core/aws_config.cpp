@@ -19,7 +19,6 @@ constexpr std::size_t kMinRoleArn = 20;
 constexpr std::size_t kMaxRoleArn = 2048;
 constexpr std::size_t kMaxExternalId = 1224;
 constexpr std::size_t kMaxRoleSessionName = 64;
-constexpr std::size_t kMaxRegion = 64;
 
 bool is_space(char c) noexcept {
   return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
@@ -249,10 +248,7 @@ Result<AwsProfile> parse_profile(const std::string& name, const RawProfile& raw,
   auto region = get("region");
   if (!region) return region.error();
   if (*region) {
-    const std::string& r = **region;
-    if (r.size() > kMaxRegion || !std::all_of(r.begin(), r.end(), [](char c) {
-          return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
-        })) {
+    if (!is_aws_region(**region)) {
       return profile_error(name, "region", "must hold only lower-case letters, digits and '-'");
     }
     p.region = std::move(**region);

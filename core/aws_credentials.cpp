@@ -13,9 +13,6 @@ namespace {
 
 using json = nlohmann::json;
 
-constexpr std::size_t kMaxAccessKeyId = 128;
-constexpr std::size_t kMaxSecretAccessKey = 256;
-constexpr std::size_t kMaxSessionToken = 16384;
 constexpr std::size_t kMaxShownCode = 64;
 
 Error bad(std::string_view field, std::string message) {
@@ -72,6 +69,12 @@ Result<AwsCredentials> credentials_from_json(const json& object, std::string_vie
 }
 
 }  // namespace
+
+bool is_aws_region(std::string_view region) noexcept {
+  return !region.empty() && region.size() <= kMaxRegion &&
+         std::all_of(region.begin(), region.end(),
+                     [](char c) { return (c >= 'a' && c <= 'z') || is_digit(c) || c == '-'; });
+}
 
 Status validate_credentials(const AwsCredentials& c, const CredentialFieldNames& names) {
   auto field = [](std::string_view name) { return std::string(name); };

@@ -264,5 +264,16 @@ TEST(AwsCredentials, ValidationLimits) {
   EXPECT_EQ(validate_credentials(c, {"a", "b", "c"}).error().field, "c");
 }
 
+TEST(AwsRegion, LowerCaseLettersDigitsAndDashesUpTo64) {
+  for (std::string_view region : {"us-east-1", "us-gov-west-1", "cn-north-1", "x"}) {
+    EXPECT_TRUE(is_aws_region(region)) << region;
+  }
+  EXPECT_TRUE(is_aws_region(std::string(64, 'r')));
+  EXPECT_FALSE(is_aws_region(std::string(65, 'r')));
+  for (std::string_view region : {"", "US-EAST-1", "us_east_1", "us.east.1", "us-east-1/x", "us east"}) {
+    EXPECT_FALSE(is_aws_region(region)) << region;
+  }
+}
+
 }  // namespace
 }  // namespace membraned::core
