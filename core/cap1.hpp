@@ -41,7 +41,9 @@ struct SignInput {
   std::string query;         // without '?'
   std::string key;           // the shared secret as text (used as given, not decoded)
   std::string key_id;
-  std::chrono::system_clock::time_point now = std::chrono::system_clock::now();
+  // The signing time when there is no X-Cap-Date header. The caller passes it (core reads no
+  // clock); left unset it is the epoch, which no verifier accepts.
+  std::chrono::system_clock::time_point now;
   // false reproduces cap1-hmac-sha512 <= 1.3.0, which still signed hop-by-hop headers; kept
   // only so that version's known answers can be checked.
   bool drop_hop_by_hop = true;
@@ -79,7 +81,9 @@ struct VerifyInput {
   std::string path;
   std::string query;
   SecretLookup secret;
-  std::chrono::system_clock::time_point now = std::chrono::system_clock::now();
+  // The verifier's time, which X-Cap-Date must be within kMaxClockSkew of. The caller passes it
+  // (core reads no clock); left unset it is the epoch, and nothing verifies.
+  std::chrono::system_clock::time_point now;
 };
 
 // True only for a request signed by the holder of the key within 15 minutes of `now`. Never
