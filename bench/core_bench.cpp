@@ -103,6 +103,7 @@ void BM_Cap1_Sign(benchmark::State& state) {
   input.query = "a=1&b=2";
   input.key = "c2VjcmV0LWtleS1ieXRlcw";
   input.key_id = "key-1";
+  input.now = std::chrono::system_clock::now();
   for (auto _ : state) {
     auto out = cap1::sign(input);
     benchmark::DoNotOptimize(out);

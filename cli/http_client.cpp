@@ -2,7 +2,6 @@
 
 #include <netdb.h>
 #include <openssl/ssl.h>
-#include <openssl/x509v3.h>
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl.hpp>
@@ -19,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/tls_verification.hpp"
 #include "core/version.hpp"
 
 namespace membraned::cli {
@@ -241,7 +241,7 @@ core::Result<HttpResponseHead> http_exchange(const HttpTarget& t, const HttpRequ
   }
 
   ssl::context ctx(ssl::context::tls_client);
-  SSL_CTX_set_min_proto_version(ctx.native_handle(), TLS1_2_VERSION);
+  if (auto s = core::configure_tls_client(ctx.native_handle()); !s) return failure(s.error().message);
   beast::error_code ec;
   if (t.ca_pem) {
     ctx.add_certificate_authority(net::buffer(*t.ca_pem), ec);
@@ -250,18 +250,10 @@ core::Result<HttpResponseHead> http_exchange(const HttpTarget& t, const HttpRequ
     ctx.set_default_verify_paths(ec);
     if (ec) return failure("cannot load the system's trusted CAs: " + ec.message());
   }
-  ctx.set_verify_mode(ssl::verify_peer);
 
   beast::ssl_stream<beast::tcp_stream> stream(ioc, ctx);
   SSL* handle = stream.native_handle();
-  X509_VERIFY_PARAM* param = SSL_get0_param(handle);
-  X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-  if (t.ip_literal) {
-    if (X509_VERIFY_PARAM_set1_ip_asc(param, t.host.c_str()) != 1) return failure("invalid address " + t.host);
-  } else {
-    if (X509_VERIFY_PARAM_set1_host(param, t.host.c_str(), 0) != 1) return failure("invalid host name " + t.host);
-    if (SSL_set_tlsext_host_name(handle, t.host.c_str()) != 1) return failure("cannot set SNI for " + t.host);
-  }
+  if (auto s = core::verify_peer_name(handle, t.host); !s) return failure(s.error().message);
   if (auto s = connect(beast::get_lowest_layer(stream)); !s) return s.error();
   beast::get_lowest_layer(stream).expires_after(options.timeout);
   ec = run(ioc, [&](auto handler) { stream.async_handshake(ssl::stream_base::client, std::move(handler)); });

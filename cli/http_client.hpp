@@ -1,6 +1,6 @@
 // capi's HTTP client: one request per call, synchronous for the caller, over HTTPS (OpenSSL 3,
-// TLS 1.2+, the server certificate verified against the system trust store or a given CA, host
-// name checked, SNI set) or, only to loopback addresses, plain HTTP. Every wait (name
+// the shared policy of core/tls_verification: TLS 1.2+, the server certificate verified against
+// the system trust store or a given CA, host name or address checked, SNI set for a name) or, only to loopback addresses, plain HTTP. Every wait (name
 // resolution, connect, TLS handshake, write, each read) has the same timeout. The only unit of
 // cli/ that includes Beast and Asio.
 #pragma once

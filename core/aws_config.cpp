@@ -8,6 +8,7 @@
 #include <set>
 #include <sstream>
 
+#include "core/ascii.hpp"
 #include "core/encoding.hpp"
 #include "core/http.hpp"
 
@@ -18,11 +19,6 @@ constexpr std::size_t kMinRoleArn = 20;
 constexpr std::size_t kMaxRoleArn = 2048;
 constexpr std::size_t kMaxExternalId = 1224;
 constexpr std::size_t kMaxRoleSessionName = 64;
-constexpr std::size_t kMaxRegion = 64;
-
-bool is_alnum(char c) noexcept {
-  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-}
 
 bool is_space(char c) noexcept {
   return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
@@ -30,10 +26,8 @@ bool is_space(char c) noexcept {
 
 // IAM's [\w+=,.@-] (role session names) plus `extra`.
 bool is_iam_text(std::string_view s, std::string_view extra = {}) noexcept {
-  return std::all_of(s.begin(), s.end(), [&](char c) {
-    return is_alnum(c) || c == '_' || c == '+' || c == '=' || c == ',' || c == '.' || c == '@' ||
-           c == '-' || extra.find(c) != std::string_view::npos;
-  });
+  return std::all_of(s.begin(), s.end(),
+                     [&](char c) { return is_iam_name_char(c) || extra.find(c) != std::string_view::npos; });
 }
 
 Error profile_error(std::string_view profile, std::string_view key, std::string_view what) {
@@ -49,6 +43,8 @@ struct RawProfile {
   std::map<std::string, std::string, std::less<>> values;
   std::optional<std::string> duplicate_key;
 };
+
+using RawProfiles = std::map<std::string, RawProfile, std::less<>>;
 
 const std::string* raw_value(const RawProfile& raw, std::string_view key) {
   auto it = raw.values.find(key);
@@ -70,7 +66,7 @@ std::optional<std::string> section_profile(std::string_view section) {
   return std::string(rest);
 }
 
-Result<std::map<std::string, RawProfile, std::less<>>> read_sections(std::string_view contents) {
+Result<RawProfiles> read_sections(std::string_view contents) {
   namespace pt = boost::property_tree;
   pt::ptree tree;
   try {
@@ -81,7 +77,7 @@ Result<std::map<std::string, RawProfile, std::less<>>> read_sections(std::string
   } catch (const std::exception&) {
     return Error::invalid("", "aws config: the file cannot be read as INI");
   }
-  std::map<std::string, RawProfile, std::less<>> out;
+  RawProfiles out;
   for (const auto& [section, node] : tree) {
     // Keys outside any section are leaves at the top: ignored, as botocore ignores them.
     if (node.empty()) continue;
@@ -122,25 +118,13 @@ std::vector<std::string> split_whitespace(std::string_view s) {
   return out;
 }
 
-// Every rule of one profile, alone (cycles and chains come after, over all of them).
-Result<AwsProfile> parse_profile(const std::string& name, const RawProfile& raw,
-                                 const std::map<std::string, RawProfile, std::less<>>& all) {
-  if (!is_profile_name(name)) {
-    return profile_error(name, "",
-                         "cannot be used: a profile name holds 1 to 128 letters, digits and - _ . @ + = ,");
-  }
-  if (raw.duplicate_key) return profile_error(name, *raw.duplicate_key, "is given twice");
-
-  AwsProfile p;
-  p.name = name;
-  auto get = [&](std::string_view key) { return optional_value(name, raw, key); };
-
-  // Static keys: both or neither; a session token only with them.
-  auto key_id = get("aws_access_key_id");
+// Static keys: both or neither; a session token only with them.
+Status read_static_keys(const std::string& name, const RawProfile& raw, AwsProfile& p) {
+  auto key_id = optional_value(name, raw, "aws_access_key_id");
   if (!key_id) return key_id.error();
-  auto secret = get("aws_secret_access_key");
+  auto secret = optional_value(name, raw, "aws_secret_access_key");
   if (!secret) return secret.error();
-  auto token = get("aws_session_token");
+  auto token = optional_value(name, raw, "aws_session_token");
   if (!token) return token.error();
   if (key_id->has_value() && !secret->has_value()) {
     return profile_error(name, "aws_secret_access_key", "is missing (aws_access_key_id is given)");
@@ -149,135 +133,178 @@ Result<AwsProfile> parse_profile(const std::string& name, const RawProfile& raw,
     return profile_error(name, "aws_access_key_id", "is missing (aws_secret_access_key is given)");
   }
   if (token->has_value() && !key_id->has_value()) {
-    return profile_error(name, "aws_session_token",
-                         "needs aws_access_key_id and aws_secret_access_key");
+    return profile_error(name, "aws_session_token", "needs aws_access_key_id and aws_secret_access_key");
   }
-  if (key_id->has_value()) {
-    AwsCredentials c{std::move(**key_id), std::move(**secret), std::move(*token), std::nullopt};
-    if (auto s = validate_credentials(
-            c, {"aws_access_key_id", "aws_secret_access_key", "aws_session_token"});
-        !s) {
-      Error e = s.error();
-      e.message = "aws config: profile \"" + printable_excerpt(name) + "\": " + e.message;
-      return e;
-    }
-    p.static_credentials = std::move(c);
+  if (!key_id->has_value()) return ok_status();
+  AwsCredentials c{std::move(**key_id), std::move(**secret), std::move(*token), std::nullopt};
+  if (auto s = validate_credentials(c, {"aws_access_key_id", "aws_secret_access_key", "aws_session_token"});
+      !s) {
+    Error e = s.error();
+    e.message = "aws config: profile \"" + printable_excerpt(name) + "\": " + e.message;
+    return e;
   }
+  p.static_credentials = std::move(c);
+  return ok_status();
+}
 
-  auto source = get("credential_source");
+// credential_source: one of botocore's three names, never beside static keys.
+Status read_credential_source(const std::string& name, const RawProfile& raw, AwsProfile& p) {
+  auto source = optional_value(name, raw, "credential_source");
   if (!source) return source.error();
-  if (*source) {
-    p.credential_source = parse_credential_source(**source);
-    if (!p.credential_source) {
-      return profile_error(name, "credential_source",
-                           "\"" + printable_excerpt(**source) +
-                               "\" is not one of Environment, Ec2InstanceMetadata, EcsContainer");
-    }
-    if (p.static_credentials) {
-      return profile_error(name, "credential_source",
-                           "cannot be given with aws_access_key_id/aws_secret_access_key");
-    }
+  if (!*source) return ok_status();
+  p.credential_source = parse_credential_source(**source);
+  if (!p.credential_source) {
+    return profile_error(name, "credential_source",
+                         "\"" + printable_excerpt(**source) +
+                             "\" is not one of Environment, Ec2InstanceMetadata, EcsContainer");
   }
+  if (p.static_credentials) {
+    return profile_error(name, "credential_source",
+                         "cannot be given with aws_access_key_id/aws_secret_access_key");
+  }
+  return ok_status();
+}
 
-  auto role_arn = get("role_arn");
-  if (!role_arn) return role_arn.error();
-  auto source_profile = get("source_profile");
-  if (!source_profile) return source_profile.error();
-  auto external_id = get("external_id");
-  if (!external_id) return external_id.error();
-  auto session_name = get("role_session_name");
-  if (!session_name) return session_name.error();
-  auto duration = get("duration_seconds");
-  if (!duration) return duration.error();
+// The keys of an assumed role, as written (each absent or non-empty). All are read before any
+// is checked, so that an empty one is reported first, whatever else is wrong.
+struct RoleKeys {
+  std::optional<std::string> role_arn;
+  std::optional<std::string> source_profile;
+  std::optional<std::string> external_id;
+  std::optional<std::string> role_session_name;
+  std::optional<std::string> duration_seconds;
+};
 
-  if (*role_arn) {
-    const std::string& arn = **role_arn;
-    if (!arn.starts_with("arn:") || arn.size() < kMinRoleArn || arn.size() > kMaxRoleArn ||
-        !std::all_of(arn.begin(), arn.end(), [](char c) {
-          auto u = static_cast<unsigned char>(c);
-          return u > 0x20 && u < 0x7F;
-        })) {
-      return profile_error(name, "role_arn",
-                           "must be an ARN (\"arn:...\", 20 to 2048 printable characters)");
+Result<RoleKeys> read_role_keys(const std::string& name, const RawProfile& raw) {
+  RoleKeys keys;
+  for (auto [key, into] :
+       {std::pair{"role_arn", &keys.role_arn}, std::pair{"source_profile", &keys.source_profile},
+        std::pair{"external_id", &keys.external_id}, std::pair{"role_session_name", &keys.role_session_name},
+        std::pair{"duration_seconds", &keys.duration_seconds}}) {
+    auto value = optional_value(name, raw, key);
+    if (!value) return value.error();
+    *into = std::move(*value);
+  }
+  return keys;
+}
+
+bool is_role_arn(const std::string& arn) {
+  return arn.starts_with("arn:") && arn.size() >= kMinRoleArn && arn.size() <= kMaxRoleArn &&
+         std::all_of(arn.begin(), arn.end(), [](char c) {
+           auto u = static_cast<unsigned char>(c);
+           return u > 0x20 && u < 0x7F;
+         });
+}
+
+// role_arn, with exactly one of source_profile (a profile of the file) and credential_source;
+// without role_arn, none of the role's other keys.
+Status read_role(const std::string& name, RoleKeys& keys, const RawProfiles& all, AwsProfile& p) {
+  if (keys.role_arn) {
+    if (!is_role_arn(*keys.role_arn)) {
+      return profile_error(name, "role_arn", "must be an ARN (\"arn:...\", 20 to 2048 printable characters)");
     }
-    if (*source_profile && p.credential_source) {
+    if (keys.source_profile && p.credential_source) {
       return profile_error(name, "source_profile",
                            "cannot be given with credential_source (role_arn needs exactly one)");
     }
-    if (!*source_profile && !p.credential_source) {
+    if (!keys.source_profile && !p.credential_source) {
       return profile_error(name, "role_arn", "needs source_profile or credential_source");
     }
-    p.role_arn = std::move(**role_arn);
+    p.role_arn = std::move(keys.role_arn);
   } else {
-    for (auto& [key, value] : {std::pair{"source_profile", &*source_profile},
-                               std::pair{"external_id", &*external_id},
-                               std::pair{"role_session_name", &*session_name},
-                               std::pair{"duration_seconds", &*duration}}) {
+    for (auto& [key, value] :
+         {std::pair{"source_profile", &keys.source_profile}, std::pair{"external_id", &keys.external_id},
+          std::pair{"role_session_name", &keys.role_session_name},
+          std::pair{"duration_seconds", &keys.duration_seconds}}) {
       if (value->has_value()) return profile_error(name, key, "needs role_arn");
     }
   }
-
-  if (*source_profile) {
-    if (all.find(**source_profile) == all.end()) {
+  if (keys.source_profile) {
+    if (all.find(*keys.source_profile) == all.end()) {
       return profile_error(name, "source_profile",
-                           "names \"" + printable_excerpt(**source_profile) +
+                           "names \"" + printable_excerpt(*keys.source_profile) +
                                "\", which is not a profile of the file (or has no keys)");
     }
-    p.source_profile = std::move(**source_profile);
+    p.source_profile = std::move(keys.source_profile);
   }
-  if (*external_id) {
-    const std::string& id = **external_id;
+  return ok_status();
+}
+
+// What AssumeRole is asked with: external_id, role_session_name and duration_seconds.
+Status read_role_options(const std::string& name, RoleKeys& keys, AwsProfile& p) {
+  if (keys.external_id) {
+    const std::string& id = *keys.external_id;
     if (id.size() < 2 || id.size() > kMaxExternalId || !is_iam_text(id, ":/")) {
-      return profile_error(name, "external_id",
-                           "must be 2 to 1224 letters, digits and _ + = , . @ : / -");
+      return profile_error(name, "external_id", "must be 2 to 1224 letters, digits and _ + = , . @ : / -");
     }
-    p.external_id = std::move(**external_id);
+    p.external_id = std::move(keys.external_id);
   }
-  if (*session_name) {
-    const std::string& s = **session_name;
+  if (keys.role_session_name) {
+    const std::string& s = *keys.role_session_name;
     if (s.size() < 2 || s.size() > kMaxRoleSessionName || !is_iam_text(s)) {
-      return profile_error(name, "role_session_name",
-                           "must be 2 to 64 letters, digits and _ + = , . @ -");
+      return profile_error(name, "role_session_name", "must be 2 to 64 letters, digits and _ + = , . @ -");
     }
-    p.role_session_name = std::move(**session_name);
+    p.role_session_name = std::move(*keys.role_session_name);
   }
-  if (*duration) {
-    const std::string& d = **duration;
-    bool numeric = !d.empty() && d.size() <= 6 &&
-                   std::all_of(d.begin(), d.end(), [](char c) { return c >= '0' && c <= '9'; });
+  if (keys.duration_seconds) {
+    const std::string& d = *keys.duration_seconds;
+    bool numeric = !d.empty() && d.size() <= 6 && std::all_of(d.begin(), d.end(), is_digit);
     std::int64_t seconds = numeric ? std::stoll(d) : 0;
     if (!numeric || seconds < kMinDurationSeconds || seconds > kMaxDurationSeconds) {
       return profile_error(name, "duration_seconds", "must be an integer from 900 to 43200");
     }
     p.duration = std::chrono::seconds{seconds};
   }
+  return ok_status();
+}
 
-  auto region = get("region");
+Status read_region(const std::string& name, const RawProfile& raw, AwsProfile& p) {
+  auto region = optional_value(name, raw, "region");
   if (!region) return region.error();
-  if (*region) {
-    const std::string& r = **region;
-    if (r.size() > kMaxRegion || !std::all_of(r.begin(), r.end(), [](char c) {
-          return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
-        })) {
-      return profile_error(name, "region", "must hold only lower-case letters, digits and '-'");
-    }
-    p.region = std::move(**region);
+  if (!*region) return ok_status();
+  if (!is_aws_region(**region)) {
+    return profile_error(name, "region", "must hold only lower-case letters, digits and '-'");
   }
+  p.region = std::move(*region);
+  return ok_status();
+}
 
-  auto tenants = get("membraned_tenants");
+// membraned_tenants: the tenants that may sign with the profile, or * for all of them.
+Status read_grants(const std::string& name, const RawProfile& raw, AwsProfile& p) {
+  auto tenants = optional_value(name, raw, "membraned_tenants");
   if (!tenants) return tenants.error();
-  if (*tenants) {
-    std::vector<std::string> ids = split_whitespace(**tenants);
-    const bool star = std::find(ids.begin(), ids.end(), "*") != ids.end();
-    if (star && ids.size() > 1) {
-      return profile_error(name, "membraned_tenants", "is either * or a list of tenant ids, not both");
-    }
-    if (star) {
-      p.all_tenants = true;
-    } else {
-      p.tenants = std::move(ids);
-    }
+  if (!*tenants) return ok_status();
+  std::vector<std::string> ids = split_whitespace(**tenants);
+  const bool star = std::find(ids.begin(), ids.end(), "*") != ids.end();
+  if (star && ids.size() > 1) {
+    return profile_error(name, "membraned_tenants", "is either * or a list of tenant ids, not both");
   }
+  if (star) {
+    p.all_tenants = true;
+  } else {
+    p.tenants = std::move(ids);
+  }
+  return ok_status();
+}
+
+// Every rule of one profile, alone (cycles and chains come after, over all of them).
+Result<AwsProfile> parse_profile(const std::string& name, const RawProfile& raw, const RawProfiles& all) {
+  if (!is_profile_name(name)) {
+    return profile_error(name, "",
+                         "cannot be used: a profile name holds 1 to 128 letters, digits and - _ . @ + = ,");
+  }
+  if (raw.duplicate_key) return profile_error(name, *raw.duplicate_key, "is given twice");
+
+  AwsProfile p;
+  p.name = name;
+  if (auto s = read_static_keys(name, raw, p); !s) return s.error();
+  if (auto s = read_credential_source(name, raw, p); !s) return s.error();
+  auto role = read_role_keys(name, raw);
+  if (!role) return role.error();
+  if (auto s = read_role(name, *role, all, p); !s) return s.error();
+  if (auto s = read_role_options(name, *role, p); !s) return s.error();
+  if (auto s = read_region(name, raw, p); !s) return s.error();
+  if (auto s = read_grants(name, raw, p); !s) return s.error();
 
   if (!p.static_credentials && !p.credential_source && !p.role_arn) {
     return profile_error(name, "",
@@ -312,10 +339,6 @@ std::string_view credential_source_name(CredentialSource source) noexcept {
     case CredentialSource::ecs_container: return "EcsContainer";
   }
   return "";
-}
-
-bool is_profile_name(std::string_view name) noexcept {
-  return !name.empty() && name.size() <= kMaxProfileName && is_iam_text(name);
 }
 
 Result<AwsConfig> AwsConfig::load(std::string_view contents) {

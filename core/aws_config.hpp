@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "core/aws_credentials.hpp"
+#include "core/profile_name.hpp"  // loaded profiles must have such a name
 #include "core/result.hpp"
 
 namespace membraned::core {
@@ -42,12 +43,6 @@ enum class CredentialSource { environment, ec2_instance_metadata, ecs_container 
 // "Environment", "Ec2InstanceMetadata", "EcsContainer" (exact spelling, as botocore).
 std::optional<CredentialSource> parse_credential_source(std::string_view text) noexcept;
 std::string_view credential_source_name(CredentialSource source) noexcept;
-
-// Profile names an export may give as hmac["aws4-hmac-sha256"].credentials: 1..128 ASCII
-// letters, digits and - _ . @ + = , (the IAM name characters). Loaded profiles must have such
-// a name.
-inline constexpr std::size_t kMaxProfileName = 128;
-bool is_profile_name(std::string_view name) noexcept;
 
 inline constexpr std::string_view kDefaultRoleSessionName = "membraned";
 inline constexpr std::int64_t kMinDurationSeconds = 900;

@@ -3,8 +3,8 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
-#include <cstdint>
 
+#include "core/ascii.hpp"
 #include "core/encoding.hpp"
 #include "core/http.hpp"
 
@@ -13,32 +13,10 @@ namespace {
 
 using json = nlohmann::json;
 
-constexpr std::size_t kMaxAccessKeyId = 128;
-constexpr std::size_t kMaxSecretAccessKey = 256;
-constexpr std::size_t kMaxSessionToken = 16384;
 constexpr std::size_t kMaxShownCode = 64;
 
 Error bad(std::string_view field, std::string message) {
   return Error::invalid(std::string(field), std::move(message));
-}
-
-bool is_digit(char c) noexcept { return c >= '0' && c <= '9'; }
-
-// `count` decimal digits at `pos`, or nullopt.
-std::optional<int> digits(std::string_view s, std::size_t pos, std::size_t count) {
-  if (pos + count > s.size()) return std::nullopt;
-  int value = 0;
-  for (std::size_t i = pos; i < pos + count; ++i) {
-    if (!is_digit(s[i])) return std::nullopt;
-    value = value * 10 + (s[i] - '0');
-  }
-  return value;
-}
-
-bool is_word(std::string_view s) noexcept {
-  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || is_digit(c) || c == '_';
-  });
 }
 
 Result<json> parse_object(std::string_view body, std::string_view source) {
@@ -92,68 +70,10 @@ Result<AwsCredentials> credentials_from_json(const json& object, std::string_vie
 
 }  // namespace
 
-Result<std::chrono::system_clock::time_point> parse_iso8601(std::string_view text) {
-  using namespace std::chrono;
-  auto invalid = [&] {
-    return bad("Expiration", "Expiration is not an ISO 8601 date-time with a zone (" +
-                                 printable_excerpt(text, 40) + ")");
-  };
-  // YYYY-MM-DDTHH:MM:SS
-  if (text.size() < 20) return invalid();
-  auto year = digits(text, 0, 4);
-  auto month = digits(text, 5, 2);
-  auto day = digits(text, 8, 2);
-  auto hour = digits(text, 11, 2);
-  auto minute = digits(text, 14, 2);
-  auto second = digits(text, 17, 2);
-  if (!year || !month || !day || !hour || !minute || !second || text[4] != '-' ||
-      text[7] != '-' || text[10] != 'T' || text[13] != ':' || text[16] != ':') {
-    return invalid();
-  }
-  const year_month_day date{std::chrono::year{*year}, std::chrono::month{static_cast<unsigned>(*month)},
-                            std::chrono::day{static_cast<unsigned>(*day)}};
-  if (!date.ok() || *hour > 23 || *minute > 59 || *second > 59) return invalid();
-
-  std::size_t pos = 19;
-  nanoseconds fraction{0};
-  if (pos < text.size() && text[pos] == '.') {
-    ++pos;
-    std::size_t start = pos;
-    std::int64_t value = 0;
-    while (pos < text.size() && is_digit(text[pos])) {
-      if (pos - start == 9) return invalid();  // more precision than a nanosecond
-      value = value * 10 + (text[pos] - '0');
-      ++pos;
-    }
-    if (pos == start) return invalid();
-    for (std::size_t n = pos - start; n < 9; ++n) value *= 10;
-    fraction = nanoseconds{value};
-  }
-
-  minutes offset{0};
-  if (pos >= text.size()) return invalid();  // a zone is required
-  if (text[pos] == 'Z') {
-    ++pos;
-  } else if (text[pos] == '+' || text[pos] == '-') {
-    const bool negative = text[pos] == '-';
-    ++pos;
-    auto oh = digits(text, pos, 2);
-    if (!oh) return invalid();
-    pos += 2;
-    if (pos < text.size() && text[pos] == ':') ++pos;
-    auto om = digits(text, pos, 2);
-    if (!om || *oh > 23 || *om > 59) return invalid();
-    pos += 2;
-    offset = hours{*oh} + minutes{*om};
-    if (negative) offset = -offset;
-  } else {
-    return invalid();
-  }
-  if (pos != text.size()) return invalid();
-
-  // Local time minus the offset is UTC.
-  auto t = sys_days{date} + hours{*hour} + minutes{*minute} + seconds{*second} - offset;
-  return time_point_cast<system_clock::duration>(t + fraction);
+bool is_aws_region(std::string_view region) noexcept {
+  return !region.empty() && region.size() <= kMaxRegion &&
+         std::all_of(region.begin(), region.end(),
+                     [](char c) { return (c >= 'a' && c <= 'z') || is_digit(c) || c == '-'; });
 }
 
 Status validate_credentials(const AwsCredentials& c, const CredentialFieldNames& names) {

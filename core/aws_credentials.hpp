@@ -8,6 +8,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstddef>
 #include <functional>
 #include <optional>
 #include <string>
@@ -15,8 +16,22 @@
 
 #include "core/result.hpp"
 #include "core/sigv4.hpp"
+#include "core/time.hpp"  // parse_iso8601, which reads the documents' Expiration
 
 namespace membraned::core {
+
+// --- the one set of limits on AWS credentials and regions ------------------------------------
+// An access key id goes into the Authorization header's credential scope: [A-Za-z0-9_], as IAM
+// issues them.
+inline constexpr std::size_t kMaxAccessKeyId = 128;
+inline constexpr std::size_t kMaxSecretAccessKey = 256;
+// What a credential source (an instance or container role, STS) may hand over. Session tokens
+// grow with session policies and tags, and AWS documents no maximum.
+inline constexpr std::size_t kMaxSessionToken = 16384;
+// A region as AWS names them ("us-east-1", "us-gov-west-1"): 1..64 lower-case letters, digits
+// and '-'. It becomes part of a host name (sts.REGION.amazonaws.com).
+inline constexpr std::size_t kMaxRegion = 64;
+bool is_aws_region(std::string_view region) noexcept;
 
 struct AwsCredentials {
   std::string access_key_id;
@@ -32,12 +47,6 @@ using EnvLookup = std::function<std::optional<std::string>(std::string_view name
 
 // One variable through `env` (which may be empty: nothing is set), an empty value as unset.
 std::optional<std::string> env_value(const EnvLookup& env, std::string_view name);
-
-// ISO 8601 / RFC 3339 date-time with a zone: "2026-11-24T12:00:00Z", "...12:00:00.123Z",
-// "...12:00:00+02:00" (also "+0200"). Seconds are required; fractions of up to 9 digits are
-// kept. Impossible dates (2026-02-30), leap seconds (":60"), a missing zone, lower-case 't'/'z'
-// and trailing text are errors (field "Expiration").
-Result<std::chrono::system_clock::time_point> parse_iso8601(std::string_view text);
 
 // IMDSv2: the body of GET /latest/meta-data/iam/security-credentials/ROLE:
 //   {"Code":"Success","LastUpdated":..,"Type":"AWS-HMAC","AccessKeyId":..,"SecretAccessKey":..,
@@ -55,10 +64,10 @@ Result<AwsCredentials> parse_container_credentials(std::string_view body);
 // expiration. Errors name the missing or malformed variable, never its value.
 Result<AwsCredentials> environment_credentials(const EnvLookup& env);
 
-// Checks shared by every source: an access key id of 1..128 letters, digits and '_' (it is
-// written into the Authorization header's credential scope, as for exports), a secret of
-// 1..256 characters, and a session token (when present) of 1..16384 characters; none may hold
-// CR, LF or NUL. Errors name the field as the source calls it (`names`), never the value.
+// Checks shared by every source: an access key id of 1..kMaxAccessKeyId letters, digits and
+// '_', a secret of 1..kMaxSecretAccessKey characters, and a session token (when present) of
+// 1..kMaxSessionToken characters; none may hold CR, LF or NUL. Errors name the field as the
+// source calls it (`names`), never the value.
 struct CredentialFieldNames {
   std::string_view access_key_id = "AccessKeyId";
   std::string_view secret_access_key = "SecretAccessKey";

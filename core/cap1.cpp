@@ -5,14 +5,15 @@
 #include <utility>
 #include <vector>
 
+#include "core/ascii.hpp"
 #include "core/crypto.hpp"
 #include "core/encoding.hpp"
+#include "core/time.hpp"
 
 namespace membraned::core::cap1 {
 namespace {
 
 constexpr std::string_view kTerminator = "cap1_request";
-constexpr std::string_view kDateHeader = "X-Cap-Date";
 
 // Length in bytes of the JavaScript white space character (\s, which String.prototype.trim also
 // strips) starting at s[i], or 0.
@@ -140,7 +141,7 @@ class JsObject {
 };
 
 bool all_digits(std::string_view s) {
-  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+  return !s.empty() && std::all_of(s.begin(), s.end(), is_digit);
 }
 
 // The reference reads X-Cap-Date by slicing it as YYYYMMDD?HHMMSS (the 9th character and
@@ -321,9 +322,8 @@ Result<SignOutput> sign(const SignInput& input) {
   std::optional<std::string> host;
   std::optional<std::string> cap_date_header;
   for (const Header& h : input.headers) {
-    std::string lower = to_lower_ascii(h.name);
-    if (lower == "host") host = h.value;
-    if (lower == "x-cap-date") cap_date_header = h.value;
+    if (iequals(h.name, "host")) host = h.value;
+    if (iequals(h.name, kDateHeader)) cap_date_header = h.value;
     if (!input.drop_hop_by_hop || !is_hop_by_hop_header(h.name)) headers.set(h.name, h.value);
   }
   if (!host || host->empty()) return Error::invalid("Host", "Host header not found");
@@ -400,14 +400,13 @@ bool verify(const VerifyInput& input) noexcept {
     std::optional<std::string> cap_date;
     std::set<std::string, std::less<>> signed_names;
     for (const Header& h : input.headers) {
-      std::string lower = to_lower_ascii(h.name);
-      if (lower == "authorization") {
+      if (iequals(h.name, kAuthorizationHeader)) {
         authorization = h.value;
         signed_names.clear();
         if (auto field = signed_headers_field(h.value)) {
           for (std::string_view name : split(*field, ';')) signed_names.emplace(name);
         }
-      } else if (lower == "x-cap-date") {
+      } else if (iequals(h.name, kDateHeader)) {
         cap_date = h.value;
       }
     }

@@ -13,6 +13,7 @@
 //   - hop-by-hop headers are never signed; the body is never signed.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <functional>
 #include <optional>
@@ -27,6 +28,12 @@ namespace membraned::core::cap1 {
 inline constexpr std::string_view kAlgorithm = "CAP1-HMAC-SHA512";
 inline constexpr std::chrono::minutes kMaxClockSkew{15};
 
+// The headers of a CAP1 signature: the caller writes sign()'s cap_date and authorization under
+// these names. An export may not configure them: the signer's values would replace them.
+inline constexpr std::string_view kDateHeader = "X-Cap-Date";
+inline constexpr std::string_view kAuthorizationHeader = "Authorization";
+inline constexpr std::array<std::string_view, 2> kWrittenHeaders = {kDateHeader, kAuthorizationHeader};
+
 struct SignInput {
   Headers headers;           // must include Host; X-Cap-Date is added from `now` when absent
   std::string method = "GET";
@@ -34,7 +41,9 @@ struct SignInput {
   std::string query;         // without '?'
   std::string key;           // the shared secret as text (used as given, not decoded)
   std::string key_id;
-  std::chrono::system_clock::time_point now = std::chrono::system_clock::now();
+  // The signing time when there is no X-Cap-Date header. The caller passes it (core reads no
+  // clock); left unset it is the epoch, which no verifier accepts.
+  std::chrono::system_clock::time_point now;
   // false reproduces cap1-hmac-sha512 <= 1.3.0, which still signed hop-by-hop headers; kept
   // only so that version's known answers can be checked.
   bool drop_hop_by_hop = true;
@@ -72,7 +81,9 @@ struct VerifyInput {
   std::string path;
   std::string query;
   SecretLookup secret;
-  std::chrono::system_clock::time_point now = std::chrono::system_clock::now();
+  // The verifier's time, which X-Cap-Date must be within kMaxClockSkew of. The caller passes it
+  // (core reads no clock); left unset it is the epoch, and nothing verifies.
+  std::chrono::system_clock::time_point now;
 };
 
 // True only for a request signed by the holder of the key within 15 minutes of `now`. Never

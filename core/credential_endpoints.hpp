@@ -10,9 +10,9 @@
 #include <string_view>
 
 #include "core/aws_credentials.hpp"
-#include "core/export_config.hpp"
 #include "core/http.hpp"
 #include "core/result.hpp"
+#include "core/url.hpp"
 
 namespace membraned::core {
 

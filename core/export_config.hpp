@@ -13,6 +13,7 @@
 #include "core/http.hpp"
 #include "core/result.hpp"
 #include "core/token.hpp"
+#include "core/url.hpp"
 
 namespace membraned::core {
 
@@ -42,20 +43,8 @@ struct TlsOptions {
   bool reject_unauthorized = true;
 };
 
-// Where an upstream request goes, taken apart once at export time.
-struct UpstreamTarget {
-  std::string uri;          // the configured URI, fragment removed
-  bool https = false;
-  std::string host;         // as written in the URI (IPv6 with brackets), lower-cased
-  std::string connect_host; // the same without brackets, for name resolution
-  std::uint16_t port = 0;   // explicit or the scheme's default
-  std::string authority;    // the Host header: host, plus ":port" when not the default
-  std::string path;         // encoded path, "/" when empty
-  std::optional<std::string> query;  // encoded query without '?'; present but empty for "x?"
-};
-
 struct UriExport {
-  UpstreamTarget target;
+  UpstreamTarget target;  // taken apart once at export time
   std::optional<std::string> method;  // upper case
   bool allow_query = false;
   Headers headers;  // configured headers: valid names and values, unique (case-insensitive)
@@ -74,13 +63,10 @@ struct ExportLimits {
   std::uint64_t max_timeout_ms = 30000;
 };
 
-inline constexpr std::size_t kMaxUriLength = 8192;
-
 // Errors are invalid_input with `field` naming the offending field (dotted path).
 Result<ExportConfig> parse_export_config(std::string_view body, const ExportLimits& limits = {});
 // For a body already parsed (duplicate keys can no longer be detected there).
 Result<ExportConfig> parse_export_json(const nlohmann::json& body, const ExportLimits& limits = {});
-Result<UpstreamTarget> parse_upstream_uri(std::string_view uri);
 
 // The export body that parses back to this value (secrets included: for sealing in storage,
 // never for answering a client).

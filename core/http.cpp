@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <array>
-#include <ctime>
 
 #include "core/encoding.hpp"
 
@@ -95,15 +94,6 @@ void append_connection_tokens(std::string_view value, std::vector<std::string>& 
     if (comma == std::string_view::npos) break;
     value.remove_prefix(comma + 1);
   }
-}
-
-std::string format_iso8601_basic(std::chrono::system_clock::time_point t) {
-  std::time_t seconds = std::chrono::system_clock::to_time_t(std::chrono::floor<std::chrono::seconds>(t));
-  std::tm tm{};
-  gmtime_r(&seconds, &tm);
-  char buf[17];
-  std::strftime(buf, sizeof buf, "%Y%m%dT%H%M%SZ", &tm);
-  return buf;
 }
 
 Result<std::vector<std::pair<std::string, std::string>>> parse_form_query(std::string_view query) {

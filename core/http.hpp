@@ -2,7 +2,6 @@
 // case-insensitive names, token syntax, method names and hop-by-hop headers.
 #pragma once
 
-#include <chrono>
 #include <optional>
 #include <utility>
 #include <string>
@@ -44,9 +43,6 @@ std::vector<std::pair<std::string_view, std::string_view>> split_query(std::stri
 // The header names listed in one Connection header value ("keep-alive, X-Foo"), lower-cased,
 // appended to `out`: hop-by-hop for this hop as well.
 void append_connection_tokens(std::string_view connection_value, std::vector<std::string>& out);
-
-// YYYYMMDDTHHMMSSZ in UTC (the "basic" ISO 8601 form of X-Amz-Date and X-Cap-Date).
-std::string format_iso8601_basic(std::chrono::system_clock::time_point t);
 
 // application/x-www-form-urlencoded pairs of a query string ("a=1&b=x+y"): '+' is a space,
 // %XX escapes are decoded (a malformed one is an error naming the parameter); empty pieces are

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/encoding.hpp"
+#include "core/time.hpp"
 
 namespace membraned::core::sigv4 {
 namespace {
@@ -315,20 +316,17 @@ Signature sign_headers(Request& request, const Credentials& credentials, const P
                                              params.region, params.service);
   const std::string payload_hash = sha256_hex(request.body);
 
-  for (std::string_view name :
-       {"X-Amz-Security-Token", "X-Amz-Date", "X-Amz-Content-Sha256", "Authorization"}) {
-    erase_headers(request.headers, name);
-  }
+  for (std::string_view name : kWrittenHeaders) erase_headers(request.headers, name);
   const bool has_token = !credentials.session_token.empty();
-  if (has_token) request.headers.push_back({"X-Amz-Security-Token", credentials.session_token});
-  request.headers.push_back({"X-Amz-Date", amz_date});
+  if (has_token) request.headers.push_back({std::string(kSecurityTokenHeader), credentials.session_token});
+  request.headers.push_back({std::string(kDateHeader), amz_date});
   if (params.add_content_sha256_header) {
-    request.headers.push_back({"x-amz-content-sha256", payload_hash});
+    request.headers.push_back({std::string(kContentSha256Header), payload_hash});
   }
 
   CanonicalHeaders headers = build_canonical_headers(
       request.headers, params.headers,
-      has_token && params.omit_session_token ? "x-amz-security-token" : "");
+      has_token && params.omit_session_token ? kSecurityTokenHeader : std::string_view());
   std::string canonical_request = build_canonical_request(
       request.method, canonical_uri(request.path, params.normalize_path, params.double_encode_path),
       canonical_query(parse_query(request.query)), headers, payload_hash);
@@ -346,7 +344,7 @@ Signature sign_headers(Request& request, const Credentials& credentials, const P
   authorization += headers.signed_headers;
   authorization += ", Signature=";
   authorization += out.signature;
-  request.headers.push_back({"Authorization", std::move(authorization)});
+  request.headers.push_back({std::string(kAuthorizationHeader), std::move(authorization)});
   return out;
 }
 

@@ -6,6 +6,7 @@
 // plain values; where they come from (an export, an instance role) is not its business.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <mutex>
 #include <string>
@@ -21,6 +22,15 @@
 namespace membraned::core::sigv4 {
 
 inline constexpr std::string_view kAlgorithm = "AWS4-HMAC-SHA256";
+
+// The headers sign_headers writes, replacing any the request had (the token and the payload hash
+// only when they apply). An export may not configure them: the signer would overwrite them.
+inline constexpr std::string_view kSecurityTokenHeader = "X-Amz-Security-Token";
+inline constexpr std::string_view kDateHeader = "X-Amz-Date";
+inline constexpr std::string_view kContentSha256Header = "x-amz-content-sha256";
+inline constexpr std::string_view kAuthorizationHeader = "Authorization";
+inline constexpr std::array<std::string_view, 4> kWrittenHeaders = {
+    kSecurityTokenHeader, kDateHeader, kContentSha256Header, kAuthorizationHeader};
 
 struct Credentials {
   std::string access_key_id;

@@ -10,21 +10,15 @@
 #include <vector>
 
 #include "core/encoding.hpp"
+#include "core/time.hpp"
 
 namespace membraned::core {
 namespace {
 
-constexpr std::size_t kMaxRegion = 64;
 constexpr std::size_t kMaxDescribed = 512;
 // Expat reports a namespaced name as URI + separator + local name. '\n' cannot be part of a
 // name, and attribute-value normalisation turns it into a space in a namespace URI.
 constexpr char kNsSeparator = '\n';
-
-bool is_region(std::string_view r) noexcept {
-  return !r.empty() && r.size() <= kMaxRegion && std::all_of(r.begin(), r.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
-  });
-}
 
 Error sts_error(std::string message) { return Error::invalid("sts", "STS answer: " + std::move(message)); }
 
@@ -156,7 +150,7 @@ struct ParserDeleter {
 }  // namespace
 
 Result<StsEndpoint> select_sts_endpoint(const EnvLookup& env, const std::optional<std::string>& region) {
-  if (region && !is_region(*region)) {
+  if (region && !is_aws_region(*region)) {
     return Error::invalid("region", "region must hold only lower-case letters, digits and '-'");
   }
   StsEndpoint out;

@@ -13,10 +13,10 @@
 #include "core/aws_config.hpp"
 #include "core/aws_credentials.hpp"
 #include "core/credential_endpoints.hpp"
-#include "core/export_config.hpp"
 #include "core/http.hpp"
 #include "core/result.hpp"
 #include "core/sigv4.hpp"
+#include "core/url.hpp"
 
 namespace membraned::core {
 

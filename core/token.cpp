@@ -1,5 +1,6 @@
 #include "core/token.hpp"
 
+#include "core/ascii.hpp"
 #include "core/crypto.hpp"
 #include "core/encoding.hpp"
 
@@ -10,8 +11,6 @@ constexpr std::string_view kUriPrefix = "cpblty://";
 constexpr std::string_view kCustomUriPrefix = "cpblty:";
 constexpr std::size_t kMinAuthority = 3;  // as the original capability-uri: [^/]{3,}
 constexpr std::size_t kMaxAuthority = 255;
-
-bool is_digit(char c) noexcept { return c >= '0' && c <= '9'; }
 
 // Characters of host[:port] (reg-name, IPv4, bracketed IPv6); nothing that would end the
 // authority or break a header.
@@ -36,7 +35,7 @@ bool valid_authority(std::string_view authority) {
 }
 
 bool is_scheme_word_char(char c) noexcept {
-  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || is_digit(c) || c == '-' || c == '_';
+  return is_alnum(c) || c == '-' || c == '_';
 }
 
 }  // namespace

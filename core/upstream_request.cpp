@@ -62,8 +62,7 @@ Status sign_aws4(UpstreamRequest& request, const UriExport& config, const Aws4Si
 // choice as for SigV4, so that intermediaries adding headers cannot break a signature.
 Status sign_cap1(UpstreamRequest& request, const UriExport& config, const Cap1Signing& cap1_config,
                  const SigningContext& context) {
-  erase_headers(request.headers, "x-cap-date");
-  erase_headers(request.headers, "authorization");
+  for (std::string_view name : cap1::kWrittenHeaders) erase_headers(request.headers, name);
   std::vector<std::string> extra = configured_names(config);
   cap1::SignInput input;
   for (const Header& h : request.headers) {
@@ -81,8 +80,8 @@ Status sign_cap1(UpstreamRequest& request, const UriExport& config, const Cap1Si
   auto signed_out = cap1::sign(input);
   secure_wipe(input.key);
   if (!signed_out) return signed_out.error();
-  request.headers.push_back({"X-Cap-Date", signed_out->cap_date});
-  request.headers.push_back({"Authorization", std::move(signed_out->authorization)});
+  request.headers.push_back({std::string(cap1::kDateHeader), signed_out->cap_date});
+  request.headers.push_back({std::string(cap1::kAuthorizationHeader), std::move(signed_out->authorization)});
   return ok_status();
 }
 

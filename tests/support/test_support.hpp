@@ -14,7 +14,8 @@ namespace membraned::test {
 // empty. It holds sigv4-suite/ and cap1-vectors.json.
 std::filesystem::path vectors_dir();
 std::string read_file(const std::filesystem::path& path);  // whole file; fails the test if absent
-// "2015-08-30T12:36:00Z" (UTC, whole seconds).
+// "2015-08-30T12:36:00Z" (UTC, whole seconds). Independent of core::parse_iso8601 on purpose
+// (strptime and timegm): an oracle the tests hold core's date code against.
 std::chrono::system_clock::time_point parse_iso8601_utc(std::string_view text);
 
 // A fresh directory (mode 0700) under the system temporary directory, named PREFIX followed by

@@ -1,6 +1,7 @@
 // SPEC 9: the credential documents the operator's environment provides (IMDSv2, the ECS
-// container endpoint, environment variables) and the ISO 8601 expirations they carry. Every
-// failure must be an error naming the field, and no error may ever quote a secret.
+// container endpoint, environment variables); the ISO 8601 expirations they carry are read by
+// core/time (time_test.cpp). Every failure must be an error naming the field, and no error may
+// ever quote a secret.
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -54,66 +55,6 @@ void expect_error(const Result<AwsCredentials>& r, std::string_view field) {
 }
 
 system_clock::time_point at(std::string_view iso) { return test::parse_iso8601_utc(iso); }
-
-// --- ISO 8601 ----------------------------------------------------------------------------------
-
-TEST(Iso8601, ZuluForm) {
-  auto t = parse_iso8601("2026-11-24T12:00:00Z");
-  ASSERT_TRUE(t.ok()) << t.error().message;
-  EXPECT_EQ(*t, at("2026-11-24T12:00:00Z"));
-  EXPECT_NE(*t, at("2026-11-24T12:00:01Z"));
-}
-
-TEST(Iso8601, OffsetsAreConvertedToUtc) {
-  auto plus = parse_iso8601("2026-11-24T14:30:00+02:30");
-  ASSERT_TRUE(plus.ok()) << plus.error().message;
-  EXPECT_EQ(*plus, at("2026-11-24T12:00:00Z"));
-  auto minus = parse_iso8601("2026-11-24T06:00:00-0600");
-  ASSERT_TRUE(minus.ok()) << minus.error().message;
-  EXPECT_EQ(*minus, at("2026-11-24T12:00:00Z"));
-  // Crossing midnight and a year.
-  auto wrap = parse_iso8601("2027-01-01T01:00:00+02:00");
-  ASSERT_TRUE(wrap.ok());
-  EXPECT_EQ(*wrap, at("2026-12-31T23:00:00Z"));
-  auto zero = parse_iso8601("2026-11-24T12:00:00-00:00");
-  ASSERT_TRUE(zero.ok());
-  EXPECT_EQ(*zero, at("2026-11-24T12:00:00Z"));
-}
-
-TEST(Iso8601, FractionsAreKept) {
-  auto t = parse_iso8601("2011-07-15T23:28:33.359Z");
-  ASSERT_TRUE(t.ok()) << t.error().message;
-  EXPECT_EQ(*t - at("2011-07-15T23:28:33Z"), std::chrono::milliseconds(359));
-  auto nine = parse_iso8601("2011-07-15T23:28:33.000000001+00:00");
-  ASSERT_TRUE(nine.ok());
-  EXPECT_EQ(*nine - at("2011-07-15T23:28:33Z"), std::chrono::nanoseconds(1));
-}
-
-TEST(Iso8601, LeapDayOnlyInLeapYears) {
-  EXPECT_TRUE(parse_iso8601("2024-02-29T00:00:00Z").ok());
-  EXPECT_TRUE(parse_iso8601("2000-02-29T00:00:00Z").ok());
-  EXPECT_FALSE(parse_iso8601("2026-02-29T00:00:00Z").ok());
-  EXPECT_FALSE(parse_iso8601("1900-02-29T00:00:00Z").ok());
-}
-
-TEST(Iso8601, RejectsGarbage) {
-  for (std::string_view text :
-       {"", "garbage", "2026-11-24", "2026-11-24T12:00:00", "2026-11-24T12:00Z",
-        "2026-11-24 12:00:00Z", "2026-11-24t12:00:00Z", "2026-11-24T12:00:00z",
-        "2026-11-24T12:00:00Zjunk", "2026-11-24T12:00:00Z ", " 2026-11-24T12:00:00Z",
-        "2026-13-01T00:00:00Z", "2026-00-01T00:00:00Z", "2026-04-31T00:00:00Z",
-        "2026-11-00T00:00:00Z", "2026-11-24T24:00:00Z", "2026-11-24T12:60:00Z",
-        "2026-11-24T12:00:60Z", "2026-11-24T12:00:00.Z", "2026-11-24T12:00:00.1234567890Z",
-        "2026-11-24T12:00:00+24:00", "2026-11-24T12:00:00+02:60", "2026-11-24T12:00:00+2",
-        "2026-11-24T12:00:00+02:0", "2026-11-24T12:00:00+", "+026-11-24T12:00:00Z",
-        "2026-1-24T12:00:00Z", "1764000000", "2026-11-24T12:00:00.5"}) {
-    auto t = parse_iso8601(text);
-    EXPECT_FALSE(t.ok()) << "accepted: '" << text << "'";
-    if (!t.ok()) {
-      EXPECT_EQ(t.error().field, "Expiration");
-    }
-  }
-}
 
 // --- IMDSv2 ------------------------------------------------------------------------------------
 
@@ -321,6 +262,17 @@ TEST(AwsCredentials, ValidationLimits) {
   EXPECT_EQ(validate_credentials(c).error().field, "Token");
   c.session_token = "";
   EXPECT_EQ(validate_credentials(c, {"a", "b", "c"}).error().field, "c");
+}
+
+TEST(AwsRegion, LowerCaseLettersDigitsAndDashesUpTo64) {
+  for (std::string_view region : {"us-east-1", "us-gov-west-1", "cn-north-1", "x"}) {
+    EXPECT_TRUE(is_aws_region(region)) << region;
+  }
+  EXPECT_TRUE(is_aws_region(std::string(64, 'r')));
+  EXPECT_FALSE(is_aws_region(std::string(65, 'r')));
+  for (std::string_view region : {"", "US-EAST-1", "us_east_1", "us.east.1", "us-east-1/x", "us east"}) {
+    EXPECT_FALSE(is_aws_region(region)) << region;
+  }
 }
 
 }  // namespace

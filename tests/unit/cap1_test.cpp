@@ -192,6 +192,20 @@ cap1::SignInput basic_input() {
   return in;
 }
 
+// core reads no clock: the time comes from the caller, and a forgotten one is the epoch, which no
+// verifier accepts, never the current time.
+TEST(Cap1Sign, TheCallerGivesTheTime) {
+  cap1::SignInput in = basic_input();
+  auto signed_now = cap1::sign(in);
+  ASSERT_TRUE(signed_now.ok());
+  EXPECT_EQ(signed_now->cap_date, "20170702T204657Z");
+  in.now = {};
+  auto unset = cap1::sign(in);
+  ASSERT_TRUE(unset.ok());
+  EXPECT_EQ(unset->cap_date, "19700101T000000Z");
+  EXPECT_EQ(cap1::VerifyInput{}.now, std::chrono::system_clock::time_point{});
+}
+
 TEST(Cap1Sign, WithoutHostIsInvalidInput) {
   cap1::SignInput in = basic_input();
   in.headers = {{"Content-Type", "text/plain"}};

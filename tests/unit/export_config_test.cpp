@@ -12,10 +12,13 @@
 #include <variant>
 #include <vector>
 
+#include "core/cap1.hpp"
 #include "core/export_config.hpp"
 #include "core/http.hpp"
 #include "core/result.hpp"
+#include "core/sigv4.hpp"
 #include "core/token.hpp"
+#include "core/url.hpp"
 #include "tests/support/test_pki.hpp"
 
 namespace membraned::core {
@@ -1049,6 +1052,23 @@ TEST(ExportConfigProfile, SignerHeadersStayReserved) {
   json doc = with_profile();
   doc["headers"] = {{"X-Amz-Security-Token", "mine"}};
   expect_field_error(doc, "headers.X-Amz-Security-Token");
+}
+
+TEST(ExportConfig, EveryHeaderTheSignerWritesIsReservedInAnySpelling) {
+  for (std::string_view name : sigv4::kWrittenHeaders) {
+    for (const std::string& spelled : {std::string(name), to_lower_ascii(name)}) {
+      SCOPED_TRACE(spelled);
+      json doc = with({{"headers", {{spelled, "x"}}}, {"hmac", {{"aws4-hmac-sha256", aws4_signing()}}}});
+      expect_field_error(doc, "headers." + spelled);
+    }
+  }
+  for (std::string_view name : cap1::kWrittenHeaders) {
+    for (const std::string& spelled : {std::string(name), to_lower_ascii(name)}) {
+      SCOPED_TRACE(spelled);
+      json doc = with({{"headers", {{spelled, "x"}}}, {"hmac", {{"cap1-hmac-sha512", cap1_signing()}}}});
+      expect_field_error(doc, "headers." + spelled);
+    }
+  }
 }
 
 TEST(ExportConfigProfile, RoundTripKeepsTheProfileAndNoKeys) {

@@ -427,6 +427,23 @@ TEST_F(LambdaInvoke, AddsExactlyOneOfEachSignerHeader) {
   EXPECT_EQ(find_header(request.headers, "User-Agent")->value, "capability-sdk");
 }
 
+// kWrittenHeaders is what export_config reserves: it must be exactly what the signer writes.
+TEST_F(LambdaInvoke, WritesExactlyTheHeadersOfKWrittenHeaders) {
+  const Headers before = request.headers;
+  (void)sigv4::sign_headers(request, creds, params);
+  auto written = [](std::string_view name) {
+    return std::any_of(sigv4::kWrittenHeaders.begin(), sigv4::kWrittenHeaders.end(),
+                       [&](std::string_view w) { return iequals(w, name); });
+  };
+  for (std::string_view name : sigv4::kWrittenHeaders) {
+    EXPECT_NE(find_header(request.headers, name), nullptr) << name;
+  }
+  for (const Header& h : request.headers) {
+    if (written(h.name)) continue;
+    EXPECT_NE(std::find(before.begin(), before.end(), h), before.end()) << "the signer wrote " << h.name;
+  }
+}
+
 TEST_F(LambdaInvoke, SigningTwiceGivesTheSameSignatureAndCacheAgrees) {
   sigv4::Request copy = request;
   sigv4::SigningKeyCache cache;

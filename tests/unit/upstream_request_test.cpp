@@ -814,6 +814,19 @@ TEST_F(UpstreamRequestCap1, SignatureHeadersAreAdded) {
   EXPECT_EQ(count(signed_.headers, "x-amz-date"), 0u);
 }
 
+// cap1::kWrittenHeaders is what export_config reserves: signing replaces those headers (the
+// requester's stale X-Cap-Date included) and leaves every other one as it was.
+TEST_F(UpstreamRequestCap1, SigningWritesExactlyKWrittenHeaders) {
+  auto without_written = [](Headers headers) {
+    for (std::string_view name : cap1::kWrittenHeaders) erase_headers(headers, name);
+    return headers;
+  };
+  UpstreamRequest unsigned_request =
+      build_upstream_request(config_, IncomingRequest{"PUT", "/ignored?b=2&a=1", incoming_, body_});
+  EXPECT_EQ(without_written(signed_.headers), without_written(unsigned_request.headers));
+  for (std::string_view name : cap1::kWrittenHeaders) EXPECT_EQ(count(signed_.headers, name), 1u) << name;
+}
+
 TEST_F(UpstreamRequestCap1, VerifiesWithTheSameKey) {
   EXPECT_TRUE(cap1::verify(verify_input(signed_, kCap1Key, fixed_now())));
   // Within the allowed clock skew too.

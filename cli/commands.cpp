@@ -1,0 +1,390 @@
+#include "cli/commands.hpp"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
+
+#include "cli/authority.hpp"
+#include "cli/credentials.hpp"
+#include "cli/http_client.hpp"
+#include "cli/output.hpp"
+#include "core/http.hpp"
+#include "core/token.hpp"
+
+namespace membraned::cli {
+namespace {
+
+constexpr std::size_t kManagementAnswerLimit = 16 * 1024 * 1024;
+
+int print_failure(const Failure& f) {
+  std::cerr << format_failure(f);
+  return 1;
+}
+
+std::optional<bool> env_flag(const char* name, std::string& error) {
+  const char* raw = std::getenv(name);
+  if (!raw) return std::nullopt;
+  std::string v = core::to_lower_ascii(raw);
+  if (v == "1" || v == "true" || v == "yes" || v == "on") return true;
+  if (v.empty() || v == "0" || v == "false" || v == "no" || v == "off") return false;
+  error = std::string(name) + " must be 1 or 0";
+  return std::nullopt;
+}
+
+core::Result<std::string> read_file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return core::Error::invalid("file", "cannot read " + path);
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) return core::Error::invalid("file", "cannot read " + path);
+  return ss.str();
+}
+
+std::string read_stdin_bytes() {
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(STDIN_FILENO, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+  return out;
+}
+
+bool write_stdout(std::string_view bytes) {
+  while (!bytes.empty()) {
+    ssize_t n = ::write(STDOUT_FILENO, bytes.data(), bytes.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return false;
+    bytes.remove_prefix(static_cast<std::size_t>(n));
+  }
+  return true;
+}
+
+// --- reaching the service ------------------------------------------------------------------------
+
+// Where and how to reach the service for one capability.
+struct Connection {
+  core::Token token;
+  HttpTarget target;
+  HttpOptions options;
+};
+
+// The capability's text and the profile it may have come from.
+struct ChosenCapability {
+  std::string text;
+  std::optional<ProfileLookup> profile;
+};
+
+// --capability, else the profile's membrane.capabilities.NAME. A profile that cannot be read only
+// matters when it is needed. nullopt: the failure has been printed.
+std::optional<ChosenCapability> choose_capability(const ServiceFlags& flags,
+                                                  const std::string& capability_name) {
+  const bool from_flag = flags.capability.has_value();
+  ChosenCapability out;
+  auto path = default_credentials_path();
+  if (path) {
+    auto looked_up = read_profile(*path, flags.profile, capability_name);
+    if (looked_up) {
+      out.profile = std::move(*looked_up);
+    } else if (!from_flag) {
+      print_failure({looked_up.error().message, nullptr});
+      return std::nullopt;
+    }
+  } else if (!from_flag) {
+    print_failure({path.error().message, nullptr});
+    return std::nullopt;
+  }
+
+  if (from_flag) {
+    out.text = *flags.capability;
+  } else if (out.profile && out.profile->capability) {
+    out.text = *out.profile->capability;
+  } else {
+    std::cerr << "FAILED\nNo membrane \"" << capability_name << "\" capability found for profile \""
+              << flags.profile
+              << "\"\n(give --capability, or import a tenant with: capi config import --profile "
+              << flags.profile << " TENANT.json)\n";
+    return std::nullopt;
+  }
+  return out;
+}
+
+// Plain HTTP when --plain-http or CAPI_PLAIN_HTTP asks for it, or when the profile asks for it
+// and the capability points at that profile's own service (nothing else).
+core::Result<bool> plain_http_wanted(const ServiceFlags& flags, const std::optional<ProfileLookup>& profile,
+                                     const core::CapabilityUri& uri) {
+  std::string env_error;
+  const auto env_plain = env_flag("CAPI_PLAIN_HTTP", env_error);
+  if (!env_error.empty()) return core::Error::invalid("plain-http", env_error);
+  if (flags.plain_http || env_plain.value_or(false)) return true;
+  return profile && profile->plain_http && profile->authority && !uri.is_custom_form() &&
+         core::iequals(*profile->authority, uri.authority());
+}
+
+// The CA that --trustedCA-file-path ({"AUTHORITY": "PEM"}) gives for `authority` (matched exactly,
+// else case-insensitively), if any. Errors hold the whole message for the user.
+core::Result<std::optional<std::string>> trusted_ca_for(const std::string& path,
+                                                        const std::string& authority) {
+  if (path.empty()) return std::optional<std::string>();
+  auto raw = read_file_bytes(path);
+  if (!raw) return core::Error::invalid("trustedCA", "--trustedCA-file-path: " + raw.error().message);
+  auto json = nlohmann::json::parse(*raw, nullptr, /*allow_exceptions=*/false);
+  if (json.is_discarded() || !json.is_object()) {
+    return core::Error::invalid(
+        "trustedCA", "--trustedCA-file-path: " + path + " is not a JSON object {\"AUTHORITY\": \"PEM\"}");
+  }
+  const nlohmann::json* entry = nullptr;
+  if (json.contains(authority)) {
+    entry = &json[authority];
+  } else {
+    for (const auto& [key, value] : json.items()) {
+      if (core::iequals(key, authority)) entry = &value;
+    }
+  }
+  if (!entry) return std::optional<std::string>();
+  if (!entry->is_string()) {
+    return core::Error::invalid("trustedCA",
+                                "--trustedCA-file-path: the entry for " + authority + " is not a PEM string");
+  }
+  return std::optional<std::string>(entry->get<std::string>());
+}
+
+// The capability, the transport (HTTPS unless plain HTTP is asked for and the authority is
+// loopback) and the CA to trust. nullopt: the failure has been printed.
+std::optional<Connection> prepare(const ServiceFlags& flags, const std::string& capability_name) {
+  auto capability = choose_capability(flags, capability_name);
+  if (!capability) return std::nullopt;
+  auto uri = core::CapabilityUri::parse(capability->text);
+  if (!uri) {
+    usage_error(flags.capability ? "Failed parsing capability: --capability is not a capability URI"
+                                 : "Failed parsing capability: membrane.capabilities." + capability_name +
+                                       " of profile \"" + flags.profile + "\" is not a capability URI");
+    return std::nullopt;
+  }
+  auto plain = plain_http_wanted(flags, capability->profile, *uri);
+  if (!plain) {
+    usage_error(plain.error().message);
+    return std::nullopt;
+  }
+  auto authority = capability_authority(*uri, *plain);
+  if (!authority) {
+    usage_error(authority.error().message);
+    return std::nullopt;
+  }
+  if (*plain) {
+    if (auto s = check_plain_http_allowed(*authority); !s) {
+      usage_error(s.error().message);
+      return std::nullopt;
+    }
+  }
+  auto ca = trusted_ca_for(flags.trusted_ca_path, authority->text);
+  if (!ca) {
+    usage_error(ca.error().message);
+    return std::nullopt;
+  }
+
+  HttpTarget target;
+  target.host = authority->host;
+  target.port = authority->port;
+  target.host_header = authority->text;
+  target.plain_http = *plain;
+  target.ip_literal = authority->ip_literal;
+  if (!*plain) target.ca_pem = std::move(*ca);
+  HttpOptions options;
+  options.timeout =
+      std::chrono::milliseconds(static_cast<std::int64_t>(flags.timeout_seconds * 1000.0 + 0.5));
+  return Connection{uri->token(), std::move(target), options};
+}
+
+// One management call: prints the JSON answer (exit 0) or FAILED (exit 1).
+int management_call(const ServiceFlags& flags, const std::string& capability_name, const std::string& method,
+                    const std::string& request_target, const std::optional<std::string>& body) {
+  auto connection = prepare(flags, capability_name);
+  if (!connection) return 1;
+  HttpRequest request;
+  request.method = method;
+  request.target = request_target;
+  request.headers.push_back({"Authorization", "Bearer " + connection->token.text()});
+  request.headers.push_back({"Accept", "application/json"});
+  if (body) {
+    request.headers.push_back({"Content-Type", "application/json"});
+    request.body = *body;
+  }
+  connection->options.max_body = kManagementAnswerLimit;
+  auto response = http_fetch(connection->target, request, connection->options);
+  if (!response) return print_failure(request_failure(response.error().message));
+  auto outcome = judge_management_answer(response->head.status, response->body);
+  if (!outcome.ok) return print_failure(outcome.failure);
+  if (!write_stdout(outcome.stdout_text)) return 1;
+  return 0;
+}
+
+// --- invoke --------------------------------------------------------------------------------------
+
+// The request `capi invoke` sends, before the capability is known: its headers, its body (read
+// now from the file or stdin), its method and its path. Errors are usage errors.
+core::Result<HttpRequest> invoke_request(const InvokeFlags& flags) {
+  HttpRequest request;
+  for (const auto& text : flags.headers) {
+    auto h = parse_header_flag(text);
+    if (!h) return h.error();
+    for (const char* reserved :
+         {"Authorization", "Host", "Content-Length", "Transfer-Encoding", "Connection"}) {
+      if (core::iequals(h->name, reserved)) {
+        return core::Error::invalid("header", "--header " + h->name + ": capi sets this header itself");
+      }
+    }
+    request.headers.push_back(std::move(*h));
+  }
+  if (flags.data) {
+    const std::string& data = *flags.data;
+    if (data == "-" || data == "@-") {
+      request.body = read_stdin_bytes();
+    } else if (!data.empty() && data.front() == '@') {
+      auto bytes = read_file_bytes(data.substr(1));
+      if (!bytes) return core::Error::invalid("data", "--data: " + bytes.error().message);
+      request.body = std::move(*bytes);
+    } else {
+      request.body = data;
+    }
+  }
+  if (flags.method) {
+    if (!core::is_http_token(*flags.method)) {
+      return core::Error::invalid("method", "--method must be an HTTP method name");
+    }
+    request.method = *flags.method;
+  } else {
+    request.method = flags.data ? "POST" : "GET";
+  }
+  if (flags.path.empty() || flags.path.front() != '/' ||
+      flags.path.find_first_of(" \t\r\n#") != std::string::npos) {
+    return core::Error::invalid("path", "--path must start with '/' and hold no blank, '#', CR or LF");
+  }
+  request.target = flags.path;
+  return request;
+}
+
+std::string http_version_text(unsigned version) {
+  return "HTTP/" + std::to_string(version / 10) + "." + std::to_string(version % 10);
+}
+
+// The status line and headers as `-i` writes them.
+std::string head_text(const HttpResponseHead& head) {
+  std::string text = http_version_text(head.version) + " " + std::to_string(head.status);
+  if (!head.reason.empty()) text += " " + head.reason;
+  text += "\r\n";
+  for (const auto& field : head.headers) text += field.name + ": " + field.value + "\r\n";
+  text += "\r\n";
+  return text;
+}
+
+// --- config import ------------------------------------------------------------------------------
+
+// A profile marked plain HTTP must point at a loopback service: refused now, as every later call
+// would refuse it.
+core::Status check_plain_import(const TenantCapabilities& tenant) {
+  auto uri = core::CapabilityUri::parse(tenant.create);
+  auto authority = uri ? capability_authority(*uri, true) : core::Result<Authority>(uri.error());
+  if (!authority) return authority.error();
+  return check_plain_http_allowed(*authority);
+}
+
+}  // namespace
+
+int usage_error(const std::string& message) {
+  std::cerr << "capi: " << redact_tokens(message) << "\nRun with --help for more information.\n";
+  return 1;
+}
+
+int run_membrane_create(const ServiceFlags& service, const std::string& id) {
+  nlohmann::ordered_json body = {{"id", id}};
+  return management_call(service, "create", "POST", "/", body.dump());
+}
+
+int run_membrane_query(const ServiceFlags& service, const QueryFlags& query) {
+  auto target = query_target(query.id, query.last_id, query.limit);
+  if (!target) return usage_error(target.error().message);
+  return management_call(service, "query", "GET", *target, std::nullopt);
+}
+
+int run_membrane_export(const ServiceFlags& service, const ExportFlags& export_flags) {
+  auto body = build_export_body(export_flags);
+  if (!body) return usage_error(body.error().message);
+  return management_call(service, "export", "POST", "/", body->dump());
+}
+
+int run_membrane_revoke(const ServiceFlags& service) {
+  return management_call(service, "revoke", "GET", "/", std::nullopt);
+}
+
+int run_membrane_delete_self(const ServiceFlags& service) {
+  return management_call(service, "deleteSelf", "GET", "/", std::nullopt);
+}
+
+// Streams the answer's body to stdout (after the head with -i); exit 0 only for a 2xx answer
+// written whole.
+int run_invoke(const ServiceFlags& service, const InvokeFlags& invoke) {
+  auto request = invoke_request(invoke);
+  if (!request) return usage_error(request.error().message);
+  auto connection = prepare(service, "invoke");
+  if (!connection) return 1;
+  request->headers.insert(request->headers.begin(), {"Authorization", "Bearer " + connection->token.text()});
+  bool output_ok = true;
+  auto head = http_exchange(
+      connection->target, *request, connection->options,
+      [&](const HttpResponseHead& h) {
+        if (invoke.include) output_ok = write_stdout(head_text(h)) && output_ok;
+      },
+      [&](std::string_view piece) {
+        output_ok = write_stdout(piece);
+        return output_ok;
+      });
+  if (!head) {
+    if (!output_ok) return 1;  // stdout closed: nothing to tell
+    return print_failure(request_failure(head.error().message));
+  }
+  if (head->status < 200 || head->status > 299) {
+    std::cerr << "capi: the service answered " << head->status << (head->reason.empty() ? "" : " ")
+              << redact_tokens(head->reason) << "\n";
+    return 1;
+  }
+  return output_ok ? 0 : 1;
+}
+
+int run_config_import(const ImportFlags& import) {
+  std::string text;
+  if (import.file == "-") {
+    text = read_stdin_bytes();
+  } else {
+    auto bytes = read_file_bytes(import.file);
+    if (!bytes) return usage_error(bytes.error().message);
+    text = std::move(*bytes);
+  }
+  auto tenant = parse_tenant_json(text);
+  if (!tenant) return usage_error(import.file + ": " + tenant.error().message);
+  if (import.plain_http) {
+    if (auto s = check_plain_import(*tenant); !s) return usage_error(s.error().message);
+  }
+  auto path = default_credentials_path();
+  if (!path) return usage_error(path.error().message);
+  if (auto s = import_profile(*path, import.profile, *tenant, import.plain_http); !s) {
+    return print_failure({s.error().message, nullptr});
+  }
+  std::cout << "capi: profile \"" << import.profile << "\" written to " << path->string();
+  if (!tenant->id.empty()) std::cout << " (tenant " << tenant->id << ")";
+  if (import.plain_http) std::cout << ", plain HTTP";
+  std::cout << "\n";
+  return 0;
+}
+
+}  // namespace membraned::cli

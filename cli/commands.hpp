@@ -1,0 +1,59 @@
+// capi's commands, one function each: they take the flags main() parsed, talk to the service and
+// print what the original CLI prints. Each returns the exit status: 0 on success, 1 on any
+// failure, after saying why on stderr (never with a capability token in it).
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cli/export_flags.hpp"
+
+namespace membraned::cli {
+
+inline constexpr double kDefaultTimeoutSeconds = 30;
+
+// Flags every command that talks to the service takes.
+struct ServiceFlags {
+  std::optional<std::string> capability;  // --capability; absent: the profile's
+  std::string profile = "default";
+  std::string trusted_ca_path;  // --trustedCA-file-path
+  bool plain_http = false;
+  double timeout_seconds = kDefaultTimeoutSeconds;
+};
+
+// `membrane query`: what to ask for, as given.
+struct QueryFlags {
+  std::optional<std::string> id;
+  std::optional<std::string> last_id;
+  std::optional<std::string> limit;
+};
+
+// `invoke`: the request to send with the capability.
+struct InvokeFlags {
+  std::optional<std::string> method;
+  std::vector<std::string> headers;  // "Name: value", in order
+  std::optional<std::string> data;   // TEXT, @FILE, or - / @- for stdin
+  std::string path = "/";
+  bool include = false;  // write the status line and headers before the body
+};
+
+// `config import`: the tenant JSON to store as a profile.
+struct ImportFlags {
+  std::string profile = "default";
+  std::string file;  // - for stdin
+  bool plain_http = false;
+};
+
+int run_membrane_create(const ServiceFlags& service, const std::string& id);
+int run_membrane_query(const ServiceFlags& service, const QueryFlags& query);
+int run_membrane_export(const ServiceFlags& service, const ExportFlags& export_flags);
+int run_membrane_revoke(const ServiceFlags& service);
+int run_membrane_delete_self(const ServiceFlags& service);
+int run_invoke(const ServiceFlags& service, const InvokeFlags& invoke);
+int run_config_import(const ImportFlags& import);
+
+// "capi: MESSAGE" and a pointer to --help on stderr, tokens redacted; returns 1.
+int usage_error(const std::string& message);
+
+}  // namespace membraned::cli
