@@ -6,6 +6,7 @@
 
 #include <type_traits>
 
+#include "core/time.hpp"
 #include "server/server_context.hpp"
 
 namespace membraned::server {
@@ -191,7 +192,7 @@ void RequestHandler::answered(std::optional<std::string_view> method, int status
     if (auto revoked = revocation_kind(*kind, status)) context_.metrics.revocation(*revoked);
   }
   if (!context_.log) return;
-  const std::string timestamp = log_timestamp();
+  const std::string timestamp = core::format_log_timestamp(std::chrono::system_clock::now());
   const std::string log_id = authorized_ ? authorized_->token.log_id() : std::string();
   context_.log(access_log_line(
       {timestamp, method, status, std::chrono::duration<double, std::milli>(Clock::now() - started_).count(),

@@ -1,26 +1,12 @@
 #include "server/server_context.hpp"
 
 #include <chrono>
-#include <cstdio>
 #include <cstdlib>
-#include <ctime>
 
+#include "core/time.hpp"
 #include "server/credentials_exchange.hpp"
 
 namespace membraned::server {
-
-std::string log_timestamp() {
-  auto now = std::chrono::system_clock::now();
-  std::time_t t = std::chrono::system_clock::to_time_t(now);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm);
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
-  char out[40];
-  std::snprintf(out, sizeof out, "%s.%03dZ", buf, static_cast<int>(ms));
-  return out;
-}
 
 namespace {
 
@@ -45,7 +31,7 @@ ServerContext::ServerContext(ServerSettings s, api::Api& a, RequestLogger l, net
             exchange_credentials_call(upstream, std::move(call), timeout, max_body, std::move(done));
           },
           [this](const std::string& line) {
-            if (log) log(log_timestamp() + " " + line);
+            if (log) log(core::format_log_timestamp(std::chrono::system_clock::now()) + " " + line);
           }) {
   if (api.waits_on_network()) {
     const std::size_t n =

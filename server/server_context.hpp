@@ -21,9 +21,6 @@
 
 namespace membraned::server {
 
-// UTC with milliseconds, for log lines.
-std::string log_timestamp();
-
 // A connection that wants to hear about a graceful stop (it closes when idle).
 class Stoppable {
  public:

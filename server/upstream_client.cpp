@@ -1,22 +1,17 @@
 #include "server/upstream_client.hpp"
 
 #include <boost/asio/dispatch.hpp>
-#include <boost/asio/ssl/host_name_verification.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/bind_handler.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
 
 #include <algorithm>
 
+#include "core/tls_verification.hpp"
+
 namespace membraned::server {
 
 namespace {
-
-bool is_ip_literal(const std::string& host) {
-  beast::error_code ec;
-  net::ip::make_address(host, ec);
-  return !ec;
-}
 
 Clock::time_point earlier(Clock::time_point a, Clock::time_point b) { return std::min(a, b); }
 
@@ -73,8 +68,10 @@ class Connector : public std::enable_shared_from_this<Connector> {
     }
     if (endpoint_.https) {
       auto& tls = connection_->tls.emplace(connection_->strand, *endpoint_.tls);
-      if (!is_ip_literal(endpoint_.host)) SSL_set_tlsext_host_name(tls.native_handle(), endpoint_.host.c_str());
-      tls.set_verify_callback(ssl::host_name_verification(endpoint_.host));
+      // The one policy capi follows too: SNI for a name, the certificate issued for this host.
+      if (!core::verify_peer_name(tls.native_handle(), endpoint_.host)) {
+        return fail({ConnectStep::handshake, net::error::invalid_argument, {}});
+      }
     } else {
       connection_->plain.emplace(connection_->strand);
     }
@@ -178,10 +175,9 @@ UpstreamClient::UpstreamClient(net::io_context& ioc) : ioc_(ioc) {}
 
 core::Status UpstreamClient::load_default_tls() {
   auto context = std::make_shared<ssl::context>(ssl::context::tls_client);
-  SSL_CTX_set_min_proto_version(context->native_handle(), TLS1_2_VERSION);
+  if (auto configured = core::configure_tls_client(context->native_handle()); !configured) return configured;
   beast::error_code ec;
   context->set_default_verify_paths(ec);
-  context->set_verify_mode(ssl::verify_peer);
   default_tls_ = std::move(context);
   return core::ok_status();
 }
@@ -190,7 +186,7 @@ std::shared_ptr<ssl::context> UpstreamClient::tls_for(const std::optional<core::
   const bool custom = options && (!options->ca.empty() || !options->cert.empty() || !options->reject_unauthorized);
   if (!custom) return default_tls_;
   auto context = std::make_shared<ssl::context>(ssl::context::tls_client);
-  SSL_CTX_set_min_proto_version(context->native_handle(), TLS1_2_VERSION);
+  if (!core::configure_tls_client(context->native_handle())) return nullptr;
   beast::error_code ec;
   if (!options->ca.empty()) {
     context->add_certificate_authority(net::buffer(options->ca), ec);  // replaces the default store
@@ -202,7 +198,7 @@ std::shared_ptr<ssl::context> UpstreamClient::tls_for(const std::optional<core::
     if (!ec) context->use_private_key(net::buffer(options->key), ssl::context::pem, ec);
   }
   if (ec) return nullptr;
-  context->set_verify_mode(options->reject_unauthorized ? ssl::verify_peer : ssl::verify_none);
+  if (!options->reject_unauthorized) context->set_verify_mode(ssl::verify_none);
   return context;
 }
 
