@@ -240,7 +240,7 @@ core::Result<core::ExportConfig> Api::parse_export(std::string_view body) const 
 }
 
 Response Api::export_parsed(const Authorized& who, const core::ExportConfig& config) {
-  // SPEC 9: a profile must exist and be granted to this tenant (the same 400 for both, so a
+  // contract §9: a profile must exist and be granted to this tenant (the same 400 for both, so a
   // tenant cannot probe for profiles granted to others).
   if (const auto* uri = std::get_if<core::UriExport>(&config)) {
     if (const auto* aws4 = std::get_if<core::Aws4Signing>(&uri->signing); aws4 && aws4->credentials_profile) {

@@ -1,4 +1,4 @@
-// The operations of SPEC section 4 on resolved capabilities: JSON in, JSON out, no sockets.
+// The operations of contract §4 on resolved capabilities: JSON in, JSON out, no sockets.
 // The server calls authorize() once the headers are in (the capability decides how large a body
 // may be), then handle() with the body.
 #pragma once
@@ -21,7 +21,7 @@ namespace membraned::api {
 struct Settings {
   std::string authority;               // written into every capability URI
   std::uint64_t max_timeout_ms = 30000;  // exports' timeoutMs are lowered to it
-  // SPEC 9: the operator's --aws-config profiles and their grants; none: no profile exists.
+  // contract §9: the operator's --aws-config profiles and their grants; none: no profile exists.
   const core::AwsConfig* aws_config = nullptr;
 };
 

@@ -27,7 +27,7 @@ struct ExportFlags {
   std::optional<std::string> aws4_secret_access_key;
   std::optional<std::string> aws4_region;
   std::optional<std::string> aws4_service;
-  std::optional<std::string> aws4_credentials;  // [beyond] SPEC 9: an --aws-config profile instead of keys
+  std::optional<std::string> aws4_credentials;  // [beyond] contract §9: an --aws-config profile instead of keys
   std::optional<std::string> cap1_key;
   std::optional<std::string> cap1_key_id;
   std::optional<std::string> timeout_ms;  // text as given, checked here
@@ -40,7 +40,7 @@ struct ExportFlags {
 // The flag names used in messages ("--uri", ...) of the flags that are set, in a fixed order.
 std::vector<std::string> given_export_flags(const ExportFlags& flags);
 
-// The JSON body of SPEC 4.1 for these flags, keys in the original CLI's order. Errors
+// The JSON body of contract §4.1 for these flags, keys in the original CLI's order. Errors
 // (invalid_input, never holding a secret) for: --capability-to-export with any uri option; aws4
 // and cap1 flags together; an incomplete aws4 or cap1 set; neither --uri nor
 // --capability-to-export; a malformed --header or --timeout-ms; and anything

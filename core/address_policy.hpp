@@ -1,4 +1,4 @@
-// Upstream safety (SPEC 10): which addresses an export may reach. Pure logic: the server feeds it
+// Upstream safety (contract §10): which addresses an export may reach. Pure logic: the server feeds it
 // the addresses DNS gave and the ones it listens on.
 #pragma once
 

@@ -1,4 +1,4 @@
-// The --aws-config file (SPEC 9): AWS shared-config INI, read with Boost.PropertyTree's INI
+// The --aws-config file (contract §9): AWS shared-config INI, read with Boost.PropertyTree's INI
 // reader, validated once at load, and turned into the ordered steps that obtain each profile's
 // credentials. Pure: the caller reads the file and passes its contents.
 //

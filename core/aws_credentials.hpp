@@ -1,4 +1,4 @@
-// AWS credentials that the operator makes available (SPEC 9), and the pure parsers of the
+// AWS credentials that the operator makes available (contract §9), and the pure parsers of the
 // answers that carry them: the instance metadata service (IMDSv2), the ECS/container credentials
 // endpoint, and the process environment. No I/O here: the caller fetches the documents (or
 // passes a lookup for the environment) and gets typed credentials or an Error.

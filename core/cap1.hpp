@@ -1,4 +1,4 @@
-// CAP1-HMAC-SHA512, the Capability Signature Version 1 (SPEC section 6), reproduced exactly as
+// CAP1-HMAC-SHA512, the Capability Signature Version 1 (contract §6), reproduced exactly as
 // its Node.js reference (cap1-hmac-sha512 v1.4.3) computes it, quirks included:
 //   - headers behave as a JavaScript object: keys are case-sensitive, a repeated key keeps its
 //     first position and its last value; names are lower-cased only when canonicalised;

@@ -1,4 +1,4 @@
-// Where the operator's temporary credentials come from (SPEC 9), without I/O: the IMDSv2 and
+// Where the operator's temporary credentials come from (contract §9), without I/O: the IMDSv2 and
 // ECS/container endpoints chosen from the AWS SDKs' variables, the HTTP calls that fetch from
 // them, and the checks on what they answer before it is used in the next call. The server sends
 // the calls; the documents they return are read by aws_credentials.hpp.

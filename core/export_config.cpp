@@ -22,7 +22,7 @@ namespace {
 using json = nlohmann::json;
 
 // The access key id and secret follow the limits of every AWS credential (aws_credentials.hpp).
-// Three limits of the export contract (SPEC 4.1, which the tests hold) differ on purpose:
+// Three limits of the export contract (contract §4.1, which the tests hold) differ on purpose:
 // - sessionToken: at most 4096 characters, where a credential source may hand over up to
 //   kMaxSessionToken;
 // - region and service: up to 128 characters safe in the credential scope ([A-Za-z0-9._-]),
@@ -91,7 +91,7 @@ bool is_cap1_key_id(std::string_view s) {
   });
 }
 
-// A profile name (SPEC 9) or static keys, never both; region and service either way.
+// A profile name (contract §9) or static keys, never both; region and service either way.
 Result<Aws4Signing> parse_aws4(const json& object) {
   constexpr std::string_view where = "hmac.aws4-hmac-sha256";
   if (!object.is_object()) return bad(std::string(where), std::string(where) + " must be an object");

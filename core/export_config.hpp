@@ -1,4 +1,4 @@
-// The export body of SPEC 4.1, parsed and validated into a typed value. A parsed value is
+// The export body of contract §4.1, parsed and validated into a typed value. A parsed value is
 // always valid: every later stage (storage, request building, signing) can rely on it.
 #pragma once
 
@@ -17,7 +17,7 @@
 
 namespace membraned::core {
 
-// Either static keys (access_key_id + secret_access_key [+ session_token]) or, [beyond] SPEC 9,
+// Either static keys (access_key_id + secret_access_key [+ session_token]) or, [beyond] contract §9,
 // the name of an --aws-config profile whose credentials the server obtains at invocation time
 // (credentials_profile; the three key fields are then empty).
 struct Aws4Signing {

@@ -1,4 +1,4 @@
-// The syntax of an --aws-config profile name (SPEC 9), on its own so that the export parser can
+// The syntax of an --aws-config profile name (contract §9), on its own so that the export parser can
 // check hmac["aws4-hmac-sha256"].credentials without the INI reader of aws_config.
 #pragma once
 

@@ -39,7 +39,7 @@ struct Credentials {
 };
 
 // Which headers enter the signature. The official suite signs every header; the service signs
-// host, x-amz-*, content-type, content-md5 and the headers an export configures (SPEC 6), so a
+// host, x-amz-*, content-type, content-md5 and the headers an export configures (contract §6), so a
 // proxy on the way that adds e.g. Via or X-Forwarded-For cannot break the signature.
 struct HeaderSelection {
   bool all = false;

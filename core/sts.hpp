@@ -1,4 +1,4 @@
-// AWS STS AssumeRole without I/O (SPEC 9): where to send it, the signed request to send, and
+// AWS STS AssumeRole without I/O (contract §9): where to send it, the signed request to send, and
 // the reading of the XML answer (with expat). The server sends the request and hands the body
 // back; nothing here opens a socket.
 #pragma once

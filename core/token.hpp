@@ -1,5 +1,5 @@
 // Capability tokens ("CPBLTY1-" + unpadded base64url of 64 CSPRNG bytes) and the two capability
-// URI forms of SPEC section 1.
+// URI forms of contract §1.
 #pragma once
 
 #include <optional>

@@ -1,5 +1,5 @@
 // From a resolved uri capability and the request its holder sent, the exact request that goes
-// upstream (SPEC section 5), then signed (SPEC section 6). Pure: the clock and the signing-key
+// upstream (contract §5), then signed (contract §6). Pure: the clock and the signing-key
 // cache come in as arguments.
 #pragma once
 
@@ -36,7 +36,7 @@ struct UpstreamRequest {
 struct SigningContext {
   std::chrono::system_clock::time_point now;
   sigv4::SigningKeyCache* key_cache = nullptr;  // optional
-  // SPEC 9: the credentials to sign with when the export's aws4-hmac-sha256 names a profile
+  // contract §9: the credentials to sign with when the export's aws4-hmac-sha256 names a profile
   // (Aws4Signing::credentials_profile), obtained by the caller; not owned. Ignored for exports
   // with static keys. Signing a profile export without them is an internal error.
   const AwsCredentials* aws_credentials = nullptr;

@@ -1,4 +1,4 @@
-// One cache of temporary credentials (SPEC 9): what one source (the instance role, the
+// One cache of temporary credentials (contract §9): what one source (the instance role, the
 // container role, one assumed role) last gave, refreshed ahead of its expiry with a single fetch
 // in flight however many requests wait. No I/O and no Asio here: the fetch is a function the
 // provider supplies, and completions may run on any thread.

@@ -1,4 +1,4 @@
-// SPEC 9: the credentials an export that names an --aws-config profile signs with. Each
+// contract §9: the credentials an export that names an --aws-config profile signs with. Each
 // profile's chain (core/aws_config.hpp) is walked step by step:
 //   - static keys in the file, and the service's environment (AWS_ACCESS_KEY_ID,
 //     AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, read at each use so a rotated environment is

@@ -37,9 +37,9 @@ struct ServerSettings {
   bool metrics = false;                            // GET /metrics on the service's own listener
   std::optional<std::string> metrics_listen_host;  // and/or on a listener of its own (plain HTTP)
   std::uint16_t metrics_listen_port = 0;
-  std::vector<core::Cidr> allow_upstream;  // SPEC 10: ranges opened for exports
+  std::vector<core::Cidr> allow_upstream;  // contract §10: ranges opened for exports
   std::vector<core::Cidr> deny_upstream;   // and ranges closed (deny wins)
-  const core::AwsConfig* aws_config = nullptr;  // SPEC 9 profiles; not owned
+  const core::AwsConfig* aws_config = nullptr;  // contract §9 profiles; not owned
   // Threads that run the API's store calls when the store waits on the network (PostgreSQL),
   // so that no I/O thread ever does; 0: as many as --threads. Unused for a local store.
   std::size_t store_threads = 0;

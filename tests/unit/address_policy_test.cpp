@@ -1,4 +1,4 @@
-// core/address_policy: SPEC 10's closed ranges, the operator's allow and deny lists, the service's
+// core/address_policy: contract §10's closed ranges, the operator's allow and deny lists, the service's
 // own addresses, and every spelling of an address a resolver would accept.
 #include <gtest/gtest.h>
 

@@ -1,4 +1,4 @@
-// SPEC 9: the --aws-config file. Good chains resolve to the steps botocore would take; every
+// contract §9: the --aws-config file. Good chains resolve to the steps botocore would take; every
 // validation rule fails the load with an error naming the profile and the key; grants are
 // exact; secrets never appear in an error.
 #include <gtest/gtest.h>
@@ -501,7 +501,7 @@ source_profile = x
 }
 
 TEST(AwsConfigErrors, CycleIsAnErrorEvenWhereStaticKeysWouldStopTheWalk) {
-  // botocore would stop at b's keys when resolving a; SPEC 9 makes any cycle a start-up error.
+  // botocore would stop at b's keys when resolving a; contract §9 makes any cycle a start-up error.
   Error e = load_error(std::string(R"(
 [profile a]
 role_arn = arn:aws:iam::111111111111:role/a

@@ -1,4 +1,4 @@
-// SPEC 9: the credential documents the operator's environment provides (IMDSv2, the ECS
+// contract §9: the credential documents the operator's environment provides (IMDSv2, the ECS
 // container endpoint, environment variables); the ISO 8601 expirations they carry are read by
 // core/time (time_test.cpp). Every failure must be an error naming the field, and no error may
 // ever quote a secret.

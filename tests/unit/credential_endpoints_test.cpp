@@ -1,4 +1,4 @@
-// SPEC 9: the IMDSv2 and container credential endpoints, chosen from the AWS SDKs' variables,
+// contract §9: the IMDSv2 and container credential endpoints, chosen from the AWS SDKs' variables,
 // the calls made to them, and the checks on their intermediate answers (IMDS token, role name).
 #include <gtest/gtest.h>
 

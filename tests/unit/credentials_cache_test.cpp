@@ -1,4 +1,4 @@
-// SPEC 9: the refresh rules of one credentials cache, driven by a clock the test moves and a
+// contract §9: the refresh rules of one credentials cache, driven by a clock the test moves and a
 // fetch the test completes by hand (the real sources are exercised over sockets by
 // tests/integration/test_credentials.py).
 #include <gtest/gtest.h>

@@ -1,4 +1,4 @@
-// SPEC 4.1: the export body. Every rule of the table is fed a violating document and must give
+// contract §4.1: the export body. Every rule of the table is fed a violating document and must give
 // an invalid_input error naming the field; valid documents must parse to the expected typed
 // values and survive to_json unchanged.
 #include <gtest/gtest.h>
@@ -32,7 +32,7 @@ constexpr std::string_view kCapUri =
     "cpblty://membrane.amzn-us-east-1.capability.io/#CPBLTY1-Vf2Q5NBTFtn-57umfGU3anHy9JkLbpZQddRD13"
     "oMAE0M3nfabXD2wKg_C3WHgP56oThB7GlvZZ_IbX5avhia4Q";
 
-// The Lambda tutorial export (seeds/003), with its placeholders filled in.
+// The Lambda tutorial's export (docs/tutorial.md), with its placeholders filled in.
 constexpr std::string_view kLambdaExport = R"({"uri":"https://lambda.us-east-1.amazonaws.com/2015-03-31/functions/my-function/invocations","method":"POST","allowQuery":false,"headers":{"X-Amz-Invocation-Type": "RequestResponse","X-Amz-Log-Type":"None"},"hmac":{"aws4-hmac-sha256":{"awsAccessKeyId":"AKIAIOSFODNN7EXAMPLE","region":"us-east-1","service":"lambda","secretAccessKey":"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}}})";
 
 json aws4_signing() {
@@ -363,7 +363,7 @@ TEST_P(ExportViolation, IsInvalidInputNamingTheField) {
   expect_invalid_body(GetParam().body, GetParam().field);
 }
 
-INSTANTIATE_TEST_SUITE_P(Spec41, ExportViolation, ::testing::ValuesIn(violations()),
+INSTANTIATE_TEST_SUITE_P(Contract41, ExportViolation, ::testing::ValuesIn(violations()),
                          [](const ::testing::TestParamInfo<Violation>& param_info) {
                            return param_info.param.name;
                          });
@@ -839,7 +839,7 @@ TEST(ExportConfig, ReExportOfAFreshToken) {
 }
 
 TEST(ExportConfig, ReExportOfTheCustomCapabilityUriForm) {
-  // cpblty:B64AUTH[@SCHEME]:TOKEN (SPEC 1); only the token matters.
+  // cpblty:B64AUTH[@SCHEME]:TOKEN (contract §1); only the token matters.
   for (const std::string prefix : {"cpblty:bWVtYnJhbmUuZXhhbXBsZQ:", "cpblty:bWVtYnJhbmUuZXhhbXBsZQ@https:"}) {
     SCOPED_TRACE(prefix);
     auto result = parse(json{{"capability", prefix + std::string(kCapToken)}}.dump());
@@ -973,7 +973,7 @@ TEST(ExportConfig, ToJsonHoldsOnlyKnownKeys) {
 }
 
 
-// --- SPEC 9: credentials from an --aws-config profile -------------------------------------------
+// --- contract §9: credentials from an --aws-config profile -------------------------------------------
 
 json with_profile(json patch = json::object()) {
   json aws4 = {{"credentials", "prod-lambda"}, {"region", "eu-west-1"}, {"service", "lambda"}};

@@ -1,4 +1,4 @@
-// A model-based randomized test of delegation and revocation (SPEC sections 4 and 7) at the
+// A model-based randomized test of delegation and revocation (contract §4 and §7) at the
 // api::Api level over a real store, each backend in turn (SQLite, and PostgreSQL on the test
 // cluster: TEST_P over test::kBackends): random create / export / re-export / revoke /
 // deleteSelf / query operations, each answer checked against a small reference model, and after

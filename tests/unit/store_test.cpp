@@ -1,8 +1,8 @@
 // The Store test suite, run against both backends from this one source (TEST_P over
 // test::kBackends): SQLite files in a fresh temporary directory, and a fresh database on the
 // test PostgreSQL cluster (the ctest fixture pg_cluster). Every Store operation, delegation and
-// revocation through chains of re-exports (SPEC section 7), persistence, the master key (SPEC
-// section 8), secrecy at rest (SPEC 4.1) and revocation under concurrent use.
+// revocation through chains of re-exports (contract §7), persistence, the master key (contract
+// §8), secrecy at rest (contract §4.1) and revocation under concurrent use.
 // PostgreSQL-only behaviour (migrations racing, outages, timeouts) is in postgres_store_test.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -806,7 +806,7 @@ TEST_P(StoreTest, NothingIsMadeBeyondTheDependencyBound) {
   EXPECT_TRUE(alive(b.tokens.create));
 }
 
-// --- delegation and revocation (SPEC section 7) --------------------------------------------------
+// --- delegation and revocation (contract §7) --------------------------------------------------
 
 // X in M0; X1 = X via M1; X2 = X1 via M2; X3 = X2 via M3; X4 = X3 via M4; S1 = X via M2 (a sibling
 // of X1 through the same membrane as X2); S2 = X1 via M4 (a sibling of X2).

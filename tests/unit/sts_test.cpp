@@ -1,4 +1,4 @@
-// SPEC 9: AssumeRole through STS without I/O. Endpoint selection in the AWS SDK order, the
+// contract §9: AssumeRole through STS without I/O. Endpoint selection in the AWS SDK order, the
 // exact request (form body, headers, SigV4 with service "sts"), and the XML answers read with
 // expat: credentials, service errors, and everything malformed or dangerous refused.
 //

@@ -1,5 +1,5 @@
-// core/token: capability tokens, the two capability URI forms (SPEC section 1) and the
-// "Authorization: Bearer" reader (SPEC section 2).
+// core/token: capability tokens, the two capability URI forms (contract §1) and the
+// "Authorization: Bearer" reader (contract §2).
 #include <gtest/gtest.h>
 
 #include <set>

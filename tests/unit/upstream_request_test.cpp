@@ -1,5 +1,5 @@
-// SPEC 5 (how the upstream request is built from the export and the requester's request) and
-// SPEC 6 (how it is signed). Signatures are checked by recomputing them from hand-written
+// contract §5 (how the upstream request is built from the export and the requester's request) and
+// contract §6 (how it is signed). Signatures are checked by recomputing them from hand-written
 // canonical requests with the lower-level SigV4 stages, and CAP1 ones with cap1::verify.
 #include <gtest/gtest.h>
 
@@ -83,7 +83,7 @@ std::string openssl_sha256_hex(std::string_view data) {
 }
 
 // ================================================================================================
-// SPEC 5: method
+// contract §5: method
 // ================================================================================================
 
 struct MethodCase {
@@ -110,7 +110,7 @@ TEST(UpstreamRequest, MethodIsTheConfiguredOneElseTheRequesters) {
 }
 
 // ================================================================================================
-// SPEC 5: target (path and query)
+// contract §5: target (path and query)
 // ================================================================================================
 
 struct TargetCase {
@@ -157,7 +157,7 @@ TEST(UpstreamRequest, TargetIsTheConfiguredUriWithTheRequestersQueryOnlyWhenAllo
 }
 
 // ================================================================================================
-// SPEC 5: Host, connection endpoint
+// contract §5: Host, connection endpoint
 // ================================================================================================
 
 struct HostCase {
@@ -196,7 +196,7 @@ TEST(UpstreamRequest, HostIsTheUpstreamAuthority) {
 }
 
 // ================================================================================================
-// SPEC 5: headers
+// contract §5: headers
 // ================================================================================================
 
 TEST(UpstreamRequest, HopByHopHeadersAreRemoved) {
@@ -323,7 +323,7 @@ TEST(UpstreamRequest, ConfiguredHopByHopHostAndContentLengthNeverReachTheRequest
 }
 
 // ================================================================================================
-// SPEC 5: body and Content-Length
+// contract §5: body and Content-Length
 // ================================================================================================
 
 struct BodyCase {
@@ -409,7 +409,7 @@ TEST(UpstreamRequest, WithoutHmacSigningChangesNothing) {
 }
 
 // ================================================================================================
-// SPEC 6: aws4-hmac-sha256
+// contract §6: aws4-hmac-sha256
 // ================================================================================================
 
 struct Aws4Authorization {
@@ -740,7 +740,7 @@ TEST(UpstreamRequestAws4, KeyCacheGivesTheSameSignature) {
 }
 
 // ================================================================================================
-// SPEC 6: cap1-hmac-sha512
+// contract §6: cap1-hmac-sha512
 // ================================================================================================
 
 constexpr std::string_view kCap1Key = "c2VjcmV0LWtleS1mb3ItY2FwMQ";
@@ -963,7 +963,7 @@ TEST(UpstreamRequest, RequesterSignatureHeadersNeverSurvive) {
 }
 
 
-// --- SPEC 9: an export naming an --aws-config profile signs with the caller's credentials ------
+// --- contract §9: an export naming an --aws-config profile signs with the caller's credentials ------
 
 json profile_lambda_export() {
   json doc = lambda_export();
