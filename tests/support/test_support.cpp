@@ -14,6 +14,20 @@
 
 namespace membraned::test {
 
+core::EnvLookup env_of(std::map<std::string, std::string> vars) {
+  return [vars = std::move(vars)](std::string_view name) -> std::optional<std::string> {
+    auto it = vars.find(std::string(name));
+    if (it == vars.end()) return std::nullopt;
+    return it->second;
+  };
+}
+
+core::Token new_token() {
+  auto token = core::Token::generate();
+  if (!token) throw std::runtime_error("Token::generate failed");
+  return *token;
+}
+
 std::filesystem::path vectors_dir() {
   if (const char* env = std::getenv("MEMBRANED_VECTORS_DIR"); env != nullptr && *env != '\0') {
     return env;

@@ -4,8 +4,12 @@
 
 #include <chrono>
 #include <filesystem>
+#include <map>
 #include <string>
 #include <string_view>
+
+#include "core/aws_credentials.hpp"
+#include "core/token.hpp"
 
 namespace membraned::test {
 
@@ -17,6 +21,12 @@ std::string read_file(const std::filesystem::path& path);  // whole file; fails 
 // "2015-08-30T12:36:00Z" (UTC, whole seconds). Independent of core::parse_iso8601 on purpose
 // (strptime and timegm): an oracle the tests hold core's date code against.
 std::chrono::system_clock::time_point parse_iso8601_utc(std::string_view text);
+
+// An environment of exactly these variables, for code that reads one through core::EnvLookup.
+core::EnvLookup env_of(std::map<std::string, std::string> vars);
+
+// A new random token (throws if the CSPRNG fails).
+core::Token new_token();
 
 // A fresh directory (mode 0700) under the system temporary directory, named PREFIX followed by
 // random characters, removed with everything in it when the object goes. Throws

@@ -20,6 +20,8 @@
 namespace membraned::core {
 namespace {
 
+using membraned::test::env_of;
+
 using json = nlohmann::json;
 using namespace std::chrono_literals;
 using std::chrono::system_clock;
@@ -168,14 +170,6 @@ TEST(ContainerCredentials, OffsetExpirationIsConverted) {
 }
 
 // --- environment -------------------------------------------------------------------------------
-
-EnvLookup env_of(std::map<std::string, std::string> vars) {
-  return [vars = std::move(vars)](std::string_view name) -> std::optional<std::string> {
-    auto it = vars.find(std::string(name));
-    if (it == vars.end()) return std::nullopt;
-    return it->second;
-  };
-}
 
 TEST(EnvironmentCredentials, KeysAndToken) {
   auto c = environment_credentials(env_of({{"AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE"},

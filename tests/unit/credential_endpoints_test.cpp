@@ -9,17 +9,12 @@
 #include <vector>
 
 #include "core/credential_endpoints.hpp"
+#include "tests/support/test_support.hpp"
 
 namespace membraned::core {
 namespace {
 
-EnvLookup env_of(std::map<std::string, std::string> vars) {
-  return [vars = std::move(vars)](std::string_view name) -> std::optional<std::string> {
-    auto it = vars.find(std::string(name));
-    if (it == vars.end()) return std::nullopt;
-    return it->second;
-  };
-}
+using membraned::test::env_of;
 
 std::optional<std::string> header(const CredentialsCall& call, std::string_view name) {
   for (const auto& h : call.headers) {

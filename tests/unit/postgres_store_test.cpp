@@ -29,6 +29,8 @@
 
 namespace {
 
+using membraned::test::new_token;
+
 namespace core = membraned::core;
 namespace storage = membraned::storage;
 using core::ErrorKind;
@@ -40,12 +42,6 @@ using storage::Membrane;
 using storage::MasterKey;
 using storage::PostgresOptions;
 using storage::TenantTokens;
-
-Token new_token() {
-  auto t = Token::generate();
-  if (!t) throw std::runtime_error("Token::generate failed");
-  return *t;
-}
 
 std::string new_key_text() {
   auto bytes = core::random_bytes(32);

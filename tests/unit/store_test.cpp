@@ -34,6 +34,8 @@
 
 namespace {
 
+using membraned::test::new_token;
+
 namespace fs = std::filesystem;
 using membraned::core::ErrorKind;
 using membraned::core::Token;
@@ -62,12 +64,6 @@ std::string random_bytes(std::size_t n) {
 // Distinctive, random-looking text: a hit in a file cannot be a coincidence.
 std::string random_text(std::string_view prefix, std::size_t bytes = 24) {
   return std::string(prefix) + core::base64url_encode(random_bytes(bytes));
-}
-
-Token new_token() {
-  auto t = Token::generate();
-  if (!t) throw std::runtime_error("Token::generate failed");
-  return *t;
 }
 
 UriExport uri_config(const std::string& body) {

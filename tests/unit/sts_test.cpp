@@ -28,6 +28,8 @@
 namespace membraned::core {
 namespace {
 
+using membraned::test::env_of;
+
 using namespace std::chrono_literals;
 
 constexpr std::string_view kSecret = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY";
@@ -37,14 +39,6 @@ constexpr std::string_view kBody =
     "&RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fpath%2Fto%2FLambda-Invoker"
     "&RoleSessionName=membraned&ExternalId=ext%3Aid%2F1%2B2%3D3&DurationSeconds=3600";
 constexpr std::string_view kBodySha256 = "a44124d36f0474a74486dab65fa03f134e14174ea0cfb158648d44f554f154cf";
-
-EnvLookup env_of(std::map<std::string, std::string> vars) {
-  return [vars = std::move(vars)](std::string_view name) -> std::optional<std::string> {
-    auto it = vars.find(std::string(name));
-    if (it == vars.end()) return std::nullopt;
-    return it->second;
-  };
-}
 
 StsEndpoint endpoint_ok(const EnvLookup& env, std::optional<std::string> region) {
   auto e = select_sts_endpoint(env, region);
