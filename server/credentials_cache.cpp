@@ -91,4 +91,10 @@ std::size_t CredentialsCache::fetches() const {
   return fetches_;
 }
 
+void CredentialsCache::abandon_waiting() {
+  std::vector<CredentialsCallback> abandoned;
+  std::lock_guard lock(mutex_);
+  abandoned.swap(waiting_);
+}
+
 }  // namespace membraned::server

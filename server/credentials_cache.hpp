@@ -59,6 +59,10 @@ class CredentialsCache {
   // Fetches started so far (for tests and metrics).
   std::size_t fetches() const;
 
+  // Forgets the requests waiting for a fetch, without answering them: for a server that stops
+  // with a fetch still out, so that what the waiters hold goes while its io_context is there.
+  void abandon_waiting();
+
  private:
   bool usable(const core::AwsCredentials& credentials, std::chrono::system_clock::time_point now) const;
   bool fresh(const core::AwsCredentials& credentials, std::chrono::system_clock::time_point now) const;

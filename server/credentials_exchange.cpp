@@ -9,8 +9,6 @@
 
 namespace membraned::server {
 
-namespace http = boost::beast::http;
-
 namespace {
 
 class CredentialsExchange : public std::enable_shared_from_this<CredentialsExchange> {
@@ -20,11 +18,7 @@ class CredentialsExchange : public std::enable_shared_from_this<CredentialsExcha
   CredentialsExchange(UpstreamClient& client, core::CredentialsCall call, std::chrono::milliseconds timeout,
                       std::size_t max_body, Done done)
       : client_(client), call_(std::move(call)), timeout_(timeout), done_(std::move(done)) {
-    request_.version(11);
-    request_.method_string(call_.method);
-    request_.target(call_.target);
-    for (const core::Header& h : call_.headers) request_.insert(h.name, h.value);
-    request_.body() = std::move(call_.body);
+    request_ = make_request(call_.method, call_.target, call_.headers, std::move(call_.body));
     parser_.body_limit(max_body);
     parser_.header_limit(16 * 1024);
   }

@@ -151,6 +151,11 @@ CredentialsCache& CredentialsProvider::cache(const std::string& key, const std::
   return *slot;
 }
 
+void CredentialsProvider::abandon_waiting() {
+  std::lock_guard lock(caches_mutex_);
+  for (auto& [key, cache] : caches_) cache->abandon_waiting();
+}
+
 void CredentialsProvider::fetch_instance_role(CredentialsCallback done) {
   auto endpoint = core::imds_endpoint(env_);
   if (!endpoint) return done(unavailable(endpoint.error().message));

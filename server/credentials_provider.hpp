@@ -60,6 +60,9 @@ class CredentialsProvider {
   // Calls made to STS so far (every AssumeRole sent), for tests and metrics.
   std::size_t sts_calls() const { return sts_calls_.load(); }
 
+  // Every cache forgets the requests waiting for it (see CredentialsCache::abandon_waiting).
+  void abandon_waiting();
+
  private:
   // The credentials after the base and the first `roles` AssumeRole steps of `chain`.
   void obtain(const core::CredentialChain& chain, std::size_t roles, CredentialsCallback done);

@@ -73,7 +73,12 @@ struct HttpServer::Impl {
         signals(ioc, SIGTERM, SIGINT, SIGHUP),  // a hang-up drains too, rather than killing
         stop_check(ioc) {}
 
-  ~Impl() { context.upstream.drop_idle(); }
+  // What still holds sessions or sockets goes while the io_context is there: pooled upstream
+  // connections, and requests that waited for credentials when a grace period ran out.
+  ~Impl() {
+    context.upstream.drop_idle();
+    context.credentials.abandon_waiting();
+  }
 
   ServerContext context;
   net::io_context ioc;

@@ -19,8 +19,6 @@
 
 namespace membraned::server {
 
-namespace http = boost::beast::http;
-
 namespace {
 
 // Upstream reads: a typical answer header and a small body arrive in one read.
@@ -44,13 +42,7 @@ class Invocation : public std::enable_shared_from_this<Invocation> {
                                          context.settings.upstream_timeout_ms)),
         head_(upstream_.method == "HEAD"),
         started_(started) {
-    // The core's request (core::Headers) becomes a Beast request here: the price of a core/
-    // without Beast, paid once per invocation.
-    request_.version(11);
-    request_.method_string(upstream_.method);
-    request_.target(upstream_.target);
-    for (const core::Header& h : upstream_.headers) request_.insert(h.name, h.value);
-    request_.body() = std::move(body);
+    request_ = make_request(upstream_.method, upstream_.target, upstream_.headers, std::move(body));
     upstream_buffer_.reserve(kUpstreamBufferReserve);
     if (upstream_.https) tls_ = context_.upstream.tls_for(config.tls);
     // Pooled by scheme, host and port when it uses no per-export TLS material.
@@ -150,7 +142,6 @@ class Invocation : public std::enable_shared_from_this<Invocation> {
     if (status >= 100 && status < 200) return read_header();  // interim answers are not relayed
     context_.metrics.upstream_seconds(std::chrono::duration<double>(Clock::now() - upstream_started_).count());
     const bool no_body = prepare_answer(status);
-    serializer_.emplace(response_);
     if (no_body || parser_->is_done()) {
       response_.body().data = nullptr;
       response_.body().size = 0;
@@ -233,12 +224,14 @@ class Invocation : public std::enable_shared_from_this<Invocation> {
     net::dispatch(requester_executor_, [self = shared_from_this()] { self->write_chunk(); });
   }
 
-  // On the requester's strand. The first call also writes the header (and has it logged).
+  // On the requester's strand. The first call decides keep-alive, has the answer logged, and
+  // writes the header with the first piece of the body.
   void write_chunk() {
     if (!header_sent_) {
       header_sent_ = true;
       keep_alive_ = requester_->answer_begins(static_cast<int>(response_.result_int()));
       response_.keep_alive(keep_alive_);
+      serializer_.emplace(response_);
     }
     requester_->write_answer(*serializer_, [self = shared_from_this()](beast::error_code ec) {
       self->on_client_written(ec);

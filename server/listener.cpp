@@ -3,10 +3,9 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
 
-namespace membraned::server {
+#include "server/net.hpp"
 
-namespace net = boost::asio;
-using tcp = net::ip::tcp;
+namespace membraned::server {
 
 Listener::Listener(net::io_context& ioc, OnConnection on_connection)
     : ioc_(ioc), acceptor_(net::make_strand(ioc)), on_connection_(std::move(on_connection)) {}

@@ -11,13 +11,22 @@
 
 namespace membraned::server {
 
-namespace http = boost::beast::http;
 using storage::CapabilityKind;
 
 namespace {
 
 constexpr std::string_view kJson = "application/json";
 constexpr std::string_view kPrometheusText = "text/plain; version=0.0.4; charset=utf-8";
+
+// An API call whose unexpected exception becomes a 500 without detail, never a lost answer.
+template <class Call>
+api::Response guarded(Call call) {
+  try {
+    return call();
+  } catch (const std::exception&) {
+    return api::Api::error_response(500, "Internal Server Error");
+  }
+}
 
 }  // namespace
 
@@ -116,11 +125,7 @@ void RequestHandler::handle_management(const Request& request, net::any_io_execu
                                        std::function<void(Outcome)> then) {
   off_io_thread(
       [this, &request] {
-        try {
-          return context_.api.handle(*authorized_, request.target(), request.body());
-        } catch (const std::exception&) {
-          return api::Api::error_response(500, "Internal Server Error");
-        }
+        return guarded([&] { return context_.api.handle(*authorized_, request.target(), request.body()); });
       },
       std::move(executor), [then = std::move(then)](api::Response response) { then(json_answer(response)); });
 }
@@ -144,14 +149,7 @@ void RequestHandler::export_after_address_check(const Request& request, net::any
 }
 
 void RequestHandler::export_parsed(net::any_io_executor executor, std::function<void(Outcome)> then) {
-  off_io_thread(
-      [this] {
-        try {
-          return context_.api.export_parsed(*authorized_, *export_config_);
-        } catch (const std::exception&) {
-          return api::Api::error_response(500, "Internal Server Error");
-        }
-      },
+  off_io_thread([this] { return guarded([&] { return context_.api.export_parsed(*authorized_, *export_config_); }); },
       std::move(executor), [then = std::move(then)](api::Response response) { then(json_answer(response)); });
 }
 

@@ -3,6 +3,10 @@
 // its body limit, the management operation, the export-time address check, the preparation of an
 // invocation, and each answer's access-log line and metrics. One per connection, one request at
 // a time. No socket here: the session (server/session.hpp) does every read and write.
+//
+// Lifetimes: the handler is a member of its session, and the request is the session's. Every
+// `then` a caller passes must own the session (its shared_ptr): while a continuation is pending,
+// that keeps the handler, the request and the session alive.
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>

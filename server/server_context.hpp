@@ -17,6 +17,7 @@
 #include "server/credentials_provider.hpp"
 #include "server/http_server.hpp"
 #include "server/metrics.hpp"
+#include "server/net.hpp"
 #include "server/upstream_client.hpp"
 
 namespace membraned::server {
@@ -29,6 +30,8 @@ class Stoppable {
 };
 
 struct ServerContext {
+  // Keeps a reference to `ioc` and uses it only later: the io_context may be constructed after
+  // this (HttpServer makes it so, for the order of destruction).
   ServerContext(ServerSettings settings, api::Api& api, RequestLogger log, net::io_context& ioc);
 
   ServerSettings settings;

@@ -32,12 +32,11 @@
 #include <variant>
 
 #include "server/invocation.hpp"
+#include "server/net.hpp"
 #include "server/request_handler.hpp"
 #include "server/server_context.hpp"
 
 namespace membraned::server {
-
-namespace http = boost::beast::http;
 
 template <class Derived>
 class HttpSession : public RequesterSide, public Stoppable {
@@ -163,10 +162,7 @@ class HttpSession : public RequesterSide, public Stoppable {
                      std::move(request().body()), handler_.started());
   }
 
-  void reply_and_close(api::Response response) {
-    if (!parser_->is_header_done()) handler_.begin(Clock::now());
-    send(json_answer(response), false);
-  }
+  void reply_and_close(api::Response response) { send(json_answer(response), false); }
 
   void send(Answer answer, bool keep_alive_after) {
     const bool head = parser_->is_header_done() && request().method() == http::verb::head;

@@ -152,17 +152,15 @@ class NameCheck : public std::enable_shared_from_this<NameCheck> {
 
 }  // namespace
 
-core::IpAddress to_ip_address(const net::ip::address& address) {
-  core::IpAddress ip;
-  ip.v4 = address.is_v4();
-  if (ip.v4) {
-    auto b = address.to_v4().to_bytes();
-    std::copy(b.begin(), b.end(), ip.bytes.begin());
-  } else {
-    auto b = address.to_v6().to_bytes();
-    std::copy(b.begin(), b.end(), ip.bytes.begin());
-  }
-  return ip;
+http::request<http::string_body> make_request(std::string_view method, std::string_view target,
+                                              const core::Headers& headers, std::string body) {
+  http::request<http::string_body> request;
+  request.version(11);
+  request.method_string(method);
+  request.target(target);
+  for (const core::Header& h : headers) request.insert(h.name, h.value);
+  request.body() = std::move(body);
+  return request;
 }
 
 void UpstreamConnection::close() {

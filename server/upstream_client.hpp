@@ -5,10 +5,11 @@
 #pragma once
 
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ssl/context.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/message.hpp>
+#include <boost/beast/http/string_body.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
 
 #include <chrono>
@@ -23,17 +24,16 @@
 
 #include "core/address_policy.hpp"
 #include "core/export_config.hpp"
+#include "core/http.hpp"
 #include "core/result.hpp"
+#include "server/net.hpp"
 
 namespace membraned::server {
 
-namespace net = boost::asio;
-namespace ssl = boost::asio::ssl;
-namespace beast = boost::beast;
-using tcp = boost::asio::ip::tcp;
-using Clock = std::chrono::steady_clock;
-
-core::IpAddress to_ip_address(const net::ip::address& address);
+// A request of core's (its headers a core::Headers) as Beast sends it: core/ stays without Beast,
+// and this copy is the price, paid once per request.
+http::request<http::string_body> make_request(std::string_view method, std::string_view target,
+                                              const core::Headers& headers, std::string body);
 
 // One connection to an upstream, on a strand of its own: it can serve one request after another
 // (from any requester's session) through the keep-alive pool, so whoever uses it hops onto its

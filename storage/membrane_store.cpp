@@ -154,8 +154,9 @@ Result<Resolved> MembraneStore::recheck(BackendSession& session, const Token& pr
   return resolved;
 }
 
-// One statement either way: a cached token reads the epoch alone; any other runs the walk, which
-// returns the epoch of its own snapshot.
+// A cached token whose epoch still holds costs one statement (the epoch); any other runs the walk,
+// whose rows carry the epoch of its own snapshot (one statement more when a cached entry turned
+// out stale).
 Result<Resolved> MembraneStore::resolve(const Token& token) {
   const std::string digest = token.digest();
   return reading<Resolved>([&](BackendSession& session) -> Result<Resolved> {

@@ -53,7 +53,7 @@ constexpr const char* kMigrations[] = {
     CREATE INDEX capabilities_membrane ON capabilities(membrane_row, kind);
     CREATE INDEX capabilities_parent ON capabilities(parent_row);
     CREATE INDEX capabilities_via ON capabilities(via_row);
-    -- Set anew in the transaction of every revoke and deleteSelf, so a cache of resolutions knows,
+    -- Bumped in the transaction of every revoke and deleteSelf, so a cache of resolutions knows,
     -- in the same round trip as its lookup, whether anything may have died since.
     CREATE TABLE revocation_epoch (id INTEGER PRIMARY KEY CHECK (id = 1), epoch BIGINT NOT NULL);
     INSERT INTO revocation_epoch (id, epoch) VALUES (1, 0);

@@ -76,6 +76,21 @@ TEST(CredentialsCache, ConcurrentWaitersShareOneFetch) {
   }
 }
 
+// A server that stops with a fetch still out lets go of the requests waiting for it (what they
+// hold, a requester's connection, must go while the I/O it belongs to is still there), without
+// answering them; a later fetch's answer reaches nobody of them.
+TEST(CredentialsCache, AbandonedWaitersAreReleasedUnanswered) {
+  Harness h;
+  auto held = std::make_shared<int>(0);
+  int answered = 0;
+  for (int i = 0; i < 3; ++i) h.cache.get([held, &answered](CredentialsResult) { ++answered; });
+  EXPECT_EQ(held.use_count(), 4);
+  h.cache.abandon_waiting();
+  EXPECT_EQ(held.use_count(), 1);
+  h.complete(temporary("ASIA1", kStart + 1h));
+  EXPECT_EQ(answered, 0);
+}
+
 TEST(CredentialsCache, FreshCredentialsAreServedWithoutFetching) {
   Harness h;
   std::vector<CredentialsResult> later;
