@@ -105,6 +105,12 @@ core::Result<Authorized> Api::authorize(std::string_view authorization_header) {
   return Authorized{std::move(*token), std::move(*resolved)};
 }
 
+core::Result<Authorized> Api::reauthorize(const core::Token& token) {
+  auto resolved = store_.resolve(token);
+  if (!resolved) return resolved.error();
+  return Authorized{token, std::move(*resolved)};
+}
+
 Response Api::handle(const Authorized& who, std::string_view target, std::string_view body) {
   switch (who.resolved.kind) {
     case CapabilityKind::create: return create_membrane(who, body);

@@ -3,6 +3,7 @@
 // may be), then handle() with the body.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -43,6 +44,12 @@ class Api {
 
   // From the Authorization header alone. Any failure is the same 401.
   core::Result<Authorized> authorize(std::string_view authorization_header);
+  // The same capability resolved afresh (an invocation about to be sent, see Store::still_current).
+  core::Result<Authorized> reauthorize(const core::Token& token);
+  // Whether `who` may still act, known without waiting on the network (Store::still_current).
+  bool still_current(const Authorized& who) { return store_.still_current(who.resolved); }
+  // How long a revoke's 202 waits after its commit (Store::revocation_settle).
+  std::chrono::milliseconds revocation_settle() const { return store_.revocation_settle(); }
 
   // A management operation (create, query, export, revoke, deleteSelf); the method does not
   // matter, the capability decides. `target` carries query's parameters.

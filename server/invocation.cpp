@@ -33,9 +33,10 @@ constexpr std::uint32_t kUpstreamHeaderLimit = 64 * 1024;
 class Invocation : public std::enable_shared_from_this<Invocation> {
  public:
   Invocation(ServerContext& context, std::shared_ptr<RequesterSide> requester, const core::UriExport& config,
-             core::UpstreamRequest upstream, std::string body, Clock::time_point started)
+             core::UpstreamRequest upstream, std::string body, Clock::time_point started, SendCheck check)
       : context_(context),
         requester_(std::move(requester)),
+        check_(std::move(check)),
         upstream_(std::move(upstream)),
         requester_executor_(requester_->requester_executor()),
         timeout_(std::min<std::uint64_t>(config.timeout_ms.value_or(context.settings.upstream_timeout_ms),
@@ -99,8 +100,28 @@ class Invocation : public std::enable_shared_from_this<Invocation> {
     }
   }
 
-  // On the upstream's strand from here to read_chunk.
+  // On the upstream's strand from here to read_chunk. The capability is checked again at the
+  // last moment: a revoke that answered since the request was authorised stops it here.
   void send_request() {
+    check_(connection_->strand, [self = shared_from_this()](bool allowed) {
+      if (!allowed) return self->refuse_at_send();
+      self->write_request();
+    });
+  }
+
+  // Nothing was written: the connection is as good as before (pooled again when it may be).
+  void refuse_at_send() {
+    if (!pool_key_.empty() && !context_.stopping) {
+      context_.upstream.keep_idle(pool_key_, std::move(connection_));
+    } else {
+      close_upstream();
+    }
+    net::dispatch(requester_executor_, [self = shared_from_this()] {
+      self->requester_->answer_failed(api::Api::error_response(core::Error::unauthorized("")));
+    });
+  }
+
+  void write_request() {
     lowest().expires_after(timeout_);
     connection_->with_stream([self = shared_from_this()](auto& stream) {
       http::async_write(stream, self->request_, beast::bind_front_handler(&Invocation::on_request_written, self));
@@ -291,6 +312,7 @@ class Invocation : public std::enable_shared_from_this<Invocation> {
 
   ServerContext& context_;
   std::shared_ptr<RequesterSide> requester_;
+  SendCheck check_;
   core::UpstreamRequest upstream_;
   http::request<http::string_body> request_;
   net::any_io_executor requester_executor_;
@@ -316,8 +338,9 @@ class Invocation : public std::enable_shared_from_this<Invocation> {
 }  // namespace
 
 void start_invocation(ServerContext& context, std::shared_ptr<RequesterSide> requester, const core::UriExport& config,
-                      core::UpstreamRequest upstream, std::string body, Clock::time_point started) {
-  std::make_shared<Invocation>(context, std::move(requester), config, std::move(upstream), std::move(body), started)
+                      core::UpstreamRequest upstream, std::string body, Clock::time_point started, SendCheck check) {
+  std::make_shared<Invocation>(context, std::move(requester), config, std::move(upstream), std::move(body), started,
+                               std::move(check))
       ->start();
 }
 

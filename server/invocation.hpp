@@ -45,10 +45,18 @@ class RequesterSide {
   virtual void answer_failed(std::optional<api::Response> failure) = 0;
 };
 
+// Asked at the last moment before the request is written to the upstream (after connecting, and
+// again before a retry): whether the capability may still act. Calls `done` exactly once, on
+// `executor` (the upstream connection's strand).
+using SendCheck =
+    std::function<void(boost::asio::any_io_executor executor, std::function<void(bool allowed)> done)>;
+
 // Sends `upstream` (its body is `body`) with the connection settings of `config` (timeout, TLS)
-// and relays the answer to `requester`, which it keeps alive until the end. `started`: when the
-// request began, for the invocation's duration.
+// once `check` allows it, and relays the answer to `requester`, which it keeps alive until the
+// end. Refused at send time, the requester gets 401 and nothing reaches the upstream. `started`:
+// when the request began, for the invocation's duration.
 void start_invocation(ServerContext& context, std::shared_ptr<RequesterSide> requester, const core::UriExport& config,
-                      core::UpstreamRequest upstream, std::string body, std::chrono::steady_clock::time_point started);
+                      core::UpstreamRequest upstream, std::string body, std::chrono::steady_clock::time_point started,
+                      SendCheck check);
 
 }  // namespace membraned::server

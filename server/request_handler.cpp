@@ -2,6 +2,7 @@
 
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/string.hpp>
 
 #include <type_traits>
@@ -127,7 +128,37 @@ void RequestHandler::handle_management(const Request& request, net::any_io_execu
       [this, &request] {
         return guarded([&] { return context_.api.handle(*authorized_, request.target(), request.body()); });
       },
-      std::move(executor), [then = std::move(then)](api::Response response) { then(json_answer(response)); });
+      executor, [this, executor, then = std::move(then)](api::Response response) mutable {
+        if (revocation_kind(authorized_->resolved.kind, response.status)) {
+          return answer_after_settling(std::move(response), std::move(executor), std::move(then));
+        }
+        then(json_answer(response));
+      });
+}
+
+// A revoke's 202 goes out once no instance can still send a request on what it cut: every
+// invocation is checked again at the moment it is sent, against a view of the revocation epoch
+// no older than the store's bound (docs/architecture.md, "Revocation at send time").
+void RequestHandler::answer_after_settling(api::Response response, net::any_io_executor executor,
+                                           std::function<void(Outcome)> then) {
+  auto settle = std::make_shared<net::steady_timer>(executor, context_.api.revocation_settle());
+  settle->async_wait([settle, response = std::move(response), then = std::move(then)](beast::error_code) {
+    then(json_answer(response));
+  });
+}
+
+// Asked by the relay at the last moment before it writes the request upstream. Nothing revoked
+// since the capability was resolved: send (no round trip; SQLite reads its epoch, PostgreSQL's
+// is watched). Otherwise the token is resolved again, off the I/O threads when the store waits on
+// the network, and only a capability that still resolves to this invocation is sent.
+SendCheck RequestHandler::send_check() {
+  return [this](net::any_io_executor executor, std::function<void(bool)> done) {
+    if (context_.api.still_current(*authorized_)) return done(true);
+    off_io_thread([this] { return context_.api.reauthorize(authorized_->token); }, std::move(executor),
+                  [done = std::move(done)](core::Result<api::Authorized> again) {
+                    done(again && again->resolved.kind == CapabilityKind::uri);
+                  });
+  };
 }
 
 // Contract §10 at export: an upstream that is, or resolves to, a closed address is 400. The body

@@ -23,6 +23,7 @@
 #include "api/api.hpp"
 #include "core/export_config.hpp"
 #include "core/upstream_request.hpp"
+#include "server/invocation.hpp"
 #include "server/request_dispatch.hpp"
 
 namespace membraned::server {
@@ -62,6 +63,8 @@ class RequestHandler {
   api::Response too_large() const;
   // The export configuration of the invocation being relayed (after a Relay outcome).
   const core::UriExport& invoked_config() const { return *authorized_->resolved.uri; }
+  // The relay's send-time check of that invocation's capability (server/invocation.hpp).
+  SendCheck send_check();
 
   // An answer with `status` goes out for the current request (`method`: none when its header
   // never arrived whole): its access-log line and metrics.
@@ -73,6 +76,8 @@ class RequestHandler {
   void answer_without_capability(boost::asio::any_io_executor executor, const std::function<void(Outcome)>& then);
   void handle_management(const Request& request, boost::asio::any_io_executor executor,
                          std::function<void(Outcome)> then);
+  void answer_after_settling(api::Response response, boost::asio::any_io_executor executor,
+                             std::function<void(Outcome)> then);
   void export_after_address_check(const Request& request, boost::asio::any_io_executor executor,
                                   std::function<void(Outcome)> then);
   void export_parsed(boost::asio::any_io_executor executor, std::function<void(Outcome)> then);

@@ -4,6 +4,7 @@
 // an export means. Neither sqlite3.h nor libpq-fe.h is visible from here.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -95,6 +96,12 @@ class BackendSession {
 
 using SessionWork = std::function<core::Status(BackendSession&)>;
 
+// The revocation epoch as a backend last read it, and when that read began (steady clock).
+struct EpochReading {
+  std::int64_t epoch = 0;
+  std::chrono::steady_clock::time_point started;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -111,6 +118,13 @@ class Backend {
   // Called when the backend found a connection lost (a restart, a failover): what was read
   // before may not be what the database now holds.
   virtual void on_connection_lost(std::function<void()> callback) { (void)callback; }
+
+  // A backend whose reads wait on the network keeps reading the revocation epoch in the
+  // background (watches_epoch): epoch_view() is its latest reading (none before the first), to be
+  // trusted only while younger than epoch_view_bound(). A local database is read when needed.
+  virtual bool watches_epoch() const { return false; }
+  virtual std::optional<EpochReading> epoch_view() const { return std::nullopt; }
+  virtual std::chrono::milliseconds epoch_view_bound() const { return std::chrono::milliseconds(0); }
 };
 
 }  // namespace membraned::storage

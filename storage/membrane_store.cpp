@@ -163,14 +163,34 @@ Result<Resolved> MembraneStore::resolve(const Token& token) {
     if (auto cached = cache_.find(digest)) {
       auto epoch = session.epoch();
       if (!epoch) return epoch.error();
-      if (*epoch == cached->epoch) return std::move(cached->resolved);
+      if (*epoch == cached->epoch) {
+        cached->resolved.epoch = cached->epoch;
+        return std::move(cached->resolved);
+      }
     }
     auto walk = session.walk(digest);
     if (!walk) return walk.error();
     auto resolved = resolve_links(walk->links, digest, key_);
-    if (resolved && walk->epoch) cache_.store(digest, *resolved, *walk->epoch);
+    if (!resolved) return resolved;
+    resolved->epoch = walk->epoch;
+    if (walk->epoch) cache_.store(digest, *resolved, *walk->epoch);
     return resolved;
   });
+}
+
+// A networked database's epoch is watched in the background (no round trip here): its view
+// counts only while younger than the bound, and a revoke's answer waits out that bound (see
+// revocation_settle), so a view that still shows the old epoch cannot outlive the 202. A local
+// database is simply read.
+bool MembraneStore::still_current(const Resolved& resolved) {
+  if (!resolved.epoch) return false;
+  if (backend_->watches_epoch()) {
+    auto view = backend_->epoch_view();
+    return view && view->epoch == *resolved.epoch &&
+           std::chrono::steady_clock::now() - view->started < backend_->epoch_view_bound();
+  }
+  auto epoch = reading<std::int64_t>([](BackendSession& session) { return session.epoch(); });
+  return epoch && *epoch == *resolved.epoch;
 }
 
 // Inside the revoking transaction: from its commit on, no resolution cached before it is used,

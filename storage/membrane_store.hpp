@@ -17,6 +17,11 @@ namespace membraned::storage {
 
 using WallClock = std::function<std::chrono::system_clock::time_point()>;
 
+// What a revoke's answer waits beyond the backend's epoch-view bound: the time an invocation may
+// take between passing its send-time check and writing its request, with room to spare (it is
+// one handler on one strand: microseconds, unless a thread stalls).
+inline constexpr std::chrono::milliseconds kRevocationMargin{50};
+
 class MembraneStore final : public Store {
  public:
   // Checks that `key` opens what the database holds (a new database records a check value).
@@ -30,6 +35,10 @@ class MembraneStore final : public Store {
   Result<bool> has_tenants() override;
   Result<std::optional<std::string>> create_first_tenant(const TenantTokens& tokens) override;
   Result<Resolved> resolve(const Token& token) override;
+  bool still_current(const Resolved& resolved) override;
+  std::chrono::milliseconds revocation_settle() const override {
+    return backend_->epoch_view_bound() + kRevocationMargin;
+  }
   Status create_membrane(const Token& presented, const Membrane& membrane) override;
   Result<std::optional<Membrane>> find_membrane(const std::string& tenant_id, const std::string& id) override;
   Result<MembranePage> list_membranes(const std::string& tenant_id, const std::optional<std::string>& after,

@@ -29,6 +29,12 @@ struct PostgresOptions {
   std::chrono::milliseconds statement_timeout{5000};  // per statement, set on each connection
   // false only for bulk loads in benchmarks. The service always opens with true.
   bool durable_commits = true;
+  // How long an instance trusts its latest reading of the revocation epoch (read in the
+  // background about five times as often): an invocation sent on an older reading is resolved
+  // again first, and a revoke's answer waits this long (plus a margin) after its commit. Every
+  // instance sharing a database must use the same value, so it is not a flag: the service
+  // always uses this default.
+  std::chrono::milliseconds revocation_bound{250};
 };
 
 // Open (creating and migrating as needed) and check that `key` opens what is stored.

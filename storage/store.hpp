@@ -2,6 +2,7 @@
 // SQL dialect detail to themselves: the API never sees a statement.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -54,6 +55,9 @@ struct Resolved {
   CapabilityRow presented;          // the row of the token actually presented
   int depth = 0;                    // re-export links followed to the acting capability
   std::size_t walked = 0;           // capabilities whose life this one depends on, itself included
+  // The revocation epoch of the database when this was resolved (see still_current); nullopt
+  // when not known (a resolution made inside a write transaction).
+  std::optional<std::int64_t> epoch;
 };
 
 struct MembranePage {
@@ -88,6 +92,16 @@ class Store {
   // all). A membrane's own revoke capability keeps resolving after its membrane is revoked, so a
   // repeated revoke answers 202 again; it dies with its tenant.
   virtual Result<Resolved> resolve(const Token& token) = 0;
+
+  // The check an invocation passes at the moment it is sent (docs/architecture.md, "Revocation at
+  // send time"): true when nothing was revoked since `resolved` was made, known without waiting
+  // on the network (a local database is read; a networked one is watched continuously, and its
+  // view trusted only while younger than its bound). false: maybe something was, or it cannot
+  // tell now; resolve the token again before sending.
+  virtual bool still_current(const Resolved& resolved) = 0;
+  // How long a revoke's (or deleteSelf's) answer waits after its commit: when it has passed, no
+  // instance sharing the database can still send a request on what it cut.
+  virtual std::chrono::milliseconds revocation_settle() const = 0;
 
   // Operations that write take the capability presented for them and resolve it again inside
   // their transaction: a revoke that committed after the caller was authorised wins (401). What

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <condition_variable>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 #include "core/encoding.hpp"
@@ -249,11 +250,83 @@ class PgSession final : public BackendSession {
   Connection& connection_;
 };
 
+// Reads the revocation epoch in the background on a connection of its own, about five times per
+// bound, so that an invocation's send-time check costs no round trip: the view counts only while
+// younger than the bound. A failed read leaves the view to age out (then every check goes to the
+// database, and answers 503 while it is down): the watch fails closed.
+class EpochWatch {
+ public:
+  EpochWatch(Settings settings, std::chrono::milliseconds bound)
+      : settings_(std::move(settings)), period_(std::max(bound / 5, std::chrono::milliseconds(1))) {
+    settings_.application_name = "membraned epoch watch";
+    thread_ = std::thread([this] { run(); });
+  }
+  ~EpochWatch() {
+    {
+      std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    thread_.join();
+  }
+  EpochWatch(const EpochWatch&) = delete;
+  EpochWatch& operator=(const EpochWatch&) = delete;
+
+  std::optional<EpochReading> latest() const {
+    std::lock_guard lock(mutex_);
+    return latest_;
+  }
+
+ private:
+  void run() {
+    std::unique_ptr<Connection> connection;
+    std::unique_lock lock(mutex_);
+    while (!stopping_) {
+      lock.unlock();
+      // Taken before the statement is sent: the reading is no younger than this.
+      const auto started = std::chrono::steady_clock::now();
+      auto epoch = read(connection);
+      lock.lock();
+      if (epoch) latest_ = EpochReading{*epoch, started};
+      wake_.wait_until(lock, started + period_, [this] { return stopping_; });
+    }
+  }
+
+  std::optional<std::int64_t> read(std::unique_ptr<Connection>& connection) {
+    if (!connection) {
+      auto opened = Connection::open(settings_);
+      if (!opened) return std::nullopt;
+      connection = std::move(*opened);
+    }
+    auto rows = connection->query("SELECT epoch FROM revocation_epoch WHERE id = 1");
+    if (connection->broken()) connection.reset();
+    if (!rows || rows->size() != 1) return std::nullopt;
+    return rows->integer(0, 0);
+  }
+
+  Settings settings_;
+  std::chrono::milliseconds period_;
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  bool stopping_ = false;
+  std::optional<EpochReading> latest_;
+  std::thread thread_;
+};
+
 class PgBackend final : public Backend {
  public:
   explicit PgBackend(const PostgresOptions& options)
-      : settings_{options.url, options.connect_timeout, options.statement_timeout, options.durable_commits},
-        pool_size_(std::max<std::size_t>(options.connections, 1)) {}
+      : settings_{options.url, "membraned", options.connect_timeout, options.statement_timeout,
+                  options.durable_commits},
+        pool_size_(std::max<std::size_t>(options.connections, 1)),
+        revocation_bound_(options.revocation_bound) {}
+
+  bool watches_epoch() const override { return true; }
+  std::optional<EpochReading> epoch_view() const override {
+    return watch_ ? watch_->latest() : std::nullopt;
+  }
+  std::chrono::milliseconds epoch_view_bound() const override { return revocation_bound_; }
+  void start_epoch_watch() { watch_.emplace(settings_, revocation_bound_); }
 
   std::string_view name() const override { return "postgresql"; }
   bool waits_on_network() const override { return true; }
@@ -287,7 +360,9 @@ class PgBackend final : public Backend {
 
   Settings settings_;
   std::size_t pool_size_;
+  std::chrono::milliseconds revocation_bound_;
   std::function<void()> connection_lost_;
+  std::optional<EpochWatch> watch_;  // last member: stopped first
 
   std::mutex mutex_;
   std::condition_variable available_;
@@ -415,12 +490,13 @@ int schema_version() { return static_cast<int>(std::size(kMigrations)); }
 Result<std::unique_ptr<Backend>> open_backend(const PostgresOptions& options) {
   auto backend = std::make_unique<PgBackend>(options);
   if (auto s = backend->migrate(); !s) return s.error();
+  backend->start_epoch_watch();
   return std::unique_ptr<Backend>(std::move(backend));
 }
 
 Result<bool> holds_data(const PostgresOptions& options) {
-  auto connection =
-      Connection::open(Settings{options.url, options.connect_timeout, options.statement_timeout, options.durable_commits});
+  auto connection = Connection::open(
+      Settings{options.url, "membraned", options.connect_timeout, options.statement_timeout, options.durable_commits});
   if (!connection) return connection.error();
   auto meta = (*connection)->query(
       "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = current_schema() AND tablename = $1)",

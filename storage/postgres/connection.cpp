@@ -77,7 +77,7 @@ bool Rows::boolean(int row, int column) const {
 core::Result<std::unique_ptr<Connection>> Connection::open(const Settings& settings) {
   // Keywords before "dbname" are defaults: the URL's own parameters win over them.
   const char* keywords[] = {"application_name", "client_encoding", "dbname", nullptr};
-  const char* values[] = {"membraned", "UTF8", settings.url.c_str(), nullptr};
+  const char* values[] = {settings.application_name.c_str(), "UTF8", settings.url.c_str(), nullptr};
   PGconn* conn = PQconnectStartParams(keywords, values, /*expand_dbname=*/1);
   if (conn == nullptr) return Error::internal("libpq could not allocate a connection");
   auto give_up = [conn](std::string message) {

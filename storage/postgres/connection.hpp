@@ -45,6 +45,7 @@ class Rows {
 
 struct Settings {
   std::string url;  // postgresql://USER@HOST:PORT/DB (any libpq connection URI)
+  std::string application_name = "membraned";  // as pg_stat_activity shows it
   std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds statement_timeout{5000};
   // false only for bulk loads in benchmarks (synchronous_commit off): a COMMIT then returns

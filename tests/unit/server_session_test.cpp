@@ -411,6 +411,57 @@ TEST_F(SessionTest, AnAnswerCutAfterItsHeaderClosesTheRequestersConnection) {
   EXPECT_EQ(upstream_errors(context_->metrics.render()), 1);
 }
 
+// An invocation authorised on its header, whose body comes after its membrane was revoked, is
+// checked again when it is about to be sent: 401, and nothing reaches the upstream.
+TEST_F(SessionTest, AnInvocationRevokedBeforeItIsSentNeverReachesTheUpstream) {
+  FakeUpstream upstream({{"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"}});
+  start();
+  auto acting = api_->authorize("Bearer " + create_);
+  ASSERT_TRUE(acting.ok());
+  auto made = api_->handle(*acting, "/", R"({"id":"gate"})");
+  ASSERT_EQ(made.status, 201);
+  auto exporter = api_->authorize("Bearer " + token_of(made.body["capabilities"]["export"]));
+  ASSERT_TRUE(exporter.ok());
+  auto exported = api_->handle(
+      *exporter, "/", R"({"uri":"http://127.0.0.1:)" + std::to_string(upstream.port()) + R"(/fn","method":"POST"})");
+  ASSERT_EQ(exported.status, 201);
+  const std::string token = token_of(exported.body["capability"]);
+
+  beast::test::stream client(ioc_);
+  auto session = connect(client);
+  client.write_some(net::buffer("POST / HTTP/1.1\r\nHost: m\r\nAuthorization: Bearer " + token +
+                                "\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"));
+  run_until([&] { return client.str().find("100 Continue") != std::string::npos; });  // authorised
+  auto revoker = api_->authorize("Bearer " + token_of(made.body["capabilities"]["revoke"]));
+  ASSERT_TRUE(revoker.ok());
+  ASSERT_EQ(api_->handle(*revoker, "/", "").status, 202);
+  client.write_some(net::buffer(std::string("{}")));
+  auto answers = wait_for_answers(client, 2);
+  ASSERT_EQ(answers.size(), 2u) << client.str();
+  EXPECT_EQ(answers[1].status, 401);
+  EXPECT_EQ(answers[1].body, R"({"error":"Unauthorized","message":"Unauthorized","statusCode":401})");
+  EXPECT_EQ(upstream.requests(), 0);
+  EXPECT_FALSE(session->closed());  // the connection goes on
+}
+
+// A revoke's 202 goes out only when the store's settle time has passed since its commit.
+TEST_F(SessionTest, ARevokesAnswerWaitsTheSettleTime) {
+  start();
+  auto acting = api_->authorize("Bearer " + create_);
+  ASSERT_TRUE(acting.ok());
+  auto made = api_->handle(*acting, "/", R"({"id":"m"})");
+  ASSERT_EQ(made.status, 201);
+  beast::test::stream client(ioc_);
+  auto session = connect(client);
+  const auto sent = std::chrono::steady_clock::now();
+  client.write_some(net::buffer("GET / HTTP/1.1\r\nHost: m\r\nAuthorization: Bearer " +
+                                token_of(made.body["capabilities"]["revoke"]) + "\r\n\r\n"));
+  auto answers = wait_for_answers(client, 1);
+  ASSERT_EQ(answers.size(), 1u);
+  EXPECT_EQ(answers[0].status, 202);
+  EXPECT_GE(std::chrono::steady_clock::now() - sent, store_->revocation_settle());
+}
+
 TEST_F(SessionTest, APooledConnectionTheUpstreamClosedWhileIdleIsRetriedOnAFreshOne) {
   // The first answer keeps the connection alive as far as its header says, then the upstream
   // closes it: the pool holds a dead connection when the second invocation takes it.

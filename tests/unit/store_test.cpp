@@ -1196,6 +1196,45 @@ TEST_P(StoreTest, ListingSkipsCutMembranesAcrossPagesWiderThanABatch) {
   EXPECT_EQ(paged, live);
 }
 
+// The send-time check (Store::still_current): a resolution stays current while nothing is revoked;
+// once a revoke has returned and its settle time has passed (when its 202 goes out), a resolution
+// made before it is no longer current, whichever store made it; one made after it is again.
+TEST_P(StoreTest, AResolutionIsNoLongerCurrentOnceARevokeHasSettled) {
+  auto other = open_store();
+  ASSERT_NE(other, nullptr);
+  Tenant t = tenant();
+  Membrane m = membrane(t, "m");
+  Membrane n = membrane(t, "n");
+  Token x = export_uri(m);
+  auto current_within = [&](const Resolved& r) {
+    // PostgreSQL's view of the epoch comes from a background read: wait for one (bounded).
+    for (int i = 0; i < 500 && !store_->still_current(r); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    return store_->still_current(r);
+  };
+  auto before = store_->resolve(x);
+  ASSERT_TRUE(before.ok());
+  ASSERT_TRUE(before->epoch.has_value());
+  EXPECT_TRUE(current_within(*before));
+
+  ASSERT_TRUE(other->revoke_membrane(n.revoke_token).ok());  // not x's membrane: the epoch moves all the same
+  std::this_thread::sleep_for(other->revocation_settle());
+  EXPECT_FALSE(store_->still_current(*before));
+  EXPECT_FALSE(other->still_current(*before));
+
+  auto after = store_->resolve(x);  // x itself is alive
+  ASSERT_TRUE(after.ok());
+  EXPECT_TRUE(current_within(*after));
+  Resolved unknown = *after;
+  unknown.epoch.reset();  // resolved inside a write transaction: never taken as current
+  EXPECT_FALSE(store_->still_current(unknown));
+}
+
+TEST_P(StoreTest, ARevokeSettlesForTheMarginOnALocalDatabaseAndTheViewBoundBesidesOnAShared) {
+  using std::chrono::milliseconds;
+  EXPECT_EQ(store_->revocation_settle(),
+            GetParam() == Backend::sqlite ? milliseconds(50) : milliseconds(250) + milliseconds(50));
+}
+
 TEST_P(StoreTest, DataSurvivesClosingAndReopeningWithTheSameKey) {
   Tenant a = tenant();
   Membrane m = membrane(a, "kept");
