@@ -11,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/time.hpp"
 #include "server/listener.hpp"
 #include "server/server_context.hpp"
 #include "server/session.hpp"
@@ -69,7 +70,7 @@ struct HttpServer::Impl {
   Impl(ServerSettings settings, api::Api& api, RequestLogger log)
       : context(std::move(settings), api, std::move(log), ioc),
         ioc(static_cast<int>(std::max<std::size_t>(1, context.settings.threads))),
-        service(ioc, [this](tcp::socket socket) { start_session(std::move(socket)); }),
+        service(ioc, [this](tcp::socket socket) { start_session(std::move(socket)); }, listener_log()),
         signals(ioc, SIGTERM, SIGINT, SIGHUP),  // a hang-up drains too, rather than killing
         stop_check(ioc) {}
 
@@ -91,21 +92,55 @@ struct HttpServer::Impl {
 
   void start_session(tcp::socket socket) {
     if (context.stopping) return;
+    auto slot = admit(socket);
+    if (!slot) return;
     if (tls) {
-      auto session = std::make_shared<TlsSession>(context, std::move(socket), *tls);
+      auto session = std::make_shared<TlsSession>(context, std::move(socket), *tls, std::move(*slot));
       context.track(session);
       return session->run();
     }
-    auto session = std::make_shared<PlainSession>(context, std::move(socket));
+    auto session = std::make_shared<PlainSession>(context, std::move(socket), false, std::move(*slot));
     context.track(session);
     session->run();
   }
 
   void start_metrics_session(tcp::socket socket) {
     if (context.stopping) return;
-    auto session = std::make_shared<PlainSession>(context, std::move(socket), /*metrics_only=*/true);
+    auto slot = admit(socket);
+    if (!slot) return;
+    auto session = std::make_shared<PlainSession>(context, std::move(socket), /*metrics_only=*/true, std::move(*slot));
     context.track(session);
     session->run();
+  }
+
+  // The connection's slot under the connection limits; without one it is answered 503 (a plain
+  // HTTP answer, written without waiting: on a TLS port the client sees the connection close)
+  // and closed.
+  std::optional<ConnectionGate::Slot> admit(tcp::socket& socket) {
+    beast::error_code ec;
+    const auto peer = socket.remote_endpoint(ec);
+    if (ec) return std::nullopt;
+    auto admitted = context.connections.admit(peer.address());
+    if (auto* slot = std::get_if<ConnectionGate::Slot>(&admitted)) return std::move(*slot);
+    const bool total = std::get<ConnectionGate::Refusal>(admitted) == ConnectionGate::Refusal::total;
+    context.metrics.connection_refused(total ? "total" : "address");
+    if (!tls) {
+      static const std::string kBody = api::Api::error_response(503, "Please try again soon").body.dump();
+      static const std::string kAnswer = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                                         "Cache-Control: no-store\r\nConnection: close\r\nContent-Length: " +
+                                         std::to_string(kBody.size()) + "\r\n\r\n" + kBody;
+      socket.non_blocking(true, ec);
+      socket.send(net::buffer(kAnswer), 0, ec);
+    }
+    socket.shutdown(tcp::socket::shutdown_both, ec);
+    socket.close(ec);
+    return std::nullopt;
+  }
+
+  Listener::Log listener_log() {
+    return [this](const std::string& line) {
+      if (context.log) context.log(core::format_log_timestamp(std::chrono::system_clock::now()) + " " + line);
+    };
   }
 
   void begin_stop() {
@@ -162,9 +197,9 @@ core::Status HttpServer::start() {
   if (s.metrics_listen_host) {
     auto metrics_address = net::ip::make_address(*s.metrics_listen_host, ec);
     if (ec) return core::Error::invalid("metrics-listen", "--metrics-listen must be an IP address and port");
-    auto& metrics = impl_->metrics.emplace(impl_->ioc, [this](tcp::socket socket) {
-      impl_->start_metrics_session(std::move(socket));
-    });
+    auto& metrics = impl_->metrics.emplace(
+        impl_->ioc, [this](tcp::socket socket) { impl_->start_metrics_session(std::move(socket)); },
+        impl_->listener_log());
     const std::string metrics_where = *s.metrics_listen_host + ":" + std::to_string(s.metrics_listen_port) + " for metrics";
     if (auto listening = metrics.listen(tcp::endpoint(metrics_address, s.metrics_listen_port), metrics_where);
         !listening) {

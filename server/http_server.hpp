@@ -33,6 +33,8 @@ struct ServerSettings {
   std::chrono::milliseconds read_timeout{30000};   // reading a request's body
   std::chrono::milliseconds write_timeout{30000};  // writing an answer
   std::chrono::milliseconds shutdown_grace{30000}; // in-flight requests get this long on SIGTERM
+  std::size_t max_connections = 16384;             // held at once, in all; 0: no limit
+  std::size_t max_connections_per_address = 1024;  // held at once from one client address; 0: no limit
   std::uint64_t upstream_timeout_ms = 30000;       // the most an export's timeoutMs may be
   bool metrics = false;                            // GET /metrics on the service's own listener
   std::optional<std::string> metrics_listen_host;  // and/or on a listener of its own (plain HTTP)

@@ -1,6 +1,7 @@
 // membraned: `serve` runs the service, `tenant create` adds a tenant (also while it runs).
 #include <CLI/CLI.hpp>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -41,6 +42,8 @@ struct Options {
   std::uint64_t idle_timeout_ms = 30000;
   std::uint64_t read_timeout_ms = 30000;
   std::uint64_t shutdown_grace_ms = 30000;
+  std::size_t max_connections = 16384;
+  std::size_t max_connections_per_address = 1024;
   std::size_t db_connections = 0;  // 0: threads + 1
   std::uint64_t db_connect_timeout_ms = 5000;    // PostgreSQL
   std::uint64_t db_statement_timeout_ms = 5000;  // PostgreSQL
@@ -86,6 +89,10 @@ void add_serve(CLI::App& app, Options& o) {
   flag(app, "idle-timeout-ms", o.idle_timeout_ms, "Keep-alive idle time, and time to send a request's headers");
   flag(app, "read-timeout-ms", o.read_timeout_ms, "Time to send a request's body");
   flag(app, "shutdown-grace-ms", o.shutdown_grace_ms, "On SIGTERM, how long in-flight requests may finish");
+  flag(app, "max-connections", o.max_connections,
+       "Client connections held at once, in all; beyond it a new one is answered 503 and closed (0: no limit)");
+  flag(app, "max-connections-per-address", o.max_connections_per_address,
+       "Client connections held at once from one address (0: no limit; behind a balancer, raise it or use 0)");
   flag(app, "db-connections", o.db_connections, "Database connections in the pool (0: threads + 1)");
   app.add_flag("--metrics", o.metrics, "Serve GET /metrics (Prometheus text format) on the service's listener")
       ->envname("MEMBRANED_METRICS");
@@ -127,6 +134,21 @@ core::Result<std::pair<std::string, std::uint16_t>> split_host_port(const std::s
     return core::Error::invalid(option, "--" + option + " port must be a number from 0 to 65535");
   }
   return std::pair{host, static_cast<std::uint16_t>(std::stoul(port))};
+}
+
+// Client connections are kept below the process's descriptor limit, with room for everything else
+// (upstream connections, the store, the log): a connection refused with a 503 costs nothing,
+// while accepting at the limit fails for everyone. Says so when it lowers --max-connections.
+std::size_t connections_that_fit(std::size_t wanted) {
+  rlimit files{};
+  if (::getrlimit(RLIMIT_NOFILE, &files) != 0 || files.rlim_cur == RLIM_INFINITY) return wanted;
+  const auto limit = static_cast<std::size_t>(files.rlim_cur);
+  const std::size_t reserve = std::max<std::size_t>(32, limit / 8);
+  const std::size_t fit = limit > 2 * reserve ? limit - reserve : limit / 2;
+  if (wanted != 0 && wanted <= fit) return wanted;
+  std::cerr << "membraned: --max-connections lowered to " << fit << ": this process may open " << limit
+            << " files (ulimit -n), and keeps " << (limit - fit) << " of them for upstreams and the store\n";
+  return fit;
 }
 
 int fail(const std::string& message) {
@@ -206,6 +228,8 @@ int serve(const Options& o) {
   settings.idle_timeout = std::chrono::milliseconds(o.idle_timeout_ms);
   settings.read_timeout = std::chrono::milliseconds(o.read_timeout_ms);
   settings.shutdown_grace = std::chrono::milliseconds(o.shutdown_grace_ms);
+  settings.max_connections = connections_that_fit(o.max_connections);
+  settings.max_connections_per_address = o.max_connections_per_address;
   settings.upstream_timeout_ms = o.upstream_timeout_ms;
   settings.metrics = o.metrics;
   settings.aws_config = aws_config ? &*aws_config : nullptr;

@@ -64,6 +64,11 @@ struct Metrics::Impl {
           .Name("membraned_revocations_total")
           .Help("Revocations acknowledged (202): of a membrane, or of a whole tenant (deleteSelf).")
           .Register(*registry);
+  prometheus::Family<prometheus::Counter>& refused =
+      prometheus::BuildCounter()
+          .Name("membraned_connections_refused_total")
+          .Help("Client connections answered 503 and closed at once, by the limit reached (total or per address).")
+          .Register(*registry);
   prometheus::Gauge& connections =
       prometheus::BuildGauge()
           .Name("membraned_open_connections")
@@ -79,6 +84,8 @@ struct Metrics::Impl {
     }
     revocations.Add({{"kind", "membrane"}});
     revocations.Add({{"kind", "tenant"}});
+    refused.Add({{"limit", "total"}});
+    refused.Add({{"limit", "address"}});
   }
 };
 
@@ -95,6 +102,9 @@ void Metrics::upstream_error(UpstreamError kind) { impl_->error_by_kind[static_c
 void Metrics::revocation(std::string_view kind) { impl_->revocations.Add({{"kind", std::string(kind)}}).Increment(); }
 void Metrics::connection_opened() { impl_->connections.Increment(); }
 void Metrics::connection_closed() { impl_->connections.Decrement(); }
+void Metrics::connection_refused(std::string_view limit) {
+  impl_->refused.Add({{"limit", std::string(limit)}}).Increment();
+}
 
 std::string Metrics::render() const {
   return prometheus::TextSerializer().Serialize(impl_->registry->Collect());

@@ -27,6 +27,7 @@ class Metrics {
   void revocation(std::string_view kind);   // "membrane" or "tenant"
   void connection_opened();
   void connection_closed();
+  void connection_refused(std::string_view limit);  // "total" or "address"
 
   std::string render() const;  // text exposition format 0.0.4
 

@@ -24,6 +24,7 @@ ServerContext::ServerContext(ServerSettings s, api::Api& a, RequestLogger l, net
       log(std::move(l)),
       ioc(io),
       upstream(io),
+      connections(settings.max_connections, settings.max_connections_per_address),
       credentials(
           settings.aws_config, environment_variable,
           [this](core::CredentialsCall call, std::chrono::milliseconds timeout, std::size_t max_body,
@@ -38,6 +39,26 @@ ServerContext::ServerContext(ServerSettings s, api::Api& a, RequestLogger l, net
         settings.store_threads != 0 ? settings.store_threads : std::max<std::size_t>(1, settings.threads);
     store_pool = std::make_unique<net::thread_pool>(n);
   }
+}
+
+std::variant<ConnectionGate::Slot, ConnectionGate::Refusal> ConnectionGate::admit(const net::ip::address& address) {
+  std::lock_guard lock(mutex_);
+  if (total_limit_ != 0 && open_ >= total_limit_) return Refusal::total;
+  auto& from_address = per_address_[address];
+  if (per_address_limit_ != 0 && from_address >= per_address_limit_) {
+    if (from_address == 0) per_address_.erase(address);
+    return Refusal::address;
+  }
+  ++from_address;
+  ++open_;
+  return Slot(this, address);
+}
+
+void ConnectionGate::release(const net::ip::address& address) {
+  std::lock_guard lock(mutex_);
+  --open_;
+  auto it = per_address_.find(address);
+  if (it != per_address_.end() && --it->second == 0) per_address_.erase(it);
 }
 
 void ServerContext::track(const std::shared_ptr<Stoppable>& session) {

@@ -8,6 +8,9 @@
 
 #include <atomic>
 #include <list>
+#include <map>
+#include <utility>
+#include <variant>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -21,6 +24,44 @@
 #include "server/upstream_client.hpp"
 
 namespace membraned::server {
+
+// The connections the service holds at once, in all (--max-connections) and from one client
+// address (--max-connections-per-address); 0 is no limit. Each connection holds a Slot for its
+// life; a connection refused one is answered 503 and closed at once.
+class ConnectionGate {
+ public:
+  ConnectionGate(std::size_t total, std::size_t per_address) : total_limit_(total), per_address_limit_(per_address) {}
+
+  class Slot {
+   public:
+    Slot() = default;
+    Slot(Slot&& other) noexcept : gate_(std::exchange(other.gate_, nullptr)), address_(other.address_) {}
+    Slot& operator=(Slot&&) = delete;
+    Slot(const Slot&) = delete;
+    ~Slot() {
+      if (gate_ != nullptr) gate_->release(address_);
+    }
+
+   private:
+    friend class ConnectionGate;
+    Slot(ConnectionGate* gate, const net::ip::address& address) : gate_(gate), address_(address) {}
+    ConnectionGate* gate_ = nullptr;
+    net::ip::address address_;
+  };
+
+  enum class Refusal { total, address };
+  // A slot for a connection from `address`, or which limit refused it.
+  std::variant<Slot, Refusal> admit(const net::ip::address& address);
+
+ private:
+  void release(const net::ip::address& address);
+
+  const std::size_t total_limit_;
+  const std::size_t per_address_limit_;
+  std::mutex mutex_;
+  std::size_t open_ = 0;
+  std::map<net::ip::address, std::size_t> per_address_;
+};
 
 // A connection that wants to hear about a graceful stop (it closes when idle).
 class Stoppable {
@@ -45,6 +86,7 @@ struct ServerContext {
   std::atomic<std::size_t> active_sessions{0};
   core::sigv4::SigningKeyCache key_cache;
   Metrics metrics;
+  ConnectionGate connections;
   // Contract §9: the operator's profiles. The environment is read at each use, so rotated
   // credentials are seen; fetched ones are cached per source and refreshed off the I/O path.
   CredentialsProvider credentials;

@@ -5,8 +5,8 @@ namespace membraned::server {
 template class HttpSession<PlainSession>;
 template class HttpSession<TlsSession>;
 
-PlainSession::PlainSession(ServerContext& context, tcp::socket&& socket, bool metrics_only)
-    : HttpSession(context, metrics_only), stream_(std::move(socket)) {}
+PlainSession::PlainSession(ServerContext& context, tcp::socket&& socket, bool metrics_only, ConnectionGate::Slot slot)
+    : HttpSession(context, metrics_only, std::move(slot)), stream_(std::move(socket)) {}
 
 void PlainSession::run() {
   net::dispatch(stream_.get_executor(), beast::bind_front_handler(&PlainSession::do_read, shared_from_this()));
@@ -18,8 +18,8 @@ void PlainSession::do_close() {
   stream_.socket().close(ec);
 }
 
-TlsSession::TlsSession(ServerContext& context, tcp::socket&& socket, ssl::context& tls)
-    : HttpSession(context, /*metrics_only=*/false), stream_(std::move(socket), tls) {}
+TlsSession::TlsSession(ServerContext& context, tcp::socket&& socket, ssl::context& tls, ConnectionGate::Slot slot)
+    : HttpSession(context, /*metrics_only=*/false, std::move(slot)), stream_(std::move(socket), tls) {}
 
 void TlsSession::run() {
   net::dispatch(stream_.get_executor(), [self = shared_from_this()] {

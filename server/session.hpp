@@ -47,7 +47,9 @@ class HttpSession : public RequesterSide, public Stoppable {
 
   // A metrics-only session (the --metrics-listen listener) serves /metrics and /healthz and
   // dispatches no capability.
-  HttpSession(ServerContext& context, bool metrics_only) : context_(context), handler_(context, metrics_only) {
+  // `slot`: this connection's place under the connection limits, given back when it ends.
+  HttpSession(ServerContext& context, bool metrics_only, ConnectionGate::Slot slot = {})
+      : context_(context), slot_(std::move(slot)), handler_(context, metrics_only) {
     buffer_.reserve(kBufferReserve);
     ++context_.active_sessions;
     context_.metrics.connection_opened();
@@ -104,6 +106,7 @@ class HttpSession : public RequesterSide, public Stoppable {
   ServerContext& context_;
 
  private:
+  ConnectionGate::Slot slot_;
   Request& request() { return parser_->get(); }
   // Whether the connection may stay open after this answer.
   bool keep_alive() { return request().keep_alive() && !context_.stopping; }
@@ -198,7 +201,8 @@ class HttpSession : public RequesterSide, public Stoppable {
 
 class PlainSession : public HttpSession<PlainSession>, public std::enable_shared_from_this<PlainSession> {
  public:
-  PlainSession(ServerContext& context, tcp::socket&& socket, bool metrics_only = false);
+  PlainSession(ServerContext& context, tcp::socket&& socket, bool metrics_only = false,
+               ConnectionGate::Slot slot = {});
   void run();
   beast::tcp_stream& stream() { return stream_; }
   void expires_after(std::chrono::steady_clock::duration d) { stream_.expires_after(d); }
@@ -212,7 +216,7 @@ class PlainSession : public HttpSession<PlainSession>, public std::enable_shared
 
 class TlsSession : public HttpSession<TlsSession>, public std::enable_shared_from_this<TlsSession> {
  public:
-  TlsSession(ServerContext& context, tcp::socket&& socket, ssl::context& tls);
+  TlsSession(ServerContext& context, tcp::socket&& socket, ssl::context& tls, ConnectionGate::Slot slot = {});
   void run();
   beast::ssl_stream<beast::tcp_stream>& stream() { return stream_; }
   void expires_after(std::chrono::steady_clock::duration d) { beast::get_lowest_layer(stream_).expires_after(d); }
