@@ -35,6 +35,7 @@ struct ServerSettings {
   std::chrono::milliseconds shutdown_grace{30000}; // in-flight requests get this long on SIGTERM
   std::size_t max_connections = 16384;             // held at once, in all; 0: no limit
   std::size_t max_connections_per_address = 1024;  // held at once from one client address; 0: no limit
+  std::uint64_t max_buffered_bodies = 256 * 1024 * 1024;  // request bodies held at once, in bytes; 0: no limit
   std::uint64_t upstream_timeout_ms = 30000;       // the most an export's timeoutMs may be
   bool metrics = false;                            // GET /metrics on the service's own listener
   std::optional<std::string> metrics_listen_host;  // and/or on a listener of its own (plain HTTP)

@@ -44,6 +44,7 @@ struct Options {
   std::uint64_t shutdown_grace_ms = 30000;
   std::size_t max_connections = 16384;
   std::size_t max_connections_per_address = 1024;
+  std::uint64_t max_buffered_bodies = 256 * 1024 * 1024;
   std::size_t db_connections = 0;  // 0: threads + 1
   std::uint64_t db_connect_timeout_ms = 5000;    // PostgreSQL
   std::uint64_t db_statement_timeout_ms = 5000;  // PostgreSQL
@@ -93,6 +94,9 @@ void add_serve(CLI::App& app, Options& o) {
        "Client connections held at once, in all; beyond it a new one is answered 503 and closed (0: no limit)");
   flag(app, "max-connections-per-address", o.max_connections_per_address,
        "Client connections held at once from one address (0: no limit; behind a balancer, raise it or use 0)");
+  flag(app, "max-buffered-bodies", o.max_buffered_bodies,
+       "Bytes of request bodies held in memory at once, in all; a request that finds no room is answered 503 "
+       "before its body is read (0: no limit)");
   flag(app, "db-connections", o.db_connections, "Database connections in the pool (0: threads + 1)");
   app.add_flag("--metrics", o.metrics, "Serve GET /metrics (Prometheus text format) on the service's listener")
       ->envname("MEMBRANED_METRICS");
@@ -230,6 +234,7 @@ int serve(const Options& o) {
   settings.shutdown_grace = std::chrono::milliseconds(o.shutdown_grace_ms);
   settings.max_connections = connections_that_fit(o.max_connections);
   settings.max_connections_per_address = o.max_connections_per_address;
+  settings.max_buffered_bodies = o.max_buffered_bodies;
   settings.upstream_timeout_ms = o.upstream_timeout_ms;
   settings.metrics = o.metrics;
   settings.aws_config = aws_config ? &*aws_config : nullptr;

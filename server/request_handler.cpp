@@ -40,6 +40,7 @@ RequestHandler::RequestHandler(ServerContext& context, bool metrics_only)
 
 void RequestHandler::begin(Clock::time_point started) {
   started_ = started;
+  body_room_ = BodyBudget::Lease();  // the previous request's body is gone
   route_ = Route::by_token;
   authorized_.reset();
   authorization_error_.reset();
@@ -77,24 +78,32 @@ api::Response RequestHandler::too_large() const {
   return api::Api::error_response(413, "request body is too large");
 }
 
-void RequestHandler::after_header(const Request& request, net::any_io_executor executor,
-                                  std::function<void(std::uint64_t)> then) {
+void RequestHandler::after_header(const Request& request, std::optional<std::uint64_t> announced,
+                                  net::any_io_executor executor, std::function<void(BodyPlan)> then) {
   const bool has_authorization = request.find(http::field::authorization) != request.end();
   route_ = classify(request.method_string(), request.target(), has_authorization, rules_);
-  auto limit = [this] {
-    return body_limit(authorized_ ? std::optional(authorized_->resolved.kind) : std::nullopt,
-                      {context_.settings.management_body_limit, context_.settings.invoke_body_limit});
-  };
-  if (route_ != Route::by_token) return then(limit());
+  if (route_ != Route::by_token) return then(plan_body(announced));
   off_io_thread([this, &request] { return context_.api.authorize(request[http::field::authorization]); },
-                std::move(executor), [this, limit, then = std::move(then)](core::Result<api::Authorized> acting) {
+                std::move(executor), [this, announced, then = std::move(then)](core::Result<api::Authorized> acting) {
                   if (acting) {
                     authorized_.emplace(std::move(*acting));
                   } else {
                     authorization_error_ = acting.error();
                   }
-                  then(limit());
+                  then(plan_body(announced));
                 });
+}
+
+// The capability decides how large the body may be; the body budget, whether there is room for
+// it now. A body of unknown length (chunked) reserves the whole limit.
+BodyPlan RequestHandler::plan_body(std::optional<std::uint64_t> announced) {
+  const std::uint64_t limit = body_limit(authorized_ ? std::optional(authorized_->resolved.kind) : std::nullopt,
+                                         {context_.settings.management_body_limit, context_.settings.invoke_body_limit});
+  if (announced && *announced > limit) return {too_large(), limit};
+  auto room = context_.bodies.reserve(announced.value_or(limit));
+  if (!room) return {api::Api::error_response(core::Error::unavailable("no room for another request body")), limit};
+  body_room_ = std::move(*room);
+  return {std::nullopt, limit};
 }
 
 void RequestHandler::after_body(const Request& request, net::any_io_executor executor,

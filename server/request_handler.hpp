@@ -25,11 +25,19 @@
 #include "core/upstream_request.hpp"
 #include "server/invocation.hpp"
 #include "server/request_dispatch.hpp"
+#include "server/server_context.hpp"
 
 namespace membraned::server {
 
 struct ServerContext;
 using Request = boost::beast::http::request<boost::beast::http::string_body>;
+
+// After the header: answer at once and close without reading the body (too large, or no room
+// for it now), or read a body of at most `limit` bytes.
+struct BodyPlan {
+  std::optional<api::Response> refuse;
+  std::uint64_t limit = 0;
+};
 
 // After the body: an answer to send, or a prepared upstream request to relay.
 struct Answer {
@@ -52,10 +60,11 @@ class RequestHandler {
   void begin(std::chrono::steady_clock::time_point started);
   std::chrono::steady_clock::time_point started() const { return started_; }
 
-  // The header is in. `then` runs on `executor` (the session's strand) once the capability is
-  // known, with the largest body the request may send. The request must stay alive until then.
-  void after_header(const Request& request, boost::asio::any_io_executor executor,
-                    std::function<void(std::uint64_t body_limit)> then);
+  // The header is in (`announced`: its Content-Length, if any). `then` runs on `executor` (the
+  // session's strand) once the capability is known, with the plan for the body. The request must
+  // stay alive until then.
+  void after_header(const Request& request, std::optional<std::uint64_t> announced,
+                    boost::asio::any_io_executor executor, std::function<void(BodyPlan)> then);
   // The body is in. `then` runs on `executor`.
   void after_body(const Request& request, boost::asio::any_io_executor executor, std::function<void(Outcome)> then);
   // 413, unless the capability could not be looked up because the store is down: its limit is
@@ -73,6 +82,7 @@ class RequestHandler {
  private:
   template <class Work, class Then>
   void off_io_thread(Work work, boost::asio::any_io_executor executor, Then then);
+  BodyPlan plan_body(std::optional<std::uint64_t> announced);
   void answer_without_capability(boost::asio::any_io_executor executor, const std::function<void(Outcome)>& then);
   void handle_management(const Request& request, boost::asio::any_io_executor executor,
                          std::function<void(Outcome)> then);
@@ -91,6 +101,7 @@ class RequestHandler {
   std::optional<api::Authorized> authorized_;
   std::optional<core::Error> authorization_error_;
   std::optional<core::ExportConfig> export_config_;
+  BodyBudget::Lease body_room_;  // this request's share of the bodies held at once
   std::chrono::steady_clock::time_point started_;
 };
 

@@ -25,6 +25,7 @@ ServerContext::ServerContext(ServerSettings s, api::Api& a, RequestLogger l, net
       ioc(io),
       upstream(io),
       connections(settings.max_connections, settings.max_connections_per_address),
+      bodies(settings.max_buffered_bodies),
       credentials(
           settings.aws_config, environment_variable,
           [this](core::CredentialsCall call, std::chrono::milliseconds timeout, std::size_t max_body,

@@ -7,6 +7,8 @@
 #include <boost/asio/thread_pool.hpp>
 
 #include <atomic>
+#include <cstdint>
+#include <optional>
 #include <list>
 #include <map>
 #include <utility>
@@ -63,6 +65,54 @@ class ConnectionGate {
   std::map<net::ip::address, std::size_t> per_address_;
 };
 
+// The request bodies the service holds in memory at once, in all (--max-buffered-bodies): a
+// request reserves the bytes it may send before its body is read, and gives them back when its
+// answer is done. A request that finds no room is answered 503 without reading its body.
+class BodyBudget {
+ public:
+  explicit BodyBudget(std::uint64_t limit) : limit_(limit) {}
+
+  class Lease {
+   public:
+    Lease() = default;
+    Lease(Lease&& other) noexcept : budget_(std::exchange(other.budget_, nullptr)), bytes_(other.bytes_) {}
+    Lease& operator=(Lease&& other) noexcept {
+      if (this != &other) {
+        give_back();
+        budget_ = std::exchange(other.budget_, nullptr);
+        bytes_ = other.bytes_;
+      }
+      return *this;
+    }
+    ~Lease() { give_back(); }
+
+   private:
+    friend class BodyBudget;
+    Lease(BodyBudget* budget, std::uint64_t bytes) : budget_(budget), bytes_(bytes) {}
+    void give_back() {
+      if (budget_ != nullptr) budget_->used_ -= bytes_;
+      budget_ = nullptr;
+    }
+    BodyBudget* budget_ = nullptr;
+    std::uint64_t bytes_ = 0;
+  };
+
+  // Room for `bytes` more, or none. 0: no limit.
+  std::optional<Lease> reserve(std::uint64_t bytes) {
+    if (limit_ == 0) return Lease();
+    std::uint64_t used = used_.load();
+    do {
+      if (used + bytes > limit_) return std::nullopt;
+    } while (!used_.compare_exchange_weak(used, used + bytes));
+    return Lease(this, bytes);
+  }
+  std::uint64_t used() const { return used_.load(); }
+
+ private:
+  const std::uint64_t limit_;
+  std::atomic<std::uint64_t> used_{0};
+};
+
 // A connection that wants to hear about a graceful stop (it closes when idle).
 class Stoppable {
  public:
@@ -87,6 +137,7 @@ struct ServerContext {
   core::sigv4::SigningKeyCache key_cache;
   Metrics metrics;
   ConnectionGate connections;
+  BodyBudget bodies;
   // Contract §9: the operator's profiles. The environment is read at each use, so rotated
   // credentials are seen; fetched ones are cached per source and refreshed off the I/O path.
   CredentialsProvider credentials;

@@ -122,15 +122,15 @@ class HttpSession : public RequesterSide, public Stoppable {
       return reply_and_close(api::Api::error_response(431, "request headers are too large"));
     }
     if (ec) return reply_and_close(api::Api::error_response(400, "malformed HTTP request"));
-    handler_.after_header(request(), derived().stream().get_executor(),
-                          [self = derived().shared_from_this()](std::uint64_t limit) { self->on_body_limit(limit); });
+    const auto length = parser_->content_length();
+    handler_.after_header(request(), length ? std::optional<std::uint64_t>(*length) : std::nullopt,
+                          derived().stream().get_executor(),
+                          [self = derived().shared_from_this()](BodyPlan plan) { self->on_body_plan(std::move(plan)); });
   }
 
-  void on_body_limit(std::uint64_t limit) {
-    if (auto length = parser_->content_length(); length && *length > limit) {
-      return reply_and_close(handler_.too_large());
-    }
-    parser_->body_limit(limit);
+  void on_body_plan(BodyPlan plan) {
+    if (plan.refuse) return reply_and_close(std::move(*plan.refuse));
+    parser_->body_limit(plan.limit);
     if (!beast::iequals(request()[http::field::expect], "100-continue")) return read_body();
     // The client waits for this before sending its body (curl does, for bodies over 1 KiB).
     static const std::string kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
