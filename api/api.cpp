@@ -71,6 +71,7 @@ std::string_view Api::reason_phrase(int status) {
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
+    case 507: return "Insufficient Storage";
     default: return "Error";
   }
 }
@@ -87,6 +88,7 @@ Response Api::error_response(const Error& error) {
     case ErrorKind::unauthorized: return error_response(401, "Unauthorized");
     case ErrorKind::not_found: return error_response(404, error.message);
     case ErrorKind::conflict: return error_response(409, error.message);
+    case ErrorKind::quota: return error_response(507, error.message);
     case ErrorKind::unavailable: return error_response(503, "Please try again soon");
     case ErrorKind::internal: break;
   }

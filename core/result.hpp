@@ -13,6 +13,7 @@ enum class ErrorKind {
   unauthorized,   // a token or signature that does not authorise anything: 401
   not_found,      // a referenced object does not exist (or no longer): 404
   conflict,       // the object exists already: 409
+  quota,          // the tenant's stored data reached a limit the operator set: 507
   unavailable,    // storage or a dependency is down for now: 503
   internal,       // a failure inside (OpenSSL, RNG, storage corruption): 500, without detail
 };
@@ -30,6 +31,7 @@ struct Error {
   }
   static Error not_found(std::string message) { return {ErrorKind::not_found, {}, std::move(message)}; }
   static Error conflict(std::string message) { return {ErrorKind::conflict, {}, std::move(message)}; }
+  static Error quota(std::string message) { return {ErrorKind::quota, {}, std::move(message)}; }
   static Error unavailable(std::string message) {
     return {ErrorKind::unavailable, {}, std::move(message)};
   }

@@ -45,6 +45,9 @@ struct Options {
   std::size_t max_connections = 16384;
   std::size_t max_connections_per_address = 1024;
   std::uint64_t max_buffered_bodies = 256 * 1024 * 1024;
+  std::uint64_t max_membranes_per_tenant = 100000;
+  std::uint64_t max_grants_per_tenant = 10000000;
+  std::uint64_t max_stored_bytes_per_tenant = 1024ull * 1024 * 1024;
   std::size_t db_connections = 0;  // 0: threads + 1
   std::uint64_t db_connect_timeout_ms = 5000;    // PostgreSQL
   std::uint64_t db_statement_timeout_ms = 5000;  // PostgreSQL
@@ -74,6 +77,12 @@ void add_common(CLI::App& app, Options& o) {
        "PostgreSQL: statement_timeout of each connection (503 beyond it)")
       ->check(CLI::PositiveNumber);
   flag(app, "authority", o.authority, "HOST[:PORT] written into capability URIs (default: the listen address)");
+  flag(app, "max-membranes-per-tenant", o.max_membranes_per_tenant,
+       "Membranes one tenant may have made (revoked ones included); a create beyond is 507 (0: no limit)");
+  flag(app, "max-grants-per-tenant", o.max_grants_per_tenant,
+       "Grants (exports and re-exports) one tenant may have made (revoked ones included); 507 beyond (0: no limit)");
+  flag(app, "max-stored-bytes-per-tenant", o.max_stored_bytes_per_tenant,
+       "Bytes of sealed configurations and membrane tokens one tenant may store; 507 beyond (0: no limit)");
 }
 
 void add_serve(CLI::App& app, Options& o) {
@@ -169,6 +178,7 @@ core::Result<std::unique_ptr<storage::Store>> open_store(const Options& o, std::
   settings.connections = connections;
   settings.connect_timeout = std::chrono::milliseconds(o.db_connect_timeout_ms);
   settings.statement_timeout = std::chrono::milliseconds(o.db_statement_timeout_ms);
+  settings.quotas = {o.max_membranes_per_tenant, o.max_grants_per_tenant, o.max_stored_bytes_per_tenant};
   return storage::open_store(settings);
 }
 
@@ -337,7 +347,8 @@ int main(int argc, char** argv) {
   auto* tenant_create_cmd = tenant_cmd->add_subcommand("create", "Create a tenant and print its capabilities as JSON");
   tenant_cmd->require_subcommand(1);
   const std::vector<std::string> common = {"config", "data-dir", "store", "db-connect-timeout-ms",
-                                           "db-statement-timeout-ms", "authority"};
+                                           "db-statement-timeout-ms", "authority", "max-membranes-per-tenant",
+                                           "max-grants-per-tenant", "max-stored-bytes-per-tenant"};
   std::vector<std::string> serve_flags = common;
   for (const CLI::Option* option : app.get_options()) {
     const std::string name = option->get_single_name();

@@ -55,6 +55,13 @@ struct StoredMembrane {
   std::string export_digest;  // of its export capability; empty if it has none
 };
 
+// What a write adds to its tenant's stored data (TenantQuotas).
+struct Usage {
+  std::int64_t membranes = 0;
+  std::int64_t grants = 0;
+  std::int64_t stored_bytes = 0;
+};
+
 // Names of database-wide locks a write transaction may take. SQLite's write transaction already
 // excludes every other writer; PostgreSQL takes a transaction-scoped advisory lock.
 enum class Exclusive { schema, first_tenant };
@@ -78,6 +85,11 @@ class BackendSession {
   virtual core::Status insert_meta(std::string_view key, std::string_view value) = 0;
 
   virtual core::Result<bool> has_tenants() = 0;
+  // Adds `add` to the tenant's usage if every total stays within `limits` (0: none), in one
+  // statement (concurrent writers cannot both pass the last unit); false, and nothing added,
+  // otherwise.
+  virtual core::Result<bool> charge(const std::string& tenant_id, const Usage& add, const TenantQuotas& limits) = 0;
+  virtual core::Result<Usage> usage(const std::string& tenant_id) = 0;
   virtual core::Status insert_tenant(const std::string& id, std::int64_t created_at) = 0;
   // The tenant marked deleted and every membrane of it revoked.
   virtual core::Status mark_tenant_deleted(const std::string& tenant_id) = 0;

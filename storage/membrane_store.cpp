@@ -49,16 +49,17 @@ Result<T> MembraneStore::writing(const std::function<Result<T>(BackendSession&)>
   return collect<T>([this](const SessionWork& w) { return backend_->write(w); }, work);
 }
 
-MembraneStore::MembraneStore(std::unique_ptr<Backend> backend, MasterKey key, WallClock clock)
-    : backend_(std::move(backend)), key_(std::move(key)), clock_(std::move(clock)) {
+MembraneStore::MembraneStore(std::unique_ptr<Backend> backend, MasterKey key, TenantQuotas quotas, WallClock clock)
+    : backend_(std::move(backend)), key_(std::move(key)), quotas_(quotas), clock_(std::move(clock)) {
   // After a failover the database may no longer hold what was cached (a capability created just
   // before it, on a standby that never received it), under the same epoch: start afresh.
   backend_->on_connection_lost([this] { cache_.clear(); });
 }
 
 Result<std::unique_ptr<MembraneStore>> MembraneStore::open(std::unique_ptr<Backend> backend, MasterKey key,
-                                                           WallClock clock) {
-  std::unique_ptr<MembraneStore> store(new MembraneStore(std::move(backend), std::move(key), std::move(clock)));
+                                                           TenantQuotas quotas, WallClock clock) {
+  std::unique_ptr<MembraneStore> store(
+      new MembraneStore(std::move(backend), std::move(key), quotas, std::move(clock)));
   if (auto s = store->backend_->write([&](BackendSession& session) { return store->check_master_key(session); });
       !s) {
     return s.error();
@@ -83,6 +84,25 @@ Status MembraneStore::check_master_key(BackendSession& session) {
   auto sealed = key_.seal(kKeyCheckPlaintext, kKeyCheckContext);
   if (!sealed) return sealed.error();
   return session.insert_meta(kKeyCheckName, *sealed);
+}
+
+Status MembraneStore::charge(BackendSession& session, const std::string& tenant_id, const Usage& add) {
+  auto charged = session.charge(tenant_id, add, quotas_);
+  if (!charged) return charged.error();
+  if (*charged) return core::ok_status();
+  auto used = session.usage(tenant_id);
+  if (!used) return used.error();
+  auto over = [](std::int64_t total, std::int64_t more, std::uint64_t limit) {
+    return limit != 0 && static_cast<std::uint64_t>(total + more) > limit;
+  };
+  if (over(used->membranes, add.membranes, quotas_.membranes)) {
+    return Error::quota("this tenant holds " + std::to_string(used->membranes) + " membranes, the most it may hold");
+  }
+  if (over(used->grants, add.grants, quotas_.grants)) {
+    return Error::quota("this tenant holds " + std::to_string(used->grants) + " grants, the most it may hold");
+  }
+  return Error::quota("this tenant stores " + std::to_string(used->stored_bytes) +
+                      " bytes, and this would take it over the most it may store");
 }
 
 std::int64_t MembraneStore::now_seconds() const {
@@ -261,6 +281,8 @@ Status MembraneStore::create_membrane(const Token& presented, const Membrane& me
       // frees its id (and is marked revoked now, so the unique index agrees).
       if (auto s = session.mark_membrane_revoked((*existing)->row); !s) return s;
     }
+    const auto sealed_size = static_cast<std::int64_t>(sealed_export->size() + sealed_revoke->size());
+    if (auto s = charge(session, tenant_id, {.membranes = 1, .stored_bytes = sealed_size}); !s) return s;
     const std::int64_t now = now_seconds();
     // A concurrent create of the same id fails on the unique index: conflict.
     auto row = session.insert_membrane({tenant_id, membrane.id, std::move(*sealed_export), std::move(*sealed_revoke), now});
@@ -349,6 +371,10 @@ Status MembraneStore::export_uri(const Token& presented, const Token& token, con
     if (acting->walked + 1 > kMaxDependencies) {
       return Error::invalid("capability", "this export capability is too far from its origin to export more");
     }
+    if (auto s = charge(session, acting->tenant_id, {.grants = 1, .stored_bytes = static_cast<std::int64_t>(sealed->size())});
+        !s) {
+      return s;
+    }
     return session.insert_capability({.digest = token.digest(),
                                       .kind = CapabilityKind::uri,
                                       .tenant_id = acting->tenant_id,
@@ -375,6 +401,7 @@ Status MembraneStore::export_reexport(const Token& presented, const Token& token
       return Error::invalid("capability",
                             "re-export chains are limited to " + std::to_string(kMaxReexportDepth) + " links");
     }
+    if (auto s = charge(session, acting->tenant_id, {.grants = 1}); !s) return s;
     return session.insert_capability({.digest = token.digest(),
                                       .kind = CapabilityKind::reexport,
                                       .tenant_id = acting->tenant_id,

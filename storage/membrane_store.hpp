@@ -26,6 +26,7 @@ class MembraneStore final : public Store {
  public:
   // Checks that `key` opens what the database holds (a new database records a check value).
   static Result<std::unique_ptr<MembraneStore>> open(std::unique_ptr<Backend> backend, MasterKey key,
+                                                     TenantQuotas quotas = {},
                                                      WallClock clock = &std::chrono::system_clock::now);
 
   bool waits_on_network() const override { return backend_->waits_on_network(); }
@@ -49,7 +50,9 @@ class MembraneStore final : public Store {
   Status delete_tenant(const Token& presented) override;
 
  private:
-  MembraneStore(std::unique_ptr<Backend> backend, MasterKey key, WallClock clock);
+  MembraneStore(std::unique_ptr<Backend> backend, MasterKey key, TenantQuotas quotas, WallClock clock);
+  // Counts a write against its tenant's quotas, inside its transaction: quota when over one.
+  Status charge(BackendSession& session, const std::string& tenant_id, const Usage& add);
 
   // `work` in a read (or a write transaction), its result this call's: a failed write rolls back.
   template <class T>
@@ -70,6 +73,7 @@ class MembraneStore final : public Store {
 
   std::unique_ptr<Backend> backend_;
   MasterKey key_;
+  TenantQuotas quotas_;
   WallClock clock_;
   ResolutionCache cache_;
 };

@@ -13,9 +13,9 @@ using core::Error;
 
 namespace {
 
-Result<std::unique_ptr<Store>> open_on(Result<std::unique_ptr<Backend>> backend, MasterKey key) {
+Result<std::unique_ptr<Store>> open_on(Result<std::unique_ptr<Backend>> backend, MasterKey key, TenantQuotas quotas) {
   if (!backend) return backend.error();
-  auto store = MembraneStore::open(std::move(*backend), std::move(key));
+  auto store = MembraneStore::open(std::move(*backend), std::move(key), quotas);
   if (!store) return store.error();
   return std::unique_ptr<Store>(std::move(*store));
 }
@@ -40,7 +40,7 @@ Result<std::unique_ptr<Store>> bootstrap_postgres(const StoreSettings& settings)
   }
   auto key = MasterKey::load(settings.master_key, settings.data_dir);
   if (!key) return key.error();
-  return open_postgres_store(options, std::move(*key));
+  return open_postgres_store(options, std::move(*key), settings.quotas);
 }
 
 Result<std::unique_ptr<Store>> bootstrap_sqlite(const StoreSettings& settings) {
@@ -61,17 +61,17 @@ Result<std::unique_ptr<Store>> bootstrap_sqlite(const StoreSettings& settings) {
   auto key = MasterKey::load(settings.master_key, settings.data_dir);
   if (!key) return key.error();
   options.connections = settings.connections;
-  return open_sqlite_store(options, std::move(*key));
+  return open_sqlite_store(options, std::move(*key), settings.quotas);
 }
 
 }  // namespace
 
-Result<std::unique_ptr<Store>> open_sqlite_store(const SqliteOptions& options, MasterKey key) {
-  return open_on(sqlite::open_backend(options), std::move(key));
+Result<std::unique_ptr<Store>> open_sqlite_store(const SqliteOptions& options, MasterKey key, TenantQuotas quotas) {
+  return open_on(sqlite::open_backend(options), std::move(key), quotas);
 }
 
-Result<std::unique_ptr<Store>> open_postgres_store(const PostgresOptions& options, MasterKey key) {
-  return open_on(pg::open_backend(options), std::move(key));
+Result<std::unique_ptr<Store>> open_postgres_store(const PostgresOptions& options, MasterKey key, TenantQuotas quotas) {
+  return open_on(pg::open_backend(options), std::move(key), quotas);
 }
 
 Result<std::unique_ptr<Store>> open_store(const StoreSettings& settings) {

@@ -38,8 +38,10 @@ struct PostgresOptions {
 };
 
 // Open (creating and migrating as needed) and check that `key` opens what is stored.
-Result<std::unique_ptr<Store>> open_sqlite_store(const SqliteOptions& options, MasterKey key);
-Result<std::unique_ptr<Store>> open_postgres_store(const PostgresOptions& options, MasterKey key);
+Result<std::unique_ptr<Store>> open_sqlite_store(const SqliteOptions& options, MasterKey key,
+                                                 TenantQuotas quotas = {});
+Result<std::unique_ptr<Store>> open_postgres_store(const PostgresOptions& options, MasterKey key,
+                                                   TenantQuotas quotas = {});
 
 // What `membraned serve` and `membraned tenant create` open.
 struct StoreSettings {
@@ -49,6 +51,7 @@ struct StoreSettings {
   std::size_t connections = 4;
   std::chrono::milliseconds connect_timeout{5000};    // PostgreSQL
   std::chrono::milliseconds statement_timeout{5000};  // PostgreSQL
+  TenantQuotas quotas;
 };
 
 // The master key comes from `master_key` or DATA_DIR/master.key. A new key file is made only

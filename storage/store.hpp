@@ -60,6 +60,15 @@ struct Resolved {
   std::optional<std::int64_t> epoch;
 };
 
+// What one tenant may store, so that one holder of a create or export capability cannot fill the
+// disk for everyone: membranes, grants (exports and re-exports), and the bytes of what is sealed
+// (configurations and membrane tokens). Revoked ones count too: their rows stay. 0: no limit.
+struct TenantQuotas {
+  std::uint64_t membranes = 0;
+  std::uint64_t grants = 0;
+  std::uint64_t stored_bytes = 0;
+};
+
 struct MembranePage {
   std::vector<Membrane> membranes;
   bool completed = true;  // no membrane after the last one returned

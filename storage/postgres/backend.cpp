@@ -59,6 +59,24 @@ constexpr const char* kMigrations[] = {
     CREATE TABLE revocation_epoch (id INTEGER PRIMARY KEY CHECK (id = 1), epoch BIGINT NOT NULL);
     INSERT INTO revocation_epoch (id, epoch) VALUES (1, 0);
     )sql",
+    // 2: what each tenant stores (its quotas), kept by every write that adds to it; counted once
+    // here from what is there (kinds 6 and 7 are uri and re-export grants).
+    R"sql(
+    CREATE TABLE tenant_usage (
+      tenant_id TEXT PRIMARY KEY REFERENCES tenants(id),
+      membranes BIGINT NOT NULL DEFAULT 0,
+      grants BIGINT NOT NULL DEFAULT 0,
+      stored_bytes BIGINT NOT NULL DEFAULT 0
+    );
+    INSERT INTO tenant_usage (tenant_id, membranes, grants, stored_bytes)
+      SELECT t.id,
+        (SELECT count(*) FROM membranes m WHERE m.tenant_id = t.id),
+        (SELECT count(*) FROM capabilities c WHERE c.tenant_id = t.id AND c.kind IN (6, 7)),
+        (SELECT coalesce(sum(octet_length(c.config)), 0) FROM capabilities c WHERE c.tenant_id = t.id) +
+        (SELECT coalesce(sum(octet_length(m.export_token) + octet_length(m.revoke_token)), 0) FROM membranes m
+          WHERE m.tenant_id = t.id)
+      FROM tenants t;
+    )sql",
 };
 
 // pg_advisory_xact_lock keys: the schema (migrations and the master-key check, "membrand" in
@@ -184,6 +202,34 @@ class PgSession final : public BackendSession {
     auto rows = connection_.query("SELECT EXISTS (SELECT 1 FROM tenants)");
     if (!rows) return rows.error();
     return rows->boolean(0, 0);
+  }
+
+  Result<bool> charge(const std::string& tenant_id, const Usage& add, const TenantQuotas& limits) override {
+    if (auto s = run("INSERT INTO tenant_usage(tenant_id) VALUES ($1) ON CONFLICT (tenant_id) DO NOTHING",
+                     {text(tenant_id)});
+        !s) {
+      return s.error();
+    }
+    // The row lock taken by the UPDATE orders concurrent writers of one tenant.
+    auto rows = connection_.query(
+        "UPDATE tenant_usage SET membranes = membranes + $2::bigint, grants = grants + $3::bigint, "
+        "stored_bytes = stored_bytes + $4::bigint "
+        "WHERE tenant_id = $1 AND ($5::bigint = 0 OR membranes + $2::bigint <= $5::bigint) "
+        "AND ($6::bigint = 0 OR grants + $3::bigint <= $6::bigint) "
+        "AND ($7::bigint = 0 OR stored_bytes + $4::bigint <= $7::bigint) RETURNING 1",
+        {text(tenant_id), integer(add.membranes), integer(add.grants), integer(add.stored_bytes),
+         integer(static_cast<std::int64_t>(limits.membranes)), integer(static_cast<std::int64_t>(limits.grants)),
+         integer(static_cast<std::int64_t>(limits.stored_bytes))});
+    if (!rows) return rows.error();
+    return rows->size() == 1;
+  }
+
+  Result<Usage> usage(const std::string& tenant_id) override {
+    auto rows = connection_.query("SELECT membranes, grants, stored_bytes FROM tenant_usage WHERE tenant_id = $1",
+                                  {text(tenant_id)});
+    if (!rows) return rows.error();
+    if (rows->size() == 0) return Usage{};
+    return Usage{rows->integer(0, 0), rows->integer(0, 1), rows->integer(0, 2)};
   }
 
   Status insert_tenant(const std::string& id, std::int64_t created_at) override {

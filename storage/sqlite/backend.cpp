@@ -57,6 +57,24 @@ constexpr const char* kMigrations[] = {
     CREATE TABLE revocation_epoch (id INTEGER PRIMARY KEY CHECK (id = 1), epoch INTEGER NOT NULL) STRICT;
     INSERT INTO revocation_epoch (id, epoch) VALUES (1, 0);
     )sql",
+    // 3: what each tenant stores (its quotas), kept by every write that adds to it; counted once
+    // here from what is there (kinds 6 and 7 are uri and re-export grants).
+    R"sql(
+    CREATE TABLE tenant_usage (
+      tenant_id TEXT PRIMARY KEY REFERENCES tenants(id),
+      membranes INTEGER NOT NULL DEFAULT 0,
+      grants INTEGER NOT NULL DEFAULT 0,
+      stored_bytes INTEGER NOT NULL DEFAULT 0
+    ) STRICT;
+    INSERT INTO tenant_usage (tenant_id, membranes, grants, stored_bytes)
+      SELECT t.id,
+        (SELECT count(*) FROM membranes m WHERE m.tenant_id = t.id),
+        (SELECT count(*) FROM capabilities c WHERE c.tenant_id = t.id AND c.kind IN (6, 7)),
+        (SELECT coalesce(sum(length(c.config)), 0) FROM capabilities c WHERE c.tenant_id = t.id) +
+        (SELECT coalesce(sum(length(m.export_token) + length(m.revoke_token)), 0) FROM membranes m
+          WHERE m.tenant_id = t.id)
+      FROM tenants t;
+    )sql",
 };
 
 // Everything a capability depends on, in one statement (one snapshot): the capability, and from
@@ -191,6 +209,35 @@ class SqliteSession final : public BackendSession {
     auto row = st->step();
     if (!row) return row.error();
     return st->column_int(0) != 0;
+  }
+
+  Result<bool> charge(const std::string& tenant_id, const Usage& add, const TenantQuotas& limits) override {
+    if (auto s = run("INSERT INTO tenant_usage(tenant_id) VALUES (?1) ON CONFLICT(tenant_id) DO NOTHING",
+                     [&](Statement& st) { st.bind(1, tenant_id); });
+        !s) {
+      return s.error();
+    }
+    auto st = connection_.prepare(
+        "UPDATE tenant_usage SET membranes = membranes + ?2, grants = grants + ?3, stored_bytes = stored_bytes + ?4 "
+        "WHERE tenant_id = ?1 AND (?5 = 0 OR membranes + ?2 <= ?5) AND (?6 = 0 OR grants + ?3 <= ?6) "
+        "AND (?7 = 0 OR stored_bytes + ?4 <= ?7) RETURNING 1");
+    if (!st) return st.error();
+    st->bind(1, tenant_id).bind(2, add.membranes).bind(3, add.grants).bind(4, add.stored_bytes);
+    st->bind(5, static_cast<std::int64_t>(limits.membranes)).bind(6, static_cast<std::int64_t>(limits.grants));
+    st->bind(7, static_cast<std::int64_t>(limits.stored_bytes));
+    auto charged = st->step();
+    if (!charged) return charged.error();
+    if (auto rest = st->run(); !rest) return rest.error();
+    return *charged;
+  }
+
+  Result<Usage> usage(const std::string& tenant_id) override {
+    auto st = connection_.prepare("SELECT membranes, grants, stored_bytes FROM tenant_usage WHERE tenant_id = ?1");
+    if (!st) return st.error();
+    auto found = st->bind(1, tenant_id).step();
+    if (!found) return found.error();
+    if (!*found) return Usage{};
+    return Usage{st->column_int(0), st->column_int(1), st->column_int(2)};
   }
 
   Status insert_tenant(const std::string& id, std::int64_t created_at) override {

@@ -193,6 +193,59 @@ class BodyBudgetTest(unittest.TestCase):
             again.close()
 
 
+class TenantQuotaTest(unittest.TestCase):
+    """A holder of an export capability cannot fill the disk (attack review L3): --max-grants-per-
+    tenant 20 and --max-stored-bytes-per-tenant 256 KiB."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = Server(args=["--max-grants-per-tenant", "20",
+                                  "--max-stored-bytes-per-tenant", str(256 * 1024)]).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        code = cls.server.stop()
+        cls.server.cleanup()
+        assert code == 0, code
+
+    def membrane(self, name):
+        """A membrane of a tenant of its own (the quotas are per tenant): its export capability."""
+        create = token_of(self.server.tenant_create()["capabilities"]["create"])
+        status, made, _ = self.server.call(create, body={"id": name})
+        self.assertEqual(status, 201, made)
+        return token_of(made["capabilities"]["export"])
+
+    def test_exports_stop_at_the_byte_quota_with_a_507_and_the_database_stays_small(self):
+        export = self.membrane("big")
+        headers = {"X-Pad-%d" % i: "p" * 7000 for i in range(7)}  # a 49 KB configuration
+        statuses = []
+        for _ in range(30):
+            status, body, _ = self.server.call(export, body={"uri": "https://upstream.example/x", "headers": headers})
+            statuses.append(status)
+            if status == 507:
+                self.assertEqual(body["error"], "Insufficient Storage")
+                self.assertRegex(body["message"], r"^this tenant stores \d+ bytes, and this would take it over "
+                                                  r"the most it may store$")
+        self.assertIn(507, statuses)
+        self.assertLessEqual(statuses.count(201), 5)  # 5 x 49 KB fill 256 KiB
+        database = os.path.join(self.server.data_dir, "membraned.db")
+        size = sum(os.path.getsize(database + suffix) for suffix in ("", "-wal") if os.path.exists(database + suffix))
+        self.assertLess(size, 8 * 1024 * 1024)
+
+    def test_the_grant_beyond_the_quota_is_507_and_stores_nothing(self):
+        export = self.membrane("count")
+        made = 0
+        while True:
+            status, body, _ = self.server.call(export, body={"uri": "https://upstream.example/%d" % made})
+            if status != 201:
+                break
+            made += 1
+        self.assertEqual(status, 507, body)
+        self.assertEqual(body, {"statusCode": 507, "error": "Insufficient Storage",
+                                "message": "this tenant holds 20 grants, the most it may hold"})
+        self.assertLessEqual(made, 20)
+
+
 def answer_of_first(sock):
     """The head of the first answer on a connection that stays open."""
     sock.settimeout(30)

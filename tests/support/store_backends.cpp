@@ -128,17 +128,17 @@ TestDatabase::~TestDatabase() {
   }
 }
 
-core::Result<std::unique_ptr<storage::Store>> TestDatabase::open(storage::MasterKey key,
-                                                                std::size_t connections) const {
+core::Result<std::unique_ptr<storage::Store>> TestDatabase::open(storage::MasterKey key, std::size_t connections,
+                                                                storage::TenantQuotas quotas) const {
   if (backend_ == Backend::sqlite) {
     storage::SqliteOptions options{dir_->path() / "membraned.db"};
     options.connections = connections;
-    return storage::open_sqlite_store(options, std::move(key));
+    return storage::open_sqlite_store(options, std::move(key), quotas);
   }
   storage::PostgresOptions options;
   options.url = url_;
   options.connections = connections;
-  return storage::open_postgres_store(options, std::move(key));
+  return storage::open_postgres_store(options, std::move(key), quotas);
 }
 
 std::int64_t TestDatabase::count_rows(const std::string& table) const {

@@ -1235,6 +1235,121 @@ TEST_P(StoreTest, ARevokeSettlesForTheMarginOnALocalDatabaseAndTheViewBoundBesid
             GetParam() == Backend::sqlite ? milliseconds(50) : milliseconds(250) + milliseconds(50));
 }
 
+// --- quotas ---------------------------------------------------------------------------------------
+
+// What one tenant may store (TenantQuotas): a write beyond a quota is refused (quota, 507) and
+// stores nothing; revoked membranes and grants still count (their rows stay); other tenants are
+// not touched.
+TEST_P(StoreTest, AWriteBeyondATenantsQuotaIsRefusedAndStoresNothing) {
+  auto key = MasterKey::from_base64(key_text_);
+  ASSERT_TRUE(key.ok());
+  auto opened = db_->open(std::move(*key), 4, {/*membranes=*/3, /*grants=*/2, /*stored_bytes=*/0});
+  ASSERT_TRUE(opened.ok()) << opened.error().message;
+  store_ = std::move(*opened);
+  Tenant a = tenant();
+  Tenant b = tenant();
+  Membrane m1 = membrane(a, "m1");
+  Membrane m2 = membrane(a, "m2");
+  ASSERT_TRUE(revoke(m1).ok());
+  membrane(a, "m3");  // the third, the revoked one included
+  Membrane refused{"m4", new_token(), new_token()};
+  auto s = store_->create_membrane(a.tokens.create, refused);
+  ASSERT_FALSE(s.ok());
+  EXPECT_EQ(s.error().kind, ErrorKind::quota);
+  EXPECT_EQ(s.error().message, "this tenant holds 3 membranes, the most it may hold");
+  EXPECT_FALSE(alive(refused.export_token));
+
+  Membrane m = membrane(b, "m");
+  Token x = export_uri(m);
+  reexport(m, x);
+  Token over = new_token();
+  auto e = store_->export_uri(m.export_token, over, simple_config());
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(e.error().kind, ErrorKind::quota);
+  EXPECT_EQ(e.error().message, "this tenant holds 2 grants, the most it may hold");
+  EXPECT_FALSE(alive(over));
+  e = store_->export_reexport(m.export_token, over, x);
+  ASSERT_FALSE(e.ok());
+  EXPECT_EQ(e.error().kind, ErrorKind::quota);
+  // Tenant a's grants are its own: b's full quota does not touch them.
+  EXPECT_TRUE(alive(export_uri(m2)));
+}
+
+// Writers racing for the last units of a quota cannot both take one: exactly the quota passes.
+TEST_P(StoreTest, ConcurrentExportsNeverExceedTheGrantQuota) {
+  auto key = MasterKey::from_base64(key_text_);
+  ASSERT_TRUE(key.ok());
+  auto opened = db_->open(std::move(*key), 4, {0, /*grants=*/20, 0});
+  ASSERT_TRUE(opened.ok()) << opened.error().message;
+  store_ = std::move(*opened);
+  Tenant t = tenant();
+  Membrane m = membrane(t, "m");
+  std::atomic<int> stored{0}, refused{0}, other{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 4; ++i) {
+    threads.emplace_back([&] {
+      for (int j = 0; j < 10; ++j) {
+        auto s = store_->export_uri(m.export_token, new_token(), simple_config());
+        if (s) {
+          ++stored;
+        } else if (s.error().kind == ErrorKind::quota) {
+          ++refused;
+        } else {
+          ++other;
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(stored.load(), 20);
+  EXPECT_EQ(refused.load(), 20);
+  EXPECT_EQ(other.load(), 0);
+}
+
+// The byte quota counts what is sealed: large configurations run into it long before the count.
+TEST_P(StoreTest, TheByteQuotaCountsWhatIsSealed) {
+  auto key = MasterKey::from_base64(key_text_);
+  ASSERT_TRUE(key.ok());
+  auto opened = db_->open(std::move(*key), 4, {0, 0, /*stored_bytes=*/64 * 1024});
+  ASSERT_TRUE(opened.ok()) << opened.error().message;
+  store_ = std::move(*opened);
+  Tenant t = tenant();
+  Membrane m = membrane(t, "m");
+  nlohmann::json headers;
+  for (int i = 0; i < 4; ++i) headers["X-Pad-" + std::to_string(i)] = std::string(4000, 'p');
+  const UriExport big = uri_config(nlohmann::json{{"uri", "https://upstream.example/x"}, {"headers", headers}}.dump());
+  int stored = 0;
+  core::Status last = core::ok_status();
+  while ((last = store_->export_uri(m.export_token, new_token(), big))) ++stored;
+  EXPECT_EQ(last.error().kind, ErrorKind::quota);
+  EXPECT_GE(stored, 2);
+  EXPECT_LE(stored, 4);  // 16 KB each, sealed: at most 64 KiB in all
+}
+
+// A database made before the quotas existed is counted when the migration that adds them runs:
+// what is already there counts against them.
+TEST_P(StoreTest, TheQuotaMigrationCountsWhatADatabaseAlreadyHolds) {
+  Tenant t = tenant();
+  Membrane m = membrane(t, "m");
+  export_uri(m);
+  export_uri(m);
+  store_.reset();
+  // Back to the schema before the usage table.
+  db_->run_sql("DROP TABLE tenant_usage");
+  db_->run_sql("UPDATE schema_version SET version = version - 1");
+  auto key = MasterKey::from_base64(key_text_);
+  ASSERT_TRUE(key.ok());
+  auto opened = db_->open(std::move(*key), 4, {/*membranes=*/2, /*grants=*/3, 0});
+  ASSERT_TRUE(opened.ok()) << opened.error().message;
+  store_ = std::move(*opened);
+  EXPECT_EQ(db_->run_sql("SELECT membranes FROM tenant_usage WHERE tenant_id = '" + t.id + "'"), "1");
+  EXPECT_EQ(db_->run_sql("SELECT grants FROM tenant_usage WHERE tenant_id = '" + t.id + "'"), "2");
+  export_uri(m);  // the third grant
+  auto over = store_->export_uri(m.export_token, new_token(), simple_config());
+  ASSERT_FALSE(over.ok());
+  EXPECT_EQ(over.error().kind, ErrorKind::quota);
+}
+
 TEST_P(StoreTest, DataSurvivesClosingAndReopeningWithTheSameKey) {
   Tenant a = tenant();
   Membrane m = membrane(a, "kept");
