@@ -14,6 +14,11 @@ from harness import Server, Upstream, token_of
 CLOSED_HOSTS = ["127.0.0.1", "127.1.2.3", "[::1]", "localhost", "LocalHost.", "api.localhost", "2130706433",
                 "0177.0.0.1", "0x7f.1", "0x7f000001", "169.254.169.254", "2852039166", "[::ffff:169.254.169.254]",
                 "[::ffff:a9fe:a9fe]", "[64:ff9b::a9fe:a9fe]", "[fe80::1]", "0.0.0.0", "[::]", "224.0.0.1"]
+# The cloud metadata and credential endpoints outside link-local (docs/security.md lists the
+# sources): AWS IMDS and the EKS Pod Identity agent over IPv6, GCP's IPv6 metadata server, Azure's
+# WireServer, Alibaba Cloud, Oracle, Akamai (Linode).
+METADATA_HOSTS = ["[fd00:ec2::254]", "[fd00:ec2::23]", "[fd20:ce::254]", "168.63.129.16", "100.100.100.200",
+                  "192.0.0.192", "[fd00:a9fe:a9fe::1]", "[::ffff:168.63.129.16]", "2822734096"]
 
 
 class SafetyTest(unittest.TestCase):
@@ -50,6 +55,24 @@ class ClosedByDefaultTest(SafetyTest):
                 self.assertTrue(body["message"].startswith("uri reaches "), body)
                 self.assertIn("--allow-upstream", body["message"])
         self.assertEqual(self.upstream.requests, [], "nothing was called")
+
+    def test_cloud_metadata_endpoints_outside_link_local_are_refused_at_export(self):
+        # The attack: an IMDSv2 token from the IPv6 endpoint (PUT with the TTL header fixed in the
+        # export), then the instance role's keys with a second export carrying that token.
+        export = token_of(self.new_membrane(self.server, "metadata")["capabilities"]["export"])
+        status, body, _ = self.server.call(export, body={
+            "uri": "http://[fd00:ec2::254]/latest/api/token", "method": "PUT",
+            "headers": {"X-aws-ec2-metadata-token-ttl-seconds": "21600"}})
+        self.assertEqual(status, 400, body)
+        self.assertEqual(body["message"], "uri reaches fd00:ec2::254, a cloud metadata endpoint, which exports may "
+                                          "not reach unless the operator opens it (--allow-upstream)")
+        for host in METADATA_HOSTS:
+            with self.subTest(host=host):
+                status, body = self.export(self.server, export, "http://%s/v1/credentials" % host)
+                self.assertEqual(status, 400, body)
+                self.assertTrue(body["message"].startswith("uri reaches "), body)
+                self.assertIn("cloud metadata", body["message"])
+                self.assertIn("--allow-upstream", body["message"])
 
     def test_open_addresses_and_unresolvable_names_are_exported(self):
         export = token_of(self.new_membrane(self.server, "open")["capabilities"]["export"])
@@ -108,7 +131,8 @@ class NamesTest(SafetyTest):
         # Written in place: the bind mount follows the file, not its name.
         with open(cls.hosts, "w") as f:
             f.write("127.0.0.1 localhost\n127.0.0.1 sneaky.test\n169.254.169.254 metadata.test\n"
-                    "::ffff:169.254.169.254 mapped.test\n10.0.0.1 fine.test\n%s rebind.test\n" % rebind_address)
+                    "::ffff:169.254.169.254 mapped.test\n10.0.0.1 fine.test\n%s rebind.test\n"
+                    "fd00:ec2::254 imds6.test\n168.63.129.16 wireserver.test\n" % rebind_address)
 
     @classmethod
     def tearDownClass(cls):
@@ -120,7 +144,7 @@ class NamesTest(SafetyTest):
 
     def test_names_that_resolve_to_closed_addresses_are_refused_at_export(self):
         export = token_of(self.new_membrane(self.server, "names")["capabilities"]["export"])
-        for name in ("sneaky.test", "metadata.test", "mapped.test"):
+        for name in ("sneaky.test", "metadata.test", "mapped.test", "imds6.test", "wireserver.test"):
             with self.subTest(name=name):
                 status, body = self.export(self.server, export, "http://%s:%d/" % (name, self.upstream.port))
                 self.assertEqual(status, 400, body)
