@@ -7,6 +7,7 @@
 
 #include <algorithm>
 
+#include "core/crypto.hpp"
 #include "core/tls_verification.hpp"
 
 namespace membraned::server {
@@ -183,6 +184,9 @@ core::Status UpstreamClient::load_default_tls() {
 std::shared_ptr<ssl::context> UpstreamClient::tls_for(const std::optional<core::TlsOptions>& options) const {
   const bool custom = options && (!options->ca.empty() || !options->cert.empty() || !options->reject_unauthorized);
   if (!custom) return default_tls_;
+  // A key the export check would refuse now (stored under earlier rules) is not used: each
+  // handshake would sign with it on an I/O thread.
+  if (!options->cert.empty() && !core::is_supported_tls_client_key(options->key)) return nullptr;
   auto context = std::make_shared<ssl::context>(ssl::context::tls_client);
   if (!core::configure_tls_client(context->native_handle())) return nullptr;
   beast::error_code ec;

@@ -95,7 +95,8 @@ class UpstreamClient {
   core::Status load_default_tls();
   const std::shared_ptr<ssl::context>& default_tls() const { return default_tls_; }
   // The context for an export's `tls` settings: the default one when it has none of its own;
-  // null when its material cannot be loaded.
+  // null when its material cannot be loaded, or holds a client key the export check refuses
+  // (core::is_supported_tls_client_key; stored before that rule).
   std::shared_ptr<ssl::context> tls_for(const std::optional<core::TlsOptions>& options) const;
 
   // Contract §10, applied to every address an export's upstream resolves to. Set once, before

@@ -113,6 +113,51 @@ class ClosedByDefaultTest(SafetyTest):
                 self.assertIn(value, proc.stderr)
 
 
+class ClientKeyTest(SafetyTest):
+    """Every TLS handshake of an export with a client certificate signs with its key on one of the
+    service's I/O threads: a 16384-bit RSA key costs about 250 ms of one each time, for everyone.
+    Keys above RSA 4096 bits (or on unusual curves) are refused at export, naming tls.key."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory(prefix="membraned-keys-")
+        cls.server = Server().start()
+
+    @classmethod
+    def tearDownClass(cls):
+        code = cls.server.stop()
+        cls.server.cleanup()
+        cls.tmp.cleanup()
+        assert code == 0, code
+
+    def client_pem(self, name, newkey, *options):
+        key, cert = (os.path.join(self.tmp.name, "%s.%s" % (name, ext)) for ext in ("key", "pem"))
+        subprocess.run(["openssl", "req", "-x509", "-newkey", newkey, *options, "-nodes", "-keyout", key, "-out", cert,
+                        "-days", "1", "-subj", "/CN=membraned test client"], check=True, capture_output=True)
+        with open(cert) as c, open(key) as k:
+            return c.read(), k.read()
+
+    def export_with(self, name, newkey, *options):
+        cert, key = self.client_pem(name, newkey, *options)
+        export = token_of(self.new_membrane(self.server, "keys-" + name)["capabilities"]["export"])
+        status, body, _ = self.server.call(export, body={"uri": "https://upstream.example/x",
+                                                         "tls": {"cert": cert, "key": key}})
+        return status, body
+
+    def test_an_8192_bit_rsa_key_is_refused_at_export(self):
+        status, body = self.export_with("rsa8192", "rsa:8192")
+        self.assertEqual(status, 400, body)
+        self.assertEqual(body["message"], "tls.key must be an RSA key of at most 4096 bits, an EC key on P-256, "
+                                          "P-384 or P-521, or an Ed25519 or Ed448 key")
+
+    def test_keys_up_to_rsa_4096_and_the_usual_curves_are_exported(self):
+        for name, newkey, options in (("rsa4096", "rsa:4096", ()), ("p384", "ec", ("-pkeyopt", "ec_paramgen_curve:P-384")),
+                                      ("ed25519", "ed25519", ())):
+            with self.subTest(key=name):
+                status, body = self.export_with(name, newkey, *options)
+                self.assertEqual(status, 201, body)
+
+
 class NamesTest(SafetyTest):
     """Names resolved through a hosts file the test controls."""
 

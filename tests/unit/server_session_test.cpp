@@ -27,8 +27,10 @@
 #include "api/api.hpp"
 #include "core/crypto.hpp"
 #include "core/encoding.hpp"
+#include "core/export_config.hpp"
 #include "server/session.hpp"
 #include "storage/open_store.hpp"
+#include "tests/support/test_pki.hpp"
 #include "tests/support/test_support.hpp"
 
 namespace {
@@ -433,6 +435,29 @@ TEST_F(SessionTest, APooledConnectionTheUpstreamClosedWhileIdleIsRetriedOnAFresh
   EXPECT_EQ(upstream.connections(), 2);
   EXPECT_EQ(upstream.requests(), 2);
   EXPECT_EQ(upstream_errors(context_->metrics.render()), 0);
+}
+
+// An export stored before client keys were limited may hold one the export check now refuses
+// (an RSA key over 4096 bits): its invocations are 502, no handshake signs with it.
+TEST_F(SessionTest, AStoredClientKeyOverTheLimitIsNotUsed) {
+  start();
+  const auto pem = membraned::test::make_self_signed_pem_with_key("RSA", "4104");
+  nlohmann::json body = {{"uri", "https://127.0.0.1:1/fn"}, {"tls", {{"cert", pem.cert}, {"key", pem.key}}}};
+  auto stored = membraned::core::parse_export_config(body.dump(), {.max_timeout_ms = 30000, .check_tls_key = false});
+  ASSERT_TRUE(stored.ok());
+  auto acting = api_->authorize("Bearer " + export_capability());
+  ASSERT_TRUE(acting.ok());
+  auto made = api_->export_parsed(*acting, *stored);
+  ASSERT_EQ(made.status, 201) << made.body.dump();
+  beast::test::stream client(ioc_);
+  auto session = connect(client);
+  client.write_some(net::buffer(invocation(token_of(made.body["capability"]), "{}")));
+  auto answers = wait_for_answers(client, 1);
+  ASSERT_EQ(answers.size(), 1u);
+  EXPECT_EQ(answers[0].status, 502);
+  EXPECT_NE(answers[0].body.find("the upstream's TLS settings could not be loaded"), std::string::npos)
+      << answers[0].body;
+  EXPECT_EQ(upstream_errors(context_->metrics.render(), "tls_config"), 1);
 }
 
 }  // namespace
