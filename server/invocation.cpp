@@ -33,7 +33,7 @@ constexpr std::uint32_t kUpstreamHeaderLimit = 64 * 1024;
 class Invocation : public std::enable_shared_from_this<Invocation> {
  public:
   Invocation(ServerContext& context, std::shared_ptr<RequesterSide> requester, const core::UriExport& config,
-             core::UpstreamRequest upstream, std::string body, Clock::time_point started)
+             const std::string& tenant, core::UpstreamRequest upstream, std::string body, Clock::time_point started)
       : context_(context),
         requester_(std::move(requester)),
         upstream_(std::move(upstream)),
@@ -45,10 +45,9 @@ class Invocation : public std::enable_shared_from_this<Invocation> {
     request_ = make_request(upstream_.method, upstream_.target, upstream_.headers, std::move(body));
     upstream_buffer_.reserve(kUpstreamBufferReserve);
     if (upstream_.https) tls_ = context_.upstream.tls_for(config.tls);
-    // Pooled by scheme, host and port when it uses no per-export TLS material.
+    // Pooled by tenant, scheme, host and port when it uses no per-export TLS material.
     if (!upstream_.https || tls_ == context_.upstream.default_tls()) {
-      pool_key_ = std::string(upstream_.https ? "https://" : "http://") + upstream_.connect_host + ":" +
-                  std::to_string(upstream_.port);
+      pool_key_ = UpstreamClient::pool_key(tenant, upstream_.https, upstream_.connect_host, upstream_.port);
     }
   }
 
@@ -316,8 +315,10 @@ class Invocation : public std::enable_shared_from_this<Invocation> {
 }  // namespace
 
 void start_invocation(ServerContext& context, std::shared_ptr<RequesterSide> requester, const core::UriExport& config,
-                      core::UpstreamRequest upstream, std::string body, Clock::time_point started) {
-  std::make_shared<Invocation>(context, std::move(requester), config, std::move(upstream), std::move(body), started)
+                      const std::string& tenant, core::UpstreamRequest upstream, std::string body,
+                      Clock::time_point started) {
+  std::make_shared<Invocation>(context, std::move(requester), config, tenant, std::move(upstream), std::move(body),
+                               started)
       ->start();
 }
 

@@ -62,6 +62,8 @@ class RequestHandler {
   api::Response too_large() const;
   // The export configuration of the invocation being relayed (after a Relay outcome).
   const core::UriExport& invoked_config() const { return *authorized_->resolved.uri; }
+  // The tenant whose export that is.
+  const std::string& invoked_tenant() const { return authorized_->resolved.tenant_id; }
 
   // An answer with `status` goes out for the current request (`method`: none when its header
   // never arrived whole): its access-log line and metrics.

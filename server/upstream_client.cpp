@@ -5,7 +5,10 @@
 #include <boost/beast/core/bind_handler.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
 
+#include <sys/socket.h>
+
 #include <algorithm>
+#include <cerrno>
 
 #include "core/crypto.hpp"
 #include "core/tls_verification.hpp"
@@ -170,6 +173,21 @@ void UpstreamConnection::close() {
   lowest().socket().close(ignored);
 }
 
+// As nginx's keep-alive close handler does: a non-blocking peek at the socket. Bytes mean an
+// upstream that spoke unasked (they would be taken for the next request's answer); zero means it
+// closed its side. For TLS, records already taken from the socket count too.
+bool UpstreamConnection::silent_while_idle() {
+  if (!open() || !lowest().socket().is_open()) return false;
+  char byte = 0;
+  const ssize_t got = ::recv(lowest().socket().native_handle(), &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  if (got >= 0 || (errno != EAGAIN && errno != EWOULDBLOCK)) return false;
+  if (tls) {
+    SSL* ssl = tls->native_handle();
+    if (SSL_has_pending(ssl) == 1 || BIO_ctrl_pending(SSL_get_rbio(ssl)) > 0) return false;
+  }
+  return true;
+}
+
 UpstreamClient::UpstreamClient(net::io_context& ioc) : ioc_(ioc) {}
 
 core::Status UpstreamClient::load_default_tls() {
@@ -214,6 +232,12 @@ void UpstreamClient::check_name(const std::string& host, std::uint16_t port, std
   std::make_shared<NameCheck>(policy_, port, std::move(executor), std::move(done))->start(host, timeout);
 }
 
+std::string UpstreamClient::pool_key(std::string_view tenant, bool https, std::string_view host,
+                                     std::uint16_t port) {
+  // A tenant id never holds a space, and a URI's host never does.
+  return std::string(tenant) + " " + (https ? "https://" : "http://") + std::string(host) + ":" + std::to_string(port);
+}
+
 std::shared_ptr<UpstreamConnection> UpstreamClient::take_idle(const std::string& key) {
   std::lock_guard lock(idle_mutex_);
   auto it = idle_.find(key);
@@ -224,7 +248,7 @@ std::shared_ptr<UpstreamConnection> UpstreamClient::take_idle(const std::string&
     auto [since, connection] = std::move(list.back());
     list.pop_back();
     --idle_count_;
-    if (now - since < kMaxIdleTime) return connection;
+    if (now - since < kMaxIdleTime && connection->silent_while_idle()) return connection;
     net::dispatch(connection->strand, [connection] { connection->close(); });
   }
   return nullptr;

@@ -48,6 +48,10 @@ struct UpstreamConnection {
   bool open() const { return plain.has_value() || tls.has_value(); }
   // Both directions shut and the socket closed, now (call on the strand).
   void close();
+  // Whether an idle connection may carry another request: still open, and nothing arrived on it
+  // since its last answer (neither bytes, which would be read as the next answer, nor the peer's
+  // close), nor is any left in the TLS layer. Call while nobody else uses it (in the pool).
+  bool silent_while_idle();
   // `f(stream)` with the plain or the TLS stream.
   template <class F>
   void with_stream(F&& f) {
@@ -114,9 +118,12 @@ class UpstreamClient {
   void check_name(const std::string& host, std::uint16_t port, std::chrono::milliseconds timeout,
                   net::any_io_executor executor, std::function<void(core::Status)> done);
 
-  // The keep-alive pool, keyed by scheme, host and port (connections with per-export TLS
-  // material are never pooled). An upstream may close an idle connection any time: the caller
-  // retries once on a new one.
+  // The keep-alive pool, keyed by tenant, scheme, host and port (pool_key; connections with
+  // per-export TLS material are never pooled): one tenant's connection never carries another's
+  // request, so no upstream answer can cross between tenants. take_idle drops, instead of
+  // handing out, a connection that is no longer silent_while_idle. An upstream may still close
+  // an idle connection any time: the caller retries once on a new one.
+  static std::string pool_key(std::string_view tenant, bool https, std::string_view host, std::uint16_t port);
   std::shared_ptr<UpstreamConnection> take_idle(const std::string& key);
   void keep_idle(const std::string& key, std::shared_ptr<UpstreamConnection> connection);
   // Closes every pooled connection: before the io_context they belong to goes.

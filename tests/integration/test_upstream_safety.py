@@ -5,8 +5,10 @@ address it connects to, so a name re-pointed after the export (DNS rebinding) is
 Names are made to resolve where the test wants by running membraned in a mount namespace of its
 own whose /etc/hosts is a file of the test (unshare, as root: the test set-up runs as root)."""
 import os
+import socket
 import subprocess
 import tempfile
+import time
 import unittest
 
 from harness import Server, Upstream, token_of
@@ -156,6 +158,101 @@ class ClientKeyTest(SafetyTest):
             with self.subTest(key=name):
                 status, body = self.export_with(name, newkey, *options)
                 self.assertEqual(status, 201, body)
+
+
+class LateTalker:
+    """An upstream on loopback that answers each request, and after answering /late writes a second,
+    unsolicited answer on the idle connection 300 ms later (a hostile or buggy server several
+    exports share, e.g. behind one ingress)."""
+
+    INJECTED = (b"HTTP/1.1 200 OK\r\nX-Injected: yes\r\nContent-Length: 8\r\nContent-Type: text/plain\r\n"
+                b"\r\nINJECTED")
+
+    def __init__(self):
+        import threading
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.paths = []
+        self.threading = threading
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
+    def serve(self, conn):
+        pending = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in pending:
+                    try:
+                        data = conn.recv(65536)
+                    except OSError:
+                        return
+                    if not data:
+                        return
+                    pending += data
+                head, pending = pending.split(b"\r\n\r\n", 1)
+                path = head.split(b" ")[1].decode()
+                self.paths.append(path)
+                body = b"ok" if path == "/late" else b"genuine"
+                try:
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nContent-Type: text/plain\r\n\r\n%s"
+                                 % (len(body), body))
+                    if path == "/late":
+                        time.sleep(0.3)
+                        conn.sendall(self.INJECTED)
+                except OSError:
+                    return
+
+    def close(self):
+        self.listener.close()
+
+
+class PoolTest(SafetyTest):
+    """Pooled upstream connections (attack review M5): a connection that received bytes while idle
+    is not reused, and connections are not shared between tenants."""
+
+    def test_an_unsolicited_answer_never_reaches_another_tenants_invocation(self):
+        upstream = LateTalker()
+        server = Server().start()
+        try:
+            attacker = token_of(self.new_membrane(server, "attacker")["capabilities"]["export"])
+            status, body, _ = server.call(attacker, body={"uri": "http://127.0.0.1:%d/late" % upstream.port})
+            self.assertEqual(status, 201, body)
+            late = token_of(body["capability"])
+            other = server.tenant_create()
+            status, m, _ = server.call(token_of(other["capabilities"]["create"]), body={"id": "victim"})
+            self.assertEqual(status, 201, m)
+            status, body, _ = server.call(token_of(m["capabilities"]["export"]),
+                                          body={"uri": "http://127.0.0.1:%d/victim" % upstream.port})
+            self.assertEqual(status, 201, body)
+            victim = token_of(body["capability"])
+            for _ in range(3):
+                status, body, _ = server.call(late, "GET")
+                self.assertEqual((status, body), (200, "ok"))
+                time.sleep(0.5)  # the unsolicited answer is in the pooled connection by now
+                status, body, headers = server.call(victim, "GET")
+                self.assertEqual((status, body), (200, "genuine"))
+                self.assertNotIn("x-injected", [k.lower() for k, _ in headers])
+            # And the same tenant's next invocation gets its own answer too: the connection that
+            # spoke unasked is dropped, not reused.
+            status, body, _ = server.call(late, "GET")
+            self.assertEqual((status, body), (200, "ok"))
+            time.sleep(0.5)
+            status, body, headers = server.call(late, "GET")
+            self.assertEqual((status, body), (200, "ok"))
+            self.assertNotIn("x-injected", [k.lower() for k, _ in headers])
+        finally:
+            self.assertEqual(server.stop(), 0)
+            server.cleanup()
+            upstream.close()
 
 
 class NamesTest(SafetyTest):

@@ -82,8 +82,12 @@ class TestSession : public HttpSession<TestSession>, public std::enable_shared_f
 class FakeUpstream {
  public:
   struct Answer {
+    Answer(std::string b, bool close = false, std::string later = {})
+        : bytes(std::move(b)), close_after(close), unsolicited(std::move(later)) {}
     std::string bytes;
     bool close_after = false;
+    // Written 20 ms after the answer, unasked, while the connection is idle.
+    std::string unsolicited;
   };
 
   explicit FakeUpstream(std::vector<Answer> script) : script_(std::move(script)) {
@@ -138,6 +142,10 @@ class FakeUpstream {
       ++requests_;
       const Answer answer = next_ < script_.size() ? script_[next_++] : Answer{"HTTP/1.1 500 Nope\r\nContent-Length: 0\r\n\r\n"};
       (void)::send(fd, answer.bytes.data(), answer.bytes.size(), MSG_NOSIGNAL);
+      if (!answer.unsolicited.empty()) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        (void)::send(fd, answer.unsolicited.data(), answer.unsolicited.size(), MSG_NOSIGNAL);
+      }
       if (answer.close_after) {
         ++closed_;
         return;
@@ -276,17 +284,18 @@ class SessionTest : public testing::Test {
   }
 
   // A membrane's export capability, made through the API.
-  std::string export_capability() {
-    auto acting = api_->authorize("Bearer " + create_);
+  std::string export_capability(const std::string& create = {}) {
+    auto acting = api_->authorize("Bearer " + (create.empty() ? create_ : create));
     EXPECT_TRUE(acting.ok());
     auto made = api_->handle(*acting, "/", R"({"id":"m"})");
     EXPECT_EQ(made.status, 201) << made.body.dump();
     return token_of(made.body["capabilities"]["export"]);
   }
 
-  // A uri capability reaching the fake upstream.
-  std::string invoke_capability(std::uint16_t port) {
-    auto acting = api_->authorize("Bearer " + export_capability());
+  // A uri capability reaching the fake upstream (exported by the first tenant, or by the tenant
+  // whose create capability is `create`).
+  std::string invoke_capability(std::uint16_t port, const std::string& create = {}) {
+    auto acting = api_->authorize("Bearer " + export_capability(create));
     EXPECT_TRUE(acting.ok());
     auto made = api_->handle(*acting, "/", R"({"uri":"http://127.0.0.1:)" + std::to_string(port) + R"(/fn","method":"POST"})");
     EXPECT_EQ(made.status, 201) << made.body.dump();
@@ -458,6 +467,59 @@ TEST_F(SessionTest, AStoredClientKeyOverTheLimitIsNotUsed) {
   EXPECT_NE(answers[0].body.find("the upstream's TLS settings could not be loaded"), std::string::npos)
       << answers[0].body;
   EXPECT_EQ(upstream_errors(context_->metrics.render(), "tls_config"), 1);
+}
+
+// An upstream that writes while its connection sits in the pool (a late second answer, a
+// hostile or buggy server): the connection is dropped when next taken, never reused, so the
+// next invocation gets its own answer, not the unsolicited bytes (attack review M5).
+TEST_F(SessionTest, APooledConnectionThatReceivedUnsolicitedBytesIsNotReused) {
+  FakeUpstream upstream({{"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst", /*close_after=*/false,
+                          "HTTP/1.1 200 OK\r\nX-Injected: yes\r\nContent-Length: 8\r\n\r\nINJECTED"},
+                         {"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond"}});
+  start();
+  const std::string token = invoke_capability(upstream.port());
+  beast::test::stream client(ioc_);
+  auto session = connect(client);
+  client.write_some(net::buffer(invocation(token, "{}")));
+  wait_for_answers(client, 1);
+  run_for(100ms);  // the unsolicited answer reaches the pooled socket
+  client.write_some(net::buffer(invocation(token, "{}")));
+  auto answers = wait_for_answers(client, 2);
+  ASSERT_EQ(answers.size(), 2u);
+  EXPECT_EQ(answers[0].body, "first");
+  EXPECT_EQ(answers[1].status, 200);
+  EXPECT_EQ(answers[1].body, "second");
+  EXPECT_EQ(client.str().find("INJECTED"), std::string::npos);
+  EXPECT_EQ(upstream.connections(), 2);
+  EXPECT_EQ(upstream.requests(), 2);
+}
+
+// Pooled connections are kept per tenant: another tenant's export to the same scheme, host and
+// port opens its own connection, so no upstream answer can cross from one tenant to another.
+TEST_F(SessionTest, TenantsDoNotShareUpstreamConnections) {
+  FakeUpstream upstream({{"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst"},
+                         {"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond"},
+                         {"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nthird"}});
+  start();
+  auto other = api_->create_tenant();
+  ASSERT_TRUE(other.ok());
+  const std::string mine = invoke_capability(upstream.port());
+  const std::string theirs = invoke_capability(upstream.port(), token_of((*other)["capabilities"]["create"]));
+  beast::test::stream client(ioc_);
+  auto session = connect(client);
+  client.write_some(net::buffer(invocation(mine, "{}")));
+  wait_for_answers(client, 1);
+  // The fake serves one connection at a time: the first tenant's must be released (it is, idle in
+  // the pool, when the pool is dropped) before the second tenant's new connection is served.
+  client.write_some(net::buffer(invocation(theirs, "{}")));
+  run_until([&] { return upstream.connections() == 1 && upstream.requests() == 1; });
+  run_for(50ms);
+  EXPECT_EQ(upstream.requests(), 1) << "the second tenant's request went over the first tenant's connection";
+  context_->upstream.drop_idle();
+  auto answers = wait_for_answers(client, 2);
+  ASSERT_EQ(answers.size(), 2u);
+  EXPECT_EQ(answers[1].body, "second");
+  EXPECT_EQ(upstream.connections(), 2);
 }
 
 }  // namespace
