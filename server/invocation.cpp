@@ -44,11 +44,13 @@ class Invocation : public std::enable_shared_from_this<Invocation> {
         started_(started) {
     request_ = make_request(upstream_.method, upstream_.target, upstream_.headers, std::move(body));
     upstream_buffer_.reserve(kUpstreamBufferReserve);
-    if (upstream_.https) tls_ = context_.upstream.tls_for(config.tls);
-    // Pooled by tenant, scheme, host and port when it uses no per-export TLS material.
-    if (!upstream_.https || tls_ == context_.upstream.default_tls()) {
-      pool_key_ = UpstreamClient::pool_key(tenant, upstream_.https, upstream_.connect_host, upstream_.port);
+    std::string tls_identity;
+    if (upstream_.https) {
+      auto tls = context_.upstream.tls_for(config.tls);
+      tls_ = std::move(tls.context);
+      tls_identity = std::move(tls.identity);
     }
+    pool_key_ = UpstreamClient::pool_key(tenant, upstream_.https, upstream_.connect_host, upstream_.port, tls_identity);
   }
 
   ~Invocation() {

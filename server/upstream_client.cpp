@@ -11,6 +11,7 @@
 #include <cerrno>
 
 #include "core/crypto.hpp"
+#include "core/encoding.hpp"
 #include "core/tls_verification.hpp"
 
 namespace membraned::server {
@@ -199,26 +200,52 @@ core::Status UpstreamClient::load_default_tls() {
   return core::ok_status();
 }
 
-std::shared_ptr<ssl::context> UpstreamClient::tls_for(const std::optional<core::TlsOptions>& options) const {
+UpstreamClient::ClientTls UpstreamClient::tls_for(const std::optional<core::TlsOptions>& options) {
   const bool custom = options && (!options->ca.empty() || !options->cert.empty() || !options->reject_unauthorized);
-  if (!custom) return default_tls_;
+  if (!custom) return {default_tls_, {}};
+  // Each field with its length before it, so that no two settings give the same text.
+  core::Sha256Hasher hasher;
+  for (const std::string* field : {&options->ca, &options->cert, &options->key}) {
+    hasher.update(std::to_string(field->size()) + ":");
+    hasher.update(*field);
+  }
+  hasher.update(options->reject_unauthorized ? "verify" : "no-verify");
+  ClientTls tls{nullptr, core::hex_encode(core::digest_view(hasher.finish()))};
+  {
+    std::lock_guard lock(tls_mutex_);
+    if (auto it = tls_contexts_.find(tls.identity); it != tls_contexts_.end()) {
+      tls.context = it->second;
+      return tls;
+    }
+  }
+  // Made outside the lock (a CA bundle takes a while to load); two invocations racing make two,
+  // and the first kept wins.
+  auto context = make_tls_context(*options);
+  if (!context) return tls;
+  std::lock_guard lock(tls_mutex_);
+  if (tls_contexts_.size() >= kMaxTlsContexts) tls_contexts_.erase(tls_contexts_.begin());
+  tls.context = tls_contexts_.emplace(tls.identity, std::move(context)).first->second;
+  return tls;
+}
+
+std::shared_ptr<ssl::context> UpstreamClient::make_tls_context(const core::TlsOptions& options) const {
   // A key the export check would refuse now (stored under earlier rules) is not used: each
   // handshake would sign with it on an I/O thread.
-  if (!options->cert.empty() && !core::is_supported_tls_client_key(options->key)) return nullptr;
+  if (!options.cert.empty() && !core::is_supported_tls_client_key(options.key)) return nullptr;
   auto context = std::make_shared<ssl::context>(ssl::context::tls_client);
   if (!core::configure_tls_client(context->native_handle())) return nullptr;
   beast::error_code ec;
-  if (!options->ca.empty()) {
-    context->add_certificate_authority(net::buffer(options->ca), ec);  // replaces the default store
+  if (!options.ca.empty()) {
+    context->add_certificate_authority(net::buffer(options.ca), ec);  // replaces the default store
   } else {
     context->set_default_verify_paths(ec);
   }
-  if (!ec && !options->cert.empty()) {
-    context->use_certificate_chain(net::buffer(options->cert), ec);
-    if (!ec) context->use_private_key(net::buffer(options->key), ssl::context::pem, ec);
+  if (!ec && !options.cert.empty()) {
+    context->use_certificate_chain(net::buffer(options.cert), ec);
+    if (!ec) context->use_private_key(net::buffer(options.key), ssl::context::pem, ec);
   }
   if (ec) return nullptr;
-  if (!options->reject_unauthorized) context->set_verify_mode(ssl::verify_none);
+  if (!options.reject_unauthorized) context->set_verify_mode(ssl::verify_none);
   return context;
 }
 
@@ -233,9 +260,10 @@ void UpstreamClient::check_name(const std::string& host, std::uint16_t port, std
 }
 
 std::string UpstreamClient::pool_key(std::string_view tenant, bool https, std::string_view host,
-                                     std::uint16_t port) {
-  // A tenant id never holds a space, and a URI's host never does.
-  return std::string(tenant) + " " + (https ? "https://" : "http://") + std::string(host) + ":" + std::to_string(port);
+                                     std::uint16_t port, std::string_view tls_identity) {
+  // Neither a tenant id, nor a URI's host, nor a hex digest holds a space.
+  return std::string(tenant) + " " + (https ? "https://" : "http://") + std::string(host) + ":" +
+         std::to_string(port) + " " + std::string(tls_identity);
 }
 
 std::shared_ptr<UpstreamConnection> UpstreamClient::take_idle(const std::string& key) {

@@ -98,10 +98,19 @@ class UpstreamClient {
   // The system trust store, peer verified, TLS 1.2 or later.
   core::Status load_default_tls();
   const std::shared_ptr<ssl::context>& default_tls() const { return default_tls_; }
-  // The context for an export's `tls` settings: the default one when it has none of its own;
-  // null when its material cannot be loaded, or holds a client key the export check refuses
-  // (core::is_supported_tls_client_key; stored before that rule).
-  std::shared_ptr<ssl::context> tls_for(const std::optional<core::TlsOptions>& options) const;
+  // The context for an export's `tls` settings: the default one when it has none of its own.
+  // Contexts for an export's own material are made once and kept (kMaxTlsContexts, by a digest
+  // of the material), not rebuilt for every invocation.
+  struct ClientTls {
+    // Null when the material cannot be loaded, or holds a client key the export check refuses
+    // (core::is_supported_tls_client_key; stored before that rule).
+    std::shared_ptr<ssl::context> context;
+    // Which material: empty for the default context, else a SHA-256 of the export's `tls`
+    // settings. Connections made with it are pooled under it (pool_key).
+    std::string identity;
+  };
+  static constexpr std::size_t kMaxTlsContexts = 256;
+  ClientTls tls_for(const std::optional<core::TlsOptions>& options);
 
   // Contract §10, applied to every address an export's upstream resolves to. Set once, before
   // serving.
@@ -118,12 +127,15 @@ class UpstreamClient {
   void check_name(const std::string& host, std::uint16_t port, std::chrono::milliseconds timeout,
                   net::any_io_executor executor, std::function<void(core::Status)> done);
 
-  // The keep-alive pool, keyed by tenant, scheme, host and port (pool_key; connections with
-  // per-export TLS material are never pooled): one tenant's connection never carries another's
-  // request, so no upstream answer can cross between tenants. take_idle drops, instead of
-  // handing out, a connection that is no longer silent_while_idle. An upstream may still close
-  // an idle connection any time: the caller retries once on a new one.
-  static std::string pool_key(std::string_view tenant, bool https, std::string_view host, std::uint16_t port);
+  // The keep-alive pool, keyed by tenant, scheme, host, port and TLS material (pool_key, with
+  // ClientTls::identity): one tenant's connection never carries another's request, so no
+  // upstream answer can cross between tenants, and a connection made with one export's TLS
+  // settings (its client certificate, its trust, its verification) serves only exports with the
+  // very same settings. take_idle drops, instead of handing out, a connection that is no longer
+  // silent_while_idle. An upstream may still close an idle connection any time: the caller
+  // retries once on a new one.
+  static std::string pool_key(std::string_view tenant, bool https, std::string_view host, std::uint16_t port,
+                              std::string_view tls_identity = {});
   std::shared_ptr<UpstreamConnection> take_idle(const std::string& key);
   void keep_idle(const std::string& key, std::shared_ptr<UpstreamConnection> connection);
   // Closes every pooled connection: before the io_context they belong to goes.
@@ -132,9 +144,15 @@ class UpstreamClient {
   net::io_context& io_context() { return ioc_; }
 
  private:
+  // A client context for an export's own settings; null when they cannot be used.
+  std::shared_ptr<ssl::context> make_tls_context(const core::TlsOptions& options) const;
+
   net::io_context& ioc_;
   std::shared_ptr<ssl::context> default_tls_;
   core::UpstreamAddressPolicy policy_;
+
+  std::mutex tls_mutex_;
+  std::map<std::string, std::shared_ptr<ssl::context>> tls_contexts_;  // by ClientTls::identity
 
   std::mutex idle_mutex_;
   std::map<std::string, std::vector<std::pair<Clock::time_point, std::shared_ptr<UpstreamConnection>>>> idle_;

@@ -11,7 +11,7 @@ import tempfile
 import time
 import unittest
 
-from harness import Server, Upstream, token_of
+from harness import Pki, Server, Upstream, token_of
 
 CLOSED_HOSTS = ["127.0.0.1", "127.1.2.3", "[::1]", "localhost", "LocalHost.", "api.localhost", "2130706433",
                 "0177.0.0.1", "0x7f.1", "0x7f000001", "169.254.169.254", "2852039166", "[::ffff:169.254.169.254]",
@@ -158,6 +158,53 @@ class ClientKeyTest(SafetyTest):
             with self.subTest(key=name):
                 status, body = self.export_with(name, newkey, *options)
                 self.assertEqual(status, 201, body)
+
+
+class ClientCertificateReuseTest(SafetyTest):
+    """An export with its own TLS material (a client certificate here) has its TLS context made once
+    and its connections kept alive like any other, so a handshake, and the signature with its key
+    on an I/O thread, is not paid on every invocation. Only exports with the same material, of the
+    same tenant, share a connection."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory(prefix="membraned-reuse-")
+        cls.pki = Pki(os.path.join(cls.tmp.name))
+        cls.client_pki = Pki(tempfile.mkdtemp(dir=cls.tmp.name))
+        cls.upstream = Upstream(tls=cls.pki, require_client_cert=True)
+        cls.upstream.httpd.socket.context.load_verify_locations(cls.client_pki.ca_cert)
+        cls.server = Server().start()
+
+    @classmethod
+    def tearDownClass(cls):
+        code = cls.server.stop()
+        cls.server.cleanup()
+        cls.upstream.close()
+        cls.tmp.cleanup()
+        assert code == 0, code
+
+    def test_connections_with_a_client_certificate_are_reused_for_the_same_material_only(self):
+        def read(path):
+            with open(path) as f:
+                return f.read()
+        tls = {"ca": read(self.pki.ca_cert), "cert": read(self.client_pki.server_cert),
+               "key": read(self.client_pki.server_key)}
+        export = token_of(self.new_membrane(self.server, "client-cert")["capabilities"]["export"])
+        caps = []
+        for extra in ({}, {}, {"rejectUnauthorized": False}):
+            status, body, _ = self.server.call(export, body={"uri": self.upstream.url("/echo"), "tls": dict(tls, **extra)})
+            self.assertEqual(status, 201, body)
+            caps.append(token_of(body["capability"]))
+        conn = self.server.connection()
+        peers = []
+        for cap in (caps[0], caps[0], caps[1], caps[2]):
+            status, body, _ = self.server.call(cap, "GET", conn=conn)
+            self.assertEqual(status, 200, body)
+            peers.append(self.upstream.requests[-1]["peer"])
+        conn.close()
+        self.assertEqual(peers[0], peers[1], "the second invocation made a new connection (and handshake)")
+        self.assertEqual(peers[0], peers[2], "another export with the same material did not share it")
+        self.assertNotEqual(peers[0], peers[3], "an export that does not verify the upstream shared a verified one")
 
 
 class LateTalker:

@@ -522,4 +522,29 @@ TEST_F(SessionTest, TenantsDoNotShareUpstreamConnections) {
   EXPECT_EQ(upstream.connections(), 2);
 }
 
+// An export's own TLS settings get their context made once, by a digest of the settings: the
+// same settings give the same context and pool identity, any difference another.
+TEST_F(SessionTest, ClientTlsContextsAreMadeOncePerMaterial) {
+  start();
+  const auto pem = membraned::test::make_self_signed_pem();
+  const auto ca = membraned::test::make_ca_pem();
+  membraned::core::TlsOptions options{ca.cert, pem.cert, pem.key, true};
+  auto& client = context_->upstream;
+  const auto first = client.tls_for(options);
+  ASSERT_NE(first.context, nullptr);
+  EXPECT_EQ(first.identity.size(), 64u);
+  const auto again = client.tls_for(options);
+  EXPECT_EQ(again.context, first.context);
+  EXPECT_EQ(again.identity, first.identity);
+  options.reject_unauthorized = false;
+  const auto unchecked = client.tls_for(options);
+  EXPECT_NE(unchecked.context, first.context);
+  EXPECT_NE(unchecked.identity, first.identity);
+  const auto plain = client.tls_for(std::nullopt);
+  EXPECT_EQ(plain.context, client.default_tls());
+  EXPECT_TRUE(plain.identity.empty());
+  EXPECT_NE(membraned::server::UpstreamClient::pool_key("t", true, "h", 443, first.identity),
+            membraned::server::UpstreamClient::pool_key("t", true, "h", 443, unchecked.identity));
+}
+
 }  // namespace
