@@ -41,7 +41,8 @@ class Invocation : public std::enable_shared_from_this<Invocation> {
         timeout_(std::min<std::uint64_t>(config.timeout_ms.value_or(context.settings.upstream_timeout_ms),
                                          context.settings.upstream_timeout_ms)),
         head_(upstream_.method == "HEAD"),
-        started_(started) {
+        started_(started),
+        tenant_(tenant) {
     request_ = make_request(upstream_.method, upstream_.target, upstream_.headers, std::move(body));
     upstream_buffer_.reserve(kUpstreamBufferReserve);
     std::string tls_identity;
@@ -78,7 +79,7 @@ class Invocation : public std::enable_shared_from_this<Invocation> {
   void open_connection() {
     reused_ = false;
     context_.upstream.connect(
-        UpstreamEndpoint{upstream_.connect_host, upstream_.port, upstream_.https, tls_}, ConnectLimits{timeout_},
+        UpstreamEndpoint{upstream_.connect_host, upstream_.port, upstream_.https, tls_, tenant_}, ConnectLimits{timeout_},
         /*checked=*/true,
         [self = shared_from_this()](std::shared_ptr<UpstreamConnection> connection, std::optional<ConnectFailure> failure) {
           self->connection_ = std::move(connection);
@@ -311,6 +312,7 @@ class Invocation : public std::enable_shared_from_this<Invocation> {
   bool header_sent_ = false;
   Clock::time_point started_;           // the request's, for the invocation's duration
   Clock::time_point upstream_started_;  // the first upstream step's
+  std::string tenant_;                  // whose export: its share of the resolver
   bool keep_alive_ = false;
 };
 

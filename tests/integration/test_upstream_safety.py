@@ -1,9 +1,12 @@
-"""contract §10: exports may not reach loopback, link-local, unspecified or the service's own
-address, in any spelling, unless the operator opens a range; every invocation checks again the
-address it connects to, so a name re-pointed after the export (DNS rebinding) is not called.
+"""contract §10: exports may not reach loopback, link-local, cloud metadata, unspecified or the
+service's own address, in any spelling, unless the operator opens a range; every invocation checks
+again the address it connects to, so a name re-pointed after the export (DNS rebinding) is not
+called. And what an export may make the outgoing side do to everyone else: costly TLS client keys
+(refused), answers crossing pooled connections, slow DNS names (each delays only itself).
 
 Names are made to resolve where the test wants by running membraned in a mount namespace of its
-own whose /etc/hosts is a file of the test (unshare, as root: the test set-up runs as root)."""
+own whose /etc/hosts (and, for slow names, /etc/resolv.conf, pointing at a DNS server of the test)
+are files of the test (unshare, as root: the test set-up runs as root)."""
 import os
 import socket
 import subprocess
@@ -355,3 +358,148 @@ class NamesTest(SafetyTest):
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
+
+
+class SilentDns:
+    """A tiny DNS server on a loopback address, port 53 (UDP): it answers NXDOMAIN to every query
+    but, once `silent` is set, never answers for names under never.attacker.test (a name whose
+    servers do not answer: each lookup waits for the resolver's timeout)."""
+
+    def __init__(self):
+        import threading
+        self.address = "127.53.%d.%d" % (os.getpid() % 250 + 1, threading.get_ident() % 250 + 1)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind((self.address, 53))
+        self.silent = False
+        self.queries = []
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    def serve(self):
+        while True:
+            try:
+                packet, peer = self.sock.recvfrom(4096)
+            except OSError:
+                return
+            labels, at = [], 12
+            while at < len(packet) and packet[at] != 0:
+                labels.append(packet[at + 1:at + 1 + packet[at]].decode("ascii", "replace"))
+                at += 1 + packet[at]
+            name = ".".join(labels).lower()
+            self.queries.append(name)
+            if self.silent and (name == "never.attacker.test" or name.endswith(".never.attacker.test")):
+                continue
+            question = packet[12:at + 5]
+            answer = packet[:2] + b"\x81\x83" + b"\x00\x01\x00\x00\x00\x00\x00\x00" + question
+            try:
+                self.sock.sendto(answer, peer)
+            except OSError:
+                pass
+
+    def close(self):
+        self.sock.close()
+
+
+class SlowDnsTest(SafetyTest):
+    """One slow or never-answering DNS name must delay nobody else (attack review H2). membraned
+    runs in a mount namespace of its own whose /etc/resolv.conf points at SilentDns (a lookup it
+    does not answer takes the resolver's 20 s timeout) and whose /etc/hosts names victim.test."""
+
+    LOOKUP_TIMEOUT_S = 20  # resolv.conf's: a silent name's lookup ends (EAI_AGAIN) no sooner
+    SLOW_TIMEOUT_MS = 3000
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory(prefix="membraned-slowdns-")
+        cls.dns = SilentDns()
+        files = {"hosts": "127.0.0.1 localhost\n127.0.0.1 victim.test\n",
+                 "resolv.conf": "nameserver %s\noptions timeout:%d attempts:1\n" % (cls.dns.address,
+                                                                                    cls.LOOKUP_TIMEOUT_S),
+                 "nsswitch.conf": "hosts: files dns\n"}
+        for name, text in files.items():
+            with open(os.path.join(cls.tmp.name, name), "w") as f:
+                f.write(text)
+        script = ('mount --bind "$0/hosts" /etc/hosts && mount --bind "$0/resolv.conf" /etc/resolv.conf && '
+                  'mount --bind "$0/nsswitch.conf" /etc/nsswitch.conf && exec "$@"')
+        cls.server = Server(prefix=["unshare", "--mount", "--", "sh", "-c", script, cls.tmp.name]).start()
+        cls.upstream = Upstream()
+
+    @classmethod
+    def tearDownClass(cls):
+        code = cls.server.stop()
+        cls.server.cleanup()
+        cls.upstream.close()
+        cls.dns.close()
+        cls.tmp.cleanup()
+        assert code == 0, code
+
+    def export_as(self, export_token, uri, timeout_ms):
+        conn = self.server.connection(timeout=3 * self.LOOKUP_TIMEOUT_S)
+        status, body, _ = self.server.call(export_token, body={"uri": uri, "timeoutMs": timeout_ms}, conn=conn)
+        conn.close()
+        self.assertEqual(status, 201, body)
+        return token_of(body["capability"])
+
+    def invoke(self, cap, outcome):
+        started = time.monotonic()
+        try:
+            conn = self.server.connection(timeout=3 * self.LOOKUP_TIMEOUT_S)
+            status, body, _ = self.server.call(cap, "GET", conn=conn)
+            conn.close()
+        except OSError as e:
+            status, body = None, repr(e)
+        outcome.update(status=status, body=body, started=started, ended=time.monotonic())
+
+    def test_a_name_that_never_resolves_delays_no_other_invocation(self):
+        import threading
+        self.dns.silent = False  # while exporting: the slow names do not resolve, at once
+        attacker = token_of(self.new_membrane(self.server, "slow-names")["capabilities"]["export"])
+        # The same name twice (one lookup would serve both) and three names of their own (each its
+        # own lookup): a flood that would hold every resolver thread if nothing limited it.
+        hosts = ["never.attacker.test", "never.attacker.test"] + ["x%d.never.attacker.test" % i for i in range(3)]
+        slow = [self.export_as(attacker, "http://%s/x" % host, self.SLOW_TIMEOUT_MS) for host in hosts]
+        other = self.server.tenant_create()
+        status, m, _ = self.server.call(token_of(other["capabilities"]["create"]), body={"id": "victim"})
+        self.assertEqual(status, 201, m)
+        victim_export = token_of(m["capabilities"]["export"])
+        victim = self.export_as(victim_export, "http://victim.test:%d/echo" % self.upstream.port, 5000)
+        literal = self.export_as(victim_export, "http://127.0.0.1:%d/echo" % self.upstream.port, 5000)
+
+        self.dns.silent = True
+        outcomes = [dict() for _ in slow]
+        threads = [threading.Thread(target=self.invoke, args=(cap, out)) for cap, out in zip(slow, outcomes)]
+        for t in threads:
+            t.start()
+        # The slow lookups are asked (or queued) before the victim comes.
+        deadline = time.monotonic() + 10
+        while sum(1 for q in self.dns.queries[-50:] if q.endswith("never.attacker.test")) < 2 and \
+                time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        by_name, by_address = {}, {}
+        self.invoke(victim, by_name)
+        self.invoke(literal, by_address)
+        pending_when_victims_done = [t.is_alive() for t in threads]
+        for t in threads:
+            t.join()
+
+        self.assertEqual(by_name["status"], 200, by_name["body"])
+        self.assertEqual(by_address["status"], 200, by_address["body"])
+        # The victims finished while every slow invocation was still waiting for its name.
+        self.assertEqual(pending_when_victims_done, [True] * len(threads))
+        self.assertLess(by_address["ended"], min(o["ended"] for o in outcomes))
+        for host, out in zip(hosts, outcomes):
+            with self.subTest(host=host):
+                # 504 from the export's own deadline: the lookup itself could not have ended (the DNS
+                # server never answers; glibc gives up only after LOOKUP_TIMEOUT_S).
+                self.assertEqual(out["status"], 504, out["body"])
+                self.assertEqual(out["body"]["message"], "the upstream did not answer in time")
+                self.assertLess(out["ended"] - out["started"], self.LOOKUP_TIMEOUT_S)
+
+    def test_the_export_time_check_of_a_silent_name_is_bounded(self):
+        self.dns.silent = True
+        export = token_of(self.new_membrane(self.server, "slow-export")["capabilities"]["export"])
+        started = time.monotonic()
+        # Answered, 201 (a name that does not resolve now is left to the invocation's check), while
+        # the lookup it started cannot end before LOOKUP_TIMEOUT_S.
+        self.export_as(export, "http://never.attacker.test/y", 1000)
+        self.assertLess(time.monotonic() - started, self.LOOKUP_TIMEOUT_S)
