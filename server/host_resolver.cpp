@@ -53,7 +53,8 @@ std::pair<boost::system::error_code, HostResolver::Addresses> getaddrinfo_lookup
     net::ip::address address;
     if (entry->ai_family == AF_INET) {
       net::ip::address_v4::bytes_type bytes;
-      std::memcpy(bytes.data(), &reinterpret_cast<const sockaddr_in*>(entry->ai_addr)->sin_addr, bytes.size());
+      std::memcpy(bytes.data(), &reinterpret_cast<const sockaddr_in*>(entry->ai_addr)->sin_addr,
+                  bytes.size());
       address = net::ip::address_v4(bytes);
     } else if (entry->ai_family == AF_INET6) {
       const auto* in6 = reinterpret_cast<const sockaddr_in6*>(entry->ai_addr);
@@ -63,7 +64,9 @@ std::pair<boost::system::error_code, HostResolver::Addresses> getaddrinfo_lookup
     } else {
       continue;
     }
-    if (std::find(addresses.begin(), addresses.end(), address) == addresses.end()) addresses.push_back(address);
+    if (std::find(addresses.begin(), addresses.end(), address) == addresses.end()) {
+      addresses.push_back(address);
+    }
   }
   ::freeaddrinfo(list);
   if (addresses.empty()) return {net::error::host_not_found, {}};
@@ -90,8 +93,9 @@ struct HostResolver::State {
   std::condition_variable wake;
   bool stopped = false;
   std::list<std::shared_ptr<Job>> queue;  // not started, oldest first
-  std::map<std::pair<std::string, std::string>, std::shared_ptr<Job>> jobs;  // queued or running, by scope and host
-  std::map<std::string, std::size_t> running;                               // by scope
+  // Queued or running, by scope and host.
+  std::map<std::pair<std::string, std::string>, std::shared_ptr<Job>> jobs;
+  std::map<std::string, std::size_t> running;  // by scope
 
   static bool awaited(const Job& job) {
     return std::any_of(job.waiters.begin(), job.waiters.end(), [](const auto& w) { return !w.expired(); });
@@ -161,7 +165,8 @@ HostResolver::~HostResolver() { stop(); }
 
 HostResolver::Lookup HostResolver::resolve(std::string host, std::string scope, net::any_io_executor executor,
                                            Done done) {
-  std::transform(host.begin(), host.end(), host.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  std::transform(host.begin(), host.end(), host.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   auto waiter = std::make_shared<State::Waiter>(State::Waiter{std::move(executor), std::move(done)});
   std::lock_guard lock(state_->mutex);
   if (state_->stopped) return waiter;

@@ -39,7 +39,8 @@ class HostResolver {
   using Addresses = std::vector<boost::asio::ip::address>;
   using Done = std::function<void(boost::system::error_code, Addresses)>;
   // One blocking lookup: the addresses a name has, or why not. The system's is getaddrinfo.
-  using LookupFunction = std::function<std::pair<boost::system::error_code, Addresses>(const std::string& host)>;
+  using LookupFunction =
+      std::function<std::pair<boost::system::error_code, Addresses>(const std::string& host)>;
 
   using Limits = HostResolverLimits;
 

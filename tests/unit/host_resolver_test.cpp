@@ -85,11 +85,12 @@ class HostResolverTest : public testing::Test {
 
   HostResolver::Lookup resolve(HostResolver& resolver, const std::string& host, const std::string& scope,
                                Outcome& out) {
-    return resolver.resolve(host, scope, ioc_.get_executor(), [&out](boost::system::error_code ec, HostResolver::Addresses a) {
-      out.called = true;
-      out.ec = ec;
-      out.addresses = std::move(a);
-    });
+    return resolver.resolve(host, scope, ioc_.get_executor(),
+                            [&out](boost::system::error_code ec, HostResolver::Addresses a) {
+                              out.called = true;
+                              out.ec = ec;
+                              out.addresses = std::move(a);
+                            });
   }
 
   void run_until(const std::function<bool()>& done) {
@@ -114,7 +115,8 @@ TEST_F(HostResolverTest, OneTenantsSlowNamesLeaveThreadsForEveryoneElse) {
   HostResolver resolver({.threads = 4, .per_scope = 2}, dns_->function());
   std::vector<Outcome> slow(4);
   std::vector<HostResolver::Lookup> held;
-  for (int i = 0; i < 4; ++i) held.push_back(resolve(resolver, "slow" + std::to_string(i) + ".test", "attacker", slow[i]));
+  for (int i = 0; i < 4; ++i)
+    held.push_back(resolve(resolver, "slow" + std::to_string(i) + ".test", "attacker", slow[i]));
   ASSERT_TRUE(dns_->wait_running(2));
   run_for(50ms);
   EXPECT_EQ(dns_->running(), 2) << "one tenant ran more lookups at once than its share";
@@ -143,7 +145,7 @@ TEST_F(HostResolverTest, ANameAskedAgainJoinsTheLookupInFlight) {
   Outcome first, second, other_tenant;
   auto a = resolve(resolver, "slow.test", "t", first);
   ASSERT_TRUE(dns_->wait_running(1));
-  auto b = resolve(resolver, "SLOW.test", "t", second);  // names are not case-sensitive
+  auto b = resolve(resolver, "SLOW.test", "t", second);        // names are not case-sensitive
   auto c = resolve(resolver, "slow.test", "u", other_tenant);  // another tenant's share: its own
   ASSERT_TRUE(dns_->wait_running(2));
   run_for(50ms);
