@@ -36,6 +36,16 @@ const std::vector<ClosedRange>& closed_ranges() {
     auto add = [&r](const char* cidr, const char* what) { r.push_back({*Cidr::parse(cidr), what}); };
     add("127.0.0.0/8", "a loopback address");
     add("::1/128", "a loopback address");
+    // The cloud metadata and credential endpoints outside link-local, as their clouds document
+    // them (docs/security.md lists the sources). Before the ranges that hold some of them, so
+    // that the refusal names what the address is.
+    constexpr const char* metadata = "a cloud metadata endpoint";
+    add("fd00:ec2::/32", metadata);       // AWS: IMDS ::254, EKS Pod Identity ::23, DNS ::253, NTP ::123
+    add("fd20:ce::254/128", metadata);    // GCP: the metadata server over IPv6
+    add("168.63.129.16/32", metadata);    // Azure: the WireServer (goal state, extension settings)
+    add("100.100.100.200/32", metadata);  // Alibaba Cloud: ECS metadata, RAM role credentials
+    add("192.0.0.192/32", metadata);      // Oracle: Compute Cloud@Customer / Classic metadata
+    add("fd00:a9fe:a9fe::1/128", metadata);  // Akamai (Linode): the metadata service over IPv6
     add("169.254.0.0/16", "a link-local address (cloud metadata endpoints live there)");
     add("fe80::/10", "a link-local address");
     add("0.0.0.0/8", "an unspecified address");

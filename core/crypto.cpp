@@ -284,4 +284,25 @@ bool pem_key_matches_certificate(std::string_view cert_pem, std::string_view key
   return ok;
 }
 
+bool is_supported_tls_client_key(std::string_view key_pem) {
+  auto key = read_private_key(key_pem);
+  bool ok = false;
+  if (key && (EVP_PKEY_is_a(key.get(), "RSA") || EVP_PKEY_is_a(key.get(), "RSA-PSS"))) {
+    ok = EVP_PKEY_get_bits(key.get()) <= kMaxTlsClientRsaBits;
+  } else if (key && EVP_PKEY_is_a(key.get(), "EC")) {
+    // Named curves only: a key with explicit parameters has no group name.
+    char group[64] = {};
+    size_t length = 0;
+    if (EVP_PKEY_get_group_name(key.get(), group, sizeof group, &length) == 1) {
+      const std::string_view name(group, length);
+      ok = name == "prime256v1" || name == "secp384r1" || name == "secp521r1" || name == "P-256" ||
+           name == "P-384" || name == "P-521";
+    }
+  } else if (key) {
+    ok = EVP_PKEY_is_a(key.get(), "ED25519") || EVP_PKEY_is_a(key.get(), "ED448");
+  }
+  ERR_clear_error();
+  return ok;
+}
+
 }  // namespace membraned::core

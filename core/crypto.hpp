@@ -70,5 +70,11 @@ Result<std::string> aead_open(std::string_view key, std::string_view sealed,
 bool is_pem_certificates(std::string_view pem);  // one or more X.509 certificates
 bool is_pem_private_key(std::string_view pem);   // an unencrypted private key
 bool pem_key_matches_certificate(std::string_view cert_pem, std::string_view key_pem);
+// A private key whose signatures cost at most an RSA 4096 one, of a kind TLS clients use: RSA
+// (or RSA-PSS) of at most 4096 bits, EC on P-256, P-384 or P-521, Ed25519, Ed448. Every TLS
+// handshake signs with an export's client key on an I/O thread (a 16384-bit RSA key costs about
+// 250 ms each time); larger RSA keys, other curves, explicit curve parameters and DSA are refused.
+inline constexpr int kMaxTlsClientRsaBits = 4096;
+bool is_supported_tls_client_key(std::string_view key_pem);
 
 }  // namespace membraned::core

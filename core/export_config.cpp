@@ -245,7 +245,7 @@ Status check_signer_headers(const Headers& headers, const Signing& signing) {
   return ok_status();
 }
 
-Result<TlsOptions> parse_tls(const json& object) {
+Result<TlsOptions> parse_tls(const json& object, const ExportLimits& limits) {
   if (!object.is_object()) return bad("tls", "tls must be an object");
   if (auto s = only_known_keys(object, "tls", {"ca", "cert", "key", "rejectUnauthorized"}); !s) {
     return s.error();
@@ -273,6 +273,10 @@ Result<TlsOptions> parse_tls(const json& object) {
     }
     if (!pem_key_matches_certificate(**cert, **key)) {
       return bad("tls.key", "tls.key does not belong to tls.cert");
+    }
+    if (limits.check_tls_key && !is_supported_tls_client_key(**key)) {
+      return bad("tls.key", "tls.key must be an RSA key of at most " + std::to_string(kMaxTlsClientRsaBits) +
+                                " bits, an EC key on P-256, P-384 or P-521, or an Ed25519 or Ed448 key");
     }
     tls.cert = std::move(**cert);
     tls.key = std::move(**key);
@@ -342,7 +346,7 @@ Result<UriExport> parse_uri_export(const json& body, const ExportLimits& limits)
     out.timeout_ms = *timeout;
   }
   if (auto it = body.find("tls"); it != body.end()) {
-    auto tls = parse_tls(*it);
+    auto tls = parse_tls(*it, limits);
     if (!tls) return tls.error();
     out.tls = std::move(*tls);
   }

@@ -61,6 +61,10 @@ using ExportConfig = std::variant<UriExport, ReExport>;
 
 struct ExportLimits {
   std::uint64_t max_timeout_ms = 30000;
+  // tls.key must be a key whose signatures cost little (core::is_supported_tls_client_key). A
+  // configuration read back from storage was checked under the rules of its day: the server
+  // refuses such a key when an invocation would use it.
+  bool check_tls_key = true;
 };
 
 // Errors are invalid_input with `field` naming the offending field (dotted path).

@@ -77,7 +77,7 @@ struct HttpServer::Impl {
   // What still holds sessions or sockets goes while the io_context is there: pooled upstream
   // connections, and requests that waited for credentials when a grace period ran out.
   ~Impl() {
-    context.upstream.drop_idle();
+    context.upstream.stop();
     context.credentials.abandon_waiting();
   }
 

@@ -33,7 +33,8 @@ constexpr std::uint32_t kUpstreamHeaderLimit = 64 * 1024;
 class Invocation : public std::enable_shared_from_this<Invocation> {
  public:
   Invocation(ServerContext& context, std::shared_ptr<RequesterSide> requester, const core::UriExport& config,
-             core::UpstreamRequest upstream, std::string body, Clock::time_point started, SendCheck check)
+             const std::string& tenant, core::UpstreamRequest upstream, std::string body, Clock::time_point started,
+             SendCheck check)
       : context_(context),
         requester_(std::move(requester)),
         check_(std::move(check)),
@@ -42,15 +43,17 @@ class Invocation : public std::enable_shared_from_this<Invocation> {
         timeout_(std::min<std::uint64_t>(config.timeout_ms.value_or(context.settings.upstream_timeout_ms),
                                          context.settings.upstream_timeout_ms)),
         head_(upstream_.method == "HEAD"),
-        started_(started) {
+        started_(started),
+        tenant_(tenant) {
     request_ = make_request(upstream_.method, upstream_.target, upstream_.headers, std::move(body));
     upstream_buffer_.reserve(kUpstreamBufferReserve);
-    if (upstream_.https) tls_ = context_.upstream.tls_for(config.tls);
-    // Pooled by scheme, host and port when it uses no per-export TLS material.
-    if (!upstream_.https || tls_ == context_.upstream.default_tls()) {
-      pool_key_ = std::string(upstream_.https ? "https://" : "http://") + upstream_.connect_host + ":" +
-                  std::to_string(upstream_.port);
+    std::string tls_identity;
+    if (upstream_.https) {
+      auto tls = context_.upstream.tls_for(config.tls);
+      tls_ = std::move(tls.context);
+      tls_identity = std::move(tls.identity);
     }
+    pool_key_ = UpstreamClient::pool_key(tenant, upstream_.https, upstream_.connect_host, upstream_.port, tls_identity);
   }
 
   ~Invocation() {
@@ -78,7 +81,7 @@ class Invocation : public std::enable_shared_from_this<Invocation> {
   void open_connection() {
     reused_ = false;
     context_.upstream.connect(
-        UpstreamEndpoint{upstream_.connect_host, upstream_.port, upstream_.https, tls_}, ConnectLimits{timeout_},
+        UpstreamEndpoint{upstream_.connect_host, upstream_.port, upstream_.https, tls_, tenant_}, ConnectLimits{timeout_},
         /*checked=*/true,
         [self = shared_from_this()](std::shared_ptr<UpstreamConnection> connection, std::optional<ConnectFailure> failure) {
           self->connection_ = std::move(connection);
@@ -332,15 +335,17 @@ class Invocation : public std::enable_shared_from_this<Invocation> {
   bool header_sent_ = false;
   Clock::time_point started_;           // the request's, for the invocation's duration
   Clock::time_point upstream_started_;  // the first upstream step's
+  std::string tenant_;                  // whose export: its share of the resolver
   bool keep_alive_ = false;
 };
 
 }  // namespace
 
 void start_invocation(ServerContext& context, std::shared_ptr<RequesterSide> requester, const core::UriExport& config,
-                      core::UpstreamRequest upstream, std::string body, Clock::time_point started, SendCheck check) {
-  std::make_shared<Invocation>(context, std::move(requester), config, std::move(upstream), std::move(body), started,
-                               std::move(check))
+                      const std::string& tenant, core::UpstreamRequest upstream, std::string body,
+                      Clock::time_point started, SendCheck check) {
+  std::make_shared<Invocation>(context, std::move(requester), config, tenant, std::move(upstream), std::move(body),
+                               started, std::move(check))
       ->start();
 }
 

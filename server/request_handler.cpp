@@ -172,8 +172,9 @@ SendCheck RequestHandler::send_check() {
 
 // Contract §10 at export: an upstream that is, or resolves to, a closed address is 400. The body
 // is parsed once, here, and the parsed value stored. Names are resolved off the I/O threads
-// (Asio's resolver), bounded by the read timeout; a name that does not resolve now is left to
-// the check every invocation makes on the address it connects to.
+// (the upstream client's resolver pool, in the exporting tenant's share), for a few seconds at
+// most; a name that does not resolve by then is left to the check every invocation makes on the
+// address it connects to.
 void RequestHandler::export_after_address_check(const Request& request, net::any_io_executor executor,
                                                 std::function<void(Outcome)> then) {
   auto config = context_.api.parse_export(request.body());
@@ -181,7 +182,7 @@ void RequestHandler::export_after_address_check(const Request& request, net::any
   export_config_ = std::move(*config);
   const auto* uri = std::get_if<core::UriExport>(&*export_config_);
   if (uri == nullptr) return export_parsed(std::move(executor), std::move(then));
-  context_.upstream.check_name(uri->target.connect_host, uri->target.port, context_.settings.read_timeout, executor,
+  context_.upstream.check_name(uri->target.connect_host, uri->target.port, authorized_->resolved.tenant_id, executor,
                                [this, executor, then = std::move(then)](core::Status verdict) mutable {
                                  if (!verdict) return then(json_answer(api::Api::error_response(verdict.error())));
                                  export_parsed(std::move(executor), std::move(then));

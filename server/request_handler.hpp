@@ -72,6 +72,8 @@ class RequestHandler {
   api::Response too_large() const;
   // The export configuration of the invocation being relayed (after a Relay outcome).
   const core::UriExport& invoked_config() const { return *authorized_->resolved.uri; }
+  // The tenant whose export that is.
+  const std::string& invoked_tenant() const { return authorized_->resolved.tenant_id; }
   // The relay's send-time check of that invocation's capability (server/invocation.hpp).
   SendCheck send_check();
 

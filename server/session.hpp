@@ -161,8 +161,9 @@ class HttpSession : public RequesterSide, public Stoppable {
   void on_outcome(Outcome outcome) {
     if (auto* answer = std::get_if<Answer>(&outcome)) return send(std::move(*answer), keep_alive());
     std::shared_ptr<RequesterSide> self = derived().shared_from_this();
-    start_invocation(context_, std::move(self), handler_.invoked_config(), std::move(std::get<Relay>(outcome).upstream),
-                     std::move(request().body()), handler_.started(), handler_.send_check());
+    start_invocation(context_, std::move(self), handler_.invoked_config(), handler_.invoked_tenant(),
+                     std::move(std::get<Relay>(outcome).upstream), std::move(request().body()), handler_.started(),
+                     handler_.send_check());
   }
 
   void reply_and_close(api::Response response) { send(json_answer(response), false); }

@@ -26,6 +26,7 @@
 #include "core/export_config.hpp"
 #include "core/http.hpp"
 #include "core/result.hpp"
+#include "server/host_resolver.hpp"
 #include "server/net.hpp"
 
 namespace membraned::server {
@@ -48,6 +49,10 @@ struct UpstreamConnection {
   bool open() const { return plain.has_value() || tls.has_value(); }
   // Both directions shut and the socket closed, now (call on the strand).
   void close();
+  // Whether an idle connection may carry another request: still open, and nothing arrived on it
+  // since its last answer (neither bytes, which would be read as the next answer, nor the peer's
+  // close), nor is any left in the TLS layer. Call while nobody else uses it (in the pool).
+  bool silent_while_idle();
   // `f(stream)` with the plain or the TLS stream.
   template <class F>
   void with_stream(F&& f) {
@@ -64,9 +69,14 @@ struct UpstreamEndpoint {
   std::uint16_t port = 0;
   bool https = false;
   std::shared_ptr<ssl::context> tls;  // https only
+  // Whose lookup a name's is (HostResolver's scope): the tenant whose export it is, or empty for
+  // the service's own calls (credential sources).
+  std::string tenant{};
 };
 
-// Each step (resolve, connect, handshake) has `step_timeout`, and none goes past `deadline`.
+// Each step (resolve, connect, handshake) has `step_timeout`, and none goes past `deadline`. The
+// resolve step's limit holds however long the lookup waits in HostResolver's queue or in
+// getaddrinfo.
 struct ConnectLimits {
   std::chrono::milliseconds step_timeout{30000};
   Clock::time_point deadline = Clock::time_point::max();
@@ -89,44 +99,78 @@ class UpstreamClient {
   static constexpr std::size_t kMaxIdle = 1024;
   static constexpr std::chrono::seconds kMaxIdleTime{20};
 
-  explicit UpstreamClient(net::io_context& ioc);
+  // The export-time check waits this long at most for a name (then passes it: every invocation
+  // checks again).
+  static constexpr std::chrono::seconds kNameCheckTimeout{3};
+
+  explicit UpstreamClient(net::io_context& ioc, HostResolver::Limits resolver_limits = {});
 
   // The system trust store, peer verified, TLS 1.2 or later.
   core::Status load_default_tls();
   const std::shared_ptr<ssl::context>& default_tls() const { return default_tls_; }
-  // The context for an export's `tls` settings: the default one when it has none of its own;
-  // null when its material cannot be loaded.
-  std::shared_ptr<ssl::context> tls_for(const std::optional<core::TlsOptions>& options) const;
+  // The context for an export's `tls` settings: the default one when it has none of its own.
+  // Contexts for an export's own material are made once and kept (kMaxTlsContexts, by a digest
+  // of the material), not rebuilt for every invocation.
+  struct ClientTls {
+    // Null when the material cannot be loaded, or holds a client key the export check refuses
+    // (core::is_supported_tls_client_key; stored before that rule).
+    std::shared_ptr<ssl::context> context;
+    // Which material: empty for the default context, else a SHA-256 of the export's `tls`
+    // settings. Connections made with it are pooled under it (pool_key).
+    std::string identity;
+  };
+  static constexpr std::size_t kMaxTlsContexts = 256;
+  ClientTls tls_for(const std::optional<core::TlsOptions>& options);
 
   // Contract §10, applied to every address an export's upstream resolves to. Set once, before
   // serving.
   void set_address_policy(core::UpstreamAddressPolicy policy) { policy_ = std::move(policy); }
   const core::UpstreamAddressPolicy& address_policy() const { return policy_; }
 
-  // resolve → (with `checked`, the address policy on every address) → connect → TLS handshake
-  // with the peer's name verified. Operator endpoints (credential sources) are not checked:
-  // the policy closes exactly the metadata addresses they live on.
+  // resolve (an IP address is not: it is used as it is; a name is looked up in the resolver's
+  // pool, in the endpoint's tenant's share) → (with `checked`, the address policy on every
+  // address) → connect → TLS handshake with the peer's name verified. Operator endpoints
+  // (credential sources) are not checked: the policy closes exactly the metadata addresses they
+  // live on.
   void connect(UpstreamEndpoint endpoint, ConnectLimits limits, bool checked, ConnectDone done);
 
   // Export time: every address `host` resolves to now must be open. A name that does not
-  // resolve (or not within `timeout`) passes: the check each connect makes decides then.
-  void check_name(const std::string& host, std::uint16_t port, std::chrono::milliseconds timeout,
+  // resolve (or not within kNameCheckTimeout; looked up in `tenant`'s share of the resolver)
+  // passes: the check each connect makes decides then. `done` runs on `executor`, or at once for
+  // an address.
+  void check_name(const std::string& host, std::uint16_t port, const std::string& tenant,
                   net::any_io_executor executor, std::function<void(core::Status)> done);
 
-  // The keep-alive pool, keyed by scheme, host and port (connections with per-export TLS
-  // material are never pooled). An upstream may close an idle connection any time: the caller
+  // The keep-alive pool, keyed by tenant, scheme, host, port and TLS material (pool_key, with
+  // ClientTls::identity): one tenant's connection never carries another's request, so no
+  // upstream answer can cross between tenants, and a connection made with one export's TLS
+  // settings (its client certificate, its trust, its verification) serves only exports with the
+  // very same settings. take_idle drops, instead of handing out, a connection that is no longer
+  // silent_while_idle. An upstream may still close an idle connection any time: the caller
   // retries once on a new one.
+  static std::string pool_key(std::string_view tenant, bool https, std::string_view host, std::uint16_t port,
+                              std::string_view tls_identity = {});
   std::shared_ptr<UpstreamConnection> take_idle(const std::string& key);
   void keep_idle(const std::string& key, std::shared_ptr<UpstreamConnection> connection);
   // Closes every pooled connection: before the io_context they belong to goes.
   void drop_idle();
+  // drop_idle, and no lookup completes any more (HostResolver::stop): before the io_context goes.
+  void stop();
 
   net::io_context& io_context() { return ioc_; }
+  HostResolver& resolver() { return resolver_; }
 
  private:
+  // A client context for an export's own settings; null when they cannot be used.
+  std::shared_ptr<ssl::context> make_tls_context(const core::TlsOptions& options) const;
+
   net::io_context& ioc_;
+  HostResolver resolver_;
   std::shared_ptr<ssl::context> default_tls_;
   core::UpstreamAddressPolicy policy_;
+
+  std::mutex tls_mutex_;
+  std::map<std::string, std::shared_ptr<ssl::context>> tls_contexts_;  // by ClientTls::identity
 
   std::mutex idle_mutex_;
   std::map<std::string, std::vector<std::pair<Clock::time_point, std::shared_ptr<UpstreamConnection>>>> idle_;

@@ -46,7 +46,7 @@ Result<Resolved> resolve_links(const std::map<CapabilityRow, Link>& links, const
   if (last.kind == CapabilityKind::uri) {
     auto opened = key.open(last.config, sealing::uri_config_context(last.digest));
     if (!opened) return Error::internal("a stored export configuration does not open");
-    auto parsed = core::parse_export_config(*opened, {UINT64_MAX});
+    auto parsed = core::parse_export_config(*opened, {.max_timeout_ms = UINT64_MAX, .check_tls_key = false});
     core::secure_wipe(*opened);
     if (!parsed || !std::holds_alternative<core::UriExport>(*parsed)) {
       return Error::internal("a stored export configuration does not parse");

@@ -8,6 +8,7 @@
 
 #include <memory>
 #include <stdexcept>
+#include <string>
 
 namespace membraned::test {
 namespace {
@@ -114,6 +115,27 @@ PemPair make_self_signed_pem(std::string_view common_name, int days) {
                                  nullptr) == 1,
         "PEM_write_bio_PrivateKey");
   return PemPair{bio_text(cert_bio.get()), bio_text(key_bio.get())};
+}
+
+PemPair make_self_signed_pem_with_key(std::string_view algorithm, std::string_view parameter,
+                                      std::string_view common_name) {
+  const std::string name(algorithm);
+  const std::string value(parameter);
+  std::unique_ptr<EVP_PKEY, PkeyFree> key;
+  if (name == "RSA") {
+    key.reset(EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", static_cast<size_t>(std::stoul(value))));
+  } else if (name == "EC") {
+    key.reset(EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", value.c_str()));
+  } else {
+    key.reset(EVP_PKEY_Q_keygen(nullptr, nullptr, name.c_str()));
+  }
+  check(key != nullptr, "EVP_PKEY_Q_keygen");
+  auto cert = new_certificate(key.get(), common_name, 1);
+  check(X509_set_issuer_name(cert.get(), X509_get_subject_name(cert.get())) == 1, "X509_set_issuer_name");
+  // EdDSA signs without a separate digest.
+  const bool eddsa = name == "ED25519" || name == "ED448";
+  check(X509_sign(cert.get(), key.get(), eddsa ? nullptr : EVP_sha256()) > 0, "X509_sign");
+  return pem_of(cert.get(), key.get());
 }
 
 PemPair make_ca_pem(std::string_view common_name) {

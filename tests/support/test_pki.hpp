@@ -19,6 +19,11 @@ struct PemPair {
 // when OpenSSL fails.
 PemPair make_self_signed_pem(std::string_view common_name = "membraned test", int days = 1);
 
+// The same with a key of another kind: `algorithm` "RSA" (`parameter`: its size in bits, "4096"),
+// "EC" (`parameter`: the curve, "P-384", "secp256k1"), "ED25519" or "ED448" (no parameter).
+PemPair make_self_signed_pem_with_key(std::string_view algorithm, std::string_view parameter,
+                                      std::string_view common_name = "membraned test");
+
 // A new P-256 CA certificate (CA:TRUE, keyCertSign), self-signed, valid from now for a day.
 PemPair make_ca_pem(std::string_view common_name = "membraned test CA");
 

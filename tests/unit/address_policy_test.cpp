@@ -100,6 +100,41 @@ TEST(UpstreamAddressPolicy, ClosesLoopbackLinkLocalUnspecifiedAndMulticastByDefa
   }
 }
 
+// The metadata and credential endpoints the clouds document outside 169.254.0.0/16: AWS's
+// fd00:ec2::/32 (IMDS fd00:ec2::254, the EKS Pod Identity agent fd00:ec2::23, the DNS resolver and
+// time server beside them), GCP's fd20:ce::254, Azure's WireServer 168.63.129.16, Alibaba
+// Cloud's 100.100.100.200, Oracle's 192.0.0.192 and Akamai (Linode)'s fd00:a9fe:a9fe::1: closed,
+// with the reason the metadata refusal gives, in every spelling, and opened only by the operator.
+TEST(UpstreamAddressPolicy, CloudMetadataEndpointsOutsideLinkLocalAreClosed) {
+  UpstreamAddressPolicy policy;
+  for (const char* closed :
+       {"fd00:ec2::254", "fd00:ec2::23", "fd00:ec2::253", "fd00:ec2::123", "fd00:ec2:0:1::5", "fd20:ce::254",
+        "168.63.129.16", "100.100.100.200", "192.0.0.192", "fd00:a9fe:a9fe::1", "::ffff:168.63.129.16",
+        "::ffff:100.100.100.200", "64:ff9b::c000:c0", "169.254.169.254", "169.254.170.2", "169.254.170.23"}) {
+    auto verdict = policy.check(ip(closed));
+    ASSERT_FALSE(verdict) << closed;
+    EXPECT_EQ(verdict.error().field, "uri");
+    EXPECT_NE(verdict.error().message.find("cloud metadata"), std::string::npos) << verdict.error().message;
+    EXPECT_NE(verdict.error().message.find("--allow-upstream"), std::string::npos) << verdict.error().message;
+  }
+  // Their neighbours are ordinary private or public addresses.
+  for (const char* open :
+       {"fd00:ec3::254", "fd00:ec1::254", "fd20:ce::253", "fd20:cf::254", "168.63.129.17", "168.63.129.15",
+        "100.100.100.201", "100.100.100.199", "192.0.0.193", "192.0.0.191", "fd00:a9fe:a9fe::2", "fd00::1"}) {
+    EXPECT_TRUE(policy.check(ip(open))) << open;
+  }
+  for (const char* host : {"[fd00:ec2::254]", "[fd00:ec2:0::254]", "[FD00:EC2::23]", "0xa83f8110",
+                           "2822734096", "100.100.25800", "[::ffff:a83f:8110]"}) {
+    auto verdict = policy.check_without_dns(host);
+    ASSERT_TRUE(verdict.has_value()) << host;
+    EXPECT_FALSE(*verdict) << host;
+  }
+  UpstreamAddressPolicy opened({cidr("fd00:ec2::/32"), cidr("168.63.129.16")});
+  EXPECT_TRUE(opened.check(ip("fd00:ec2::254")));
+  EXPECT_TRUE(opened.check(ip("168.63.129.16")));
+  EXPECT_FALSE(opened.check(ip("fd20:ce::254")));
+}
+
 TEST(UpstreamAddressPolicy, TheOperatorOpensAndClosesRangesAndDenyWins) {
   UpstreamAddressPolicy policy({cidr("127.0.0.0/8"), cidr("10.0.0.0/8")}, {cidr("10.1.0.0/16"), cidr("8.8.8.8")});
   EXPECT_TRUE(policy.check(ip("127.0.0.1")));

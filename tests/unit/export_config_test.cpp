@@ -537,6 +537,39 @@ TEST_F(TlsPem, KeyEmptyString) {
   expect_invalid(with({{"tls", {{"cert", first().cert}, {"key", ""}}}}), "tls.key");
 }
 
+// Every handshake signs with the client key on an I/O thread: keys whose signatures cost more
+// than RSA 4096 (larger RSA keys), and kinds outside TLS's usual set (other curves), are refused
+// at export, naming tls.key; stored configurations, checked under earlier rules, are read back.
+TEST(TlsClientKeys, RsaUpTo4096BitsTheNistCurvesAndEdDsaAreAccepted) {
+  const std::vector<std::pair<const char*, const char*>> accepted = {
+      {"RSA", "2048"}, {"RSA", "4096"}, {"EC", "P-256"}, {"EC", "P-384"}, {"EC", "P-521"}, {"ED25519", ""},
+      {"ED448", ""}};
+  for (const auto& [algorithm, parameter] : accepted) {
+    const auto pem = test::make_self_signed_pem_with_key(algorithm, parameter);
+    const UriExport config = parse_ok(with({{"tls", {{"cert", pem.cert}, {"key", pem.key}}}}));
+    ASSERT_TRUE(config.tls.has_value()) << algorithm << " " << parameter;
+    EXPECT_EQ(config.tls->key, pem.key);
+  }
+}
+
+TEST(TlsClientKeys, LargerRsaKeysAndOtherCurvesAreRefusedNamingTheKey) {
+  const std::vector<std::pair<const char*, const char*>> refused = {
+      {"RSA", "4104"}, {"EC", "secp256k1"}, {"EC", "brainpoolP256r1"}, {"EC", "P-224"}};
+  for (const auto& [algorithm, parameter] : refused) {
+    const auto pem = test::make_self_signed_pem_with_key(algorithm, parameter);
+    const std::string body = with({{"tls", {{"cert", pem.cert}, {"key", pem.key}}}}).dump();
+    auto result = parse_export_config(body);
+    ASSERT_FALSE(result) << algorithm << " " << parameter;
+    EXPECT_EQ(result.error().field, "tls.key");
+    EXPECT_EQ(result.error().message,
+              "tls.key must be an RSA key of at most 4096 bits, an EC key on P-256, P-384 or P-521, or an "
+              "Ed25519 or Ed448 key");
+    // A configuration stored before the rule still reads back (the server refuses it when used).
+    auto stored = parse_export_config(body, {.max_timeout_ms = UINT64_MAX, .check_tls_key = false});
+    EXPECT_TRUE(stored) << algorithm << " " << parameter;
+  }
+}
+
 TEST_F(TlsPem, RoundTripKeepsTheMaterial) {
   UriExport config = parse_ok(with({{"tls",
                                      {{"ca", second().cert},

@@ -27,8 +27,10 @@
 #include "api/api.hpp"
 #include "core/crypto.hpp"
 #include "core/encoding.hpp"
+#include "core/export_config.hpp"
 #include "server/session.hpp"
 #include "storage/open_store.hpp"
+#include "tests/support/test_pki.hpp"
 #include "tests/support/test_support.hpp"
 
 namespace {
@@ -80,8 +82,12 @@ class TestSession : public HttpSession<TestSession>, public std::enable_shared_f
 class FakeUpstream {
  public:
   struct Answer {
+    Answer(std::string b, bool close = false, std::string later = {})
+        : bytes(std::move(b)), close_after(close), unsolicited(std::move(later)) {}
     std::string bytes;
     bool close_after = false;
+    // Written 20 ms after the answer, unasked, while the connection is idle.
+    std::string unsolicited;
   };
 
   explicit FakeUpstream(std::vector<Answer> script) : script_(std::move(script)) {
@@ -136,6 +142,10 @@ class FakeUpstream {
       ++requests_;
       const Answer answer = next_ < script_.size() ? script_[next_++] : Answer{"HTTP/1.1 500 Nope\r\nContent-Length: 0\r\n\r\n"};
       (void)::send(fd, answer.bytes.data(), answer.bytes.size(), MSG_NOSIGNAL);
+      if (!answer.unsolicited.empty()) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        (void)::send(fd, answer.unsolicited.data(), answer.unsolicited.size(), MSG_NOSIGNAL);
+      }
       if (answer.close_after) {
         ++closed_;
         return;
@@ -274,17 +284,18 @@ class SessionTest : public testing::Test {
   }
 
   // A membrane's export capability, made through the API.
-  std::string export_capability() {
-    auto acting = api_->authorize("Bearer " + create_);
+  std::string export_capability(const std::string& create = {}) {
+    auto acting = api_->authorize("Bearer " + (create.empty() ? create_ : create));
     EXPECT_TRUE(acting.ok());
     auto made = api_->handle(*acting, "/", R"({"id":"m"})");
     EXPECT_EQ(made.status, 201) << made.body.dump();
     return token_of(made.body["capabilities"]["export"]);
   }
 
-  // A uri capability reaching the fake upstream.
-  std::string invoke_capability(std::uint16_t port) {
-    auto acting = api_->authorize("Bearer " + export_capability());
+  // A uri capability reaching the fake upstream (exported by the first tenant, or by the tenant
+  // whose create capability is `create`).
+  std::string invoke_capability(std::uint16_t port, const std::string& create = {}) {
+    auto acting = api_->authorize("Bearer " + export_capability(create));
     EXPECT_TRUE(acting.ok());
     auto made = api_->handle(*acting, "/", R"({"uri":"http://127.0.0.1:)" + std::to_string(port) + R"(/fn","method":"POST"})");
     EXPECT_EQ(made.status, 201) << made.body.dump();
@@ -484,6 +495,107 @@ TEST_F(SessionTest, APooledConnectionTheUpstreamClosedWhileIdleIsRetriedOnAFresh
   EXPECT_EQ(upstream.connections(), 2);
   EXPECT_EQ(upstream.requests(), 2);
   EXPECT_EQ(upstream_errors(context_->metrics.render()), 0);
+}
+
+// An export stored before client keys were limited may hold one the export check now refuses
+// (an RSA key over 4096 bits): its invocations are 502, no handshake signs with it.
+TEST_F(SessionTest, AStoredClientKeyOverTheLimitIsNotUsed) {
+  start();
+  const auto pem = membraned::test::make_self_signed_pem_with_key("RSA", "4104");
+  nlohmann::json body = {{"uri", "https://127.0.0.1:1/fn"}, {"tls", {{"cert", pem.cert}, {"key", pem.key}}}};
+  auto stored = membraned::core::parse_export_config(body.dump(), {.max_timeout_ms = 30000, .check_tls_key = false});
+  ASSERT_TRUE(stored.ok());
+  auto acting = api_->authorize("Bearer " + export_capability());
+  ASSERT_TRUE(acting.ok());
+  auto made = api_->export_parsed(*acting, *stored);
+  ASSERT_EQ(made.status, 201) << made.body.dump();
+  beast::test::stream client(ioc_);
+  auto session = connect(client);
+  client.write_some(net::buffer(invocation(token_of(made.body["capability"]), "{}")));
+  auto answers = wait_for_answers(client, 1);
+  ASSERT_EQ(answers.size(), 1u);
+  EXPECT_EQ(answers[0].status, 502);
+  EXPECT_NE(answers[0].body.find("the upstream's TLS settings could not be loaded"), std::string::npos)
+      << answers[0].body;
+  EXPECT_EQ(upstream_errors(context_->metrics.render(), "tls_config"), 1);
+}
+
+// An upstream that writes while its connection sits in the pool (a late second answer, a
+// hostile or buggy server): the connection is dropped when next taken, never reused, so the
+// next invocation gets its own answer, not the unsolicited bytes (attack review M5).
+TEST_F(SessionTest, APooledConnectionThatReceivedUnsolicitedBytesIsNotReused) {
+  FakeUpstream upstream({{"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst", /*close_after=*/false,
+                          "HTTP/1.1 200 OK\r\nX-Injected: yes\r\nContent-Length: 8\r\n\r\nINJECTED"},
+                         {"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond"}});
+  start();
+  const std::string token = invoke_capability(upstream.port());
+  beast::test::stream client(ioc_);
+  auto session = connect(client);
+  client.write_some(net::buffer(invocation(token, "{}")));
+  wait_for_answers(client, 1);
+  run_for(100ms);  // the unsolicited answer reaches the pooled socket
+  client.write_some(net::buffer(invocation(token, "{}")));
+  auto answers = wait_for_answers(client, 2);
+  ASSERT_EQ(answers.size(), 2u);
+  EXPECT_EQ(answers[0].body, "first");
+  EXPECT_EQ(answers[1].status, 200);
+  EXPECT_EQ(answers[1].body, "second");
+  EXPECT_EQ(client.str().find("INJECTED"), std::string::npos);
+  EXPECT_EQ(upstream.connections(), 2);
+  EXPECT_EQ(upstream.requests(), 2);
+}
+
+// Pooled connections are kept per tenant: another tenant's export to the same scheme, host and
+// port opens its own connection, so no upstream answer can cross from one tenant to another.
+TEST_F(SessionTest, TenantsDoNotShareUpstreamConnections) {
+  FakeUpstream upstream({{"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst"},
+                         {"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond"},
+                         {"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nthird"}});
+  start();
+  auto other = api_->create_tenant();
+  ASSERT_TRUE(other.ok());
+  const std::string mine = invoke_capability(upstream.port());
+  const std::string theirs = invoke_capability(upstream.port(), token_of((*other)["capabilities"]["create"]));
+  beast::test::stream client(ioc_);
+  auto session = connect(client);
+  client.write_some(net::buffer(invocation(mine, "{}")));
+  wait_for_answers(client, 1);
+  // The fake serves one connection at a time: the first tenant's must be released (it is, idle in
+  // the pool, when the pool is dropped) before the second tenant's new connection is served.
+  client.write_some(net::buffer(invocation(theirs, "{}")));
+  run_until([&] { return upstream.connections() == 1 && upstream.requests() == 1; });
+  run_for(50ms);
+  EXPECT_EQ(upstream.requests(), 1) << "the second tenant's request went over the first tenant's connection";
+  context_->upstream.drop_idle();
+  auto answers = wait_for_answers(client, 2);
+  ASSERT_EQ(answers.size(), 2u);
+  EXPECT_EQ(answers[1].body, "second");
+  EXPECT_EQ(upstream.connections(), 2);
+}
+
+// An export's own TLS settings get their context made once, by a digest of the settings: the
+// same settings give the same context and pool identity, any difference another.
+TEST_F(SessionTest, ClientTlsContextsAreMadeOncePerMaterial) {
+  start();
+  const auto pem = membraned::test::make_self_signed_pem();
+  const auto ca = membraned::test::make_ca_pem();
+  membraned::core::TlsOptions options{ca.cert, pem.cert, pem.key, true};
+  auto& client = context_->upstream;
+  const auto first = client.tls_for(options);
+  ASSERT_NE(first.context, nullptr);
+  EXPECT_EQ(first.identity.size(), 64u);
+  const auto again = client.tls_for(options);
+  EXPECT_EQ(again.context, first.context);
+  EXPECT_EQ(again.identity, first.identity);
+  options.reject_unauthorized = false;
+  const auto unchecked = client.tls_for(options);
+  EXPECT_NE(unchecked.context, first.context);
+  EXPECT_NE(unchecked.identity, first.identity);
+  const auto plain = client.tls_for(std::nullopt);
+  EXPECT_EQ(plain.context, client.default_tls());
+  EXPECT_TRUE(plain.identity.empty());
+  EXPECT_NE(membraned::server::UpstreamClient::pool_key("t", true, "h", 443, first.identity),
+            membraned::server::UpstreamClient::pool_key("t", true, "h", 443, unchecked.identity));
 }
 
 }  // namespace
