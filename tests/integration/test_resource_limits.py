@@ -61,7 +61,9 @@ class PerAddressLimitTest(unittest.TestCase):
         held = idle_connections(self.server.port, 4)
         try:
             self.assertEqual(len(held), 4)
-            time.sleep(0.2)  # the four are accepted and hold their slots
+            for sock in held:  # each is accepted, and holds its slot, once it has been answered
+                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                self.assertTrue(sock.recv(4096).startswith(b"HTTP/1.1 200 "))
             refused = socket.create_connection(("127.0.0.1", self.server.port), timeout=5)
             answer = answer_of(refused)
             refused.close()
@@ -163,11 +165,19 @@ class BodyBudgetTest(unittest.TestCase):
                       % (self.cap, length)).encode() + b"x" * sent)
         return sock
 
+    def reserve_body(self, length):
+        """A connection whose body of `length` bytes has its room reserved: the service answers
+        100 Continue once it has; nothing of the body is sent yet."""
+        sock = socket.create_connection(("127.0.0.1", self.server.port), timeout=10)
+        sock.sendall(("POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nExpect: 100-continue\r\n"
+                      "Content-Length: %d\r\n\r\n" % (self.cap, length)).encode())
+        self.assertTrue(sock.recv(4096).startswith(b"HTTP/1.1 100 "))
+        return sock
+
     def test_bodies_beyond_the_budget_are_refused_unread_and_memory_stays_bounded(self):
         base = rss_kib(self.server.proc.pid)
         five_mib = 5 * 1024 * 1024
-        holding = self.start_body(five_mib)  # 5 of the 8 MiB reserved
-        time.sleep(0.3)
+        holding = self.reserve_body(five_mib)  # 5 of the 8 MiB reserved
         refused = [self.start_body(five_mib) for _ in range(40)]
         try:
             for sock in refused:
@@ -177,7 +187,7 @@ class BodyBudgetTest(unittest.TestCase):
                 self.assertEqual(json.loads(body)["message"], "Please try again soon")
             # The one that fits sends its whole body: the budget holds it, and its invocation goes
             # on (to an upstream that is not there: 502, the body was read and relayed).
-            holding.sendall(b"x" * (five_mib - 1024))
+            holding.sendall(b"x" * five_mib)
             self.assertTrue(answer_of_first(holding).startswith(b"HTTP/1.1 502 "))
         finally:
             holding.close()
