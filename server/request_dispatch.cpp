@@ -1,5 +1,7 @@
 #include "server/request_dispatch.hpp"
 
+#include <algorithm>
+#include <cctype>
 #include <cstdio>
 
 namespace membraned::server {
@@ -17,6 +19,16 @@ Route classify(std::string_view method, std::string_view target, bool has_author
 
 std::uint64_t body_limit(std::optional<CapabilityKind> kind, const BodyLimits& limits) {
   return kind == CapabilityKind::uri ? limits.invocation : limits.management;
+}
+
+OversizedFraming oversized_framing(std::string_view unparsed) {
+  if (unparsed.starts_with("\r\n")) unparsed.remove_prefix(2);
+  // The last chunk's size is zero, in one or more digits; trailers follow once its line ended.
+  const std::size_t zeros = std::min(unparsed.find_first_not_of('0'), unparsed.size());
+  const bool last_chunk =
+      zeros > 0 && (zeros == unparsed.size() || !std::isxdigit(static_cast<unsigned char>(unparsed[zeros])));
+  if (last_chunk && unparsed.find("\r\n") != std::string_view::npos) return OversizedFraming::trailers;
+  return OversizedFraming::chunk_header;
 }
 
 std::string_view metric_operation(Route route, std::optional<CapabilityKind> kind) {

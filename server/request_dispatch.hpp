@@ -33,6 +33,14 @@ struct BodyLimits {
 // did not resolve (or that has none) gets the management limit.
 std::uint64_t body_limit(std::optional<storage::CapabilityKind> kind, const BodyLimits& limits);
 
+// The framing of a chunked request body that must be read whole did not fit in the read buffer
+// (--header-limit bytes). `unparsed`, what the buffer held, starts at a chunk's size line (after
+// the CRLF that ends the previous chunk's data): the trailer section when that line is the last
+// chunk's and it ended (fields, like a header block too large: 431), else the size line with its
+// extensions (the body's own framing: 413).
+enum class OversizedFraming { chunk_header, trailers };
+OversizedFraming oversized_framing(std::string_view unparsed);
+
 // The `operation` label of membraned_requests_total.
 std::string_view metric_operation(Route route, std::optional<storage::CapabilityKind> kind);
 

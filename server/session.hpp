@@ -25,6 +25,7 @@
 #include <boost/beast/http/write.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
 
+#include <algorithm>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -47,8 +48,13 @@ class HttpSession : public RequesterSide, public Stoppable {
 
   // A metrics-only session (the --metrics-listen listener) serves /metrics and /healthz and
   // dispatches no capability.
-  HttpSession(ServerContext& context, bool metrics_only) : context_(context), handler_(context, metrics_only) {
-    buffer_.reserve(kBufferReserve);
+  //
+  // The read buffer holds what the parser cannot use yet: a header block, a chunk's size line
+  // with its extensions, a trailer section, each only whole. Beast's header and body limits do
+  // not count the last two, so the buffer's own limit (--header-limit) is what bounds them.
+  HttpSession(ServerContext& context, bool metrics_only)
+      : context_(context), buffer_(context.settings.header_limit), handler_(context, metrics_only) {
+    buffer_.reserve(std::min(kBufferReserve, buffer_.max_size()));
     ++context_.active_sessions;
     context_.metrics.connection_opened();
   }
@@ -115,7 +121,7 @@ class HttpSession : public RequesterSide, public Stoppable {
       return derived().do_close();
     }
     handler_.begin(Clock::now());
-    if (ec == http::error::header_limit) {
+    if (ec == http::error::header_limit || ec == http::error::buffer_overflow) {
       return reply_and_close(api::Api::error_response(431, "request headers are too large"));
     }
     if (ec) return reply_and_close(api::Api::error_response(400, "malformed HTTP request"));
@@ -147,6 +153,7 @@ class HttpSession : public RequesterSide, public Stoppable {
 
   void on_body(beast::error_code ec, std::size_t) {
     if (ec == http::error::body_limit) return reply_and_close(handler_.too_large());
+    if (ec == http::error::buffer_overflow) return reply_and_close(oversized_framing_answer());
     if (derived().timed_out(ec)) {
       return reply_and_close(api::Api::error_response(408, "the request body did not arrive in time"));
     }
@@ -163,6 +170,15 @@ class HttpSession : public RequesterSide, public Stoppable {
   }
 
   void reply_and_close(api::Response response) { send(json_answer(response), false); }
+
+  // The read buffer filled up with framing of a chunked body that the parser needs whole.
+  api::Response oversized_framing_answer() {
+    const std::string_view unparsed(static_cast<const char*>(buffer_.data().data()), buffer_.size());
+    if (oversized_framing(unparsed) == OversizedFraming::trailers) {
+      return api::Api::error_response(431, "request trailers are too large");
+    }
+    return api::Api::error_response(413, "request chunk header is too large");
+  }
 
   void send(Answer answer, bool keep_alive_after) {
     const bool head = parser_->is_header_done() && request().method() == http::verb::head;

@@ -8,12 +8,14 @@ namespace {
 
 using membraned::server::AccessLogEntry;
 using membraned::server::BodyLimits;
+using membraned::server::OversizedFraming;
 using membraned::server::Route;
 using membraned::server::RouteRules;
 using membraned::server::access_log_line;
 using membraned::server::body_limit;
 using membraned::server::classify;
 using membraned::server::metric_operation;
+using membraned::server::oversized_framing;
 using membraned::server::revocation_kind;
 using membraned::storage::CapabilityKind;
 
@@ -55,6 +57,19 @@ TEST(BodyLimit, InvocationsGetTheInvocationLimitEverythingElseTheManagementOne) 
     EXPECT_EQ(body_limit(kind, limits), 100u);
   }
   EXPECT_EQ(body_limit(std::nullopt, limits), 100u);  // the capability did not resolve
+}
+
+TEST(OversizedFraming, TrailersOnlyAfterTheLastChunksLineEnded) {
+  EXPECT_EQ(oversized_framing("0\r\nX-Trailer: aaaa"), OversizedFraming::trailers);
+  // After the CRLF that ends a chunk's data:
+  EXPECT_EQ(oversized_framing("\r\n0\r\nX-Trailer: aaaa"), OversizedFraming::trailers);
+  EXPECT_EQ(oversized_framing("000;ext=1\r\nX-T: aaaa"), OversizedFraming::trailers);
+  EXPECT_EQ(oversized_framing("4;ext=aaaa"), OversizedFraming::chunk_header);
+  EXPECT_EQ(oversized_framing("\r\n4;ext=aaaa"), OversizedFraming::chunk_header);
+  EXPECT_EQ(oversized_framing("0;ext=aaaa"), OversizedFraming::chunk_header);  // the last chunk's line itself
+  EXPECT_EQ(oversized_framing("0000000000"), OversizedFraming::chunk_header);
+  EXPECT_EQ(oversized_framing("00a\r\nxyz"), OversizedFraming::chunk_header);  // a size of 10
+  EXPECT_EQ(oversized_framing(""), OversizedFraming::chunk_header);
 }
 
 TEST(MetricOperation, NamesTheCapabilitysKindOrTheServicesOwnRoute) {

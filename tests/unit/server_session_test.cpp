@@ -3,7 +3,7 @@
 // on a real SQLite store, and relays to an upstream on a real loopback socket. These are the
 // paths the Python suites reach only with difficulty: 100-continue, 413/431/408, keep-alive
 // after a relayed answer, an answer cut after its header, a pooled connection the upstream
-// closed while idle.
+// closed while idle; and the attacks of the attack review on HTTP framing.
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -296,6 +296,38 @@ class SessionTest : public testing::Test {
            "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
   }
 
+  // Writes `head`, then `filler` again and again, until the session answers or closes, or
+  // `most` bytes went: how many bytes of filler went.
+  std::size_t stream_until_answered(beast::test::stream& client, TestSession& session,
+                                    const std::string& head, const std::string& filler, std::size_t most) {
+    client.write_some(net::buffer(head));
+    std::size_t sent = 0;
+    while (sent < most && client.str().empty() && !session.closed()) {
+      beast::error_code ec;
+      client.write_some(net::buffer(filler), ec);
+      if (ec) break;
+      sent += filler.size();
+      run_for(1ms);
+    }
+    run_until([&] { return !client.str().empty() || session.closed(); });
+    return sent;
+  }
+
+  // The one answer of a connection that must then be closed: a JSON error with `status` and
+  // `message`, nothing after it.
+  void expect_refused_and_closed(beast::test::stream& client, TestSession& session, int status,
+                                 const std::string& message) {
+    auto answers = wait_for_answers(client, 1);
+    run_until([&] { return session.closed(); });
+    ASSERT_EQ(answers.size(), 1u) << client.str();
+    EXPECT_EQ(answers[0].status, status) << client.str();
+    EXPECT_FALSE(answers[0].keep_alive);
+    auto body = nlohmann::json::parse(answers[0].body, nullptr, false);
+    ASSERT_TRUE(body.is_object()) << answers[0].body;
+    EXPECT_EQ(body["statusCode"], status);
+    EXPECT_EQ(body["message"], message);
+  }
+
   membraned::test::TempDir dir_{"membraned-session-test-"};
   std::unique_ptr<membraned::storage::Store> store_;
   std::optional<Api> api_;
@@ -433,6 +465,68 @@ TEST_F(SessionTest, APooledConnectionTheUpstreamClosedWhileIdleIsRetriedOnAFresh
   EXPECT_EQ(upstream.connections(), 2);
   EXPECT_EQ(upstream.requests(), 2);
   EXPECT_EQ(upstream_errors(context_->metrics.render()), 0);
+}
+
+// --- the attack review (H1, L1, L2, L4, L5) ----------------------------------------------------
+
+// H1: a chunk's size line never ends (an endless extension): refused once it fills the read
+// buffer (--header-limit), not held whole.
+TEST_F(SessionTest, AChunkExtensionThatNeverEndsIs413BeforeMuchIsRead) {
+  ServerSettings settings;
+  settings.header_limit = 1024;
+  start(settings);
+  beast::test::stream client(ioc_);
+  auto session = connect(client);
+  const std::size_t sent = stream_until_answered(client, *session,
+                                                 "POST / HTTP/1.1\r\nHost: m\r\nAuthorization: Bearer " +
+                                                     create_ + "\r\nTransfer-Encoding: chunked\r\n\r\n4;ext=",
+                                                 std::string(4096, 'a'), 4 * 1024 * 1024);
+  EXPECT_LT(sent, 64u * 1024);
+  expect_refused_and_closed(client, *session, 413, "request chunk header is too large");
+}
+
+// H1, unauthenticated, a size line of zeros that never ends: the same.
+TEST_F(SessionTest, AChunkSizeThatNeverEndsIs413WithoutACapability) {
+  ServerSettings settings;
+  settings.header_limit = 1024;
+  start(settings);
+  beast::test::stream client(ioc_);
+  auto session = connect(client);
+  const std::size_t sent = stream_until_answered(
+      client, *session, "POST / HTTP/1.1\r\nHost: m\r\nTransfer-Encoding: chunked\r\n\r\n",
+      std::string(4096, '0'), 4 * 1024 * 1024);
+  EXPECT_LT(sent, 64u * 1024);
+  expect_refused_and_closed(client, *session, 413, "request chunk header is too large");
+}
+
+// H1: trailers that never end are fields, like a header block too large: 431.
+TEST_F(SessionTest, TrailersThatNeverEndAre431BeforeMuchIsRead) {
+  ServerSettings settings;
+  settings.header_limit = 1024;
+  start(settings);
+  beast::test::stream client(ioc_);
+  auto session = connect(client);
+  const std::size_t sent =
+      stream_until_answered(client, *session,
+                            "POST / HTTP/1.1\r\nHost: m\r\nAuthorization: Bearer " + create_ +
+                                "\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\nX-Trailer: ",
+                            std::string(4096, 'a'), 4 * 1024 * 1024);
+  EXPECT_LT(sent, 64u * 1024);
+  expect_refused_and_closed(client, *session, 431, "request trailers are too large");
+}
+
+// Chunk extensions and trailers within the limit are fine.
+TEST_F(SessionTest, AChunkedBodyWithShortExtensionsAndTrailersIsServed) {
+  start();
+  beast::test::stream client(ioc_);
+  auto session = connect(client);
+  client.write_some(net::buffer(
+      "POST / HTTP/1.1\r\nHost: m\r\nAuthorization: Bearer " + create_ +
+      "\r\nTransfer-Encoding: chunked\r\n\r\n5;a=b\r\n{\"id\"\r\n5\r\n:\"m\"}\r\n0\r\nX-T: 1\r\n\r\n"));
+  auto answers = wait_for_answers(client, 1);
+  ASSERT_EQ(answers.size(), 1u);
+  EXPECT_EQ(answers[0].status, 201) << answers[0].body;
+  EXPECT_FALSE(session->closed());
 }
 
 }  // namespace

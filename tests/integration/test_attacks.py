@@ -1,0 +1,197 @@
+"""The attack review of December 2026 against the real binary: each finding the service closed,
+run as the attacker ran it, and judged by what a user notices (the status and JSON body, the
+connection closing, the service's memory, what the upstream received)."""
+import json
+import os
+import socket
+import threading
+import unittest
+import uuid
+
+from harness import Server, token_of
+
+MiB = 1024 * 1024
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def read_until_closed(sock, timeout=10):
+    """Everything the service sends until it closes the connection (or `timeout` of silence)."""
+    sock.settimeout(timeout)
+    data = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except (ConnectionResetError, socket.timeout):
+            break
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def split_answer(data):
+    """(status, headers as a lower-cased dict, body bytes, the bytes after) of the first answer."""
+    head, _, rest = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1]) if lines[0].startswith("HTTP/1.") else 0
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    length = int(headers.get("content-length", "0"))
+    return status, headers, rest[:length], rest[length:]
+
+
+class ServiceCase(unittest.TestCase):
+    """One membraned for the class, with a tenant, a membrane and its export capability."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.start_service()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.stop_service()
+
+    @classmethod
+    def start_service(cls):
+        # Under AddressSanitizer freed memory sits in a quarantine (256 MiB by default) and would
+        # show as growth; a small one keeps the memory measures about the service.
+        asan = os.environ.get("ASAN_OPTIONS", "")
+        cls.server = Server(env={"ASAN_OPTIONS": (asan + ":" if asan else "") + "quarantine_size_mb=16"}).start()
+        tenant = cls.server.first_tenant()
+        cls.create = token_of(tenant["capabilities"]["create"])
+        cls.query = token_of(tenant["capabilities"]["query"])
+        status, m, _ = cls.server.call(cls.create, body={"id": "attacks-%s" % uuid.uuid4()})
+        assert status == 201, m
+        cls.export = token_of(m["capabilities"]["export"])
+
+    @classmethod
+    def stop_service(cls):
+        code = cls.server.stop()
+        cls.server.cleanup()
+        assert code == 0, code
+
+    def capability(self, **export):
+        status, body, _ = self.server.call(self.export, body=export)
+        self.assertEqual(status, 201, body)
+        return token_of(body["capability"])
+
+    def exchange(self, request, timeout=10):
+        """Sends raw bytes; everything that comes back until the service closes."""
+        s = self.server.raw_socket()
+        try:
+            s.sendall(request)
+            return read_until_closed(s, timeout)
+        finally:
+            s.close()
+
+    def assert_json_error(self, data, status, message=None):
+        got, headers, body, rest = split_answer(data)
+        self.assertEqual(got, status, data[:300])
+        self.assertEqual(headers.get("content-type"), "application/json")
+        parsed = json.loads(body)
+        self.assertEqual(parsed["statusCode"], status)
+        if message:
+            self.assertEqual(parsed["message"], message)
+        return headers, rest
+
+    def assert_refused_and_closed(self, data, status, message=None):
+        """One JSON error that says the connection closes, and nothing after it."""
+        headers, rest = self.assert_json_error(data, status, message)
+        self.assertEqual(headers.get("connection"), "close")
+        self.assertEqual(rest, b"")
+
+    def assert_serving(self):
+        self.assertEqual(self.server.call(self.query, "GET")[0], 200)
+
+
+class Peak:
+    """The highest VmRSS of a process while it runs, sampled every few milliseconds."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.before = rss_kib(pid)
+        self.peak = self.before
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+        self.thread.start()
+
+    def sample(self):
+        while not self.stop.wait(0.005):
+            self.peak = max(self.peak, rss_kib(self.pid))
+
+    def growth_kib(self):
+        self.stop.set()
+        self.thread.join()
+        self.peak = max(self.peak, rss_kib(self.pid))
+        return self.peak - self.before
+
+
+# --- H1: framing that never ends is held in a bounded buffer --------------------------------------
+class EndlessFramingTest(ServiceCase):
+    """No capability needed: before, 256 MiB of a chunk extension or a trailer grew the service by
+    as much, one connection at a time. Now the read buffer (--header-limit) bounds it."""
+
+    # A service of its own for each test: memory a test made the service map stays mapped, and
+    # would hide the growth of the next.
+    @classmethod
+    def setUpClass(cls):
+        pass
+
+    @classmethod
+    def tearDownClass(cls):
+        pass
+
+    def setUp(self):
+        self.start_service()
+
+    def tearDown(self):
+        self.stop_service()
+
+    def stream(self, head, filler, total=64 * MiB):
+        """Sends `head`, then `filler` up to `total` bytes or until the service stops reading:
+        (bytes sent, the service's RSS growth in KiB meanwhile, what it answered)."""
+        s = self.server.raw_socket()
+        try:
+            peak = Peak(self.server.proc.pid)
+            s.sendall(head)
+            sent = 0
+            piece = filler * (64 * 1024)
+            try:
+                while sent < total:
+                    s.sendall(piece)
+                    sent += len(piece)
+            except OSError:
+                pass  # refused: the service closed the connection
+            growth = peak.growth_kib()
+            return sent, growth, read_until_closed(s, timeout=5)
+        finally:
+            s.close()
+
+    def test_an_endless_chunk_extension_is_413_and_memory_stays_flat(self):
+        sent, growth, answer = self.stream(
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4;ext=", b"a")
+        self.assertLess(growth, 20 * 1024, "RSS grew by %d KiB while %d bytes were sent" % (growth, sent))
+        self.assertLess(sent, 64 * MiB)
+        self.assert_refused_and_closed(answer, 413, "request chunk header is too large")
+        self.assert_serving()
+
+    def test_endless_trailers_are_431_and_memory_stays_flat(self):
+        sent, growth, answer = self.stream(
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\nX-Trailer: ", b"a")
+        self.assertLess(growth, 20 * 1024, "RSS grew by %d KiB while %d bytes were sent" % (growth, sent))
+        self.assertLess(sent, 64 * MiB)
+        self.assert_refused_and_closed(answer, 431, "request trailers are too large")
+        self.assert_serving()
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
