@@ -299,7 +299,10 @@ class Invocation : public std::enable_shared_from_this<Invocation> {
   std::shared_ptr<UpstreamConnection> connection_;
   bool reused_ = false;
   bool upstream_reusable_ = false;
-  beast::flat_buffer upstream_buffer_;
+  // What the parser cannot use yet: the answer's header, a chunk's size line with its
+  // extensions, the trailers, each only whole. Its maximum bounds the last two, which Beast's
+  // limits do not count (an answer that overflows it is malformed: 502).
+  beast::flat_buffer upstream_buffer_{kUpstreamHeaderLimit};
   std::optional<http::response_parser<http::buffer_body>> parser_;
   http::response<http::buffer_body> response_;
   std::optional<RelayedAnswer> serializer_;

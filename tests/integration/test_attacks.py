@@ -8,7 +8,7 @@ import threading
 import unittest
 import uuid
 
-from harness import Server, token_of
+from harness import Server, Upstream, token_of
 
 MiB = 1024 * 1024
 
@@ -113,6 +113,58 @@ class ServiceCase(unittest.TestCase):
         self.assertEqual(self.server.call(self.query, "GET")[0], 200)
 
 
+class RawUpstream:
+    """An upstream on a raw socket: reads each request's header (and Content-Length body), counts
+    it, then lets `answer(sock)` write whatever it likes and closes the connection."""
+
+    def __init__(self, answer):
+        self.answer = answer
+        self.requests = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def url(self, path="/fn"):
+        return "http://127.0.0.1:%d%s" % (self.port, path)
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
+
+    def handle(self, conn):
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head, _, body = data.partition(b"\r\n\r\n")
+            length = 0
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            while len(body) < length:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                body += chunk
+            self.requests += 1
+            try:
+                self.answer(conn)
+            except OSError:
+                pass  # the service stopped reading: what the attack is about
+
+    def close(self):
+        self.listener.close()
+
+
 class Peak:
     """The highest VmRSS of a process while it runs, sampled every few milliseconds."""
 
@@ -191,6 +243,37 @@ class EndlessFramingTest(ServiceCase):
         self.assertLess(sent, 64 * MiB)
         self.assert_refused_and_closed(answer, 431, "request trailers are too large")
         self.assert_serving()
+
+
+class EndlessUpstreamFramingTest(ServiceCase):
+    """Before, an upstream that answered a chunk extension of 1 GiB grew the service by 2 GiB for
+    one invocation. Now the relay's read buffer (64 KiB, like the answer's header) bounds it."""
+
+    def test_an_upstream_endless_chunk_extension_is_502_and_memory_stays_flat(self):
+        def endless(conn):
+            conn.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4;ext=")
+            piece = b"a" * (64 * 1024)
+            for _ in range(64 * MiB // len(piece)):
+                conn.sendall(piece)
+
+        upstream = RawUpstream(endless)
+        echo = Upstream()
+        try:
+            cap = self.capability(uri=upstream.url(), method="POST")
+            conn = self.server.connection(timeout=60)
+            peak = Peak(self.server.proc.pid)
+            status, body, _ = self.server.call(cap, "POST", body=b"{}", conn=conn)
+            growth = peak.growth_kib()
+            self.assertLess(growth, 20 * 1024, "RSS grew by %d KiB" % growth)
+            self.assertEqual(status, 502, body)
+            self.assertEqual(body, {"statusCode": 502, "error": "Bad Gateway",
+                                    "message": "the upstream's answer could not be read"})
+            # The requester's connection goes on.
+            self.assertEqual(self.server.call(self.capability(uri=echo.url("/echo")), "GET", conn=conn)[0], 200)
+            conn.close()
+        finally:
+            upstream.close()
+            echo.close()
 
 
 if __name__ == "__main__":

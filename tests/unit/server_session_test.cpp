@@ -328,6 +328,25 @@ class SessionTest : public testing::Test {
     EXPECT_EQ(body["message"], message);
   }
 
+  // The upstream answers a chunked header, then `endless` and 2 MiB more of the same line.
+  void expect_upstream_framing_refused(const std::string& endless) {
+    FakeUpstream upstream({{"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + endless +
+                            std::string(2 * 1024 * 1024, 'a')}});
+    start();
+    const std::string token = invoke_capability(upstream.port());
+    beast::test::stream client(ioc_);
+    auto session = connect(client);
+    client.write_some(net::buffer(invocation(token, "{}")));
+    auto answers = wait_for_answers(client, 1);
+    ASSERT_EQ(answers.size(), 1u);
+    EXPECT_EQ(answers[0].status, 502);
+    EXPECT_NE(answers[0].body.find("the upstream's answer could not be read"), std::string::npos)
+        << answers[0].body;
+    EXPECT_TRUE(answers[0].keep_alive);
+    EXPECT_FALSE(session->closed());
+    EXPECT_EQ(upstream_errors(context_->metrics.render(), "malformed"), 1);
+  }
+
   membraned::test::TempDir dir_{"membraned-session-test-"};
   std::unique_ptr<membraned::storage::Store> store_;
   std::optional<Api> api_;
@@ -527,6 +546,14 @@ TEST_F(SessionTest, AChunkedBodyWithShortExtensionsAndTrailersIsServed) {
   ASSERT_EQ(answers.size(), 1u);
   EXPECT_EQ(answers[0].status, 201) << answers[0].body;
   EXPECT_FALSE(session->closed());
+}
+
+// H1, the upstream's side: an answer whose chunk framing never ends (a size line, or trailers) is
+// a JSON 502 once it fills the relay's read buffer, and the requester's connection goes on.
+TEST_F(SessionTest, AnUpstreamChunkExtensionThatNeverEndsIs502) { expect_upstream_framing_refused("4;ext="); }
+
+TEST_F(SessionTest, UpstreamTrailersThatNeverEndAre502) {
+  expect_upstream_framing_refused("0\r\nX-Trailer: ");
 }
 
 }  // namespace
