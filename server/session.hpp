@@ -157,6 +157,12 @@ class HttpSession : public RequesterSide, public Stoppable {
     if (derived().timed_out(ec)) {
       return reply_and_close(api::Api::error_response(408, "the request body did not arrive in time"));
     }
+    // A body the parser refused (a chunk size that is no number, a bad extension or trailer) is
+    // answered; a connection that ended or broke (the client left mid-body) is closed.
+    if (ec && ec.category() == http::make_error_code(http::error::bad_chunk).category() &&
+        ec != http::error::partial_message && ec != http::error::end_of_stream) {
+      return reply_and_close(api::Api::error_response(400, "malformed HTTP request"));
+    }
     if (ec) return derived().do_close();
     handler_.after_body(request(), derived().stream().get_executor(),
                         [self = derived().shared_from_this()](Outcome outcome) { self->on_outcome(std::move(outcome)); });

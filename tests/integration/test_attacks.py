@@ -276,5 +276,16 @@ class EndlessUpstreamFramingTest(ServiceCase):
             echo.close()
 
 
+# --- L4: body framing errors are answered ---------------------------------------------------------
+class ChunkSizeTest(ServiceCase):
+    def test_a_bad_chunk_size_is_a_json_400_and_the_connection_closes(self):
+        for size in (b"zz", b"ffffffffffffffffffff", b"-4"):
+            with self.subTest(size=size):
+                answer = self.exchange(b"POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + self.create.encode()
+                                       + b"\r\nTransfer-Encoding: chunked\r\n\r\n" + size + b"\r\nabcd\r\n0\r\n\r\n")
+                self.assert_refused_and_closed(answer, 400, "malformed HTTP request")
+        self.assert_serving()
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

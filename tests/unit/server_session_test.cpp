@@ -556,4 +556,17 @@ TEST_F(SessionTest, UpstreamTrailersThatNeverEndAre502) {
   expect_upstream_framing_refused("0\r\nX-Trailer: ");
 }
 
+// L4: a chunk size that is not a number is a JSON 400, not a silent close.
+TEST_F(SessionTest, ABadChunkSizeIs400AndTheConnectionCloses) {
+  start();
+  for (const std::string size : {"zz", "ffffffffffffffffffff", "-4"}) {
+    SCOPED_TRACE(size);
+    beast::test::stream client(ioc_);
+    auto session = connect(client);
+    client.write_some(net::buffer("POST / HTTP/1.1\r\nHost: m\r\nAuthorization: Bearer " + create_ +
+                                  "\r\nTransfer-Encoding: chunked\r\n\r\n" + size + "\r\nabcd\r\n0\r\n\r\n"));
+    expect_refused_and_closed(client, *session, 400, "malformed HTTP request");
+  }
+}
+
 }  // namespace
