@@ -4,6 +4,8 @@
 #include <cctype>
 #include <cstdio>
 
+#include "core/http.hpp"
+
 namespace membraned::server {
 
 using storage::CapabilityKind;
@@ -19,6 +21,16 @@ Route classify(std::string_view method, std::string_view target, bool has_author
 
 std::uint64_t body_limit(std::optional<CapabilityKind> kind, const BodyLimits& limits) {
   return kind == CapabilityKind::uri ? limits.invocation : limits.management;
+}
+
+std::optional<std::string_view> framing_refusal(const FramingFields& fields) {
+  if (fields.transfer_encoding.empty()) return std::nullopt;
+  if (fields.version < 11) return "Transfer-Encoding is not allowed in HTTP/1.0";
+  if (fields.content_length) return "Transfer-Encoding and Content-Length cannot both be given";
+  std::vector<std::string> codings;
+  for (std::string_view value : fields.transfer_encoding) core::append_connection_tokens(value, codings);
+  if (codings.size() != 1 || codings.front() != "chunked") return "Transfer-Encoding must be chunked";
+  return std::nullopt;
 }
 
 OversizedFraming oversized_framing(std::string_view unparsed) {

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "storage/store.hpp"
 
@@ -32,6 +33,19 @@ struct BodyLimits {
 // The largest body a request may send once its capability is known; a request whose capability
 // did not resolve (or that has none) gets the management limit.
 std::uint64_t body_limit(std::optional<storage::CapabilityKind> kind, const BodyLimits& limits);
+
+// The fields of a request's header that decide whether its body's framing can be trusted.
+struct FramingFields {
+  unsigned version = 11;                            // 10: HTTP/1.0, 11: HTTP/1.1
+  std::vector<std::string_view> transfer_encoding;  // the value of each Transfer-Encoding field
+  bool content_length = false;                      // a Content-Length field is present
+};
+
+// Why a request must be refused once its header is in (400, then the connection closes), or
+// none. RFC 9112 §6.1 and §6.3: a Transfer-Encoding other than exactly `chunked` (one coding, in
+// any case, in one field), one beside Content-Length, or one in HTTP/1.0 leaves the body's length
+// in doubt, and a front end that reads it another way would take the body for a second request.
+std::optional<std::string_view> framing_refusal(const FramingFields& fields);
 
 // The framing of a chunked request body that must be read whole did not fit in the read buffer
 // (--header-limit bytes). `unparsed`, what the buffer held, starts at a chunk's size line (after

@@ -69,6 +69,18 @@ void RequestHandler::off_io_thread(Work work, net::any_io_executor executor, The
   });
 }
 
+std::optional<api::Response> RequestHandler::refuse_framing(const Request& request) const {
+  FramingFields fields;
+  fields.version = request.version();
+  const auto encodings = request.equal_range(http::field::transfer_encoding);
+  for (auto it = encodings.first; it != encodings.second; ++it) {
+    fields.transfer_encoding.push_back(it->value());
+  }
+  fields.content_length = request.find(http::field::content_length) != request.end();
+  if (auto refusal = framing_refusal(fields)) return api::Api::error_response(400, std::string(*refusal));
+  return std::nullopt;
+}
+
 api::Response RequestHandler::too_large() const {
   if (authorization_error_ && authorization_error_->kind == core::ErrorKind::unavailable) {
     return api::Api::error_response(*authorization_error_);

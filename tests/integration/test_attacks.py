@@ -276,6 +276,41 @@ class EndlessUpstreamFramingTest(ServiceCase):
             echo.close()
 
 
+# --- L1: Transfer-Encoding other than exactly chunked -------------------------------------------
+class TransferEncodingTest(ServiceCase):
+    def test_an_obfuscated_transfer_encoding_is_400_and_its_body_never_runs_as_a_request(self):
+        upstream = Upstream()
+        try:
+            cap = self.capability(uri=upstream.url("/echo"))
+            smuggled = ("GET /?limit=1 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n" % self.query).encode()
+            for coding in ("xchunked", "identity", "gzip", "chunked, gzip", "chunked, chunked"):
+                with self.subTest(coding=coding):
+                    before = len(upstream.requests)
+                    answer = self.exchange(("POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                                            "Transfer-Encoding: %s\r\nContent-Length: %d\r\n\r\n"
+                                            % (cap, coding, 0)).encode() + smuggled)
+                    self.assert_refused_and_closed(answer, 400)
+                    self.assertNotIn(b"membranes", answer)  # the query never ran
+                    self.assertEqual(len(upstream.requests), before)  # nor the invocation
+        finally:
+            upstream.close()
+
+    def test_chunked_beside_content_length_stays_400(self):
+        for fields in ("Transfer-Encoding: chunked\r\nContent-Length: 4", "Content-Length: 4\r\nTransfer-Encoding: chunked"):
+            with self.subTest(fields=fields):
+                answer = self.exchange(("POST / HTTP/1.1\r\nHost: x\r\n%s\r\n\r\n0\r\n\r\n" % fields).encode())
+                self.assert_refused_and_closed(answer, 400)
+
+    def test_chunked_alone_is_served(self):
+        body = json.dumps({"id": "chunked-%s" % uuid.uuid4()}).encode()
+        s = self.server.raw_socket()
+        s.sendall(("POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nTransfer-Encoding: chunked\r\n"
+                   "Connection: close\r\n\r\n%x\r\n" % (self.create, len(body))).encode() + body + b"\r\n0\r\n\r\n")
+        status, _, answer, _ = split_answer(read_until_closed(s))
+        s.close()
+        self.assertEqual(status, 201, answer)
+
+
 # --- L4: body framing errors are answered ---------------------------------------------------------
 class ChunkSizeTest(ServiceCase):
     def test_a_bad_chunk_size_is_a_json_400_and_the_connection_closes(self):

@@ -8,12 +8,14 @@ namespace {
 
 using membraned::server::AccessLogEntry;
 using membraned::server::BodyLimits;
+using membraned::server::FramingFields;
 using membraned::server::OversizedFraming;
 using membraned::server::Route;
 using membraned::server::RouteRules;
 using membraned::server::access_log_line;
 using membraned::server::body_limit;
 using membraned::server::classify;
+using membraned::server::framing_refusal;
 using membraned::server::metric_operation;
 using membraned::server::oversized_framing;
 using membraned::server::revocation_kind;
@@ -57,6 +59,28 @@ TEST(BodyLimit, InvocationsGetTheInvocationLimitEverythingElseTheManagementOne) 
     EXPECT_EQ(body_limit(kind, limits), 100u);
   }
   EXPECT_EQ(body_limit(std::nullopt, limits), 100u);  // the capability did not resolve
+}
+
+TEST(FramingRefusal, OnlyChunkedAloneOnHttp11IsATransferEncoding) {
+  EXPECT_EQ(framing_refusal({11, {}, false}), std::nullopt);
+  EXPECT_EQ(framing_refusal({11, {}, true}), std::nullopt);
+  EXPECT_EQ(framing_refusal({10, {}, true}), std::nullopt);
+  EXPECT_EQ(framing_refusal({11, {"chunked"}, false}), std::nullopt);
+  EXPECT_EQ(framing_refusal({11, {" Chunked "}, false}), std::nullopt);
+  EXPECT_EQ(framing_refusal({11, {", chunked,"}, false}), std::nullopt);  // empty list elements are nothing
+  const std::string_view not_chunked = "Transfer-Encoding must be chunked";
+  EXPECT_EQ(framing_refusal({11, {"xchunked"}, false}), not_chunked);
+  EXPECT_EQ(framing_refusal({11, {"identity"}, false}), not_chunked);
+  EXPECT_EQ(framing_refusal({11, {"gzip, chunked"}, false}), not_chunked);
+  EXPECT_EQ(framing_refusal({11, {"chunked, gzip"}, false}), not_chunked);
+  EXPECT_EQ(framing_refusal({11, {"chunked, chunked"}, false}), not_chunked);
+  EXPECT_EQ(framing_refusal({11, {"gzip", "chunked"}, false}), not_chunked);
+  EXPECT_EQ(framing_refusal({11, {"chunked;x=1"}, false}), not_chunked);
+  EXPECT_EQ(framing_refusal({11, {""}, false}), not_chunked);
+  const std::string_view both = "Transfer-Encoding and Content-Length cannot both be given";
+  EXPECT_EQ(framing_refusal({11, {"chunked"}, true}), both);
+  EXPECT_EQ(framing_refusal({11, {"xchunked"}, true}), both);
+  EXPECT_EQ(framing_refusal({10, {"chunked"}, false}), "Transfer-Encoding is not allowed in HTTP/1.0");
 }
 
 TEST(OversizedFraming, TrailersOnlyAfterTheLastChunksLineEnded) {

@@ -569,4 +569,75 @@ TEST_F(SessionTest, ABadChunkSizeIs400AndTheConnectionCloses) {
   }
 }
 
+// L1: a Transfer-Encoding other than exactly `chunked` is refused (RFC 9112 §6.1), so a body
+// framed by it can never run as a second request; so is one beside Content-Length.
+TEST_F(SessionTest, ATransferEncodingOtherThanChunkedIs400AndTheBodyNeverRuns) {
+  start();
+  const std::string smuggled = "POST / HTTP/1.1\r\nHost: m\r\nAuthorization: Bearer " + create_ +
+                               "\r\nContent-Length: 15\r\n\r\n{\"id\":\"smug\"}\r\n";
+  const std::vector<std::string> cases = {
+      "Transfer-Encoding: xchunked\r\nContent-Length: 0\r\n",
+      "Transfer-Encoding: identity\r\nContent-Length: 0\r\n",
+      "Transfer-Encoding: gzip\r\nContent-Length: 0\r\n",
+      "Transfer-Encoding: chunked, gzip\r\nContent-Length: 0\r\n",
+      "Transfer-Encoding: gzip\r\n",
+      "Transfer-Encoding: gzip, chunked\r\n",
+      "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+      "Transfer-Encoding: \r\nContent-Length: 0\r\n",
+      "Content-Length: 0\r\nTransfer-Encoding: xchunked\r\n",
+  };
+  for (const auto& fields : cases) {
+    SCOPED_TRACE(fields);
+    beast::test::stream client(ioc_);
+    auto session = connect(client);
+    client.write_some(net::buffer("POST / HTTP/1.1\r\nHost: m\r\nAuthorization: Bearer " + create_ + "\r\n" +
+                                  fields + "\r\n" + smuggled));
+    auto answers = wait_for_answers(client, 1);
+    run_until([&] { return session->closed(); });
+    answers = parse_answers(client.str());
+    ASSERT_EQ(answers.size(), 1u) << client.str();
+    EXPECT_EQ(answers[0].status, 400) << answers[0].body;
+    EXPECT_FALSE(answers[0].keep_alive);
+  }
+  auto acting = api_->authorize("Bearer " + create_);
+  ASSERT_TRUE(acting.ok());
+  EXPECT_EQ(api_->handle(*acting, "/", R"({"id":"smug"})").status, 201);  // never made by a smuggled request
+}
+
+// What Beast refused already stays refused: chunked beside Content-Length (either order), chunked
+// twice; and HTTP/1.0 has no chunked coding (RFC 9112 §6.1: its framing is faulty).
+TEST_F(SessionTest, ChunkedBesideContentLengthTwiceOrInHttp10Is400) {
+  start();
+  const std::vector<std::string> cases = {
+      "POST / HTTP/1.1\r\nHost: m\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n",
+      "POST / HTTP/1.1\r\nHost: m\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+      "POST / HTTP/1.1\r\nHost: m\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: "
+      "chunked\r\n\r\n0\r\n\r\n",
+      "POST / HTTP/1.1\r\nHost: m\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+      "POST / HTTP/1.0\r\nHost: m\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+  };
+  for (const auto& request : cases) {
+    SCOPED_TRACE(request);
+    beast::test::stream client(ioc_);
+    auto session = connect(client);
+    client.write_some(net::buffer(request));
+    auto answers = wait_for_answers(client, 1);
+    run_until([&] { return session->closed(); });
+    ASSERT_EQ(answers.size(), 1u) << client.str();
+    EXPECT_EQ(answers[0].status, 400) << answers[0].body;
+  }
+}
+
+TEST_F(SessionTest, ChunkedInAnyCaseIsServed) {
+  start();
+  beast::test::stream client(ioc_);
+  auto session = connect(client);
+  client.write_some(net::buffer("POST / HTTP/1.1\r\nHost: m\r\nAuthorization: Bearer " + create_ +
+                                "\r\nTransfer-Encoding: Chunked\r\n\r\na\r\n{\"id\":\"m\"}\r\n0\r\n\r\n"));
+  auto answers = wait_for_answers(client, 1);
+  ASSERT_EQ(answers.size(), 1u);
+  EXPECT_EQ(answers[0].status, 201) << answers[0].body;
+  EXPECT_FALSE(session->closed());
+}
+
 }  // namespace
