@@ -23,12 +23,14 @@ std::uint64_t body_limit(std::optional<CapabilityKind> kind, const BodyLimits& l
   return kind == CapabilityKind::uri ? limits.invocation : limits.management;
 }
 
-std::optional<std::string_view> framing_refusal(const FramingFields& fields) {
-  if (fields.transfer_encoding.empty()) return std::nullopt;
-  if (fields.version < 11) return "Transfer-Encoding is not allowed in HTTP/1.0";
-  if (fields.content_length) return "Transfer-Encoding and Content-Length cannot both be given";
+std::optional<std::string_view> header_refusal(const HeaderFacts& facts) {
+  if (facts.hosts > 1) return "Host header is given more than once";
+  if (facts.hosts == 0 && facts.version >= 11) return "Host header is required";
+  if (facts.transfer_encoding.empty()) return std::nullopt;
+  if (facts.version < 11) return "Transfer-Encoding is not allowed in HTTP/1.0";
+  if (facts.content_length) return "Transfer-Encoding and Content-Length cannot both be given";
   std::vector<std::string> codings;
-  for (std::string_view value : fields.transfer_encoding) core::append_connection_tokens(value, codings);
+  for (std::string_view value : facts.transfer_encoding) core::append_connection_tokens(value, codings);
   if (codings.size() != 1 || codings.front() != "chunked") return "Transfer-Encoding must be chunked";
   return std::nullopt;
 }

@@ -125,7 +125,7 @@ class HttpSession : public RequesterSide, public Stoppable {
       return reply_and_close(api::Api::error_response(431, "request headers are too large"));
     }
     if (ec) return reply_and_close(api::Api::error_response(400, "malformed HTTP request"));
-    if (auto refused = handler_.refuse_framing(request())) return reply_and_close(std::move(*refused));
+    if (auto refused = handler_.refuse_header(request())) return reply_and_close(std::move(*refused));
     handler_.after_header(request(), derived().stream().get_executor(),
                           [self = derived().shared_from_this()](std::uint64_t limit) { self->on_body_limit(limit); });
   }

@@ -322,5 +322,25 @@ class ChunkSizeTest(ServiceCase):
         self.assert_serving()
 
 
+# --- L5: one Host -----------------------------------------------------------------------------
+class HostTest(ServiceCase):
+    def test_an_http11_request_without_host_or_with_two_is_400(self):
+        query = ("Authorization: Bearer %s\r\n" % self.query).encode()
+        for request, message in (
+                (b"GET / HTTP/1.1\r\n" + query + b"\r\n", "Host header is required"),
+                (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n" + query + b"\r\n", "Host header is given more than once"),
+                (b"GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n" + query + b"\r\n", "Host header is given more than once")):
+            with self.subTest(request=request[:40]):
+                answer = self.exchange(request)
+                self.assert_refused_and_closed(answer, 400, message)
+                self.assertNotIn(b"membranes", answer)
+
+    def test_an_http10_request_without_host_is_served(self):
+        answer = self.exchange(("GET / HTTP/1.0\r\nAuthorization: Bearer %s\r\n\r\n" % self.query).encode())
+        status, _, body, _ = split_answer(answer)
+        self.assertEqual(status, 200, answer[:300])
+        self.assertIn("membranes", json.loads(body))
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

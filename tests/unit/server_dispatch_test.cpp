@@ -1,5 +1,6 @@
-// server/request_dispatch: where a request goes, how large its body may be, what it is counted as
-// and logged as; pure functions, no socket.
+// server/request_dispatch: whether a request's header is refused, where it goes, how large its
+// body may be, how oversized chunk framing is answered, what it is counted as and logged as; pure
+// functions, no socket.
 #include <gtest/gtest.h>
 
 #include "server/request_dispatch.hpp"
@@ -8,14 +9,13 @@ namespace {
 
 using membraned::server::AccessLogEntry;
 using membraned::server::BodyLimits;
-using membraned::server::FramingFields;
 using membraned::server::OversizedFraming;
 using membraned::server::Route;
 using membraned::server::RouteRules;
 using membraned::server::access_log_line;
 using membraned::server::body_limit;
 using membraned::server::classify;
-using membraned::server::framing_refusal;
+using membraned::server::header_refusal;
 using membraned::server::metric_operation;
 using membraned::server::oversized_framing;
 using membraned::server::revocation_kind;
@@ -61,26 +61,41 @@ TEST(BodyLimit, InvocationsGetTheInvocationLimitEverythingElseTheManagementOne) 
   EXPECT_EQ(body_limit(std::nullopt, limits), 100u);  // the capability did not resolve
 }
 
-TEST(FramingRefusal, OnlyChunkedAloneOnHttp11IsATransferEncoding) {
-  EXPECT_EQ(framing_refusal({11, {}, false}), std::nullopt);
-  EXPECT_EQ(framing_refusal({11, {}, true}), std::nullopt);
-  EXPECT_EQ(framing_refusal({10, {}, true}), std::nullopt);
-  EXPECT_EQ(framing_refusal({11, {"chunked"}, false}), std::nullopt);
-  EXPECT_EQ(framing_refusal({11, {" Chunked "}, false}), std::nullopt);
-  EXPECT_EQ(framing_refusal({11, {", chunked,"}, false}), std::nullopt);  // empty list elements are nothing
+// A request of `version` with these Transfer-Encoding values, Content-Length or not, one Host.
+std::optional<std::string_view> refusal(std::vector<std::string_view> transfer_encoding,
+                                        bool content_length = false, unsigned version = 11) {
+  return header_refusal({version, std::move(transfer_encoding), content_length, 1});
+}
+
+TEST(HeaderRefusal, OnlyChunkedAloneOnHttp11IsATransferEncoding) {
+  EXPECT_EQ(refusal({}), std::nullopt);
+  EXPECT_EQ(refusal({}, true), std::nullopt);
+  EXPECT_EQ(refusal({}, true, 10), std::nullopt);
+  EXPECT_EQ(refusal({"chunked"}), std::nullopt);
+  EXPECT_EQ(refusal({" Chunked "}), std::nullopt);
+  EXPECT_EQ(refusal({", chunked,"}), std::nullopt);  // empty list elements are nothing
   const std::string_view not_chunked = "Transfer-Encoding must be chunked";
-  EXPECT_EQ(framing_refusal({11, {"xchunked"}, false}), not_chunked);
-  EXPECT_EQ(framing_refusal({11, {"identity"}, false}), not_chunked);
-  EXPECT_EQ(framing_refusal({11, {"gzip, chunked"}, false}), not_chunked);
-  EXPECT_EQ(framing_refusal({11, {"chunked, gzip"}, false}), not_chunked);
-  EXPECT_EQ(framing_refusal({11, {"chunked, chunked"}, false}), not_chunked);
-  EXPECT_EQ(framing_refusal({11, {"gzip", "chunked"}, false}), not_chunked);
-  EXPECT_EQ(framing_refusal({11, {"chunked;x=1"}, false}), not_chunked);
-  EXPECT_EQ(framing_refusal({11, {""}, false}), not_chunked);
+  EXPECT_EQ(refusal({"xchunked"}), not_chunked);
+  EXPECT_EQ(refusal({"identity"}), not_chunked);
+  EXPECT_EQ(refusal({"gzip, chunked"}), not_chunked);
+  EXPECT_EQ(refusal({"chunked, gzip"}), not_chunked);
+  EXPECT_EQ(refusal({"chunked, chunked"}), not_chunked);
+  EXPECT_EQ(refusal({"gzip", "chunked"}), not_chunked);
+  EXPECT_EQ(refusal({"chunked;x=1"}), not_chunked);
+  EXPECT_EQ(refusal({""}), not_chunked);
   const std::string_view both = "Transfer-Encoding and Content-Length cannot both be given";
-  EXPECT_EQ(framing_refusal({11, {"chunked"}, true}), both);
-  EXPECT_EQ(framing_refusal({11, {"xchunked"}, true}), both);
-  EXPECT_EQ(framing_refusal({10, {"chunked"}, false}), "Transfer-Encoding is not allowed in HTTP/1.0");
+  EXPECT_EQ(refusal({"chunked"}, true), both);
+  EXPECT_EQ(refusal({"xchunked"}, true), both);
+  EXPECT_EQ(refusal({"chunked"}, false, 10), "Transfer-Encoding is not allowed in HTTP/1.0");
+}
+
+TEST(HeaderRefusal, OneHostInHttp11AtMostOneInHttp10) {
+  EXPECT_EQ(header_refusal({11, {}, false, 1}), std::nullopt);
+  EXPECT_EQ(header_refusal({10, {}, false, 1}), std::nullopt);
+  EXPECT_EQ(header_refusal({10, {}, false, 0}), std::nullopt);
+  EXPECT_EQ(header_refusal({11, {}, false, 0}), "Host header is required");
+  EXPECT_EQ(header_refusal({11, {}, false, 2}), "Host header is given more than once");
+  EXPECT_EQ(header_refusal({10, {}, false, 2}), "Host header is given more than once");
 }
 
 TEST(OversizedFraming, TrailersOnlyAfterTheLastChunksLineEnded) {

@@ -640,4 +640,32 @@ TEST_F(SessionTest, ChunkedInAnyCaseIsServed) {
   EXPECT_FALSE(session->closed());
 }
 
+// L5: RFC 9112 §3.2: an HTTP/1.1 request without Host, or any request with two, is 400.
+TEST_F(SessionTest, AnHttp11RequestWithoutOneHostIs400) {
+  start();
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"GET /healthz HTTP/1.1\r\n\r\n", "Host header is required"},
+      {"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "Host header is given more than once"},
+      {"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", "Host header is given more than once"},
+      {"GET /healthz HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", "Host header is given more than once"},
+  };
+  for (const auto& [request, message] : cases) {
+    SCOPED_TRACE(request);
+    beast::test::stream client(ioc_);
+    auto session = connect(client);
+    client.write_some(net::buffer(request));
+    expect_refused_and_closed(client, *session, 400, message);
+  }
+}
+
+TEST_F(SessionTest, AnHttp10RequestWithoutHostIsServed) {
+  start();
+  beast::test::stream client(ioc_);
+  auto session = connect(client);
+  client.write_some(net::buffer("GET /healthz HTTP/1.0\r\n\r\n"));
+  auto answers = wait_for_answers(client, 1);
+  ASSERT_EQ(answers.size(), 1u);
+  EXPECT_EQ(answers[0].status, 200) << answers[0].body;
+}
+
 }  // namespace
