@@ -46,9 +46,11 @@ class RequesterSide {
 };
 
 // Sends `upstream` (its body is `body`) with the connection settings of `config` (timeout, TLS)
-// and relays the answer to `requester`, which it keeps alive until the end. `started`: when the
-// request began, for the invocation's duration.
-void start_invocation(ServerContext& context, std::shared_ptr<RequesterSide> requester, const core::UriExport& config,
-                      core::UpstreamRequest upstream, std::string body, std::chrono::steady_clock::time_point started);
+// and relays the answer to `requester`, which it keeps alive until the end. `requester_head`: the
+// requester asked with HEAD, so the answer relayed has no body whatever the upstream's method.
+// `started`: when the request began, for the invocation's duration.
+void start_invocation(ServerContext& context, std::shared_ptr<RequesterSide> requester,
+                      const core::UriExport& config, core::UpstreamRequest upstream, std::string body,
+                      bool requester_head, std::chrono::steady_clock::time_point started);
 
 }  // namespace membraned::server

@@ -311,6 +311,56 @@ class TransferEncodingTest(ServiceCase):
         self.assertEqual(status, 201, answer)
 
 
+# --- L2: the answer's framing follows the requester's method ------------------------------------
+class HeadFramingTest(ServiceCase):
+    INJECTED = (b"HTTP/1.1 200 OK\r\nSet-Cookie: session=attacker\r\nContent-Length: 22\r\n\r\n"
+                b"<h1>INJECTED-BODY</h1>")
+
+    def test_a_head_requester_never_gets_the_body_of_an_export_fixed_to_post(self):
+        def answer(conn):
+            conn.sendall(b"HTTP/1.1 200 OK\r\nX-Upstream: yes\r\nContent-Length: %d\r\n\r\n" % len(self.INJECTED)
+                         + self.INJECTED)
+
+        upstream = RawUpstream(answer)
+        try:
+            cap = self.capability(uri=upstream.url(), method="POST")
+            # A keep-alive client sends its next request on the same connection (here at once).
+            data = self.exchange(("HEAD / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n"
+                                  "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % cap).encode())
+            head, _, rest = data.partition(b"\r\n\r\n")
+            self.assertTrue(head.startswith(b"HTTP/1.1 200 OK\r\n"), data)
+            self.assertIn(b"\r\nX-Upstream: yes", head)
+            self.assertIn(b"\r\nContent-Length: %d" % len(self.INJECTED), head)
+            # What follows the HEAD answer's header is the next answer, the service's own.
+            status, headers, body, after = split_answer(rest)
+            self.assertEqual(status, 200, rest)
+            self.assertNotIn("set-cookie", headers)
+            self.assertEqual(json.loads(body)["status"], "ok")
+            self.assertEqual(after, b"")
+            self.assertNotIn(b"INJECTED", data)
+            self.assertEqual(upstream.requests, 1)
+        finally:
+            upstream.close()
+
+    def test_a_get_requester_of_an_export_fixed_to_head_gets_an_empty_body_that_says_so(self):
+        upstream = Upstream()
+        try:
+            cap = self.capability(uri=upstream.url("/sized/50"), method="HEAD")
+            conn = self.server.connection(timeout=10)
+            conn.request("GET", "/", headers={"Authorization": "Bearer " + cap})
+            resp = conn.getresponse()
+            self.assertEqual(resp.status, 200)
+            self.assertEqual(resp.getheader("Content-Length"), "0")
+            self.assertEqual(resp.read(), b"")
+            self.assertEqual(upstream.requests[-1]["method"], "HEAD")
+            conn.request("GET", "/healthz")
+            resp = conn.getresponse()
+            self.assertEqual((resp.status, json.loads(resp.read())["status"]), (200, "ok"))
+            conn.close()
+        finally:
+            upstream.close()
+
+
 # --- L4: body framing errors are answered ---------------------------------------------------------
 class ChunkSizeTest(ServiceCase):
     def test_a_bad_chunk_size_is_a_json_400_and_the_connection_closes(self):

@@ -282,11 +282,13 @@ class SessionTest : public testing::Test {
     return token_of(made.body["capabilities"]["export"]);
   }
 
-  // A uri capability reaching the fake upstream.
-  std::string invoke_capability(std::uint16_t port) {
+  // A uri capability reaching the fake upstream, with the export's `method`.
+  std::string invoke_capability(std::uint16_t port, const std::string& method = "POST") {
     auto acting = api_->authorize("Bearer " + export_capability());
     EXPECT_TRUE(acting.ok());
-    auto made = api_->handle(*acting, "/", R"({"uri":"http://127.0.0.1:)" + std::to_string(port) + R"(/fn","method":"POST"})");
+    auto made = api_->handle(
+        *acting, "/",
+        R"({"uri":"http://127.0.0.1:)" + std::to_string(port) + R"(/fn","method":")" + method + R"("})");
     EXPECT_EQ(made.status, 201) << made.body.dump();
     return token_of(made.body["capability"]);
   }
@@ -345,6 +347,14 @@ class SessionTest : public testing::Test {
     EXPECT_TRUE(answers[0].keep_alive);
     EXPECT_FALSE(session->closed());
     EXPECT_EQ(upstream_errors(context_->metrics.render(), "malformed"), 1);
+  }
+
+  // A header block alone (the answer to a HEAD): its text, and what came after it in `rest`.
+  static std::string header_block(const std::string& text, std::string* rest) {
+    const auto end = text.find("\r\n\r\n");
+    if (end == std::string::npos) return {};
+    *rest = text.substr(end + 4);
+    return text.substr(0, end + 4);
   }
 
   membraned::test::TempDir dir_{"membraned-session-test-"};
@@ -666,6 +676,59 @@ TEST_F(SessionTest, AnHttp10RequestWithoutHostIsServed) {
   auto answers = wait_for_answers(client, 1);
   ASSERT_EQ(answers.size(), 1u);
   EXPECT_EQ(answers[0].status, 200) << answers[0].body;
+}
+
+// L2: a requester's HEAD gets the upstream's status and headers and never its body, even when
+// the export sends POST (the upstream then writes one). The upstream connection, its body
+// unread, is not reused: the next invocation gets its own answer, not that body.
+TEST_F(SessionTest, AHeadRequesterGetsNoBodyWhateverTheUpstreamSends) {
+  const std::string injected =
+      "HTTP/1.1 200 OK\r\nSet-Cookie: session=attacker\r\nContent-Length: 8\r\n\r\nINJECTED";
+  FakeUpstream upstream({{"HTTP/1.1 200 OK\r\nX-Up: 1\r\nContent-Length: " + std::to_string(injected.size()) +
+                          "\r\n\r\n" + injected},
+                         {"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\ngenuine"}});
+  start();
+  const std::string token = invoke_capability(upstream.port(), "POST");
+  beast::test::stream client(ioc_);
+  auto session = connect(client);
+  client.write_some(net::buffer("HEAD / HTTP/1.1\r\nHost: m\r\nAuthorization: Bearer " + token + "\r\n\r\n"));
+  run_until([&] { return client.str().find("\r\n\r\n") != std::string::npos; });
+  run_for(50ms);  // nothing else comes
+  client.write_some(net::buffer(invocation(token, "{}")));
+  run_until([&] { return client.str().find("genuine") != std::string::npos || session->closed(); }, 2000ms);
+  std::string rest;
+  const std::string head = header_block(client.str(), &rest);
+  EXPECT_EQ(head.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << head;
+  EXPECT_NE(head.find("X-Up: 1\r\n"), std::string::npos) << head;
+  EXPECT_NE(head.find("Content-Length: " + std::to_string(injected.size()) + "\r\n"), std::string::npos)
+      << head;
+  auto answers = parse_answers(rest);
+  ASSERT_EQ(answers.size(), 1u) << rest;
+  EXPECT_EQ(answers[0].body, "genuine");
+  EXPECT_EQ(client.str().find("INJECTED"), std::string::npos);
+  EXPECT_FALSE(session->closed());
+  EXPECT_EQ(upstream.requests(), 2);
+  EXPECT_EQ(upstream.connections(), 2);
+}
+
+// L2: an export fixed to HEAD answers a requester's GET with the upstream's headers and an
+// empty body that says so (Content-Length: 0), not a length it never sends.
+TEST_F(SessionTest, AGetRequesterOfAHeadExportGetsAnEmptyBodyThatSaysSo) {
+  FakeUpstream upstream({{"HTTP/1.1 200 OK\r\nX-Up: 1\r\nContent-Length: 50\r\n\r\n"}});
+  start();
+  const std::string token = invoke_capability(upstream.port(), "HEAD");
+  beast::test::stream client(ioc_);
+  auto session = connect(client);
+  client.write_some(net::buffer("GET / HTTP/1.1\r\nHost: m\r\nAuthorization: Bearer " + token +
+                                "\r\n\r\nGET /healthz HTTP/1.1\r\nHost: m\r\n\r\n"));
+  auto answers = wait_for_answers(client, 2);
+  ASSERT_EQ(answers.size(), 2u) << client.str();
+  EXPECT_EQ(answers[0].status, 200);
+  EXPECT_EQ(answers[0].body, "");
+  EXPECT_NE(client.str().find("X-Up: 1\r\nContent-Length: 0\r\n"), std::string::npos) << client.str();
+  EXPECT_EQ(answers[1].status, 200);
+  EXPECT_NE(answers[1].body.find("\"status\":\"ok\""), std::string::npos) << answers[1].body;
+  EXPECT_FALSE(session->closed());
 }
 
 }  // namespace
