@@ -392,5 +392,22 @@ class HostTest(ServiceCase):
         self.assertIn("membranes", json.loads(body))
 
 
+# --- L6: duplicate JSON keys ----------------------------------------------------------------------
+class DuplicateKeyTest(ServiceCase):
+    def test_a_create_body_with_a_key_given_twice_is_400_and_creates_nothing(self):
+        first, second = "dup-a-%s" % uuid.uuid4(), "dup-b-%s" % uuid.uuid4()
+        status, body, _ = self.server.call(self.create, body='{"id":"%s","id":"%s"}' % (first, second))
+        self.assertEqual(status, 400, body)
+        self.assertEqual(body["message"], "id is given twice")
+        for mid in (first, second):
+            status, listed, _ = self.server.call(self.query, "GET", path="/?id=" + mid)
+            self.assertEqual((status, listed["membranes"]), (200, []))
+
+    def test_an_export_body_with_a_key_given_twice_stays_400(self):
+        status, body, _ = self.server.call(self.export, body='{"uri":"http://127.0.0.1:1/","uri":"http://127.0.0.1:2/"}')
+        self.assertEqual(status, 400, body)
+        self.assertEqual(body["message"], "uri is given twice")
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

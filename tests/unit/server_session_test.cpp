@@ -731,4 +731,20 @@ TEST_F(SessionTest, AGetRequesterOfAHeadExportGetsAnEmptyBodyThatSaysSo) {
   EXPECT_FALSE(session->closed());
 }
 
+// L6: the create body refuses a key given twice, like the export body (contract §3).
+TEST_F(SessionTest, ACreateBodyWithAKeyGivenTwiceIs400AndCreatesNothing) {
+  start();
+  beast::test::stream client(ioc_);
+  auto session = connect(client);
+  client.write_some(net::buffer(invocation(create_, R"({"id":"dup-a","id":"dup-b"})")));
+  auto answers = wait_for_answers(client, 1);
+  ASSERT_EQ(answers.size(), 1u);
+  EXPECT_EQ(answers[0].status, 400) << answers[0].body;
+  EXPECT_NE(answers[0].body.find("id is given twice"), std::string::npos) << answers[0].body;
+  EXPECT_FALSE(session->closed());
+  auto acting = api_->authorize("Bearer " + create_);
+  ASSERT_TRUE(acting.ok());
+  EXPECT_EQ(api_->handle(*acting, "/", R"({"id":"dup-b"})").status, 201);  // the id is still free
+}
+
 }  // namespace
