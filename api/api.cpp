@@ -22,11 +22,11 @@ constexpr std::size_t kMaxQueryLimit = 1000;
 Response accepted() { return {202, json{{"statusCode", 202}, {"message", "Accepted"}}}; }
 
 // Management bodies are JSON whatever Content-Type says; an empty body is an empty object for
-// the operations that take none.
+// the operations that take none. A key given twice is refused, as in an export body.
 core::Result<json> parse_object(std::string_view body) {
-  json parsed = json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
-  if (parsed.is_discarded()) return Error::invalid("body", "body is not valid JSON");
-  if (!parsed.is_object()) return Error::invalid("body", "body must be a JSON object");
+  auto parsed = core::parse_json_without_duplicate_keys(body);
+  if (!parsed) return parsed.error();
+  if (!parsed->is_object()) return Error::invalid("body", "body must be a JSON object");
   return parsed;
 }
 

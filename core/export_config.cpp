@@ -394,14 +394,20 @@ class DuplicateKeyFinder {
 
 }  // namespace
 
-Result<ExportConfig> parse_export_config(std::string_view body, const ExportLimits& limits) {
+Result<json> parse_json_without_duplicate_keys(std::string_view body) {
   DuplicateKeyFinder duplicates;
   json parsed = json::parse(body.begin(), body.end(), std::ref(duplicates), /*allow_exceptions=*/false);
   if (parsed.is_discarded()) return bad("body", "body is not valid JSON");
   if (duplicates.duplicate()) {
     return bad(*duplicates.duplicate(), *duplicates.duplicate() + " is given twice");
   }
-  return parse_export_json(parsed, limits);
+  return parsed;
+}
+
+Result<ExportConfig> parse_export_config(std::string_view body, const ExportLimits& limits) {
+  auto parsed = parse_json_without_duplicate_keys(body);
+  if (!parsed) return parsed.error();
+  return parse_export_json(*parsed, limits);
 }
 
 Result<ExportConfig> parse_export_json(const json& body, const ExportLimits& limits) {

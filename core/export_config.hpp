@@ -67,6 +67,12 @@ struct ExportLimits {
   bool check_tls_key = true;
 };
 
+// A JSON body as the service reads every body the contract says is a JSON object (contract §3,
+// §4.1): a key given twice in one object, which nlohmann::json would silently collapse to its
+// last value, is refused. Errors are invalid_input: "body is not valid JSON", or "K is given
+// twice" with `field` K, the key's dotted path ("headers.X-A").
+Result<nlohmann::json> parse_json_without_duplicate_keys(std::string_view body);
+
 // Errors are invalid_input with `field` naming the offending field (dotted path).
 Result<ExportConfig> parse_export_config(std::string_view body, const ExportLimits& limits = {});
 // For a body already parsed (duplicate keys can no longer be detected there).

@@ -33,8 +33,8 @@ constexpr std::uint32_t kUpstreamHeaderLimit = 64 * 1024;
 class Invocation : public std::enable_shared_from_this<Invocation> {
  public:
   Invocation(ServerContext& context, std::shared_ptr<RequesterSide> requester, const core::UriExport& config,
-             const std::string& tenant, core::UpstreamRequest upstream, std::string body, Clock::time_point started,
-             SendCheck check)
+             const std::string& tenant, core::UpstreamRequest upstream, std::string body, bool requester_head,
+             Clock::time_point started, SendCheck check)
       : context_(context),
         requester_(std::move(requester)),
         check_(std::move(check)),
@@ -42,7 +42,8 @@ class Invocation : public std::enable_shared_from_this<Invocation> {
         requester_executor_(requester_->requester_executor()),
         timeout_(std::min<std::uint64_t>(config.timeout_ms.value_or(context.settings.upstream_timeout_ms),
                                          context.settings.upstream_timeout_ms)),
-        head_(upstream_.method == "HEAD"),
+        upstream_head_(upstream_.method == "HEAD"),
+        requester_head_(requester_head),
         started_(started),
         tenant_(tenant) {
     request_ = make_request(upstream_.method, upstream_.target, upstream_.headers, std::move(body));
@@ -151,7 +152,7 @@ class Invocation : public std::enable_shared_from_this<Invocation> {
     parser_.emplace();
     parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
     parser_->header_limit(kUpstreamHeaderLimit);
-    if (head_) parser_->skip(true);
+    if (upstream_head_) parser_->skip(true);
     lowest().expires_after(timeout_);
     connection_->with_stream([self = shared_from_this()](auto& stream) {
       http::async_read_header(stream, self->upstream_buffer_, *self->parser_,
@@ -178,7 +179,8 @@ class Invocation : public std::enable_shared_from_this<Invocation> {
   }
 
   // The answer goes out as it comes in: same status and headers, minus hop-by-hop ones and those
-  // the upstream's Connection names; framing chosen for the requester. True when it has no body.
+  // the upstream's Connection names; framing chosen for the requester, by the requester's method
+  // (the export may send another). True when no body goes out.
   bool prepare_answer(unsigned status) {
     auto& up = parser_->get();
     std::vector<std::string> listed;
@@ -194,26 +196,34 @@ class Invocation : public std::enable_shared_from_this<Invocation> {
       if (std::find(listed.begin(), listed.end(), core::to_lower_ascii(name)) != listed.end()) continue;
       response_.insert(name, field.value());
     }
-    const bool no_body = head_ || status == 204 || status == 304;
-    if (head_) {
+    // The status says no body, or the upstream answers the export's HEAD: no body from it.
+    const bool bodiless_status = status == 204 || status == 304;
+    const bool upstream_no_body = upstream_head_ || bodiless_status;
+    if (bodiless_status) {
+      // No length either.
+    } else if (requester_head_) {
+      // The header alone, with the length the upstream gave: the length of the body a GET would
+      // get. A body the upstream sends (the export's method is not HEAD) is never read, and its
+      // connection then closes (finish).
       if (auto it = up.find(http::field::content_length); it != up.end()) {
         response_.set(http::field::content_length, it->value());
       }
-    } else if (!no_body) {
-      if (auto length = parser_->content_length()) {
-        response_.content_length(*length);
-      } else {
-        response_.chunked(true);
-      }
+    } else if (upstream_head_) {
+      // The answer to the export's HEAD, for a requester that expects a body: an empty one, said.
+      response_.content_length(0);
+    } else if (auto length = parser_->content_length()) {
+      response_.content_length(*length);
+    } else {
+      response_.chunked(true);
     }
     upstream_reusable_ = up.keep_alive();
-    if (no_body) {
+    if (upstream_no_body) {
       // A body-less answer that announces a length may be followed by bytes the upstream should
       // not have sent: such a connection is not trusted with another request.
       auto length = up.find(http::field::content_length);
       if (length != up.end() && length->value() != "0") upstream_reusable_ = false;
     }
-    return no_body;
+    return upstream_no_body || requester_head_;
   }
 
   void read_chunk() {
@@ -324,14 +334,18 @@ class Invocation : public std::enable_shared_from_this<Invocation> {
   std::shared_ptr<UpstreamConnection> connection_;
   bool reused_ = false;
   bool upstream_reusable_ = false;
-  beast::flat_buffer upstream_buffer_;
+  // What the parser cannot use yet: the answer's header, a chunk's size line with its
+  // extensions, the trailers, each only whole. Its maximum bounds the last two, which Beast's
+  // limits do not count (an answer that overflows it is malformed: 502).
+  beast::flat_buffer upstream_buffer_{kUpstreamHeaderLimit};
   std::optional<http::response_parser<http::buffer_body>> parser_;
   http::response<http::buffer_body> response_;
   std::optional<RelayedAnswer> serializer_;
   std::unique_ptr<char[]> chunk_;  // the relay buffer, made by the first read of the body
   std::size_t chunk_size_ = 0;
   std::chrono::milliseconds timeout_;
-  bool head_;
+  bool upstream_head_;   // the export's method is HEAD: the upstream's answer has no body
+  bool requester_head_;  // the requester's method is HEAD: the relayed answer has no body
   bool header_sent_ = false;
   Clock::time_point started_;           // the request's, for the invocation's duration
   Clock::time_point upstream_started_;  // the first upstream step's
@@ -342,10 +356,10 @@ class Invocation : public std::enable_shared_from_this<Invocation> {
 }  // namespace
 
 void start_invocation(ServerContext& context, std::shared_ptr<RequesterSide> requester, const core::UriExport& config,
-                      const std::string& tenant, core::UpstreamRequest upstream, std::string body,
+                      const std::string& tenant, core::UpstreamRequest upstream, std::string body, bool requester_head,
                       Clock::time_point started, SendCheck check) {
   std::make_shared<Invocation>(context, std::move(requester), config, tenant, std::move(upstream), std::move(body),
-                               started, std::move(check))
+                               requester_head, started, std::move(check))
       ->start();
 }
 

@@ -54,10 +54,11 @@ using SendCheck =
 // Sends `upstream` (its body is `body`) with the connection settings of `config` (timeout, TLS)
 // once `check` allows it, and relays the answer to `requester`, which it keeps alive until the
 // end. Refused at send time, the requester gets 401 and nothing reaches the upstream. `tenant`:
-// the tenant whose export it is (upstream connections are pooled per tenant). `started`: when
-// the request began, for the invocation's duration.
+// the tenant whose export it is (upstream connections are pooled per tenant). `requester_head`:
+// the requester asked with HEAD, so the answer relayed has no body whatever the upstream's
+// method. `started`: when the request began, for the invocation's duration.
 void start_invocation(ServerContext& context, std::shared_ptr<RequesterSide> requester, const core::UriExport& config,
-                      const std::string& tenant, core::UpstreamRequest upstream, std::string body,
+                      const std::string& tenant, core::UpstreamRequest upstream, std::string body, bool requester_head,
                       std::chrono::steady_clock::time_point started, SendCheck check);
 
 }  // namespace membraned::server

@@ -95,7 +95,8 @@ void add_serve(CLI::App& app, Options& o) {
   flag(app, "max-invoke-body", o.max_invoke_body, "Largest invocation body in bytes (413 above)");
   flag(app, "upstream-timeout-ms", o.upstream_timeout_ms, "Service maximum for an export's timeoutMs")
       ->check(CLI::PositiveNumber);
-  flag(app, "header-limit", o.header_limit, "Largest request header block in bytes (431 above)");
+  flag(app, "header-limit", o.header_limit,
+       "Largest request header block in bytes (431 above), chunk size line (413) or trailers (431)");
   flag(app, "idle-timeout-ms", o.idle_timeout_ms, "Keep-alive idle time, and time to send a request's headers");
   flag(app, "read-timeout-ms", o.read_timeout_ms, "Time to send a request's body");
   flag(app, "shutdown-grace-ms", o.shutdown_grace_ms, "On SIGTERM, how long in-flight requests may finish");

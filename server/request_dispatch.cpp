@@ -1,6 +1,10 @@
 #include "server/request_dispatch.hpp"
 
+#include <algorithm>
+#include <cctype>
 #include <cstdio>
+
+#include "core/http.hpp"
 
 namespace membraned::server {
 
@@ -17,6 +21,28 @@ Route classify(std::string_view method, std::string_view target, bool has_author
 
 std::uint64_t body_limit(std::optional<CapabilityKind> kind, const BodyLimits& limits) {
   return kind == CapabilityKind::uri ? limits.invocation : limits.management;
+}
+
+std::optional<std::string_view> header_refusal(const HeaderFacts& facts) {
+  if (facts.hosts > 1) return "Host header is given more than once";
+  if (facts.hosts == 0 && facts.version >= 11) return "Host header is required";
+  if (facts.transfer_encoding.empty()) return std::nullopt;
+  if (facts.version < 11) return "Transfer-Encoding is not allowed in HTTP/1.0";
+  if (facts.content_length) return "Transfer-Encoding and Content-Length cannot both be given";
+  std::vector<std::string> codings;
+  for (std::string_view value : facts.transfer_encoding) core::append_connection_tokens(value, codings);
+  if (codings.size() != 1 || codings.front() != "chunked") return "Transfer-Encoding must be chunked";
+  return std::nullopt;
+}
+
+OversizedFraming oversized_framing(std::string_view unparsed) {
+  if (unparsed.starts_with("\r\n")) unparsed.remove_prefix(2);
+  // The last chunk's size is zero, in one or more digits; trailers follow once its line ended.
+  const std::size_t zeros = std::min(unparsed.find_first_not_of('0'), unparsed.size());
+  const bool last_chunk =
+      zeros > 0 && (zeros == unparsed.size() || !std::isxdigit(static_cast<unsigned char>(unparsed[zeros])));
+  if (last_chunk && unparsed.find("\r\n") != std::string_view::npos) return OversizedFraming::trailers;
+  return OversizedFraming::chunk_header;
 }
 
 std::string_view metric_operation(Route route, std::optional<CapabilityKind> kind) {

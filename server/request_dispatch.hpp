@@ -1,12 +1,14 @@
-// The decisions about a request that need no socket: where it goes, how large its body may be,
-// its access-log line and the names it is counted under. Pure functions, unit-tested on their
-// own (tests/unit/server_dispatch_test.cpp); the session and the request handler only apply them.
+// The decisions about a request that need no socket: whether its header is refused, where it
+// goes, how large its body may be, which answer a chunked body's oversized framing gets, its
+// access-log line and the names it is counted under. Pure functions, unit-tested on their own
+// (tests/unit/server_dispatch_test.cpp); the session and the request handler only apply them.
 #pragma once
 
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "storage/store.hpp"
 
@@ -32,6 +34,30 @@ struct BodyLimits {
 // The largest body a request may send once its capability is known; a request whose capability
 // did not resolve (or that has none) gets the management limit.
 std::uint64_t body_limit(std::optional<storage::CapabilityKind> kind, const BodyLimits& limits);
+
+// What of a request's header decides whether it can be read as one message at all.
+struct HeaderFacts {
+  unsigned version = 11;                            // 10: HTTP/1.0, 11: HTTP/1.1
+  std::vector<std::string_view> transfer_encoding;  // the value of each Transfer-Encoding field
+  bool content_length = false;                      // a Content-Length field is present
+  std::size_t hosts = 0;                            // how many Host fields
+};
+
+// Why a request must be refused once its header is in (400, then the connection closes), or
+// none (RFC 9112):
+// - §3.2: an HTTP/1.1 request without Host, or any request with more than one;
+// - §6.1, §6.3: a Transfer-Encoding other than exactly `chunked` (one coding, in any case, over
+//   all its fields), one beside Content-Length, or one in HTTP/1.0 leaves the body's length in
+//   doubt, and a front end that reads it another way would take the body for a second request.
+std::optional<std::string_view> header_refusal(const HeaderFacts& facts);
+
+// The framing of a chunked request body that must be read whole did not fit in the read buffer
+// (--header-limit bytes). `unparsed`, what the buffer held, starts at a chunk's size line (after
+// the CRLF that ends the previous chunk's data): the trailer section when that line is the last
+// chunk's and it ended (fields, like a header block too large: 431), else the size line with its
+// extensions (the body's own framing: 413).
+enum class OversizedFraming { chunk_header, trailers };
+OversizedFraming oversized_framing(std::string_view unparsed);
 
 // The `operation` label of membraned_requests_total.
 std::string_view metric_operation(Route route, std::optional<storage::CapabilityKind> kind);

@@ -71,6 +71,19 @@ void RequestHandler::off_io_thread(Work work, net::any_io_executor executor, The
   });
 }
 
+std::optional<api::Response> RequestHandler::refuse_header(const Request& request) const {
+  HeaderFacts facts;
+  facts.version = request.version();
+  const auto encodings = request.equal_range(http::field::transfer_encoding);
+  for (auto it = encodings.first; it != encodings.second; ++it) {
+    facts.transfer_encoding.push_back(it->value());
+  }
+  facts.content_length = request.find(http::field::content_length) != request.end();
+  facts.hosts = request.count(http::field::host);
+  if (auto refusal = header_refusal(facts)) return api::Api::error_response(400, std::string(*refusal));
+  return std::nullopt;
+}
+
 api::Response RequestHandler::too_large() const {
   if (authorization_error_ && authorization_error_->kind == core::ErrorKind::unavailable) {
     return api::Api::error_response(*authorization_error_);

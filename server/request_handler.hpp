@@ -67,6 +67,10 @@ class RequestHandler {
                     boost::asio::any_io_executor executor, std::function<void(BodyPlan)> then);
   // The body is in. `then` runs on `executor`.
   void after_body(const Request& request, boost::asio::any_io_executor executor, std::function<void(Outcome)> then);
+  // The header is in: a request that cannot be read as one message (no Host, a body's framing
+  // that cannot be trusted) is refused before anything else (400, then the connection closes;
+  // server/request_dispatch.hpp).
+  std::optional<api::Response> refuse_header(const Request& request) const;
   // 413, unless the capability could not be looked up because the store is down: its limit is
   // then unknown, and the client should retry rather than take the size for the reason.
   api::Response too_large() const;

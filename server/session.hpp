@@ -25,6 +25,7 @@
 #include <boost/beast/http/write.hpp>
 #include <boost/beast/ssl/ssl_stream.hpp>
 
+#include <algorithm>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -48,9 +49,13 @@ class HttpSession : public RequesterSide, public Stoppable {
   // A metrics-only session (the --metrics-listen listener) serves /metrics and /healthz and
   // dispatches no capability.
   // `slot`: this connection's place under the connection limits, given back when it ends.
+  //
+  // The read buffer holds what the parser cannot use yet: a header block, a chunk's size line
+  // with its extensions, a trailer section, each only whole. Beast's header and body limits do
+  // not count the last two, so the buffer's own limit (--header-limit) is what bounds them.
   HttpSession(ServerContext& context, bool metrics_only, ConnectionGate::Slot slot = {})
-      : context_(context), slot_(std::move(slot)), handler_(context, metrics_only) {
-    buffer_.reserve(kBufferReserve);
+      : context_(context), slot_(std::move(slot)), buffer_(context.settings.header_limit), handler_(context, metrics_only) {
+    buffer_.reserve(std::min(kBufferReserve, buffer_.max_size()));
     ++context_.active_sessions;
     context_.metrics.connection_opened();
   }
@@ -118,10 +123,11 @@ class HttpSession : public RequesterSide, public Stoppable {
       return derived().do_close();
     }
     handler_.begin(Clock::now());
-    if (ec == http::error::header_limit) {
+    if (ec == http::error::header_limit || ec == http::error::buffer_overflow) {
       return reply_and_close(api::Api::error_response(431, "request headers are too large"));
     }
     if (ec) return reply_and_close(api::Api::error_response(400, "malformed HTTP request"));
+    if (auto refused = handler_.refuse_header(request())) return reply_and_close(std::move(*refused));
     const auto length = parser_->content_length();
     handler_.after_header(request(), length ? std::optional<std::uint64_t>(*length) : std::nullopt,
                           derived().stream().get_executor(),
@@ -150,8 +156,15 @@ class HttpSession : public RequesterSide, public Stoppable {
 
   void on_body(beast::error_code ec, std::size_t) {
     if (ec == http::error::body_limit) return reply_and_close(handler_.too_large());
+    if (ec == http::error::buffer_overflow) return reply_and_close(oversized_framing_answer());
     if (derived().timed_out(ec)) {
       return reply_and_close(api::Api::error_response(408, "the request body did not arrive in time"));
+    }
+    // A body the parser refused (a chunk size that is no number, a bad extension or trailer) is
+    // answered; a connection that ended or broke (the client left mid-body) is closed.
+    if (ec && ec.category() == http::make_error_code(http::error::bad_chunk).category() &&
+        ec != http::error::partial_message && ec != http::error::end_of_stream) {
+      return reply_and_close(api::Api::error_response(400, "malformed HTTP request"));
     }
     if (ec) return derived().do_close();
     handler_.after_body(request(), derived().stream().get_executor(),
@@ -162,11 +175,20 @@ class HttpSession : public RequesterSide, public Stoppable {
     if (auto* answer = std::get_if<Answer>(&outcome)) return send(std::move(*answer), keep_alive());
     std::shared_ptr<RequesterSide> self = derived().shared_from_this();
     start_invocation(context_, std::move(self), handler_.invoked_config(), handler_.invoked_tenant(),
-                     std::move(std::get<Relay>(outcome).upstream), std::move(request().body()), handler_.started(),
-                     handler_.send_check());
+                     std::move(std::get<Relay>(outcome).upstream), std::move(request().body()),
+                     request().method() == http::verb::head, handler_.started(), handler_.send_check());
   }
 
   void reply_and_close(api::Response response) { send(json_answer(response), false); }
+
+  // The read buffer filled up with framing of a chunked body that the parser needs whole.
+  api::Response oversized_framing_answer() {
+    const std::string_view unparsed(static_cast<const char*>(buffer_.data().data()), buffer_.size());
+    if (oversized_framing(unparsed) == OversizedFraming::trailers) {
+      return api::Api::error_response(431, "request trailers are too large");
+    }
+    return api::Api::error_response(413, "request chunk header is too large");
+  }
 
   void send(Answer answer, bool keep_alive_after) {
     const bool head = parser_->is_header_done() && request().method() == http::verb::head;

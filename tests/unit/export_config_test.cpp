@@ -418,6 +418,24 @@ TEST(ExportConfig, SameKeyInDifferentObjectsIsNotADuplicate) {
   EXPECT_EQ(config.method, "GET");
 }
 
+// The same rule for every JSON body the service reads (the create body too).
+TEST(JsonWithoutDuplicateKeys, RefusesAKeyGivenTwiceInOneObjectNamingItsPath) {
+  auto result = parse_json_without_duplicate_keys(R"({"id":"a","id":"b"})");
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.error().kind, ErrorKind::invalid_input);
+  EXPECT_EQ(result.error().field, "id");
+  EXPECT_EQ(result.error().message, "id is given twice");
+  result = parse_json_without_duplicate_keys(R"({"a":{"b":1,"c":{"d":1,"d":2}}})");
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.error().field, "a.c.d");
+  result = parse_json_without_duplicate_keys(R"({"id":"a",)");
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.error().message, "body is not valid JSON");
+  auto ok = parse_json_without_duplicate_keys(R"({"id":"a","x":{"id":"a"},"y":[{"id":1},{"id":2}]})");
+  ASSERT_TRUE(ok.ok()) << ok.error().message;
+  EXPECT_EQ((*ok)["id"], "a");
+}
+
 TEST(ExportConfig, CapabilityWithEveryOtherFieldIsRejected) {
   for (const char* key : {"uri", "method", "allowQuery", "headers", "hmac", "timeoutMs", "tls"}) {
     SCOPED_TRACE(key);

@@ -1,5 +1,6 @@
-// server/request_dispatch: where a request goes, how large its body may be, what it is counted as
-// and logged as; pure functions, no socket.
+// server/request_dispatch: whether a request's header is refused, where it goes, how large its
+// body may be, how oversized chunk framing is answered, what it is counted as and logged as; pure
+// functions, no socket.
 #include <gtest/gtest.h>
 
 #include "server/request_dispatch.hpp"
@@ -8,12 +9,15 @@ namespace {
 
 using membraned::server::AccessLogEntry;
 using membraned::server::BodyLimits;
+using membraned::server::OversizedFraming;
 using membraned::server::Route;
 using membraned::server::RouteRules;
 using membraned::server::access_log_line;
 using membraned::server::body_limit;
 using membraned::server::classify;
+using membraned::server::header_refusal;
 using membraned::server::metric_operation;
+using membraned::server::oversized_framing;
 using membraned::server::revocation_kind;
 using membraned::storage::CapabilityKind;
 
@@ -55,6 +59,56 @@ TEST(BodyLimit, InvocationsGetTheInvocationLimitEverythingElseTheManagementOne) 
     EXPECT_EQ(body_limit(kind, limits), 100u);
   }
   EXPECT_EQ(body_limit(std::nullopt, limits), 100u);  // the capability did not resolve
+}
+
+// A request of `version` with these Transfer-Encoding values, Content-Length or not, one Host.
+std::optional<std::string_view> refusal(std::vector<std::string_view> transfer_encoding,
+                                        bool content_length = false, unsigned version = 11) {
+  return header_refusal({version, std::move(transfer_encoding), content_length, 1});
+}
+
+TEST(HeaderRefusal, OnlyChunkedAloneOnHttp11IsATransferEncoding) {
+  EXPECT_EQ(refusal({}), std::nullopt);
+  EXPECT_EQ(refusal({}, true), std::nullopt);
+  EXPECT_EQ(refusal({}, true, 10), std::nullopt);
+  EXPECT_EQ(refusal({"chunked"}), std::nullopt);
+  EXPECT_EQ(refusal({" Chunked "}), std::nullopt);
+  EXPECT_EQ(refusal({", chunked,"}), std::nullopt);  // empty list elements are nothing
+  const std::string_view not_chunked = "Transfer-Encoding must be chunked";
+  EXPECT_EQ(refusal({"xchunked"}), not_chunked);
+  EXPECT_EQ(refusal({"identity"}), not_chunked);
+  EXPECT_EQ(refusal({"gzip, chunked"}), not_chunked);
+  EXPECT_EQ(refusal({"chunked, gzip"}), not_chunked);
+  EXPECT_EQ(refusal({"chunked, chunked"}), not_chunked);
+  EXPECT_EQ(refusal({"gzip", "chunked"}), not_chunked);
+  EXPECT_EQ(refusal({"chunked;x=1"}), not_chunked);
+  EXPECT_EQ(refusal({""}), not_chunked);
+  const std::string_view both = "Transfer-Encoding and Content-Length cannot both be given";
+  EXPECT_EQ(refusal({"chunked"}, true), both);
+  EXPECT_EQ(refusal({"xchunked"}, true), both);
+  EXPECT_EQ(refusal({"chunked"}, false, 10), "Transfer-Encoding is not allowed in HTTP/1.0");
+}
+
+TEST(HeaderRefusal, OneHostInHttp11AtMostOneInHttp10) {
+  EXPECT_EQ(header_refusal({11, {}, false, 1}), std::nullopt);
+  EXPECT_EQ(header_refusal({10, {}, false, 1}), std::nullopt);
+  EXPECT_EQ(header_refusal({10, {}, false, 0}), std::nullopt);
+  EXPECT_EQ(header_refusal({11, {}, false, 0}), "Host header is required");
+  EXPECT_EQ(header_refusal({11, {}, false, 2}), "Host header is given more than once");
+  EXPECT_EQ(header_refusal({10, {}, false, 2}), "Host header is given more than once");
+}
+
+TEST(OversizedFraming, TrailersOnlyAfterTheLastChunksLineEnded) {
+  EXPECT_EQ(oversized_framing("0\r\nX-Trailer: aaaa"), OversizedFraming::trailers);
+  // After the CRLF that ends a chunk's data:
+  EXPECT_EQ(oversized_framing("\r\n0\r\nX-Trailer: aaaa"), OversizedFraming::trailers);
+  EXPECT_EQ(oversized_framing("000;ext=1\r\nX-T: aaaa"), OversizedFraming::trailers);
+  EXPECT_EQ(oversized_framing("4;ext=aaaa"), OversizedFraming::chunk_header);
+  EXPECT_EQ(oversized_framing("\r\n4;ext=aaaa"), OversizedFraming::chunk_header);
+  EXPECT_EQ(oversized_framing("0;ext=aaaa"), OversizedFraming::chunk_header);  // the last chunk's line itself
+  EXPECT_EQ(oversized_framing("0000000000"), OversizedFraming::chunk_header);
+  EXPECT_EQ(oversized_framing("00a\r\nxyz"), OversizedFraming::chunk_header);  // a size of 10
+  EXPECT_EQ(oversized_framing(""), OversizedFraming::chunk_header);
 }
 
 TEST(MetricOperation, NamesTheCapabilitysKindOrTheServicesOwnRoute) {

@@ -3,7 +3,7 @@
 // on a real SQLite store, and relays to an upstream on a real loopback socket. These are the
 // paths the Python suites reach only with difficulty: 100-continue, 413/431/408, keep-alive
 // after a relayed answer, an answer cut after its header, a pooled connection the upstream
-// closed while idle.
+// closed while idle; and the attacks of the attack review on HTTP framing.
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -292,12 +292,15 @@ class SessionTest : public testing::Test {
     return token_of(made.body["capabilities"]["export"]);
   }
 
-  // A uri capability reaching the fake upstream (exported by the first tenant, or by the tenant
-  // whose create capability is `create`).
-  std::string invoke_capability(std::uint16_t port, const std::string& create = {}) {
+  // A uri capability reaching the fake upstream, with the export's `method` (exported by the first
+  // tenant, or by the tenant whose create capability is `create`).
+  std::string invoke_capability(std::uint16_t port, const std::string& method = "POST",
+                                const std::string& create = {}) {
     auto acting = api_->authorize("Bearer " + export_capability(create));
     EXPECT_TRUE(acting.ok());
-    auto made = api_->handle(*acting, "/", R"({"uri":"http://127.0.0.1:)" + std::to_string(port) + R"(/fn","method":"POST"})");
+    auto made = api_->handle(
+        *acting, "/",
+        R"({"uri":"http://127.0.0.1:)" + std::to_string(port) + R"(/fn","method":")" + method + R"("})");
     EXPECT_EQ(made.status, 201) << made.body.dump();
     return token_of(made.body["capability"]);
   }
@@ -305,6 +308,65 @@ class SessionTest : public testing::Test {
   static std::string invocation(const std::string& token, const std::string& body) {
     return "POST / HTTP/1.1\r\nHost: m\r\nAuthorization: Bearer " + token +
            "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
+  }
+
+  // Writes `head`, then `filler` again and again, until the session answers or closes, or
+  // `most` bytes went: how many bytes of filler went.
+  std::size_t stream_until_answered(beast::test::stream& client, TestSession& session,
+                                    const std::string& head, const std::string& filler, std::size_t most) {
+    client.write_some(net::buffer(head));
+    std::size_t sent = 0;
+    while (sent < most && client.str().empty() && !session.closed()) {
+      beast::error_code ec;
+      client.write_some(net::buffer(filler), ec);
+      if (ec) break;
+      sent += filler.size();
+      run_for(1ms);
+    }
+    run_until([&] { return !client.str().empty() || session.closed(); });
+    return sent;
+  }
+
+  // The one answer of a connection that must then be closed: a JSON error with `status` and
+  // `message`, nothing after it.
+  void expect_refused_and_closed(beast::test::stream& client, TestSession& session, int status,
+                                 const std::string& message) {
+    auto answers = wait_for_answers(client, 1);
+    run_until([&] { return session.closed(); });
+    ASSERT_EQ(answers.size(), 1u) << client.str();
+    EXPECT_EQ(answers[0].status, status) << client.str();
+    EXPECT_FALSE(answers[0].keep_alive);
+    auto body = nlohmann::json::parse(answers[0].body, nullptr, false);
+    ASSERT_TRUE(body.is_object()) << answers[0].body;
+    EXPECT_EQ(body["statusCode"], status);
+    EXPECT_EQ(body["message"], message);
+  }
+
+  // The upstream answers a chunked header, then `endless` and 2 MiB more of the same line.
+  void expect_upstream_framing_refused(const std::string& endless) {
+    FakeUpstream upstream(std::vector<FakeUpstream::Answer>{
+        {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + endless + std::string(2 * 1024 * 1024, 'a')}});
+    start();
+    const std::string token = invoke_capability(upstream.port());
+    beast::test::stream client(ioc_);
+    auto session = connect(client);
+    client.write_some(net::buffer(invocation(token, "{}")));
+    auto answers = wait_for_answers(client, 1);
+    ASSERT_EQ(answers.size(), 1u);
+    EXPECT_EQ(answers[0].status, 502);
+    EXPECT_NE(answers[0].body.find("the upstream's answer could not be read"), std::string::npos)
+        << answers[0].body;
+    EXPECT_TRUE(answers[0].keep_alive);
+    EXPECT_FALSE(session->closed());
+    EXPECT_EQ(upstream_errors(context_->metrics.render(), "malformed"), 1);
+  }
+
+  // A header block alone (the answer to a HEAD): its text, and what came after it in `rest`.
+  static std::string header_block(const std::string& text, std::string* rest) {
+    const auto end = text.find("\r\n\r\n");
+    if (end == std::string::npos) return {};
+    *rest = text.substr(end + 4);
+    return text.substr(0, end + 4);
   }
 
   membraned::test::TempDir dir_{"membraned-session-test-"};
@@ -555,7 +617,8 @@ TEST_F(SessionTest, TenantsDoNotShareUpstreamConnections) {
   auto other = api_->create_tenant();
   ASSERT_TRUE(other.ok());
   const std::string mine = invoke_capability(upstream.port());
-  const std::string theirs = invoke_capability(upstream.port(), token_of((*other)["capabilities"]["create"]));
+  const std::string theirs =
+      invoke_capability(upstream.port(), "POST", token_of((*other)["capabilities"]["create"]));
   beast::test::stream client(ioc_);
   auto session = connect(client);
   client.write_some(net::buffer(invocation(mine, "{}")));
@@ -596,6 +659,257 @@ TEST_F(SessionTest, ClientTlsContextsAreMadeOncePerMaterial) {
   EXPECT_TRUE(plain.identity.empty());
   EXPECT_NE(membraned::server::UpstreamClient::pool_key("t", true, "h", 443, first.identity),
             membraned::server::UpstreamClient::pool_key("t", true, "h", 443, unchecked.identity));
+}
+
+// --- the attack review (H1, L1, L2, L4, L5) ----------------------------------------------------
+
+// H1: a chunk's size line never ends (an endless extension): refused once it fills the read
+// buffer (--header-limit), not held whole.
+TEST_F(SessionTest, AChunkExtensionThatNeverEndsIs413BeforeMuchIsRead) {
+  ServerSettings settings;
+  settings.header_limit = 1024;
+  start(settings);
+  beast::test::stream client(ioc_);
+  auto session = connect(client);
+  const std::size_t sent = stream_until_answered(client, *session,
+                                                 "POST / HTTP/1.1\r\nHost: m\r\nAuthorization: Bearer " +
+                                                     create_ + "\r\nTransfer-Encoding: chunked\r\n\r\n4;ext=",
+                                                 std::string(4096, 'a'), 4 * 1024 * 1024);
+  EXPECT_LT(sent, 64u * 1024);
+  expect_refused_and_closed(client, *session, 413, "request chunk header is too large");
+}
+
+// H1, unauthenticated, a size line of zeros that never ends: the same.
+TEST_F(SessionTest, AChunkSizeThatNeverEndsIs413WithoutACapability) {
+  ServerSettings settings;
+  settings.header_limit = 1024;
+  start(settings);
+  beast::test::stream client(ioc_);
+  auto session = connect(client);
+  const std::size_t sent = stream_until_answered(
+      client, *session, "POST / HTTP/1.1\r\nHost: m\r\nTransfer-Encoding: chunked\r\n\r\n",
+      std::string(4096, '0'), 4 * 1024 * 1024);
+  EXPECT_LT(sent, 64u * 1024);
+  expect_refused_and_closed(client, *session, 413, "request chunk header is too large");
+}
+
+// H1: trailers that never end are fields, like a header block too large: 431.
+TEST_F(SessionTest, TrailersThatNeverEndAre431BeforeMuchIsRead) {
+  ServerSettings settings;
+  settings.header_limit = 1024;
+  start(settings);
+  beast::test::stream client(ioc_);
+  auto session = connect(client);
+  const std::size_t sent =
+      stream_until_answered(client, *session,
+                            "POST / HTTP/1.1\r\nHost: m\r\nAuthorization: Bearer " + create_ +
+                                "\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nabcd\r\n0\r\nX-Trailer: ",
+                            std::string(4096, 'a'), 4 * 1024 * 1024);
+  EXPECT_LT(sent, 64u * 1024);
+  expect_refused_and_closed(client, *session, 431, "request trailers are too large");
+}
+
+// Chunk extensions and trailers within the limit are fine.
+TEST_F(SessionTest, AChunkedBodyWithShortExtensionsAndTrailersIsServed) {
+  start();
+  beast::test::stream client(ioc_);
+  auto session = connect(client);
+  client.write_some(net::buffer(
+      "POST / HTTP/1.1\r\nHost: m\r\nAuthorization: Bearer " + create_ +
+      "\r\nTransfer-Encoding: chunked\r\n\r\n5;a=b\r\n{\"id\"\r\n5\r\n:\"m\"}\r\n0\r\nX-T: 1\r\n\r\n"));
+  auto answers = wait_for_answers(client, 1);
+  ASSERT_EQ(answers.size(), 1u);
+  EXPECT_EQ(answers[0].status, 201) << answers[0].body;
+  EXPECT_FALSE(session->closed());
+}
+
+// H1, the upstream's side: an answer whose chunk framing never ends (a size line, or trailers) is
+// a JSON 502 once it fills the relay's read buffer, and the requester's connection goes on.
+TEST_F(SessionTest, AnUpstreamChunkExtensionThatNeverEndsIs502) { expect_upstream_framing_refused("4;ext="); }
+
+TEST_F(SessionTest, UpstreamTrailersThatNeverEndAre502) {
+  expect_upstream_framing_refused("0\r\nX-Trailer: ");
+}
+
+// L4: a chunk size that is not a number is a JSON 400, not a silent close.
+TEST_F(SessionTest, ABadChunkSizeIs400AndTheConnectionCloses) {
+  start();
+  for (const std::string size : {"zz", "ffffffffffffffffffff", "-4"}) {
+    SCOPED_TRACE(size);
+    beast::test::stream client(ioc_);
+    auto session = connect(client);
+    client.write_some(net::buffer("POST / HTTP/1.1\r\nHost: m\r\nAuthorization: Bearer " + create_ +
+                                  "\r\nTransfer-Encoding: chunked\r\n\r\n" + size + "\r\nabcd\r\n0\r\n\r\n"));
+    expect_refused_and_closed(client, *session, 400, "malformed HTTP request");
+  }
+}
+
+// L1: a Transfer-Encoding other than exactly `chunked` is refused (RFC 9112 §6.1), so a body
+// framed by it can never run as a second request; so is one beside Content-Length.
+TEST_F(SessionTest, ATransferEncodingOtherThanChunkedIs400AndTheBodyNeverRuns) {
+  start();
+  const std::string smuggled = "POST / HTTP/1.1\r\nHost: m\r\nAuthorization: Bearer " + create_ +
+                               "\r\nContent-Length: 15\r\n\r\n{\"id\":\"smug\"}\r\n";
+  const std::vector<std::string> cases = {
+      "Transfer-Encoding: xchunked\r\nContent-Length: 0\r\n",
+      "Transfer-Encoding: identity\r\nContent-Length: 0\r\n",
+      "Transfer-Encoding: gzip\r\nContent-Length: 0\r\n",
+      "Transfer-Encoding: chunked, gzip\r\nContent-Length: 0\r\n",
+      "Transfer-Encoding: gzip\r\n",
+      "Transfer-Encoding: gzip, chunked\r\n",
+      "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+      "Transfer-Encoding: \r\nContent-Length: 0\r\n",
+      "Content-Length: 0\r\nTransfer-Encoding: xchunked\r\n",
+  };
+  for (const auto& fields : cases) {
+    SCOPED_TRACE(fields);
+    beast::test::stream client(ioc_);
+    auto session = connect(client);
+    client.write_some(net::buffer("POST / HTTP/1.1\r\nHost: m\r\nAuthorization: Bearer " + create_ + "\r\n" +
+                                  fields + "\r\n" + smuggled));
+    auto answers = wait_for_answers(client, 1);
+    run_until([&] { return session->closed(); });
+    answers = parse_answers(client.str());
+    ASSERT_EQ(answers.size(), 1u) << client.str();
+    EXPECT_EQ(answers[0].status, 400) << answers[0].body;
+    EXPECT_FALSE(answers[0].keep_alive);
+  }
+  auto acting = api_->authorize("Bearer " + create_);
+  ASSERT_TRUE(acting.ok());
+  EXPECT_EQ(api_->handle(*acting, "/", R"({"id":"smug"})").status, 201);  // never made by a smuggled request
+}
+
+// What Beast refused already stays refused: chunked beside Content-Length (either order), chunked
+// twice; and HTTP/1.0 has no chunked coding (RFC 9112 §6.1: its framing is faulty).
+TEST_F(SessionTest, ChunkedBesideContentLengthTwiceOrInHttp10Is400) {
+  start();
+  const std::vector<std::string> cases = {
+      "POST / HTTP/1.1\r\nHost: m\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n",
+      "POST / HTTP/1.1\r\nHost: m\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+      "POST / HTTP/1.1\r\nHost: m\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: "
+      "chunked\r\n\r\n0\r\n\r\n",
+      "POST / HTTP/1.1\r\nHost: m\r\nTransfer-Encoding: chunked, chunked\r\n\r\n0\r\n\r\n",
+      "POST / HTTP/1.0\r\nHost: m\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+  };
+  for (const auto& request : cases) {
+    SCOPED_TRACE(request);
+    beast::test::stream client(ioc_);
+    auto session = connect(client);
+    client.write_some(net::buffer(request));
+    auto answers = wait_for_answers(client, 1);
+    run_until([&] { return session->closed(); });
+    ASSERT_EQ(answers.size(), 1u) << client.str();
+    EXPECT_EQ(answers[0].status, 400) << answers[0].body;
+  }
+}
+
+TEST_F(SessionTest, ChunkedInAnyCaseIsServed) {
+  start();
+  beast::test::stream client(ioc_);
+  auto session = connect(client);
+  client.write_some(net::buffer("POST / HTTP/1.1\r\nHost: m\r\nAuthorization: Bearer " + create_ +
+                                "\r\nTransfer-Encoding: Chunked\r\n\r\na\r\n{\"id\":\"m\"}\r\n0\r\n\r\n"));
+  auto answers = wait_for_answers(client, 1);
+  ASSERT_EQ(answers.size(), 1u);
+  EXPECT_EQ(answers[0].status, 201) << answers[0].body;
+  EXPECT_FALSE(session->closed());
+}
+
+// L5: RFC 9112 §3.2: an HTTP/1.1 request without Host, or any request with two, is 400.
+TEST_F(SessionTest, AnHttp11RequestWithoutOneHostIs400) {
+  start();
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"GET /healthz HTTP/1.1\r\n\r\n", "Host header is required"},
+      {"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "Host header is given more than once"},
+      {"GET /healthz HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", "Host header is given more than once"},
+      {"GET /healthz HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", "Host header is given more than once"},
+  };
+  for (const auto& [request, message] : cases) {
+    SCOPED_TRACE(request);
+    beast::test::stream client(ioc_);
+    auto session = connect(client);
+    client.write_some(net::buffer(request));
+    expect_refused_and_closed(client, *session, 400, message);
+  }
+}
+
+TEST_F(SessionTest, AnHttp10RequestWithoutHostIsServed) {
+  start();
+  beast::test::stream client(ioc_);
+  auto session = connect(client);
+  client.write_some(net::buffer("GET /healthz HTTP/1.0\r\n\r\n"));
+  auto answers = wait_for_answers(client, 1);
+  ASSERT_EQ(answers.size(), 1u);
+  EXPECT_EQ(answers[0].status, 200) << answers[0].body;
+}
+
+// L2: a requester's HEAD gets the upstream's status and headers and never its body, even when
+// the export sends POST (the upstream then writes one). The upstream connection, its body
+// unread, is not reused: the next invocation gets its own answer, not that body.
+TEST_F(SessionTest, AHeadRequesterGetsNoBodyWhateverTheUpstreamSends) {
+  const std::string injected =
+      "HTTP/1.1 200 OK\r\nSet-Cookie: session=attacker\r\nContent-Length: 8\r\n\r\nINJECTED";
+  FakeUpstream upstream({{"HTTP/1.1 200 OK\r\nX-Up: 1\r\nContent-Length: " + std::to_string(injected.size()) +
+                          "\r\n\r\n" + injected},
+                         {"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\ngenuine"}});
+  start();
+  const std::string token = invoke_capability(upstream.port(), "POST");
+  beast::test::stream client(ioc_);
+  auto session = connect(client);
+  client.write_some(net::buffer("HEAD / HTTP/1.1\r\nHost: m\r\nAuthorization: Bearer " + token + "\r\n\r\n"));
+  run_until([&] { return client.str().find("\r\n\r\n") != std::string::npos; });
+  run_for(50ms);  // nothing else comes
+  client.write_some(net::buffer(invocation(token, "{}")));
+  run_until([&] { return client.str().find("genuine") != std::string::npos || session->closed(); }, 2000ms);
+  std::string rest;
+  const std::string head = header_block(client.str(), &rest);
+  EXPECT_EQ(head.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << head;
+  EXPECT_NE(head.find("X-Up: 1\r\n"), std::string::npos) << head;
+  EXPECT_NE(head.find("Content-Length: " + std::to_string(injected.size()) + "\r\n"), std::string::npos)
+      << head;
+  auto answers = parse_answers(rest);
+  ASSERT_EQ(answers.size(), 1u) << rest;
+  EXPECT_EQ(answers[0].body, "genuine");
+  EXPECT_EQ(client.str().find("INJECTED"), std::string::npos);
+  EXPECT_FALSE(session->closed());
+  EXPECT_EQ(upstream.requests(), 2);
+  EXPECT_EQ(upstream.connections(), 2);
+}
+
+// L2: an export fixed to HEAD answers a requester's GET with the upstream's headers and an
+// empty body that says so (Content-Length: 0), not a length it never sends.
+TEST_F(SessionTest, AGetRequesterOfAHeadExportGetsAnEmptyBodyThatSaysSo) {
+  FakeUpstream upstream({{"HTTP/1.1 200 OK\r\nX-Up: 1\r\nContent-Length: 50\r\n\r\n"}});
+  start();
+  const std::string token = invoke_capability(upstream.port(), "HEAD");
+  beast::test::stream client(ioc_);
+  auto session = connect(client);
+  client.write_some(net::buffer("GET / HTTP/1.1\r\nHost: m\r\nAuthorization: Bearer " + token +
+                                "\r\n\r\nGET /healthz HTTP/1.1\r\nHost: m\r\n\r\n"));
+  auto answers = wait_for_answers(client, 2);
+  ASSERT_EQ(answers.size(), 2u) << client.str();
+  EXPECT_EQ(answers[0].status, 200);
+  EXPECT_EQ(answers[0].body, "");
+  EXPECT_NE(client.str().find("X-Up: 1\r\nContent-Length: 0\r\n"), std::string::npos) << client.str();
+  EXPECT_EQ(answers[1].status, 200);
+  EXPECT_NE(answers[1].body.find("\"status\":\"ok\""), std::string::npos) << answers[1].body;
+  EXPECT_FALSE(session->closed());
+}
+
+// L6: the create body refuses a key given twice, like the export body (contract §3).
+TEST_F(SessionTest, ACreateBodyWithAKeyGivenTwiceIs400AndCreatesNothing) {
+  start();
+  beast::test::stream client(ioc_);
+  auto session = connect(client);
+  client.write_some(net::buffer(invocation(create_, R"({"id":"dup-a","id":"dup-b"})")));
+  auto answers = wait_for_answers(client, 1);
+  ASSERT_EQ(answers.size(), 1u);
+  EXPECT_EQ(answers[0].status, 400) << answers[0].body;
+  EXPECT_NE(answers[0].body.find("id is given twice"), std::string::npos) << answers[0].body;
+  EXPECT_FALSE(session->closed());
+  auto acting = api_->authorize("Bearer " + create_);
+  ASSERT_TRUE(acting.ok());
+  EXPECT_EQ(api_->handle(*acting, "/", R"({"id":"dup-b"})").status, 201);  // the id is still free
 }
 
 }  // namespace
