@@ -36,6 +36,15 @@ def http_get(port, path, headers=None):
     return resp.status, resp.getheader("Content-Type"), body.decode()
 
 
+def rss_kib(pid):
+    """The resident memory of a process, in KiB (VmRSS)."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS for process %d" % pid)
+
+
 def new_master_key():
     """A master key as MEMBRANED_MASTER_KEY takes it: 32 random bytes in base64."""
     return base64.b64encode(os.urandom(32)).decode()

@@ -8,17 +8,9 @@ import threading
 import unittest
 import uuid
 
-from harness import Server, Upstream, token_of
+from harness import Server, Upstream, rss_kib, token_of
 
 MiB = 1024 * 1024
-
-
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def read_until_closed(sock, timeout=10):

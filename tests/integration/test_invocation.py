@@ -11,15 +11,7 @@ import time
 import unittest
 import uuid
 
-from harness import Pki, Server, Upstream, token_of
-
-
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+from harness import Pki, Server, Upstream, rss_kib, token_of
 
 
 class InvocationTest(unittest.TestCase):

@@ -11,7 +11,7 @@ import socket
 import time
 import unittest
 
-from harness import Server, http_get, token_of
+from harness import Server, http_get, rss_kib, token_of
 
 
 def cpu_seconds(pid):
@@ -128,14 +128,6 @@ class DescriptorLimitTest(unittest.TestCase):
                 pass
             self.assertLess(time.monotonic(), deadline, "not served again after the connections closed")
             time.sleep(0.1)
-
-
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 class BodyBudgetTest(unittest.TestCase):
