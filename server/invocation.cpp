@@ -33,7 +33,7 @@ constexpr std::uint32_t kUpstreamHeaderLimit = 64 * 1024;
 class Invocation : public std::enable_shared_from_this<Invocation> {
  public:
   Invocation(ServerContext& context, std::shared_ptr<RequesterSide> requester, const core::UriExport& config,
-             core::UpstreamRequest upstream, std::string body, Clock::time_point started)
+             core::UpstreamRequest upstream, std::string body, Clock::time_point started, bool requester_head)
       : context_(context),
         requester_(std::move(requester)),
         upstream_(std::move(upstream)),
@@ -41,6 +41,7 @@ class Invocation : public std::enable_shared_from_this<Invocation> {
         timeout_(std::min<std::uint64_t>(config.timeout_ms.value_or(context.settings.upstream_timeout_ms),
                                          context.settings.upstream_timeout_ms)),
         head_(upstream_.method == "HEAD"),
+        requester_head_(requester_head),
         started_(started) {
     request_ = make_request(upstream_.method, upstream_.target, upstream_.headers, std::move(body));
     upstream_buffer_.reserve(kUpstreamBufferReserve);
@@ -170,11 +171,15 @@ class Invocation : public std::enable_shared_from_this<Invocation> {
       if (std::find(listed.begin(), listed.end(), core::to_lower_ascii(name)) != listed.end()) continue;
       response_.insert(name, field.value());
     }
-    const bool no_body = head_ || status == 204 || status == 304;
-    if (head_) {
+    // The requester's method decides whether its answer has a body, not the upstream's (an export
+    // may send a POST for a HEAD, or a HEAD for a GET): the upstream's body, if any, is not read.
+    const bool no_body = head_ || requester_head_ || status == 204 || status == 304;
+    if (requester_head_) {
       if (auto it = up.find(http::field::content_length); it != up.end()) {
         response_.set(http::field::content_length, it->value());
       }
+    } else if (head_ && status != 204 && status != 304) {
+      response_.content_length(0);
     } else if (!no_body) {
       if (auto length = parser_->content_length()) {
         response_.content_length(*length);
@@ -306,7 +311,8 @@ class Invocation : public std::enable_shared_from_this<Invocation> {
   std::unique_ptr<char[]> chunk_;  // the relay buffer, made by the first read of the body
   std::size_t chunk_size_ = 0;
   std::chrono::milliseconds timeout_;
-  bool head_;
+  bool head_;            // the upstream's request is a HEAD
+  bool requester_head_;  // the requester's is
   bool header_sent_ = false;
   Clock::time_point started_;           // the request's, for the invocation's duration
   Clock::time_point upstream_started_;  // the first upstream step's
@@ -316,8 +322,9 @@ class Invocation : public std::enable_shared_from_this<Invocation> {
 }  // namespace
 
 void start_invocation(ServerContext& context, std::shared_ptr<RequesterSide> requester, const core::UriExport& config,
-                      core::UpstreamRequest upstream, std::string body, Clock::time_point started) {
-  std::make_shared<Invocation>(context, std::move(requester), config, std::move(upstream), std::move(body), started)
+                      core::UpstreamRequest upstream, std::string body, Clock::time_point started, bool requester_head) {
+  std::make_shared<Invocation>(context, std::move(requester), config, std::move(upstream), std::move(body), started,
+                               requester_head)
       ->start();
 }
 

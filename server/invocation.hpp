@@ -47,8 +47,10 @@ class RequesterSide {
 
 // Sends `upstream` (its body is `body`) with the connection settings of `config` (timeout, TLS)
 // and relays the answer to `requester`, which it keeps alive until the end. `started`: when the
-// request began, for the invocation's duration.
+// request began, for the invocation's duration. `requester_head`: the requester sent a HEAD, whose
+// answer has no body whatever method the export sends upstream.
 void start_invocation(ServerContext& context, std::shared_ptr<RequesterSide> requester, const core::UriExport& config,
-                      core::UpstreamRequest upstream, std::string body, std::chrono::steady_clock::time_point started);
+                      core::UpstreamRequest upstream, std::string body, std::chrono::steady_clock::time_point started,
+                      bool requester_head);
 
 }  // namespace membraned::server

@@ -159,7 +159,7 @@ class HttpSession : public RequesterSide, public Stoppable {
     if (auto* answer = std::get_if<Answer>(&outcome)) return send(std::move(*answer), keep_alive());
     std::shared_ptr<RequesterSide> self = derived().shared_from_this();
     start_invocation(context_, std::move(self), handler_.invoked_config(), std::move(std::get<Relay>(outcome).upstream),
-                     std::move(request().body()), handler_.started());
+                     std::move(request().body()), handler_.started(), request().method() == http::verb::head);
   }
 
   void reply_and_close(api::Response response) { send(json_answer(response), false); }

@@ -435,6 +435,57 @@ TEST_F(SessionTest, APooledConnectionTheUpstreamClosedWhileIdleIsRetriedOnAFresh
   EXPECT_EQ(upstream_errors(context_->metrics.render()), 0);
 }
 
+// Found by fuzzing (tests/fuzz/regressions/http_session): a HEAD for an export that sends a POST
+// was answered with the upstream's body, which the requester (rightly expecting none) then read as
+// the start of the next answer: the upstream's bytes could pose as an answer of the service.
+TEST_F(SessionTest, AHeadIsAnsweredWithoutABodyWhateverMethodTheExportSends) {
+  FakeUpstream upstream({{"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst"},
+                         {"HTTP/1.1 201 Created\r\nContent-Length: 6\r\n\r\nsecond"}});
+  start();
+  const std::string token = invoke_capability(upstream.port());  // method POST
+  beast::test::stream client(ioc_);
+  auto session = connect(client);
+  client.write_some(net::buffer("HEAD / HTTP/1.1\r\nHost: m\r\nAuthorization: Bearer " + token + "\r\n\r\n" +
+                                invocation(token, "{}")));
+  run_until([&] { return client.str().find("second") != std::string::npos; });
+  const std::string written(client.str());
+  const std::size_t header_end = written.find("\r\n\r\n");
+  ASSERT_NE(header_end, std::string::npos) << written;
+  const std::string head = written.substr(0, header_end + 4);
+  EXPECT_EQ(head.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << written;
+  EXPECT_NE(head.find("Content-Length: 5\r\n"), std::string::npos) << written;  // what a GET would get
+  auto rest = parse_answers(written.substr(head.size()));  // no body: the next answer follows at once
+  ASSERT_EQ(rest.size(), 1u) << written;
+  EXPECT_EQ(rest[0].status, 201);
+  EXPECT_EQ(rest[0].body, "second");
+  EXPECT_FALSE(session->closed());
+  EXPECT_EQ(upstream.connections(), 2);  // the first one's body was never read: not pooled
+}
+
+// The other way round: a GET for an export that sends a HEAD gets an empty body, not the
+// upstream's Content-Length with nothing behind it (the requester would wait for it).
+TEST_F(SessionTest, AGetForAnExportThatSendsAHeadGetsAnEmptyBody) {
+  FakeUpstream upstream({{"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nETag: \"x\"\r\n\r\n"}});
+  start();
+  auto acting = api_->authorize("Bearer " + export_capability());
+  ASSERT_TRUE(acting.ok());
+  auto made = api_->handle(*acting, "/",
+                           R"({"uri":"http://127.0.0.1:)" + std::to_string(upstream.port()) + R"(/fn","method":"HEAD"})");
+  ASSERT_EQ(made.status, 201) << made.body.dump();
+  const std::string token = token_of(made.body["capability"]);
+  beast::test::stream client(ioc_);
+  auto session = connect(client);
+  client.write_some(net::buffer("GET / HTTP/1.1\r\nHost: m\r\nAuthorization: Bearer " + token +
+                                "\r\n\r\nGET /healthz HTTP/1.1\r\nHost: m\r\n\r\n"));
+  auto answers = wait_for_answers(client, 2);
+  ASSERT_EQ(answers.size(), 2u) << client.str();
+  EXPECT_EQ(answers[0].status, 200);
+  EXPECT_EQ(answers[0].body, "");
+  EXPECT_NE(std::string(client.str()).find("Content-Length: 0\r\n"), std::string::npos) << client.str();
+  EXPECT_EQ(answers[1].status, 200);
+  EXPECT_NE(answers[1].body.find("\"status\":\"ok\""), std::string::npos) << answers[1].body;
+}
+
 // Found by fuzzing (tests/fuzz/regressions/http_session): a query parameter whose name is not
 // UTF-8 made the error answer's JSON throw, and the uncaught exception ended the process.
 TEST_F(SessionTest, AQueryParameterThatIsNotUtf8IsA400AndTheConnectionGoesOn) {
