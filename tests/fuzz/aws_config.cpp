@@ -64,7 +64,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     FUZZ_CHECK(profile != nullptr && profile->name == name);
     check_credentials_step(profile->static_credentials);
     if (profile->duration) {
-      FUZZ_CHECK(profile->duration->count() >= kMinDurationSeconds && profile->duration->count() <= kMaxDurationSeconds);
+      FUZZ_CHECK(profile->duration->count() >= kMinDurationSeconds &&
+                 profile->duration->count() <= kMaxDurationSeconds);
     }
     (void)config->granted(name, "tenant");
     auto chain = config->chain(name);

@@ -19,7 +19,8 @@ namespace {
 
 using namespace membraned::core;
 
-constexpr std::chrono::system_clock::time_point kNow{std::chrono::seconds(1499028417)};  // 2017-07-02T20:46:57Z
+constexpr std::chrono::system_clock::time_point kNow{
+    std::chrono::seconds(1499028417)};  // 2017-07-02T20:46:57Z
 
 std::optional<std::string> secret_for(std::string_view key_id) {
   if (key_id == "someId") return std::string("mySecret");
@@ -47,7 +48,8 @@ Request read_request(std::string_view text) {
   const std::string_view first = next_line();
   const std::size_t space = first.find(' ');
   r.method = std::string(first.substr(0, space));
-  const std::string_view target = space == std::string_view::npos ? std::string_view() : first.substr(space + 1);
+  const std::string_view target =
+      space == std::string_view::npos ? std::string_view() : first.substr(space + 1);
   const std::size_t question = target.find('?');
   r.path = std::string(target.substr(0, question));
   if (question != std::string_view::npos) r.query = std::string(target.substr(question + 1));

@@ -57,9 +57,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       FUZZ_CHECK(!container->target.https && container->target.port == 80);
     } else if (!container->target.https) {
       const auto address = address_without_dns(container->target.connect_host);
-      const bool agent = address && (address->embedded_ipv4().is_loopback() ||
-                                     address->to_string() == "169.254.170.2" ||
-                                     address->to_string() == "169.254.170.23" || address->to_string() == "fd00:ec2::23");
+      const bool agent =
+          address && (address->embedded_ipv4().is_loopback() || address->to_string() == "169.254.170.2" ||
+                      address->to_string() == "169.254.170.23" || address->to_string() == "fd00:ec2::23");
       FUZZ_CHECK(agent);
     }
     check_call(container_credentials_call(*container));
@@ -79,8 +79,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     step.profile = "p";
     step.role_arn = "arn:aws:iam::123456789012:role/r";
     step.role_session_name = "membraned";
-    const auto request = make_assume_role_request(*sts, step, AwsCredentials{"AKID", "secret", std::nullopt, std::nullopt},
-                                                  std::chrono::system_clock::time_point(std::chrono::seconds(1700000000)));
+    const auto request =
+        make_assume_role_request(*sts, step, AwsCredentials{"AKID", "secret", std::nullopt, std::nullopt},
+                                 std::chrono::system_clock::time_point(std::chrono::seconds(1700000000)));
     check_call(request);
   }
   return 0;

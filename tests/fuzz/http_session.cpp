@@ -2,7 +2,7 @@
 // api, the store): the input is what a client sends on one connection, then its end of stream.
 // Anything goes: pipelined requests, chunked bodies, 100-continue, oversized headers, methods and
 // targets of every shape. Tokens the fuzzer cannot guess are written as placeholders (@CREATE@,
-// @QUERY@, @EXPORT@, @INVOKE@, @CAP1@; see support/server_fixture.hpp), so that inputs reach
+// @QUERY@, @EXPORT@, @INVOKE@, @CAP1@, @HEAD@; see support/server_fixture.hpp), so that inputs reach
 // the management operations and invocations; an invocation is answered by an in-memory upstream.
 // Properties: the connection ends without waiting for a deadline, and what the service wrote is
 // a sequence of well-formed HTTP/1.1 answers (the last possibly cut short, when the connection

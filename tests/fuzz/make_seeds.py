@@ -228,7 +228,7 @@ sso_start_url = https://example.awsapps.com/start
 
 # The fuzz target replaces each placeholder by a token of 94 characters before the service reads
 # the request: lengths are counted with the tokens.
-PLACEHOLDERS = ["@CREATE@", "@QUERY@", "@EXPORT@", "@INVOKE@", "@CAP1@"]
+PLACEHOLDERS = ["@CREATE@", "@QUERY@", "@EXPORT@", "@INVOKE@", "@CAP1@", "@HEAD@"]
 
 
 def length_with_tokens(text):
@@ -267,6 +267,8 @@ def seeds_http_session():
                              "Connection: X-Drop\r\nX-Drop: 1\r\n\r\n",
         "invoke-cap1": post("@CAP1@", "{}", "\r\nX-Cap-Date: 20170702T204657Z\r\nContent-Type: application/json"),
         "invoke-wrong-method": "GET / HTTP/1.1\r\nHost: m\r\nAuthorization: Bearer @CAP1@\r\n\r\n",
+        "invoke-head-export": "GET /x?y HTTP/1.1\r\nHost: m\r\nAuthorization: Bearer @HEAD@\r\n\r\n"
+                              "HEAD / HTTP/1.1\r\nHost: m\r\nAuthorization: Bearer @HEAD@\r\n\r\n",
         "pipelined": "GET /healthz HTTP/1.1\r\nHost: m\r\n\r\n" + post("@CREATE@", '{"id":"p"}') +
                      "GET /healthz HTTP/1.0\r\n\r\n",
         "invoke-then-healthz": post("@INVOKE@", "{}") + "GET /healthz HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n",

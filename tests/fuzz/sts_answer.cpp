@@ -18,7 +18,8 @@ namespace {
 using namespace membraned::core;
 
 // The text of every <NAME>...</NAME> in `xml` becomes a secret and is cut out of `rest`.
-void take_elements(std::string_view xml, std::string_view name, membraned::fuzz::Secrets& secrets, std::string& rest) {
+void take_elements(std::string_view xml, std::string_view name, membraned::fuzz::Secrets& secrets,
+                   std::string& rest) {
   const std::string open = "<" + std::string(name) + ">";
   const std::string close = "</" + std::string(name) + ">";
   for (std::size_t at = xml.find(open); at != std::string_view::npos; at = xml.find(open, at + 1)) {
@@ -26,7 +27,8 @@ void take_elements(std::string_view xml, std::string_view name, membraned::fuzz:
     const std::size_t to = xml.find(close, from);
     if (to == std::string_view::npos) break;
     secrets.add(xml.substr(from, to - from));
-    if (auto cut = rest.find(xml.substr(from, to - from)); cut != std::string::npos) rest.erase(cut, to - from);
+    if (auto cut = rest.find(xml.substr(from, to - from)); cut != std::string::npos)
+      rest.erase(cut, to - from);
   }
 }
 

@@ -83,7 +83,7 @@ Received received(std::string_view written, bool head_first) {
     boost::beast::error_code ec;
     const std::size_t used = feed(parser, written, ec);
     if (ec == http::error::body_limit) ec = {};  // announces more than is left: cut short
-    FUZZ_CHECK(!ec);  // well-formed HTTP/1.1
+    FUZZ_CHECK(!ec);                             // well-formed HTTP/1.1
     if (!parser.is_done()) {
       out.cut = true;
       return out;
@@ -104,7 +104,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
 
   ServerFixture& fixture = ServerFixture::get();
   const int upstream = fixture.pool_upstream(answer);
-  std::string request = std::string(head ? "HEAD" : "POST") + " /?q=1 HTTP/1.1\r\nHost: membraned\r\nAuthorization: Bearer " +
+  std::string request = std::string(head ? "HEAD" : "POST") +
+                        " /?q=1 HTTP/1.1\r\nHost: membraned\r\nAuthorization: Bearer " +
                         fixture.tokens().sigv4 + "\r\nContent-Length: 2\r\n\r\n{}";
   if (pipelined) request += "GET /healthz HTTP/1.1\r\nHost: membraned\r\n\r\n";
 

@@ -76,8 +76,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   FUZZ_CHECK(target->port != 0);
   FUZZ_CHECK(!target->path.empty() && target->path.front() == '/');
   const std::uint16_t default_port = target->https ? 443 : 80;
-  FUZZ_CHECK(target->authority ==
-             (target->port == default_port ? target->host : target->host + ":" + std::to_string(target->port)));
+  FUZZ_CHECK(
+      target->authority ==
+      (target->port == default_port ? target->host : target->host + ":" + std::to_string(target->port)));
   FUZZ_CHECK(target->host == target->connect_host || target->host == "[" + target->connect_host + "]");
 
   auto again = membraned::core::parse_upstream_uri(target->uri);

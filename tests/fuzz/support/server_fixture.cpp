@@ -42,8 +42,8 @@ nlohmann::json call(api::Api& api, const std::string& token, const std::string& 
 void show(std::string_view what, std::string_view bytes) {
   static const bool verbose = std::getenv("MEMBRANED_FUZZ_VERBOSE") != nullptr;
   if (!verbose) return;
-  std::fprintf(stderr, "--- %.*s (%zu bytes):\n%.*s\n---\n", static_cast<int>(what.size()), what.data(), bytes.size(),
-               static_cast<int>(bytes.size()), bytes.data());
+  std::fprintf(stderr, "--- %.*s (%zu bytes):\n%.*s\n---\n", static_cast<int>(what.size()), what.data(),
+               bytes.size(), static_cast<int>(bytes.size()), bytes.data());
 }
 
 void MemorySession::expires_after(std::chrono::steady_clock::duration d) {
@@ -92,12 +92,20 @@ ServerFixture::ServerFixture() {
   const auto membrane = call(*api_, tokens_.create, R"({"id":"fuzz"})", 201);
   tokens_.export_ = token_of(membrane["capabilities"]["export"]);
   const std::string upstream(kUpstreamPoolKey);
-  tokens_.sigv4 = token_of(call(*api_, tokens_.export_, R"({"uri":")" + upstream + R"(/fn","allowQuery":true,)"
-      R"("headers":{"X-Configured":"yes"},"hmac":{"aws4-hmac-sha256":{"awsAccessKeyId":"AKIDEXAMPLE",)"
-      R"("secretAccessKey":"wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY","region":"us-east-1","service":"lambda"}}})",
+  tokens_.sigv4 = token_of(call(
+      *api_, tokens_.export_,
+      R"({"uri":")" + upstream +
+          R"(/fn","allowQuery":true,)"
+          R"("headers":{"X-Configured":"yes"},"hmac":{"aws4-hmac-sha256":{"awsAccessKeyId":"AKIDEXAMPLE",)"
+          R"("secretAccessKey":"wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY","region":"us-east-1","service":"lambda"}}})",
       201)["capability"]);
-  tokens_.cap1 = token_of(call(*api_, tokens_.export_, R"({"uri":")" + upstream + R"(/cap1?fixed=1","method":"POST",)"
-      R"("hmac":{"cap1-hmac-sha512":{"key":"c2VjcmV0","keyId":"fuzz-key"}}})", 201)["capability"]);
+  tokens_.cap1 = token_of(call(*api_, tokens_.export_,
+                               R"({"uri":")" + upstream +
+                                   R"(/cap1?fixed=1","method":"POST",)"
+                                   R"("hmac":{"cap1-hmac-sha512":{"key":"c2VjcmV0","keyId":"fuzz-key"}}})",
+                               201)["capability"]);
+  tokens_.head = token_of(call(*api_, tokens_.export_,
+                               R"({"uri":")" + upstream + R"(/head","method":"HEAD"})", 201)["capability"]);
 
   server::ServerSettings settings;
   // Deadlines short enough that an input which makes the session wait for one fails quickly,
@@ -105,7 +113,8 @@ ServerFixture::ServerFixture() {
   settings.idle_timeout = settings.read_timeout = settings.write_timeout = std::chrono::milliseconds(10000);
   settings.upstream_timeout_ms = 10000;
   settings.metrics = true;
-  context_.emplace(std::move(settings), *api_, [](const std::string&) {}, ioc_);
+  context_.emplace(
+      std::move(settings), *api_, [](const std::string&) {}, ioc_);
   // The default address policy: loopback closed, so a pooled connection is the only way through.
 }
 
@@ -114,8 +123,10 @@ ServerFixture::~ServerFixture() {
 }
 
 std::string ServerFixture::substitute(std::string_view input) const {
-  static constexpr std::string_view kPlaceholders[] = {"@CREATE@", "@QUERY@", "@EXPORT@", "@INVOKE@", "@CAP1@"};
-  const std::string* values[] = {&tokens_.create, &tokens_.query, &tokens_.export_, &tokens_.sigv4, &tokens_.cap1};
+  static constexpr std::string_view kPlaceholders[] = {"@CREATE@", "@QUERY@", "@EXPORT@",
+                                                       "@INVOKE@", "@CAP1@",  "@HEAD@"};
+  const std::string* values[] = {&tokens_.create, &tokens_.query, &tokens_.export_,
+                                 &tokens_.sigv4,  &tokens_.cap1,  &tokens_.head};
   std::string out;
   out.reserve(input.size());
   while (!input.empty()) {

@@ -31,7 +31,8 @@ void show(std::string_view what, std::string_view bytes);
 // A requester's connection over beast::test::stream. Its deadlines are a timer that closes the
 // stream; expired() tells whether one passed (in a fuzz run, none should: every input ends with
 // the requester's end of stream, which must end the connection without waiting).
-class MemorySession : public server::HttpSession<MemorySession>, public std::enable_shared_from_this<MemorySession> {
+class MemorySession : public server::HttpSession<MemorySession>,
+                      public std::enable_shared_from_this<MemorySession> {
  public:
   MemorySession(server::ServerContext& context, net::io_context& ioc)
       : HttpSession(context, false), stream_(ioc), deadline_(ioc) {}
@@ -57,11 +58,12 @@ class MemorySession : public server::HttpSession<MemorySession>, public std::ena
 
 // The tokens the fixture made, by the placeholder that stands for each in a fuzz input.
 struct FixtureTokens {
-  std::string create;  // @CREATE@: the tenant's create capability
-  std::string query;   // @QUERY@: the tenant's query capability
-  std::string export_; // @EXPORT@: a membrane's export capability
-  std::string sigv4;   // @INVOKE@: a uri capability signed with SigV4, any method, queries allowed
-  std::string cap1;    // @CAP1@: a uri capability signed with CAP1, POST only
+  std::string create;   // @CREATE@: the tenant's create capability
+  std::string query;    // @QUERY@: the tenant's query capability
+  std::string export_;  // @EXPORT@: a membrane's export capability
+  std::string sigv4;    // @INVOKE@: a uri capability signed with SigV4, any method, queries allowed
+  std::string cap1;     // @CAP1@: a uri capability signed with CAP1, sending a POST
+  std::string head;     // @HEAD@: a uri capability without signature, sending a HEAD
 };
 
 class ServerFixture {
