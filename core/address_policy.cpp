@@ -76,7 +76,7 @@ std::optional<IpAddress> IpAddress::parse(std::string_view text) {
 }
 
 std::optional<IpAddress> IpAddress::parse_numeric_ipv4(std::string_view text) {
-  if (text.empty() || text.size() > 64 || text.back() == '.') return std::nullopt;
+  if (text.empty() || text.back() == '.') return std::nullopt;  // any length: leading zeros count for nothing
   std::vector<std::uint64_t> parts;
   while (!text.empty()) {
     std::size_t end = text.find('.');

@@ -43,12 +43,15 @@ std::string join(std::string_view parent, std::string_view child) {
   return parent.empty() ? std::string(child) : std::string(parent) + "." + std::string(child);
 }
 
+// A key as an error message names it: the empty key as "" (a message must name something).
+std::string key_name(std::string_view key) { return key.empty() ? std::string("\"\"") : std::string(key); }
+
 // Rejects keys outside `allowed`, naming the first unknown one.
 Status only_known_keys(const json& object, std::string_view where,
                        std::initializer_list<std::string_view> allowed) {
   for (const auto& [key, value] : object.items()) {
     if (std::find(allowed.begin(), allowed.end(), key) == allowed.end()) {
-      std::string field = key.empty() ? join(where, "\"\"") : join(where, key);
+      std::string field = join(where, key_name(key));
       return bad(field, field + " is not a known field");
     }
   }
@@ -370,8 +373,10 @@ class DuplicateKeyFinder {
         std::string key = parsed.get<std::string>();
         if (!objects_.back().keys.insert(key).second && !duplicate_) {
           std::string path;
-          for (std::size_t i = 0; i + 1 < objects_.size(); ++i) path = join(path, objects_[i].current_key);
-          duplicate_ = join(path, key);
+          for (std::size_t i = 0; i + 1 < objects_.size(); ++i) {
+            path = join(path, key_name(objects_[i].current_key));
+          }
+          duplicate_ = join(path, key_name(key));
         }
         objects_.back().current_key = std::move(key);
         break;

@@ -102,7 +102,8 @@ Result<std::vector<std::pair<std::string, std::string>>> parse_form_query(std::s
     auto name = form_urldecode(raw_name);
     if (!name) return Error::invalid("query", "query parameter name is not valid percent-encoding");
     auto value = form_urldecode(raw_value);
-    if (!value) return Error::invalid(*name, *name + " is not valid percent-encoding");
+    // The name is the requester's, any bytes: quoted only as a printable excerpt.
+    if (!value) return Error::invalid(*name, printable_excerpt(*name) + " is not valid percent-encoding");
     out.emplace_back(std::move(*name), std::move(*value));
   }
   return out;

@@ -119,6 +119,11 @@ Result<std::chrono::system_clock::time_point> parse_iso8601(std::string_view tex
 
   // Local time minus the offset is UTC.
   auto t = sys_days{date} + hours{*hour} + minutes{*minute} + seconds{*second} - *offset;
+  // system_clock counts nanoseconds in 64 bits (about 1678 to 2262): a date it cannot hold is
+  // refused, not overflowed.
+  if (t <= floor<seconds>(system_clock::time_point::min()) || t >= floor<seconds>(system_clock::time_point::max())) {
+    return invalid();
+  }
   return time_point_cast<system_clock::duration>(t + *fraction);
 }
 

@@ -18,8 +18,8 @@ std::string format_log_timestamp(std::chrono::system_clock::time_point t);
 
 // ISO 8601 / RFC 3339 date-time with a zone: "2026-11-24T12:00:00Z", "...12:00:00.123Z",
 // "...12:00:00+02:00" (also "+0200"). Seconds are required; fractions of up to 9 digits are
-// kept. Impossible dates (2026-02-30), leap seconds (":60"), a missing zone, lower-case 't'/'z'
-// and trailing text are errors. Errors name the field "Expiration", the one place such dates
+// kept. Impossible dates (2026-02-30), leap seconds (":60"), a missing zone, lower-case 't'/'z',
+// trailing text and dates system_clock cannot hold (before 1678 or after 2261) are errors. Errors name the field "Expiration", the one place such dates
 // come from (credential documents and STS answers).
 Result<std::chrono::system_clock::time_point> parse_iso8601(std::string_view text);
 

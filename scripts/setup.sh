@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what is missing (Debian 12 packages, by name) and builds one CMake preset.
-#   scripts/setup.sh [release|asan]...
+#   scripts/setup.sh [release|asan|fuzz]...
 # Sourced by run.sh and test.sh; safe to run again: it installs nothing already present.
 set -euo pipefail
 
@@ -16,6 +16,7 @@ MEMBRANED_PACKAGES=(
   postgresql libpq-dev  # the shared store (issue 9); the tests start a throwaway cluster with initdb + pg_ctl
   haproxy  # the balancer of deploy/compose-ha.yml, run in front of several instances by the tests
   python3-botocore  # the independent SigV4 judge of the end-to-end tests (runs on /usr/bin/python3)
+  clang-14 libclang-rt-14-dev  # the fuzz preset: libFuzzer with ASan + UBSan (tests/fuzz, docs/fuzzing.md)
 )
 
 as_root() {

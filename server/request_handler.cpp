@@ -31,8 +31,11 @@ api::Response guarded(Call call) {
 
 }  // namespace
 
+// A message may quote what a requester sent: bytes that are not UTF-8 become U+FFFD rather than
+// an exception (nlohmann's dump() throws on them), which would end the process.
 Answer json_answer(const api::Response& response) {
-  return Answer{response.status, std::string(kJson), response.body.dump()};
+  return Answer{response.status, std::string(kJson),
+                response.body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)};
 }
 
 RequestHandler::RequestHandler(ServerContext& context, bool metrics_only)

@@ -325,7 +325,7 @@ std::shared_ptr<UpstreamConnection> UpstreamClient::take_idle(const std::string&
     list.pop_back();
     --idle_count_;
     if (now - since < kMaxIdleTime && connection->silent_while_idle()) return connection;
-    net::dispatch(connection->strand, [connection] { connection->close(); });
+    net::dispatch(connection->strand, [idle = connection] { idle->close(); });
   }
   return nullptr;
 }

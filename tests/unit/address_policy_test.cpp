@@ -49,6 +49,16 @@ TEST(IpAddress, NumericSpellingsAreReadAsInetAtonReadsThem) {
   }
 }
 
+// Found by fuzzing (tests/fuzz/regressions/upstream_uri): getaddrinfo reads a spelling of any
+// length, leading zeros and all, and so must the check made before DNS.
+TEST(IpAddress, LongNumericSpellingsAreReadToo) {
+  const std::string zeros(100, '0');
+  EXPECT_EQ(IpAddress::parse_numeric_ipv4("0x" + zeros + "7f000001")->to_string(), "127.0.0.1");
+  EXPECT_EQ(IpAddress::parse_numeric_ipv4(zeros + "177.0.0.1")->to_string(), "127.0.0.1");
+  EXPECT_EQ(IpAddress::parse_numeric_ipv4("0x" + zeros)->to_string(), "0.0.0.0");
+  EXPECT_TRUE(address_without_dns(zeros + "177.1")->is_loopback());
+}
+
 TEST(IpAddress, Ipv6WrappingsOfIpv4AreSeenThrough) {
   EXPECT_EQ(ip("::ffff:169.254.169.254").embedded_ipv4().to_string(), "169.254.169.254");
   EXPECT_EQ(ip("::ffff:7f00:1").embedded_ipv4().to_string(), "127.0.0.1");

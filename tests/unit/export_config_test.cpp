@@ -418,6 +418,18 @@ TEST(ExportConfig, SameKeyInDifferentObjectsIsNotADuplicate) {
   EXPECT_EQ(config.method, "GET");
 }
 
+// Found by fuzzing (tests/fuzz/regressions/export_config): an empty key given twice was refused
+// with an empty field name and the message " is given twice".
+TEST(JsonWithoutDuplicateKeys, AnEmptyKeyGivenTwiceIsNamedAsQuotes) {
+  auto result = parse_json_without_duplicate_keys(R"({"uri":"https://a.example/","":1,"":2})");
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.error().field, "\"\"");
+  EXPECT_EQ(result.error().message, "\"\" is given twice");
+  result = parse_json_without_duplicate_keys(R"({"":{"x":1,"x":2}})");
+  ASSERT_FALSE(result.ok());
+  EXPECT_EQ(result.error().field, "\"\".x");
+}
+
 // The same rule for every JSON body the service reads (the create body too).
 TEST(JsonWithoutDuplicateKeys, RefusesAKeyGivenTwiceInOneObjectNamingItsPath) {
   auto result = parse_json_without_duplicate_keys(R"({"id":"a","id":"b"})");

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "core/http.hpp"
 
@@ -137,6 +139,25 @@ TEST(SetHeader, ReplacesEveryMatchByOneAtTheEnd) {
   Headers empty;
   set_header(empty, "Host", "h");
   EXPECT_EQ(empty, (Headers{{"Host", "h"}}));
+}
+
+// Found by fuzzing (tests/fuzz/regressions/http_session): a parameter name is the requester's
+// bytes; quoted raw in the message, one that is not UTF-8 made the JSON answer throw.
+TEST(ParseFormQuery, AMalformedValueIsNamedOnlyAsAPrintableExcerpt) {
+  auto parsed = parse_form_query("ok=1&%FF%0A=%zz");
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_EQ(parsed.error().message, "(unprintable) is not valid percent-encoding");
+  parsed = parse_form_query("limit=%zz");
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_EQ(parsed.error().message, "limit is not valid percent-encoding");
+  EXPECT_EQ(parsed.error().field, "limit");
+}
+
+TEST(ParseFormQuery, DecodesPairs) {
+  auto parsed = parse_form_query("a=1&&b=x+y%21&c");
+  ASSERT_TRUE(parsed.ok());
+  const std::vector<std::pair<std::string, std::string>> expected = {{"a", "1"}, {"b", "x y!"}, {"c", ""}};
+  EXPECT_EQ(*parsed, expected);
 }
 
 }  // namespace

@@ -843,7 +843,7 @@ TEST_F(SessionTest, AnHttp10RequestWithoutHostIsServed) {
   EXPECT_EQ(answers[0].status, 200) << answers[0].body;
 }
 
-// L2: a requester's HEAD gets the upstream's status and headers and never its body, even when
+// L2 (also found by fuzzing: tests/fuzz/regressions/http_session): a requester's HEAD gets the upstream's status and headers and never its body, even when
 // the export sends POST (the upstream then writes one). The upstream connection, its body
 // unread, is not reused: the next invocation gets its own answer, not that body.
 TEST_F(SessionTest, AHeadRequesterGetsNoBodyWhateverTheUpstreamSends) {
@@ -911,5 +911,31 @@ TEST_F(SessionTest, ACreateBodyWithAKeyGivenTwiceIs400AndCreatesNothing) {
   ASSERT_TRUE(acting.ok());
   EXPECT_EQ(api_->handle(*acting, "/", R"({"id":"dup-b"})").status, 201);  // the id is still free
 }
+
+// Found by fuzzing (tests/fuzz/regressions/http_session): a query parameter whose name is not
+// UTF-8 made the error answer's JSON throw, and the uncaught exception ended the process.
+TEST_F(SessionTest, AQueryParameterThatIsNotUtf8IsA400AndTheConnectionGoesOn) {
+  start();
+  auto tenant = api_->create_tenant();
+  ASSERT_TRUE(tenant.ok());
+  const std::string query = token_of((*tenant)["capabilities"]["query"]);
+  beast::test::stream client(ioc_);
+  auto session = connect(client);
+  client.write_some(net::buffer("GET /?%FF=%zz HTTP/1.1\r\nHost: m\r\nAuthorization: Bearer " + query +
+                                "\r\n\r\nGET /?limit=1 HTTP/1.1\r\nHost: m\r\nAuthorization: Bearer " + query + "\r\n\r\n"));
+  auto answers = wait_for_answers(client, 2);
+  ASSERT_EQ(answers.size(), 2u);
+  EXPECT_EQ(answers[0].status, 400);
+  EXPECT_NE(answers[0].body.find("is not valid percent-encoding"), std::string::npos) << answers[0].body;
+  EXPECT_EQ(answers[1].status, 200);
+  EXPECT_FALSE(session->closed());
+}
+
+TEST(JsonAnswer, BytesThatAreNotUtf8BecomeReplacementCharacters) {
+  const auto answer = membraned::server::json_answer(Api::error_response(400, "bad \xff\xfe name"));
+  EXPECT_EQ(answer.status, 400);
+  EXPECT_NE(answer.body.find("bad \xEF\xBF\xBD\xEF\xBF\xBD name"), std::string::npos) << answer.body;
+}
+
 
 }  // namespace

@@ -98,5 +98,20 @@ TEST(Iso8601, RejectsGarbage) {
   }
 }
 
+// Found by fuzzing (tests/fuzz/regressions/credentials_json): a credential document that expires
+// in 4052 overflowed system_clock's 64-bit nanoseconds (undefined behaviour) instead of being refused.
+TEST(Iso8601, DatesTheClockCannotHoldAreRefused) {
+  for (std::string_view text : {"4052-11-24T12:00:00Z", "9999-12-31T23:59:59.999999999Z", "2262-04-12T00:00:00Z",
+                                "2262-04-11T23:47:16Z", "0001-01-01T00:00:00Z", "1677-09-21T00:00:00Z"}) {
+    auto t = parse_iso8601(text);
+    EXPECT_FALSE(t.ok()) << "accepted: '" << text << "'";
+    if (!t.ok()) {
+      EXPECT_EQ(t.error().field, "Expiration");
+    }
+  }
+  EXPECT_EQ(parse_iso8601("2261-12-31T23:59:59Z").value(), at("2261-12-31T23:59:59Z"));
+  EXPECT_EQ(parse_iso8601("1678-01-01T00:00:00Z").value(), at("1678-01-01T00:00:00Z"));
+}
+
 }  // namespace
 }  // namespace membraned::core
