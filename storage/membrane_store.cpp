@@ -198,19 +198,33 @@ Result<Resolved> MembraneStore::resolve(const Token& token) {
   });
 }
 
-// A networked database's epoch is watched in the background (no round trip here): its view
-// counts only while younger than the bound, and a revoke's answer waits out that bound (see
-// revocation_settle), so a view that still shows the old epoch cannot outlive the 202. A local
-// database is simply read.
+// A networked database's epoch is watched in the background (no round trip here); a local one is
+// read by the first check after its last reading grew older than kLocalEpochViewBound. Either view
+// counts only while younger than its bound, and a revoke's answer waits out that bound (see
+// revocation_settle): a view read before the revoke's commit cannot outlive the 202.
 bool MembraneStore::still_current(const Resolved& resolved) {
   if (!resolved.epoch) return false;
-  if (backend_->watches_epoch()) {
-    auto view = backend_->epoch_view();
-    return view && view->epoch == *resolved.epoch &&
-           std::chrono::steady_clock::now() - view->started < backend_->epoch_view_bound();
+  const bool watched = backend_->watches_epoch();
+  const auto view = watched ? backend_->epoch_view() : local_epoch_view();
+  const auto bound = watched ? backend_->epoch_view_bound() : kLocalEpochViewBound;
+  return view && view->epoch == *resolved.epoch && std::chrono::steady_clock::now() - view->started < bound;
+}
+
+std::optional<EpochReading> MembraneStore::local_epoch_view() {
+  {
+    std::lock_guard lock(local_view_mutex_);
+    if (local_view_ && std::chrono::steady_clock::now() - local_view_->started < kLocalEpochViewBound) {
+      return local_view_;
+    }
   }
+  // The time is taken before the read: the reading is no younger than that.
+  const auto started = std::chrono::steady_clock::now();
   auto epoch = reading<std::int64_t>([](BackendSession& session) { return session.epoch(); });
-  return epoch && *epoch == *resolved.epoch;
+  if (!epoch) return std::nullopt;
+  const EpochReading fresh{*epoch, started};
+  std::lock_guard lock(local_view_mutex_);
+  if (!local_view_ || local_view_->started < started) local_view_ = fresh;
+  return fresh;
 }
 
 // Inside the revoking transaction: from its commit on, no resolution cached before it is used,

@@ -7,6 +7,8 @@
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <mutex>
+#include <optional>
 
 #include "storage/backend.hpp"
 #include "storage/master_key.hpp"
@@ -21,6 +23,11 @@ using WallClock = std::function<std::chrono::system_clock::time_point()>;
 // take between passing its send-time check and writing its request, with room to spare (it is
 // one handler on one strand: microseconds, unless a thread stalls).
 inline constexpr std::chrono::milliseconds kRevocationMargin{50};
+
+// How old a local database's epoch, read by a send-time check, may be when the next check reuses
+// it. Reading it for every invocation cost a statement (a pooled connection, a read snapshot) on
+// the hot path; once per 10 ms costs nothing measurable, and a revoke's answer waits it out.
+inline constexpr std::chrono::milliseconds kLocalEpochViewBound{10};
 
 class MembraneStore final : public Store {
  public:
@@ -38,7 +45,7 @@ class MembraneStore final : public Store {
   Result<Resolved> resolve(const Token& token) override;
   bool still_current(const Resolved& resolved) override;
   std::chrono::milliseconds revocation_settle() const override {
-    return backend_->epoch_view_bound() + kRevocationMargin;
+    return (backend_->watches_epoch() ? backend_->epoch_view_bound() : kLocalEpochViewBound) + kRevocationMargin;
   }
   Status create_membrane(const Token& presented, const Membrane& membrane) override;
   Result<std::optional<Membrane>> find_membrane(const std::string& tenant_id, const std::string& id) override;
@@ -70,12 +77,16 @@ class MembraneStore final : public Store {
   Result<Membrane> unseal(const std::string& tenant_id, const StoredMembrane& stored) const;
   Status commit_new_epoch(BackendSession& session);
   std::int64_t now_seconds() const;
+  // The local database's epoch as a recent send-time check read it (kLocalEpochViewBound).
+  std::optional<EpochReading> local_epoch_view();
 
   std::unique_ptr<Backend> backend_;
   MasterKey key_;
   TenantQuotas quotas_;
   WallClock clock_;
   ResolutionCache cache_;
+  std::mutex local_view_mutex_;
+  std::optional<EpochReading> local_view_;
 };
 
 }  // namespace membraned::storage
