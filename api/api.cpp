@@ -3,6 +3,7 @@
 #include <charconv>
 #include <optional>
 
+#include "core/crypto.hpp"
 #include "core/encoding.hpp"
 #include "core/export_config.hpp"
 #include "core/http.hpp"
@@ -123,6 +124,7 @@ Response Api::handle(const Authorized& who, std::string_view target, std::string
       return export_parsed(who, *config);
     }
     case CapabilityKind::revoke: return revoke(who);
+    case CapabilityKind::revoke_grant: return revoke_grant(who);
     case CapabilityKind::delete_self: return delete_self(who);
     case CapabilityKind::uri:
       // The server relays invocations itself (server/invocation); reaching here is a bug.
@@ -142,6 +144,14 @@ Response Api::health() {
 }
 
 namespace {
+
+// A grant's public handle: not a secret (it opens nothing), only unique; 96 random bits.
+core::Result<storage::NewGrant> new_grant(const core::GrantLimits& limits) {
+  auto id = core::random_bytes(12);
+  auto revoke = core::Token::generate();
+  if (!id || !revoke) return Error::internal("grant generation failed");
+  return storage::NewGrant{"g_" + core::hex_encode(*id), *revoke, limits};
+}
 
 core::Result<storage::TenantTokens> new_tenant_tokens() {
   auto create = core::Token::generate();
@@ -247,7 +257,8 @@ core::Result<core::ExportConfig> Api::parse_export(std::string_view body) const 
   return core::parse_export_config(body, {settings_.max_timeout_ms});
 }
 
-Response Api::export_parsed(const Authorized& who, const core::ExportConfig& config) {
+Response Api::export_parsed(const Authorized& who, const core::ExportConfig& config,
+                            const core::GrantLimits& limits) {
   // contract §9: a profile must exist and be granted to this tenant (the same 400 for both, so a
   // tenant cannot probe for profiles granted to others).
   if (const auto* uri = std::get_if<core::UriExport>(&config)) {
@@ -260,19 +271,25 @@ Response Api::export_parsed(const Authorized& who, const core::ExportConfig& con
     }
   }
   auto token = core::Token::generate();
-  if (!token) return error_response(500, "Internal Server Error");
+  auto grant = new_grant(limits);
+  if (!token || !grant) return error_response(500, "Internal Server Error");
   core::Status stored = std::visit(
       [&](const auto& c) -> core::Status {
         using T = std::decay_t<decltype(c)>;
         if constexpr (std::is_same_v<T, core::UriExport>) {
-          return store_.export_uri(who.token, *token, c);
+          return store_.export_uri(who.token, *token, c, *grant);
         } else {
-          return store_.export_reexport(who.token, *token, c.capability.token());
+          return store_.export_reexport(who.token, *token, c.capability.token(), *grant);
         }
       },
       config);
   if (!stored) return error_response(stored.error());
-  return {201, json{{"capability", uri_of(*token)}}};
+  return {201, json{{"capability", uri_of(*token)}, {"id", grant->id}, {"revoke", uri_of(grant->revoke)}}};
+}
+
+Response Api::revoke_grant(const Authorized& who) {
+  if (auto s = store_.revoke_grant(who.token); !s) return error_response(s.error());
+  return accepted();
 }
 
 Response Api::revoke(const Authorized& who) {

@@ -59,7 +59,10 @@ class Api {
   // checks the upstream's addresses): the body parsed once, with this service's limits, then
   // stored. handle() does both for an export capability.
   core::Result<core::ExportConfig> parse_export(std::string_view body) const;
-  Response export_parsed(const Authorized& who, const core::ExportConfig& config);
+  // The 201 carries the grant's handle (`id`), its own `revoke` capability and its limits
+  // (contract §12).
+  Response export_parsed(const Authorized& who, const core::ExportConfig& config,
+                         const core::GrantLimits& limits = {});
 
   // GET /healthz: 200 {"status":"ok","store":"sqlite"|"postgresql"} when the store answers a
   // query, else 503.
@@ -86,6 +89,7 @@ class Api {
   Response create_membrane(const Authorized& who, std::string_view body);
   Response query_membranes(const Authorized& who, std::string_view target);
   Response revoke(const Authorized& who);
+  Response revoke_grant(const Authorized& who);
   Response delete_self(const Authorized& who);
   nlohmann::json membrane_json(const storage::Membrane& membrane) const;
   nlohmann::json tenant_json(const std::string& id, const storage::TenantTokens& tokens) const;

@@ -17,7 +17,6 @@
 
 namespace membraned::storage {
 
-using WallClock = std::function<std::chrono::system_clock::time_point()>;
 
 // What a revoke's answer waits beyond the backend's epoch-view bound: the time an invocation may
 // take between passing its send-time check and writing its request, with room to spare (it is
@@ -51,8 +50,11 @@ class MembraneStore final : public Store {
   Result<std::optional<Membrane>> find_membrane(const std::string& tenant_id, const std::string& id) override;
   Result<MembranePage> list_membranes(const std::string& tenant_id, const std::optional<std::string>& after,
                                       std::size_t limit) override;
-  Status export_uri(const Token& presented, const Token& token, const core::UriExport& config) override;
-  Status export_reexport(const Token& presented, const Token& token, const Token& target) override;
+  Status export_uri(const Token& presented, const Token& token, const core::UriExport& config,
+                    const NewGrant& grant) override;
+  Status export_reexport(const Token& presented, const Token& token, const Token& target,
+                         const NewGrant& grant) override;
+  Status revoke_grant(const Token& presented) override;
   Status revoke_membrane(const Token& presented) override;
   Status delete_tenant(const Token& presented) override;
 
@@ -76,6 +78,8 @@ class MembraneStore final : public Store {
   Result<std::vector<bool>> cut_flags(BackendSession& session, const std::vector<StoredMembrane>& stored);
   Result<Membrane> unseal(const std::string& tenant_id, const StoredMembrane& stored) const;
   Status commit_new_epoch(BackendSession& session);
+  Status insert_grant(BackendSession& session, const Resolved& acting, const NewGrant& grant,
+                      const CapabilityRecord& record);
   std::int64_t now_seconds() const;
   // The local database's epoch as a recent send-time check read it (kLocalEpochViewBound).
   std::optional<EpochReading> local_epoch_view();
