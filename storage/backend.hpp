@@ -56,6 +56,13 @@ struct StoredMembrane {
   std::string export_digest;  // of its export capability; empty if it has none
 };
 
+// A grant's use budget as the database holds it: maxUses, and how many of them instances have
+// reserved (each hands its reservation out from memory).
+struct GrantUses {
+  std::int64_t max_uses = 0;
+  std::int64_t reserved = 0;
+};
+
 // What a write adds to its tenant's stored data (TenantQuotas).
 struct Usage {
   std::int64_t membranes = 0;
@@ -100,6 +107,11 @@ class BackendSession {
   virtual core::Status insert_grant(CapabilityRow row, const StoredGrant& grant) = 0;
   // Marks the grant revoked at `at_ms` (Unix milliseconds) unless it already is.
   virtual core::Status mark_grant_revoked(CapabilityRow row, std::int64_t at_ms) = 0;
+  // A grant's maxUses and the uses handed to instances so far, locked against other writers
+  // until the transaction ends; nullopt when the grant has no maxUses.
+  virtual core::Result<std::optional<GrantUses>> lock_grant_uses(CapabilityRow row) = 0;
+  // Adds `count` to the uses handed to instances (callers keep the total within maxUses).
+  virtual core::Status add_reserved_uses(CapabilityRow row, std::int64_t count) = 0;
   // conflict when the tenant has a membrane of this id not marked revoked.
   virtual core::Result<MembraneRow> insert_membrane(const MembraneRecord& record) = 0;
   virtual core::Status mark_membrane_revoked(MembraneRow row) = 0;

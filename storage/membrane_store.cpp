@@ -50,7 +50,11 @@ Result<T> MembraneStore::writing(const std::function<Result<T>(BackendSession&)>
 }
 
 MembraneStore::MembraneStore(std::unique_ptr<Backend> backend, MasterKey key, TenantQuotas quotas, WallClock clock)
-    : backend_(std::move(backend)), key_(std::move(key)), quotas_(quotas), clock_(std::move(clock)) {
+    : backend_(std::move(backend)),
+      key_(std::move(key)),
+      quotas_(quotas),
+      clock_(std::move(clock)),
+      uses_([this](CapabilityRow grant, std::int64_t wanted) { return reserve_uses(grant, wanted); }) {
   // After a failover the database may no longer hold what was cached (a capability created just
   // before it, on a standby that never received it), under the same epoch: start afresh.
   backend_->on_connection_lost([this] { cache_.clear(); });
@@ -447,6 +451,22 @@ Status MembraneStore::insert_grant(BackendSession& session, const Resolved& acti
                                            .target = *row});
   if (!revoke) return revoke.error();
   return core::ok_status();
+}
+
+// In one write transaction, under the grant's row lock: never more than maxUses reserved in all.
+// An instance takes at most a sixteenth of what is left (at least one), so with several
+// instances none sits on the last uses while another could give them.
+Result<std::int64_t> MembraneStore::reserve_uses(CapabilityRow grant, std::int64_t wanted) {
+  return writing<std::int64_t>([&](BackendSession& session) -> Result<std::int64_t> {
+    auto uses = session.lock_grant_uses(grant);
+    if (!uses) return uses.error();
+    if (!*uses) return Error::internal("a grant with maxUses has no use count");
+    const std::int64_t left = (*uses)->max_uses - (*uses)->reserved;
+    const std::int64_t taken = std::min({wanted, std::max<std::int64_t>(1, left / 16), left});
+    if (taken <= 0) return std::int64_t{0};
+    if (auto s = session.add_reserved_uses(grant, taken); !s) return s.error();
+    return taken;
+  });
 }
 
 // One row: the grant's re-exports and everything made through them depend on it, and check it on

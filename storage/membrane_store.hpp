@@ -14,6 +14,7 @@
 #include "storage/master_key.hpp"
 #include "storage/resolution_cache.hpp"
 #include "storage/store.hpp"
+#include "storage/use_ledger.hpp"
 
 namespace membraned::storage {
 
@@ -55,6 +56,10 @@ class MembraneStore final : public Store {
   Status export_reexport(const Token& presented, const Token& token, const Token& target,
                          const NewGrant& grant) override;
   Status revoke_grant(const Token& presented) override;
+  std::optional<bool> take_uses_in_hand(const std::vector<ChainGrant>& chain) override {
+    return uses_.take_in_hand(chain);
+  }
+  Result<bool> take_uses(const std::vector<ChainGrant>& chain) override { return uses_.take(chain); }
   Status revoke_membrane(const Token& presented) override;
   Status delete_tenant(const Token& presented) override;
 
@@ -78,6 +83,8 @@ class MembraneStore final : public Store {
   Result<std::vector<bool>> cut_flags(BackendSession& session, const std::vector<StoredMembrane>& stored);
   Result<Membrane> unseal(const std::string& tenant_id, const StoredMembrane& stored) const;
   Status commit_new_epoch(BackendSession& session);
+  // Reserves up to `wanted` uses of a grant for this instance (UseLedger's Reserve).
+  Result<std::int64_t> reserve_uses(CapabilityRow grant, std::int64_t wanted);
   Status insert_grant(BackendSession& session, const Resolved& acting, const NewGrant& grant,
                       const CapabilityRecord& record);
   std::int64_t now_seconds() const;
@@ -89,6 +96,7 @@ class MembraneStore final : public Store {
   TenantQuotas quotas_;
   WallClock clock_;
   ResolutionCache cache_;
+  UseLedger uses_;
   std::mutex local_view_mutex_;
   std::optional<EpochReading> local_view_;
 };

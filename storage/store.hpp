@@ -162,6 +162,12 @@ class Store {
   // not_found when `target` does not resolve (unknown, revoked, cut).
   virtual Status export_reexport(const Token& presented, const Token& token, const Token& target,
                                  const NewGrant& grant) = 0;
+  // One use of every grant of `chain` with maxUses (contract §11): true when each had one left
+  // (all taken), false when one is used up (none taken). take_uses_in_hand answers without I/O
+  // when it can (nullopt: call take_uses, which may write to the database).
+  virtual std::optional<bool> take_uses_in_hand(const std::vector<ChainGrant>& chain) = 0;
+  virtual Result<bool> take_uses(const std::vector<ChainGrant>& chain) = 0;
+
   // `presented` resolves to revoke_grant. Effective for the grant, every re-export below it and
   // everything made through them when it returns; again 202 when repeated.
   virtual Status revoke_grant(const Token& presented) = 0;

@@ -311,6 +311,20 @@ class PgSession final : public BackendSession {
                {integer(row), integer(at_ms)});
   }
 
+  // The row lock makes instances reserving from the same grant take turns.
+  Result<std::optional<GrantUses>> lock_grant_uses(CapabilityRow row) override {
+    auto rows = connection_.query(
+        "SELECT max_uses, reserved_uses FROM grants WHERE row_id = $1 AND max_uses IS NOT NULL FOR UPDATE",
+        {integer(row)});
+    if (!rows) return rows.error();
+    if (rows->size() == 0) return std::optional<GrantUses>();
+    return std::optional<GrantUses>(GrantUses{rows->integer(0, 0), rows->integer(0, 1)});
+  }
+
+  Status add_reserved_uses(CapabilityRow row, std::int64_t count) override {
+    return run("UPDATE grants SET reserved_uses = reserved_uses + $2 WHERE row_id = $1", {integer(row), integer(count)});
+  }
+
   Result<MembraneRow> insert_membrane(const MembraneRecord& r) override {
     auto rows = connection_.query(
         "INSERT INTO membranes(tenant_id, id, export_token, revoke_token, created_at) "

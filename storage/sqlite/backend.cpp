@@ -334,6 +334,22 @@ class SqliteSession final : public BackendSession {
                [&](Statement& st) { st.bind(1, row).bind(2, at_ms); });
   }
 
+  // BEGIN IMMEDIATE already holds the database's one write lock.
+  Result<std::optional<GrantUses>> lock_grant_uses(CapabilityRow row) override {
+    auto st = connection_.prepare("SELECT max_uses, reserved_uses FROM grants WHERE row = ?1 AND max_uses IS NOT NULL");
+    if (!st) return st.error();
+    st->bind(1, row);
+    auto found = st->step();
+    if (!found) return found.error();
+    if (!*found) return std::optional<GrantUses>();
+    return std::optional<GrantUses>(GrantUses{st->column_int(0), st->column_int(1)});
+  }
+
+  Status add_reserved_uses(CapabilityRow row, std::int64_t count) override {
+    return run("UPDATE grants SET reserved_uses = reserved_uses + ?2 WHERE row = ?1",
+               [&](Statement& st) { st.bind(1, row).bind(2, count); });
+  }
+
   Result<MembraneRow> insert_membrane(const MembraneRecord& r) override {
     auto s = run(
         "INSERT INTO membranes(tenant_id, id, export_token, revoke_token, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",

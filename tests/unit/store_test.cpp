@@ -2014,6 +2014,98 @@ TEST_P(StoreTest, TheGrantsMigrationGivesExistingGrantsAHandle) {
   EXPECT_NE(resolved->chain[0].id, resolved->chain[1].id);
 }
 
+core::GrantLimits limits_with_uses(std::uint64_t max_uses) {
+  core::GrantLimits limits;
+  limits.max_uses = max_uses;
+  return limits;
+}
+
+// Takes uses of `token`'s chain until the store says used up: how many it got.
+int take_all(Store& store, const Token& token) {
+  auto resolved = store.resolve(token);
+  if (!resolved) return 0;
+  int taken = 0;
+  for (;;) {
+    auto took = store.take_uses(resolved->chain);
+    EXPECT_TRUE(took.ok()) << took.error().message;
+    if (!took || !*took) return taken;
+    ++taken;
+  }
+}
+
+// maxUses is exact under concurrency: eight threads taking uses get exactly maxUses in all.
+TEST_P(StoreTest, ConcurrentTakersGetExactlyMaxUses) {
+  Tenant t = tenant();
+  Membrane m = membrane(t, "m");
+  Token x = export_granted(m, membraned::test::new_grant(limits_with_uses(500)));
+  std::atomic<int> taken{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i) threads.emplace_back([&] { taken += take_all(*store_, x); });
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(taken.load(), 500);
+}
+
+// Two stores on one database (two instances): together exactly maxUses, however they interleave.
+TEST_P(StoreTest, TwoStoresOnOneDatabaseTogetherGetExactlyMaxUses) {
+  auto other = open_store();
+  ASSERT_NE(other, nullptr);
+  Tenant t = tenant();
+  Membrane m = membrane(t, "m");
+  Token x = export_granted(m, membraned::test::new_grant(limits_with_uses(300)));
+  std::atomic<int> taken{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 3; ++i) {
+    threads.emplace_back([&] { taken += take_all(*store_, x); });
+    threads.emplace_back([&] { taken += take_all(*other, x); });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(taken.load(), 300);
+}
+
+// A store that goes away with uses in hand (a crash) loses them; the next never gets more than
+// maxUses in all, and loses at most what the first held.
+TEST_P(StoreTest, AStoreThatDiesWithUsesInHandLosesThemAndNeverAddsAny) {
+  Tenant t = tenant();
+  Membrane m = membrane(t, "m");
+  Token x = export_granted(m, membraned::test::new_grant(limits_with_uses(1000)));
+  auto first = open_store();
+  ASSERT_NE(first, nullptr);
+  auto resolved = first->resolve(x);
+  ASSERT_TRUE(resolved.ok());
+  int before = 0;
+  for (; before < 3; ++before) ASSERT_TRUE(*first->take_uses(resolved->chain));
+  const std::int64_t reserved = std::stoll(db_->run_sql("SELECT sum(reserved_uses) FROM grants"));
+  first.reset();  // its unused reservation is gone with it
+  const int after = take_all(*store_, x);
+  EXPECT_LE(before + after, 1000);
+  EXPECT_GE(before + after, 1000 - reserved);
+  EXPECT_EQ(std::stoll(db_->run_sql("SELECT sum(reserved_uses) FROM grants")), 1000);
+}
+
+// A use of a re-export is a use of the grant it stands for: the parent's uses run out through
+// its child, and then the parent itself is used up too.
+TEST_P(StoreTest, AUseOfAReExportIsAUseOfEveryGrantAboveIt) {
+  Tenant t = tenant();
+  Membrane m = membrane(t, "m");
+  Membrane n = membrane(t, "n");
+  Token x = export_granted(m, membraned::test::new_grant(limits_with_uses(20)));
+  Token y = reexport_granted(n, x, membraned::test::new_grant(limits_with_uses(1000)));
+  EXPECT_EQ(take_all(*store_, y), 20);
+  EXPECT_EQ(take_all(*store_, x), 0);
+  EXPECT_TRUE(alive(x)) << "used up is not revoked: the grant still resolves";
+}
+
+// Grants without maxUses never touch the use ledger: no reservation is written.
+TEST_P(StoreTest, UnlimitedGrantsTakeUsesWithoutWriting) {
+  Tenant t = tenant();
+  Membrane m = membrane(t, "m");
+  Token x = export_uri(m);
+  auto resolved = store_->resolve(x);
+  ASSERT_TRUE(resolved.ok());
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(store_->take_uses_in_hand(resolved->chain), true);
+  EXPECT_EQ(db_->run_sql("SELECT sum(reserved_uses) FROM grants"), "0");
+}
+
 // Two grants cannot share a handle: the second export fails and stores nothing.
 TEST_P(StoreTest, AGrantHandleIsUnique) {
   Tenant t = tenant();
