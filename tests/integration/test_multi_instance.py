@@ -568,7 +568,7 @@ class MigrationRaceTest(Instances):
                     s.spawn()
                 for s in servers:
                     s.wait_started(60)
-                self.assertEqual(pg.psql(url, "SELECT version FROM schema_version"), "2")  # migrations this build knows
+                self.assertEqual(pg.psql(url, "SELECT version FROM schema_version"), "3")  # migrations this build knows
                 self.assertEqual(pg.psql(url, "SELECT count(*) FROM meta WHERE key = 'key_check'"), "1")
                 # Exactly one first tenant, written by exactly one instance.
                 self.assertEqual(pg.psql(url, "SELECT count(*) FROM tenants"), "1")
