@@ -44,10 +44,17 @@ Result<bool> UseLedger::take(const std::vector<ChainGrant>& chain) {
 }
 
 Status UseLedger::refill(CapabilityRow grant) {
+  std::shared_ptr<std::mutex> refilling;
+  {
+    std::lock_guard lock(mutex_);
+    refilling = accounts_[grant].refilling;
+  }
+  std::lock_guard one_at_a_time(*refilling);
   std::int64_t wanted;
   {
     std::lock_guard lock(mutex_);
     Account& account = accounts_[grant];
+    if (account.in_hand > 0 || account.used_up) return core::ok_status();  // another taker refilled
     // A grant whose last block lasted under a second gets a larger one.
     const auto now = std::chrono::steady_clock::now();
     if (account.last_reserved && now - *account.last_reserved < std::chrono::seconds(1)) {

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <unordered_map>
@@ -43,6 +44,9 @@ class UseLedger {
     std::int64_t next_block = kFirstBlock;
     std::optional<std::chrono::steady_clock::time_point> last_reserved;
     bool used_up = false;  // the database has no more to give: maxUses never grows
+    // Held while one taker reserves for this grant: the others wait for its block instead of
+    // each reserving one (which would leave more in hand, for a crash to lose).
+    std::shared_ptr<std::mutex> refilling = std::make_shared<std::mutex>();
   };
   std::optional<bool> take_locked(const std::vector<ChainGrant>& chain);
   Status refill(CapabilityRow grant);
