@@ -212,6 +212,8 @@ Result<Resolved> MembraneStore::resolve(const Token& token) {
 // revocation_settle): a view read before the revoke's commit cannot outlive the 202.
 bool MembraneStore::still_current(const Resolved& resolved) {
   if (!resolved.epoch) return false;
+  // A grant that expired since the resolution (a slow body) is no more current than a revoked one.
+  if (resolved.expires_at && clock_() >= *resolved.expires_at) return false;
   const bool watched = backend_->watches_epoch();
   const auto view = watched ? backend_->epoch_view() : local_epoch_view();
   const auto bound = watched ? backend_->epoch_view_bound() : kLocalEpochViewBound;

@@ -1943,6 +1943,20 @@ TEST_P(StoreTest, AnExpiredGrantNoLongerResolvesNorDoesAnythingBelowIt) {
   EXPECT_FALSE(fresh->resolve(y).ok());
 }
 
+// The send-time check: a resolution made before its grant expired is no longer current after.
+TEST_P(StoreTest, AResolutionIsNotCurrentOnceItsGrantHasExpired) {
+  using namespace std::chrono_literals;
+  Tenant t = tenant();
+  Membrane m = membrane(t, "m");
+  Token x = export_granted(m, membraned::test::new_grant(limits_expiring_at(store_now() + 1min)));
+  auto resolved = store_->resolve(x);
+  ASSERT_TRUE(resolved.ok());
+  for (int i = 0; i < 500 && !store_->still_current(*resolved); ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_TRUE(store_->still_current(*resolved));
+  advance(2min);
+  EXPECT_FALSE(store_->still_current(*resolved));
+}
+
 // A re-export of an export capability with an expiry: what was exported through it dies with it.
 TEST_P(StoreTest, WhatWasMadeThroughAnExpiredCapabilityDiesWithIt) {
   using namespace std::chrono_literals;
