@@ -22,30 +22,19 @@
 #include <vector>
 
 #include "tests/fuzz/support/fuzz_check.hpp"
+#include "tests/fuzz/support/http_feed.hpp"
 #include "tests/fuzz/support/server_fixture.hpp"
 
 namespace {
 
 namespace http = boost::beast::http;
 using membraned::fuzz::ServerFixture;
+using membraned::fuzz::feed;
 
 struct Answer {
   unsigned status = 0;
   std::string body;
 };
-
-// Feeds `bytes` to `parser` as far as it goes: the bytes used, and an error other than need_more.
-template <class Parser>
-std::size_t feed(Parser& parser, std::string_view bytes, boost::beast::error_code& ec) {
-  std::size_t used = 0;
-  while (!parser.is_done()) {
-    const std::size_t n = parser.put(boost::asio::buffer(bytes.data() + used, bytes.size() - used), ec);
-    used += n;
-    if (ec == http::error::need_more) ec = {};
-    if (ec || n == 0) break;
-  }
-  return used;
-}
 
 // The upstream's final answer as Beast reads it (interim 1xx answers skipped, the end of the
 // stream ending a body without framing), or nullopt when it is malformed or cut short.

@@ -27,6 +27,15 @@ SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 STAMP_SPACE = socket.CMSG_SPACE(struct.calcsize("qq"))
 
 
+def content_length(head):
+    """The Content-Length of a message head (bytes, without its blank line), 0 if none."""
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value.strip())
+    return 0
+
+
 def log(*parts):
     print(*parts, file=sys.stderr, flush=True)
 
@@ -85,11 +94,7 @@ class StampingUpstream:
                 pending += data
                 while b"\r\n\r\n" in pending:
                     head, rest = pending.split(b"\r\n\r\n", 1)
-                    length = 0
-                    for line in head.split(b"\r\n")[1:]:
-                        name, _, value = line.partition(b":")
-                        if name.strip().lower() == b"content-length":
-                            length = int(value.strip())
+                    length = content_length(head)
                     if len(rest) < length:
                         break
                     path = head.split(b" ")[1].decode()
@@ -131,11 +136,7 @@ def read_answer(sock):
             raise ConnectionError("closed before an answer: %r" % data)
         data += chunk
     head, rest = data.split(b"\r\n\r\n", 1)
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value.strip())
+    length = content_length(head)
     while len(rest) < length:
         chunk = sock.recv(65536)
         if not chunk:

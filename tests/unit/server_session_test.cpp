@@ -246,6 +246,12 @@ class SessionTest : public testing::Test {
   }
 
   // The shared state of a server with `settings`, upstreams on loopback open to exports.
+  static ServerSettings with_header_limit(std::size_t limit) {
+    ServerSettings settings;
+    settings.header_limit = limit;
+    return settings;
+  }
+
   void start(ServerSettings settings = {}) {
     context_.emplace(std::move(settings), *api_, [this](const std::string& line) { log_.push_back(line); }, ioc_);
     ASSERT_TRUE(context_->upstream.load_default_tls().ok());
@@ -413,9 +419,7 @@ TEST_F(SessionTest, ABodyAnnouncedOverTheLimitIs413AndItIsNotRead) {
 }
 
 TEST_F(SessionTest, AHeaderOverTheLimitIs431) {
-  ServerSettings settings;
-  settings.header_limit = 1024;
-  start(settings);
+  start(with_header_limit(1024));
   beast::test::stream client(ioc_);
   auto session = connect(client);
   client.write_some(net::buffer("GET / HTTP/1.1\r\nHost: m\r\nX-Pad: " + std::string(2000, 'p') + "\r\n\r\n"));
@@ -666,9 +670,7 @@ TEST_F(SessionTest, ClientTlsContextsAreMadeOncePerMaterial) {
 // H1: a chunk's size line never ends (an endless extension): refused once it fills the read
 // buffer (--header-limit), not held whole.
 TEST_F(SessionTest, AChunkExtensionThatNeverEndsIs413BeforeMuchIsRead) {
-  ServerSettings settings;
-  settings.header_limit = 1024;
-  start(settings);
+  start(with_header_limit(1024));
   beast::test::stream client(ioc_);
   auto session = connect(client);
   const std::size_t sent = stream_until_answered(client, *session,
@@ -681,9 +683,7 @@ TEST_F(SessionTest, AChunkExtensionThatNeverEndsIs413BeforeMuchIsRead) {
 
 // H1, unauthenticated, a size line of zeros that never ends: the same.
 TEST_F(SessionTest, AChunkSizeThatNeverEndsIs413WithoutACapability) {
-  ServerSettings settings;
-  settings.header_limit = 1024;
-  start(settings);
+  start(with_header_limit(1024));
   beast::test::stream client(ioc_);
   auto session = connect(client);
   const std::size_t sent = stream_until_answered(
@@ -695,9 +695,7 @@ TEST_F(SessionTest, AChunkSizeThatNeverEndsIs413WithoutACapability) {
 
 // H1: trailers that never end are fields, like a header block too large: 431.
 TEST_F(SessionTest, TrailersThatNeverEndAre431BeforeMuchIsRead) {
-  ServerSettings settings;
-  settings.header_limit = 1024;
-  start(settings);
+  start(with_header_limit(1024));
   beast::test::stream client(ioc_);
   auto session = connect(client);
   const std::size_t sent =
