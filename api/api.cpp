@@ -3,6 +3,7 @@
 #include <charconv>
 #include <optional>
 
+#include "core/crypto.hpp"
 #include "core/encoding.hpp"
 #include "core/export_config.hpp"
 #include "core/http.hpp"
@@ -60,11 +61,13 @@ std::string_view Api::reason_phrase(int status) {
     case 202: return "Accepted";
     case 400: return "Bad Request";
     case 401: return "Unauthorized";
+    case 403: return "Forbidden";
     case 404: return "Not Found";
     case 405: return "Method Not Allowed";
     case 408: return "Request Timeout";
     case 409: return "Conflict";
     case 413: return "Payload Too Large";
+    case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
     case 500: return "Internal Server Error";
     case 501: return "Not Implemented";
@@ -114,15 +117,18 @@ core::Result<Authorized> Api::reauthorize(const core::Token& token) {
 }
 
 Response Api::handle(const Authorized& who, std::string_view target, std::string_view body) {
+  // A re-exported built-in capability's use is one operation (contract §11).
+  if (auto refused = admit_use(who, std::chrono::steady_clock::now(), true).refusal) return *refused;
   switch (who.resolved.kind) {
     case CapabilityKind::create: return create_membrane(who, body);
     case CapabilityKind::query: return query_membranes(who, target);
     case CapabilityKind::export_: {
-      auto config = parse_export(body);
-      if (!config) return error_response(config.error());
-      return export_parsed(who, *config);
+      auto request = parse_export(body);
+      if (!request) return error_response(request.error());
+      return export_admitted(who, *request);
     }
     case CapabilityKind::revoke: return revoke(who);
+    case CapabilityKind::revoke_grant: return revoke_grant(who);
     case CapabilityKind::delete_self: return delete_self(who);
     case CapabilityKind::uri:
       // The server relays invocations itself (server/invocation); reaching here is a bug.
@@ -142,6 +148,36 @@ Response Api::health() {
 }
 
 namespace {
+
+// The limits a new grant lives under, as its 201 reports them (contract §12): its own, narrowed
+// by those of what it stands for (`target`, a re-export's) and by the expiry of the capability
+// that made it (what is made through a capability dies with it).
+json grant_json(const Authorized& who, const core::GrantLimits& own, const std::optional<storage::Resolved>& target) {
+  core::GrantLimits effective;
+  effective.expires_at = who.resolved.expires_at;
+  if (target) {
+    if (target->expires_at && (!effective.expires_at || *target->expires_at < *effective.expires_at)) {
+      effective.expires_at = target->expires_at;
+    }
+    // From the top of the chain down, so that the nearest allowFrom is the one reported.
+    for (auto grant = target->chain.rbegin(); grant != target->chain.rend(); ++grant) {
+      core::GrantLimits one;
+      one.max_uses = grant->max_uses;
+      one.rate_limit = grant->rate_limit;
+      one.allow_from = grant->allow_from;
+      effective = core::narrowed(effective, one);
+    }
+  }
+  return core::grant_limits_json(core::narrowed(effective, own));
+}
+
+// A grant's public handle: not a secret (it opens nothing), only unique; 96 random bits.
+core::Result<storage::NewGrant> new_grant(const core::GrantLimits& limits) {
+  auto id = core::random_bytes(12);
+  auto revoke = core::Token::generate();
+  if (!id || !revoke) return Error::internal("grant generation failed");
+  return storage::NewGrant{"g_" + core::hex_encode(*id), *revoke, limits};
+}
 
 core::Result<storage::TenantTokens> new_tenant_tokens() {
   auto create = core::Token::generate();
@@ -243,11 +279,17 @@ Response Api::query_membranes(const Authorized& who, std::string_view target) {
   return {200, json{{"membranes", std::move(membranes)}, {"completed", page->completed}}};
 }
 
-core::Result<core::ExportConfig> Api::parse_export(std::string_view body) const {
-  return core::parse_export_config(body, {settings_.max_timeout_ms});
+core::Result<core::ExportRequest> Api::parse_export(std::string_view body) const {
+  return core::parse_export_request(body, {settings_.max_timeout_ms}, std::chrono::system_clock::now());
 }
 
-Response Api::export_parsed(const Authorized& who, const core::ExportConfig& config) {
+Response Api::export_parsed(const Authorized& who, const core::ExportRequest& request) {
+  if (auto refused = admit_use(who, std::chrono::steady_clock::now(), true).refusal) return *refused;
+  return export_admitted(who, request);
+}
+
+Response Api::export_admitted(const Authorized& who, const core::ExportRequest& request) {
+  const core::ExportConfig& config = request.config;
   // contract §9: a profile must exist and be granted to this tenant (the same 400 for both, so a
   // tenant cannot probe for profiles granted to others).
   if (const auto* uri = std::get_if<core::UriExport>(&config)) {
@@ -260,19 +302,62 @@ Response Api::export_parsed(const Authorized& who, const core::ExportConfig& con
     }
   }
   auto token = core::Token::generate();
-  if (!token) return error_response(500, "Internal Server Error");
+  auto grant = new_grant(request.grant);
+  if (!token || !grant) return error_response(500, "Internal Server Error");
+  std::optional<storage::Resolved> target;
   core::Status stored = std::visit(
       [&](const auto& c) -> core::Status {
         using T = std::decay_t<decltype(c)>;
         if constexpr (std::is_same_v<T, core::UriExport>) {
-          return store_.export_uri(who.token, *token, c);
+          return store_.export_uri(who.token, *token, c, *grant);
         } else {
-          return store_.export_reexport(who.token, *token, c.capability.token());
+          if (auto resolved = store_.resolve(c.capability.token())) target = std::move(*resolved);
+          return store_.export_reexport(who.token, *token, c.capability.token(), *grant);
         }
       },
       config);
   if (!stored) return error_response(stored.error());
-  return {201, json{{"capability", uri_of(*token)}}};
+  json body = grant_json(who, request.grant, target);
+  body["capability"] = uri_of(*token);
+  body["id"] = grant->id;
+  body["revoke"] = uri_of(grant->revoke);
+  return {201, std::move(body)};
+}
+
+std::optional<Response> Api::check_address(const Authorized& who, const core::IpAddress& requester) const {
+  for (const auto& grant : who.resolved.chain) {
+    if (!core::admits_address(grant.allow_from, requester)) {
+      return error_response(403, "this capability may not be used from this address");
+    }
+  }
+  return std::nullopt;
+}
+
+UseAdmission Api::admit_use(const Authorized& who, std::chrono::steady_clock::time_point now, bool may_write) {
+  if (who.resolved.chain.empty()) return {};
+  if (auto wait = rates_.admit(who.resolved.chain, now)) {
+    Response refused = error_response(429, "this capability's rate limit is reached");
+    refused.retry_after = *wait;
+    return {true, std::move(refused)};
+  }
+  return take_use(who, may_write);
+}
+
+UseAdmission Api::take_use(const Authorized& who, bool may_write) {
+  std::optional<bool> taken = store_.take_uses_in_hand(who.resolved.chain);
+  if (!taken && may_write) {
+    auto asked = store_.take_uses(who.resolved.chain);
+    if (!asked) return {true, error_response(asked.error())};
+    taken = *asked;
+  }
+  if (!taken) return {false, std::nullopt};
+  if (!*taken) return {true, error_response(core::Error::unauthorized(""))};
+  return {};
+}
+
+Response Api::revoke_grant(const Authorized& who) {
+  if (auto s = store_.revoke_grant(who.token); !s) return error_response(s.error());
+  return accepted();
 }
 
 Response Api::revoke(const Authorized& who) {

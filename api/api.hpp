@@ -14,6 +14,8 @@
 #include "core/aws_config.hpp"
 #include "core/export_config.hpp"
 #include "core/result.hpp"
+#include "api/grant_rates.hpp"
+#include "core/grant_limits.hpp"
 #include "core/token.hpp"
 #include "storage/store.hpp"
 
@@ -27,8 +29,16 @@ struct Settings {
 };
 
 struct Response {
-  int status = 200;
+  Response(int status_code = 200, nlohmann::json json_body = {}) : status(status_code), body(std::move(json_body)) {}
+  int status;
   nlohmann::json body;
+  std::optional<std::uint32_t> retry_after;  // a 429's Retry-After header, in seconds
+};
+
+// Whether one use of a capability is admitted (contract §11: its grants' uses and rates).
+struct UseAdmission {
+  bool decided = true;              // false: the store must be asked (take_use with may_write)
+  std::optional<Response> refusal;  // decided and refused: 401 used up, or 429 over a rate
 };
 
 struct Authorized {
@@ -58,8 +68,19 @@ class Api {
   // Export in two steps, for a caller that looks at the parsed body in between (the server
   // checks the upstream's addresses): the body parsed once, with this service's limits, then
   // stored. handle() does both for an export capability.
-  core::Result<core::ExportConfig> parse_export(std::string_view body) const;
-  Response export_parsed(const Authorized& who, const core::ExportConfig& config);
+  core::Result<core::ExportRequest> parse_export(std::string_view body) const;
+  // The 201 carries the grant's handle (`id`), its own `revoke` capability and the limits it
+  // lives under (contract §12).
+  Response export_parsed(const Authorized& who, const core::ExportRequest& request);
+
+  // contract §11: 403 unless every grant of the chain admits the requester's address.
+  std::optional<Response> check_address(const Authorized& who, const core::IpAddress& requester) const;
+  // contract §11: one use, counted against every rate and maxUses of the chain (a capability
+  // without them is admitted at once). `may_write`: the store may reserve uses (a write); without
+  // it an answer that needs one is left undecided. Call once per use: a rate counts each call.
+  UseAdmission admit_use(const Authorized& who, std::chrono::steady_clock::time_point now, bool may_write);
+  // The rest of a use admitted undecided (admit_use counted the rates already).
+  UseAdmission take_use(const Authorized& who, bool may_write);
 
   // GET /healthz: 200 {"status":"ok","store":"sqlite"|"postgresql"} when the store answers a
   // query, else 503.
@@ -86,12 +107,16 @@ class Api {
   Response create_membrane(const Authorized& who, std::string_view body);
   Response query_membranes(const Authorized& who, std::string_view target);
   Response revoke(const Authorized& who);
+  Response revoke_grant(const Authorized& who);
   Response delete_self(const Authorized& who);
   nlohmann::json membrane_json(const storage::Membrane& membrane) const;
   nlohmann::json tenant_json(const std::string& id, const storage::TenantTokens& tokens) const;
 
+  Response export_admitted(const Authorized& who, const core::ExportRequest& request);
+
   storage::Store& store_;
   Settings settings_;
+  GrantRates rates_;
 };
 
 // Membrane ids: non-empty, at most 512 characters (Unicode code points) of valid UTF-8 without

@@ -50,10 +50,11 @@ start_membraned_in() {  # name [flags...]
 }
 
 # Exports a Lambda-shaped uri capability on the upstream nginx; `$1` is the aws4-hmac-sha256
-# object's JSON. Prints the token.
+# object's JSON, `$2` (optional) more fields of the export body, e.g. '"maxUses":1000'. Prints
+# the token.
 export_lambda() {
   curl -s -XPOST "http://127.0.0.1:$mport" -H "Authorization: Bearer $mexport" \
-    -d "{\"uri\":\"http://127.0.0.1:$upstream_port/2015-03-31/functions/f/invocations\",\"method\":\"POST\",\"hmac\":{\"aws4-hmac-sha256\":$1}}" |
+    -d "{\"uri\":\"http://127.0.0.1:$upstream_port/2015-03-31/functions/f/invocations\",\"method\":\"POST\",\"hmac\":{\"aws4-hmac-sha256\":$1}${2:+,$2}}" |
     python3 -c "import json,sys;print(json.load(sys.stdin)['capability'].split('#')[1])"
 }
 

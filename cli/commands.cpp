@@ -327,6 +327,10 @@ int run_membrane_revoke(const ServiceFlags& service) {
   return management_call(service, "revoke", "GET", "/", std::nullopt);
 }
 
+int run_grant_revoke(const ServiceFlags& service) {
+  return management_call(service, "revoke", "GET", "/", std::nullopt);
+}
+
 int run_membrane_delete_self(const ServiceFlags& service) {
   return management_call(service, "deleteSelf", "GET", "/", std::nullopt);
 }

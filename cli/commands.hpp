@@ -51,6 +51,8 @@ int run_membrane_export(const ServiceFlags& service, const ExportFlags& export_f
 int run_membrane_revoke(const ServiceFlags& service);
 int run_membrane_delete_self(const ServiceFlags& service);
 int run_invoke(const ServiceFlags& service, const InvokeFlags& invoke);
+// `grant revoke`: the request `membrane revoke` sends, with a grant's revoke capability.
+int run_grant_revoke(const ServiceFlags& service);
 int run_config_import(const ImportFlags& import);
 
 // "capi: MESSAGE" and a pointer to --help on stderr, tokens redacted; returns 1.

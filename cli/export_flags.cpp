@@ -5,6 +5,7 @@
 
 #include "core/encoding.hpp"
 #include "core/export_config.hpp"
+#include "core/time.hpp"
 
 namespace membraned::cli {
 
@@ -38,6 +39,15 @@ std::vector<Named> uri_only_flags(const ExportFlags& f) {
   };
 }
 
+// The grant's own limits: allowed with --uri and with --capability-to-export.
+std::vector<Named> grant_flags(const ExportFlags& f) {
+  return {
+      {"--label", f.label.has_value()},           {"--expires-at", f.expires_at.has_value()},
+      {"--expires-in", f.expires_in.has_value()}, {"--max-uses", f.max_uses.has_value()},
+      {"--rate-limit", f.rate_limit.has_value()}, {"--allow-from", !f.allow_from.empty()},
+  };
+}
+
 std::string join(const std::vector<std::string>& names) {
   std::string out;
   for (const auto& n : names) {
@@ -59,6 +69,14 @@ core::Status check_complete(const std::vector<Named>& set, const char* scheme) {
   if (given.empty() || missing.empty()) return core::ok_status();
   return usage(given.front().substr(2), std::string(scheme) + " signing needs all of its flags: " + join(given) +
                                       " given, missing " + join(missing));
+}
+
+// A whole number written with digits only: not "", "-1", "+1", "1.5" or "1e3".
+std::optional<std::uint64_t> whole_number(std::string_view text) {
+  std::uint64_t value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size()) return std::nullopt;
+  return value;
 }
 
 std::string_view trim(std::string_view s) {
@@ -87,6 +105,9 @@ std::string flag_for_field(const std::string& field) {
       {"capability", "--capability-to-export"},
       {"method", "--method"},
       {"uri", "--uri"},
+      {"label", "--label"},
+      {"expiresAt", "--expires-at"},
+      {"maxUses", "--max-uses"},
   };
   for (const auto& [prefix, flag] : kMap) {
     if (field == prefix) return flag;
@@ -94,15 +115,113 @@ std::string flag_for_field(const std::string& field) {
   if (field.rfind("headers", 0) == 0) return "--header";
   if (field.rfind("tls", 0) == 0) return "--tls-*";
   if (field.rfind("hmac", 0) == 0) return "signing flags";
+  if (field.rfind("rateLimit", 0) == 0) return "--rate-limit";
+  if (field.rfind("allowFrom", 0) == 0) return "--allow-from";
   return field;
 }
 
+core::Result<std::uint64_t> parse_max_uses_flag(std::string_view text) {
+  auto uses = whole_number(text);
+  if (!uses || *uses == 0) return usage("max-uses", "--max-uses must be a positive whole number");
+  if (*uses > core::kLargestMaxUses) {
+    return usage("max-uses", "--max-uses must be at most " + std::to_string(core::kLargestMaxUses));
+  }
+  return *uses;
+}
+
+// The grant fields, after the configuration's: label, expiresAt, maxUses, rateLimit, allowFrom.
+core::Status add_grant_fields(Json& body, const ExportFlags& f, std::chrono::system_clock::time_point now) {
+  if (f.expires_at && f.expires_in) {
+    return usage("expires-in",
+                 "--expires-at and --expires-in cannot be combined: give the time or the duration");
+  }
+  if (f.label) body["label"] = *f.label;
+  if (f.expires_at) body["expiresAt"] = *f.expires_at;
+  if (f.expires_in) {
+    auto duration = parse_duration_flag(*f.expires_in);
+    if (!duration) return duration.error();
+    body["expiresAt"] = core::format_rfc3339(now + *duration);
+  }
+  if (f.max_uses) {
+    auto uses = parse_max_uses_flag(*f.max_uses);
+    if (!uses) return uses.error();
+    body["maxUses"] = *uses;
+  }
+  if (f.rate_limit) {
+    auto rate = parse_rate_limit_flag(*f.rate_limit);
+    if (!rate) return rate.error();
+    body["rateLimit"] = {{"requests", rate->requests}, {"perSeconds", rate->per_seconds}};
+  }
+  if (!f.allow_from.empty()) body["allowFrom"] = f.allow_from;
+  return core::ok_status();
+}
+
 }  // namespace
+
+core::Result<std::chrono::seconds> parse_duration_flag(std::string_view text) {
+  using namespace std::chrono;
+  const auto malformed = [&] {
+    return usage("expires-in", "--expires-in must be a duration such as 90s, 30m, 2h, 1d or 1h30m (got \"" +
+                                   core::printable_excerpt(text, 40) + "\")");
+  };
+  const auto too_long = [] {
+    return usage("expires-in",
+                 "--expires-in must be at most " + std::to_string(kMaxExpiresIn / days(1)) + "d");
+  };
+  struct Unit {
+    char symbol;
+    seconds length;
+  };
+  static constexpr Unit kUnits[] = {{'d', days(1)}, {'h', hours(1)}, {'m', minutes(1)}, {'s', seconds(1)}};
+  if (text.empty()) return malformed();
+  seconds total{0};
+  std::size_t next_unit = 0;  // the units come in the order of kUnits, each at most once
+  while (!text.empty()) {
+    const std::size_t digits = text.find_first_not_of("0123456789");
+    if (digits == 0 || digits == std::string_view::npos) return malformed();  // no number, or no unit
+    const auto number = whole_number(text.substr(0, digits));
+    const Unit* unit = std::find_if(std::begin(kUnits) + next_unit, std::end(kUnits),
+                                    [&](const Unit& u) { return u.symbol == text[digits]; });
+    if (unit == std::end(kUnits)) return malformed();
+    if (!number || *number > static_cast<std::uint64_t>(kMaxExpiresIn / unit->length)) return too_long();
+    total += unit->length * static_cast<std::int64_t>(*number);
+    if (total > kMaxExpiresIn) return too_long();
+    next_unit = static_cast<std::size_t>(unit - std::begin(kUnits)) + 1;
+    text.remove_prefix(digits + 1);
+  }
+  if (total == seconds{0}) return usage("expires-in", "--expires-in must be longer than 0 seconds");
+  return total;
+}
+
+core::Result<core::RateLimit> parse_rate_limit_flag(std::string_view text) {
+  const std::size_t slash = text.find('/');
+  const auto requests = slash == std::string_view::npos ? std::nullopt : whole_number(text.substr(0, slash));
+  const auto seconds = slash == std::string_view::npos ? std::nullopt : whole_number(text.substr(slash + 1));
+  if (!requests || !seconds) {
+    return usage(
+        "rate-limit",
+        "--rate-limit must be REQUESTS/SECONDS, such as 100/60 for at most 100 uses in any 60 seconds "
+        "(got \"" +
+            core::printable_excerpt(text, 40) + "\")");
+  }
+  if (*requests < 1 || *requests > core::kLargestRateRequests) {
+    return usage("rate-limit",
+                 "--rate-limit: REQUESTS must be from 1 to " + std::to_string(core::kLargestRateRequests));
+  }
+  if (*seconds < 1 || *seconds > core::kLargestRateWindowSeconds) {
+    return usage("rate-limit", "--rate-limit: SECONDS must be from 1 to " +
+                                   std::to_string(core::kLargestRateWindowSeconds));
+  }
+  return core::RateLimit{static_cast<std::uint32_t>(*requests), static_cast<std::uint32_t>(*seconds)};
+}
 
 std::vector<std::string> given_export_flags(const ExportFlags& flags) {
   std::vector<std::string> out;
   if (flags.capability_to_export) out.emplace_back("--capability-to-export");
   for (const auto& n : uri_only_flags(flags)) {
+    if (n.given) out.emplace_back(n.name);
+  }
+  for (const auto& n : grant_flags(flags)) {
     if (n.given) out.emplace_back(n.name);
   }
   return out;
@@ -125,7 +244,8 @@ core::Result<core::Header> parse_header_flag(std::string_view text) {
   return core::Header{std::string(name), std::string(value)};
 }
 
-core::Result<nlohmann::ordered_json> build_export_body(const ExportFlags& f) {
+core::Result<nlohmann::ordered_json> build_export_body(const ExportFlags& f,
+                                                       std::chrono::system_clock::time_point now) {
   const auto uri_flags = uri_only_flags(f);
   // 1. --capability-to-export stands alone (the original's `conflicts`).
   if (f.capability_to_export) {
@@ -197,13 +317,11 @@ core::Result<nlohmann::ordered_json> build_export_body(const ExportFlags& f) {
   }
   if (f.method) body["method"] = *f.method;
   if (f.timeout_ms) {
-    const std::string& t = *f.timeout_ms;
-    std::uint64_t value = 0;
-    auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), value);
-    if (t.empty() || ec != std::errc() || end != t.data() + t.size() || value == 0) {
+    const auto timeout = whole_number(*f.timeout_ms);
+    if (!timeout || *timeout == 0) {
       return usage("timeout-ms", "--timeout-ms must be a positive whole number of milliseconds");
     }
-    body["timeoutMs"] = value;
+    body["timeoutMs"] = *timeout;
   }
   if (any_cap1) {
     body["hmac"] = {{"cap1-hmac-sha512", {{"key", *f.cap1_key}, {"keyId", *f.cap1_key_id}}}};
@@ -228,13 +346,15 @@ core::Result<nlohmann::ordered_json> build_export_body(const ExportFlags& f) {
     if (f.tls_reject_unauthorized) tls["rejectUnauthorized"] = *f.tls_reject_unauthorized;
     body["tls"] = std::move(tls);
   }
+  if (auto s = add_grant_fields(body, f, now); !s) return s.error();
 
   // The service's own rules (core/export_config), so a body it would refuse is never sent.
   // dump() of an ordered_json reads back as the same object.
-  auto checked = core::parse_export_config(body.dump());
+  auto checked = core::parse_export_request(body.dump(), {}, now);
   if (!checked) {
     const auto& e = checked.error();
-    std::string flag = flag_for_field(e.field);
+    // expiresAt comes from either flag.
+    std::string flag = e.field == "expiresAt" && f.expires_in ? "--expires-in" : flag_for_field(e.field);
     return usage(e.field, (flag.empty() ? std::string() : flag + ": ") + e.message);
   }
   return body;
@@ -260,13 +380,9 @@ core::Result<std::string> query_target(const std::optional<std::string>& id,
     if (auto s = add("lastId", *last_id); !s) return core::Error::invalid("last-id", "--last-id is not valid UTF-8 text");
   }
   if (limit) {
-    const std::string& t = *limit;
-    std::uint64_t value = 0;
-    auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), value);
-    if (t.empty() || ec != std::errc() || end != t.data() + t.size() || value == 0) {
-      return usage("limit", "--limit must be greater than 0 (a whole number)");
-    }
-    if (auto s = add("limit", std::to_string(value)); !s) return s.error();
+    const auto value = whole_number(*limit);
+    if (!value || *value == 0) return usage("limit", "--limit must be greater than 0 (a whole number)");
+    if (auto s = add("limit", std::to_string(*value)); !s) return s.error();
   }
   return "/" + query;
 }

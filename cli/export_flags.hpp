@@ -3,6 +3,7 @@
 // the query string of `membrane query`.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -11,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/grant_limits.hpp"
 #include "core/http.hpp"
 #include "core/result.hpp"
 
@@ -35,17 +37,38 @@ struct ExportFlags {
   std::optional<std::string> tls_cert;    // PEM text
   std::optional<std::string> tls_key;     // PEM text
   std::optional<bool> tls_reject_unauthorized;
+  // The grant's own limits (core/grant_limits), for --uri exports and re-exports alike.
+  std::optional<std::string> label;
+  std::optional<std::string> expires_at;  // RFC 3339, sent as given
+  std::optional<std::string> expires_in;  // a duration ("1h30m"), sent as now + it
+  std::optional<std::string> max_uses;    // text as given, checked here
+  std::optional<std::string> rate_limit;  // "REQUESTS/SECONDS"
+  std::vector<std::string> allow_from;    // CIDRs, in order
 };
+
+// The longest --expires-in: 100 years of 365 days, far inside what a date-time can hold.
+inline constexpr std::chrono::seconds kMaxExpiresIn = std::chrono::days(36500);
 
 // The flag names used in messages ("--uri", ...) of the flags that are set, in a fixed order.
 std::vector<std::string> given_export_flags(const ExportFlags& flags);
 
-// The JSON body of contract §4.1 for these flags, keys in the original CLI's order. Errors
-// (invalid_input, never holding a secret) for: --capability-to-export with any uri option; aws4
-// and cap1 flags together; an incomplete aws4 or cap1 set; neither --uri nor
-// --capability-to-export; a malformed --header or --timeout-ms; and anything
-// core::parse_export_json refuses (so nothing the service would refuse with 400 is sent).
-core::Result<nlohmann::ordered_json> build_export_body(const ExportFlags& flags);
+// The JSON body of contract §4.1 for these flags, keys in the original CLI's order, then the grant
+// fields (label, expiresAt, maxUses, rateLimit, allowFrom). `now`: the time --expires-in counts
+// from, and the one expiresAt must be after. Errors (invalid_input, never holding a secret) for:
+// --capability-to-export with any uri option; aws4 and cap1 flags together; an incomplete aws4
+// or cap1 set; neither --uri nor --capability-to-export; a malformed --header, --timeout-ms,
+// --max-uses, --rate-limit or --expires-in; --expires-at with --expires-in; and anything
+// core::parse_export_request refuses (so nothing the service would refuse with 400 is sent).
+core::Result<nlohmann::ordered_json> build_export_body(
+    const ExportFlags& flags, std::chrono::system_clock::time_point now = std::chrono::system_clock::now());
+
+// --expires-in: whole numbers with a unit, d (days), h, m, s, each unit at most once and in that
+// order ("90s", "30m", "2h", "1d", "1h30m", "1d12h"); more than 0 and at most kMaxExpiresIn.
+core::Result<std::chrono::seconds> parse_duration_flag(std::string_view text);
+
+// --rate-limit: "REQUESTS/SECONDS" ("100/60": at most 100 uses in any 60 seconds), whole numbers
+// within the service's bounds (core::kLargestRateRequests, core::kLargestRateWindowSeconds).
+core::Result<core::RateLimit> parse_rate_limit_flag(std::string_view text);
 
 // "Name: value" (split at the first ':', both sides trimmed of blanks). The name must be an HTTP
 // token, the value hold no CR, LF or NUL.

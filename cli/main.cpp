@@ -1,6 +1,6 @@
 // capi: the command-line client of the membrane service, flag-compatible with the original
-// Capability CLI (`capi membrane create|export|query|revoke|delete-self`), plus `capi invoke` and
-// `capi config import`. This file declares the commands and their flags, and runs the one given;
+// Capability CLI (`capi membrane create|export|query|revoke|delete-self`), plus `capi invoke`,
+// `capi grant revoke` and `capi config import`. This file declares the commands and their flags, and runs the one given;
 // what each command does is in commands.cpp.
 //
 // Exit status: 0 on success; 1 on any failure (wrong flags, no capability, no answer, an error
@@ -75,6 +75,24 @@ struct ExportCommand {
   }
 };
 
+// The grant's own limits, for --uri exports and re-exports alike.
+void add_grant_limit_flags(CLI::App& cmd, ExportFlags& f) {
+  cmd.add_option("--label", f.label, "The grant's name for its owner (1 to 256 characters)")->type_name("TEXT");
+  auto* expires_at = cmd.add_option("--expires-at", f.expires_at,
+                                    "When the grant ends, RFC 3339 with an offset (2026-12-31T23:59:59Z)")
+                         ->type_name("RFC3339");
+  cmd.add_option("--expires-in", f.expires_in, "When the grant ends, from now: 90s, 30m, 2h, 1d, 1h30m")
+      ->type_name("DURATION")
+      ->excludes(expires_at);
+  cmd.add_option("--max-uses", f.max_uses, "At most this many uses of the grant")->type_name("N");
+  cmd.add_option("--rate-limit", f.rate_limit, "At most N uses in any window of SECONDS seconds (100/60)")
+      ->type_name("N/SECONDS");
+  cmd.add_option("--allow-from", f.allow_from,
+                 "Address range (CIDR) or address the grant may be used from; repeatable")
+      ->type_name("CIDR")
+      ->allow_extra_args(false);
+}
+
 CLI::App* add_export_command(CLI::App& membrane, ExportCommand& c) {
   auto* cmd = membrane.add_subcommand("export", "Export capability through membrane");
   add_service_flags(*cmd, c.service);
@@ -107,6 +125,7 @@ CLI::App* add_export_command(CLI::App& membrane, ExportCommand& c) {
   c.tls_reject_unauthorized.emplace(
       *cmd, "--tls-reject-unauthorized", true,
       "Set to \"false\" if membrane should not verify the upstream's certificate");
+  add_grant_limit_flags(*cmd, f);
   return cmd;
 }
 
@@ -214,6 +233,13 @@ int main(int argc, char** argv) {
   InvokeFlags invoke_flags;
   auto* invoke = add_invoke_command(app, invoke_service, invoke_flags);
 
+  auto* grant = app.add_subcommand("grant", "Operations on one grant (an exported capability)");
+  grant->require_subcommand(1);
+  ServiceFlags grant_revoke_service;
+  auto* grant_revoke =
+      grant->add_subcommand("revoke", "Revoke a grant with the revoke capability its export answered");
+  add_service_flags(*grant_revoke, grant_revoke_service, /*capability_required=*/true);
+
   auto* config = app.add_subcommand("config", "Capability CLI (capi) configuration");
   config->require_subcommand(1);
   ImportFlags import_flags;
@@ -237,6 +263,7 @@ int main(int argc, char** argv) {
   if (revoke->parsed()) return run_guarded([&] { return run_membrane_revoke(revoke_service); });
   if (delete_self->parsed()) return run_guarded([&] { return run_membrane_delete_self(delete_service); });
   if (invoke->parsed()) return run_guarded([&] { return run_invoke(invoke_service, invoke_flags); });
+  if (grant_revoke->parsed()) return run_guarded([&] { return run_grant_revoke(grant_revoke_service); });
   if (import->parsed()) return run_guarded([&] { return run_config_import(import_flags); });
   return usage_error("no command given");
 }

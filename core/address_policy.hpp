@@ -41,6 +41,7 @@ struct Cidr {
   static Result<Cidr> parse(std::string_view text);
   bool contains(const IpAddress& address) const;
   std::string to_string() const;
+  bool operator==(const Cidr&) const = default;
 };
 
 // The address a host stands for without asking DNS: an address in any spelling a resolver would

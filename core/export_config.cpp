@@ -415,6 +415,27 @@ Result<ExportConfig> parse_export_config(std::string_view body, const ExportLimi
   return parse_export_json(*parsed, limits);
 }
 
+Result<ExportRequest> parse_export_request(std::string_view body, const ExportLimits& limits,
+                                           std::chrono::system_clock::time_point now) {
+  auto parsed = parse_json_without_duplicate_keys(body);
+  if (!parsed) return parsed.error();
+  json configuration = std::move(*parsed);
+  json grant = json::object();
+  if (configuration.is_object()) {
+    for (std::string_view key : kGrantLimitFields) {
+      if (auto it = configuration.find(std::string(key)); it != configuration.end()) {
+        grant[std::string(key)] = std::move(*it);
+        configuration.erase(it);
+      }
+    }
+  }
+  auto config = parse_export_json(configuration, limits);
+  if (!config) return config.error();
+  auto grant_limits = parse_grant_limits(grant, now);
+  if (!grant_limits) return grant_limits.error();
+  return ExportRequest{std::move(*config), std::move(*grant_limits)};
+}
+
 Result<ExportConfig> parse_export_json(const json& body, const ExportLimits& limits) {
   try {
     if (!body.is_object()) return bad("body", "body must be a JSON object");

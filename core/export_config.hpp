@@ -2,6 +2,7 @@
 // always valid: every later stage (storage, request building, signing) can rely on it.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -10,6 +11,7 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include "core/grant_limits.hpp"
 #include "core/http.hpp"
 #include "core/result.hpp"
 #include "core/token.hpp"
@@ -77,6 +79,19 @@ Result<nlohmann::json> parse_json_without_duplicate_keys(std::string_view body);
 Result<ExportConfig> parse_export_config(std::string_view body, const ExportLimits& limits = {});
 // For a body already parsed (duplicate keys can no longer be detected there).
 Result<ExportConfig> parse_export_json(const nlohmann::json& body, const ExportLimits& limits = {});
+
+// A whole export body: what is exported, and the limits the new capability lives under.
+struct ExportRequest {
+  ExportConfig config;
+  GrantLimits grant;
+};
+
+// Parses the body once (duplicate keys refused), takes the grant fields (kGrantLimitFields) out
+// for parse_grant_limits (expiresAt compared with `now`) and hands the rest to parse_export_json:
+// a uri export or a re-export may carry them, and any other key is refused as before. The
+// configuration's errors come first. Errors as parse_export_config's.
+Result<ExportRequest> parse_export_request(std::string_view body, const ExportLimits& limits,
+                                           std::chrono::system_clock::time_point now);
 
 // The export body that parses back to this value (secrets included: for sealing in storage,
 // never for answering a client).

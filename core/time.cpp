@@ -63,6 +63,37 @@ std::optional<std::chrono::minutes> take_zone(std::string_view text, std::size_t
   return negative ? -offset : offset;
 }
 
+// A time's UTC calendar date and time of day, to the millisecond (digits below it cut).
+struct UtcTime {
+  std::chrono::year_month_day date;
+  std::chrono::hh_mm_ss<std::chrono::milliseconds> time_of_day;
+};
+
+UtcTime utc_time(std::chrono::system_clock::time_point t) {
+  using namespace std::chrono;
+  const auto in_ms = floor<milliseconds>(t);
+  const auto day = floor<days>(in_ms);
+  return {year_month_day{day}, hh_mm_ss{in_ms - day}};
+}
+
+// "YYYY-MM-DDTHH:MM:SS"
+std::string date_and_seconds(const UtcTime& utc) {
+  char out[32];
+  std::snprintf(out, sizeof out, "%04d-%02u-%02uT%02d:%02d:%02d", static_cast<int>(utc.date.year()),
+                static_cast<unsigned>(utc.date.month()), static_cast<unsigned>(utc.date.day()),
+                static_cast<int>(utc.time_of_day.hours().count()),
+                static_cast<int>(utc.time_of_day.minutes().count()),
+                static_cast<int>(utc.time_of_day.seconds().count()));
+  return out;
+}
+
+// ".mmm"
+std::string milliseconds_text(const UtcTime& utc) {
+  char out[8];
+  std::snprintf(out, sizeof out, ".%03d", static_cast<int>(utc.time_of_day.subseconds().count()));
+  return out;
+}
+
 }  // namespace
 
 std::string format_iso8601_basic(std::chrono::system_clock::time_point t) {
@@ -75,25 +106,22 @@ std::string format_iso8601_basic(std::chrono::system_clock::time_point t) {
 }
 
 std::string format_log_timestamp(std::chrono::system_clock::time_point t) {
-  using namespace std::chrono;
-  const auto in_ms = floor<milliseconds>(t);
-  const auto day = floor<days>(in_ms);
-  const year_month_day date{day};
-  const hh_mm_ss time_of_day{in_ms - day};
-  char out[32];
-  std::snprintf(
-      out, sizeof out, "%04d-%02u-%02uT%02d:%02d:%02d.%03dZ", static_cast<int>(date.year()),
-      static_cast<unsigned>(date.month()), static_cast<unsigned>(date.day()),
-      static_cast<int>(time_of_day.hours().count()), static_cast<int>(time_of_day.minutes().count()),
-      static_cast<int>(time_of_day.seconds().count()), static_cast<int>(time_of_day.subseconds().count()));
-  return out;
+  const UtcTime utc = utc_time(t);
+  return date_and_seconds(utc) + milliseconds_text(utc) + "Z";
 }
 
-Result<std::chrono::system_clock::time_point> parse_iso8601(std::string_view text) {
+std::string format_rfc3339(std::chrono::system_clock::time_point t) {
+  const UtcTime utc = utc_time(t);
+  const bool whole_second = utc.time_of_day.subseconds().count() == 0;
+  return date_and_seconds(utc) + (whole_second ? std::string() : milliseconds_text(utc)) + "Z";
+}
+
+Result<std::chrono::system_clock::time_point> parse_iso8601(std::string_view text, std::string_view field) {
   using namespace std::chrono;
   auto invalid = [&] {
-    return Error::invalid("Expiration", "Expiration is not an ISO 8601 date-time with a zone (" +
-                                            printable_excerpt(text, 40) + ")");
+    return Error::invalid(std::string(field), std::string(field) +
+                                                  " is not an ISO 8601 date-time with a zone (" +
+                                                  printable_excerpt(text, 40) + ")");
   };
   // YYYY-MM-DDTHH:MM:SS
   if (text.size() < 20) return invalid();

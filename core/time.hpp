@@ -16,11 +16,17 @@ std::string format_iso8601_basic(std::chrono::system_clock::time_point t);
 // YYYY-MM-DDTHH:MM:SS.mmmZ in UTC, milliseconds truncated: the timestamp of a log line.
 std::string format_log_timestamp(std::chrono::system_clock::time_point t);
 
+// RFC 3339 in UTC: YYYY-MM-DDTHH:MM:SSZ, with ".mmm" only when the time is not a whole second
+// (digits below the millisecond are cut, not rounded): how an answer reports a grant's expiry.
+std::string format_rfc3339(std::chrono::system_clock::time_point t);
+
 // ISO 8601 / RFC 3339 date-time with a zone: "2026-11-24T12:00:00Z", "...12:00:00.123Z",
 // "...12:00:00+02:00" (also "+0200"). Seconds are required; fractions of up to 9 digits are
 // kept. Impossible dates (2026-02-30), leap seconds (":60"), a missing zone, lower-case 't'/'z',
-// trailing text and dates system_clock cannot hold (before 1678 or after 2261) are errors. Errors name the field "Expiration", the one place such dates
-// come from (credential documents and STS answers).
-Result<std::chrono::system_clock::time_point> parse_iso8601(std::string_view text);
+// trailing text and dates system_clock cannot hold (before 1678 or after 2261) are errors.
+// Errors name `field`: by default "Expiration", where credential documents and STS answers
+// carry such dates.
+Result<std::chrono::system_clock::time_point> parse_iso8601(std::string_view text,
+                                                            std::string_view field = "Expiration");
 
 }  // namespace membraned::core

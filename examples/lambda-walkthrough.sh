@@ -3,8 +3,8 @@
 # a local stand-in for AWS Lambda that checks every SigV4 signature with botocore (an AWS
 # implementation independent of membraned), a membraned with its own throwaway data directory,
 # and every step of the tutorial twice: first with curl, then with capi, the command-line client
-# (config import, membrane create, export, re-export, query and revoke, invocations with both
-# `capi invoke` and curl). Each step prints what it sent and what came back, and the script stops
+# (config import, membrane create, export, re-export, query and revoke, a grant for a day and 100
+# uses and its own revoke, invocations with both `capi invoke` and curl). Each step prints what it sent and what came back, and the script stops
 # with an error the moment an answer differs from the tutorial's.
 #
 #   examples/lambda-walkthrough.sh            # installs what is missing and builds first
@@ -118,7 +118,37 @@ call 202 "Revoke the partner's membrane" "$URL" \
 call 401 "The partner's capability is dead" -XPOST "$URL" -H "Authorization: Bearer $PARTNER" -d '{}'
 call 200 "The original capability still works" -XPOST "$URL" -H "Authorization: Bearer $LAMBDA" -d '{}'
 
-# 8. Revoke the first membrane: everything exported through it is dead, at once and for good.
+# 8. A grant that ends by itself (contract §11-12): the Lambda capability re-exported for a
+#    partner through the same membrane, for a day and 100 uses; then that one grant revoked, with
+#    the revoke capability its export answered, and nothing else.
+EXPIRES_AT="$(date -u -d '+1 day' +%Y-%m-%dT%H:%M:%SZ)"
+call 201 "Export a day-long, 100-use grant for a partner" -XPOST "$URL" -H "Authorization: Bearer $EXPORT" \
+  -d '{"capability":"'"$LAMBDA_URI"'","label":"partner","expiresAt":"'"$EXPIRES_AT"'","maxUses":100}'
+check_grant() {  # check_grant FILE: the 201 of a day-long, 100-use grant labelled partner
+  python3 - "$1" <<'PY' || { echo "walkthrough: step $step: not the grant the tutorial shows" >&2; exit 1; }
+import datetime, json, re, sys
+g = json.load(open(sys.argv[1]))
+assert re.fullmatch(r"g_[0-9a-f]{24}", g["id"]), g
+assert g["revoke"].startswith("cpblty://") and g["revoke"] != g["capability"], g
+assert (g["label"], g["maxUses"]) == ("partner", 100), g
+expires = datetime.datetime.fromisoformat(g["expiresAt"].replace("Z", "+00:00"))
+left = expires - datetime.datetime.now(datetime.timezone.utc)
+assert datetime.timedelta(hours=23, minutes=55) < left <= datetime.timedelta(days=1), g
+PY
+}
+check_grant "$WORK/answer"
+GRANT="$(token "$(json "$WORK/answer" capability)")"
+GRANT_REVOKE="$(token "$(json "$WORK/answer" revoke)")"
+call 200 "The partner invokes with the grant" -XPOST "$URL" -H "Authorization: Bearer $GRANT" -d '{"from":"partner"}'
+call 202 "Revoke just that grant" "$URL" -H "Authorization: Bearer $GRANT_REVOKE"
+call 401 "The partner's grant is dead" -XPOST "$URL" -H "Authorization: Bearer $GRANT" -d '{"from":"partner"}'
+call 200 "The original capability still works" -XPOST "$URL" -H "Authorization: Bearer $LAMBDA" -d '{}'
+call 201 "The membrane still exports" -XPOST "$URL" -H "Authorization: Bearer $EXPORT" \
+  -d '{"capability":"'"$LAMBDA_URI"'"}'
+call 200 "And what it exports works" -XPOST "$URL" \
+  -H "Authorization: Bearer $(token "$(json "$WORK/answer" capability)")" -d '{}'
+
+# 9. Revoke the first membrane: everything exported through it is dead, at once and for good.
 call 202 "Revoke the membrane" "$URL" -H "Authorization: Bearer $REVOKE"
 call 401 "The Lambda capability is dead" -XPOST "$URL" -H "Authorization: Bearer $LAMBDA" -d '{"hello":"world"}'
 
@@ -208,6 +238,23 @@ capi_step 1 "capi: the partner's capability is dead" invoke --capability "$C_PAR
 expect "$WORK/err" "401"
 call 401 "curl: the partner's capability is dead" -XPOST "$URL" -H "Authorization: Bearer $(token "$C_PARTNER_URI")" -d '{}'
 capi_step 0 "capi: the original capability still works" invoke --capability "$C_LAMBDA_URI" --data '{}'
+
+capi_step 0 "capi: export a day-long, 100-use grant for a partner" membrane export \
+  --capability "$C_EXPORT" --capability-to-export "$C_LAMBDA_URI" --expires-in 1d --max-uses 100 --label partner
+check_grant "$WORK/out"
+C_GRANT_URI="$(json "$WORK/out" capability)"
+C_GRANT_REVOKE="$(json "$WORK/out" revoke)"
+capi_step 0 "capi: the partner invokes with the grant" invoke --capability "$C_GRANT_URI" --data '{"from":"partner"}'
+expect "$WORK/out" '"from": "partner"'
+capi_step 0 "capi: revoke just that grant" grant revoke --capability "$C_GRANT_REVOKE"
+expect "$WORK/out" '"statusCode": 202'
+capi_step 1 "capi: the partner's grant is dead" invoke --capability "$C_GRANT_URI" --data '{"from":"partner"}'
+expect "$WORK/err" "401"
+call 401 "curl: the partner's grant is dead" -XPOST "$URL" -H "Authorization: Bearer $(token "$C_GRANT_URI")" -d '{}'
+capi_step 0 "capi: the original capability still works" invoke --capability "$C_LAMBDA_URI" --data '{}'
+capi_step 0 "capi: the membrane still exports" membrane export --capability "$C_EXPORT" \
+  --capability-to-export "$C_LAMBDA_URI"
+capi_step 0 "capi: and what it exports works" invoke --capability "$(json "$WORK/out" capability)" --data '{}'
 
 capi_step 0 "capi: revoke the membrane" membrane revoke --capability "$C_REVOKE"
 expect "$WORK/out" '"message": "Accepted"'

@@ -42,6 +42,8 @@ struct ServerSettings {
   std::uint16_t metrics_listen_port = 0;
   std::vector<core::Cidr> allow_upstream;  // contract §10: ranges opened for exports
   std::vector<core::Cidr> deny_upstream;   // and ranges closed (deny wins)
+  // contract §11: peers whose X-Forwarded-For names the requester (a load balancer in front).
+  std::vector<core::Cidr> trusted_proxies;
   const core::AwsConfig* aws_config = nullptr;  // contract §9 profiles; not owned
   // Threads that run the API's store calls when the store waits on the network (PostgreSQL),
   // so that no I/O thread ever does; 0: as many as --threads. Unused for a local store.

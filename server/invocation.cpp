@@ -107,21 +107,21 @@ class Invocation : public std::enable_shared_from_this<Invocation> {
   // On the upstream's strand from here to read_chunk. The capability is checked again at the
   // last moment: a revoke that answered since the request was authorised stops it here.
   void send_request() {
-    check_(connection_->strand, [self = shared_from_this()](bool allowed) {
-      if (!allowed) return self->refuse_at_send();
+    check_(connection_->strand, [self = shared_from_this()](std::optional<api::Response> refusal) {
+      if (refusal) return self->refuse_at_send(std::move(*refusal));
       self->write_request();
     });
   }
 
   // Nothing was written: the connection is as good as before (pooled again when it may be).
-  void refuse_at_send() {
+  void refuse_at_send(api::Response refusal) {
     if (!pool_key_.empty() && !context_.stopping) {
       context_.upstream.keep_idle(pool_key_, std::move(connection_));
     } else {
       close_upstream();
     }
-    net::dispatch(requester_executor_, [self = shared_from_this()] {
-      self->requester_->answer_failed(api::Api::error_response(core::Error::unauthorized("")));
+    net::dispatch(requester_executor_, [self = shared_from_this(), refusal = std::move(refusal)]() mutable {
+      self->requester_->answer_failed(std::move(refusal));
     });
   }
 

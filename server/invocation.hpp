@@ -46,14 +46,15 @@ class RequesterSide {
 };
 
 // Asked at the last moment before the request is written to the upstream (after connecting, and
-// again before a retry): whether the capability may still act. Calls `done` exactly once, on
-// `executor` (the upstream connection's strand).
-using SendCheck =
-    std::function<void(boost::asio::any_io_executor executor, std::function<void(bool allowed)> done)>;
+// again before a retry): whether the capability may still act, and its use is admitted. Calls
+// `done` exactly once, on `executor` (the upstream connection's strand), with nothing (send) or
+// the answer the requester gets instead (401, 429).
+using SendCheck = std::function<void(boost::asio::any_io_executor executor,
+                                     std::function<void(std::optional<api::Response> refusal)> done)>;
 
 // Sends `upstream` (its body is `body`) with the connection settings of `config` (timeout, TLS)
 // once `check` allows it, and relays the answer to `requester`, which it keeps alive until the
-// end. Refused at send time, the requester gets 401 and nothing reaches the upstream. `tenant`:
+// end. Refused at send time, the requester gets the refusal and nothing reaches the upstream. `tenant`:
 // the tenant whose export it is (upstream connections are pooled per tenant). `requester_head`:
 // the requester asked with HEAD, so the answer relayed has no body whatever the upstream's
 // method. `started`: when the request began, for the invocation's duration.

@@ -15,6 +15,7 @@
 #include <iostream>
 #include <mutex>
 #include <thread>
+#include <tuple>
 
 #include "api/api.hpp"
 #include "core/token.hpp"
@@ -54,6 +55,7 @@ struct Options {
   bool metrics = false;
   std::string metrics_listen;
   std::vector<std::string> allow_upstream;
+  std::vector<std::string> trusted_proxies;
   std::vector<std::string> deny_upstream;
   std::string aws_config;
 };
@@ -123,6 +125,10 @@ void add_serve(CLI::App& app, Options& o) {
        "Endpoints: AWS_EC2_METADATA_SERVICE_ENDPOINT, AWS_CONTAINER_CREDENTIALS_FULL_URI / _RELATIVE_URI, "
        "AWS_ENDPOINT_URL_STS (docs/operations.md)");
   flag(app, "deny-upstream", o.deny_upstream, "CIDR that exports may not reach (wins over --allow-upstream); repeatable")
+      ->delimiter(',');
+  flag(app, "trusted-proxies", o.trusted_proxies,
+       "CIDR of a load balancer or proxy whose X-Forwarded-For names the requester (grants' allowFrom, "
+       "contract §11); from other peers the header is ignored. Repeatable, comma-separated in the environment")
       ->delimiter(',');
 }
 
@@ -251,12 +257,13 @@ int serve(const Options& o) {
   settings.aws_config = aws_config ? &*aws_config : nullptr;
   settings.store_threads = o.db_connections == 0 ? o.threads + 1 : o.db_connections;
   settings.store_queue_timeout = std::chrono::milliseconds(o.db_connect_timeout_ms + o.db_statement_timeout_ms);
-  for (const auto& [texts, into] : {std::pair{&o.allow_upstream, &settings.allow_upstream},
-                                    std::pair{&o.deny_upstream, &settings.deny_upstream}}) {
+  for (const auto& [name, texts, into] :
+       {std::tuple{"--allow-upstream: ", &o.allow_upstream, &settings.allow_upstream},
+        std::tuple{"--deny-upstream: ", &o.deny_upstream, &settings.deny_upstream},
+        std::tuple{"--trusted-proxies: ", &o.trusted_proxies, &settings.trusted_proxies}}) {
     for (const std::string& text : *texts) {
       auto range = core::Cidr::parse(text);
-      if (!range) return fail((texts == &o.allow_upstream ? "--allow-upstream: " : "--deny-upstream: ") +
-                              range.error().message);
+      if (!range) return fail(name + range.error().message);
       into->push_back(*range);
     }
   }

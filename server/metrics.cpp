@@ -84,6 +84,7 @@ struct Metrics::Impl {
     }
     revocations.Add({{"kind", "membrane"}});
     revocations.Add({{"kind", "tenant"}});
+    revocations.Add({{"kind", "grant"}});
     refused.Add({{"limit", "total"}});
     refused.Add({{"limit", "address"}});
   }

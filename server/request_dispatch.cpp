@@ -59,6 +59,7 @@ std::string_view metric_operation(Route route, std::optional<CapabilityKind> kin
 std::optional<std::string_view> revocation_kind(CapabilityKind kind, int status) {
   if (status != 202) return std::nullopt;
   if (kind == CapabilityKind::revoke) return "membrane";
+  if (kind == CapabilityKind::revoke_grant) return "grant";
   if (kind == CapabilityKind::delete_self) return "tenant";
   return std::nullopt;
 }

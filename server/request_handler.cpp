@@ -7,6 +7,7 @@
 
 #include <type_traits>
 
+#include "core/requester_address.hpp"
 #include "core/time.hpp"
 #include "server/server_context.hpp"
 
@@ -35,11 +36,28 @@ api::Response guarded(Call call) {
 // an exception (nlohmann's dump() throws on them), which would end the process.
 Answer json_answer(const api::Response& response) {
   return Answer{response.status, std::string(kJson),
-                response.body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)};
+                response.body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), response.retry_after};
 }
 
-RequestHandler::RequestHandler(ServerContext& context, bool metrics_only)
-    : context_(context), rules_{metrics_only, context.settings.metrics} {}
+namespace {
+
+core::IpAddress ip_address_of(const net::ip::address& address) {
+  core::IpAddress out;
+  if (address.is_v4()) {
+    const auto bytes = address.to_v4().to_bytes();
+    std::copy(bytes.begin(), bytes.end(), out.bytes.begin());
+  } else {
+    out.v4 = false;
+    const auto bytes = address.to_v6().to_bytes();
+    std::copy(bytes.begin(), bytes.end(), out.bytes.begin());
+  }
+  return out;
+}
+
+}  // namespace
+
+RequestHandler::RequestHandler(ServerContext& context, bool metrics_only, const net::ip::address& peer)
+    : context_(context), rules_{metrics_only, context.settings.metrics}, peer_(ip_address_of(peer)) {}
 
 void RequestHandler::begin(Clock::time_point started) {
   started_ = started;
@@ -47,7 +65,8 @@ void RequestHandler::begin(Clock::time_point started) {
   route_ = Route::by_token;
   authorized_.reset();
   authorization_error_.reset();
-  export_config_.reset();
+  export_request_.reset();
+  use_admitted_ = false;
 }
 
 // Runs `work` (a call that reaches the store), then `then(result)` on `executor`. A store that
@@ -64,7 +83,7 @@ void RequestHandler::off_io_thread(Work work, net::any_io_executor executor, The
     const bool stale = Clock::now() - posted > context_.settings.store_queue_timeout;
     auto result = [&]() -> Result {
       if (!stale) return work();
-      if constexpr (std::is_same_v<Result, api::Response>) {
+      if constexpr (std::is_same_v<Result, api::Response> || std::is_same_v<Result, std::optional<api::Response>>) {
         return api::Api::error_response(core::Error::unavailable("store call queued too long"));
       } else {
         return core::Error::unavailable("store call queued too long");
@@ -100,11 +119,15 @@ void RequestHandler::after_header(const Request& request, std::optional<std::uin
   route_ = classify(request.method_string(), request.target(), has_authorization, rules_);
   if (route_ != Route::by_token) return then(plan_body(announced));
   off_io_thread([this, &request] { return context_.api.authorize(request[http::field::authorization]); },
-                std::move(executor), [this, announced, then = std::move(then)](core::Result<api::Authorized> acting) {
-                  if (acting) {
-                    authorized_.emplace(std::move(*acting));
-                  } else {
+                std::move(executor), [this, &request, announced, then = std::move(then)](core::Result<api::Authorized> acting) {
+                  if (!acting) {
                     authorization_error_ = acting.error();
+                    return then(plan_body(announced));
+                  }
+                  authorized_.emplace(std::move(*acting));
+                  // contract §11: an address a grant does not admit is refused before its body.
+                  if (auto refused = context_.api.check_address(*authorized_, requester(request))) {
+                    return then({std::move(*refused), 0});
                   }
                   then(plan_body(announced));
                 });
@@ -173,17 +196,43 @@ void RequestHandler::answer_after_settling(api::Response response, net::any_io_e
 }
 
 // Asked by the relay at the last moment before it writes the request upstream. Nothing revoked
-// since the capability was resolved: send (no round trip; SQLite reads its epoch, PostgreSQL's
-// is watched). Otherwise the token is resolved again, off the I/O threads when the store waits on
-// the network, and only a capability that still resolves to this invocation is sent.
+// since the capability was resolved: go on (no round trip; SQLite reads its epoch now and then,
+// PostgreSQL's is watched). Otherwise the token is resolved again, off the I/O threads when the
+// store waits on the network, and only a capability that still resolves to this invocation goes
+// on. Then its use is counted (contract §11), once, however often the relay asks.
 SendCheck RequestHandler::send_check() {
-  return [this](net::any_io_executor executor, std::function<void(bool)> done) {
-    if (context_.api.still_current(*authorized_)) return done(true);
-    off_io_thread([this] { return context_.api.reauthorize(authorized_->token); }, std::move(executor),
-                  [done = std::move(done)](core::Result<api::Authorized> again) {
-                    done(again && again->resolved.kind == CapabilityKind::uri);
+  return [this](net::any_io_executor executor, std::function<void(std::optional<api::Response>)> done) {
+    auto admit = [this, executor, done = std::move(done)](bool current) mutable {
+      if (!current) return done(api::Api::error_response(core::Error::unauthorized("")));
+      if (use_admitted_) return done(std::nullopt);
+      use_admitted_ = true;
+      admit_use(std::move(executor), std::move(done));
+    };
+    if (context_.api.still_current(*authorized_)) return admit(true);
+    off_io_thread([this] { return context_.api.reauthorize(authorized_->token); }, executor,
+                  [admit = std::move(admit)](core::Result<api::Authorized> again) mutable {
+                    admit(again && again->resolved.kind == CapabilityKind::uri);
                   });
   };
+}
+
+// Rates and uses in memory first; when the store must reserve uses, on a store thread if it
+// waits on the network (a local store's reservation is a short local write).
+void RequestHandler::admit_use(net::any_io_executor executor, std::function<void(std::optional<api::Response>)> done) {
+  auto admission = context_.api.admit_use(*authorized_, Clock::now(), !context_.api.waits_on_network());
+  if (admission.decided) return done(std::move(admission.refusal));
+  off_io_thread([this] { return context_.api.take_use(*authorized_, true).refusal; }, std::move(executor),
+                [done = std::move(done)](std::optional<api::Response> refusal) { done(std::move(refusal)); });
+}
+
+core::IpAddress RequestHandler::requester(const Request& request) const {
+  std::string forwarded;
+  const auto fields = request.equal_range("X-Forwarded-For");
+  for (auto it = fields.first; it != fields.second; ++it) {
+    if (!forwarded.empty()) forwarded += ',';
+    forwarded.append(it->value());
+  }
+  return core::requester_address(peer_, forwarded, context_.settings.trusted_proxies);
 }
 
 // Contract §10 at export: an upstream that is, or resolves to, a closed address is 400. The body
@@ -195,8 +244,8 @@ void RequestHandler::export_after_address_check(const Request& request, net::any
                                                 std::function<void(Outcome)> then) {
   auto config = context_.api.parse_export(request.body());
   if (!config) return then(json_answer(api::Api::error_response(config.error())));
-  export_config_ = std::move(*config);
-  const auto* uri = std::get_if<core::UriExport>(&*export_config_);
+  export_request_ = std::move(*config);
+  const auto* uri = std::get_if<core::UriExport>(&export_request_->config);
   if (uri == nullptr) return export_parsed(std::move(executor), std::move(then));
   context_.upstream.check_name(uri->target.connect_host, uri->target.port, authorized_->resolved.tenant_id, executor,
                                [this, executor, then = std::move(then)](core::Status verdict) mutable {
@@ -206,7 +255,7 @@ void RequestHandler::export_after_address_check(const Request& request, net::any
 }
 
 void RequestHandler::export_parsed(net::any_io_executor executor, std::function<void(Outcome)> then) {
-  off_io_thread([this] { return guarded([&] { return context_.api.export_parsed(*authorized_, *export_config_); }); },
+  off_io_thread([this] { return guarded([&] { return context_.api.export_parsed(*authorized_, *export_request_); }); },
       std::move(executor), [then = std::move(then)](api::Response response) { then(json_answer(response)); });
 }
 

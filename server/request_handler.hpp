@@ -10,6 +10,7 @@
 #pragma once
 
 #include <boost/asio/any_io_executor.hpp>
+#include <boost/asio/ip/address.hpp>
 #include <boost/beast/http/message.hpp>
 #include <boost/beast/http/string_body.hpp>
 
@@ -44,6 +45,7 @@ struct Answer {
   int status = 200;
   std::string content_type;
   std::string body;
+  std::optional<std::uint32_t> retry_after = std::nullopt;  // a 429's Retry-After, in seconds
 };
 struct Relay {
   core::UpstreamRequest upstream;
@@ -54,7 +56,8 @@ Answer json_answer(const api::Response& response);
 
 class RequestHandler {
  public:
-  RequestHandler(ServerContext& context, bool metrics_only);
+  // `peer`: the connection's remote address (the requester, unless a trusted proxy names another).
+  RequestHandler(ServerContext& context, bool metrics_only, const boost::asio::ip::address& peer = {});
 
   // A new request; `started` is when its header was in (or when it failed).
   void begin(std::chrono::steady_clock::time_point started);
@@ -100,13 +103,17 @@ class RequestHandler {
   void prepare_invocation(const Request& request, boost::asio::any_io_executor executor,
                           std::function<void(Outcome)> then);
   Outcome sign_invocation(const Request& request, const core::AwsCredentials* credentials);
+  core::IpAddress requester(const Request& request) const;
+  void admit_use(boost::asio::any_io_executor executor, std::function<void(std::optional<api::Response>)> done);
 
   ServerContext& context_;
   RouteRules rules_;
   Route route_ = Route::by_token;
   std::optional<api::Authorized> authorized_;
   std::optional<core::Error> authorization_error_;
-  std::optional<core::ExportConfig> export_config_;
+  std::optional<core::ExportRequest> export_request_;
+  core::IpAddress peer_;
+  bool use_admitted_ = false;  // this request's use was counted (the send-time check runs again on a retry)
   BodyBudget::Lease body_room_;  // this request's share of the bodies held at once
   std::chrono::steady_clock::time_point started_;
 };

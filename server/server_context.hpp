@@ -43,6 +43,8 @@ class ConnectionGate {
     ~Slot() {
       if (gate_ != nullptr) gate_->release(address_);
     }
+    // The connection's peer (unspecified for a connection that went through no gate).
+    const net::ip::address& address() const { return address_; }
 
    private:
     friend class ConnectionGate;

@@ -54,7 +54,7 @@ class HttpSession : public RequesterSide, public Stoppable {
   // with its extensions, a trailer section, each only whole. Beast's header and body limits do
   // not count the last two, so the buffer's own limit (--header-limit) is what bounds them.
   HttpSession(ServerContext& context, bool metrics_only, ConnectionGate::Slot slot = {})
-      : context_(context), slot_(std::move(slot)), buffer_(context.settings.header_limit), handler_(context, metrics_only) {
+      : context_(context), slot_(std::move(slot)), buffer_(context.settings.header_limit), handler_(context, metrics_only, slot_.address()) {
     buffer_.reserve(std::min(kBufferReserve, buffer_.max_size()));
     ++context_.active_sessions;
     context_.metrics.connection_opened();
@@ -195,6 +195,7 @@ class HttpSession : public RequesterSide, public Stoppable {
     response_.emplace(static_cast<http::status>(answer.status), 11);
     response_->set(http::field::content_type, answer.content_type);
     response_->set(http::field::cache_control, "no-store");
+    if (answer.retry_after) response_->set(http::field::retry_after, std::to_string(*answer.retry_after));
     if (head) {
       response_->content_length(answer.body.size());
     } else {

@@ -35,6 +35,7 @@ struct CapabilityRecord {
   std::optional<CapabilityRow> via{};          // the capability presented to make it
   std::optional<std::string> sealed_config{};  // uri: the sealed export configuration
   std::int64_t created_at = 0;               // Unix seconds
+  std::optional<CapabilityRow> target{};      // revoke_grant: the grant it revokes
 };
 
 struct MembraneRecord {
@@ -53,6 +54,13 @@ struct StoredMembrane {
   std::string sealed_export;
   std::string sealed_revoke;
   std::string export_digest;  // of its export capability; empty if it has none
+};
+
+// A grant's use budget as the database holds it: maxUses, and how many of them instances have
+// reserved (each hands its reservation out from memory).
+struct GrantUses {
+  std::int64_t max_uses = 0;
+  std::int64_t reserved = 0;
 };
 
 // What a write adds to its tenant's stored data (TenantQuotas).
@@ -94,7 +102,16 @@ class BackendSession {
   // The tenant marked deleted and every membrane of it revoked.
   virtual core::Status mark_tenant_deleted(const std::string& tenant_id) = 0;
 
-  virtual core::Status insert_capability(const CapabilityRecord& record) = 0;
+  virtual core::Result<CapabilityRow> insert_capability(const CapabilityRecord& record) = 0;
+  // The grant row of the capability `row` (an export or a re-export).
+  virtual core::Status insert_grant(CapabilityRow row, const StoredGrant& grant) = 0;
+  // Marks the grant revoked at `at_ms` (Unix milliseconds) unless it already is.
+  virtual core::Status mark_grant_revoked(CapabilityRow row, std::int64_t at_ms) = 0;
+  // A grant's maxUses and the uses handed to instances so far, locked against other writers
+  // until the transaction ends; nullopt when the grant has no maxUses.
+  virtual core::Result<std::optional<GrantUses>> lock_grant_uses(CapabilityRow row) = 0;
+  // Adds `count` to the uses handed to instances (callers keep the total within maxUses).
+  virtual core::Status add_reserved_uses(CapabilityRow row, std::int64_t count) = 0;
   // conflict when the tenant has a membrane of this id not marked revoked.
   virtual core::Result<MembraneRow> insert_membrane(const MembraneRecord& record) = 0;
   virtual core::Status mark_membrane_revoked(MembraneRow row) = 0;

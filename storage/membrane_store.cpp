@@ -50,7 +50,11 @@ Result<T> MembraneStore::writing(const std::function<Result<T>(BackendSession&)>
 }
 
 MembraneStore::MembraneStore(std::unique_ptr<Backend> backend, MasterKey key, TenantQuotas quotas, WallClock clock)
-    : backend_(std::move(backend)), key_(std::move(key)), quotas_(quotas), clock_(std::move(clock)) {
+    : backend_(std::move(backend)),
+      key_(std::move(key)),
+      quotas_(quotas),
+      clock_(std::move(clock)),
+      uses_([this](CapabilityRow grant, std::int64_t wanted) { return reserve_uses(grant, wanted); }) {
   // After a failover the database may no longer hold what was cached (a capability created just
   // before it, on a standby that never received it), under the same epoch: start afresh.
   backend_->on_connection_lost([this] { cache_.clear(); });
@@ -164,7 +168,7 @@ Status MembraneStore::delete_tenant(const Token& presented) {
 Result<Resolved> MembraneStore::resolve_in(BackendSession& session, std::string_view digest) {
   auto walk = session.walk(digest);
   if (!walk) return walk.error();
-  return resolve_links(walk->links, std::string(digest), key_);
+  return resolve_links(walk->links, std::string(digest), key_, clock_());
 }
 
 Result<Resolved> MembraneStore::recheck(BackendSession& session, const Token& presented, CapabilityKind kind) {
@@ -181,6 +185,10 @@ Result<Resolved> MembraneStore::resolve(const Token& token) {
   const std::string digest = token.digest();
   return reading<Resolved>([&](BackendSession& session) -> Result<Resolved> {
     if (auto cached = cache_.find(digest)) {
+      // An expiry ends a cached resolution as surely as a revoke (contract §11).
+      if (cached->resolved.expires_at && clock_() >= *cached->resolved.expires_at) {
+        return Error::unauthorized("unknown or revoked capability");
+      }
       auto epoch = session.epoch();
       if (!epoch) return epoch.error();
       if (*epoch == cached->epoch) {
@@ -190,7 +198,7 @@ Result<Resolved> MembraneStore::resolve(const Token& token) {
     }
     auto walk = session.walk(digest);
     if (!walk) return walk.error();
-    auto resolved = resolve_links(walk->links, digest, key_);
+    auto resolved = resolve_links(walk->links, digest, key_, clock_());
     if (!resolved) return resolved;
     resolved->epoch = walk->epoch;
     if (walk->epoch) cache_.store(digest, *resolved, *walk->epoch);
@@ -204,6 +212,8 @@ Result<Resolved> MembraneStore::resolve(const Token& token) {
 // revocation_settle): a view read before the revoke's commit cannot outlive the 202.
 bool MembraneStore::still_current(const Resolved& resolved) {
   if (!resolved.epoch) return false;
+  // A grant that expired since the resolution (a slow body) is no more current than a revoked one.
+  if (resolved.expires_at && clock_() >= *resolved.expires_at) return false;
   const bool watched = backend_->watches_epoch();
   const auto view = watched ? backend_->epoch_view() : local_epoch_view();
   const auto bound = watched ? backend_->epoch_view_bound() : kLocalEpochViewBound;
@@ -253,7 +263,7 @@ Result<std::vector<bool>> MembraneStore::cut_flags(BackendSession& session, cons
       continue;
     }
     // The membrane lives exactly as long as its export capability resolves.
-    auto resolved = resolve_links(walk->second.links, m.export_digest, key_);
+    auto resolved = resolve_links(walk->second.links, m.export_digest, key_, clock_());
     if (!resolved && resolved.error().kind != ErrorKind::unauthorized) return resolved.error();
     cut.push_back(!resolved);
   }
@@ -310,7 +320,7 @@ Status MembraneStore::create_membrane(const Token& presented, const Membrane& me
                                               .via = acting->presented,
                                               .created_at = now});
           !s) {
-        return s;
+        return s.error();
       }
     }
     return core::ok_status();
@@ -374,7 +384,8 @@ Status MembraneStore::revoke_membrane(const Token& presented) {
 
 // --- exports -------------------------------------------------------------------------------------
 
-Status MembraneStore::export_uri(const Token& presented, const Token& token, const core::UriExport& config) {
+Status MembraneStore::export_uri(const Token& presented, const Token& token, const core::UriExport& config,
+                                 const NewGrant& grant) {
   std::string plain = core::to_json(config).dump();
   auto sealed = key_.seal(plain, uri_config_context(token.digest()));
   core::secure_wipe(plain);
@@ -385,21 +396,19 @@ Status MembraneStore::export_uri(const Token& presented, const Token& token, con
     if (acting->walked + 1 > kMaxDependencies) {
       return Error::invalid("capability", "this export capability is too far from its origin to export more");
     }
-    if (auto s = charge(session, acting->tenant_id, {.grants = 1, .stored_bytes = static_cast<std::int64_t>(sealed->size())});
-        !s) {
-      return s;
-    }
-    return session.insert_capability({.digest = token.digest(),
-                                      .kind = CapabilityKind::uri,
-                                      .tenant_id = acting->tenant_id,
-                                      .membrane = acting->membrane,
-                                      .via = acting->presented,
-                                      .sealed_config = *sealed,
-                                      .created_at = now_seconds()});
+    return insert_grant(session, *acting, grant,
+                        {.digest = token.digest(),
+                         .kind = CapabilityKind::uri,
+                         .tenant_id = acting->tenant_id,
+                         .membrane = acting->membrane,
+                         .via = acting->presented,
+                         .sealed_config = *sealed,
+                         .created_at = now_seconds()});
   });
 }
 
-Status MembraneStore::export_reexport(const Token& presented, const Token& token, const Token& target) {
+Status MembraneStore::export_reexport(const Token& presented, const Token& token, const Token& target,
+                                      const NewGrant& grant) {
   // Both resolved inside the write transaction: a revoke cannot slip between check and insert.
   return backend_->write([&](BackendSession& session) -> Status {
     auto acting = recheck(session, presented, CapabilityKind::export_);
@@ -415,14 +424,62 @@ Status MembraneStore::export_reexport(const Token& presented, const Token& token
       return Error::invalid("capability",
                             "re-export chains are limited to " + std::to_string(kMaxReexportDepth) + " links");
     }
-    if (auto s = charge(session, acting->tenant_id, {.grants = 1}); !s) return s;
-    return session.insert_capability({.digest = token.digest(),
-                                      .kind = CapabilityKind::reexport,
-                                      .tenant_id = acting->tenant_id,
-                                      .membrane = acting->membrane,
-                                      .parent = resolved->presented,
-                                      .via = acting->presented,
-                                      .created_at = now_seconds()});
+    return insert_grant(session, *acting, grant,
+                        {.digest = token.digest(),
+                         .kind = CapabilityKind::reexport,
+                         .tenant_id = acting->tenant_id,
+                         .membrane = acting->membrane,
+                         .parent = resolved->presented,
+                         .via = acting->presented,
+                         .created_at = now_seconds()});
+  });
+}
+
+// The grant's capability, its row of limits and its own revoke capability, charged to the
+// exporting tenant: one grant, and the bytes of what is sealed and of what the owner wrote.
+Status MembraneStore::insert_grant(BackendSession& session, const Resolved& acting, const NewGrant& grant,
+                                   const CapabilityRecord& record) {
+  const StoredGrant stored = stored_grant(grant.id, grant.limits);
+  const auto bytes = static_cast<std::int64_t>((record.sealed_config ? record.sealed_config->size() : 0) +
+                                               stored.label.value_or("").size() + stored.allow_from.size());
+  if (auto s = charge(session, acting.tenant_id, {.grants = 1, .stored_bytes = bytes}); !s) return s;
+  auto row = session.insert_capability(record);
+  if (!row) return row.error();
+  if (auto s = session.insert_grant(*row, stored); !s) return s;
+  auto revoke = session.insert_capability({.digest = grant.revoke.digest(),
+                                           .kind = CapabilityKind::revoke_grant,
+                                           .tenant_id = acting.tenant_id,
+                                           .created_at = record.created_at,
+                                           .target = *row});
+  if (!revoke) return revoke.error();
+  return core::ok_status();
+}
+
+// In one write transaction, under the grant's row lock: never more than maxUses reserved in all.
+// An instance takes at most a sixteenth of what is left (at least one), so with several
+// instances none sits on the last uses while another could give them.
+Result<std::int64_t> MembraneStore::reserve_uses(CapabilityRow grant, std::int64_t wanted) {
+  return writing<std::int64_t>([&](BackendSession& session) -> Result<std::int64_t> {
+    auto uses = session.lock_grant_uses(grant);
+    if (!uses) return uses.error();
+    if (!*uses) return Error::internal("a grant with maxUses has no use count");
+    const std::int64_t left = (*uses)->max_uses - (*uses)->reserved;
+    const std::int64_t taken = std::min({wanted, std::max<std::int64_t>(1, left / 16), left});
+    if (taken <= 0) return std::int64_t{0};
+    if (auto s = session.add_reserved_uses(grant, taken); !s) return s.error();
+    return taken;
+  });
+}
+
+// One row: the grant's re-exports and everything made through them depend on it, and check it on
+// each use. Its revoke capability depends only on the tenant: a repeated revoke answers 202.
+Status MembraneStore::revoke_grant(const Token& presented) {
+  return backend_->write([&](BackendSession& session) -> Status {
+    auto acting = recheck(session, presented, CapabilityKind::revoke_grant);
+    if (!acting) return acting.error();
+    if (!acting->target) return Error::internal("a grant's revoke capability names no grant");
+    if (auto s = session.mark_grant_revoked(*acting->target, to_unix_ms(clock_())); !s) return s;
+    return commit_new_epoch(session);
   });
 }
 

@@ -14,10 +14,10 @@
 #include "storage/master_key.hpp"
 #include "storage/resolution_cache.hpp"
 #include "storage/store.hpp"
+#include "storage/use_ledger.hpp"
 
 namespace membraned::storage {
 
-using WallClock = std::function<std::chrono::system_clock::time_point()>;
 
 // What a revoke's answer waits beyond the backend's epoch-view bound: the time an invocation may
 // take between passing its send-time check and writing its request, with room to spare (it is
@@ -51,8 +51,15 @@ class MembraneStore final : public Store {
   Result<std::optional<Membrane>> find_membrane(const std::string& tenant_id, const std::string& id) override;
   Result<MembranePage> list_membranes(const std::string& tenant_id, const std::optional<std::string>& after,
                                       std::size_t limit) override;
-  Status export_uri(const Token& presented, const Token& token, const core::UriExport& config) override;
-  Status export_reexport(const Token& presented, const Token& token, const Token& target) override;
+  Status export_uri(const Token& presented, const Token& token, const core::UriExport& config,
+                    const NewGrant& grant) override;
+  Status export_reexport(const Token& presented, const Token& token, const Token& target,
+                         const NewGrant& grant) override;
+  Status revoke_grant(const Token& presented) override;
+  std::optional<bool> take_uses_in_hand(const std::vector<ChainGrant>& chain) override {
+    return uses_.take_in_hand(chain);
+  }
+  Result<bool> take_uses(const std::vector<ChainGrant>& chain) override { return uses_.take(chain); }
   Status revoke_membrane(const Token& presented) override;
   Status delete_tenant(const Token& presented) override;
 
@@ -76,6 +83,10 @@ class MembraneStore final : public Store {
   Result<std::vector<bool>> cut_flags(BackendSession& session, const std::vector<StoredMembrane>& stored);
   Result<Membrane> unseal(const std::string& tenant_id, const StoredMembrane& stored) const;
   Status commit_new_epoch(BackendSession& session);
+  // Reserves up to `wanted` uses of a grant for this instance (UseLedger's Reserve).
+  Result<std::int64_t> reserve_uses(CapabilityRow grant, std::int64_t wanted);
+  Status insert_grant(BackendSession& session, const Resolved& acting, const NewGrant& grant,
+                      const CapabilityRecord& record);
   std::int64_t now_seconds() const;
   // The local database's epoch as a recent send-time check read it (kLocalEpochViewBound).
   std::optional<EpochReading> local_epoch_view();
@@ -85,6 +96,7 @@ class MembraneStore final : public Store {
   TenantQuotas quotas_;
   WallClock clock_;
   ResolutionCache cache_;
+  UseLedger uses_;
   std::mutex local_view_mutex_;
   std::optional<EpochReading> local_view_;
 };

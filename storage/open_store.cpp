@@ -13,9 +13,10 @@ using core::Error;
 
 namespace {
 
-Result<std::unique_ptr<Store>> open_on(Result<std::unique_ptr<Backend>> backend, MasterKey key, TenantQuotas quotas) {
+Result<std::unique_ptr<Store>> open_on(Result<std::unique_ptr<Backend>> backend, MasterKey key, TenantQuotas quotas,
+                                       WallClock clock = &std::chrono::system_clock::now) {
   if (!backend) return backend.error();
-  auto store = MembraneStore::open(std::move(*backend), std::move(key), quotas);
+  auto store = MembraneStore::open(std::move(*backend), std::move(key), quotas, std::move(clock));
   if (!store) return store.error();
   return std::unique_ptr<Store>(std::move(*store));
 }
@@ -66,12 +67,14 @@ Result<std::unique_ptr<Store>> bootstrap_sqlite(const StoreSettings& settings) {
 
 }  // namespace
 
-Result<std::unique_ptr<Store>> open_sqlite_store(const SqliteOptions& options, MasterKey key, TenantQuotas quotas) {
-  return open_on(sqlite::open_backend(options), std::move(key), quotas);
+Result<std::unique_ptr<Store>> open_sqlite_store(const SqliteOptions& options, MasterKey key, TenantQuotas quotas,
+                                                 WallClock clock) {
+  return open_on(sqlite::open_backend(options), std::move(key), quotas, std::move(clock));
 }
 
-Result<std::unique_ptr<Store>> open_postgres_store(const PostgresOptions& options, MasterKey key, TenantQuotas quotas) {
-  return open_on(pg::open_backend(options), std::move(key), quotas);
+Result<std::unique_ptr<Store>> open_postgres_store(const PostgresOptions& options, MasterKey key, TenantQuotas quotas,
+                                                   WallClock clock) {
+  return open_on(pg::open_backend(options), std::move(key), quotas, std::move(clock));
 }
 
 Result<std::unique_ptr<Store>> open_store(const StoreSettings& settings) {

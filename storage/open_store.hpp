@@ -38,10 +38,13 @@ struct PostgresOptions {
 };
 
 // Open (creating and migrating as needed) and check that `key` opens what is stored.
+// `clock`: the wall clock of what is recorded and of grants' expiry (tests give their own).
 Result<std::unique_ptr<Store>> open_sqlite_store(const SqliteOptions& options, MasterKey key,
-                                                 TenantQuotas quotas = {});
+                                                 TenantQuotas quotas = {},
+                                                 WallClock clock = &std::chrono::system_clock::now);
 Result<std::unique_ptr<Store>> open_postgres_store(const PostgresOptions& options, MasterKey key,
-                                                   TenantQuotas quotas = {});
+                                                   TenantQuotas quotas = {},
+                                                   WallClock clock = &std::chrono::system_clock::now);
 
 // What `membraned serve` and `membraned tenant create` open.
 struct StoreSettings {

@@ -11,6 +11,7 @@ std::string_view to_string(CapabilityKind kind) {
     case CapabilityKind::revoke: return "revoke";
     case CapabilityKind::uri: return "invoke";
     case CapabilityKind::reexport: return "reexport";
+    case CapabilityKind::revoke_grant: return "revokeGrant";
   }
   return "unknown";
 }

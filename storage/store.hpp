@@ -4,12 +4,14 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "core/export_config.hpp"
+#include "core/grant_limits.hpp"
 #include "core/result.hpp"
 #include "core/token.hpp"
 
@@ -27,6 +29,7 @@ enum class CapabilityKind : int {
   revoke = 5,
   uri = 6,
   reexport = 7,
+  revoke_grant = 8,  // a grant's own revoke capability (contract §12)
 };
 std::string_view to_string(CapabilityKind kind);
 
@@ -42,8 +45,21 @@ struct Membrane {
   Token revoke_token;
 };
 
+// The store's clock for what it records and for expiry; tests give their own.
+using WallClock = std::function<std::chrono::system_clock::time_point()>;
+
 using MembraneRow = std::int64_t;
 using CapabilityRow = std::int64_t;
+
+// A grant on the chain of a resolved capability, with what limits its use (its expiry and
+// revocation were checked by the resolution itself).
+struct ChainGrant {
+  CapabilityRow row = 0;
+  std::string id;
+  std::optional<std::uint64_t> max_uses;
+  std::optional<core::RateLimit> rate_limit;
+  std::vector<core::Cidr> allow_from;  // empty: any address
+};
 
 // A token resolved through its whole chain of re-exports, every link checked alive: the
 // capability that finally acts and on what.
@@ -58,6 +74,20 @@ struct Resolved {
   // The revocation epoch of the database when this was resolved (see still_current); nullopt
   // when not known (a resolution made inside a write transaction).
   std::optional<std::int64_t> epoch;
+  // The grants from the presented capability up to the acting one (presented first): each use
+  // is a use of all of them (contract §11). Empty for a tenant's or a membrane's own capability.
+  std::vector<ChainGrant> chain;
+  // The earliest expiry of anything it depends on: from then on it no longer resolves.
+  std::optional<std::chrono::system_clock::time_point> expires_at;
+  std::optional<CapabilityRow> target;  // revoke_grant: the grant it revokes
+};
+
+// What an export records about its grant besides the capability: its public handle, its own
+// revoke capability, and its limits (contract §11-12).
+struct NewGrant {
+  std::string id;
+  Token revoke;
+  core::GrantLimits limits;
 };
 
 // What one tenant may store, so that one holder of a create or export capability cannot fill the
@@ -126,11 +156,21 @@ class Store {
                                               const std::optional<std::string>& after,
                                               std::size_t limit) = 0;
 
-  // `presented` resolves to export.
-  virtual Status export_uri(const Token& presented, const Token& token,
-                            const core::UriExport& config) = 0;
+  // `presented` resolves to export. `grant`: the export's handle, revoke capability and limits.
+  virtual Status export_uri(const Token& presented, const Token& token, const core::UriExport& config,
+                            const NewGrant& grant) = 0;
   // not_found when `target` does not resolve (unknown, revoked, cut).
-  virtual Status export_reexport(const Token& presented, const Token& token, const Token& target) = 0;
+  virtual Status export_reexport(const Token& presented, const Token& token, const Token& target,
+                                 const NewGrant& grant) = 0;
+  // One use of every grant of `chain` with maxUses (contract §11): true when each had one left
+  // (all taken), false when one is used up (none taken). take_uses_in_hand answers without I/O
+  // when it can (nullopt: call take_uses, which may write to the database).
+  virtual std::optional<bool> take_uses_in_hand(const std::vector<ChainGrant>& chain) = 0;
+  virtual Result<bool> take_uses(const std::vector<ChainGrant>& chain) = 0;
+
+  // `presented` resolves to revoke_grant. Effective for the grant, every re-export below it and
+  // everything made through them when it returns; again 202 when repeated.
+  virtual Status revoke_grant(const Token& presented) = 0;
 
   // `presented` resolves to revoke. Effective for every capability of the membrane and all that
   // depends on them when it returns.

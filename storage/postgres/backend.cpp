@@ -77,6 +77,27 @@ constexpr const char* kMigrations[] = {
           WHERE m.tenant_id = t.id)
       FROM tenants t;
     )sql",
+    // 3: grants (contract §11-12): every export and re-export gets a row of its own with its
+    // public handle, its limits and its revocation; a grant's revoke capability names its grant
+    // (target_row). Grants made before get a handle and no limits. Ids compare by their bytes.
+    R"sql(
+    ALTER TABLE capabilities ADD COLUMN target_row BIGINT REFERENCES capabilities(row_id);
+    CREATE TABLE grants (
+      row_id BIGINT PRIMARY KEY REFERENCES capabilities(row_id),
+      id TEXT COLLATE "C" NOT NULL UNIQUE,
+      label TEXT,
+      expires_at BIGINT,                        -- Unix milliseconds
+      max_uses BIGINT,
+      reserved_uses BIGINT NOT NULL DEFAULT 0,  -- handed to instances; never above max_uses
+      rate_requests INTEGER,
+      rate_seconds INTEGER,
+      allow_from TEXT NOT NULL DEFAULT '',      -- CIDRs, comma-separated
+      revoked_at BIGINT                         -- Unix milliseconds
+    );
+    INSERT INTO grants (row_id, id)
+      SELECT row_id, 'g_' || substr(md5(random()::text || clock_timestamp()::text || row_id::text), 1, 24)
+      FROM capabilities WHERE kind IN (6, 7);
+    )sql",
 };
 
 // pg_advisory_xact_lock keys: the schema (migrations and the master-key check, "membrand" in
@@ -98,9 +119,10 @@ constexpr const char* kWalk = R"sql(
     WHERE next.row_id IS NOT NULL
   )
   SELECT c.row_id, c.digest, c.kind, c.tenant_id, c.membrane_row, c.parent_row, c.config, t.deleted,
-         m.revoked, (SELECT epoch FROM revocation_epoch WHERE id = 1)
+         m.revoked, (SELECT epoch FROM revocation_epoch WHERE id = 1),
+         c.target_row, g.id, g.label, g.expires_at, g.max_uses, g.rate_requests, g.rate_seconds, g.allow_from, g.revoked_at
   FROM walk JOIN capabilities c ON c.row_id = walk.row_id JOIN tenants t ON t.id = c.tenant_id
-  LEFT JOIN membranes m ON m.row_id = c.membrane_row
+  LEFT JOIN membranes m ON m.row_id = c.membrane_row LEFT JOIN grants g ON g.row_id = c.row_id
   LIMIT $2
 )sql";
 
@@ -116,9 +138,9 @@ constexpr const char* kWalkEach = R"sql(
     WHERE next.row_id IS NOT NULL
   )
   SELECT c.row_id, c.digest, c.kind, c.tenant_id, c.membrane_row, c.parent_row, c.config, t.deleted,
-         m.revoked, walk.start
+         m.revoked, walk.start, c.target_row, g.id, g.label, g.expires_at, g.max_uses, g.rate_requests, g.rate_seconds, g.allow_from, g.revoked_at
   FROM walk JOIN capabilities c ON c.row_id = walk.row_id JOIN tenants t ON t.id = c.tenant_id
-  LEFT JOIN membranes m ON m.row_id = c.membrane_row
+  LEFT JOIN membranes m ON m.row_id = c.membrane_row LEFT JOIN grants g ON g.row_id = c.row_id
 )sql";
 
 // A membrane row with the digest of its export capability ($3 is that kind).
@@ -129,12 +151,35 @@ constexpr const char* kMembraneColumns =
 Param kind_param(CapabilityKind kind) { return integer(static_cast<std::int64_t>(kind)); }
 Param optional_integer(const std::optional<std::int64_t>& value) { return value ? integer(*value) : null(); }
 
-// Columns 0-8 of kWalk and kWalkEach.
+std::optional<std::int64_t> optional_int(const Rows& r, int i, int column) {
+  return r.is_null(i, column) ? std::nullopt : std::optional<std::int64_t>(r.integer(i, column));
+}
+
+// Columns 10-18 of kWalk and kWalkEach: the grant, if the capability is one.
+std::optional<StoredGrant> grant_of(const Rows& r, int i) {
+  if (r.is_null(i, 11)) return std::nullopt;
+  return StoredGrant{r.bytes(i, 11),
+                     r.is_null(i, 12) ? std::nullopt : std::optional<std::string>(r.bytes(i, 12)),
+                     optional_int(r, i, 13),
+                     optional_int(r, i, 14),
+                     optional_int(r, i, 15),
+                     optional_int(r, i, 16),
+                     r.bytes(i, 17),
+                     optional_int(r, i, 18)};
+}
+
+// Columns 0-8 and 10-18 of kWalk and kWalkEach.
 Link link_of(const Rows& r, int i) {
-  return Link{r.bytes(i, 1), static_cast<CapabilityKind>(r.integer(i, 2)), r.bytes(i, 3),
-              r.is_null(i, 4) ? std::nullopt : std::optional<MembraneRow>(r.integer(i, 4)),
-              r.is_null(i, 5) ? std::nullopt : std::optional<CapabilityRow>(r.integer(i, 5)),
-              r.is_null(i, 6) ? std::string() : r.bytes(i, 6), r.boolean(i, 7), !r.is_null(i, 8) && r.boolean(i, 8)};
+  return Link{r.bytes(i, 1),
+              static_cast<CapabilityKind>(r.integer(i, 2)),
+              r.bytes(i, 3),
+              optional_int(r, i, 4),
+              optional_int(r, i, 5),
+              r.is_null(i, 6) ? std::string() : r.bytes(i, 6),
+              r.boolean(i, 7),
+              !r.is_null(i, 8) && r.boolean(i, 8),
+              grant_of(r, i),
+              optional_int(r, i, 10)};
 }
 
 StoredMembrane stored_membrane(const Rows& r, int i) {
@@ -241,13 +286,43 @@ class PgSession final : public BackendSession {
     return run("UPDATE membranes SET revoked = true WHERE tenant_id = $1", {text(tenant_id)});
   }
 
-  Status insert_capability(const CapabilityRecord& r) override {
-    return run(
-        "INSERT INTO capabilities(digest, kind, tenant_id, membrane_row, parent_row, via_row, config, created_at) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+  Result<CapabilityRow> insert_capability(const CapabilityRecord& r) override {
+    auto rows = connection_.query(
+        "INSERT INTO capabilities(digest, kind, tenant_id, membrane_row, parent_row, via_row, config, created_at, "
+        "target_row) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING row_id",
         {bytes(r.digest), kind_param(r.kind), text(r.tenant_id), optional_integer(r.membrane),
          optional_integer(r.parent), optional_integer(r.via), r.sealed_config ? bytes(*r.sealed_config) : null(),
-         integer(r.created_at)});
+         integer(r.created_at), optional_integer(r.target)});
+    if (!rows) return rows.error();
+    return rows->integer(0, 0);
+  }
+
+  Status insert_grant(CapabilityRow row, const StoredGrant& g) override {
+    return run(
+        "INSERT INTO grants(row_id, id, label, expires_at, max_uses, rate_requests, rate_seconds, allow_from) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        {integer(row), text(g.id), g.label ? text(*g.label) : null(), optional_integer(g.expires_at_ms),
+         optional_integer(g.max_uses), optional_integer(g.rate_requests), optional_integer(g.rate_seconds),
+         text(g.allow_from)});
+  }
+
+  Status mark_grant_revoked(CapabilityRow row, std::int64_t at_ms) override {
+    return run("UPDATE grants SET revoked_at = $2 WHERE row_id = $1 AND revoked_at IS NULL",
+               {integer(row), integer(at_ms)});
+  }
+
+  // The row lock makes instances reserving from the same grant take turns.
+  Result<std::optional<GrantUses>> lock_grant_uses(CapabilityRow row) override {
+    auto rows = connection_.query(
+        "SELECT max_uses, reserved_uses FROM grants WHERE row_id = $1 AND max_uses IS NOT NULL FOR UPDATE",
+        {integer(row)});
+    if (!rows) return rows.error();
+    if (rows->size() == 0) return std::optional<GrantUses>();
+    return std::optional<GrantUses>(GrantUses{rows->integer(0, 0), rows->integer(0, 1)});
+  }
+
+  Status add_reserved_uses(CapabilityRow row, std::int64_t count) override {
+    return run("UPDATE grants SET reserved_uses = reserved_uses + $2 WHERE row_id = $1", {integer(row), integer(count)});
   }
 
   Result<MembraneRow> insert_membrane(const MembraneRecord& r) override {

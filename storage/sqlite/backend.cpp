@@ -75,6 +75,25 @@ constexpr const char* kMigrations[] = {
           WHERE m.tenant_id = t.id)
       FROM tenants t;
     )sql",
+    // 4: grants (contract §11-12): every export and re-export gets a row of its own with its
+    // public handle, its limits and its revocation; a grant's revoke capability names its grant
+    // (target_row). Grants made before get a handle and no limits.
+    R"sql(
+    ALTER TABLE capabilities ADD COLUMN target_row INTEGER REFERENCES capabilities(row);
+    CREATE TABLE grants (
+      row INTEGER PRIMARY KEY REFERENCES capabilities(row),
+      id TEXT NOT NULL UNIQUE,
+      label TEXT,
+      expires_at INTEGER,                        -- Unix milliseconds
+      max_uses INTEGER,
+      reserved_uses INTEGER NOT NULL DEFAULT 0,  -- handed to instances; never above max_uses
+      rate_requests INTEGER,
+      rate_seconds INTEGER,
+      allow_from TEXT NOT NULL DEFAULT '',       -- CIDRs, comma-separated
+      revoked_at INTEGER                         -- Unix milliseconds
+    ) STRICT;
+    INSERT INTO grants (row, id) SELECT row, 'g_' || lower(hex(randomblob(12))) FROM capabilities WHERE kind IN (6, 7);
+    )sql",
 };
 
 // Everything a capability depends on, in one statement (one snapshot): the capability, and from
@@ -88,9 +107,9 @@ constexpr const char* kWalk = R"sql(
     UNION SELECT c.via_row FROM capabilities c JOIN walk ON c.row = walk.row WHERE c.via_row IS NOT NULL
   )
   SELECT c.row, c.digest, c.kind, c.tenant_id, c.membrane_row, c.parent_row, c.config, t.deleted, m.revoked,
-         (SELECT epoch FROM revocation_epoch WHERE id = 1)
+         (SELECT epoch FROM revocation_epoch WHERE id = 1), c.target_row, g.id, g.label, g.expires_at, g.max_uses, g.rate_requests, g.rate_seconds, g.allow_from, g.revoked_at
   FROM walk JOIN capabilities c ON c.row = walk.row JOIN tenants t ON t.id = c.tenant_id
-  LEFT JOIN membranes m ON m.row = c.membrane_row
+  LEFT JOIN membranes m ON m.row = c.membrane_row LEFT JOIN grants g ON g.row = c.row
   LIMIT ?2
 )sql";
 
@@ -109,17 +128,40 @@ std::string walk_batch_sql() {
          "    WHERE c.via_row IS NOT NULL"
          ") "
          "SELECT c.row, c.digest, c.kind, c.tenant_id, c.membrane_row, c.parent_row, c.config, t.deleted, m.revoked, "
-         "walk.start "
+         "walk.start, c.target_row, g.id, g.label, g.expires_at, g.max_uses, g.rate_requests, g.rate_seconds, g.allow_from, g.revoked_at "
          "FROM walk JOIN capabilities c ON c.row = walk.row JOIN tenants t ON t.id = c.tenant_id "
-         "LEFT JOIN membranes m ON m.row = c.membrane_row";
+         "LEFT JOIN membranes m ON m.row = c.membrane_row LEFT JOIN grants g ON g.row = c.row";
 }
 
-// Columns 0-8 of kWalk and of the batched walk.
+std::optional<std::int64_t> optional_int(const Statement& s, int column) {
+  return s.column_is_null(column) ? std::nullopt : std::optional<std::int64_t>(s.column_int(column));
+}
+
+// Columns 10-18 of kWalk and of the batched walk: the grant, if the capability is one.
+std::optional<StoredGrant> grant_of(const Statement& s) {
+  if (s.column_is_null(11)) return std::nullopt;
+  return StoredGrant{s.column_text(11),
+                     s.column_is_null(12) ? std::nullopt : std::optional<std::string>(s.column_text(12)),
+                     optional_int(s, 13),
+                     optional_int(s, 14),
+                     optional_int(s, 15),
+                     optional_int(s, 16),
+                     s.column_text(17),
+                     optional_int(s, 18)};
+}
+
+// Columns 0-8 and 10-18 of kWalk and of the batched walk.
 Link link_of(const Statement& s) {
-  return Link{s.column_blob(1), static_cast<CapabilityKind>(s.column_int(2)), s.column_text(3),
-              s.column_is_null(4) ? std::nullopt : std::optional<MembraneRow>(s.column_int(4)),
-              s.column_is_null(5) ? std::nullopt : std::optional<CapabilityRow>(s.column_int(5)),
-              s.column_blob(6), s.column_int(7) != 0, !s.column_is_null(8) && s.column_int(8) != 0};
+  return Link{s.column_blob(1),
+              static_cast<CapabilityKind>(s.column_int(2)),
+              s.column_text(3),
+              optional_int(s, 4),
+              optional_int(s, 5),
+              s.column_blob(6),
+              s.column_int(7) != 0,
+              !s.column_is_null(8) && s.column_int(8) != 0,
+              grant_of(s),
+              optional_int(s, 10)};
 }
 
 // A membrane row with the digest of its export capability (?3 is that kind).
@@ -128,6 +170,10 @@ constexpr const char* kMembraneColumns =
     "(SELECT c.digest FROM capabilities c WHERE c.membrane_row = m.row AND c.kind = ?3) FROM membranes m ";
 
 std::int64_t kind_value(CapabilityKind kind) { return static_cast<std::int64_t>(kind); }
+
+void bind_optional(Statement& st, int index, const std::optional<std::int64_t>& value) {
+  value ? st.bind(index, *value) : st.bind_null(index);
+}
 
 StoredMembrane stored_membrane(const Statement& st) {
   return {st.column_int(0), st.column_text(1), st.column_blob(2), st.column_blob(3),
@@ -253,17 +299,55 @@ class SqliteSession final : public BackendSession {
     return run("UPDATE membranes SET revoked = 1 WHERE tenant_id = ?1", [&](Statement& st) { st.bind(1, tenant_id); });
   }
 
-  Status insert_capability(const CapabilityRecord& r) override {
-    return run(
-        "INSERT INTO capabilities(digest, kind, tenant_id, membrane_row, parent_row, via_row, config, created_at) "
-        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+  Result<CapabilityRow> insert_capability(const CapabilityRecord& r) override {
+    auto s = run(
+        "INSERT INTO capabilities(digest, kind, tenant_id, membrane_row, parent_row, via_row, config, created_at, "
+        "target_row) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         [&](Statement& st) {
           st.bind_blob(1, r.digest).bind(2, kind_value(r.kind)).bind(3, r.tenant_id).bind(8, r.created_at);
-          r.membrane ? st.bind(4, *r.membrane) : st.bind_null(4);
-          r.parent ? st.bind(5, *r.parent) : st.bind_null(5);
-          r.via ? st.bind(6, *r.via) : st.bind_null(6);
+          bind_optional(st, 4, r.membrane);
+          bind_optional(st, 5, r.parent);
+          bind_optional(st, 6, r.via);
           r.sealed_config ? st.bind_blob(7, *r.sealed_config) : st.bind_null(7);
+          bind_optional(st, 9, r.target);
         });
+    if (!s) return s.error();
+    return connection_.last_insert_rowid();
+  }
+
+  Status insert_grant(CapabilityRow row, const StoredGrant& g) override {
+    return run(
+        "INSERT INTO grants(row, id, label, expires_at, max_uses, rate_requests, rate_seconds, allow_from) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        [&](Statement& st) {
+          st.bind(1, row).bind(2, g.id).bind(8, g.allow_from);
+          g.label ? st.bind(3, *g.label) : st.bind_null(3);
+          bind_optional(st, 4, g.expires_at_ms);
+          bind_optional(st, 5, g.max_uses);
+          bind_optional(st, 6, g.rate_requests);
+          bind_optional(st, 7, g.rate_seconds);
+        });
+  }
+
+  Status mark_grant_revoked(CapabilityRow row, std::int64_t at_ms) override {
+    return run("UPDATE grants SET revoked_at = ?2 WHERE row = ?1 AND revoked_at IS NULL",
+               [&](Statement& st) { st.bind(1, row).bind(2, at_ms); });
+  }
+
+  // BEGIN IMMEDIATE already holds the database's one write lock.
+  Result<std::optional<GrantUses>> lock_grant_uses(CapabilityRow row) override {
+    auto st = connection_.prepare("SELECT max_uses, reserved_uses FROM grants WHERE row = ?1 AND max_uses IS NOT NULL");
+    if (!st) return st.error();
+    st->bind(1, row);
+    auto found = st->step();
+    if (!found) return found.error();
+    if (!*found) return std::optional<GrantUses>();
+    return std::optional<GrantUses>(GrantUses{st->column_int(0), st->column_int(1)});
+  }
+
+  Status add_reserved_uses(CapabilityRow row, std::int64_t count) override {
+    return run("UPDATE grants SET reserved_uses = reserved_uses + ?2 WHERE row = ?1",
+               [&](Statement& st) { st.bind(1, row).bind(2, count); });
   }
 
   Result<MembraneRow> insert_membrane(const MembraneRecord& r) override {

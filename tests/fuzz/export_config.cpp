@@ -2,14 +2,18 @@
 // any holder of an export capability sends. Properties: a refusal names its field; an accepted
 // uri export is valid (its headers writable, its timeout within the limit) and survives the trip
 // through storage: to_json (what is sealed) parses back to the same value, and the same JSON.
+// With its grant fields (parse_export_request): a refusal names its field too, and accepted
+// limits are reported (grant_limits_json) in a form that parses back to them.
 #include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <variant>
 
 #include "core/export_config.hpp"
+#include "core/grant_limits.hpp"
 #include "core/http.hpp"
 #include "tests/fuzz/support/fuzz_check.hpp"
 
@@ -18,6 +22,17 @@ using namespace membraned::core;
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::string_view body = membraned::fuzz::as_text(data, size);
   const ExportLimits limits{30000};
+  const auto now = std::chrono::sys_days{std::chrono::year{2026} / 1 / 1};  // a fixed time: replays repeat
+  auto request = parse_export_request(body, limits, now);
+  if (!request) {
+    FUZZ_CHECK(!request.error().field.empty());
+    FUZZ_CHECK(!request.error().message.empty());
+  } else {
+    auto reported = parse_grant_limits(grant_limits_json(request->grant), now);
+    FUZZ_CHECK(reported.ok());
+    FUZZ_CHECK(*reported == request->grant);
+  }
+
   auto config = parse_export_config(body, limits);
   if (!config) {
     FUZZ_CHECK(!config.error().field.empty());

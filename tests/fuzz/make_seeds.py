@@ -97,6 +97,12 @@ def seeds_export_config():
     write("export_config", "duplicate-key.json", '{"uri":"https://a.example/","headers":{"X-A":"1","X-A":"2"}}')
     write("export_config", "timeout-exponent.json", '{"uri":"https://upstream.example/","timeoutMs":1e3}')
     write("export_config", "not-json.json", '{"uri":')
+    write("export_config", "grant-uri.json", json.dumps(
+        {"uri": "https://upstream.example/x", "label": "caf\u00e9 feed", "expiresAt": "2099-12-31T23:59:59.5+02:00",
+         "maxUses": 100, "rateLimit": {"requests": 10, "perSeconds": 60},
+         "allowFrom": ["10.1.2.3/8", "2001:db8::1", "::ffff:192.0.2.0/120"]}))
+    write("export_config", "grant-re-export.json", json.dumps(
+        {"capability": "cpblty://membraned.example/#" + TOKEN, "expiresAt": "2030-01-01T00:00:00Z", "maxUses": 1}))
 
 
 def seeds_cap1_verify():

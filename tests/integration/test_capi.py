@@ -443,6 +443,84 @@ class CapiTest(unittest.TestCase):
         self.assertIn('"statusCode": 401', self.failed(self.home.capi("membrane", "query", "--profile", profile)))
         self.invoke_refused(self.home.capi("invoke", "--plain-http", "--capability", cap), 401)
 
+    # --- grant flags: the exact request capi sends ---------------------------------------------
+    def fake_service_capability(self):
+        """A capability whose authority is the test's Upstream, which records every request it gets
+        and answers it with 200 and a JSON echo: capi's requests, seen exactly."""
+        return "cpblty://127.0.0.1:%d/#CPBLTY1-%s" % (self.upstream.port, "A" * 85 + "Q")
+
+    def sent_to_fake_service(self, *args):
+        """Runs capi against the fake service; the one request it sent."""
+        before = len(self.upstream.requests)
+        self.ok(self.home.capi(*args, "--plain-http", "--capability", self.fake_service_capability()))
+        self.assertEqual(len(self.upstream.requests), before + 1)
+        return self.upstream.requests[-1]
+
+    def test_grant_flags_become_the_export_body(self):
+        uri = self.upstream.url("/echo")
+        sent = self.sent_to_fake_service(
+            "membrane", "export", "--uri", uri, "--method", "POST", "--label", "partner feed",
+            "--expires-at", "2099-12-31T23:59:59+02:00", "--max-uses", "100", "--rate-limit", "10/60",
+            "--allow-from", "10.0.0.0/8", "--allow-from", "2001:db8::/32")
+        self.assertEqual((sent["method"], sent["path"]), ("POST", "/"))
+        headers = {k.lower(): v for k, v in sent["headers"]}
+        self.assertEqual(headers["authorization"], "Bearer CPBLTY1-" + "A" * 85 + "Q")
+        self.assertEqual(headers["content-type"], "application/json")
+        self.assertEqual(sent["body"].decode(), json.dumps(
+            {"uri": uri, "method": "POST", "label": "partner feed", "expiresAt": "2099-12-31T23:59:59+02:00",
+             "maxUses": 100, "rateLimit": {"requests": 10, "perSeconds": 60},
+             "allowFrom": ["10.0.0.0/8", "2001:db8::/32"]}, separators=(",", ":")))
+
+    def test_grant_flags_on_a_re_export_and_expires_in(self):
+        import datetime
+        partner = "cpblty://127.0.0.1:1/#CPBLTY1-" + "B" * 85 + "Q"
+        start = datetime.datetime.now(datetime.timezone.utc)
+        sent = self.sent_to_fake_service("membrane", "export", "--capability-to-export", partner,
+                                         "--label", "for B", "--expires-in", "1h30m", "--max-uses", "5")
+        end = datetime.datetime.now(datetime.timezone.utc)
+        body = json.loads(sent["body"])
+        self.assertEqual(list(body), ["capability", "label", "expiresAt", "maxUses"])
+        self.assertEqual((body["capability"], body["label"], body["maxUses"]), (partner, "for B", 5))
+        expires = datetime.datetime.strptime(body["expiresAt"].replace("Z", "+0000"),
+                                             "%Y-%m-%dT%H:%M:%S.%f%z" if "." in body["expiresAt"]
+                                             else "%Y-%m-%dT%H:%M:%S%z")
+        span = datetime.timedelta(hours=1, minutes=30)
+        self.assertLessEqual(start + span - datetime.timedelta(seconds=1), expires)
+        self.assertLessEqual(expires, end + span)
+
+    def test_grant_revoke_sends_what_membrane_revoke_sends(self):
+        grant = self.sent_to_fake_service("grant", "revoke")
+        membrane = self.sent_to_fake_service("membrane", "revoke")
+        self.assertEqual((grant["method"], grant["path"], grant["body"]), ("GET", "/", b""))
+        self.assertEqual(grant["headers"], membrane["headers"])
+        self.assertIn(("Authorization", "Bearer CPBLTY1-" + "A" * 85 + "Q"), grant["headers"])
+        # The revoke capability is required: no profile stands in for it.
+        self.assertIn("--capability", self.failed(self.home.capi("grant", "revoke", "--plain-http")))
+
+    def test_bad_grant_flags_send_nothing(self):
+        uri = self.upstream.url("/echo")
+        cases = [
+            (["--label", "two\nlines"], "--label: label must not contain control characters"),
+            (["--expires-at", "2001-01-01T00:00:00Z"], "--expires-at: expiresAt must be in the future"),
+            (["--expires-at", "soon"], "--expires-at: expiresAt is not an ISO 8601 date-time"),
+            (["--expires-in", "90"], "--expires-in must be a duration such as 90s"),
+            (["--expires-in", "0s"], "--expires-in must be longer than 0 seconds"),
+            (["--expires-in", "1h", "--expires-at", "2099-01-01T00:00:00Z"], "--expires-"),
+            (["--max-uses", "0"], "--max-uses must be a positive whole number"),
+            (["--max-uses", "3.5"], "--max-uses must be a positive whole number"),
+            (["--rate-limit", "100"], "--rate-limit must be REQUESTS/SECONDS"),
+            (["--rate-limit", "10/86401"], "--rate-limit: SECONDS must be from 1 to 86400"),
+            (["--allow-from", "10.0.0.0/8", "--allow-from", "not-a-range"],
+             "--allow-from: allowFrom[1] is not a CIDR: not-a-range"),
+        ]
+        before = len(self.upstream.requests)
+        for args, expected in cases:
+            with self.subTest(args=args):
+                err = self.failed(self.home.capi("membrane", "export", "--plain-http", "--capability",
+                                                 self.fake_service_capability(), "--uri", uri, *args))
+                self.assertIn(expected, err)
+        self.assertEqual(len(self.upstream.requests), before)
+
     # --- refusals ---------------------------------------------------------------------------------
     def test_wrong_flag_combinations_send_nothing(self):
         tenant, path = self.new_tenant(self.plain)

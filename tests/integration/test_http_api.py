@@ -175,7 +175,10 @@ class ApiTest(unittest.TestCase):
         export = token_of(m["capabilities"]["export"])
         status, body, _ = self.server.call(export, body=LAMBDA_EXPORT)
         self.assertEqual(status, 201, body)
-        self.assertEqual(list(body), ["capability"])
+        # The grant's handle and its own revoke capability come beside it (contract §12).
+        self.assertEqual(sorted(body), ["capability", "id", "revoke"])
+        self.assertRegex(body["id"], r"^g_[0-9a-f]{24}$")
+        self.assertNotEqual(body["revoke"], body["capability"])
         lambda_cap = body["capability"]
         m2 = self.membrane()
         status, body, _ = self.server.call(token_of(m2["capabilities"]["export"]), body={"capability": lambda_cap})

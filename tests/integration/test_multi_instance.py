@@ -12,7 +12,8 @@ deploy/haproxy/haproxy.cfg). Nothing is mocked.
   contract §3 body, no crash, recovery by itself, nothing acknowledged lost.
 - KilledInstanceTest: kill -9 of one instance under load; the others keep serving.
 - MigrationRaceTest: instances starting at the same moment on an empty database.
-- BalancerTest: deploy/compose-ha.yml's topology: three instances behind HAProxy checking /healthz.
+- BalancerTest: deploy/compose-ha.yml's topology: three instances behind HAProxy checking /healthz,
+  and grants' allowFrom judging the client's address, which crosses HAProxy in X-Forwarded-For.
 
 The shared cluster comes from MEMBRANED_TEST_PG_DIR (the ctest fixture pg_cluster); each class uses
 a fresh database on it. Time is measured with time.monotonic() in this one process, whose threads
@@ -568,7 +569,7 @@ class MigrationRaceTest(Instances):
                     s.spawn()
                 for s in servers:
                     s.wait_started(60)
-                self.assertEqual(pg.psql(url, "SELECT version FROM schema_version"), "2")  # migrations this build knows
+                self.assertEqual(pg.psql(url, "SELECT version FROM schema_version"), "3")  # migrations this build knows
                 self.assertEqual(pg.psql(url, "SELECT count(*) FROM meta WHERE key = 'key_check'"), "1")
                 # Exactly one first tenant, written by exactly one instance.
                 self.assertEqual(pg.psql(url, "SELECT count(*) FROM tenants"), "1")
@@ -584,7 +585,15 @@ class MigrationRaceTest(Instances):
 class BalancerTest(Instances):
     """deploy/compose-ha.yml with real processes: three instances on one database behind HAProxy
     running deploy/haproxy/haproxy.cfg unchanged (its addresses come from the environment), with
-    health checks on /healthz."""
+    health checks on /healthz, and the instances trusting HAProxy's X-Forwarded-For as the compose
+    file has them do (MEMBRANED_TRUSTED_PROXIES).
+
+    HAProxy reaches the instances from 127.0.0.1; the test's client connects to it from another
+    loopback address, CLIENT_ADDRESS, so that an instance judging the peer instead of the
+    forwarded address would be caught. The test methods run in name order and the last one stops
+    the instances."""
+
+    CLIENT_ADDRESS = "127.0.0.2"
 
     @classmethod
     def setUpClass(cls):
@@ -593,7 +602,8 @@ class BalancerTest(Instances):
         authority = "127.0.0.1:%d" % cls.port  # every instance writes the balancer's address into URIs
         try:
             cls.servers = start_instances(PgCluster.shared().create_database(), new_master_key(),
-                                          args=["--authority", authority, "--metrics"])
+                                          args=["--authority", authority, "--metrics",
+                                                "--trusted-proxies", "127.0.0.1/32"])
         except Exception:
             cls.upstream.close()
             raise
@@ -614,11 +624,14 @@ class BalancerTest(Instances):
         cls.upstream.close()
         cls.tmp.cleanup()
 
-    def balancer_call(self, token, method="POST", path="/", body=None):
-        """One request through the balancer on a new connection (so each is balanced anew)."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+    def balancer_call(self, token, method="POST", path="/", body=None, headers=None):
+        """One request through the balancer on a new connection (so each is balanced anew), from
+        CLIENT_ADDRESS."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60,
+                                          source_address=(self.CLIENT_ADDRESS, 0))
         try:
             hdrs = {"Authorization": "Bearer " + token} if token else {}
+            hdrs.update(headers or {})
             conn.request(method, path, body=json.dumps(body) if isinstance(body, dict) else body, headers=hdrs)
             resp = conn.getresponse()
             raw = resp.read()
@@ -647,6 +660,42 @@ class BalancerTest(Instances):
         m = re.search(r'^membraned_requests_total\{(?=[^}]*code="%s")(?=[^}]*operation="%s")[^}]*\} (\S+)$'
                       % (code, operation), text, re.M)
         return float(m.group(1)) if m else 0.0
+
+    def test_allow_from_sees_the_client_address_across_the_balancer(self):
+        """contract §11: behind HAProxy, a grant's allowFrom judges the client's address, which
+        crosses HAProxy in X-Forwarded-For (option forwardfor), not HAProxy's own."""
+        self.assertIsNone(self.haproxy.poll(), "haproxy exited")
+        wait_for(self.balancer_up, "the balancer to answer /healthz", timeout=60)
+        wait_for(lambda: all(self.counter(s, "healthz", 200) > 0 for s in self.servers), "health checks")
+        create = token_of(first_tenant_of(self.servers)["capabilities"]["create"])
+        export, _ = self.create_membrane_through_balancer(create)
+
+        def grant(allow_from):
+            status, body = self.balancer_call(export, body={"uri": self.upstream.url("/echo/allow-from"),
+                                                            "allowFrom": allow_from})
+            self.assertEqual(status, 201, body)
+            self.assertEqual(body["allowFrom"], allow_from)
+            return token_of(body["capability"])
+
+        forbidden = {"statusCode": 403, "error": "Forbidden",
+                     "message": "this capability may not be used from this address"}
+        # The client's own address: served, by every instance in turn.
+        client = grant([self.CLIENT_ADDRESS + "/32"])
+        before = [self.counter(s, "invoke", 200) for s in self.servers]
+        self.assertEqual([self.balancer_call(client, body=b"{}")[0] for _ in range(6)], [200] * 6)
+        after = [self.counter(s, "invoke", 200) for s in self.servers]
+        self.assertTrue(all(x > y for x, y in zip(after, before)), (before, after))
+        # HAProxy's address, the peer every instance sees: refused, so the peer was not what counted.
+        balancer = grant(["127.0.0.1/32"])
+        self.assertEqual([self.balancer_call(balancer, body=b"{}") for _ in range(6)], [(403, forbidden)] * 6)
+        # Another range: refused, even when the client writes an address of that range into
+        # X-Forwarded-For itself (HAProxy appends the real one, the right-most entry, after it).
+        other = grant(["10.0.0.0/8", "2001:db8::/32"])
+        self.assertEqual(self.balancer_call(other, body=b"{}"), (403, forbidden))
+        self.assertEqual(self.balancer_call(other, body=b"{}", headers={"X-Forwarded-For": "10.1.2.3"}),
+                         (403, forbidden))
+        # And that spoofed entry gives the client's own grant nothing to trip on either.
+        self.assertEqual(self.balancer_call(client, body=b"{}", headers={"X-Forwarded-For": "10.1.2.3"})[0], 200)
 
     def test_create_export_invoke_revoke_through_the_balancer_and_an_instance_killed(self):
         self.assertIsNone(self.haproxy.poll(), "haproxy exited")

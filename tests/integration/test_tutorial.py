@@ -146,6 +146,34 @@ class TutorialTest(unittest.TestCase):
         self.assertEqual(status, 202)
         self.assertEqual([invoke(c) for c in (lambda_cap, via_middle, via_leaf)], [401, 401, 401])
 
+    def test_a_grant_for_a_partner_for_a_day_and_100_uses_revoked_on_its_own(self):
+        # The tutorial's step 7 (contract §11-12): the Lambda capability re-exported through the
+        # same membrane for a partner, until tomorrow and for 100 uses; then that grant revoked
+        # with the revoke capability its 201 carried, and nothing else.
+        root = self.membrane("my-aws-lambda-membrane")
+        lambda_cap = self.export(root, self.lambda_export())
+        tomorrow = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 86400))
+        status, grant = curl(self.url, token_of(root["capabilities"]["export"]), json.dumps(
+            {"capability": lambda_cap, "label": "partner", "expiresAt": tomorrow, "maxUses": 100}), "POST")
+        self.assertEqual(status, 201, grant)
+        self.assertEqual(sorted(grant), ["capability", "expiresAt", "id", "label", "maxUses", "revoke"])
+        self.assertEqual((grant["label"], grant["maxUses"], grant["expiresAt"]), ("partner", 100, tomorrow))
+        self.assertRegex(grant["id"], r"^g_[0-9a-f]{24}$")
+        partner = token_of(grant["capability"])
+        status, body = curl(self.url, partner, '{"from":"partner"}')
+        self.assertEqual((status, body), (200, {"function": "my-function", "event": {"from": "partner"}}))
+        # Revoke just that grant: 202, and again 202.
+        for _ in range(2):
+            status, body = curl(self.url, token_of(grant["revoke"]))
+            self.assertEqual((status, body), (202, {"statusCode": 202, "message": "Accepted"}))
+        # The partner sees what an unknown token sees.
+        status, body = curl(self.url, partner, '{"from":"partner"}')
+        self.assertEqual((status, body), (401, {"error": "Unauthorized", "message": "Unauthorized", "statusCode": 401}))
+        # Everything else of the membrane goes on: the original, and its export capability.
+        self.assertEqual(curl(self.url, token_of(lambda_cap), "{}")[0], 200)
+        again = self.export(root, {"capability": lambda_cap})
+        self.assertEqual(curl(self.url, token_of(again), "{}")[0], 200)
+
     def test_execute_api_any_method_headers_query_and_body(self):
         m = self.membrane("api")
         stage = self.export(m, {"uri": self.fake_url + "/stage/items?fixed=1", "allowQuery": True,

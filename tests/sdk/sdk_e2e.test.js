@@ -199,8 +199,12 @@ describe("capability-sdk 0.12.2 against membraned over HTTPS", { timeout: 120000
     {
         const resp = ok(await sdk(membrane.export.bind(membrane), first.capabilities.export, LAMBDA_EXPORT),
             "export lambda");
-        assert.deepEqual(Object.keys(resp), [ "capability" ]);
+        // The grant's handle and its own revoke capability come beside it (contract §12); the SDK
+        // passes the extra fields through.
+        assert.deepEqual(Object.keys(resp).sort(), [ "capability", "id", "revoke" ]);
+        assert.match(resp.id, /^g_[0-9a-f]{24}$/);
         assertCapabilityOf(resp.capability, server.authority);
+        assertCapabilityOf(resp.revoke, server.authority);
         uriCapability = resp.capability;
         // No secret comes back in any answer.
         assert.ok(!JSON.stringify(resp).includes(LAMBDA_EXPORT.hmac["aws4-hmac-sha256"].secretAccessKey));
@@ -212,7 +216,7 @@ describe("capability-sdk 0.12.2 against membraned over HTTPS", { timeout: 120000
         {
             const resp = ok(await sdk(membrane.export.bind(membrane), second.capabilities.export,
                 { capability }), what);
-            assert.deepEqual(Object.keys(resp), [ "capability" ]);
+            assert.deepEqual(Object.keys(resp).sort(), [ "capability", "id", "revoke" ]);
             assert.ok(CAPABILITY_URI.exec(resp.capability), resp.capability);
             assert.notEqual(resp.capability, capability);
             return resp.capability;

@@ -129,16 +129,17 @@ TestDatabase::~TestDatabase() {
 }
 
 core::Result<std::unique_ptr<storage::Store>> TestDatabase::open(storage::MasterKey key, std::size_t connections,
-                                                                storage::TenantQuotas quotas) const {
+                                                                storage::TenantQuotas quotas,
+                                                                storage::WallClock clock) const {
   if (backend_ == Backend::sqlite) {
     storage::SqliteOptions options{dir_->path() / "membraned.db"};
     options.connections = connections;
-    return storage::open_sqlite_store(options, std::move(key), quotas);
+    return storage::open_sqlite_store(options, std::move(key), quotas, std::move(clock));
   }
   storage::PostgresOptions options;
   options.url = url_;
   options.connections = connections;
-  return storage::open_postgres_store(options, std::move(key), quotas);
+  return storage::open_postgres_store(options, std::move(key), quotas, std::move(clock));
 }
 
 std::int64_t TestDatabase::count_rows(const std::string& table) const {

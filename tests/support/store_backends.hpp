@@ -3,6 +3,7 @@
 // test cluster that tests/support/pg_cluster.sh starts (the ctest fixture "pg_cluster").
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -45,8 +46,9 @@ class TestDatabase {
 
   Backend backend() const { return backend_; }
   // A new Store on this database; several may be open at once, as several instances would.
-  core::Result<std::unique_ptr<storage::Store>> open(storage::MasterKey key, std::size_t connections = 4,
-                                                     storage::TenantQuotas quotas = {}) const;
+  core::Result<std::unique_ptr<storage::Store>> open(
+      storage::MasterKey key, std::size_t connections = 4, storage::TenantQuotas quotas = {},
+      storage::WallClock clock = &std::chrono::system_clock::now) const;
   // Rows of a table, read from the database itself.
   std::int64_t count_rows(const std::string& table) const;
   // Runs `sql` on the database itself, as an operator (or a restore) would, beside any Store;

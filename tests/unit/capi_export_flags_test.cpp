@@ -3,11 +3,13 @@
 // `capi membrane query`. No network: every refusal here is one that capi makes before sending.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <functional>
 #include <string>
 #include <vector>
 
 #include "cli/export_flags.hpp"
+#include "core/grant_limits.hpp"
 #include "tests/support/test_pki.hpp"
 
 namespace membraned::cli {
@@ -325,6 +327,168 @@ TEST(ExportFlags, QueryTarget) {
     auto r = query_target(std::nullopt, std::nullopt, std::string(bad));
     ASSERT_FALSE(r.ok());
     EXPECT_NE(r.error().message.find("--limit"), std::string::npos);
+  }
+}
+
+// --- the grant's own limits ---------------------------------------------------------------------
+
+const std::chrono::system_clock::time_point kNow =
+    std::chrono::sys_days{std::chrono::year{2026} / 6 / 1} + std::chrono::hours{12};
+
+nlohmann::ordered_json body_ok(const ExportFlags& f) {
+  auto r = build_export_body(f, kNow);
+  if (!r.ok()) {
+    ADD_FAILURE() << r.error().message;
+    return {};
+  }
+  return *r;
+}
+
+std::string grant_error_of(const ExportFlags& f) {
+  auto r = build_export_body(f, kNow);
+  EXPECT_FALSE(r.ok()) << (r.ok() ? r->dump() : "");
+  return r.ok() ? std::string() : r.error().message;
+}
+
+TEST(CapiGrantFlags, EveryGrantFlagBecomesItsFieldAfterTheConfiguration) {
+  ExportFlags f = uri_only();
+  f.method = "POST";
+  f.label = "partner feed";
+  f.expires_at = "2026-12-31T23:59:59Z";
+  f.max_uses = "100";
+  f.rate_limit = "10/60";
+  f.allow_from = {"10.0.0.0/8", "2001:db8::/32"};
+  EXPECT_EQ(body_ok(f).dump(),
+            R"({"uri":"https://example.com/path","method":"POST","label":"partner feed",)"
+            R"("expiresAt":"2026-12-31T23:59:59Z","maxUses":100,"rateLimit":{"requests":10,"perSeconds":60},)"
+            R"("allowFrom":["10.0.0.0/8","2001:db8::/32"]})");
+}
+
+TEST(CapiGrantFlags, AReExportTakesTheGrantFlagsToo) {
+  ExportFlags f;
+  f.capability_to_export = kCapUri;
+  f.label = "for B";
+  f.expires_in = "1h30m";
+  f.max_uses = "5";
+  EXPECT_EQ(body_ok(f).dump(), std::string(R"({"capability":")") + kCapUri +
+                                   R"(","label":"for B","expiresAt":"2026-06-01T13:30:00Z","maxUses":5})");
+  EXPECT_EQ(given_export_flags(f),
+            (std::vector<std::string>{"--capability-to-export", "--label", "--expires-in", "--max-uses"}));
+}
+
+TEST(CapiGrantFlags, ExpiresInCountsFromNowAndExcludesExpiresAt) {
+  ExportFlags f = uri_only();
+  f.expires_in = "90s";
+  EXPECT_EQ(body_ok(f)["expiresAt"], "2026-06-01T12:01:30Z");
+  f.expires_in = "1d";
+  EXPECT_EQ(body_ok(f)["expiresAt"], "2026-06-02T12:00:00Z");
+  f.expires_at = "2026-12-31T23:59:59Z";
+  EXPECT_EQ(grant_error_of(f),
+            "--expires-at and --expires-in cannot be combined: give the time or the duration");
+}
+
+TEST(CapiGrantFlags, ValuesTheServiceWouldRefuseAreRefusedNamingTheFlag) {
+  struct Case {
+    std::function<void(ExportFlags&)> set;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {[](ExportFlags& f) { f.label = "two\nlines"; }, "--label: label must not contain control characters"},
+      {[](ExportFlags& f) { f.label = ""; }, "--label: label must not be empty"},
+      {[](ExportFlags& f) { f.expires_at = "2026-01-01T00:00:00Z"; },
+       "--expires-at: expiresAt must be in the future"},
+      {[](ExportFlags& f) { f.expires_at = "next week"; },
+       "--expires-at: expiresAt is not an ISO 8601 date-time with a zone (next week)"},
+      {[](ExportFlags& f) { f.max_uses = "0"; }, "--max-uses must be a positive whole number"},
+      {[](ExportFlags& f) { f.max_uses = "-1"; }, "--max-uses must be a positive whole number"},
+      {[](ExportFlags& f) { f.max_uses = "1.5"; }, "--max-uses must be a positive whole number"},
+      {[](ExportFlags& f) { f.max_uses = "ten"; }, "--max-uses must be a positive whole number"},
+      {[](ExportFlags& f) { f.max_uses = "1000000000000001"; },
+       "--max-uses must be at most 1000000000000000"},
+      {[](ExportFlags& f) {
+         f.allow_from = {"10.0.0.0/8", "::1", "example.com"};
+       },
+       "--allow-from: allowFrom[2] is not a CIDR: example.com"},
+      {[](ExportFlags& f) { f.rate_limit = "100"; },
+       "--rate-limit must be REQUESTS/SECONDS, such as 100/60 for at most 100 uses in any 60 seconds (got "
+       "\"100\")"},
+  };
+  for (const Case& c : cases) {
+    ExportFlags f = uri_only();
+    c.set(f);
+    EXPECT_EQ(grant_error_of(f), c.message);
+  }
+  ExportFlags f = uri_only();
+  for (int i = 0; i < 65; ++i) f.allow_from.push_back("10.0.0." + std::to_string(i));
+  EXPECT_EQ(grant_error_of(f), "--allow-from: allowFrom must hold at most 64 entries");
+}
+
+TEST(CapiDurationFlag, UnitsAndTheirCombinations) {
+  using namespace std::chrono_literals;
+  const std::pair<const char*, std::chrono::seconds> cases[] = {
+      {"90s", 90s},         {"30m", 30min},   {"2h", 2h},
+      {"1d", 24h},          {"1h30m", 90min}, {"1d12h", 36h},
+      {"1d2h3m4s", 93784s}, {"0h1s", 1s},     {"36500d", std::chrono::days(36500)},
+  };
+  for (const auto& [text, expected] : cases) {
+    auto d = parse_duration_flag(text);
+    ASSERT_TRUE(d.ok()) << text << ": " << d.error().message;
+    EXPECT_EQ(*d, expected) << text;
+  }
+}
+
+TEST(CapiDurationFlag, MalformedZeroAndTooLongDurationsAreRefused) {
+  for (const char* text : {"", "90", "s", "1x", "1.5h", "-1h", "+1h", "1h 30m", "30m1h", "1h1h", "1H", "1hm",
+                           "h1", " 1h", "1w"}) {
+    auto d = parse_duration_flag(text);
+    ASSERT_FALSE(d.ok()) << text;
+    EXPECT_EQ(
+        d.error().message.rfind("--expires-in must be a duration such as 90s, 30m, 2h, 1d or 1h30m (got ", 0),
+        0u)
+        << d.error().message;
+  }
+  for (const char* text : {"0s", "0d0h0m0s"}) {
+    auto d = parse_duration_flag(text);
+    ASSERT_FALSE(d.ok()) << text;
+    EXPECT_EQ(d.error().message, "--expires-in must be longer than 0 seconds");
+  }
+  for (const char* text :
+       {"36501d", "36500d1s", "876001h", "99999999999999999999s", "18446744073709551615d"}) {
+    auto d = parse_duration_flag(text);
+    ASSERT_FALSE(d.ok()) << text;
+    EXPECT_EQ(d.error().message, "--expires-in must be at most 36500d");
+  }
+}
+
+TEST(CapiRateLimitFlag, RequestsPerSeconds) {
+  auto r = parse_rate_limit_flag("100/60");
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(*r, (core::RateLimit{100, 60}));
+  r = parse_rate_limit_flag("1000000/86400");
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(*r, (core::RateLimit{1000000, 86400}));
+  r = parse_rate_limit_flag("1/1");
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ(*r, (core::RateLimit{1, 1}));
+}
+
+TEST(CapiRateLimitFlag, MalformedAndOutOfRangeRatesAreRefused) {
+  for (const char* text :
+       {"", "100", "/60", "100/", "100/60/2", "100 / 60", "1.5/60", "-1/60", "100/1m", "a/b", "100:60"}) {
+    auto r = parse_rate_limit_flag(text);
+    ASSERT_FALSE(r.ok()) << text;
+    EXPECT_EQ(r.error().message.rfind("--rate-limit must be REQUESTS/SECONDS, such as 100/60", 0), 0u)
+        << r.error().message;
+  }
+  for (const char* text : {"0/60", "1000001/60", "99999999999/60"}) {
+    auto r = parse_rate_limit_flag(text);
+    ASSERT_FALSE(r.ok()) << text;
+    EXPECT_EQ(r.error().message, "--rate-limit: REQUESTS must be from 1 to 1000000");
+  }
+  for (const char* text : {"10/0", "10/86401"}) {
+    auto r = parse_rate_limit_flag(text);
+    ASSERT_FALSE(r.ok()) << text;
+    EXPECT_EQ(r.error().message, "--rate-limit: SECONDS must be from 1 to 86400");
   }
 }
 

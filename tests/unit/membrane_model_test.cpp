@@ -8,11 +8,17 @@
 // re-exported capability dies with the membrane the re-export went through. Also: writes with an
 // authorisation gone stale between authorize() and handle() (a revoke in between) answer 401.
 //
+// Grants (contract §11-12): exports and re-exports carry random expiries and use limits; the
+// store's clock is the model's (steps move it forward); grants are revoked one by one with their
+// own revoke capability; uses of uri capabilities and operations through re-exported built-in
+// ones are counted on every grant above them. A re-export never works where its parent would not.
+//
 // MEMBRANED_MODEL_SEED=N replays one seed; MEMBRANED_MODEL_STEPS=N changes the steps per seed.
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
@@ -28,6 +34,7 @@
 
 #include "api/api.hpp"
 #include "core/crypto.hpp"
+#include "core/time.hpp"
 #include "core/encoding.hpp"
 #include "core/token.hpp"
 #include "storage/master_key.hpp"
@@ -91,6 +98,14 @@ struct Cap {
   int depth;            // re-export links to its terminal capability
   std::string upstream; // uri capabilities: the configured uri
   std::vector<int> dependencies;  // itself, and transitively its parent's and via's; sorted
+  // A grant (uri or re-export): when it ends, how many uses it allows and has had, whether its
+  // own revoke capability was used. A revoke_grant capability: the grant it revokes.
+  bool grant = false;
+  std::optional<std::int64_t> expires_ms;
+  std::optional<std::uint64_t> max_uses;
+  std::uint64_t uses = 0;
+  bool grant_revoked = false;
+  int target = -1;
 };
 
 struct Membrane {
@@ -113,10 +128,12 @@ struct Model {
   std::vector<Tenant> tenants;
   std::vector<Membrane> membranes;
   std::vector<Cap> caps;
+  std::int64_t now_ms = 0;  // the store's clock
 
   // alive(cap) = its tenant is not deleted, and its membrane is not revoked (but a membrane's own
-  // revoke capability survives the revocation of its membrane), and alive(parent), and
-  // alive(via). Computed for all capabilities at once, in index order, after every change.
+  // revoke capability survives the revocation of its membrane), and, for a grant, it is neither
+  // revoked nor expired, and alive(parent), and alive(via). Computed for all capabilities at once,
+  // in index order, after every change.
   bool alive(int c) const {
     if (alive_.size() != caps.size()) {
       alive_.assign(caps.size(), false);
@@ -127,6 +144,7 @@ struct Model {
             cap.kind != CapabilityKind::revoke) {
           ok = false;
         }
+        if (cap.grant_revoked || (cap.expires_ms && now_ms >= *cap.expires_ms)) ok = false;
         if (cap.parent >= 0 && !alive_[static_cast<std::size_t>(cap.parent)]) ok = false;
         if (cap.via >= 0 && !alive_[static_cast<std::size_t>(cap.via)]) ok = false;
         alive_[i] = ok;
@@ -139,6 +157,40 @@ struct Model {
   // A membrane is live while not revoked and the capability it was made through is alive: a
   // membrane made through a re-exported create capability is cut with it.
   bool live(const Membrane& m) const { return !m.revoked && alive(m.via); }
+
+  void advance(std::int64_t ms) {
+    now_ms += ms;
+    alive_.clear();
+  }
+  void revoke_grant(int c) {
+    caps[static_cast<std::size_t>(c)].grant_revoked = true;
+    alive_.clear();
+  }
+  // The grants with maxUses on c's chain (itself and what it stands for, up to the end).
+  std::vector<int> limited_chain(int c) const {
+    std::vector<int> out;
+    for (; c >= 0; c = cap(c).parent) {
+      if (cap(c).max_uses) out.push_back(c);
+    }
+    return out;
+  }
+  // One use through c, if every limited grant above it has one left: taken from all of them.
+  bool take_use(int c) {
+    const auto chain = limited_chain(c);
+    for (int g : chain) {
+      if (cap(g).uses >= *cap(g).max_uses) return false;
+    }
+    for (int g : chain) ++caps[static_cast<std::size_t>(g)].uses;
+    return true;
+  }
+  // The grants on c's parent chain (Resolved::chain), c first.
+  std::vector<int> grant_chain(int c) const {
+    std::vector<int> out;
+    for (; c >= 0; c = cap(c).parent) {
+      if (cap(c).grant) out.push_back(c);
+    }
+    return out;
+  }
 
   void revoke_membrane(int m) {
     membranes[static_cast<std::size_t>(m)].revoked = true;
@@ -169,6 +221,11 @@ struct Model {
                     " tenant=" + std::to_string(x.tenant) + " membrane=" + std::to_string(x.membrane) +
                     " parent=" + std::to_string(x.parent) + " via=" + std::to_string(x.via) +
                     " depth=" + std::to_string(x.depth) + " walked=" + std::to_string(walked(c));
+    if (x.grant) {
+      s += " grant(expires=" + (x.expires_ms ? std::to_string(*x.expires_ms - now_ms) + "ms" : std::string("-")) +
+           " uses=" + std::to_string(x.uses) + "/" + (x.max_uses ? std::to_string(*x.max_uses) : std::string("-")) +
+           (x.grant_revoked ? " revoked" : "") + ")";
+    }
     return s;
   }
 
@@ -183,7 +240,9 @@ class ModelRun {
   ModelRun(Backend backend, std::uint64_t seed) : db_(backend), rng_(seed) {
     auto key = storage::MasterKey::from_base64(core::base64_encode(std::string(32, 'k')));
     if (!key) throw std::runtime_error("master key");
-    auto store = db_.open(std::move(*key));
+    // The store's clock stands still but for the model's steps: expiry is decided by the model.
+    auto store = db_.open(std::move(*key), 4, {},
+                          [this] { return base_ + std::chrono::milliseconds(model_.now_ms); });
     if (!store) throw std::runtime_error("open store: " + store.error().message);
     store_ = std::move(*store);
     api_ = std::make_unique<api::Api>(*store_, api::Settings{std::string(kAuthority)});
@@ -198,12 +257,15 @@ class ModelRun {
       add_tenant();
     } else {
       int r = uniform(0, 99);
-      if (r < 22) create_membrane();
-      else if (r < 40) export_uri();
-      else if (r < 72) reexport();
-      else if (r < 86) revoke();
-      else if (r < 88) delete_self();
-      else query();
+      if (r < 18) create_membrane();
+      else if (r < 32) export_uri();
+      else if (r < 58) reexport();
+      else if (r < 68) revoke();
+      else if (r < 70) delete_self();
+      else if (r < 78) query();
+      else if (r < 84) revoke_grant();
+      else if (r < 96) use();
+      else advance_clock();
     }
     if (!diverged_) check_all();
     return !diverged_ && !testing::Test::HasFatalFailure();
@@ -260,7 +322,8 @@ class ModelRun {
     // Creation keeps every capability within the bound on what resolution walks.
     EXPECT_LE(dependencies.size(), storage::kMaxDependencies) << "issued beyond the dependency bound";
     model_.caps.push_back(Cap{parsed->token(), text, kind, tenant, membrane, parent, via, depth,
-                              std::move(upstream), std::move(dependencies)});
+                              std::move(upstream), std::move(dependencies), false, std::nullopt, std::nullopt, 0,
+                              false, -1});
     return index;
   }
 
@@ -275,6 +338,42 @@ class ModelRun {
     if (all.empty()) return -1;
     const auto& from = !live.empty() && chance(75) ? live : all;
     return from[static_cast<std::size_t>(uniform(0, static_cast<int>(from.size()) - 1))];
+  }
+
+  // The status an operation through c gets before its own checks: 401 when c is dead or a
+  // limited grant above it is used up (the use is then taken, as handle() takes it first); 0
+  // when it goes on.
+  int admitted(int c) {
+    if (!model_.alive(c)) return 401;
+    return model_.take_use(c) ? 0 : 401;
+  }
+
+  // Random grant fields for an export body: an expiry after the model's now, a few uses, a label.
+  json grant_fields() {
+    json fields = json::object();
+    if (chance(30)) {
+      const std::int64_t at = model_.now_ms + uniform(300, 3600) * 1000;
+      const auto when = base_ + std::chrono::milliseconds(at);
+      fields["expiresAt"] = core::format_rfc3339(when);
+    }
+    if (chance(30)) fields["maxUses"] = uniform(1, 4);
+    if (chance(10)) fields["label"] = "grant " + std::to_string(step_);
+    return fields;
+  }
+  void apply_grant_fields(int c, const json& fields) {
+    Cap& cap = model_.caps[static_cast<std::size_t>(c)];
+    cap.grant = true;
+    if (fields.contains("expiresAt")) {
+      auto at = core::parse_iso8601(fields["expiresAt"].get<std::string>());
+      cap.expires_ms = std::chrono::duration_cast<std::chrono::milliseconds>(*at - base_).count();
+    }
+    if (fields.contains("maxUses")) cap.max_uses = fields["maxUses"].get<std::uint64_t>();
+  }
+  // The grant's own revoke capability, from a 201.
+  void add_revoke_of(int grant, const json& body, int tenant) {
+    const int r = add_cap(body["revoke"], CapabilityKind::revoke_grant, tenant, -1, -1, -1, 0);
+    if (r >= 0) model_.caps[static_cast<std::size_t>(r)].target = grant;
+    EXPECT_TRUE(body.contains("id") && body["id"].is_string()) << body.dump();
   }
 
   // What the server does: authorize from the header, then handle.
@@ -310,7 +409,8 @@ class ModelRun {
     // Beyond the bound a create is refused or not; store_test covers it, the model does not.
     if (model_.walked(c) + 1 > storage::kMaxDependencies) return;
     std::string id = chance(3) ? std::string() : kIds[static_cast<std::size_t>(uniform(0, static_cast<int>(kIds.size()) - 1))];
-    int expected = !model_.alive(c) ? 401 : id.empty() ? 400 : model_.live_id(owner, id) ? 409 : 201;
+    int expected = admitted(c);
+    if (expected == 0) expected = id.empty() ? 400 : model_.live_id(owner, id) ? 409 : 201;
     auto response = call(c, "/", json{{"id", id}}.dump());
     const bool through_reexport = model_.cap(c).kind == CapabilityKind::reexport;
     if (!expect_status(through_reexport ? "create (re-exported)" : "create", c, response, expected) ||
@@ -338,15 +438,22 @@ class ModelRun {
     if (c < 0) return;
     const Cap& exporter = model_.cap(model_.terminal(c));
     std::string upstream = "https://upstream.example/x/" + std::to_string(step_);
-    int expected = !model_.alive(c) ? 401 : model_.walked(c) + 1 > storage::kMaxDependencies ? 400 : 201;
-    auto response = call(c, "/", json{{"uri", upstream}}.dump());
+    const int tenant = exporter.tenant, membrane = exporter.membrane;
+    int expected = admitted(c);
+    if (expected == 0) expected = model_.walked(c) + 1 > storage::kMaxDependencies ? 400 : 201;
+    json body = grant_fields();
+    body["uri"] = upstream;
+    auto response = call(c, "/", body.dump());
     const bool through_reexport = model_.cap(c).kind == CapabilityKind::reexport;
     if (!expect_status(through_reexport ? "export uri (re-exported)" : "export uri", c, response, expected) ||
         expected != 201) {
       return;
     }
     // Exported through the membrane the export capability finally acts on, made through `c`.
-    add_cap(response.body["capability"], CapabilityKind::uri, exporter.tenant, exporter.membrane, -1, c, 0, upstream);
+    const int made = add_cap(response.body["capability"], CapabilityKind::uri, tenant, membrane, -1, c, 0, upstream);
+    if (made < 0) return;
+    apply_grant_fields(made, body);
+    add_revoke_of(made, response.body, tenant);
   }
 
   void reexport() {
@@ -362,17 +469,32 @@ class ModelRun {
     }
     const bool too_far = what.depth + 1 >= storage::kMaxReexportDepth ||
                          model_.walked(target) + model_.walked(c) + 1 > storage::kMaxDependencies;
-    int expected = !model_.alive(c) ? 401 : !model_.alive(target) ? 404 : too_far ? 400 : 201;
-    auto response = call(c, "/", json{{"capability", uri}}.dump());
+    const int tenant = exporter.tenant, membrane = exporter.membrane, depth = what.depth + 1;
+    int expected = admitted(c);
+    if (expected == 0) expected = !model_.alive(target) ? 404 : too_far ? 400 : 201;
+    json body = grant_fields();
+    body["capability"] = uri;
+    auto response = call(c, "/", body.dump());
     if (!expect_status("reexport", c, response, expected) || expected != 201) return;
-    add_cap(response.body["capability"], CapabilityKind::reexport, exporter.tenant, exporter.membrane, target, c,
-            what.depth + 1);
+    const int made = add_cap(response.body["capability"], CapabilityKind::reexport, tenant, membrane, target, c, depth);
+    if (made < 0) return;
+    apply_grant_fields(made, body);
+    add_revoke_of(made, response.body, tenant);
+    // The 201 reports the fewest uses of the chain: a re-export never out-uses its parent.
+    std::optional<std::uint64_t> fewest;
+    for (int g = made; g >= 0; g = model_.cap(g).parent) {
+      if (auto max = model_.cap(g).max_uses; max && (!fewest || *max < *fewest)) fewest = *max;
+    }
+    EXPECT_EQ(response.body.contains("maxUses") ? std::optional(response.body["maxUses"].get<std::uint64_t>()) : std::nullopt,
+              fewest)
+        << response.body.dump();
   }
 
   void revoke() {
     int c = pick(CapabilityKind::revoke);
     if (c < 0) return;
-    int expected = model_.alive(c) ? 202 : 401;
+    int expected = admitted(c);
+    if (expected == 0) expected = 202;
     auto response = call(c, chance(50) ? "/" : "/ignored?x=1", chance(50) ? "" : "not even json");
     if (!expect_status("revoke", c, response, expected) || expected != 202) return;
     EXPECT_EQ(response.body, (json{{"statusCode", 202}, {"message", "Accepted"}}));
@@ -382,7 +504,8 @@ class ModelRun {
   void delete_self() {
     int c = pick(CapabilityKind::delete_self);
     if (c < 0) return;
-    int expected = model_.alive(c) ? 202 : 401;
+    int expected = admitted(c);
+    if (expected == 0) expected = 202;
     auto response = call(c, "/", "");
     if (!expect_status("deleteSelf", c, response, expected) || expected != 202) return;
     EXPECT_EQ(response.body, (json{{"statusCode", 202}, {"message", "Accepted"}}));
@@ -407,6 +530,11 @@ class ModelRun {
     }
     if (!model_.alive(c)) {
       expect_status("query", c, call(c, "/", ""), 401);
+      return;
+    }
+    if (!model_.limited_chain(c).empty()) {  // each call is a use: one page only
+      int status = admitted(c);
+      expect_status("query (limited)", c, call(c, "/?limit=1000", ""), status == 0 ? 200 : status);
       return;
     }
     if (chance(30) && !live.empty()) {  // one by id
@@ -446,6 +574,50 @@ class ModelRun {
       last = page.back()["id"].get<std::string>();
     }
     EXPECT_EQ(got, expected);
+  }
+
+  // A grant's own revoke capability: 202 while its tenant lives (again and again), and the grant
+  // and everything below it dead from then on.
+  void revoke_grant() {
+    int c = pick(CapabilityKind::revoke_grant);
+    if (c < 0) return;
+    int expected = admitted(c);
+    if (expected == 0) expected = 202;
+    auto response = call(c, "/", chance(50) ? "" : "ignored");
+    if (!expect_status("revoke grant", c, response, expected) || expected != 202) return;
+    model_.revoke_grant(model_.cap(model_.terminal(c)).target);
+  }
+
+  // A use of a uri capability as the server makes one at send time: authorised, then admitted
+  // (every grant above it with maxUses gives one, or none does).
+  void use() {
+    int c = pick(CapabilityKind::uri);
+    if (c < 0) return;
+    auto who = api_->authorize("Bearer " + model_.cap(c).token.text());
+    if (who.ok() != model_.alive(c)) {
+      ADD_FAILURE() << "use of " << model_.describe(c) << ": the model says " << (model_.alive(c) ? "alive" : "dead");
+      diverged_ = true;
+      return;
+    }
+    if (!who) return;
+    const bool expected = model_.take_use(c);
+    auto admission = api_->admit_use(*who, std::chrono::steady_clock::now(), true);
+    EXPECT_TRUE(admission.decided);
+    statuses_[admission.refusal ? "use used up" : "use admitted"]++;
+    if (admission.refusal.has_value() == expected) {
+      ADD_FAILURE() << "use of " << model_.describe(c) << ": expected " << (expected ? "admitted" : "used up");
+      diverged_ = true;
+      return;
+    }
+    if (admission.refusal) {
+      EXPECT_EQ(admission.refusal->status, 401);
+    }
+  }
+
+  void advance_clock() {
+    static constexpr std::int64_t kSteps[] = {0, 10'000, 120'000, 900'000, 1'800'000};
+    model_.advance(kSteps[uniform(0, 4)]);
+    statuses_["clock"]++;
   }
 
   // Every capability ever issued resolves exactly when the model says it is alive, and to what it
@@ -504,16 +676,25 @@ class ModelRun {
         diverged_ = true;
       }
       EXPECT_NE(r.kind, CapabilityKind::reexport);
+      // The grants it is a use of: itself and every grant it stands for, nearest first.
+      const auto chain = model_.grant_chain(c);
+      EXPECT_EQ(r.chain.size(), chain.size()) << model_.describe(c);
+      for (std::size_t i = 0; i < std::min(chain.size(), r.chain.size()); ++i) {
+        EXPECT_EQ(r.chain[i].max_uses, model_.cap(chain[i]).max_uses) << model_.describe(c);
+      }
       resolved[static_cast<std::size_t>(c)] = std::move(*who);
     }
     if (testing::Test::HasNonfatalFailure()) diverged_ = true;
   }
 
   TestDatabase db_;
+  // The store's clock: this moment, then only what the model's steps add (whole milliseconds).
+  const std::chrono::system_clock::time_point base_ =
+      std::chrono::time_point_cast<std::chrono::milliseconds>(std::chrono::system_clock::now());
+  Model model_;
   std::unique_ptr<storage::Store> store_;
   std::unique_ptr<api::Api> api_;
   std::mt19937_64 rng_;
-  Model model_;
   int step_ = 0;
   bool diverged_ = false;
   std::map<std::string, int> statuses_;
@@ -686,7 +867,8 @@ TEST_P(MembraneModel, RandomOperationsMatchTheReferenceModel) {
   for (const char* key : {"create 201", "create 409", "create 401", "export uri 201", "export uri 401",
                           "reexport 201", "reexport 401", "reexport 404", "revoke 202", "revoke 401",
                           "deleteSelf 202", "query 200", "create (re-exported) 201", "create (re-exported) 401",
-                          "export uri (re-exported) 201", "export uri (re-exported) 401"}) {
+                          "export uri (re-exported) 201", "export uri (re-exported) 401", "revoke grant 202",
+                          "use admitted", "use used up", "clock"}) {
     if (seeds.size() > 1) {
       EXPECT_GT(statuses[key], 0) << key;
     }

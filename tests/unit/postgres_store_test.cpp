@@ -25,6 +25,7 @@
 #include "storage/open_store.hpp"
 #include "storage/postgres/backend.hpp"
 #include "tests/support/store_backends.hpp"
+#include "tests/support/grants.hpp"
 #include "tests/support/test_support.hpp"
 
 namespace {
@@ -112,7 +113,7 @@ Made make_some(storage::Store& store) {
   if (id) made.tenant_id = *id;
   auto created = store.create_membrane(made.tenant.create, made.membrane);
   EXPECT_TRUE(created.ok()) << created.error().message;
-  auto exported = store.export_uri(made.membrane.export_token, made.exported, simple_config());
+  auto exported = store.export_uri(made.membrane.export_token, made.exported, simple_config(), membraned::test::new_grant());
   EXPECT_TRUE(exported.ok()) << exported.error().message;
   return made;
 }
@@ -255,7 +256,7 @@ TEST(PostgresStore, ManyThreadsShareABoundedPool) {
   at_once(kThreads, [&](int i) {
     for (int j = 0; j < kEach; ++j) {
       Token x = new_token();
-      if (!store->export_uri(made.membrane.export_token, x, simple_config())) ++failures;
+      if (!store->export_uri(made.membrane.export_token, x, simple_config(), membraned::test::new_grant())) ++failures;
       if (!store->resolve(x)) ++failures;
       if (j % 5 == 0) {
         Membrane m{"t" + std::to_string(i) + "-" + std::to_string(j), new_token(), new_token()};
@@ -270,7 +271,9 @@ TEST(PostgresStore, ManyThreadsShareABoundedPool) {
   EXPECT_LE(std::stoi(session.value("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'membraned' "
                                     "AND datname = '" + name + "'")),
             2);
-  EXPECT_EQ(db.count_rows("capabilities"), 3 + 2 + 1 + kThreads * kEach + kThreads * 5 * 2);
+  // Every export also writes its grant's revoke capability.
+  EXPECT_EQ(db.count_rows("capabilities"), 3 + 2 + 2 * (1 + kThreads * kEach) + kThreads * 5 * 2);
+  EXPECT_EQ(db.count_rows("grants"), 1 + kThreads * kEach);
 }
 
 // A statement that waits beyond the statement timeout (here: behind a lock held from outside)
@@ -343,7 +346,7 @@ TEST(PostgresStore, WhileTheDatabaseIsDownEveryOperationIsUnavailableAndItRecove
   Membrane second{"second", new_token(), new_token()};
   ASSERT_TRUE(store->create_membrane(made.tenant.create, second).ok());
   Token in_second = new_token();
-  ASSERT_TRUE(store->export_uri(second.export_token, in_second, simple_config()).ok());
+  ASSERT_TRUE(store->export_uri(second.export_token, in_second, simple_config(), membraned::test::new_grant()).ok());
   ASSERT_TRUE(store->resolve(made.exported).ok());  // now cached too
 
   cluster.halt();
@@ -366,7 +369,7 @@ TEST(PostgresStore, WhileTheDatabaseIsDownEveryOperationIsUnavailableAndItRecove
     ASSERT_FALSE(created.ok());
     expect_unavailable(created.error(), "create_membrane");
     Token x = new_token();
-    auto exported = store->export_uri(made.membrane.export_token, x, simple_config());
+    auto exported = store->export_uri(made.membrane.export_token, x, simple_config(), membraned::test::new_grant());
     ASSERT_FALSE(exported.ok());
     expect_unavailable(exported.error(), "export_uri");
     auto listed = store->list_membranes(made.tenant_id, std::nullopt, 10);

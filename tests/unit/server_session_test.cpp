@@ -573,7 +573,7 @@ TEST_F(SessionTest, AStoredClientKeyOverTheLimitIsNotUsed) {
   ASSERT_TRUE(stored.ok());
   auto acting = api_->authorize("Bearer " + export_capability());
   ASSERT_TRUE(acting.ok());
-  auto made = api_->export_parsed(*acting, *stored);
+  auto made = api_->export_parsed(*acting, {*stored, {}});
   ASSERT_EQ(made.status, 201) << made.body.dump();
   beast::test::stream client(ioc_);
   auto session = connect(client);

@@ -30,6 +30,7 @@
 #include "storage/store.hpp"
 #include "tests/support/store_backends.hpp"
 #include "tests/support/test_pki.hpp"
+#include "tests/support/grants.hpp"
 #include "tests/support/test_support.hpp"
 
 namespace {
@@ -98,11 +99,23 @@ class StoreTest : public testing::TestWithParam<Backend> {
     auto key = MasterKey::from_base64(key_text.value_or(key_text_));
     EXPECT_TRUE(key.ok());
     if (!key) return nullptr;
-    auto store = db_->open(std::move(*key));
+    auto store = db_->open(std::move(*key), 4, {}, [this] { return std::chrono::system_clock::now() + skew(); });
     EXPECT_TRUE(store.ok()) << store.error().message;
     if (!store) return nullptr;
     return std::move(*store);
   }
+
+  // Back to the schema before grants had rows of their own (the latest migration).
+  void undo_grants_migration() {
+    db_->run_sql("DROP TABLE grants");
+    db_->run_sql("ALTER TABLE capabilities DROP COLUMN target_row");
+    db_->run_sql("UPDATE schema_version SET version = version - 1");
+  }
+
+  // The stores' clock runs this far ahead of the system's (advance() moves it, for expiry).
+  std::chrono::system_clock::duration skew() const { return std::chrono::system_clock::duration(skew_.load()); }
+  void advance(std::chrono::system_clock::duration by) { skew_ += by.count(); }
+  std::chrono::system_clock::time_point store_now() const { return std::chrono::system_clock::now() + skew(); }
 
   Tenant tenant() {
     Tenant t{{}, TenantTokens{new_token(), new_token(), new_token()}};
@@ -131,7 +144,7 @@ class StoreTest : public testing::TestWithParam<Backend> {
   // Exports by presenting `exporter`: a membrane's export capability or a re-export of one.
   Token export_uri(const Token& exporter, const UriExport& config = simple_config()) {
     Token t = new_token();
-    auto s = store_->export_uri(exporter, t, config);
+    auto s = store_->export_uri(exporter, t, config, membraned::test::new_grant());
     EXPECT_TRUE(s.ok()) << s.error().message;
     return t;
   }
@@ -139,9 +152,23 @@ class StoreTest : public testing::TestWithParam<Backend> {
     return export_uri(m.export_token, config);
   }
 
+  // An export with a grant of its own (its handle and revoke capability in `grant`).
+  Token export_granted(const Membrane& m, const membraned::storage::NewGrant& grant) {
+    Token t = new_token();
+    auto s = store_->export_uri(m.export_token, t, simple_config(), grant);
+    EXPECT_TRUE(s.ok()) << s.error().message;
+    return t;
+  }
+  Token reexport_granted(const Membrane& m, const Token& target, const membraned::storage::NewGrant& grant) {
+    Token t = new_token();
+    auto s = store_->export_reexport(m.export_token, t, target, grant);
+    EXPECT_TRUE(s.ok()) << s.error().message;
+    return t;
+  }
+
   Token reexport(const Token& exporter, const Token& target) {
     Token t = new_token();
-    auto s = store_->export_reexport(exporter, t, target);
+    auto s = store_->export_reexport(exporter, t, target, membraned::test::new_grant());
     EXPECT_TRUE(s.ok()) << s.error().message;
     return t;
   }
@@ -188,6 +215,7 @@ class StoreTest : public testing::TestWithParam<Backend> {
 
   std::optional<TestDatabase> db_;
   std::string key_text_;
+  std::atomic<std::chrono::system_clock::duration::rep> skew_{0};
   std::unique_ptr<Store> store_;
 };
 
@@ -543,13 +571,13 @@ TEST_P(StoreTest, ReexportOfAnUnknownOrDeadTokenIsNotFound) {
 
   for (const Token* target : {&dead_uri, &dead.export_token}) {
     Token t = new_token();
-    auto s = store_->export_reexport(m.export_token, t, *target);
+    auto s = store_->export_reexport(m.export_token, t, *target, membraned::test::new_grant());
     ASSERT_FALSE(s.ok());
     EXPECT_EQ(s.error().kind, ErrorKind::not_found);
     EXPECT_FALSE(alive(t));
   }
   Token t = new_token();
-  auto s = store_->export_reexport(m.export_token, t, new_token());
+  auto s = store_->export_reexport(m.export_token, t, new_token(), membraned::test::new_grant());
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.error().kind, ErrorKind::not_found);
   EXPECT_FALSE(alive(t));
@@ -562,11 +590,11 @@ TEST_P(StoreTest, ExportingThroughARevokedMembraneIsRefused) {
   Token target = export_uri(other);
   ASSERT_TRUE(revoke(m).ok());
   Token t1 = new_token();
-  auto s1 = store_->export_uri(m.export_token, t1, simple_config());
+  auto s1 = store_->export_uri(m.export_token, t1, simple_config(), membraned::test::new_grant());
   ASSERT_FALSE(s1.ok());
   EXPECT_EQ(s1.error().kind, ErrorKind::unauthorized);
   Token t2 = new_token();
-  auto s2 = store_->export_reexport(m.export_token, t2, target);
+  auto s2 = store_->export_reexport(m.export_token, t2, target, membraned::test::new_grant());
   ASSERT_FALSE(s2.ok());
   EXPECT_EQ(s2.error().kind, ErrorKind::unauthorized);
   EXPECT_FALSE(alive(t1));
@@ -604,8 +632,8 @@ TEST_P(StoreTest, WritesRefuseAPresentedCapabilityOfAnotherKindOrAnUnknownOne) {
                              &re_query, &unknown}) {
     SCOPED_TRACE("export with #" + std::to_string(n++));
     Token t1 = new_token(), t2 = new_token();
-    expect_unauthorized(store_->export_uri(*wrong, t1, simple_config()), "export uri");
-    expect_unauthorized(store_->export_reexport(*wrong, t2, a.tokens.query), "reexport");
+    expect_unauthorized(store_->export_uri(*wrong, t1, simple_config(), membraned::test::new_grant()), "export uri");
+    expect_unauthorized(store_->export_reexport(*wrong, t2, a.tokens.query, membraned::test::new_grant()), "reexport");
     EXPECT_FALSE(alive(t1));
     EXPECT_FALSE(alive(t2));
   }
@@ -686,8 +714,8 @@ TEST_P(StoreTest, AWriteAfterTheRevocationOfWhatItWasAuthorisedWithIsRefused) {
   Membrane made{"made", new_token(), new_token()};
   auto s1 = store_->create_membrane(create, made);
   Token t2 = new_token(), t3 = new_token();
-  auto s2 = store_->export_uri(exp, t2, simple_config());
-  auto s3 = store_->export_reexport(exp, t3, a.tokens.query);
+  auto s2 = store_->export_uri(exp, t2, simple_config(), membraned::test::new_grant());
+  auto s3 = store_->export_reexport(exp, t3, a.tokens.query, membraned::test::new_grant());
   auto s4 = store_->revoke_membrane(rev);
   auto s5 = store_->delete_tenant(del);
   int i = 0;
@@ -789,9 +817,9 @@ TEST_P(StoreTest, NothingIsMadeBeyondTheDependencyBound) {
     EXPECT_FALSE(found->has_value()) << "refused, yet stored";
   }
   Token t2 = new_token(), t3 = new_token(), t4 = new_token();
-  expect_bounded(store_->export_uri(b_export, t2, simple_config()), {&t2}, "export_uri");
-  expect_bounded(store_->export_reexport(b_export, t3, b.tokens.query), {&t3}, "export_reexport");
-  expect_bounded(store_->export_reexport(chain, t4, ma.export_token), {&t4}, "export_reexport along the chain");
+  expect_bounded(store_->export_uri(b_export, t2, simple_config(), membraned::test::new_grant()), {&t2}, "export_uri");
+  expect_bounded(store_->export_reexport(b_export, t3, b.tokens.query, membraned::test::new_grant()), {&t3}, "export_reexport");
+  expect_bounded(store_->export_reexport(chain, t4, ma.export_token, membraned::test::new_grant()), {&t4}, "export_reexport along the chain");
   // Below the bound all is as usual.
   Token x = export_uri(chain);
   EXPECT_EQ(walked(x), kMaxDependencies - 1);
@@ -854,7 +882,7 @@ TEST_P(CascadeTest, RevokingTheRootMembraneKillsEveryDescendant) {
   EXPECT_TRUE(alive(other_in_m2));
   // Nothing dead can be re-exported back to life.
   Token again = new_token();
-  auto s = store_->export_reexport(t.m[1].export_token, again, t.x2);
+  auto s = store_->export_reexport(t.m[1].export_token, again, t.x2, membraned::test::new_grant());
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.error().kind, ErrorKind::not_found);
 }
@@ -994,7 +1022,7 @@ TEST_P(StoreTest, DeleteTenantKillsEverythingOfItsAndReexportsOfItOnly) {
   EXPECT_EQ(list_ids(b.id, std::nullopt, 10, &completed), (std::vector<std::string>{"shared id"}));
   // Nothing of A's can be re-exported any more.
   Token t = new_token();
-  auto s = store_->export_reexport(mb.export_token, t, a.tokens.query);
+  auto s = store_->export_reexport(mb.export_token, t, a.tokens.query, membraned::test::new_grant());
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.error().kind, ErrorKind::not_found);
 }
@@ -1008,7 +1036,7 @@ TEST_P(StoreTest, ReexportChainsAreLimitedInDepth) {
   std::vector<Token> chain{x};
   for (int i = 1; i < kMaxReexportDepth; ++i) {
     Token t = new_token();
-    auto s = store_->export_reexport(m1.export_token, t, chain.back());
+    auto s = store_->export_reexport(m1.export_token, t, chain.back(), membraned::test::new_grant());
     ASSERT_TRUE(s.ok()) << "link " << i << ": " << s.error().message;
     chain.push_back(t);
   }
@@ -1016,7 +1044,7 @@ TEST_P(StoreTest, ReexportChainsAreLimitedInDepth) {
   expect_kind(chain.back(), CapabilityKind::uri, a.id, r0, kMaxReexportDepth - 1);
   // The kMaxReexportDepth-th link is refused, and nothing was stored.
   Token too_deep = new_token();
-  auto s = store_->export_reexport(m1.export_token, too_deep, chain.back());
+  auto s = store_->export_reexport(m1.export_token, too_deep, chain.back(), membraned::test::new_grant());
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.error().kind, ErrorKind::invalid_input) << s.error().message;
   EXPECT_FALSE(alive(too_deep));
@@ -1124,7 +1152,7 @@ TEST_P(StoreTest, ExportsMadeThroughAReexportedExportDieWithTheMembraneItWentThr
   EXPECT_TRUE(alive(a.tokens.query));
   // Nothing more is exported through it.
   Token t = new_token();
-  auto s = store_->export_uri(exp, t, simple_config());
+  auto s = store_->export_uri(exp, t, simple_config(), membraned::test::new_grant());
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.error().kind, ErrorKind::unauthorized);
   EXPECT_FALSE(alive(t));
@@ -1264,12 +1292,12 @@ TEST_P(StoreTest, AWriteBeyondATenantsQuotaIsRefusedAndStoresNothing) {
   Token x = export_uri(m);
   reexport(m, x);
   Token over = new_token();
-  auto e = store_->export_uri(m.export_token, over, simple_config());
+  auto e = store_->export_uri(m.export_token, over, simple_config(), membraned::test::new_grant());
   ASSERT_FALSE(e.ok());
   EXPECT_EQ(e.error().kind, ErrorKind::quota);
   EXPECT_EQ(e.error().message, "this tenant holds 2 grants, the most it may hold");
   EXPECT_FALSE(alive(over));
-  e = store_->export_reexport(m.export_token, over, x);
+  e = store_->export_reexport(m.export_token, over, x, membraned::test::new_grant());
   ASSERT_FALSE(e.ok());
   EXPECT_EQ(e.error().kind, ErrorKind::quota);
   // Tenant a's grants are its own: b's full quota does not touch them.
@@ -1290,7 +1318,7 @@ TEST_P(StoreTest, ConcurrentExportsNeverExceedTheGrantQuota) {
   for (int i = 0; i < 4; ++i) {
     threads.emplace_back([&] {
       for (int j = 0; j < 10; ++j) {
-        auto s = store_->export_uri(m.export_token, new_token(), simple_config());
+        auto s = store_->export_uri(m.export_token, new_token(), simple_config(), membraned::test::new_grant());
         if (s) {
           ++stored;
         } else if (s.error().kind == ErrorKind::quota) {
@@ -1321,7 +1349,7 @@ TEST_P(StoreTest, TheByteQuotaCountsWhatIsSealed) {
   const UriExport big = uri_config(nlohmann::json{{"uri", "https://upstream.example/x"}, {"headers", headers}}.dump());
   int stored = 0;
   core::Status last = core::ok_status();
-  while ((last = store_->export_uri(m.export_token, new_token(), big))) ++stored;
+  while ((last = store_->export_uri(m.export_token, new_token(), big, membraned::test::new_grant()))) ++stored;
   EXPECT_EQ(last.error().kind, ErrorKind::quota);
   EXPECT_GE(stored, 2);
   EXPECT_LE(stored, 4);  // 16 KB each, sealed: at most 64 KiB in all
@@ -1335,7 +1363,8 @@ TEST_P(StoreTest, TheQuotaMigrationCountsWhatADatabaseAlreadyHolds) {
   export_uri(m);
   export_uri(m);
   store_.reset();
-  // Back to the schema before the usage table.
+  // Back to the schema before the usage table (and the grants that came after it).
+  undo_grants_migration();
   db_->run_sql("DROP TABLE tenant_usage");
   db_->run_sql("UPDATE schema_version SET version = version - 1");
   auto key = MasterKey::from_base64(key_text_);
@@ -1346,7 +1375,7 @@ TEST_P(StoreTest, TheQuotaMigrationCountsWhatADatabaseAlreadyHolds) {
   EXPECT_EQ(db_->run_sql("SELECT membranes FROM tenant_usage WHERE tenant_id = '" + t.id + "'"), "1");
   EXPECT_EQ(db_->run_sql("SELECT grants FROM tenant_usage WHERE tenant_id = '" + t.id + "'"), "2");
   export_uri(m);  // the third grant
-  auto over = store_->export_uri(m.export_token, new_token(), simple_config());
+  auto over = store_->export_uri(m.export_token, new_token(), simple_config(), membraned::test::new_grant());
   ASSERT_FALSE(over.ok());
   EXPECT_EQ(over.error().kind, ErrorKind::quota);
 }
@@ -1705,7 +1734,7 @@ TEST_P(StoreTest, ConcurrentWritersAndReadersKeepTheStoreConsistent) {
         auto r = store_->resolve(m.export_token);
         if (!r || !r->membrane) { ++failures; continue; }
         Token x = new_token();
-        if (!store_->export_uri(m.export_token, x, simple_config())) ++failures;
+        if (!store_->export_uri(m.export_token, x, simple_config(), membraned::test::new_grant())) ++failures;
         if (!store_->resolve(x)) ++failures;
         if (j % 2 == 0) {
           if (!store_->revoke_membrane(m.revoke_token)) ++failures;
@@ -1791,6 +1820,317 @@ TEST_P(StoreTest, ARestoredDatabaseDoesNotReviveCachedResolutions) {
   auto seen = store_->resolve(x);
   ASSERT_FALSE(seen.ok()) << "this store answered a capability revoked through another";
   EXPECT_EQ(seen.error().kind, ErrorKind::unauthorized);
+}
+
+// --- grants (contract §11-12) --------------------------------------------------------------------
+
+core::GrantLimits limits_expiring_at(std::chrono::system_clock::time_point at) {
+  core::GrantLimits limits;
+  limits.expires_at = at;
+  return limits;
+}
+
+// A grant's own revoke capability cuts the grant and every re-export below it, through any
+// membrane, and nothing else; repeated, it succeeds again.
+TEST_P(StoreTest, RevokingAGrantCutsItAndItsReExportsAndNothingElse) {
+  Tenant t = tenant();
+  Membrane m = membrane(t, "m");
+  Membrane n = membrane(t, "n");
+  const auto gx = membraned::test::new_grant();
+  Token x = export_granted(m, gx);
+  Token y = reexport(n, x);          // through another membrane
+  Token z = export_uri(m);           // a sibling on the same membrane
+  Token w = reexport(m, z);
+  ASSERT_TRUE(alive(x) && alive(y) && alive(z) && alive(w));
+
+  auto revoker = store_->resolve(gx.revoke);
+  ASSERT_TRUE(revoker.ok());
+  EXPECT_EQ(revoker->kind, CapabilityKind::revoke_grant);
+  ASSERT_TRUE(store_->revoke_grant(gx.revoke).ok());
+  EXPECT_FALSE(alive(x));
+  EXPECT_FALSE(alive(y));
+  EXPECT_TRUE(alive(z));
+  EXPECT_TRUE(alive(w));
+  EXPECT_TRUE(alive(m.export_token));
+  EXPECT_TRUE(alive(n.export_token));
+  EXPECT_TRUE(store_->revoke_grant(gx.revoke).ok()) << "a repeated revoke succeeds again";
+  EXPECT_FALSE(alive(x));
+}
+
+// Revoking a re-export's grant leaves the grant it stands for alone.
+TEST_P(StoreTest, RevokingAReExportsGrantLeavesItsParent) {
+  Tenant t = tenant();
+  Membrane m = membrane(t, "m");
+  Membrane n = membrane(t, "n");
+  Token x = export_uri(m);
+  const auto gy = membraned::test::new_grant();
+  Token y = reexport_granted(n, x, gy);
+  Token y2 = reexport(m, y);
+  ASSERT_TRUE(store_->revoke_grant(gy.revoke).ok());
+  EXPECT_FALSE(alive(y));
+  EXPECT_FALSE(alive(y2));
+  EXPECT_TRUE(alive(x));
+}
+
+// Only a grant's revoke capability revokes it: a membrane's or an export capability presented
+// as one is refused and cuts nothing.
+TEST_P(StoreTest, OnlyAGrantsRevokeCapabilityRevokesIt) {
+  Tenant t = tenant();
+  Membrane m = membrane(t, "m");
+  Token x = export_uri(m);
+  for (const Token* wrong : {&m.revoke_token, &m.export_token, &x, &t.tokens.create}) {
+    auto s = store_->revoke_grant(*wrong);
+    ASSERT_FALSE(s.ok());
+    EXPECT_EQ(s.error().kind, ErrorKind::unauthorized);
+  }
+  EXPECT_TRUE(alive(x));
+}
+
+// A grant's revoke capability outlives its grant's membrane (it depends only on its tenant): a
+// revoke after the membrane's still answers success; with the tenant it dies.
+TEST_P(StoreTest, AGrantsRevokeCapabilityOutlivesItsMembraneNotItsTenant) {
+  Tenant t = tenant();
+  Membrane m = membrane(t, "m");
+  const auto gx = membraned::test::new_grant();
+  Token x = export_granted(m, gx);
+  ASSERT_TRUE(revoke(m).ok());
+  EXPECT_FALSE(alive(x));
+  EXPECT_TRUE(store_->revoke_grant(gx.revoke).ok());
+  ASSERT_TRUE(store_->delete_tenant(t.tokens.delete_self).ok());
+  EXPECT_FALSE(store_->revoke_grant(gx.revoke).ok());
+}
+
+// A grant revoked on one store is dead on another sharing the database once the revoke has
+// settled, its cached resolution included.
+TEST_P(StoreTest, AGrantRevokedByAnotherStoreIsDeadAfterTheSettleTime) {
+  auto other = open_store();
+  ASSERT_NE(other, nullptr);
+  Tenant t = tenant();
+  Membrane m = membrane(t, "m");
+  const auto gx = membraned::test::new_grant();
+  Token x = export_granted(m, gx);
+  auto cached = store_->resolve(x);
+  ASSERT_TRUE(cached.ok());
+  ASSERT_TRUE(other->revoke_grant(gx.revoke).ok());
+  std::this_thread::sleep_for(other->revocation_settle());
+  EXPECT_FALSE(store_->still_current(*cached));
+  EXPECT_FALSE(store_->resolve(x).ok());
+}
+
+// Expiry ends a grant at its time, from the cache too, and with it every re-export below it and
+// everything made through it; its siblings live on.
+TEST_P(StoreTest, AnExpiredGrantNoLongerResolvesNorDoesAnythingBelowIt) {
+  using namespace std::chrono_literals;
+  Tenant t = tenant();
+  Membrane m = membrane(t, "m");
+  Membrane n = membrane(t, "n");
+  Token x = export_granted(m, membraned::test::new_grant(limits_expiring_at(store_now() + 1h)));
+  Token y = reexport(n, x);
+  Token z = export_uri(m);
+  auto before = store_->resolve(y);  // cached from now on
+  ASSERT_TRUE(before.ok());
+  ASSERT_TRUE(before->expires_at.has_value());
+  EXPECT_LE(*before->expires_at - store_now(), 1h);
+  advance(59min);
+  EXPECT_TRUE(alive(x));
+  EXPECT_TRUE(alive(y));
+  advance(2min);
+  EXPECT_FALSE(alive(x));
+  EXPECT_FALSE(alive(y));
+  EXPECT_TRUE(alive(z));
+  auto fresh = open_store();  // an uncached resolution says the same
+  ASSERT_NE(fresh, nullptr);
+  EXPECT_FALSE(fresh->resolve(y).ok());
+}
+
+// The send-time check: a resolution made before its grant expired is no longer current after.
+TEST_P(StoreTest, AResolutionIsNotCurrentOnceItsGrantHasExpired) {
+  using namespace std::chrono_literals;
+  Tenant t = tenant();
+  Membrane m = membrane(t, "m");
+  Token x = export_granted(m, membraned::test::new_grant(limits_expiring_at(store_now() + 1min)));
+  auto resolved = store_->resolve(x);
+  ASSERT_TRUE(resolved.ok());
+  for (int i = 0; i < 500 && !store_->still_current(*resolved); ++i) std::this_thread::sleep_for(10ms);
+  EXPECT_TRUE(store_->still_current(*resolved));
+  advance(2min);
+  EXPECT_FALSE(store_->still_current(*resolved));
+}
+
+// A re-export of an export capability with an expiry: what was exported through it dies with it.
+TEST_P(StoreTest, WhatWasMadeThroughAnExpiredCapabilityDiesWithIt) {
+  using namespace std::chrono_literals;
+  Tenant t = tenant();
+  Membrane m = membrane(t, "m");
+  Membrane n = membrane(t, "n");
+  Token delegated = reexport_granted(n, m.export_token, membraned::test::new_grant(limits_expiring_at(store_now() + 10min)));
+  Token made = export_uri(delegated);
+  EXPECT_TRUE(alive(made));
+  advance(11min);
+  EXPECT_FALSE(alive(made));
+  EXPECT_FALSE(alive(delegated));
+}
+
+// A resolution lists the grants of its chain, presented first, with what limits their use.
+TEST_P(StoreTest, AResolutionListsTheGrantsOfItsChainWithTheirLimits) {
+  Tenant t = tenant();
+  Membrane m = membrane(t, "m");
+  Membrane n = membrane(t, "n");
+  core::GrantLimits upper;
+  upper.max_uses = 100;
+  upper.rate_limit = core::RateLimit{10, 60};
+  upper.label = "partner";
+  core::GrantLimits lower;
+  lower.allow_from = {*core::Cidr::parse("10.0.0.0/8"), *core::Cidr::parse("2001:db8::/32")};
+  const auto gx = membraned::test::new_grant(upper);
+  const auto gy = membraned::test::new_grant(lower);
+  Token x = export_granted(m, gx);
+  Token y = reexport_granted(n, x, gy);
+  auto resolved = store_->resolve(y);
+  ASSERT_TRUE(resolved.ok());
+  ASSERT_EQ(resolved->chain.size(), 2u);
+  EXPECT_EQ(resolved->chain[0].id, gy.id);
+  EXPECT_FALSE(resolved->chain[0].max_uses.has_value());
+  ASSERT_EQ(resolved->chain[0].allow_from.size(), 2u);
+  EXPECT_EQ(resolved->chain[0].allow_from[1].to_string(), "2001:db8::/32");
+  EXPECT_EQ(resolved->chain[1].id, gx.id);
+  EXPECT_EQ(resolved->chain[1].max_uses, 100u);
+  EXPECT_EQ(resolved->chain[1].rate_limit, (core::RateLimit{10, 60}));
+  EXPECT_TRUE(resolved->chain[1].allow_from.empty());
+  EXPECT_FALSE(resolved->expires_at.has_value());
+  // A membrane's own capability is no grant.
+  auto own = store_->resolve(m.export_token);
+  ASSERT_TRUE(own.ok());
+  EXPECT_TRUE(own->chain.empty());
+}
+
+// A database from before grants had rows: the migration gives every existing export and
+// re-export a handle of its own (and no limits), and they keep working.
+TEST_P(StoreTest, TheGrantsMigrationGivesExistingGrantsAHandle) {
+  Tenant t = tenant();
+  Membrane m = membrane(t, "m");
+  Membrane n = membrane(t, "n");
+  Token x = export_uri(m);
+  Token y = reexport(n, x);
+  store_.reset();
+  undo_grants_migration();
+  store_ = open_store();
+  ASSERT_NE(store_, nullptr);
+  EXPECT_EQ(db_->count_rows("grants"), 2);
+  auto resolved = store_->resolve(y);
+  ASSERT_TRUE(resolved.ok()) << resolved.error().message;
+  ASSERT_EQ(resolved->chain.size(), 2u);
+  for (const auto& grant : resolved->chain) {
+    EXPECT_EQ(grant.id.size(), 26u) << grant.id;
+    EXPECT_EQ(grant.id.rfind("g_", 0), 0u) << grant.id;
+    EXPECT_FALSE(grant.max_uses || grant.rate_limit);
+  }
+  EXPECT_NE(resolved->chain[0].id, resolved->chain[1].id);
+}
+
+core::GrantLimits limits_with_uses(std::uint64_t max_uses) {
+  core::GrantLimits limits;
+  limits.max_uses = max_uses;
+  return limits;
+}
+
+// Takes uses of `token`'s chain until the store says used up: how many it got.
+int take_all(Store& store, const Token& token) {
+  auto resolved = store.resolve(token);
+  if (!resolved) return 0;
+  int taken = 0;
+  for (;;) {
+    auto took = store.take_uses(resolved->chain);
+    EXPECT_TRUE(took.ok()) << took.error().message;
+    if (!took || !*took) return taken;
+    ++taken;
+  }
+}
+
+// maxUses is exact under concurrency: eight threads taking uses get exactly maxUses in all.
+TEST_P(StoreTest, ConcurrentTakersGetExactlyMaxUses) {
+  Tenant t = tenant();
+  Membrane m = membrane(t, "m");
+  Token x = export_granted(m, membraned::test::new_grant(limits_with_uses(500)));
+  std::atomic<int> taken{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 8; ++i) threads.emplace_back([&] { taken += take_all(*store_, x); });
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(taken.load(), 500);
+}
+
+// Two stores on one database (two instances): together exactly maxUses, however they interleave.
+TEST_P(StoreTest, TwoStoresOnOneDatabaseTogetherGetExactlyMaxUses) {
+  auto other = open_store();
+  ASSERT_NE(other, nullptr);
+  Tenant t = tenant();
+  Membrane m = membrane(t, "m");
+  Token x = export_granted(m, membraned::test::new_grant(limits_with_uses(300)));
+  std::atomic<int> taken{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 3; ++i) {
+    threads.emplace_back([&] { taken += take_all(*store_, x); });
+    threads.emplace_back([&] { taken += take_all(*other, x); });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(taken.load(), 300);
+}
+
+// A store that goes away with uses in hand (a crash) loses them; the next never gets more than
+// maxUses in all, and loses at most what the first held.
+TEST_P(StoreTest, AStoreThatDiesWithUsesInHandLosesThemAndNeverAddsAny) {
+  Tenant t = tenant();
+  Membrane m = membrane(t, "m");
+  Token x = export_granted(m, membraned::test::new_grant(limits_with_uses(1000)));
+  auto first = open_store();
+  ASSERT_NE(first, nullptr);
+  auto resolved = first->resolve(x);
+  ASSERT_TRUE(resolved.ok());
+  int before = 0;
+  for (; before < 3; ++before) ASSERT_TRUE(*first->take_uses(resolved->chain));
+  const std::int64_t reserved = std::stoll(db_->run_sql("SELECT sum(reserved_uses) FROM grants"));
+  first.reset();  // its unused reservation is gone with it
+  const int after = take_all(*store_, x);
+  EXPECT_LE(before + after, 1000);
+  EXPECT_GE(before + after, 1000 - reserved);
+  EXPECT_EQ(std::stoll(db_->run_sql("SELECT sum(reserved_uses) FROM grants")), 1000);
+}
+
+// A use of a re-export is a use of the grant it stands for: the parent's uses run out through
+// its child, and then the parent itself is used up too.
+TEST_P(StoreTest, AUseOfAReExportIsAUseOfEveryGrantAboveIt) {
+  Tenant t = tenant();
+  Membrane m = membrane(t, "m");
+  Membrane n = membrane(t, "n");
+  Token x = export_granted(m, membraned::test::new_grant(limits_with_uses(20)));
+  Token y = reexport_granted(n, x, membraned::test::new_grant(limits_with_uses(1000)));
+  EXPECT_EQ(take_all(*store_, y), 20);
+  EXPECT_EQ(take_all(*store_, x), 0);
+  EXPECT_TRUE(alive(x)) << "used up is not revoked: the grant still resolves";
+}
+
+// Grants without maxUses never touch the use ledger: no reservation is written.
+TEST_P(StoreTest, UnlimitedGrantsTakeUsesWithoutWriting) {
+  Tenant t = tenant();
+  Membrane m = membrane(t, "m");
+  Token x = export_uri(m);
+  auto resolved = store_->resolve(x);
+  ASSERT_TRUE(resolved.ok());
+  for (int i = 0; i < 100; ++i) EXPECT_EQ(store_->take_uses_in_hand(resolved->chain), true);
+  EXPECT_EQ(db_->run_sql("SELECT sum(reserved_uses) FROM grants"), "0");
+}
+
+// Two grants cannot share a handle: the second export fails and stores nothing.
+TEST_P(StoreTest, AGrantHandleIsUnique) {
+  Tenant t = tenant();
+  Membrane m = membrane(t, "m");
+  auto grant = membraned::test::new_grant();
+  export_granted(m, grant);
+  grant.revoke = new_token();
+  Token second = new_token();
+  auto s = store_->export_uri(m.export_token, second, simple_config(), grant);
+  EXPECT_FALSE(s.ok());
+  EXPECT_FALSE(alive(second));
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, StoreTest, testing::ValuesIn(membraned::test::kBackends), backend_suffix);

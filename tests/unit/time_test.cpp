@@ -38,6 +38,27 @@ TEST(LogTimestamp, FractionsBelowAMillisecondAreCutNotRounded) {
   EXPECT_EQ(format_log_timestamp(at("2026-06-01T00:00:00Z") + 1500us), "2026-06-01T00:00:00.001Z");
 }
 
+TEST(Rfc3339, WholeSecondsCarryNoFraction) {
+  EXPECT_EQ(format_rfc3339(at("2026-12-31T23:59:59Z")), "2026-12-31T23:59:59Z");
+  EXPECT_EQ(format_rfc3339(system_clock::time_point{}), "1970-01-01T00:00:00Z");
+  EXPECT_EQ(format_rfc3339(at("1969-12-31T23:59:59Z")), "1969-12-31T23:59:59Z");
+}
+
+TEST(Rfc3339, OtherTimesCarryMillisecondsCutNotRounded) {
+  EXPECT_EQ(format_rfc3339(at("2026-01-02T03:04:05Z") + 7ms), "2026-01-02T03:04:05.007Z");
+  EXPECT_EQ(format_rfc3339(at("2026-12-31T23:59:59Z") + 999999us), "2026-12-31T23:59:59.999Z");
+  // Below a millisecond there is nothing to show: the whole second.
+  EXPECT_EQ(format_rfc3339(at("2026-06-01T00:00:00Z") + 999us), "2026-06-01T00:00:00Z");
+}
+
+TEST(Rfc3339, ParsesBackToTheSameTime) {
+  for (auto t : {at("2026-12-31T23:59:59Z"), at("2024-02-29T12:00:00Z") + 123ms}) {
+    auto again = parse_iso8601(format_rfc3339(t));
+    ASSERT_TRUE(again.ok()) << again.error().message;
+    EXPECT_EQ(*again, t);
+  }
+}
+
 // --- parsing ------------------------------------------------------------------------------------
 
 TEST(Iso8601, ZuluForm) {
@@ -96,6 +117,13 @@ TEST(Iso8601, RejectsGarbage) {
       EXPECT_EQ(t.error().field, "Expiration");
     }
   }
+}
+
+TEST(Iso8601, ErrorsNameTheFieldTheCallerGives) {
+  auto t = parse_iso8601("tomorrow", "expiresAt");
+  ASSERT_FALSE(t.ok());
+  EXPECT_EQ(t.error().field, "expiresAt");
+  EXPECT_EQ(t.error().message, "expiresAt is not an ISO 8601 date-time with a zone (tomorrow)");
 }
 
 // Found by fuzzing (tests/fuzz/regressions/credentials_json): a credential document that expires
