@@ -7,6 +7,8 @@
 #include "core/encoding.hpp"
 #include "core/export_config.hpp"
 #include "core/http.hpp"
+#include "core/time.hpp"
+#include "storage/resolution.hpp"
 
 namespace membraned::api {
 
@@ -171,6 +173,39 @@ json grant_json(const Authorized& who, const core::GrantLimits& own, const std::
   return core::grant_limits_json(core::narrowed(effective, own));
 }
 
+json time_or_null(const std::optional<std::int64_t>& unix_ms) {
+  if (!unix_ms) return nullptr;
+  return core::format_rfc3339(storage::from_unix_ms(*unix_ms));
+}
+
+// One inventory entry (contract §12): every field present, null when it does not apply.
+json grant_entry_json(const storage::GrantEntry& e) {
+  json allow_from = nullptr;
+  if (!e.allow_from.empty()) {
+    allow_from = json::array();
+    for (const auto& cidr : e.allow_from) allow_from.push_back(cidr.to_string());
+  }
+  json rate = nullptr;
+  if (e.rate_limit) rate = json{{"requests", e.rate_limit->requests}, {"perSeconds", e.rate_limit->per_seconds}};
+  return json{{"id", e.id},
+              {"label", e.label ? json(*e.label) : json(nullptr)},
+              {"membrane", e.membrane},
+              {"kind", e.reexport ? "reexport" : "uri"},
+              {"operation", e.operation.empty() ? json(nullptr) : json(e.operation)},
+              {"target", e.target ? json(e.target->target) : json(nullptr)},
+              {"method", e.target && e.target->method ? json(*e.target->method) : json(nullptr)},
+              {"standsFor", e.stands_for ? json(*e.stands_for) : json(nullptr)},
+              {"createdAt", core::format_rfc3339(std::chrono::system_clock::time_point(std::chrono::seconds(e.created_at)))},
+              {"expiresAt", time_or_null(e.expires_at_ms)},
+              {"maxUses", e.max_uses ? json(*e.max_uses) : json(nullptr)},
+              {"uses", e.uses},
+              {"lastUsedAt", time_or_null(e.last_used_at_ms)},
+              {"rateLimit", std::move(rate)},
+              {"allowFrom", std::move(allow_from)},
+              {"revoked", e.revoked_at_ms.has_value()},
+              {"revokedAt", time_or_null(e.revoked_at_ms)}};
+}
+
 // A grant's public handle: not a secret (it opens nothing), only unique; 96 random bits.
 core::Result<storage::NewGrant> new_grant(const core::GrantLimits& limits) {
   auto id = core::random_bytes(12);
@@ -247,12 +282,27 @@ Response Api::query_membranes(const Authorized& who, std::string_view target) {
   std::size_t q = target.find('?');
   auto params = core::parse_form_query(q == std::string_view::npos ? std::string_view{} : target.substr(q + 1));
   if (!params) return error_response(params.error());
-  std::optional<std::string> id, last_id, limit_text;
+  std::optional<std::string> id, last_id, limit_text, exports_of, grant;
   for (auto& [name, value] : *params) {
-    std::optional<std::string>* slot = name == "id" ? &id : name == "lastId" ? &last_id : name == "limit" ? &limit_text : nullptr;
+    std::optional<std::string>* slot = name == "id"          ? &id
+                                       : name == "lastId"    ? &last_id
+                                       : name == "limit"     ? &limit_text
+                                       : name == "exportsOf" ? &exports_of
+                                       : name == "grant"     ? &grant
+                                                             : nullptr;
     if (slot == nullptr) continue;  // other parameters are not ours to judge
     if (slot->has_value()) return error_response(400, name + " is given more than once");
     *slot = std::move(value);
+  }
+  if (static_cast<int>(id.has_value()) + exports_of.has_value() + grant.has_value() > 1) {
+    return error_response(400, "id, exportsOf and grant cannot be combined");
+  }
+  if (grant) {
+    auto found = store_.find_grant(who.resolved.tenant_id, *grant);
+    if (!found) return error_response(found.error());
+    json exports = json::array();
+    if (*found) exports.push_back(grant_entry_json(**found));
+    return {200, json{{"exports", std::move(exports)}, {"completed", true}}};
   }
   if (id) {
     auto found = store_.find_membrane(who.resolved.tenant_id, *id);
@@ -271,6 +321,13 @@ Response Api::query_membranes(const Authorized& who, std::string_view target) {
       return error_response(400, "limit must be a positive integer");
     }
     limit = overflow ? kMaxQueryLimit : static_cast<std::size_t>(std::min<std::uint64_t>(n, kMaxQueryLimit));
+  }
+  if (exports_of) {
+    auto grants = store_.list_grants(who.resolved.tenant_id, *exports_of, last_id, limit);
+    if (!grants) return error_response(grants.error());
+    json exports = json::array();
+    for (const auto& entry : grants->grants) exports.push_back(grant_entry_json(entry));
+    return {200, json{{"exports", std::move(exports)}, {"completed", grants->completed}}};
   }
   auto page = store_.list_membranes(who.resolved.tenant_id, last_id, limit);
   if (!page) return error_response(page.error());

@@ -19,6 +19,16 @@ using sealing::uri_config_context;
 
 namespace {
 
+// Where a uri export leads, as the inventory shows it: scheme, authority and path, never the
+// query (it may carry a secret), and the method.
+nlohmann::json grant_target_json(const core::UriExport& config) {
+  nlohmann::json target = {{"target", std::string(config.target.https ? "https://" : "http://") +
+                                          config.target.authority + config.target.path}};
+  if (config.method) target["method"] = *config.method;
+  return target;
+}
+
+
 constexpr std::string_view kKeyCheckName = "key_check";
 constexpr std::size_t kMaxPageLimit = 1'000'000;
 
@@ -403,7 +413,8 @@ Status MembraneStore::export_uri(const Token& presented, const Token& token, con
                          .membrane = acting->membrane,
                          .via = acting->presented,
                          .sealed_config = *sealed,
-                         .created_at = now_seconds()});
+                         .created_at = now_seconds()},
+                        to_string(CapabilityKind::uri), config);
   });
 }
 
@@ -431,21 +442,30 @@ Status MembraneStore::export_reexport(const Token& presented, const Token& token
                          .membrane = acting->membrane,
                          .parent = resolved->presented,
                          .via = acting->presented,
-                         .created_at = now_seconds()});
+                         .created_at = now_seconds()},
+                        to_string(resolved->kind), resolved->uri);
   });
 }
 
 // The grant's capability, its row of limits and its own revoke capability, charged to the
 // exporting tenant: one grant, and the bytes of what is sealed and of what the owner wrote.
 Status MembraneStore::insert_grant(BackendSession& session, const Resolved& acting, const NewGrant& grant,
-                                   const CapabilityRecord& record) {
+                                   const CapabilityRecord& record, std::string_view operation,
+                                   const std::optional<core::UriExport>& leads_to) {
   const StoredGrant stored = stored_grant(grant.id, grant.limits);
+  std::optional<std::string> sealed_target;
+  if (leads_to) {
+    const nlohmann::json target = grant_target_json(*leads_to);
+    auto sealed = key_.seal(target.dump(), sealing::grant_target_context(grant.id));
+    if (!sealed) return sealed.error();
+    sealed_target = std::move(*sealed);
+  }
   const auto bytes = static_cast<std::int64_t>((record.sealed_config ? record.sealed_config->size() : 0) +
                                                stored.label.value_or("").size() + stored.allow_from.size());
   if (auto s = charge(session, acting.tenant_id, {.grants = 1, .stored_bytes = bytes}); !s) return s;
   auto row = session.insert_capability(record);
   if (!row) return row.error();
-  if (auto s = session.insert_grant(*row, stored); !s) return s;
+  if (auto s = session.insert_grant(*row, stored, std::string(operation), sealed_target); !s) return s;
   auto revoke = session.insert_capability({.digest = grant.revoke.digest(),
                                            .kind = CapabilityKind::revoke_grant,
                                            .tenant_id = acting.tenant_id,
@@ -468,6 +488,58 @@ Result<std::int64_t> MembraneStore::reserve_uses(CapabilityRow grant, std::int64
     if (taken <= 0) return std::int64_t{0};
     if (auto s = session.add_reserved_uses(grant, taken); !s) return s.error();
     return taken;
+  });
+}
+
+// --- the inventory -------------------------------------------------------------------------------
+
+Result<GrantEntry> MembraneStore::open_entry(StoredGrantEntry stored) const {
+  GrantEntry entry = std::move(stored.entry);
+  for (std::size_t start = 0; start < stored.allow_from_text.size();) {
+    std::size_t end = stored.allow_from_text.find(',', start);
+    if (end == std::string::npos) end = stored.allow_from_text.size();
+    auto cidr = core::Cidr::parse(std::string_view(stored.allow_from_text).substr(start, end - start));
+    if (!cidr) return Error::internal("a stored allowFrom does not parse");
+    entry.allow_from.push_back(*cidr);
+    start = end + 1;
+  }
+  if (stored.sealed_target) {
+    auto opened = key_.open(*stored.sealed_target, sealing::grant_target_context(entry.id));
+    if (!opened) return Error::internal("a stored grant target does not open");
+    auto target = nlohmann::json::parse(*opened, nullptr, false);
+    if (!target.is_object() || !target.contains("target")) return Error::internal("a stored grant target does not parse");
+    entry.target = GrantTarget{target["target"].get<std::string>(), std::nullopt};
+    if (target.contains("method") && target["method"].is_string()) entry.target->method = target["method"].get<std::string>();
+  }
+  return entry;
+}
+
+Result<GrantPage> MembraneStore::list_grants(const std::string& tenant_id, const std::string& membrane_id,
+                                             const std::optional<std::string>& after, std::size_t limit) {
+  return reading<GrantPage>([&](BackendSession& session) -> Result<GrantPage> {
+    // One more than asked: whether anything comes after the page.
+    auto stored = session.grants_of_membrane(tenant_id, membrane_id, after, limit + 1);
+    if (!stored) return stored.error();
+    GrantPage page;
+    page.completed = stored->size() <= limit;
+    if (!page.completed) stored->resize(limit);
+    for (auto& one : *stored) {
+      auto entry = open_entry(std::move(one));
+      if (!entry) return entry.error();
+      page.grants.push_back(std::move(*entry));
+    }
+    return page;
+  });
+}
+
+Result<std::optional<GrantEntry>> MembraneStore::find_grant(const std::string& tenant_id, const std::string& grant_id) {
+  return reading<std::optional<GrantEntry>>([&](BackendSession& session) -> Result<std::optional<GrantEntry>> {
+    auto stored = session.grant_by_id(tenant_id, grant_id);
+    if (!stored) return stored.error();
+    if (!*stored) return std::optional<GrantEntry>();
+    auto entry = open_entry(std::move(**stored));
+    if (!entry) return entry.error();
+    return std::optional<GrantEntry>(std::move(*entry));
   });
 }
 

@@ -56,6 +56,9 @@ class MembraneStore final : public Store {
   Status export_reexport(const Token& presented, const Token& token, const Token& target,
                          const NewGrant& grant) override;
   Status revoke_grant(const Token& presented) override;
+  Result<GrantPage> list_grants(const std::string& tenant_id, const std::string& membrane_id,
+                                const std::optional<std::string>& after, std::size_t limit) override;
+  Result<std::optional<GrantEntry>> find_grant(const std::string& tenant_id, const std::string& grant_id) override;
   std::optional<bool> take_uses_in_hand(const std::vector<ChainGrant>& chain) override {
     return uses_.take_in_hand(chain);
   }
@@ -86,7 +89,9 @@ class MembraneStore final : public Store {
   // Reserves up to `wanted` uses of a grant for this instance (UseLedger's Reserve).
   Result<std::int64_t> reserve_uses(CapabilityRow grant, std::int64_t wanted);
   Status insert_grant(BackendSession& session, const Resolved& acting, const NewGrant& grant,
-                      const CapabilityRecord& record);
+                      const CapabilityRecord& record, std::string_view operation,
+                      const std::optional<core::UriExport>& leads_to);
+  Result<GrantEntry> open_entry(StoredGrantEntry stored) const;
   std::int64_t now_seconds() const;
   // The local database's epoch as a recent send-time check read it (kLocalEpochViewBound).
   std::optional<EpochReading> local_epoch_view();

@@ -82,6 +82,37 @@ struct Resolved {
   std::optional<CapabilityRow> target;  // revoke_grant: the grant it revokes
 };
 
+// Where a grant leads, for the inventory (contract §12): the upstream's scheme, authority and
+// path (never its query) and the method, for grants that end at a uri export.
+struct GrantTarget {
+  std::string target;
+  std::optional<std::string> method;
+};
+
+// A grant as the inventory shows it (contract §12): never a token or a secret.
+struct GrantEntry {
+  std::string id;
+  std::optional<std::string> label;
+  std::string membrane;                   // the id of the membrane it was exported through
+  bool reexport = false;
+  std::string operation;                  // what it finally does: "invoke", "create", ...
+  std::optional<GrantTarget> target;      // for grants that end at a uri export
+  std::optional<std::string> stands_for;  // a re-export's parent grant, if that is a grant
+  std::int64_t created_at = 0;            // Unix seconds
+  std::optional<std::int64_t> expires_at_ms;
+  std::optional<std::int64_t> max_uses;
+  std::int64_t uses = 0;
+  std::optional<std::int64_t> last_used_at_ms;
+  std::optional<core::RateLimit> rate_limit;
+  std::vector<core::Cidr> allow_from;
+  std::optional<std::int64_t> revoked_at_ms;
+};
+
+struct GrantPage {
+  std::vector<GrantEntry> grants;
+  bool completed = true;  // no grant after the last one returned
+};
+
 // What an export records about its grant besides the capability: its public handle, its own
 // revoke capability, and its limits (contract §11-12).
 struct NewGrant {
@@ -171,6 +202,13 @@ class Store {
   // `presented` resolves to revoke_grant. Effective for the grant, every re-export below it and
   // everything made through them when it returns; again 202 when repeated.
   virtual Status revoke_grant(const Token& presented) = 0;
+
+  // The inventory (contract §12): the grants exported through the tenant's live membrane of this
+  // id, revoked ones included, ordered by grant id (byte order), strictly after `after`, at most
+  // `limit`; and one grant of the tenant by id.
+  virtual Result<GrantPage> list_grants(const std::string& tenant_id, const std::string& membrane_id,
+                                        const std::optional<std::string>& after, std::size_t limit) = 0;
+  virtual Result<std::optional<GrantEntry>> find_grant(const std::string& tenant_id, const std::string& grant_id) = 0;
 
   // `presented` resolves to revoke. Effective for every capability of the membrane and all that
   // depends on them when it returns.

@@ -92,10 +92,15 @@ constexpr const char* kMigrations[] = {
       rate_requests INTEGER,
       rate_seconds INTEGER,
       allow_from TEXT NOT NULL DEFAULT '',      -- CIDRs, comma-separated
-      revoked_at BIGINT                         -- Unix milliseconds
+      revoked_at BIGINT,                        -- Unix milliseconds
+      operation TEXT NOT NULL DEFAULT '',       -- what it finally does: invoke, create, ...
+      target BYTEA,                             -- sealed: scheme, authority, path and method
+      uses BIGINT NOT NULL DEFAULT 0,           -- as last counted (the inventory)
+      last_used_at BIGINT                       -- Unix milliseconds
     );
-    INSERT INTO grants (row_id, id)
-      SELECT row_id, 'g_' || substr(md5(random()::text || clock_timestamp()::text || row_id::text), 1, 24)
+    INSERT INTO grants (row_id, id, operation)
+      SELECT row_id, 'g_' || substr(md5(random()::text || clock_timestamp()::text || row_id::text), 1, 24),
+             CASE kind WHEN 6 THEN 'invoke' ELSE '' END
       FROM capabilities WHERE kind IN (6, 7);
     )sql",
 };
@@ -184,6 +189,40 @@ Link link_of(const Rows& r, int i) {
 
 StoredMembrane stored_membrane(const Rows& r, int i) {
   return {r.integer(i, 0), r.bytes(i, 1), r.bytes(i, 2), r.bytes(i, 3), r.is_null(i, 4) ? std::string() : r.bytes(i, 4)};
+}
+
+// A grant for the inventory: its row, its capability's, its membrane's id and its parent grant's.
+constexpr const char* kGrantEntryColumns =
+    "SELECT g.id, g.label, m.id, c.kind, pg.id, c.created_at, g.expires_at, g.max_uses, g.rate_requests, "
+    "g.rate_seconds, g.allow_from, g.revoked_at, g.operation, g.target, g.uses, g.last_used_at "
+    "FROM grants g JOIN capabilities c ON c.row_id = g.row_id JOIN membranes m ON m.row_id = c.membrane_row "
+    "LEFT JOIN grants pg ON pg.row_id = c.parent_row ";
+
+std::vector<StoredGrantEntry> grant_entries(const Rows& r) {
+  std::vector<StoredGrantEntry> out;
+  for (int i = 0; i < r.size(); ++i) {
+    StoredGrantEntry e;
+    e.entry.id = r.bytes(i, 0);
+    if (!r.is_null(i, 1)) e.entry.label = r.bytes(i, 1);
+    e.entry.membrane = r.bytes(i, 2);
+    e.entry.reexport = static_cast<CapabilityKind>(r.integer(i, 3)) == CapabilityKind::reexport;
+    if (!r.is_null(i, 4)) e.entry.stands_for = r.bytes(i, 4);
+    e.entry.created_at = r.integer(i, 5);
+    e.entry.expires_at_ms = optional_int(r, i, 6);
+    e.entry.max_uses = optional_int(r, i, 7);
+    if (!r.is_null(i, 8) && !r.is_null(i, 9)) {
+      e.entry.rate_limit = core::RateLimit{static_cast<std::uint32_t>(r.integer(i, 8)),
+                                           static_cast<std::uint32_t>(r.integer(i, 9))};
+    }
+    e.allow_from_text = r.bytes(i, 10);
+    e.entry.revoked_at_ms = optional_int(r, i, 11);
+    e.entry.operation = r.bytes(i, 12);
+    if (!r.is_null(i, 13)) e.sealed_target = r.bytes(i, 13);
+    e.entry.uses = r.integer(i, 14);
+    e.entry.last_used_at_ms = optional_int(r, i, 15);
+    out.push_back(std::move(e));
+  }
+  return out;
 }
 
 class PgSession final : public BackendSession {
@@ -297,13 +336,35 @@ class PgSession final : public BackendSession {
     return rows->integer(0, 0);
   }
 
-  Status insert_grant(CapabilityRow row, const StoredGrant& g) override {
+  Status insert_grant(CapabilityRow row, const StoredGrant& g, const std::string& operation,
+                      const std::optional<std::string>& sealed_target) override {
     return run(
-        "INSERT INTO grants(row_id, id, label, expires_at, max_uses, rate_requests, rate_seconds, allow_from) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO grants(row_id, id, label, expires_at, max_uses, rate_requests, rate_seconds, allow_from, "
+        "operation, target) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         {integer(row), text(g.id), g.label ? text(*g.label) : null(), optional_integer(g.expires_at_ms),
          optional_integer(g.max_uses), optional_integer(g.rate_requests), optional_integer(g.rate_seconds),
-         text(g.allow_from)});
+         text(g.allow_from), text(operation), sealed_target ? bytes(*sealed_target) : null()});
+  }
+
+  Result<std::vector<StoredGrantEntry>> grants_of_membrane(const std::string& tenant_id, const std::string& membrane_id,
+                                                           const std::optional<std::string>& after,
+                                                           std::size_t limit) override {
+    auto rows = connection_.query(std::string(kGrantEntryColumns) +
+                                      "WHERE c.tenant_id = $1 AND m.id = $2 AND NOT m.revoked "
+                                      "AND ($3::text IS NULL OR g.id > $3::text) ORDER BY g.id LIMIT $4",
+                                  {text(tenant_id), bytes(membrane_id), after ? text(*after) : null(),
+                                   integer(static_cast<std::int64_t>(limit))});
+    if (!rows) return rows.error();
+    return grant_entries(*rows);
+  }
+
+  Result<std::optional<StoredGrantEntry>> grant_by_id(const std::string& tenant_id, const std::string& grant_id) override {
+    auto rows = connection_.query(std::string(kGrantEntryColumns) + "WHERE c.tenant_id = $1 AND g.id = $2",
+                                  {text(tenant_id), text(grant_id)});
+    if (!rows) return rows.error();
+    auto entries = grant_entries(*rows);
+    if (entries.empty()) return std::optional<StoredGrantEntry>();
+    return std::optional<StoredGrantEntry>(std::move(entries.front()));
   }
 
   Status mark_grant_revoked(CapabilityRow row, std::int64_t at_ms) override {

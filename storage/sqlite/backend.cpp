@@ -90,9 +90,15 @@ constexpr const char* kMigrations[] = {
       rate_requests INTEGER,
       rate_seconds INTEGER,
       allow_from TEXT NOT NULL DEFAULT '',       -- CIDRs, comma-separated
-      revoked_at INTEGER                         -- Unix milliseconds
+      revoked_at INTEGER,                        -- Unix milliseconds
+      operation TEXT NOT NULL DEFAULT '',        -- what it finally does: invoke, create, ...
+      target BLOB,                               -- sealed: scheme, authority, path and method
+      uses INTEGER NOT NULL DEFAULT 0,           -- as last counted (the inventory)
+      last_used_at INTEGER                       -- Unix milliseconds
     ) STRICT;
-    INSERT INTO grants (row, id) SELECT row, 'g_' || lower(hex(randomblob(12))) FROM capabilities WHERE kind IN (6, 7);
+    INSERT INTO grants (row, id, operation)
+      SELECT row, 'g_' || lower(hex(randomblob(12))), CASE kind WHEN 6 THEN 'invoke' ELSE '' END
+      FROM capabilities WHERE kind IN (6, 7);
     )sql",
 };
 
@@ -178,6 +184,42 @@ void bind_optional(Statement& st, int index, const std::optional<std::int64_t>& 
 StoredMembrane stored_membrane(const Statement& st) {
   return {st.column_int(0), st.column_text(1), st.column_blob(2), st.column_blob(3),
           st.column_is_null(4) ? std::string() : st.column_blob(4)};
+}
+
+// A grant for the inventory: its row, its capability's, its membrane's id and its parent grant's.
+constexpr const char* kGrantEntryColumns =
+    "SELECT g.id, g.label, m.id, c.kind, pg.id, c.created_at, g.expires_at, g.max_uses, g.rate_requests, "
+    "g.rate_seconds, g.allow_from, g.revoked_at, g.operation, g.target, g.uses, g.last_used_at "
+    "FROM grants g JOIN capabilities c ON c.row = g.row JOIN membranes m ON m.row = c.membrane_row "
+    "LEFT JOIN grants pg ON pg.row = c.parent_row ";
+
+Result<std::vector<StoredGrantEntry>> grant_entries(Statement& st) {
+  std::vector<StoredGrantEntry> out;
+  for (;;) {
+    auto row = st.step();
+    if (!row) return row.error();
+    if (!*row) return out;
+    StoredGrantEntry e;
+    e.entry.id = st.column_text(0);
+    if (!st.column_is_null(1)) e.entry.label = st.column_text(1);
+    e.entry.membrane = st.column_text(2);
+    e.entry.reexport = static_cast<CapabilityKind>(st.column_int(3)) == CapabilityKind::reexport;
+    if (!st.column_is_null(4)) e.entry.stands_for = st.column_text(4);
+    e.entry.created_at = st.column_int(5);
+    e.entry.expires_at_ms = optional_int(st, 6);
+    e.entry.max_uses = optional_int(st, 7);
+    if (!st.column_is_null(8) && !st.column_is_null(9)) {
+      e.entry.rate_limit = core::RateLimit{static_cast<std::uint32_t>(st.column_int(8)),
+                                           static_cast<std::uint32_t>(st.column_int(9))};
+    }
+    e.allow_from_text = st.column_text(10);
+    e.entry.revoked_at_ms = optional_int(st, 11);
+    e.entry.operation = st.column_text(12);
+    if (!st.column_is_null(13)) e.sealed_target = st.column_blob(13);
+    e.entry.uses = st.column_int(14);
+    e.entry.last_used_at_ms = optional_int(st, 15);
+    out.push_back(std::move(e));
+  }
 }
 
 class SqliteSession final : public BackendSession {
@@ -315,12 +357,14 @@ class SqliteSession final : public BackendSession {
     return connection_.last_insert_rowid();
   }
 
-  Status insert_grant(CapabilityRow row, const StoredGrant& g) override {
+  Status insert_grant(CapabilityRow row, const StoredGrant& g, const std::string& operation,
+                      const std::optional<std::string>& sealed_target) override {
     return run(
-        "INSERT INTO grants(row, id, label, expires_at, max_uses, rate_requests, rate_seconds, allow_from) "
-        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO grants(row, id, label, expires_at, max_uses, rate_requests, rate_seconds, allow_from, "
+        "operation, target) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         [&](Statement& st) {
-          st.bind(1, row).bind(2, g.id).bind(8, g.allow_from);
+          st.bind(1, row).bind(2, g.id).bind(8, g.allow_from).bind(9, operation);
+          sealed_target ? st.bind_blob(10, *sealed_target) : st.bind_null(10);
           g.label ? st.bind(3, *g.label) : st.bind_null(3);
           bind_optional(st, 4, g.expires_at_ms);
           bind_optional(st, 5, g.max_uses);
@@ -348,6 +392,28 @@ class SqliteSession final : public BackendSession {
   Status add_reserved_uses(CapabilityRow row, std::int64_t count) override {
     return run("UPDATE grants SET reserved_uses = reserved_uses + ?2 WHERE row = ?1",
                [&](Statement& st) { st.bind(1, row).bind(2, count); });
+  }
+
+  Result<std::vector<StoredGrantEntry>> grants_of_membrane(const std::string& tenant_id, const std::string& membrane_id,
+                                                           const std::optional<std::string>& after,
+                                                           std::size_t limit) override {
+    auto st = connection_.prepare(std::string(kGrantEntryColumns) +
+                                  "WHERE c.tenant_id = ?1 AND m.id = ?2 AND m.revoked = 0 AND (?3 IS NULL OR g.id > ?3) "
+                                  "ORDER BY g.id LIMIT ?4");
+    if (!st) return st.error();
+    st->bind(1, tenant_id).bind(2, membrane_id).bind(4, static_cast<std::int64_t>(limit));
+    after ? st->bind(3, *after) : st->bind_null(3);
+    return grant_entries(*st);
+  }
+
+  Result<std::optional<StoredGrantEntry>> grant_by_id(const std::string& tenant_id, const std::string& grant_id) override {
+    auto st = connection_.prepare(std::string(kGrantEntryColumns) + "WHERE c.tenant_id = ?1 AND g.id = ?2");
+    if (!st) return st.error();
+    st->bind(1, tenant_id).bind(2, grant_id);
+    auto entries = grant_entries(*st);
+    if (!entries) return entries.error();
+    if (entries->empty()) return std::optional<StoredGrantEntry>();
+    return std::optional<StoredGrantEntry>(std::move(entries->front()));
   }
 
   Result<MembraneRow> insert_membrane(const MembraneRecord& r) override {

@@ -2133,6 +2133,109 @@ TEST_P(StoreTest, AGrantHandleIsUnique) {
   EXPECT_FALSE(alive(second));
 }
 
+// --- the inventory (contract §12) ---------------------------------------------------------------
+
+// Every grant exported through a membrane, paged by id, revoked ones included, with where it
+// leads (never its query) and what it stands for; nothing of another tenant.
+TEST_P(StoreTest, TheInventoryListsAMembranesGrantsInPagesRevokedOnesIncluded) {
+  Tenant t = tenant();
+  Membrane m = membrane(t, "m");
+  Membrane n = membrane(t, "n");
+  std::vector<std::string> ids;
+  std::optional<membraned::storage::NewGrant> revoked;
+  for (int i = 0; i < 23; ++i) {
+    auto grant = membraned::test::new_grant();
+    grant.id = "g_" + std::string(i < 10 ? "0" : "") + std::to_string(i);
+    Token tok = new_token();
+    ASSERT_TRUE(store_->export_uri(m.export_token, tok,
+                                   uri_config(R"({"uri":"https://api.example:8443/fn/)" + std::to_string(i) +
+                                              R"(?secret=query","method":"POST"})"),
+                                   grant)
+                    .ok());
+    ids.push_back(grant.id);
+    if (i == 4) revoked = grant;
+  }
+  Token other_uri = export_uri(n);  // another membrane's grant: not listed under m
+  ASSERT_TRUE(store_->revoke_grant(revoked->revoke).ok());
+
+  std::vector<std::string> seen;
+  std::optional<std::string> after;
+  for (int pages = 0; pages < 10; ++pages) {
+    auto page = store_->list_grants(t.id, "m", after, 7);
+    ASSERT_TRUE(page.ok()) << page.error().message;
+    for (const auto& e : page->grants) seen.push_back(e.id);
+    if (page->completed) break;
+    ASSERT_EQ(page->grants.size(), 7u);
+    after = page->grants.back().id;
+  }
+  EXPECT_EQ(seen, ids);
+
+  auto one = store_->find_grant(t.id, revoked->id);
+  ASSERT_TRUE(one.ok());
+  ASSERT_TRUE(one->has_value());
+  const auto& e = **one;
+  EXPECT_EQ(e.membrane, "m");
+  EXPECT_FALSE(e.reexport);
+  EXPECT_EQ(e.operation, "invoke");
+  ASSERT_TRUE(e.target.has_value());
+  EXPECT_EQ(e.target->target, "https://api.example:8443/fn/4");
+  EXPECT_EQ(e.target->method, "POST");
+  EXPECT_TRUE(e.revoked_at_ms.has_value());
+  EXPECT_GT(e.created_at, 0);
+
+  Tenant other = tenant();
+  auto theirs = store_->list_grants(other.id, "m", std::nullopt, 100);
+  ASSERT_TRUE(theirs.ok());
+  EXPECT_TRUE(theirs->grants.empty());
+  EXPECT_TRUE(theirs->completed);
+  auto not_theirs = store_->find_grant(other.id, revoked->id);
+  ASSERT_TRUE(not_theirs.ok());
+  EXPECT_FALSE(not_theirs->has_value());
+  // The query string is nowhere at rest either (the target is sealed like the configuration).
+  EXPECT_EQ(db_->stored_bytes().find("api.example:8443/fn/4"), std::string::npos);
+}
+
+// A re-export is listed under the membrane it went through, standing for its parent grant, with
+// its parent's target and limits of its own.
+TEST_P(StoreTest, AReExportIsListedUnderItsMembraneStandingForItsParent) {
+  Tenant t = tenant();
+  Membrane m = membrane(t, "m");
+  Membrane n = membrane(t, "n");
+  Token held = export_granted(m, membraned::test::new_grant());
+  core::GrantLimits limits;
+  limits.label = "partner";
+  limits.max_uses = 5;
+  const auto child = membraned::test::new_grant(limits);
+  reexport_granted(n, held, child);
+  auto under_n = store_->list_grants(t.id, "n", std::nullopt, 10);
+  ASSERT_TRUE(under_n.ok());
+  ASSERT_EQ(under_n->grants.size(), 1u);
+  const auto& e = under_n->grants[0];
+  EXPECT_EQ(e.id, child.id);
+  EXPECT_TRUE(e.reexport);
+  EXPECT_EQ(e.membrane, "n");
+  EXPECT_EQ(e.label, "partner");
+  EXPECT_EQ(e.max_uses, 5);
+  ASSERT_TRUE(e.stands_for.has_value());
+  auto parent_entry = store_->find_grant(t.id, *e.stands_for);
+  ASSERT_TRUE(parent_entry.ok() && parent_entry->has_value());
+  EXPECT_EQ((*parent_entry)->membrane, "m");
+  ASSERT_TRUE(e.target.has_value());
+  EXPECT_EQ(e.target->target, "https://upstream.example/x");
+  EXPECT_EQ(e.operation, "invoke");
+  // A re-export of a membrane's own export capability stands for no grant and leads nowhere.
+  reexport(n, m.export_token);
+  auto again = store_->list_grants(t.id, "n", std::nullopt, 10);
+  ASSERT_TRUE(again.ok());
+  ASSERT_EQ(again->grants.size(), 2u);
+  for (const auto& g : again->grants) {
+    if (g.id == child.id) continue;
+    EXPECT_EQ(g.operation, "export");
+    EXPECT_FALSE(g.target.has_value());
+    EXPECT_FALSE(g.stands_for.has_value());
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, StoreTest, testing::ValuesIn(membraned::test::kBackends), backend_suffix);
 INSTANTIATE_TEST_SUITE_P(Backends, CascadeTest, testing::ValuesIn(membraned::test::kBackends), backend_suffix);
 
