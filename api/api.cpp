@@ -409,6 +409,7 @@ UseAdmission Api::take_use(const Authorized& who, bool may_write) {
   }
   if (!taken) return {false, std::nullopt};
   if (!*taken) return {true, error_response(core::Error::unauthorized(""))};
+  store_.count_use(who.resolved.chain);
   return {};
 }
 

@@ -121,6 +121,8 @@ class BackendSession {
   virtual core::Result<std::optional<GrantUses>> lock_grant_uses(CapabilityRow row) = 0;
   // Adds `count` to the uses handed to instances (callers keep the total within maxUses).
   virtual core::Status add_reserved_uses(CapabilityRow row, std::int64_t count) = 0;
+  // Adds `count` uses to the grant's count, and moves its last use to `last_used_ms` if later.
+  virtual core::Status add_uses(CapabilityRow row, std::int64_t count, std::int64_t last_used_ms) = 0;
   // The inventory: see Store::list_grants and Store::find_grant.
   virtual core::Result<std::vector<StoredGrantEntry>> grants_of_membrane(const std::string& tenant_id,
                                                                          const std::string& membrane_id,

@@ -68,6 +68,37 @@ MembraneStore::MembraneStore(std::unique_ptr<Backend> backend, MasterKey key, Te
   // After a failover the database may no longer hold what was cached (a capability created just
   // before it, on a standby that never received it), under the same epoch: start afresh.
   backend_->on_connection_lost([this] { cache_.clear(); });
+  flusher_ = std::thread([this] {
+    std::unique_lock lock(flusher_mutex_);
+    while (!flusher_wake_.wait_for(lock, kUsageFlushInterval, [this] { return stopping_; })) {
+      lock.unlock();
+      (void)flush_usage();  // a failed batch is counted again for the next one
+      lock.lock();
+    }
+  });
+}
+
+MembraneStore::~MembraneStore() {
+  {
+    std::lock_guard lock(flusher_mutex_);
+    stopping_ = true;
+  }
+  flusher_wake_.notify_all();
+  flusher_.join();
+  (void)flush_usage();  // a clean stop loses nothing counted
+}
+
+Status MembraneStore::flush_usage() {
+  UsageCounter::Batch batch = usage_.take();
+  if (batch.empty()) return core::ok_status();
+  auto written = backend_->write([&](BackendSession& session) -> Status {
+    for (const auto& [row, pending] : batch) {
+      if (auto s = session.add_uses(row, pending.uses, pending.last_used_ms); !s) return s;
+    }
+    return core::ok_status();
+  });
+  if (!written) usage_.put_back(batch);
+  return written;
 }
 
 Result<std::unique_ptr<MembraneStore>> MembraneStore::open(std::unique_ptr<Backend> backend, MasterKey key,

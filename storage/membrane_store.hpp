@@ -8,12 +8,16 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <thread>
+#include <condition_variable>
 #include <optional>
 
 #include "storage/backend.hpp"
 #include "storage/master_key.hpp"
 #include "storage/resolution_cache.hpp"
 #include "storage/store.hpp"
+#include "storage/resolution.hpp"
+#include "storage/usage_counter.hpp"
 #include "storage/use_ledger.hpp"
 
 namespace membraned::storage {
@@ -28,6 +32,9 @@ inline constexpr std::chrono::milliseconds kRevocationMargin{50};
 // it. Reading it for every invocation cost a statement (a pooled connection, a read snapshot) on
 // the hot path; once per 10 ms costs nothing measurable, and a revoke's answer waits it out.
 inline constexpr std::chrono::milliseconds kLocalEpochViewBound{10};
+
+// How often the uses counted in memory are written (the inventory's uses lag by at most this).
+inline constexpr std::chrono::milliseconds kUsageFlushInterval{1000};
 
 class MembraneStore final : public Store {
  public:
@@ -63,6 +70,11 @@ class MembraneStore final : public Store {
     return uses_.take_in_hand(chain);
   }
   Result<bool> take_uses(const std::vector<ChainGrant>& chain) override { return uses_.take(chain); }
+  void count_use(const std::vector<ChainGrant>& chain) override {
+    if (!chain.empty()) usage_.count(chain, to_unix_ms(clock_()));
+  }
+  Status flush_usage() override;
+  ~MembraneStore() override;
   Status revoke_membrane(const Token& presented) override;
   Status delete_tenant(const Token& presented) override;
 
@@ -102,6 +114,12 @@ class MembraneStore final : public Store {
   WallClock clock_;
   ResolutionCache cache_;
   UseLedger uses_;
+  UsageCounter usage_;
+  // Writes usage_ every kUsageFlushInterval until the store goes.
+  std::mutex flusher_mutex_;
+  std::condition_variable flusher_wake_;
+  bool stopping_ = false;
+  std::thread flusher_;
   std::mutex local_view_mutex_;
   std::optional<EpochReading> local_view_;
 };

@@ -198,6 +198,11 @@ class Store {
   // when it can (nullopt: call take_uses, which may write to the database).
   virtual std::optional<bool> take_uses_in_hand(const std::vector<ChainGrant>& chain) = 0;
   virtual Result<bool> take_uses(const std::vector<ChainGrant>& chain) = 0;
+  // A use admitted (contract §12: the inventory's uses and lastUsedAt): counted in memory for
+  // every grant of the chain, written within kUsageFlushInterval, never on the caller's thread.
+  virtual void count_use(const std::vector<ChainGrant>& chain) = 0;
+  // Writes what was counted now (a clean stop, and tests); otherwise the store does it by itself.
+  virtual Status flush_usage() = 0;
 
   // `presented` resolves to revoke_grant. Effective for the grant, every re-export below it and
   // everything made through them when it returns; again 202 when repeated.

@@ -346,6 +346,12 @@ class PgSession final : public BackendSession {
          text(g.allow_from), text(operation), sealed_target ? bytes(*sealed_target) : null()});
   }
 
+  Status add_uses(CapabilityRow row, std::int64_t count, std::int64_t last_used_ms) override {
+    return run("UPDATE grants SET uses = uses + $2, last_used_at = GREATEST(coalesce(last_used_at, 0), $3) "
+               "WHERE row_id = $1",
+               {integer(row), integer(count), integer(last_used_ms)});
+  }
+
   Result<std::vector<StoredGrantEntry>> grants_of_membrane(const std::string& tenant_id, const std::string& membrane_id,
                                                            const std::optional<std::string>& after,
                                                            std::size_t limit) override {

@@ -394,6 +394,12 @@ class SqliteSession final : public BackendSession {
                [&](Statement& st) { st.bind(1, row).bind(2, count); });
   }
 
+  Status add_uses(CapabilityRow row, std::int64_t count, std::int64_t last_used_ms) override {
+    return run(
+        "UPDATE grants SET uses = uses + ?2, last_used_at = max(coalesce(last_used_at, 0), ?3) WHERE row = ?1",
+        [&](Statement& st) { st.bind(1, row).bind(2, count).bind(3, last_used_ms); });
+  }
+
   Result<std::vector<StoredGrantEntry>> grants_of_membrane(const std::string& tenant_id, const std::string& membrane_id,
                                                            const std::optional<std::string>& after,
                                                            std::size_t limit) override {

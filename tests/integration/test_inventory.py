@@ -107,6 +107,29 @@ class InventoryTest(unittest.TestCase):
             status, body = self.inventory(token_of(token), exportsOf=m["id"])
             self.assertNotIn("exports", body if isinstance(body, dict) else {}, body)
 
+    def test_uses_and_last_use_follow_what_the_upstream_received(self):
+        m = self.membrane("inv-uses-%d" % time.monotonic_ns())
+        n = self.membrane("inv-uses-n-%d" % time.monotonic_ns())
+        path = "/echo/uses-%d" % time.monotonic_ns()
+        limited = self.export(m, uri=self.upstream.url(path), maxUses=4)
+        unlimited = self.export(m, uri=self.upstream.url(path + "/u"))
+        child = self.export(n, capability=limited["capability"])
+        results = [self.server.call(token_of(g["capability"]), body={})[0]
+                   for g in (limited, limited, child, unlimited, unlimited, unlimited, child, child)]
+        self.assertEqual(results.count(401), 1, results)  # the fifth use of the limited grant
+        time.sleep(1.5)  # the counts are written once a second
+        uses = {}
+        for g in (limited, unlimited, child):
+            status, body = self.inventory(grant=g["id"])
+            self.assertEqual(status, 200, body)
+            uses[g["id"]] = body["exports"][0]
+        received = len([r for r in self.upstream.requests if r["path"] == path])
+        self.assertEqual(uses[limited["id"]]["uses"], received)  # its own uses and its child's
+        self.assertEqual(uses[limited["id"]]["uses"], 4)
+        self.assertEqual(uses[child["id"]]["uses"], 2)
+        self.assertEqual(uses[unlimited["id"]]["uses"], 3)
+        self.assertIsNotNone(uses[unlimited["id"]]["lastUsedAt"])
+
     def test_bad_parameters_are_400(self):
         cases = [
             "/?exportsOf=m&limit=0",

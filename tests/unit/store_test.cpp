@@ -2236,6 +2236,43 @@ TEST_P(StoreTest, AReExportIsListedUnderItsMembraneStandingForItsParent) {
   }
 }
 
+// Uses counted in memory reach the inventory when flushed: every grant of the chain, with the
+// time of its last use on the store's clock.
+TEST_P(StoreTest, CountedUsesReachTheInventoryWhenFlushed) {
+  Tenant t = tenant();
+  Membrane m = membrane(t, "m");
+  Membrane n = membrane(t, "n");
+  const auto parent = membraned::test::new_grant();
+  const auto child = membraned::test::new_grant();
+  Token x = export_granted(m, parent);
+  Token y = reexport_granted(n, x, child);
+  auto via_child = store_->resolve(y);
+  auto direct = store_->resolve(x);
+  ASSERT_TRUE(via_child.ok() && direct.ok());
+  for (int i = 0; i < 3; ++i) store_->count_use(via_child->chain);
+  store_->count_use(direct->chain);
+  auto before = store_->find_grant(t.id, parent.id);
+  ASSERT_TRUE(before.ok() && before->has_value());
+  EXPECT_EQ((*before)->uses, 0) << "nothing is written on the use itself";
+  ASSERT_TRUE(store_->flush_usage().ok());
+  auto p = store_->find_grant(t.id, parent.id);
+  auto c = store_->find_grant(t.id, child.id);
+  ASSERT_TRUE(p.ok() && p->has_value() && c.ok() && c->has_value());
+  EXPECT_EQ((*p)->uses, 4);
+  EXPECT_EQ((*c)->uses, 3);
+  ASSERT_TRUE((*p)->last_used_at_ms.has_value());
+  const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(store_now().time_since_epoch()).count();
+  EXPECT_LE(std::llabs(*(*p)->last_used_at_ms - now_ms), 5000);
+  // A store that closes writes what it counted.
+  auto other = open_store();
+  ASSERT_NE(other, nullptr);
+  other->count_use(direct->chain);
+  other.reset();
+  auto after = store_->find_grant(t.id, parent.id);
+  ASSERT_TRUE(after.ok() && after->has_value());
+  EXPECT_EQ((*after)->uses, 5);
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, StoreTest, testing::ValuesIn(membraned::test::kBackends), backend_suffix);
 INSTANTIATE_TEST_SUITE_P(Backends, CascadeTest, testing::ValuesIn(membraned::test::kBackends), backend_suffix);
 
