@@ -90,7 +90,11 @@ Response Api::error_response(int status, std::string message) {
 Response Api::error_response(const Error& error) {
   switch (error.kind) {
     case ErrorKind::invalid_input: return error_response(400, error.message);
-    case ErrorKind::unauthorized: return error_response(401, "Unauthorized");
+    case ErrorKind::unauthorized: {
+      Response refused = error_response(401, "Unauthorized");
+      refused.reason = error.reason;
+      return refused;
+    }
     case ErrorKind::not_found: return error_response(404, error.message);
     case ErrorKind::conflict: return error_response(409, error.message);
     case ErrorKind::quota: return error_response(507, error.message);
@@ -384,7 +388,9 @@ Response Api::export_admitted(const Authorized& who, const core::ExportRequest& 
 std::optional<Response> Api::check_address(const Authorized& who, const core::IpAddress& requester) const {
   for (const auto& grant : who.resolved.chain) {
     if (!core::admits_address(grant.allow_from, requester)) {
-      return error_response(403, "this capability may not be used from this address");
+      Response refused = error_response(403, "this capability may not be used from this address");
+      refused.reason = "address";
+      return refused;
     }
   }
   return std::nullopt;
@@ -395,6 +401,7 @@ UseAdmission Api::admit_use(const Authorized& who, std::chrono::steady_clock::ti
   if (auto wait = rates_.admit(who.resolved.chain, now)) {
     Response refused = error_response(429, "this capability's rate limit is reached");
     refused.retry_after = *wait;
+    refused.reason = "rate";
     return {true, std::move(refused)};
   }
   return take_use(who, may_write);
@@ -408,7 +415,7 @@ UseAdmission Api::take_use(const Authorized& who, bool may_write) {
     taken = *asked;
   }
   if (!taken) return {false, std::nullopt};
-  if (!*taken) return {true, error_response(core::Error::unauthorized(""))};
+  if (!*taken) return {true, error_response(core::Error::unauthorized("", "used-up"))};
   store_.count_use(who.resolved.chain);
   return {};
 }

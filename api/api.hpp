@@ -33,6 +33,7 @@ struct Response {
   int status;
   nlohmann::json body;
   std::optional<std::uint32_t> retry_after;  // a 429's Retry-After header, in seconds
+  std::string reason;                        // a refusal's reason (core::Error::reason), never sent
 };
 
 // Whether one use of a capability is admitted (contract §11: its grants' uses and rates).

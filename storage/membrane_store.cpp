@@ -228,7 +228,7 @@ Result<Resolved> MembraneStore::resolve(const Token& token) {
     if (auto cached = cache_.find(digest)) {
       // An expiry ends a cached resolution as surely as a revoke (contract §11).
       if (cached->resolved.expires_at && clock_() >= *cached->resolved.expires_at) {
-        return Error::unauthorized("unknown or revoked capability");
+        return Error::unauthorized("unknown or revoked capability", "expired");
       }
       auto epoch = session.epoch();
       if (!epoch) return epoch.error();

@@ -2273,6 +2273,37 @@ TEST_P(StoreTest, CountedUsesReachTheInventoryWhenFlushed) {
   EXPECT_EQ((*after)->uses, 5);
 }
 
+// A refusal says why (for the audit log), while its message stays the same for every reason.
+TEST_P(StoreTest, ARefusedResolutionSaysWhyWithTheSameMessage) {
+  using namespace std::chrono_literals;
+  Tenant t = tenant();
+  Membrane m = membrane(t, "m");
+  Membrane n = membrane(t, "n");
+  const auto revoked = membraned::test::new_grant();
+  Token x = export_granted(m, revoked);
+  Token expiring = export_granted(m, membraned::test::new_grant(limits_expiring_at(store_now() + 1min)));
+  Token in_n = export_uri(n);
+  ASSERT_TRUE(store_->revoke_grant(revoked.revoke).ok());
+  ASSERT_TRUE(revoke(n).ok());
+  auto cached = store_->resolve(expiring);  // then it expires in the cache
+  ASSERT_TRUE(cached.ok());
+  advance(2min);
+  const std::vector<std::pair<Token, std::string>> cases = {
+      {new_token(), "unknown"}, {x, "revoked"}, {in_n, "revoked"}, {expiring, "expired"}};
+  for (const auto& [token, why] : cases) {
+    auto r = store_->resolve(token);
+    ASSERT_FALSE(r.ok()) << why;
+    EXPECT_EQ(r.error().kind, ErrorKind::unauthorized);
+    EXPECT_EQ(r.error().reason, why);
+    EXPECT_EQ(r.error().message, "unknown or revoked capability");
+  }
+  auto fresh = open_store();  // uncached, the same
+  ASSERT_NE(fresh, nullptr);
+  auto r = fresh->resolve(expiring);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().reason, "expired");
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, StoreTest, testing::ValuesIn(membraned::test::kBackends), backend_suffix);
 INSTANTIATE_TEST_SUITE_P(Backends, CascadeTest, testing::ValuesIn(membraned::test::kBackends), backend_suffix);
 
