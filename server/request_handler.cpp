@@ -134,7 +134,7 @@ void RequestHandler::after_header(const Request& request, std::optional<std::uin
     }
   }
   off_io_thread([this, &request] { return context_.api.authorize(request[http::field::authorization]); },
-                std::move(executor), [this, &request, announced, then = std::move(then)](core::Result<api::Authorized> acting) {
+                std::move(executor), [this, announced, then = std::move(then)](core::Result<api::Authorized> acting) {
                   if (!acting) {
                     authorization_error_ = acting.error();
                     return then(plan_body(announced));
@@ -316,7 +316,7 @@ Outcome RequestHandler::sign_invocation(const Request& request, const core::AwsC
 }
 
 void RequestHandler::answered(std::optional<std::string_view> method, int status, std::uint64_t body_bytes) {
-  log_answer(method, status);
+  log_and_count_answer(method, status);
   const std::optional<Refusal> reason = refusal_reason(status);
   if (reason) context_.metrics.refusal(*reason);
   if (!audited()) return;
@@ -327,7 +327,7 @@ void RequestHandler::answered(std::optional<std::string_view> method, int status
 }
 
 void RequestHandler::relay_begins(std::string_view method, int status) {
-  log_answer(method, status);
+  log_and_count_answer(method, status);
   if (!audited()) return;
   relayed_record_ = audit_record(method, status);
   relayed_record_->upstream_status = status;
@@ -391,7 +391,7 @@ AuditRecord RequestHandler::audit_record(std::optional<std::string_view> method,
   return record;
 }
 
-void RequestHandler::log_answer(std::optional<std::string_view> method, int status) {
+void RequestHandler::log_and_count_answer(std::optional<std::string_view> method, int status) {
   const std::optional<CapabilityKind> kind = authorized_ ? std::optional(authorized_->resolved.kind) : std::nullopt;
   context_.metrics.request(metric_operation(route_, kind), status);
   if (kind) {

@@ -116,7 +116,7 @@ class RequestHandler {
   Outcome sign_invocation(const Request& request, const core::AwsCredentials* credentials);
   core::IpAddress requester(const Request& request) const;
   void admit_use(boost::asio::any_io_executor executor, std::function<void(std::optional<api::Response>)> done);
-  void log_answer(std::optional<std::string_view> method, int status);
+  void log_and_count_answer(std::optional<std::string_view> method, int status);
   std::optional<Refusal> refusal_reason(int status) const;
   bool audited() const;
   AuditRecord audit_record(std::optional<std::string_view> method, int status) const;
