@@ -5,8 +5,10 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/string.hpp>
 
+#include <algorithm>
 #include <type_traits>
 
+#include "core/request_id.hpp"
 #include "core/requester_address.hpp"
 #include "core/time.hpp"
 #include "server/server_context.hpp"
@@ -67,6 +69,12 @@ void RequestHandler::begin(Clock::time_point started) {
   authorization_error_.reset();
   export_request_.reset();
   use_admitted_ = false;
+  request_id_ = core::new_request_id();
+  client_request_id_.reset();
+  client_ = peer_;
+  bytes_in_ = 0;
+  refusal_.reset();
+  relayed_record_.reset();
 }
 
 // Runs `work` (a call that reaches the store), then `then(result)` on `executor`. A store that
@@ -118,15 +126,22 @@ void RequestHandler::after_header(const Request& request, std::optional<std::uin
   const bool has_authorization = request.find(http::field::authorization) != request.end();
   route_ = classify(request.method_string(), request.target(), has_authorization, rules_);
   if (route_ != Route::by_token) return then(plan_body(announced));
+  client_ = requester(request);
+  if (context_.audit) {
+    // Recorded beside ours, never taken for it: a requester can write anything there.
+    if (const auto own = request[kRequestIdField]; core::is_recordable_client_request_id(own)) {
+      client_request_id_.emplace(own);
+    }
+  }
   off_io_thread([this, &request] { return context_.api.authorize(request[http::field::authorization]); },
-                std::move(executor), [this, &request, announced, then = std::move(then)](core::Result<api::Authorized> acting) {
+                std::move(executor), [this, announced, then = std::move(then)](core::Result<api::Authorized> acting) {
                   if (!acting) {
                     authorization_error_ = acting.error();
                     return then(plan_body(announced));
                   }
                   authorized_.emplace(std::move(*acting));
                   // contract §11: an address a grant does not admit is refused before its body.
-                  if (auto refused = context_.api.check_address(*authorized_, requester(request))) {
+                  if (auto refused = context_.api.check_address(*authorized_, client_)) {
                     return then({std::move(*refused), 0});
                   }
                   then(plan_body(announced));
@@ -147,6 +162,7 @@ BodyPlan RequestHandler::plan_body(std::optional<std::uint64_t> announced) {
 
 void RequestHandler::after_body(const Request& request, net::any_io_executor executor,
                                 std::function<void(Outcome)> then) {
+  bytes_in_ = request.body().size();
   if (route_ != Route::by_token) return answer_without_capability(std::move(executor), then);
   if (!authorized_) {
     return then(json_answer(api::Api::error_response(authorization_error_.value_or(core::Error::unauthorized("")))));
@@ -203,10 +219,20 @@ void RequestHandler::answer_after_settling(api::Response response, net::any_io_e
 SendCheck RequestHandler::send_check() {
   return [this](net::any_io_executor executor, std::function<void(std::optional<api::Response>)> done) {
     auto admit = [this, executor, done = std::move(done)](bool current) mutable {
-      if (!current) return done(api::Api::error_response(core::Error::unauthorized("")));
+      if (!current) {
+        // The store does not say yet why a token stopped resolving; an expiry the resolution
+        // knew of is told apart, anything else was revoked (the store will tell the exact reason).
+        const auto& expires = authorized_->resolved.expires_at;
+        refusal_ =
+            expires && *expires <= std::chrono::system_clock::now() ? Refusal::expired : Refusal::revoked;
+        return done(api::Api::error_response(core::Error::unauthorized("")));
+      }
       if (use_admitted_) return done(std::nullopt);
       use_admitted_ = true;
-      admit_use(std::move(executor), std::move(done));
+      admit_use(std::move(executor), [this, done = std::move(done)](std::optional<api::Response> refused) {
+        if (refused && refused->status == 401) refusal_ = Refusal::used_up;
+        done(std::move(refused));
+      });
     };
     if (context_.api.still_current(*authorized_)) return admit(true);
     off_io_thread([this] { return context_.api.reauthorize(authorized_->token); }, executor,
@@ -289,7 +315,83 @@ Outcome RequestHandler::sign_invocation(const Request& request, const core::AwsC
   return Relay{std::move(*prepared)};
 }
 
-void RequestHandler::answered(std::optional<std::string_view> method, int status) {
+void RequestHandler::answered(std::optional<std::string_view> method, int status, std::uint64_t body_bytes) {
+  log_and_count_answer(method, status);
+  const std::optional<Refusal> reason = refusal_reason(status);
+  if (reason) context_.metrics.refusal(*reason);
+  if (!audited()) return;
+  AuditRecord record = audit_record(method, status);
+  record.reason = reason;
+  record.bytes_out = body_bytes;
+  context_.audit->record(std::move(record));
+}
+
+void RequestHandler::relay_begins(std::string_view method, int status) {
+  log_and_count_answer(method, status);
+  if (!audited()) return;
+  relayed_record_ = audit_record(method, status);
+  relayed_record_->upstream_status = status;
+  relayed_record_->upstream_host = invoked_config().target.host;
+}
+
+void RequestHandler::relay_ended(std::uint64_t body_bytes) {
+  if (!relayed_record_) return;
+  relayed_record_->time = std::chrono::system_clock::now();
+  relayed_record_->duration_ms = std::chrono::duration<double, std::milli>(Clock::now() - started_).count();
+  relayed_record_->bytes_out = body_bytes;
+  context_.audit->record(std::move(*relayed_record_));
+  relayed_record_.reset();
+}
+
+// Why a capability refused this request, for an answer of the service's own (a relayed answer
+// is the upstream's, whatever its status). 401, 403 and 429 are never anything else here.
+std::optional<Refusal> RequestHandler::refusal_reason(int status) const {
+  if (refusal_) return refusal_;
+  if (route_ != Route::by_token) return std::nullopt;
+  if (status == 401 && !authorized_) return Refusal::unknown;
+  if (!authorized_) return std::nullopt;
+  switch (status) {
+    case 401: {
+      // A management operation refused after its token resolved: its uses ran out, or it was
+      // revoked in between (the store will tell the exact reason).
+      const auto& chain = authorized_->resolved.chain;
+      const bool limited =
+          std::any_of(chain.begin(), chain.end(), [](const auto& grant) { return grant.max_uses; });
+      return limited ? Refusal::used_up : Refusal::revoked;
+    }
+    case 403: return Refusal::address;
+    case 429: return Refusal::rate;
+    default: return std::nullopt;
+  }
+}
+
+// Every request to a capability (or to none) is recorded; the service's own endpoints and the
+// metrics listener are not.
+bool RequestHandler::audited() const {
+  return context_.audit && !rules_.metrics_only && route_ == Route::by_token;
+}
+
+AuditRecord RequestHandler::audit_record(std::optional<std::string_view> method, int status) const {
+  AuditRecord record;
+  record.time = std::chrono::system_clock::now();
+  record.request_id = request_id_;
+  record.client_request_id = client_request_id_;
+  if (authorized_) {
+    record.operation = authorized_->operation();
+    record.tenant = authorized_->resolved.tenant_id;
+    record.chain.reserve(authorized_->resolved.chain.size());
+    for (const auto& grant : authorized_->resolved.chain) record.chain.push_back(grant.id);
+    record.token = authorized_->token.log_id();
+  }
+  record.client = client_;
+  if (method) record.method = *method;
+  record.status = status;
+  record.duration_ms = std::chrono::duration<double, std::milli>(Clock::now() - started_).count();
+  record.bytes_in = bytes_in_;
+  return record;
+}
+
+void RequestHandler::log_and_count_answer(std::optional<std::string_view> method, int status) {
   const std::optional<CapabilityKind> kind = authorized_ ? std::optional(authorized_->resolved.kind) : std::nullopt;
   context_.metrics.request(metric_operation(route_, kind), status);
   if (kind) {

@@ -1,0 +1,52 @@
+// One record of the audit log (contract §12): who did what with which capability, and how it
+// ended. Made on an I/O thread from what the request handler knows, written as one line of JSON
+// by the audit log's own thread (server/audit_log.hpp). Pure: no I/O, no Asio.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/address_policy.hpp"
+
+namespace membraned::server {
+
+// Why a capability refused a request: the record's `reason`, and the label of
+// membraned_refusals_total.
+enum class Refusal { unknown, revoked, expired, used_up, rate, address };
+inline constexpr std::array kRefusals = {Refusal::unknown, Refusal::revoked, Refusal::expired,
+                                         Refusal::used_up, Refusal::rate,    Refusal::address};
+std::string_view to_string(Refusal reason);
+
+// Never a token, a secret, a body, a query string or a header's value: the capability appears as
+// Token::log_id(), the requester's own X-Request-Id only when core::is_recordable_client_request_id.
+// The membrane is not recorded: the resolution knows only its row number, which names nothing
+// to a reader; the membrane's id comes with the inventory.
+struct AuditRecord {
+  std::chrono::system_clock::time_point time;  // when the answer went out (a relayed one: ended)
+  std::string request_id;
+  std::optional<std::string> client_request_id;
+  std::string_view operation = "none";  // the capability's kind as the access log names it
+  std::string tenant;                   // empty: no capability resolved
+  std::vector<std::string> chain;       // grant ids, presented first (storage::Resolved::chain)
+  std::string token;                    // Token::log_id() of the resolved capability, else empty
+  core::IpAddress client;
+  std::string method;  // empty: the request's header never arrived whole
+  int status = 0;
+  std::optional<Refusal> reason;
+  std::optional<int> upstream_status;  // an invocation whose upstream answered
+  std::string upstream_host;           // with it: the export's host
+  double duration_ms = 0;
+  std::uint64_t bytes_in = 0;   // the request's body
+  std::uint64_t bytes_out = 0;  // the answer's body, as far as it went out
+};
+
+// The record as one JSON object and a newline, its fields in the order of contract §12: the
+// grant presented as `grant`, the chain from the root down.
+std::string audit_line(const AuditRecord& record);
+
+}  // namespace membraned::server
