@@ -20,6 +20,13 @@ std::string_view to_string(Refusal reason) {
   return "unknown";
 }
 
+std::optional<Refusal> refusal_named(std::string_view reason) {
+  for (Refusal refusal : kRefusals) {
+    if (to_string(refusal) == reason) return refusal;
+  }
+  return std::nullopt;
+}
+
 std::string audit_line(const AuditRecord& record) {
   nlohmann::ordered_json line;
   line["time"] = core::format_log_timestamp(record.time);

@@ -21,6 +21,8 @@ enum class Refusal { unknown, revoked, expired, used_up, rate, address };
 inline constexpr std::array kRefusals = {Refusal::unknown, Refusal::revoked, Refusal::expired,
                                          Refusal::used_up, Refusal::rate,    Refusal::address};
 std::string_view to_string(Refusal reason);
+// The refusal a core::Error or api::Response reason names; none for an empty or unknown one.
+std::optional<Refusal> refusal_named(std::string_view reason);
 
 // Never a token, a secret, a body, a query string or a header's value: the capability appears as
 // Token::log_id(), the requester's own X-Request-Id only when core::is_recordable_client_request_id.

@@ -193,6 +193,7 @@ void RequestHandler::handle_management(const Request& request, net::any_io_execu
         return guarded([&] { return context_.api.handle(*authorized_, request.target(), request.body()); });
       },
       executor, [this, executor, then = std::move(then)](api::Response response) mutable {
+        if (auto refusal = refusal_named(response.reason)) refusal_ = refusal;
         if (revocation_kind(authorized_->resolved.kind, response.status)) {
           return answer_after_settling(std::move(response), std::move(executor), std::move(then));
         }
@@ -218,26 +219,22 @@ void RequestHandler::answer_after_settling(api::Response response, net::any_io_e
 // on. Then its use is counted (contract §11), once, however often the relay asks.
 SendCheck RequestHandler::send_check() {
   return [this](net::any_io_executor executor, std::function<void(std::optional<api::Response>)> done) {
-    auto admit = [this, executor, done = std::move(done)](bool current) mutable {
+    auto admit = [this, executor, done = std::move(done)](bool current, std::string_view why) mutable {
       if (!current) {
-        // The store does not say yet why a token stopped resolving; an expiry the resolution
-        // knew of is told apart, anything else was revoked (the store will tell the exact reason).
-        const auto& expires = authorized_->resolved.expires_at;
-        refusal_ =
-            expires && *expires <= std::chrono::system_clock::now() ? Refusal::expired : Refusal::revoked;
+        refusal_ = refusal_named(why).value_or(Refusal::revoked);
         return done(api::Api::error_response(core::Error::unauthorized("")));
       }
       if (use_admitted_) return done(std::nullopt);
       use_admitted_ = true;
       admit_use(std::move(executor), [this, done = std::move(done)](std::optional<api::Response> refused) {
-        if (refused && refused->status == 401) refusal_ = Refusal::used_up;
+        if (refused) refusal_ = refusal_named(refused->reason);
         done(std::move(refused));
       });
     };
-    if (context_.api.still_current(*authorized_)) return admit(true);
+    if (context_.api.still_current(*authorized_)) return admit(true, {});
     off_io_thread([this] { return context_.api.reauthorize(authorized_->token); }, executor,
                   [admit = std::move(admit)](core::Result<api::Authorized> again) mutable {
-                    admit(again && again->resolved.kind == CapabilityKind::uri);
+                    admit(again && again->resolved.kind == CapabilityKind::uri, again ? "revoked" : again.error().reason);
                   });
   };
 }
@@ -348,17 +345,14 @@ void RequestHandler::relay_ended(std::uint64_t body_bytes) {
 std::optional<Refusal> RequestHandler::refusal_reason(int status) const {
   if (refusal_) return refusal_;
   if (route_ != Route::by_token) return std::nullopt;
-  if (status == 401 && !authorized_) return Refusal::unknown;
+  if (status == 401 && !authorized_) {
+    // The store said why the token did not resolve; a missing or malformed one is unknown.
+    return authorization_error_ ? refusal_named(authorization_error_->reason).value_or(Refusal::unknown)
+                                : Refusal::unknown;
+  }
   if (!authorized_) return std::nullopt;
   switch (status) {
-    case 401: {
-      // A management operation refused after its token resolved: its uses ran out, or it was
-      // revoked in between (the store will tell the exact reason).
-      const auto& chain = authorized_->resolved.chain;
-      const bool limited =
-          std::any_of(chain.begin(), chain.end(), [](const auto& grant) { return grant.max_uses; });
-      return limited ? Refusal::used_up : Refusal::revoked;
-    }
+    case 401: return Refusal::revoked;  // revoked between authorisation and the write
     case 403: return Refusal::address;
     case 429: return Refusal::rate;
     default: return std::nullopt;

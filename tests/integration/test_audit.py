@@ -3,6 +3,7 @@ included, carrying the id its answer's X-Request-Id gave; no token, secret, body
 header value in it, in the service's log or in its metrics; a rename and SIGUSR1 lose no record;
 `--audit-log -` writes to standard output."""
 import http.client
+import datetime
 import json
 import os
 import re
@@ -131,6 +132,14 @@ class AuditScriptTest(unittest.TestCase):
                             upstreamStatus=200),
                   token_of(c["capability"]), headers={"X-Forwarded-For": "10.9.9.9"})
         self.call(202, dict(own, operation="revokeGrant", method="DELETE"), token_of(c["revoke"]), "DELETE")
+        # The store tells why a token no longer resolves: revoked, or expired.
+        self.call(401, {"operation": "none", "reason": "revoked", "client": local}, token_of(c["capability"]))
+        soon = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=1)).strftime(
+            "%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+        d = self.call(201, dict(own, operation="export"), export, body={"uri": self.upstream.url("/echo/d"),
+                                                                         "expiresAt": soon})
+        time.sleep(1.5)
+        self.call(401, {"operation": "none", "reason": "expired", "client": local}, token_of(d["capability"]))
         self.oversized_header()
         for path in ("/healthz", "/metrics"):
             status, _, headers = self.server.call(None, "GET", path)
@@ -170,8 +179,8 @@ class AuditScriptTest(unittest.TestCase):
         self.assertNotEqual(header(traced[0], "X-Request-Id"), "client-trace-1", "the requester's id is not ours")
 
         _, metrics_text, _ = self.server.call(None, "GET", "/metrics")
-        for reason, count in (("unknown", 2), ("used-up", 1), ("rate", 1), ("address", 1), ("revoked", 0),
-                              ("expired", 0)):
+        for reason, count in (("unknown", 2), ("used-up", 1), ("rate", 1), ("address", 1), ("revoked", 1),
+                              ("expired", 1)):
             self.assertEqual(metric(metrics_text, "membraned_refusals_total", 'reason="%s"' % reason), count, reason)
         self.assertEqual(metric(metrics_text, "membraned_audit_records_total", 'result="written"'), len(records))
         self.assertEqual(metric(metrics_text, "membraned_audit_records_total", 'result="dropped"'), 0)
