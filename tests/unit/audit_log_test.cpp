@@ -108,6 +108,18 @@ TEST(AuditRecordTest, ALineHasTheFieldsInOrderTheGrantPresentedAndTheChainFromTh
   EXPECT_EQ(json["time"].get<std::string>().size(), std::string("2026-11-24T23:32:39.627Z").size());
 }
 
+// The line is written by hand: text that is not plain ASCII (quotes, backslashes, control
+// characters, bytes that are not UTF-8) still makes one valid JSON line.
+TEST(AuditRecordTest, TextThatIsNotPlainAsciiStillMakesOneValidLine) {
+  AuditRecord record = numbered_record(1);
+  record.upstream_status = 200;
+  record.upstream_host = "a\"b\\c\n\x01d\xc3\xa9\xff";
+  const std::string line = membraned::server::audit_line(record);
+  ASSERT_EQ(line.find('\n'), line.size() - 1);
+  const auto json = nlohmann::json::parse(line);
+  EXPECT_EQ(json["upstreamHost"], "a\"b\\c\n\x01d\xc3\xa9\xef\xbf\xbd");
+}
+
 TEST(AuditRecordTest, ARefusalWithoutACapabilityHasOnlyWhatIsKnown) {
   AuditRecord record;
   record.request_id = "0123456789abcdef";
