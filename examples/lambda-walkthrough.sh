@@ -4,8 +4,9 @@
 # implementation independent of membraned), a membraned with its own throwaway data directory,
 # and every step of the tutorial twice: first with curl, then with capi, the command-line client
 # (config import, membrane create, export, re-export, query and revoke, a grant for a day and 100
-# uses and its own revoke, invocations with both `capi invoke` and curl). Each step prints what it sent and what came back, and the script stops
-# with an error the moment an answer differs from the tutorial's.
+# uses and its own revoke, the list of what was handed out and one grant shown, invocations with
+# both `capi invoke` and curl). Each step prints what it sent and what came back, and the script
+# stops with an error the moment an answer differs from the tutorial's.
 #
 #   examples/lambda-walkthrough.sh            # installs what is missing and builds first
 #   MEMBRANED_BIN=path/to/membraned CAPI_BIN=path/to/capi examples/lambda-walkthrough.sh
@@ -80,6 +81,7 @@ URL="$(grep -o 'http://127.0.0.1:[0-9]*' "$WORK/membraned.out" | head -1)"
 echo "$(head -1 "$WORK/membraned.out")"
 TENANT="$WORK/var/first-tenant.json"
 CREATE="$(token "$(json "$TENANT" capabilities.create)")"
+QUERY="$(token "$(json "$TENANT" capabilities.query)")"
 
 # 3. The owner creates a membrane; its export and revoke capabilities come back.
 call 201 "Create a membrane" -XPOST "$URL" -H "Authorization: Bearer $CREATE" -d '{"id":"my-aws-lambda-membrane"}'
@@ -137,6 +139,7 @@ assert datetime.timedelta(hours=23, minutes=55) < left <= datetime.timedelta(day
 PY
 }
 check_grant "$WORK/answer"
+GRANT_ID="$(json "$WORK/answer" id)"
 GRANT="$(token "$(json "$WORK/answer" capability)")"
 GRANT_REVOKE="$(token "$(json "$WORK/answer" revoke)")"
 call 200 "The partner invokes with the grant" -XPOST "$URL" -H "Authorization: Bearer $GRANT" -d '{"from":"partner"}'
@@ -148,7 +151,37 @@ call 201 "The membrane still exports" -XPOST "$URL" -H "Authorization: Bearer $E
 call 200 "And what it exports works" -XPOST "$URL" \
   -H "Authorization: Bearer $(token "$(json "$WORK/answer" capability)")" -d '{}'
 
-# 9. Revoke the first membrane: everything exported through it is dead, at once and for good.
+# 9. What was handed out through the membrane (the inventory, with the tenant's query capability),
+#    and the partner's grant alone: revoked, labelled, with its one use.
+call 200 "List what was handed out through the membrane" -G "$URL" -H "Authorization: Bearer $QUERY" \
+  --data-urlencode "exportsOf=my-aws-lambda-membrane" -d limit=1000
+check_inventory() {  # check_inventory FILE GRANT_ID: three grants, the partner's revoked among them
+  python3 - "$1" "$2" <<'PY' || { echo "walkthrough: step $step: not the list the tutorial shows" >&2; exit 1; }
+import json, sys
+listed = json.load(open(sys.argv[1]))
+assert listed["completed"] is True, listed
+ids = [e["id"] for e in listed["exports"]]
+assert ids == sorted(ids) and len(ids) == 3 and sys.argv[2] in ids, ids
+grant = next(e for e in listed["exports"] if e["id"] == sys.argv[2])
+assert (grant["label"], grant["kind"], grant["maxUses"], grant["revoked"]) == ("partner", "reexport", 100, True), grant
+PY
+}
+check_inventory "$WORK/answer" "$GRANT_ID"
+call 200 "Show the partner's grant" -G "$URL" -H "Authorization: Bearer $QUERY" --data-urlencode "grant=$GRANT_ID"
+expect_grant() {  # expect_grant FILE GRANT_ID: {"exports": [that grant], "completed": true} or the entry alone
+  python3 - "$1" "$2" <<'PY' || { echo "walkthrough: step $step: not the grant the tutorial shows" >&2; exit 1; }
+import json, sys
+g = json.load(open(sys.argv[1]))
+if "exports" in g:
+    assert g["completed"] is True and len(g["exports"]) == 1, g
+    g = g["exports"][0]
+assert (g["id"], g["label"], g["revoked"]) == (sys.argv[2], "partner", True), g
+assert g["revokedAt"] and g["expiresAt"] and g["maxUses"] == 100, g
+PY
+}
+expect_grant "$WORK/answer" "$GRANT_ID"
+
+# 10. Revoke the first membrane: everything exported through it is dead, at once and for good.
 call 202 "Revoke the membrane" "$URL" -H "Authorization: Bearer $REVOKE"
 call 401 "The Lambda capability is dead" -XPOST "$URL" -H "Authorization: Bearer $LAMBDA" -d '{"hello":"world"}'
 
@@ -242,6 +275,7 @@ capi_step 0 "capi: the original capability still works" invoke --capability "$C_
 capi_step 0 "capi: export a day-long, 100-use grant for a partner" membrane export \
   --capability "$C_EXPORT" --capability-to-export "$C_LAMBDA_URI" --expires-in 1d --max-uses 100 --label partner
 check_grant "$WORK/out"
+C_GRANT_ID="$(json "$WORK/out" id)"
 C_GRANT_URI="$(json "$WORK/out" capability)"
 C_GRANT_REVOKE="$(json "$WORK/out" revoke)"
 capi_step 0 "capi: the partner invokes with the grant" invoke --capability "$C_GRANT_URI" --data '{"from":"partner"}'
@@ -255,6 +289,25 @@ capi_step 0 "capi: the original capability still works" invoke --capability "$C_
 capi_step 0 "capi: the membrane still exports" membrane export --capability "$C_EXPORT" \
   --capability-to-export "$C_LAMBDA_URI"
 capi_step 0 "capi: and what it exports works" invoke --capability "$(json "$WORK/out" capability)" --data '{}'
+
+capi_step 0 "capi: list what was handed out through the membrane" membrane exports \
+  --id capi-lambda-membrane --all --table
+expect "$WORK/out" "$C_GRANT_ID  partner  reexport"
+expect "$WORK/out" "REVOKED"
+if [ "$(wc -l <"$WORK/out")" != 4 ]; then
+  echo "walkthrough: step $step: not a header and three grants" >&2
+  exit 1
+fi
+capi_step 0 "capi: the same list as JSON" membrane exports --id capi-lambda-membrane --all
+check_inventory "$WORK/out" "$C_GRANT_ID"
+capi_step 0 "capi: show the partner's grant" grant show "$C_GRANT_ID"
+expect "$WORK/out" "\"id\": \"$C_GRANT_ID\""
+expect_grant "$WORK/out" "$C_GRANT_ID"
+capi_step 0 "capi: the partner's grant as a table" grant show "$C_GRANT_ID" --table
+expect "$WORK/out" "$C_GRANT_ID"
+expect "$WORK/out" "revoked     yes"
+capi_step 1 "capi: no grant has this id" grant show g_000000000000000000000000
+expect "$WORK/err" 'No grant with id "g_000000000000000000000000"'
 
 capi_step 0 "capi: revoke the membrane" membrane revoke --capability "$C_REVOKE"
 expect "$WORK/out" '"message": "Accepted"'
