@@ -1,5 +1,6 @@
 #include "api/api.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <optional>
 
@@ -398,6 +399,12 @@ std::optional<Response> Api::check_address(const Authorized& who, const core::Ip
 
 UseAdmission Api::admit_use(const Authorized& who, std::chrono::steady_clock::time_point now, bool may_write) {
   if (who.resolved.chain.empty()) return {};
+  const auto& chain = who.resolved.chain;
+  if (std::none_of(chain.begin(), chain.end(), [](const auto& g) { return g.max_uses || g.rate_limit; })) {
+    // Unlimited grants take no lock of the rate windows or the use ledger: only their count.
+    store_.count_use(chain);
+    return {};
+  }
   if (auto wait = rates_.admit(who.resolved.chain, now)) {
     Response refused = error_response(429, "this capability's rate limit is reached");
     refused.retry_after = *wait;

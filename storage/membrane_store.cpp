@@ -526,14 +526,9 @@ Result<std::int64_t> MembraneStore::reserve_uses(CapabilityRow grant, std::int64
 
 Result<GrantEntry> MembraneStore::open_entry(StoredGrantEntry stored) const {
   GrantEntry entry = std::move(stored.entry);
-  for (std::size_t start = 0; start < stored.allow_from_text.size();) {
-    std::size_t end = stored.allow_from_text.find(',', start);
-    if (end == std::string::npos) end = stored.allow_from_text.size();
-    auto cidr = core::Cidr::parse(std::string_view(stored.allow_from_text).substr(start, end - start));
-    if (!cidr) return Error::internal("a stored allowFrom does not parse");
-    entry.allow_from.push_back(*cidr);
-    start = end + 1;
-  }
+  auto allow_from = parse_allow_from(stored.allow_from_text);
+  if (!allow_from) return allow_from.error();
+  entry.allow_from = std::move(*allow_from);
   if (stored.sealed_target) {
     auto opened = key_.open(*stored.sealed_target, sealing::grant_target_context(entry.id));
     if (!opened) return Error::internal("a stored grant target does not open");

@@ -47,20 +47,6 @@ std::optional<std::string_view> why_dead(const std::map<CapabilityRow, Link>& li
   return expired;
 }
 
-Result<std::vector<core::Cidr>> parse_allow_from(const std::string& text) {
-  std::vector<core::Cidr> out;
-  std::size_t start = 0;
-  while (start < text.size()) {
-    std::size_t end = text.find(',', start);
-    if (end == std::string::npos) end = text.size();
-    auto cidr = core::Cidr::parse(std::string_view(text).substr(start, end - start));
-    if (!cidr) return Error::internal("a stored allowFrom does not parse");
-    out.push_back(*cidr);
-    start = end + 1;
-  }
-  return out;
-}
-
 Result<ChainGrant> chain_grant(CapabilityRow row, const StoredGrant& grant) {
   auto allow_from = parse_allow_from(grant.allow_from);
   if (!allow_from) return allow_from.error();
@@ -151,6 +137,20 @@ StoredGrant stored_grant(const std::string& id, const core::GrantLimits& limits)
     out.rate_seconds = limits.rate_limit->per_seconds;
   }
   out.allow_from = allow_from_text(limits.allow_from);
+  return out;
+}
+
+Result<std::vector<core::Cidr>> parse_allow_from(const std::string& text) {
+  std::vector<core::Cidr> out;
+  std::size_t start = 0;
+  while (start < text.size()) {
+    std::size_t end = text.find(',', start);
+    if (end == std::string::npos) end = text.size();
+    auto cidr = core::Cidr::parse(std::string_view(text).substr(start, end - start));
+    if (!cidr) return Error::internal("a stored allowFrom does not parse");
+    out.push_back(*cidr);
+    start = end + 1;
+  }
   return out;
 }
 

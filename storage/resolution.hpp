@@ -51,6 +51,7 @@ Result<Resolved> resolve_links(const std::map<CapabilityRow, Link>& links, const
 // The grant columns as the store keeps them, and back.
 StoredGrant stored_grant(const std::string& id, const core::GrantLimits& limits);
 std::string allow_from_text(const std::vector<core::Cidr>& allow_from);
+Result<std::vector<core::Cidr>> parse_allow_from(const std::string& text);
 std::chrono::system_clock::time_point from_unix_ms(std::int64_t ms);
 std::int64_t to_unix_ms(std::chrono::system_clock::time_point t);
 
