@@ -37,11 +37,11 @@ std::uint64_t next_random() {
 
 }  // namespace
 
-std::string new_request_id() {
+RequestId RequestId::next() {
   static constexpr char kHex[] = "0123456789abcdef";
   std::uint64_t value = next_random();
-  std::string id(kRequestIdSize, '0');
-  for (std::size_t i = kRequestIdSize; i-- > 0; value >>= 4) id[i] = kHex[value & 0xf];
+  RequestId id;
+  for (std::size_t i = kRequestIdSize; i-- > 0; value >>= 4) id.digits_[i] = kHex[value & 0xf];
   return id;
 }
 

@@ -10,14 +10,13 @@
 #include <cstring>
 #include <mutex>
 #include <utility>
-#include <vector>
 
 namespace membraned::server {
 
 namespace {
 
 constexpr std::string_view kStandardOutput = "-";
-// The writer's text buffer is kept between batches, up to this size.
+// A batch's buffer is kept for the next, up to this size.
 constexpr std::size_t kKeptBufferBytes = 1024 * 1024;
 
 int open_output(const std::string& path) {
@@ -63,7 +62,8 @@ struct AuditLog::Shared {
   std::mutex mutex;
   std::condition_variable wake;      // for the writer: records, a reopen, or the stop
   std::condition_variable finished;  // for stop: the writer is done
-  std::vector<AuditRecord> queue;
+  std::string queue;                 // lines, whole
+  std::size_t queued_records = 0;
   bool reopen_asked = false;
   bool stopping = false;
   bool done = false;
@@ -96,9 +96,9 @@ struct AuditLog::Shared {
 
   void run() {
     block_signals_in_this_thread();
-    std::vector<AuditRecord> batch;
-    std::string text;
+    std::string batch;
     for (;;) {
+      std::size_t records = 0;
       bool reopen_now = false;
       bool stop_now = false;
       {
@@ -106,15 +106,18 @@ struct AuditLog::Shared {
         wake.wait(lock, [this] { return !queue.empty() || reopen_asked || stopping; });
         // Let the batch grow a little before taking it: one wake-up and one write for many
         // records instead of a few, which on a busy service is what the audit log costs.
-        wake.wait_for(lock, kLinger, [this] { return reopen_asked || stopping || queue.size() >= kBatch; });
+        wake.wait_for(lock, kLinger, [this] { return reopen_asked || stopping || queued_records >= kBatch; });
         batch.swap(queue);
+        records = std::exchange(queued_records, 0);
         reopen_now = std::exchange(reopen_asked, false);
         stop_now = stopping;
       }
       if (reopen_now) open_again();
       const bool drained = batch.empty();
-      if (!drained) write_batch(batch, text);
+      if (!drained) write_batch(batch, records);
+      // The two buffers take turns; one that a burst made large is given back.
       batch.clear();
+      if (batch.capacity() > kKeptBufferBytes) batch = std::string();
       if (stop_now && drained) break;
     }
     if (path != kStandardOutput) ::close(fd);
@@ -123,20 +126,17 @@ struct AuditLog::Shared {
     finished.notify_all();
   }
 
-  void write_batch(const std::vector<AuditRecord>& batch, std::string& text) {
-    text.clear();
-    for (const AuditRecord& record : batch) text += audit_line(record);
-    if (write_all(fd, text)) {
+  void write_batch(std::string_view lines, std::size_t records) {
+    if (write_all(fd, lines)) {
       failing = false;
-      count(Delivery::written, batch.size());
+      count(Delivery::written, records);
     } else {
       // Reported once until a write works again, so a full disk does not flood the log.
       if (!failing)
         say("audit log: cannot write to " + path + ": " + std::strerror(errno) + "; records are dropped");
       failing = true;
-      count(Delivery::dropped, batch.size());
+      count(Delivery::dropped, records);
     }
-    if (text.capacity() > kKeptBufferBytes) text = std::string();
   }
 
   void open_again() {
@@ -158,12 +158,12 @@ struct AuditLog::Shared {
   bool failing = false;  // the last write failed (the writer thread's alone)
 };
 
-core::Result<std::unique_ptr<AuditLog>> AuditLog::open(const std::string& path, std::size_t capacity,
+core::Result<std::unique_ptr<AuditLog>> AuditLog::open(const std::string& path, std::size_t capacity_bytes,
                                                        Counter counter, Report report) {
   const int fd = open_output(path);
   if (fd < 0)
     return core::Error::invalid("audit-log", "cannot open --audit-log " + path + ": " + std::strerror(errno));
-  auto shared = std::make_shared<Shared>(path, fd, capacity, std::move(counter), std::move(report));
+  auto shared = std::make_shared<Shared>(path, fd, capacity_bytes, std::move(counter), std::move(report));
   return std::unique_ptr<AuditLog>(new AuditLog(std::move(shared)));
 }
 
@@ -172,14 +172,19 @@ AuditLog::AuditLog(std::shared_ptr<Shared> shared)
 
 AuditLog::~AuditLog() { stop(kAuditDrainTimeout); }
 
-void AuditLog::record(AuditRecord record) {
+void AuditLog::record(const AuditRecord& record) {
+  // Formatted outside the mutex, into a buffer each thread keeps: the lock covers one copy.
+  thread_local std::string line;
+  line.clear();
+  append_audit_line(line, record);
   bool queued = false;
   bool first = false;
   {
     std::lock_guard lock(shared_->mutex);
-    if (!shared_->stopping && shared_->queue.size() < shared_->capacity) {
+    if (!shared_->stopping && shared_->queue.size() + line.size() <= shared_->capacity) {
       first = shared_->queue.empty();
-      shared_->queue.push_back(std::move(record));
+      shared_->queue.append(line);
+      ++shared_->queued_records;
       queued = true;
     }
   }

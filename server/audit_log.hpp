@@ -1,6 +1,7 @@
-// The audit log's writer (contract §12): I/O threads hand it records and never wait for it. A
-// bounded queue in front of one thread of its own, which formats what is queued and writes it
-// with write(2), many lines per call. A full queue drops the record and counts it. No Asio.
+// The audit log's writer (contract §12): I/O threads hand it records and never wait for it. Each
+// record becomes its line at once, appended to a bounded queue of text in front of one thread of
+// its own, which writes what is queued with write(2), many lines per call. A full queue drops the
+// record and counts it. No Asio.
 #pragma once
 
 #include <chrono>
@@ -17,9 +18,9 @@
 
 namespace membraned::server {
 
-// Records waiting for the writer at most (a few hundred bytes each, so some 20 MiB at worst):
+// Lines waiting for the writer at most, in bytes: some 50 000 records of a few hundred bytes,
 // seconds of the heaviest load while a disk stalls.
-inline constexpr std::size_t kAuditQueueCapacity = 65536;
+inline constexpr std::size_t kAuditQueueBytes = 16 * 1024 * 1024;
 // How long the last records may take to go out when the service stops.
 inline constexpr std::chrono::seconds kAuditDrainTimeout{10};
 
@@ -33,15 +34,15 @@ class AuditLog {
 
   // Opens `path` for appending (created 0600 under the service's umask), or standard output for
   // "-", and starts the writer thread.
-  static core::Result<std::unique_ptr<AuditLog>> open(const std::string& path, std::size_t capacity,
+  static core::Result<std::unique_ptr<AuditLog>> open(const std::string& path, std::size_t capacity_bytes,
                                                       Counter counter, Report report);
   ~AuditLog();  // stop(kAuditDrainTimeout)
   AuditLog(const AuditLog&) = delete;
   AuditLog& operator=(const AuditLog&) = delete;
 
-  // Never blocks on the writer: the record is queued, or dropped and counted when the queue holds
-  // `capacity` records already (or the log has stopped).
-  void record(AuditRecord record);
+  // Never blocks on the writer: the record's line is queued, or dropped and counted when it does
+  // not fit in `capacity_bytes` beside the lines queued already (or the log has stopped).
+  void record(const AuditRecord& record);
   // The file is opened again by its name between two writes (logrotate moved it away): records
   // queued before go to one file or the other, those queued after to the new one; none is lost.
   // Nothing for standard output.

@@ -7,9 +7,9 @@
 #include <chrono>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
-#include <vector>
 
 #include "core/address_policy.hpp"
 
@@ -28,27 +28,31 @@ std::optional<Refusal> refusal_named(std::string_view reason);
 // Token::log_id(), the requester's own X-Request-Id only when core::is_recordable_client_request_id.
 // The membrane is not recorded: the resolution knows only its row number, which names nothing
 // to a reader; the membrane's id comes with the inventory.
+// The text fields are views of what the request handler holds: a record lives only for the call
+// that formats it (AuditLog::record), so an audited request copies nothing into it.
 struct AuditRecord {
   std::chrono::system_clock::time_point time;  // when the answer went out (a relayed one: ended)
-  std::string request_id;
-  std::optional<std::string> client_request_id;
+  std::string_view request_id;
+  std::string_view client_request_id;   // empty: none, or none recordable
   std::string_view operation = "none";  // the capability's kind as the access log names it
-  std::string tenant;                   // empty: no capability resolved
-  std::vector<std::string> chain;       // grant ids, presented first (storage::Resolved::chain)
-  std::string token;                    // Token::log_id() of the resolved capability, else empty
+  std::string_view tenant;              // empty: no capability resolved
+  std::span<const std::string_view> chain;  // grant ids, presented first (storage::Resolved::chain)
+  std::string_view token;               // Token::log_id() of the resolved capability, else empty
   core::IpAddress client;
-  std::string method;  // empty: the request's header never arrived whole
+  std::string_view method;  // empty: the request's header never arrived whole
   int status = 0;
   std::optional<Refusal> reason;
   std::optional<int> upstream_status;  // an invocation whose upstream answered
-  std::string upstream_host;           // with it: the export's host
+  std::string_view upstream_host;      // with it: the export's host
   double duration_ms = 0;
   std::uint64_t bytes_in = 0;   // the request's body
   std::uint64_t bytes_out = 0;  // the answer's body, as far as it went out
 };
 
 // The record as one JSON object and a newline, its fields in the order of contract §12: the
-// grant presented as `grant`, the chain from the root down.
+// grant presented as `grant`, the chain from the root down. Appended to `out`.
+void append_audit_line(std::string& out, const AuditRecord& record);
+// The same as a string of its own.
 std::string audit_line(const AuditRecord& record);
 
 }  // namespace membraned::server

@@ -150,7 +150,7 @@ struct HttpServer::Impl {
   core::Status open_audit_log() {
     if (!context.settings.audit_log) return core::ok_status();
     auto opened = AuditLog::open(
-        *context.settings.audit_log, kAuditQueueCapacity,
+        *context.settings.audit_log, kAuditQueueBytes,
         [this](AuditLog::Delivery delivery, std::uint64_t count) {
           context.metrics.audit_records(delivery == AuditLog::Delivery::written ? "written" : "dropped", count);
         },

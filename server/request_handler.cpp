@@ -69,12 +69,13 @@ void RequestHandler::begin(Clock::time_point started) {
   authorization_error_.reset();
   export_request_.reset();
   use_admitted_ = false;
-  request_id_ = core::new_request_id();
-  client_request_id_.reset();
+  request_id_ = core::RequestId::next();
+  client_request_id_.clear();
+  token_log_id_.clear();
   client_ = peer_;
   bytes_in_ = 0;
   refusal_.reset();
-  relayed_record_.reset();
+  relayed_status_.reset();
 }
 
 // Runs `work` (a call that reaches the store), then `then(result)` on `executor`. A store that
@@ -130,7 +131,7 @@ void RequestHandler::after_header(const Request& request, std::optional<std::uin
   if (context_.audit) {
     // Recorded beside ours, never taken for it: a requester can write anything there.
     if (const auto own = request[kRequestIdField]; core::is_recordable_client_request_id(own)) {
-      client_request_id_.emplace(own);
+      client_request_id_.assign(own);
     }
   }
   off_io_thread([this, &request] { return context_.api.authorize(request[http::field::authorization]); },
@@ -320,24 +321,24 @@ void RequestHandler::answered(std::optional<std::string_view> method, int status
   AuditRecord record = audit_record(method, status);
   record.reason = reason;
   record.bytes_out = body_bytes;
-  context_.audit->record(std::move(record));
+  context_.audit->record(record);
 }
 
 void RequestHandler::relay_begins(std::string_view method, int status) {
   log_and_count_answer(method, status);
   if (!audited()) return;
-  relayed_record_ = audit_record(method, status);
-  relayed_record_->upstream_status = status;
-  relayed_record_->upstream_host = invoked_config().target.host;
+  relayed_status_ = status;
+  relayed_method_.assign(method);
 }
 
 void RequestHandler::relay_ended(std::uint64_t body_bytes) {
-  if (!relayed_record_) return;
-  relayed_record_->time = std::chrono::system_clock::now();
-  relayed_record_->duration_ms = std::chrono::duration<double, std::milli>(Clock::now() - started_).count();
-  relayed_record_->bytes_out = body_bytes;
-  context_.audit->record(std::move(*relayed_record_));
-  relayed_record_.reset();
+  if (!relayed_status_) return;
+  AuditRecord record = audit_record(relayed_method_, *relayed_status_);
+  record.upstream_status = relayed_status_;
+  record.upstream_host = invoked_config().target.host;
+  record.bytes_out = body_bytes;
+  context_.audit->record(record);
+  relayed_status_.reset();
 }
 
 // Why a capability refused this request, for an answer of the service's own (a relayed answer
@@ -365,17 +366,18 @@ bool RequestHandler::audited() const {
   return context_.audit && !rules_.metrics_only && route_ == Route::by_token;
 }
 
-AuditRecord RequestHandler::audit_record(std::optional<std::string_view> method, int status) const {
+AuditRecord RequestHandler::audit_record(std::optional<std::string_view> method, int status) {
   AuditRecord record;
   record.time = std::chrono::system_clock::now();
-  record.request_id = request_id_;
+  record.request_id = request_id_.text();
   record.client_request_id = client_request_id_;
   if (authorized_) {
     record.operation = authorized_->operation();
     record.tenant = authorized_->resolved.tenant_id;
-    record.chain.reserve(authorized_->resolved.chain.size());
-    for (const auto& grant : authorized_->resolved.chain) record.chain.push_back(grant.id);
-    record.token = authorized_->token.log_id();
+    audit_chain_.clear();
+    for (const auto& grant : authorized_->resolved.chain) audit_chain_.push_back(grant.id);
+    record.chain = audit_chain_;
+    record.token = token_log_id();
   }
   record.client = client_;
   if (method) record.method = *method;
@@ -383,6 +385,11 @@ AuditRecord RequestHandler::audit_record(std::optional<std::string_view> method,
   record.duration_ms = std::chrono::duration<double, std::milli>(Clock::now() - started_).count();
   record.bytes_in = bytes_in_;
   return record;
+}
+
+std::string_view RequestHandler::token_log_id() {
+  if (authorized_ && token_log_id_.empty()) token_log_id_ = authorized_->token.log_id();
+  return token_log_id_;
 }
 
 void RequestHandler::log_and_count_answer(std::optional<std::string_view> method, int status) {
@@ -393,7 +400,7 @@ void RequestHandler::log_and_count_answer(std::optional<std::string_view> method
   }
   if (!context_.log) return;
   const std::string timestamp = core::format_log_timestamp(std::chrono::system_clock::now());
-  const std::string log_id = authorized_ ? authorized_->token.log_id() : std::string();
+  const std::string_view log_id = token_log_id();
   context_.log(access_log_line(
       {timestamp, method, status, std::chrono::duration<double, std::milli>(Clock::now() - started_).count(),
        authorized_ ? std::optional(authorized_->operation()) : std::nullopt, log_id}));

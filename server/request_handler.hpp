@@ -20,9 +20,11 @@
 #include <optional>
 #include <string>
 #include <variant>
+#include <vector>
 
 #include "api/api.hpp"
 #include "core/export_config.hpp"
+#include "core/request_id.hpp"
 #include "core/upstream_request.hpp"
 #include "server/audit_record.hpp"
 #include "server/invocation.hpp"
@@ -66,7 +68,7 @@ class RequestHandler {
   // A new request, with an id of its own; `started` is when its header was in (or when it failed).
   void begin(std::chrono::steady_clock::time_point started);
   std::chrono::steady_clock::time_point started() const { return started_; }
-  const std::string& request_id() const { return request_id_; }
+  std::string_view request_id() const { return request_id_.text(); }
 
   // The header is in (`announced`: its Content-Length, if any). `then` runs on `executor` (the
   // session's strand) once the capability is known, with the plan for the body. The request must
@@ -119,7 +121,11 @@ class RequestHandler {
   void log_and_count_answer(std::optional<std::string_view> method, int status);
   std::optional<Refusal> refusal_reason(int status) const;
   bool audited() const;
-  AuditRecord audit_record(std::optional<std::string_view> method, int status) const;
+  // The record of this request, as far as it is known; its views stay valid while this request
+  // is the handler's.
+  AuditRecord audit_record(std::optional<std::string_view> method, int status);
+  // Token::log_id() of the authorized capability, worked out once per request.
+  std::string_view token_log_id();
 
   ServerContext& context_;
   RouteRules rules_;
@@ -129,12 +135,15 @@ class RequestHandler {
   std::optional<core::ExportRequest> export_request_;
   core::IpAddress peer_;
   bool use_admitted_ = false;  // this request's use was counted (the send-time check runs again on a retry)
-  std::string request_id_;
-  std::optional<std::string> client_request_id_;  // the requester's own, when recordable
+  core::RequestId request_id_;
+  std::string client_request_id_;  // the requester's own, when recordable; else empty
   core::IpAddress client_;                        // the requester (peer_ until the header is in)
   std::uint64_t bytes_in_ = 0;                    // the request's body, once read
   std::optional<Refusal> refusal_;                // decided where the status alone does not tell
-  std::optional<AuditRecord> relayed_record_;     // a relayed answer's, until it ends
+  std::string token_log_id_;                      // token_log_id(), once known this request
+  std::vector<std::string_view> audit_chain_;     // the chain's grant ids, for the audit record
+  std::optional<int> relayed_status_;             // a relayed answer's, until it ends
+  std::string relayed_method_;                    // its request's method
   BodyBudget::Lease body_room_;  // this request's share of the bodies held at once
   std::chrono::steady_clock::time_point started_;
 };

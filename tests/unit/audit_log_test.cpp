@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -34,18 +35,25 @@ using membraned::server::AuditRecord;
 using membraned::server::Refusal;
 using namespace std::chrono_literals;
 
-AuditRecord numbered_record(int n) {
+// A record and the text its views show (a record only borrows it), numbered by its request id.
+struct NumberedRecord {
+  explicit NumberedRecord(int n) : id("id-" + std::to_string(n)) {
+    record.time = std::chrono::system_clock::now();
+    record.request_id = id;
+    record.operation = "invoke";
+    record.tenant = "8099370dbb6b61b50b67ad6b1fadf82c";
+    record.chain = chain;
+    record.client = *membraned::core::IpAddress::parse("192.0.2.7");
+    record.method = "POST";
+    record.status = 200;
+  }
+  NumberedRecord(const NumberedRecord&) = delete;
+  NumberedRecord& operator=(const NumberedRecord&) = delete;
+
+  std::string id;
+  std::array<std::string_view, 2> chain{"g_000000000000000000000002", "g_000000000000000000000001"};
   AuditRecord record;
-  record.time = std::chrono::system_clock::now();
-  record.request_id = "id-" + std::to_string(n);
-  record.operation = "invoke";
-  record.tenant = "8099370dbb6b61b50b67ad6b1fadf82c";
-  record.chain = {"g_000000000000000000000002", "g_000000000000000000000001"};
-  record.client = *membraned::core::IpAddress::parse("192.0.2.7");
-  record.method = "POST";
-  record.status = 200;
-  return record;
-}
+};
 
 std::vector<std::string> lines_of(const std::filesystem::path& path) {
   std::vector<std::string> lines;
@@ -74,14 +82,15 @@ struct Counts {
   }
 };
 
-std::unique_ptr<AuditLog> open_log(const std::filesystem::path& path, std::size_t capacity, Counts& counts) {
-  auto opened = AuditLog::open(path.string(), capacity, counts.counter(), counts.report());
+std::unique_ptr<AuditLog> open_log(const std::filesystem::path& path, std::size_t capacity_bytes, Counts& counts) {
+  auto opened = AuditLog::open(path.string(), capacity_bytes, counts.counter(), counts.report());
   EXPECT_TRUE(opened.ok()) << opened.error().message;
   return opened.ok() ? std::move(*opened) : nullptr;
 }
 
 TEST(AuditRecordTest, ALineHasTheFieldsInOrderTheGrantPresentedAndTheChainFromTheRoot) {
-  AuditRecord record = numbered_record(1);
+  NumberedRecord numbered(1);
+  AuditRecord& record = numbered.record;
   record.client_request_id = "trace-1";
   record.token = "980ca434014d";
   record.upstream_status = 502;
@@ -111,7 +120,8 @@ TEST(AuditRecordTest, ALineHasTheFieldsInOrderTheGrantPresentedAndTheChainFromTh
 // The line is written by hand: text that is not plain ASCII (quotes, backslashes, control
 // characters, bytes that are not UTF-8) still makes one valid JSON line.
 TEST(AuditRecordTest, TextThatIsNotPlainAsciiStillMakesOneValidLine) {
-  AuditRecord record = numbered_record(1);
+  NumberedRecord numbered(1);
+  AuditRecord& record = numbered.record;
   record.upstream_status = 200;
   record.upstream_host = "a\"b\\c\n\x01d\xc3\xa9\xff";
   const std::string line = membraned::server::audit_line(record);
@@ -141,9 +151,9 @@ TEST(AuditLogTest, WritesEachRecordAsOneLineAndCountsThem) {
   membraned::test::TempDir dir;
   const auto path = dir.path() / "audit.log";
   Counts counts;
-  auto log = open_log(path, 1024, counts);
+  auto log = open_log(path, membraned::server::kAuditQueueBytes, counts);
   ASSERT_TRUE(log);
-  for (int i = 0; i < 100; ++i) log->record(numbered_record(i));
+  for (int i = 0; i < 100; ++i) log->record(NumberedRecord(i).record);
   log->stop(10s);
   const auto lines = lines_of(path);
   ASSERT_EQ(lines.size(), 100u);
@@ -154,7 +164,7 @@ TEST(AuditLogTest, WritesEachRecordAsOneLineAndCountsThem) {
   EXPECT_EQ(std::filesystem::status(path).permissions() & std::filesystem::perms::others_all,
             std::filesystem::perms::none);
   // Handed in after the stop: dropped, counted.
-  log->record(numbered_record(100));
+  log->record(NumberedRecord(100).record);
   EXPECT_EQ(counts.dropped, 1u);
 }
 
@@ -192,13 +202,13 @@ TEST(AuditLogTest, AFullQueueDropsAndCountsInsteadOfBlocking) {
   membraned::test::TempDir dir;
   StalledOutput output(dir.path() / "audit.fifo");
   Counts counts;
-  constexpr std::size_t kCapacity = 16;
+  constexpr std::size_t kCapacity = 4096;  // bytes: some 16 records
   constexpr int kRecords = 5000;  // some 1 MB of lines: far more than the pipe and the queue hold
   auto log = open_log(dir.path() / "audit.fifo", kCapacity, counts);
   ASSERT_TRUE(log);
   // Were record() to wait for the writer, this would never end (nothing reads the pipe yet).
   auto pushing = std::async(std::launch::async, [&] {
-    for (int i = 0; i < kRecords; ++i) log->record(numbered_record(i));
+    for (int i = 0; i < kRecords; ++i) log->record(NumberedRecord(i).record);
   });
   ASSERT_EQ(pushing.wait_for(30s), std::future_status::ready) << "record() blocked on a stalled output";
   EXPECT_GT(counts.dropped, 0u);
@@ -215,7 +225,7 @@ TEST(AuditLogTest, AReopenMovesToANewFileAndLosesNothing) {
   const auto path = dir.path() / "audit.log";
   const auto rotated = dir.path() / "audit.log.1";
   Counts counts;
-  auto log = open_log(path, 65536, counts);
+  auto log = open_log(path, membraned::server::kAuditQueueBytes, counts);
   ASSERT_TRUE(log);
   constexpr int kThreads = 4;
   constexpr int kEach = 2000;
@@ -224,7 +234,7 @@ TEST(AuditLogTest, AReopenMovesToANewFileAndLosesNothing) {
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
       while (!go) std::this_thread::yield();
-      for (int i = 0; i < kEach; ++i) log->record(numbered_record(t * kEach + i));
+      for (int i = 0; i < kEach; ++i) log->record(NumberedRecord(t * kEach + i).record);
     });
   }
   go = true;
@@ -233,7 +243,7 @@ TEST(AuditLogTest, AReopenMovesToANewFileAndLosesNothing) {
   log->reopen();
   for (auto& thread : threads) thread.join();
   constexpr int kAfter = 50;
-  for (int i = 0; i < kAfter; ++i) log->record(numbered_record(kThreads * kEach + i));
+  for (int i = 0; i < kAfter; ++i) log->record(NumberedRecord(kThreads * kEach + i).record);
   log->stop(10s);
 
   const auto before = lines_of(rotated);
@@ -257,9 +267,9 @@ TEST(AuditLogTest, AnOutputThatNeverTakesTheRecordsDoesNotHoldTheStop) {
   membraned::test::TempDir dir;
   StalledOutput output(dir.path() / "audit.fifo");
   Counts counts;
-  auto log = open_log(dir.path() / "audit.fifo", 65536, counts);
+  auto log = open_log(dir.path() / "audit.fifo", membraned::server::kAuditQueueBytes, counts);
   ASSERT_TRUE(log);
-  for (int i = 0; i < 3000; ++i) log->record(numbered_record(i));
+  for (int i = 0; i < 3000; ++i) log->record(NumberedRecord(i).record);
   const auto started = std::chrono::steady_clock::now();
   log->stop(200ms);
   EXPECT_LT(std::chrono::steady_clock::now() - started, 5s);
@@ -285,7 +295,7 @@ TEST(AuditRequestIdTest, SixteenHexDigitsNeverRepeatedAcrossThreads) {
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&] {
       std::vector<std::string> ids;
-      for (int i = 0; i < 10000; ++i) ids.push_back(membraned::core::new_request_id());
+      for (int i = 0; i < 10000; ++i) ids.emplace_back(membraned::core::RequestId::next().text());
       std::lock_guard lock(mutex);
       seen.insert(ids.begin(), ids.end());
     });

@@ -950,7 +950,7 @@ TEST_F(SessionTest, EveryAnswerCarriesItsRequestIdAndGetsOneAuditRecord) {
   membraned::test::TempDir dir;
   const auto audit_path = dir.path() / "audit.log";
   auto audit = membraned::server::AuditLog::open(
-      audit_path.string(), 64, [](membraned::server::AuditLog::Delivery, std::uint64_t) {},
+      audit_path.string(), membraned::server::kAuditQueueBytes, [](membraned::server::AuditLog::Delivery, std::uint64_t) {},
       [](const std::string&) {});
   ASSERT_TRUE(audit.ok());
   context_->audit = std::move(*audit);
