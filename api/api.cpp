@@ -208,7 +208,8 @@ json grant_entry_json(const storage::GrantEntry& e) {
               {"rateLimit", std::move(rate)},
               {"allowFrom", std::move(allow_from)},
               {"revoked", e.revoked_at_ms.has_value()},
-              {"revokedAt", time_or_null(e.revoked_at_ms)}};
+              {"revokedAt", time_or_null(e.revoked_at_ms)},
+              {"state", storage::to_string(e.state)}};
 }
 
 // A grant's public handle: not a secret (it opens nothing), only unique; 96 random bits.

@@ -43,7 +43,7 @@ std::size_t width_of(std::string_view text) {
 constexpr const char* kEntryFields[] = {"id",      "label",    "membrane",   "kind",      "operation",
                                         "target",  "method",   "standsFor",  "createdAt", "expiresAt",
                                         "maxUses", "uses",     "lastUsedAt", "rateLimit", "allowFrom",
-                                        "revoked", "revokedAt"};
+                                        "state",   "revoked",  "revokedAt"};
 
 const Json& field(const Json& entry, const char* name) {
   static const Json kNull;
@@ -163,11 +163,11 @@ core::Result<std::optional<std::string>> next_exports_after(const ExportsPage& p
 
 std::string format_exports_table(const Json& exports, bool completed) {
   std::vector<std::vector<std::string>> rows;
-  rows.push_back({"ID", "LABEL", "KIND", "TARGET", "USES", "EXPIRES", "REVOKED"});
+  rows.push_back({"ID", "LABEL", "KIND", "TARGET", "USES", "EXPIRES", "STATE"});
   for (const auto& entry : exports) {
     rows.push_back({value_text(field(entry, "id")), value_text(field(entry, "label")),
                     value_text(field(entry, "kind")), value_text(field(entry, "target")), uses_text(entry),
-                    value_text(field(entry, "expiresAt")), value_text(field(entry, "revoked"))});
+                    value_text(field(entry, "expiresAt")), value_text(field(entry, "state"))});
   }
   std::string out = aligned(rows);
   if (!completed) {

@@ -293,7 +293,7 @@ capi_step 0 "capi: and what it exports works" invoke --capability "$(json "$WORK
 capi_step 0 "capi: list what was handed out through the membrane" membrane exports \
   --id capi-lambda-membrane --all --table
 expect "$WORK/out" "$C_GRANT_ID  partner  reexport"
-expect "$WORK/out" "REVOKED"
+expect "$WORK/out" "STATE"
 if [ "$(wc -l <"$WORK/out")" != 4 ]; then
   echo "walkthrough: step $step: not a header and three grants" >&2
   exit 1

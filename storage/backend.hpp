@@ -61,6 +61,7 @@ struct StoredGrantEntry {
   GrantEntry entry;                          // target and allow_from empty
   std::optional<std::string> sealed_target;  // the GrantTarget, sealed
   std::string allow_from_text;               // as stored: CIDRs, comma-separated
+  std::string digest;                        // its capability's: what its state is read from
 };
 
 // A grant's use budget as the database holds it: maxUses, and how many of them instances have

@@ -540,6 +540,35 @@ Result<GrantEntry> MembraneStore::open_entry(StoredGrantEntry stored) const {
   return entry;
 }
 
+// The state is what a use would meet now: the same walk and rule as a resolution
+// (resolve_links), one statement for the whole page.
+Result<std::vector<GrantEntry>> MembraneStore::open_entries(BackendSession& session,
+                                                            std::vector<StoredGrantEntry> stored) {
+  std::vector<std::string> digests;
+  for (const auto& one : stored) digests.push_back(one.digest);
+  auto walks = session.walk_each(digests);
+  if (!walks) return walks.error();
+  std::vector<GrantEntry> entries;
+  for (auto& one : stored) {
+    const std::string digest = one.digest;
+    auto entry = open_entry(std::move(one));
+    if (!entry) return entry.error();
+    auto walk = walks->find(digest);
+    if (entry->revoked_at_ms) {
+      entry->state = GrantState::revoked;
+    } else if (walk == walks->end()) {
+      entry->state = GrantState::cut;
+    } else if (auto resolved = resolve_links(walk->second.links, digest, key_, clock_()); !resolved) {
+      if (resolved.error().kind != ErrorKind::unauthorized) return resolved.error();
+      entry->state = resolved.error().reason == "expired" ? GrantState::expired : GrantState::cut;
+    } else if (entry->max_uses && entry->uses >= *entry->max_uses) {
+      entry->state = GrantState::used_up;
+    }
+    entries.push_back(std::move(*entry));
+  }
+  return entries;
+}
+
 Result<GrantPage> MembraneStore::list_grants(const std::string& tenant_id, const std::string& membrane_id,
                                              const std::optional<std::string>& after, std::size_t limit) {
   return reading<GrantPage>([&](BackendSession& session) -> Result<GrantPage> {
@@ -549,11 +578,9 @@ Result<GrantPage> MembraneStore::list_grants(const std::string& tenant_id, const
     GrantPage page;
     page.completed = stored->size() <= limit;
     if (!page.completed) stored->resize(limit);
-    for (auto& one : *stored) {
-      auto entry = open_entry(std::move(one));
-      if (!entry) return entry.error();
-      page.grants.push_back(std::move(*entry));
-    }
+    auto entries = open_entries(session, std::move(*stored));
+    if (!entries) return entries.error();
+    page.grants = std::move(*entries);
     return page;
   });
 }
@@ -563,9 +590,11 @@ Result<std::optional<GrantEntry>> MembraneStore::find_grant(const std::string& t
     auto stored = session.grant_by_id(tenant_id, grant_id);
     if (!stored) return stored.error();
     if (!*stored) return std::optional<GrantEntry>();
-    auto entry = open_entry(std::move(**stored));
-    if (!entry) return entry.error();
-    return std::optional<GrantEntry>(std::move(*entry));
+    std::vector<StoredGrantEntry> one;
+    one.push_back(std::move(**stored));
+    auto entries = open_entries(session, std::move(one));
+    if (!entries) return entries.error();
+    return std::optional<GrantEntry>(std::move(entries->front()));
   });
 }
 

@@ -104,6 +104,8 @@ class MembraneStore final : public Store {
                       const CapabilityRecord& record, std::string_view operation,
                       const std::optional<core::UriExport>& leads_to);
   Result<GrantEntry> open_entry(StoredGrantEntry stored) const;
+  // Each entry opened, with its state read from what its capability depends on.
+  Result<std::vector<GrantEntry>> open_entries(BackendSession& session, std::vector<StoredGrantEntry> stored);
   std::int64_t now_seconds() const;
   // The local database's epoch as a recent send-time check read it (kLocalEpochViewBound).
   std::optional<EpochReading> local_epoch_view();

@@ -89,6 +89,12 @@ struct GrantTarget {
   std::optional<std::string> method;
 };
 
+// Whether a grant's token acts now, and if not, why (contract §12): `revoked` by its own revoke
+// capability; `cut` by a revocation above it (its membrane, a grant it stands for, the tenant);
+// `expired`, its own expiry or one above it; `used_up`, all of its maxUses counted.
+enum class GrantState { active, revoked, cut, expired, used_up };
+std::string_view to_string(GrantState state);
+
 // A grant as the inventory shows it (contract §12): never a token or a secret.
 struct GrantEntry {
   std::string id;
@@ -106,6 +112,7 @@ struct GrantEntry {
   std::optional<core::RateLimit> rate_limit;
   std::vector<core::Cidr> allow_from;
   std::optional<std::int64_t> revoked_at_ms;
+  GrantState state = GrantState::active;
 };
 
 struct GrantPage {

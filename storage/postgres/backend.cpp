@@ -191,10 +191,11 @@ StoredMembrane stored_membrane(const Rows& r, int i) {
   return {r.integer(i, 0), r.bytes(i, 1), r.bytes(i, 2), r.bytes(i, 3), r.is_null(i, 4) ? std::string() : r.bytes(i, 4)};
 }
 
-// A grant for the inventory: its row, its capability's, its membrane's id and its parent grant's.
+// A grant for the inventory: its row, its capability's (and its digest, to walk what it depends
+// on), its membrane's id and its parent grant's.
 constexpr const char* kGrantEntryColumns =
     "SELECT g.id, g.label, m.id, c.kind, pg.id, c.created_at, g.expires_at, g.max_uses, g.rate_requests, "
-    "g.rate_seconds, g.allow_from, g.revoked_at, g.operation, g.target, g.uses, g.last_used_at "
+    "g.rate_seconds, g.allow_from, g.revoked_at, g.operation, g.target, g.uses, g.last_used_at, c.digest "
     "FROM grants g JOIN capabilities c ON c.row_id = g.row_id JOIN membranes m ON m.row_id = c.membrane_row "
     "LEFT JOIN grants pg ON pg.row_id = c.parent_row ";
 
@@ -220,6 +221,7 @@ std::vector<StoredGrantEntry> grant_entries(const Rows& r) {
     if (!r.is_null(i, 13)) e.sealed_target = r.bytes(i, 13);
     e.entry.uses = r.integer(i, 14);
     e.entry.last_used_at_ms = optional_int(r, i, 15);
+    e.digest = r.bytes(i, 16);
     out.push_back(std::move(e));
   }
   return out;

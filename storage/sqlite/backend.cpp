@@ -186,10 +186,11 @@ StoredMembrane stored_membrane(const Statement& st) {
           st.column_is_null(4) ? std::string() : st.column_blob(4)};
 }
 
-// A grant for the inventory: its row, its capability's, its membrane's id and its parent grant's.
+// A grant for the inventory: its row, its capability's (and its digest, to walk what it depends
+// on), its membrane's id and its parent grant's.
 constexpr const char* kGrantEntryColumns =
     "SELECT g.id, g.label, m.id, c.kind, pg.id, c.created_at, g.expires_at, g.max_uses, g.rate_requests, "
-    "g.rate_seconds, g.allow_from, g.revoked_at, g.operation, g.target, g.uses, g.last_used_at "
+    "g.rate_seconds, g.allow_from, g.revoked_at, g.operation, g.target, g.uses, g.last_used_at, c.digest "
     "FROM grants g JOIN capabilities c ON c.row = g.row JOIN membranes m ON m.row = c.membrane_row "
     "LEFT JOIN grants pg ON pg.row = c.parent_row ";
 
@@ -218,6 +219,7 @@ Result<std::vector<StoredGrantEntry>> grant_entries(Statement& st) {
     if (!st.column_is_null(13)) e.sealed_target = st.column_blob(13);
     e.entry.uses = st.column_int(14);
     e.entry.last_used_at_ms = optional_int(st, 15);
+    e.digest = st.column_blob(16);
     out.push_back(std::move(e));
   }
 }

@@ -112,7 +112,8 @@ def inventory_entry(grant_id, **fields):
     entry = {"id": grant_id, "label": None, "membrane": "m", "kind": "uri", "operation": "invoke",
              "target": "https://example.com/fn", "method": "POST", "standsFor": None,
              "createdAt": "2026-11-24T23:42:59Z", "expiresAt": None, "maxUses": None, "uses": 0,
-             "lastUsedAt": None, "rateLimit": None, "allowFrom": None, "revoked": False, "revokedAt": None}
+             "lastUsedAt": None, "rateLimit": None, "allowFrom": None, "revoked": False, "revokedAt": None,
+             "state": "active"}
     entry.update(fields)
     return entry
 
@@ -674,15 +675,15 @@ class CapiTest(unittest.TestCase):
         table = self.ok(self.home.capi("membrane", "exports", "--id", "inv", "--all", "--table"),
                         expect_json=False).decode()
         lines = table.splitlines()
-        self.assertEqual(lines[0].split(), ["ID", "LABEL", "KIND", "TARGET", "USES", "EXPIRES", "REVOKED"])
+        self.assertEqual(lines[0].split(), ["ID", "LABEL", "KIND", "TARGET", "USES", "EXPIRES", "STATE"])
         self.assertEqual([l.split()[0] for l in lines[1:]], ids)
         rows = {l.split()[0]: l for l in lines[1:]}
         self.assertEqual(rows[made[0]["id"]].split(),
-                         [made[0]["id"], "grant", "0", "uri", self.upstream.url("/echo/0"), "0/10", "-", "no"])
-        self.assertEqual(rows[made[1]["id"]].split()[-1], "yes")
-        self.assertEqual(rows[made[2]["id"]].split()[-3:], ["0", "-", "no"])  # no maxUses: the uses alone
+                         [made[0]["id"], "grant", "0", "uri", self.upstream.url("/echo/0"), "0/10", "-", "active"])
+        self.assertEqual(rows[made[1]["id"]].split()[-1], "revoked")
+        self.assertEqual(rows[made[2]["id"]].split()[-3:], ["0", "-", "active"])  # no maxUses: the uses alone
         # Aligned: every column starts where its header does.
-        for name in ("LABEL", "KIND", "TARGET", "USES", "EXPIRES", "REVOKED"):
+        for name in ("LABEL", "KIND", "TARGET", "USES", "EXPIRES", "STATE"):
             at = lines[0].index(name)
             for line in lines[1:]:
                 self.assertNotEqual(line[at], " ", (name, line))
@@ -705,8 +706,8 @@ class CapiTest(unittest.TestCase):
         lines = table.splitlines()
         self.assertEqual([l.split()[0] for l in lines],
                          ["id", "label", "membrane", "kind", "operation", "target", "method", "standsFor", "createdAt",
-                          "expiresAt", "maxUses", "uses", "lastUsedAt", "rateLimit", "allowFrom", "revoked",
-                          "revokedAt"])
+                          "expiresAt", "maxUses", "uses", "lastUsedAt", "rateLimit", "allowFrom", "state",
+                          "revoked", "revokedAt"])
         fields = {l.split(None, 1)[0]: l.split(None, 1)[1] for l in lines}
         self.assertEqual((fields["id"], fields["label"], fields["maxUses"], fields["revoked"], fields["standsFor"]),
                          (made[0]["id"], "grant 0", "10", "no", "-"))

@@ -1,5 +1,6 @@
 """The inventory (contract §12) over HTTP with the real binary: what an owner sees of the grants
 handed out through a membrane, paged like membranes, and never a token, secret or query string."""
+import datetime
 import json
 import time
 import unittest
@@ -75,11 +76,13 @@ class InventoryTest(unittest.TestCase):
         self.assertIsNone(first["standsFor"])
         self.assertFalse(first["revoked"])
         self.assertIsNone(first["revokedAt"])
+        self.assertEqual(first["state"], "active")
         self.assertTrue(by_id[made[1]["id"]]["revoked"])
         self.assertIsNotNone(by_id[made[1]["id"]]["revokedAt"])
+        self.assertEqual(by_id[made[1]["id"]]["state"], "revoked")
         self.assertEqual(set(first), {"id", "label", "membrane", "kind", "operation", "target", "method", "standsFor",
                                       "createdAt", "expiresAt", "maxUses", "uses", "lastUsedAt", "rateLimit",
-                                      "allowFrom", "revoked", "revokedAt"})
+                                      "allowFrom", "revoked", "revokedAt", "state"})
 
         status, body = self.inventory(grant=child["id"])
         self.assertEqual(status, 200, body)
@@ -92,6 +95,33 @@ class InventoryTest(unittest.TestCase):
         for needle in [SECRET, "query-secret-123", "AKIDINVENTORY"] + [
                 token_of(g[k]) for g in made + [child] for k in ("capability", "revoke")]:
             self.assertNotIn(needle, everything)
+
+    def state_of(self, grant):
+        status, body = self.inventory(grant=grant["id"])
+        self.assertEqual(status, 200, body)
+        return body["exports"][0]["state"]
+
+    def test_the_state_says_whether_a_grant_still_acts_and_why_not(self):
+        m = self.membrane("inv-state-%d" % time.monotonic_ns())
+        n = self.membrane("inv-state-n-%d" % time.monotonic_ns())
+        parent = self.export(m, uri=self.upstream.url("/echo/state"))
+        child = self.export(n, capability=parent["capability"])
+        in_a_second = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=1)
+        soon = self.export(n, uri=self.upstream.url("/echo/soon"),
+                           expiresAt=in_a_second.isoformat(timespec="milliseconds").replace("+00:00", "Z"))
+        once = self.export(n, uri=self.upstream.url("/echo/once"), maxUses=1)
+        self.assertEqual([self.state_of(g) for g in (parent, child, soon, once)], ["active"] * 4)
+        self.assertEqual(self.server.call(token_of(once["capability"]), body={})[0], 200)
+        time.sleep(1.5)  # soon expires; once's use is written
+        self.assertEqual(self.state_of(soon), "expired")
+        self.assertEqual(self.state_of(once), "used-up")
+        self.assertEqual(self.server.call(token_of(m["capabilities"]["revoke"]))[0], 202)
+        # Cut by the revocation of the membrane above: not marked revoked, but no longer acting.
+        for grant in (parent, child):
+            status, body = self.inventory(grant=grant["id"])
+            self.assertEqual(body["exports"][0]["state"], "cut")
+            self.assertFalse(body["exports"][0]["revoked"])
+            self.assertEqual(self.server.call(token_of(grant["capability"]), body={})[0], 401)
 
     def test_nothing_but_a_query_capability_of_the_tenant_lists(self):
         m = self.membrane("inv-only-%d" % time.monotonic_ns())

@@ -16,7 +16,7 @@ Json entry(const std::string& id) {
   return Json::parse(R"({"id":")" + id + R"(","label":null,"membrane":"m","kind":"uri","operation":"invoke",
     "target":"https://example.com/fn","method":"POST","standsFor":null,"createdAt":"2026-11-24T23:42:59Z",
     "expiresAt":null,"maxUses":null,"uses":0,"lastUsedAt":null,"rateLimit":null,"allowFrom":null,
-    "revoked":false,"revokedAt":null})");
+    "state":"active","revoked":false,"revokedAt":null})");
 }
 
 TEST(CapiInventory, Targets) {
@@ -82,19 +82,21 @@ TEST(CapiInventory, ExportsTableAlignsColumnsAndShowsNullsAsDashes) {
   a["maxUses"] = 100;
   a["uses"] = 7;
   a["expiresAt"] = "2026-12-04T14:05:25.851Z";
+  a["state"] = "revoked";
   a["revoked"] = true;
   Json b = entry("g_bbbb");
   b["kind"] = "reexport";
   b["target"] = nullptr;
   b["uses"] = 12;
+  b["state"] = "cut";
   EXPECT_EQ(format_exports_table(Json::array({a, b}), true),
-            "ID      LABEL    KIND      TARGET                  USES   EXPIRES                   REVOKED\n"
-            "g_aa    partner  uri       https://example.com/fn  7/100  2026-12-04T14:05:25.851Z  yes\n"
-            "g_bbbb  -        reexport  -                       12     -                         no\n");
+            "ID      LABEL    KIND      TARGET                  USES   EXPIRES                   STATE\n"
+            "g_aa    partner  uri       https://example.com/fn  7/100  2026-12-04T14:05:25.851Z  revoked\n"
+            "g_bbbb  -        reexport  -                       12     -                         cut\n");
 }
 
 TEST(CapiInventory, ExportsTableSaysHowToAskForTheRest) {
-  EXPECT_EQ(format_exports_table(Json::array(), true), "ID  LABEL  KIND  TARGET  USES  EXPIRES  REVOKED\n");
+  EXPECT_EQ(format_exports_table(Json::array(), true), "ID  LABEL  KIND  TARGET  USES  EXPIRES  STATE\n");
   std::string text = format_exports_table(Json::array({entry("g_1"), entry("g_2")}), false);
   EXPECT_NE(text.find("\n(more after g_2: --last-id g_2, or --all)\n"), std::string::npos) << text;
 }
@@ -123,6 +125,7 @@ TEST(CapiInventory, GrantFieldsListEveryKeyInAFixedOrder) {
   g["uses"] = 3;
   g["rateLimit"] = {{"requests", 10}, {"perSeconds", 60}};
   g["allowFrom"] = Json::array({"10.0.0.0/8", "2001:db8::/32"});
+  g["state"] = "revoked";
   g["revoked"] = true;
   g["revokedAt"] = "2026-11-25T00:00:00Z";
   EXPECT_EQ(format_grant_fields(g),
@@ -141,6 +144,7 @@ TEST(CapiInventory, GrantFieldsListEveryKeyInAFixedOrder) {
             "lastUsedAt  -\n"
             "rateLimit   10 per 60s\n"
             "allowFrom   10.0.0.0/8, 2001:db8::/32\n"
+            "state       revoked\n"
             "revoked     yes\n"
             "revokedAt   2026-11-25T00:00:00Z\n"
             "zNew        later\n");
