@@ -430,12 +430,21 @@ UseAdmission Api::take_use(const Authorized& who, bool may_write) {
 
 Response Api::revoke_grant(const Authorized& who) {
   if (auto s = store_.revoke_grant(who.token); !s) return error_response(s.error());
-  return accepted();
+  return accepted_revoke(who);
 }
 
 Response Api::revoke(const Authorized& who) {
   if (auto s = store_.revoke_membrane(who.token); !s) return error_response(s.error());
-  return accepted();
+  return accepted_revoke(who);
+}
+
+// The revoke is done whatever the count does: a count that fails is left out.
+Response Api::accepted_revoke(const Authorized& who) {
+  Response response = accepted();
+  if (settings_.count_cut) {
+    if (auto cut = store_.grants_cut_by(who.resolved)) response.cut = *cut;
+  }
+  return response;
 }
 
 Response Api::delete_self(const Authorized& who) {

@@ -83,6 +83,10 @@ void append_audit_line(std::string& out, const AuditRecord& record) {
     append_field(out, "tenant");
     append_string(out, record.tenant);
   }
+  if (!record.membrane.empty()) {
+    append_field(out, "membrane");
+    append_string(out, record.membrane);
+  }
   if (!record.chain.empty()) {
     append_field(out, "grant");
     append_string(out, record.chain.front());
@@ -122,6 +126,10 @@ void append_audit_line(std::string& out, const AuditRecord& record) {
   append_number(out, record.bytes_in);
   append_field(out, "bytesOut");
   append_number(out, record.bytes_out);
+  if (record.cut) {
+    append_field(out, "cut");
+    append_number(out, *record.cut);
+  }
   out.append("}\n");
 }
 

@@ -26,8 +26,6 @@ std::optional<Refusal> refusal_named(std::string_view reason);
 
 // Never a token, a secret, a body, a query string or a header's value: the capability appears as
 // Token::log_id(), the requester's own X-Request-Id only when core::is_recordable_client_request_id.
-// The membrane is not recorded: the resolution knows only its row number, which names nothing
-// to a reader; the membrane's id comes with the inventory.
 // The text fields are views of what the request handler holds: a record lives only for the call
 // that formats it (AuditLog::record), so an audited request copies nothing into it.
 struct AuditRecord {
@@ -36,6 +34,7 @@ struct AuditRecord {
   std::string_view client_request_id;   // empty: none, or none recordable
   std::string_view operation = "none";  // the capability's kind as the access log names it
   std::string_view tenant;              // empty: no capability resolved
+  std::string_view membrane;            // the presented capability's membrane; empty: none
   std::span<const std::string_view> chain;  // grant ids, presented first (storage::Resolved::chain)
   std::string_view token;               // Token::log_id() of the resolved capability, else empty
   core::IpAddress client;
@@ -47,6 +46,7 @@ struct AuditRecord {
   double duration_ms = 0;
   std::uint64_t bytes_in = 0;   // the request's body
   std::uint64_t bytes_out = 0;  // the answer's body, as far as it went out
+  std::optional<std::int64_t> cut;  // a revoke: the grants it cut
 };
 
 // The record as one JSON object and a newline, its fields in the order of contract §12: the

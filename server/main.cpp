@@ -239,7 +239,10 @@ int serve(const Options& o) {
   }
   auto store = open_store(o, o.db_connections == 0 ? o.threads + 1 : o.db_connections);
   if (!store) return fail(store.error().message);
-  api::Api api(**store, {authority, o.upstream_timeout_ms, aws_config ? &*aws_config : nullptr});
+  api::Api api(**store, {.authority = authority,
+                         .max_timeout_ms = o.upstream_timeout_ms,
+                         .aws_config = aws_config ? &*aws_config : nullptr,
+                         .count_cut = !o.audit_log.empty()});
 
   server::ServerSettings settings;
   settings.listen_host = listen->first;

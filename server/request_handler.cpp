@@ -75,6 +75,7 @@ void RequestHandler::begin(Clock::time_point started) {
   client_ = peer_;
   bytes_in_ = 0;
   refusal_.reset();
+  cut_.reset();
   relayed_status_.reset();
 }
 
@@ -195,6 +196,7 @@ void RequestHandler::handle_management(const Request& request, net::any_io_execu
       },
       executor, [this, executor, then = std::move(then)](api::Response response) mutable {
         if (auto refusal = refusal_named(response.reason)) refusal_ = refusal;
+        cut_ = response.cut;
         if (revocation_kind(authorized_->resolved.kind, response.status)) {
           return answer_after_settling(std::move(response), std::move(executor), std::move(then));
         }
@@ -374,6 +376,7 @@ AuditRecord RequestHandler::audit_record(std::optional<std::string_view> method,
   if (authorized_) {
     record.operation = authorized_->operation();
     record.tenant = authorized_->resolved.tenant_id;
+    record.membrane = authorized_->resolved.membrane_id;
     audit_chain_.clear();
     for (const auto& grant : authorized_->resolved.chain) audit_chain_.push_back(grant.id);
     record.chain = audit_chain_;
@@ -384,6 +387,7 @@ AuditRecord RequestHandler::audit_record(std::optional<std::string_view> method,
   record.status = status;
   record.duration_ms = std::chrono::duration<double, std::milli>(Clock::now() - started_).count();
   record.bytes_in = bytes_in_;
+  record.cut = cut_;
   return record;
 }
 

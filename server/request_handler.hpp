@@ -140,6 +140,7 @@ class RequestHandler {
   core::IpAddress client_;                        // the requester (peer_ until the header is in)
   std::uint64_t bytes_in_ = 0;                    // the request's body, once read
   std::optional<Refusal> refusal_;                // decided where the status alone does not tell
+  std::optional<std::int64_t> cut_;               // a revoke's grants cut, when counted
   std::string token_log_id_;                      // token_log_id(), once known this request
   std::vector<std::string_view> audit_chain_;     // the chain's grant ids, for the audit record
   std::optional<int> relayed_status_;             // a relayed answer's, until it ends

@@ -124,6 +124,11 @@ class BackendSession {
   virtual core::Status add_reserved_uses(CapabilityRow row, std::int64_t count) = 0;
   // Adds `count` uses to the grant's count, and moves its last use to `last_used_ms` if later.
   virtual core::Status add_uses(CapabilityRow row, std::int64_t count, std::int64_t last_used_ms) = 0;
+  // The grants that depend on the membrane `membrane` (its own revoke capability aside) or on the
+  // grant `grant` (itself included), through parents and vias, not counting those revoked on
+  // their own and what is below them (they were cut before). See Store::grants_cut_by.
+  virtual core::Result<std::int64_t> count_grants_below(std::optional<MembraneRow> membrane,
+                                                        std::optional<CapabilityRow> grant) = 0;
   // The inventory: see Store::list_grants and Store::find_grant.
   virtual core::Result<std::vector<StoredGrantEntry>> grants_of_membrane(const std::string& tenant_id,
                                                                          const std::string& membrane_id,

@@ -598,6 +598,15 @@ Result<std::optional<GrantEntry>> MembraneStore::find_grant(const std::string& t
   });
 }
 
+Result<std::int64_t> MembraneStore::grants_cut_by(const Resolved& revoker) {
+  std::optional<MembraneRow> membrane;
+  std::optional<CapabilityRow> grant;
+  if (revoker.kind == CapabilityKind::revoke) membrane = revoker.membrane;
+  if (revoker.kind == CapabilityKind::revoke_grant) grant = revoker.target;
+  if (!membrane && !grant) return std::int64_t{0};
+  return reading<std::int64_t>([&](BackendSession& session) { return session.count_grants_below(membrane, grant); });
+}
+
 // One row: the grant's re-exports and everything made through them depend on it, and check it on
 // each use. Its revoke capability depends only on the tenant: a repeated revoke answers 202.
 Status MembraneStore::revoke_grant(const Token& presented) {

@@ -63,6 +63,7 @@ class MembraneStore final : public Store {
   Status export_reexport(const Token& presented, const Token& token, const Token& target,
                          const NewGrant& grant) override;
   Status revoke_grant(const Token& presented) override;
+  Result<std::int64_t> grants_cut_by(const Resolved& revoker) override;
   Result<GrantPage> list_grants(const std::string& tenant_id, const std::string& membrane_id,
                                 const std::optional<std::string>& after, std::size_t limit) override;
   Result<std::optional<GrantEntry>> find_grant(const std::string& tenant_id, const std::string& grant_id) override;

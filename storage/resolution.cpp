@@ -91,6 +91,7 @@ Result<Resolved> resolve_links(const std::map<CapabilityRow, Link>& links, const
   out.tenant_id = last.tenant_id;
   out.membrane = last.membrane;
   out.presented = *presented;
+  out.membrane_id = links.at(*presented).membrane_id;
   out.depth = static_cast<int>(chain.size()) - 1;
   out.walked = links.size();
   out.target = last.target;

@@ -39,6 +39,7 @@ struct Link {
   bool membrane_revoked = false;
   std::optional<StoredGrant> grant;      // an export or re-export: its grant
   std::optional<CapabilityRow> target;  // revoke_grant: the grant it revokes
+  std::string membrane_id;              // its membrane's id; empty: none
 };
 
 // The capability acts only if everything it depends on is alive (a membrane's own revoke

@@ -80,6 +80,9 @@ struct Resolved {
   // The earliest expiry of anything it depends on: from then on it no longer resolves.
   std::optional<std::chrono::system_clock::time_point> expires_at;
   std::optional<CapabilityRow> target;  // revoke_grant: the grant it revokes
+  // The id of the membrane the presented capability belongs to or was exported through (the
+  // audit log's `membrane`); empty for a tenant's own capabilities.
+  std::string membrane_id;
 };
 
 // Where a grant leads, for the inventory (contract §12): the upstream's scheme, authority and
@@ -225,6 +228,11 @@ class Store {
   // `presented` resolves to revoke. Effective for every capability of the membrane and all that
   // depends on them when it returns.
   virtual Status revoke_membrane(const Token& presented) = 0;
+  // How many grants the revoke `revoker` (a membrane's or a grant's revoke capability, resolved)
+  // cut: the grants that depend on what it revokes (a revoked grant itself included), less those
+  // revoked on their own before and what is below them. A read, counted when asked (the audit
+  // log's `cut`), after the revoke: the revoke itself never walks what it cuts.
+  virtual Result<std::int64_t> grants_cut_by(const Resolved& revoker) = 0;
   // `presented` resolves to deleteSelf.
   virtual Status delete_tenant(const Token& presented) = 0;
 };

@@ -125,7 +125,8 @@ constexpr const char* kWalk = R"sql(
   )
   SELECT c.row_id, c.digest, c.kind, c.tenant_id, c.membrane_row, c.parent_row, c.config, t.deleted,
          m.revoked, (SELECT epoch FROM revocation_epoch WHERE id = 1),
-         c.target_row, g.id, g.label, g.expires_at, g.max_uses, g.rate_requests, g.rate_seconds, g.allow_from, g.revoked_at
+         c.target_row, g.id, g.label, g.expires_at, g.max_uses, g.rate_requests, g.rate_seconds, g.allow_from, g.revoked_at,
+         m.id
   FROM walk JOIN capabilities c ON c.row_id = walk.row_id JOIN tenants t ON t.id = c.tenant_id
   LEFT JOIN membranes m ON m.row_id = c.membrane_row LEFT JOIN grants g ON g.row_id = c.row_id
   LIMIT $2
@@ -143,9 +144,26 @@ constexpr const char* kWalkEach = R"sql(
     WHERE next.row_id IS NOT NULL
   )
   SELECT c.row_id, c.digest, c.kind, c.tenant_id, c.membrane_row, c.parent_row, c.config, t.deleted,
-         m.revoked, walk.start, c.target_row, g.id, g.label, g.expires_at, g.max_uses, g.rate_requests, g.rate_seconds, g.allow_from, g.revoked_at
+         m.revoked, walk.start, c.target_row, g.id, g.label, g.expires_at, g.max_uses, g.rate_requests, g.rate_seconds, g.allow_from, g.revoked_at,
+         m.id
   FROM walk JOIN capabilities c ON c.row_id = walk.row_id JOIN tenants t ON t.id = c.tenant_id
   LEFT JOIN membranes m ON m.row_id = c.membrane_row LEFT JOIN grants g ON g.row_id = c.row_id
+)sql";
+
+// Everything below a revoked membrane ($1, its revoke capability of kind $3 aside) or grant
+// ($2), down the parent and via links, stopping at grants revoked on their own before: how many
+// grants a revoke cut (Store::grants_cut_by).
+constexpr const char* kGrantsBelow = R"sql(
+  WITH RECURSIVE below(row_id) AS (
+    SELECT row_id FROM capabilities WHERE membrane_row = $1::bigint AND kind <> $3::bigint
+    UNION SELECT $2::bigint WHERE $2::bigint IS NOT NULL
+    UNION
+    SELECT c.row_id FROM below JOIN capabilities c ON c.parent_row = below.row_id OR c.via_row = below.row_id
+      LEFT JOIN grants g ON g.row_id = below.row_id
+    WHERE g.revoked_at IS NULL OR below.row_id = $2::bigint
+  )
+  SELECT count(*) FROM below JOIN grants g ON g.row_id = below.row_id
+  WHERE g.revoked_at IS NULL OR below.row_id = $2::bigint
 )sql";
 
 // A membrane row with the digest of its export capability ($3 is that kind).
@@ -173,7 +191,7 @@ std::optional<StoredGrant> grant_of(const Rows& r, int i) {
                      optional_int(r, i, 18)};
 }
 
-// Columns 0-8 and 10-18 of kWalk and kWalkEach.
+// Columns 0-8 and 10-19 of kWalk and kWalkEach.
 Link link_of(const Rows& r, int i) {
   return Link{r.bytes(i, 1),
               static_cast<CapabilityKind>(r.integer(i, 2)),
@@ -184,7 +202,8 @@ Link link_of(const Rows& r, int i) {
               r.boolean(i, 7),
               !r.is_null(i, 8) && r.boolean(i, 8),
               grant_of(r, i),
-              optional_int(r, i, 10)};
+              optional_int(r, i, 10),
+              r.is_null(i, 19) ? std::string() : r.bytes(i, 19)};
 }
 
 StoredMembrane stored_membrane(const Rows& r, int i) {
@@ -352,6 +371,14 @@ class PgSession final : public BackendSession {
     return run("UPDATE grants SET uses = uses + $2, last_used_at = GREATEST(coalesce(last_used_at, 0), $3) "
                "WHERE row_id = $1",
                {integer(row), integer(count), integer(last_used_ms)});
+  }
+
+  Result<std::int64_t> count_grants_below(std::optional<MembraneRow> membrane,
+                                          std::optional<CapabilityRow> grant) override {
+    auto rows = connection_.query(kGrantsBelow,
+                                  {optional_integer(membrane), optional_integer(grant), kind_param(CapabilityKind::revoke)});
+    if (!rows) return rows.error();
+    return rows->integer(0, 0);
   }
 
   Result<std::vector<StoredGrantEntry>> grants_of_membrane(const std::string& tenant_id, const std::string& membrane_id,

@@ -113,10 +113,26 @@ constexpr const char* kWalk = R"sql(
     UNION SELECT c.via_row FROM capabilities c JOIN walk ON c.row = walk.row WHERE c.via_row IS NOT NULL
   )
   SELECT c.row, c.digest, c.kind, c.tenant_id, c.membrane_row, c.parent_row, c.config, t.deleted, m.revoked,
-         (SELECT epoch FROM revocation_epoch WHERE id = 1), c.target_row, g.id, g.label, g.expires_at, g.max_uses, g.rate_requests, g.rate_seconds, g.allow_from, g.revoked_at
+         (SELECT epoch FROM revocation_epoch WHERE id = 1), c.target_row, g.id, g.label, g.expires_at, g.max_uses, g.rate_requests, g.rate_seconds, g.allow_from, g.revoked_at,
+         m.id
   FROM walk JOIN capabilities c ON c.row = walk.row JOIN tenants t ON t.id = c.tenant_id
   LEFT JOIN membranes m ON m.row = c.membrane_row LEFT JOIN grants g ON g.row = c.row
   LIMIT ?2
+)sql";
+
+// Everything below a revoked membrane (?1, its revoke capability of kind ?3 aside) or grant
+// (?2), down the parent and via links, stopping at grants revoked on their own before: how many
+// grants a revoke cut (Store::grants_cut_by).
+constexpr const char* kGrantsBelow = R"sql(
+  WITH RECURSIVE below(row) AS (
+    SELECT row FROM capabilities WHERE membrane_row = ?1 AND kind <> ?3
+    UNION SELECT ?2 WHERE ?2 IS NOT NULL
+    UNION SELECT c.row FROM below JOIN capabilities c ON c.parent_row = below.row
+      LEFT JOIN grants g ON g.row = below.row WHERE g.revoked_at IS NULL OR below.row = ?2
+    UNION SELECT c.row FROM below JOIN capabilities c ON c.via_row = below.row
+      LEFT JOIN grants g ON g.row = below.row WHERE g.revoked_at IS NULL OR below.row = ?2
+  )
+  SELECT count(*) FROM below JOIN grants g ON g.row = below.row WHERE g.revoked_at IS NULL OR below.row = ?2
 )sql";
 
 // kWalk from up to kWalkBatch capabilities at once, each row tagged with the digest its walk
@@ -134,7 +150,7 @@ std::string walk_batch_sql() {
          "    WHERE c.via_row IS NOT NULL"
          ") "
          "SELECT c.row, c.digest, c.kind, c.tenant_id, c.membrane_row, c.parent_row, c.config, t.deleted, m.revoked, "
-         "walk.start, c.target_row, g.id, g.label, g.expires_at, g.max_uses, g.rate_requests, g.rate_seconds, g.allow_from, g.revoked_at "
+         "walk.start, c.target_row, g.id, g.label, g.expires_at, g.max_uses, g.rate_requests, g.rate_seconds, g.allow_from, g.revoked_at, m.id "
          "FROM walk JOIN capabilities c ON c.row = walk.row JOIN tenants t ON t.id = c.tenant_id "
          "LEFT JOIN membranes m ON m.row = c.membrane_row LEFT JOIN grants g ON g.row = c.row";
 }
@@ -156,7 +172,7 @@ std::optional<StoredGrant> grant_of(const Statement& s) {
                      optional_int(s, 18)};
 }
 
-// Columns 0-8 and 10-18 of kWalk and of the batched walk.
+// Columns 0-8 and 10-19 of kWalk and of the batched walk.
 Link link_of(const Statement& s) {
   return Link{s.column_blob(1),
               static_cast<CapabilityKind>(s.column_int(2)),
@@ -167,7 +183,8 @@ Link link_of(const Statement& s) {
               s.column_int(7) != 0,
               !s.column_is_null(8) && s.column_int(8) != 0,
               grant_of(s),
-              optional_int(s, 10)};
+              optional_int(s, 10),
+              s.column_is_null(19) ? std::string() : s.column_text(19)};
 }
 
 // A membrane row with the digest of its export capability (?3 is that kind).
@@ -400,6 +417,18 @@ class SqliteSession final : public BackendSession {
     return run(
         "UPDATE grants SET uses = uses + ?2, last_used_at = max(coalesce(last_used_at, 0), ?3) WHERE row = ?1",
         [&](Statement& st) { st.bind(1, row).bind(2, count).bind(3, last_used_ms); });
+  }
+
+  Result<std::int64_t> count_grants_below(std::optional<MembraneRow> membrane,
+                                          std::optional<CapabilityRow> grant) override {
+    auto st = connection_.prepare(kGrantsBelow);
+    if (!st) return st.error();
+    bind_optional(*st, 1, membrane);
+    bind_optional(*st, 2, grant);
+    st->bind(3, kind_value(CapabilityKind::revoke));
+    auto row = st->step();
+    if (!row) return row.error();
+    return st->column_int(0);
   }
 
   Result<std::vector<StoredGrantEntry>> grants_of_membrane(const std::string& tenant_id, const std::string& membrane_id,

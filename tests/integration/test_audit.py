@@ -90,7 +90,7 @@ class AuditScriptTest(unittest.TestCase):
         create = token_of(tenant["capabilities"]["create"])
         query = token_of(tenant["capabilities"]["query"])
         secret_key = "audit-secret-" + uuid.uuid4().hex
-        membrane_id = "m-private-" + uuid.uuid4().hex
+        membrane_id = "m-" + uuid.uuid4().hex
         body_marker = "body-marker-" + uuid.uuid4().hex
         header_marker = "header-marker-" + uuid.uuid4().hex
         query_marker = "qs-marker-" + uuid.uuid4().hex
@@ -101,15 +101,16 @@ class AuditScriptTest(unittest.TestCase):
         self.call(401, {"operation": "none", "reason": "unknown", "tenant": None, "token": None, "client": local},
                   unknown)
 
-        m = self.call(201, dict(own, operation="create"), create, body={"id": membrane_id})
+        m = self.call(201, dict(own, operation="create", membrane=None), create, body={"id": membrane_id})
+        through_m = dict(own, membrane=membrane_id)
         export, revoke = token_of(m["capabilities"]["export"]), token_of(m["capabilities"]["revoke"])
-        self.call(200, dict(own, operation="query", method="GET"), query, "GET", "/?id=" + membrane_id)
+        self.call(200, dict(own, operation="query", method="GET", membrane=None), query, "GET", "/?id=" + membrane_id)
         aws4 = {"aws4-hmac-sha256": {"awsAccessKeyId": "AKIDAUDIT", "secretAccessKey": secret_key,
                                      "region": "us-east-1", "service": "lambda"}}
-        a = self.call(201, dict(own, operation="export"), export,
+        a = self.call(201, dict(through_m, operation="export"), export,
                       body={"uri": self.upstream.url("/echo/a"), "maxUses": 1, "hmac": aws4,
                             "rateLimit": {"requests": 2, "perSeconds": 60}})
-        invoke = dict(own, operation="invoke", grant=a["id"], chain=[a["id"]])
+        invoke = dict(through_m, operation="invoke", grant=a["id"], chain=[a["id"]])
         payload = json.dumps({"x": body_marker})
         answer = self.call(200, dict(invoke, upstreamStatus=200, upstreamHost="127.0.0.1", bytesIn=len(payload),
                                      clientRequestId="client-trace-1"),
@@ -121,22 +122,25 @@ class AuditScriptTest(unittest.TestCase):
         self.call(429, dict(invoke, reason="rate"), token_of(a["capability"]), body=payload)
         self.call(401, {"operation": "none", "reason": "unknown", "client": local, "bytesIn": 0}, None)
 
-        b = self.call(201, dict(own, operation="export"), export,
+        b = self.call(201, dict(through_m, operation="export"), export,
                       body={"uri": self.upstream.url("/echo/b"), "allowFrom": ["10.0.0.0/8"], "allowQuery": True})
-        invoke_b = dict(own, operation="invoke", grant=b["id"], chain=[b["id"]])
+        invoke_b = dict(through_m, operation="invoke", grant=b["id"], chain=[b["id"]])
         self.call(403, dict(invoke_b, reason="address"), token_of(b["capability"]), body=payload)
         self.call(200, dict(invoke_b, client="10.1.2.3", upstreamStatus=200), token_of(b["capability"]),
                   path="/?token=" + query_marker, headers={"X-Forwarded-For": "10.1.2.3"})
-        c = self.call(201, dict(own, operation="export"), export, body={"capability": b["capability"], "label": "c"})
-        self.call(200, dict(own, operation="invoke", grant=c["id"], chain=[b["id"], c["id"]], client="10.9.9.9",
+        c = self.call(201, dict(through_m, operation="export"), export,
+                      body={"capability": b["capability"], "label": "c"})
+        self.call(200, dict(through_m, operation="invoke", grant=c["id"], chain=[b["id"], c["id"]], client="10.9.9.9",
                             upstreamStatus=200),
                   token_of(c["capability"]), headers={"X-Forwarded-For": "10.9.9.9"})
-        self.call(202, dict(own, operation="revokeGrant", method="DELETE"), token_of(c["revoke"]), "DELETE")
+        # A revoke records how many grants it cut: c has nothing below it.
+        self.call(202, dict(own, operation="revokeGrant", method="DELETE", membrane=None, cut=1),
+                  token_of(c["revoke"]), "DELETE")
         # The store tells why a token no longer resolves: revoked, or expired.
         self.call(401, {"operation": "none", "reason": "revoked", "client": local}, token_of(c["capability"]))
         soon = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=1)).strftime(
             "%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-        d = self.call(201, dict(own, operation="export"), export, body={"uri": self.upstream.url("/echo/d"),
+        d = self.call(201, dict(through_m, operation="export"), export, body={"uri": self.upstream.url("/echo/d"),
                                                                          "expiresAt": soon})
         time.sleep(1.5)
         self.call(401, {"operation": "none", "reason": "expired", "client": local}, token_of(d["capability"]))
@@ -145,7 +149,8 @@ class AuditScriptTest(unittest.TestCase):
             status, _, headers = self.server.call(None, "GET", path)
             self.assertEqual(status, 200)
             self.assertRegex(header(headers, "X-Request-Id"), REQUEST_ID, "every answer has an id, " + path)
-        self.call(202, dict(own, operation="revoke"), revoke)
+        # a, b and d (expired, not revoked); c was revoked on its own before.
+        self.call(202, dict(through_m, operation="revoke", cut=3), revoke)
 
         records = wait_for_records(len(self.sent), self.audit)
         self.assertEqual(len(records), len(self.sent), "exactly one record per request, none for /healthz or /metrics")
@@ -170,10 +175,13 @@ class AuditScriptTest(unittest.TestCase):
                     self.assertNotIn("chain", record)
                 if "upstreamStatus" not in expected:
                     self.assertNotIn("upstreamStatus", record)
-                self.assertNotIn("membrane", record, "the membrane's id comes with the inventory")
-                self.assertEqual(set(record) - {"time", "requestId", "clientRequestId", "operation", "tenant", "grant",
-                                                "chain", "token", "client", "method", "status", "reason",
-                                                "upstreamStatus", "upstreamHost", "durationMs", "bytesIn", "bytesOut"},
+                for optional in ("membrane", "cut"):
+                    if optional not in expected:
+                        self.assertNotIn(optional, record)
+                self.assertEqual(set(record) - {"time", "requestId", "clientRequestId", "operation", "tenant",
+                                                "membrane", "grant", "chain", "token", "client", "method", "status",
+                                                "reason", "upstreamStatus", "upstreamHost", "durationMs", "bytesIn",
+                                                "bytesOut", "cut"},
                                  set())
         traced = [headers for expected, headers in self.sent if expected.get("clientRequestId")]
         self.assertNotEqual(header(traced[0], "X-Request-Id"), "client-trace-1", "the requester's id is not ours")
@@ -185,7 +193,7 @@ class AuditScriptTest(unittest.TestCase):
         self.assertEqual(metric(metrics_text, "membraned_audit_records_total", 'result="written"'), len(records))
         self.assertEqual(metric(metrics_text, "membraned_audit_records_total", 'result="dropped"'), 0)
 
-        secrets = [secret_key, membrane_id, body_marker, header_marker, query_marker, unknown, create, query,
+        secrets = [secret_key, body_marker, header_marker, query_marker, unknown, create, query,
                    token_of(tenant["capabilities"]["deleteSelf"]), export, revoke]
         for grant in (a, b, c):
             secrets += [token_of(grant["capability"]), token_of(grant["revoke"])]

@@ -92,6 +92,7 @@ TEST(AuditRecordTest, ALineHasTheFieldsInOrderTheGrantPresentedAndTheChainFromTh
   NumberedRecord numbered(1);
   AuditRecord& record = numbered.record;
   record.client_request_id = "trace-1";
+  record.membrane = "partners";
   record.token = "980ca434014d";
   record.upstream_status = 502;
   record.upstream_host = "lambda.us-east-1.amazonaws.com";
@@ -105,8 +106,8 @@ TEST(AuditRecordTest, ALineHasTheFieldsInOrderTheGrantPresentedAndTheChainFromTh
   std::vector<std::string> keys;
   for (const auto& item : json.items()) keys.push_back(item.key());
   EXPECT_EQ(keys,
-            (std::vector<std::string>{"time", "requestId", "clientRequestId", "operation", "tenant", "grant",
-                                      "chain", "token", "client", "method", "status", "upstreamStatus",
+            (std::vector<std::string>{"time", "requestId", "clientRequestId", "operation", "tenant", "membrane",
+                                      "grant", "chain", "token", "client", "method", "status", "upstreamStatus",
                                       "upstreamHost", "durationMs", "bytesIn", "bytesOut"}));
   EXPECT_EQ(json["grant"], "g_000000000000000000000002");
   EXPECT_EQ(json["chain"],
@@ -137,14 +138,19 @@ TEST(AuditRecordTest, ARefusalWithoutACapabilityHasOnlyWhatIsKnown) {
   record.client = *membraned::core::IpAddress::parse("::1");
   auto json = nlohmann::json::parse(membraned::server::audit_line(record));
   EXPECT_EQ(json["operation"], "none");
-  for (const char* absent : {"tenant", "grant", "chain", "token", "method", "reason", "upstreamStatus",
-                             "upstreamHost", "clientRequestId"}) {
+  for (const char* absent : {"tenant", "membrane", "grant", "chain", "token", "method", "reason", "upstreamStatus",
+                             "upstreamHost", "clientRequestId", "cut"}) {
     EXPECT_FALSE(json.contains(absent)) << absent;
   }
   record.status = 401;
   record.reason = Refusal::used_up;
   json = nlohmann::json::parse(membraned::server::audit_line(record));
   EXPECT_EQ(json["reason"], "used-up");
+  record.status = 202;
+  record.reason.reset();
+  record.cut = 3;
+  json = nlohmann::json::parse(membraned::server::audit_line(record));
+  EXPECT_EQ(json["cut"], 3);
 }
 
 TEST(AuditLogTest, WritesEachRecordAsOneLineAndCountsThem) {

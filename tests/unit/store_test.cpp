@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -1855,6 +1856,57 @@ TEST_P(StoreTest, RevokingAGrantCutsItAndItsReExportsAndNothingElse) {
   EXPECT_TRUE(alive(n.export_token));
   EXPECT_TRUE(store_->revoke_grant(gx.revoke).ok()) << "a repeated revoke succeeds again";
   EXPECT_FALSE(alive(x));
+}
+
+// What a revoke cut, as the audit log counts it: every grant below what it revoked, across
+// membranes, less what had been revoked on its own before (and what is below that); the
+// inventory shows each of them cut, not revoked.
+TEST_P(StoreTest, ARevokeCountsTheGrantsItCutAndTheInventoryShowsThemCut) {
+  Tenant t = tenant();
+  Membrane m = membrane(t, "m");
+  Membrane n = membrane(t, "n");
+  const auto gx = membraned::test::new_grant();
+  Token x = export_granted(m, gx);
+  Token y = reexport(n, x);  // through another membrane
+  reexport(n, y);
+  reexport(n, m.export_token);  // a re-export of the membrane's export capability
+  const auto gz = membraned::test::new_grant();
+  Token z = export_granted(m, gz);
+  reexport(n, z);
+  ASSERT_TRUE(store_->revoke_grant(gz.revoke).ok());  // z and below: cut before
+  export_uri(n);                                       // elsewhere: not cut
+  const auto gq = membraned::test::new_grant();
+  Token q = export_granted(n, gq);
+  reexport(n, reexport(n, q));
+
+  ASSERT_TRUE(store_->revoke_grant(gq.revoke).ok());
+  auto grant_revoker = store_->resolve(gq.revoke);
+  ASSERT_TRUE(grant_revoker.ok());
+  auto cut = store_->grants_cut_by(*grant_revoker);
+  ASSERT_TRUE(cut.ok()) << cut.error().message;
+  EXPECT_EQ(*cut, 3) << "the grant and its two re-exports";
+
+  ASSERT_TRUE(store_->revoke_membrane(m.revoke_token).ok());
+  auto membrane_revoker = store_->resolve(m.revoke_token);
+  ASSERT_TRUE(membrane_revoker.ok());
+  cut = store_->grants_cut_by(*membrane_revoker);
+  ASSERT_TRUE(cut.ok()) << cut.error().message;
+  EXPECT_EQ(*cut, 4) << "x, its re-export and the re-export of that, the re-export of m's export capability";
+
+  auto x_entry = store_->find_grant(t.id, gx.id);
+  ASSERT_TRUE(x_entry.ok() && x_entry->has_value());
+  EXPECT_EQ((*x_entry)->state, membraned::storage::GrantState::cut);
+  EXPECT_FALSE((*x_entry)->revoked_at_ms.has_value());
+  auto z_entry = store_->find_grant(t.id, gz.id);
+  ASSERT_TRUE(z_entry.ok() && z_entry->has_value());
+  EXPECT_EQ((*z_entry)->state, membraned::storage::GrantState::revoked);
+  auto under_n = store_->list_grants(t.id, "n", std::nullopt, 100);
+  ASSERT_TRUE(under_n.ok());
+  std::map<membraned::storage::GrantState, int> states;
+  for (const auto& e : under_n->grants) ++states[e.state];
+  EXPECT_EQ(states[membraned::storage::GrantState::active], 1) << "the one export of n's own";
+  EXPECT_EQ(states[membraned::storage::GrantState::revoked], 1) << "q";
+  EXPECT_EQ(states[membraned::storage::GrantState::cut], 6);
 }
 
 // Revoking a re-export's grant leaves the grant it stands for alone.
