@@ -230,7 +230,8 @@ class Store {
   virtual Status revoke_membrane(const Token& presented) = 0;
   // How many grants the revoke `revoker` (a membrane's or a grant's revoke capability, resolved)
   // cut: the grants that depend on what it revokes (a revoked grant itself included), less those
-  // revoked on their own before and what is below them. A read, counted when asked (the audit
+  // dead before (below a grant revoked on its own, or another revoked membrane). A read, counted
+  // when asked (the audit
   // log's `cut`), after the revoke: the revoke itself never walks what it cuts.
   virtual Result<std::int64_t> grants_cut_by(const Resolved& revoker) = 0;
   // `presented` resolves to deleteSelf.

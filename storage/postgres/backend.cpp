@@ -150,20 +150,28 @@ constexpr const char* kWalkEach = R"sql(
   LEFT JOIN membranes m ON m.row_id = c.membrane_row LEFT JOIN grants g ON g.row_id = c.row_id
 )sql";
 
-// Everything below a revoked membrane ($1, its revoke capability of kind $3 aside) or grant
-// ($2), down the parent and via links, stopping at grants revoked on their own before: how many
-// grants a revoke cut (Store::grants_cut_by).
-constexpr const char* kGrantsBelow = R"sql(
-  WITH RECURSIVE below(row_id) AS (
+// How many grants a revoke cut (Store::grants_cut_by): everything below the revoked membrane
+// ($1, its revoke capability of kind $3 aside) or grant ($2), down the parent and via links, less
+// what was dead before: below a grant revoked on its own, or a capability of another revoked
+// membrane.
+constexpr const char* kGrantsCut = R"sql(
+  WITH RECURSIVE
+  below(row_id) AS (
     SELECT row_id FROM capabilities WHERE membrane_row = $1::bigint AND kind <> $3::bigint
     UNION SELECT $2::bigint WHERE $2::bigint IS NOT NULL
     UNION
     SELECT c.row_id FROM below JOIN capabilities c ON c.parent_row = below.row_id OR c.via_row = below.row_id
-      LEFT JOIN grants g ON g.row_id = below.row_id
-    WHERE g.revoked_at IS NULL OR below.row_id = $2::bigint
+  ),
+  dead(row_id) AS (
+    SELECT below.row_id FROM below JOIN capabilities c ON c.row_id = below.row_id
+      LEFT JOIN grants g ON g.row_id = below.row_id LEFT JOIN membranes m ON m.row_id = c.membrane_row
+    WHERE below.row_id IS DISTINCT FROM $2::bigint
+      AND (g.revoked_at IS NOT NULL OR (m.revoked AND c.membrane_row IS DISTINCT FROM $1::bigint))
+    UNION
+    SELECT c.row_id FROM dead JOIN capabilities c ON c.parent_row = dead.row_id OR c.via_row = dead.row_id
   )
-  SELECT count(*) FROM below JOIN grants g ON g.row_id = below.row_id
-  WHERE g.revoked_at IS NULL OR below.row_id = $2::bigint
+  SELECT (SELECT count(*) FROM below JOIN grants g ON g.row_id = below.row_id) -
+         (SELECT count(*) FROM dead JOIN grants g ON g.row_id = dead.row_id)
 )sql";
 
 // A membrane row with the digest of its export capability ($3 is that kind).
@@ -375,7 +383,7 @@ class PgSession final : public BackendSession {
 
   Result<std::int64_t> count_grants_below(std::optional<MembraneRow> membrane,
                                           std::optional<CapabilityRow> grant) override {
-    auto rows = connection_.query(kGrantsBelow,
+    auto rows = connection_.query(kGrantsCut,
                                   {optional_integer(membrane), optional_integer(grant), kind_param(CapabilityKind::revoke)});
     if (!rows) return rows.error();
     return rows->integer(0, 0);

@@ -120,19 +120,27 @@ constexpr const char* kWalk = R"sql(
   LIMIT ?2
 )sql";
 
-// Everything below a revoked membrane (?1, its revoke capability of kind ?3 aside) or grant
-// (?2), down the parent and via links, stopping at grants revoked on their own before: how many
-// grants a revoke cut (Store::grants_cut_by).
-constexpr const char* kGrantsBelow = R"sql(
-  WITH RECURSIVE below(row) AS (
+// How many grants a revoke cut (Store::grants_cut_by): everything below the revoked membrane
+// (?1, its revoke capability of kind ?3 aside) or grant (?2), down the parent and via links, less
+// what was dead before: below a grant revoked on its own, or a capability of another revoked
+// membrane.
+constexpr const char* kGrantsCut = R"sql(
+  WITH RECURSIVE
+  below(row) AS (
     SELECT row FROM capabilities WHERE membrane_row = ?1 AND kind <> ?3
     UNION SELECT ?2 WHERE ?2 IS NOT NULL
     UNION SELECT c.row FROM below JOIN capabilities c ON c.parent_row = below.row
-      LEFT JOIN grants g ON g.row = below.row WHERE g.revoked_at IS NULL OR below.row = ?2
     UNION SELECT c.row FROM below JOIN capabilities c ON c.via_row = below.row
-      LEFT JOIN grants g ON g.row = below.row WHERE g.revoked_at IS NULL OR below.row = ?2
+  ),
+  dead(row) AS (
+    SELECT below.row FROM below JOIN capabilities c ON c.row = below.row
+      LEFT JOIN grants g ON g.row = below.row LEFT JOIN membranes m ON m.row = c.membrane_row
+    WHERE below.row IS NOT ?2 AND (g.revoked_at IS NOT NULL OR (m.revoked = 1 AND c.membrane_row IS NOT ?1))
+    UNION SELECT c.row FROM dead JOIN capabilities c ON c.parent_row = dead.row
+    UNION SELECT c.row FROM dead JOIN capabilities c ON c.via_row = dead.row
   )
-  SELECT count(*) FROM below JOIN grants g ON g.row = below.row WHERE g.revoked_at IS NULL OR below.row = ?2
+  SELECT (SELECT count(*) FROM below JOIN grants g ON g.row = below.row) -
+         (SELECT count(*) FROM dead JOIN grants g ON g.row = dead.row)
 )sql";
 
 // kWalk from up to kWalkBatch capabilities at once, each row tagged with the digest its walk
@@ -421,7 +429,7 @@ class SqliteSession final : public BackendSession {
 
   Result<std::int64_t> count_grants_below(std::optional<MembraneRow> membrane,
                                           std::optional<CapabilityRow> grant) override {
-    auto st = connection_.prepare(kGrantsBelow);
+    auto st = connection_.prepare(kGrantsCut);
     if (!st) return st.error();
     bind_optional(*st, 1, membrane);
     bind_optional(*st, 2, grant);
