@@ -97,6 +97,11 @@ void append_audit_line(std::string& out, const AuditRecord& record) {
       append_string(out, *id);
     }
     out.push_back(']');
+  } else if (!record.revoked_grant.empty()) {
+    // A grant's revoke capability is no grant: the record names the grant it acts on, so that
+    // the trail of one grant ends with its revocation.
+    append_field(out, "grant");
+    append_string(out, record.revoked_grant);
   }
   if (!record.token.empty()) {
     append_field(out, "token");

@@ -36,6 +36,7 @@ struct AuditRecord {
   std::string_view tenant;              // empty: no capability resolved
   std::string_view membrane;            // the presented capability's membrane; empty: none
   std::span<const std::string_view> chain;  // grant ids, presented first (storage::Resolved::chain)
+  std::string_view revoked_grant;       // a grant's revoke capability: the grant it revokes
   std::string_view token;               // Token::log_id() of the resolved capability, else empty
   core::IpAddress client;
   std::string_view method;  // empty: the request's header never arrived whole

@@ -134,6 +134,9 @@ void RequestHandler::after_header(const Request& request, std::optional<std::uin
     if (const auto own = request[kRequestIdField]; core::is_recordable_client_request_id(own)) {
       client_request_id_.assign(own);
     }
+    // A refused token is recorded too (its log id, never the token), so that the attempts
+    // after a revoke line up with the grant's earlier records.
+    if (auto presented = core::parse_bearer(request[http::field::authorization])) token_log_id_ = presented->log_id();
   }
   off_io_thread([this, &request] { return context_.api.authorize(request[http::field::authorization]); },
                 std::move(executor), [this, announced, then = std::move(then)](core::Result<api::Authorized> acting) {
@@ -380,8 +383,9 @@ AuditRecord RequestHandler::audit_record(std::optional<std::string_view> method,
     audit_chain_.clear();
     for (const auto& grant : authorized_->resolved.chain) audit_chain_.push_back(grant.id);
     record.chain = audit_chain_;
-    record.token = token_log_id();
+    record.revoked_grant = authorized_->resolved.target_grant_id;
   }
+  record.token = token_log_id();
   record.client = client_;
   if (method) record.method = *method;
   record.status = status;
@@ -391,6 +395,8 @@ AuditRecord RequestHandler::audit_record(std::optional<std::string_view> method,
   return record;
 }
 
+// The presented token's, once it was seen (the audit log reads it as the header arrives), or the
+// authorized capability's.
 std::string_view RequestHandler::token_log_id() {
   if (authorized_ && token_log_id_.empty()) token_log_id_ = authorized_->token.log_id();
   return token_log_id_;
@@ -404,7 +410,7 @@ void RequestHandler::log_and_count_answer(std::optional<std::string_view> method
   }
   if (!context_.log) return;
   const std::string timestamp = core::format_log_timestamp(std::chrono::system_clock::now());
-  const std::string_view log_id = token_log_id();
+  const std::string_view log_id = authorized_ ? token_log_id() : std::string_view();  // a resolved capability only (§8)
   context_.log(access_log_line(
       {timestamp, method, status, std::chrono::duration<double, std::milli>(Clock::now() - started_).count(),
        authorized_ ? std::optional(authorized_->operation()) : std::nullopt, log_id}));

@@ -95,6 +95,7 @@ Result<Resolved> resolve_links(const std::map<CapabilityRow, Link>& links, const
   out.depth = static_cast<int>(chain.size()) - 1;
   out.walked = links.size();
   out.target = last.target;
+  out.target_grant_id = last.target_grant_id;
   for (CapabilityRow row : chain) {
     if (const auto& grant = links.at(row).grant) {
       auto link = chain_grant(row, *grant);

@@ -40,6 +40,7 @@ struct Link {
   std::optional<StoredGrant> grant;      // an export or re-export: its grant
   std::optional<CapabilityRow> target;  // revoke_grant: the grant it revokes
   std::string membrane_id;              // its membrane's id; empty: none
+  std::string target_grant_id;          // revoke_grant: the id of the grant it revokes
 };
 
 // The capability acts only if everything it depends on is alive (a membrane's own revoke

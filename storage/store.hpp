@@ -83,6 +83,7 @@ struct Resolved {
   // The id of the membrane the presented capability belongs to or was exported through (the
   // audit log's `membrane`); empty for a tenant's own capabilities.
   std::string membrane_id;
+  std::string target_grant_id;  // revoke_grant: the id of the grant it revokes (the audit log's `grant`)
 };
 
 // Where a grant leads, for the inventory (contract §12): the upstream's scheme, authority and

@@ -126,9 +126,9 @@ constexpr const char* kWalk = R"sql(
   SELECT c.row_id, c.digest, c.kind, c.tenant_id, c.membrane_row, c.parent_row, c.config, t.deleted,
          m.revoked, (SELECT epoch FROM revocation_epoch WHERE id = 1),
          c.target_row, g.id, g.label, g.expires_at, g.max_uses, g.rate_requests, g.rate_seconds, g.allow_from, g.revoked_at,
-         m.id
+         m.id, tg.id
   FROM walk JOIN capabilities c ON c.row_id = walk.row_id JOIN tenants t ON t.id = c.tenant_id
-  LEFT JOIN membranes m ON m.row_id = c.membrane_row LEFT JOIN grants g ON g.row_id = c.row_id
+  LEFT JOIN membranes m ON m.row_id = c.membrane_row LEFT JOIN grants g ON g.row_id = c.row_id LEFT JOIN grants tg ON tg.row_id = c.target_row
   LIMIT $2
 )sql";
 
@@ -145,9 +145,9 @@ constexpr const char* kWalkEach = R"sql(
   )
   SELECT c.row_id, c.digest, c.kind, c.tenant_id, c.membrane_row, c.parent_row, c.config, t.deleted,
          m.revoked, walk.start, c.target_row, g.id, g.label, g.expires_at, g.max_uses, g.rate_requests, g.rate_seconds, g.allow_from, g.revoked_at,
-         m.id
+         m.id, tg.id
   FROM walk JOIN capabilities c ON c.row_id = walk.row_id JOIN tenants t ON t.id = c.tenant_id
-  LEFT JOIN membranes m ON m.row_id = c.membrane_row LEFT JOIN grants g ON g.row_id = c.row_id
+  LEFT JOIN membranes m ON m.row_id = c.membrane_row LEFT JOIN grants g ON g.row_id = c.row_id LEFT JOIN grants tg ON tg.row_id = c.target_row
 )sql";
 
 // How many grants a revoke cut (Store::grants_cut_by): everything below the revoked membrane
@@ -199,7 +199,7 @@ std::optional<StoredGrant> grant_of(const Rows& r, int i) {
                      optional_int(r, i, 18)};
 }
 
-// Columns 0-8 and 10-19 of kWalk and kWalkEach.
+// Columns 0-8 and 10-20 of kWalk and kWalkEach.
 Link link_of(const Rows& r, int i) {
   return Link{r.bytes(i, 1),
               static_cast<CapabilityKind>(r.integer(i, 2)),
@@ -211,7 +211,8 @@ Link link_of(const Rows& r, int i) {
               !r.is_null(i, 8) && r.boolean(i, 8),
               grant_of(r, i),
               optional_int(r, i, 10),
-              r.is_null(i, 19) ? std::string() : r.bytes(i, 19)};
+              r.is_null(i, 19) ? std::string() : r.bytes(i, 19),
+              r.is_null(i, 20) ? std::string() : r.bytes(i, 20)};
 }
 
 StoredMembrane stored_membrane(const Rows& r, int i) {

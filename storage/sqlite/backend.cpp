@@ -114,9 +114,9 @@ constexpr const char* kWalk = R"sql(
   )
   SELECT c.row, c.digest, c.kind, c.tenant_id, c.membrane_row, c.parent_row, c.config, t.deleted, m.revoked,
          (SELECT epoch FROM revocation_epoch WHERE id = 1), c.target_row, g.id, g.label, g.expires_at, g.max_uses, g.rate_requests, g.rate_seconds, g.allow_from, g.revoked_at,
-         m.id
+         m.id, tg.id
   FROM walk JOIN capabilities c ON c.row = walk.row JOIN tenants t ON t.id = c.tenant_id
-  LEFT JOIN membranes m ON m.row = c.membrane_row LEFT JOIN grants g ON g.row = c.row
+  LEFT JOIN membranes m ON m.row = c.membrane_row LEFT JOIN grants g ON g.row = c.row LEFT JOIN grants tg ON tg.row = c.target_row
   LIMIT ?2
 )sql";
 
@@ -158,9 +158,9 @@ std::string walk_batch_sql() {
          "    WHERE c.via_row IS NOT NULL"
          ") "
          "SELECT c.row, c.digest, c.kind, c.tenant_id, c.membrane_row, c.parent_row, c.config, t.deleted, m.revoked, "
-         "walk.start, c.target_row, g.id, g.label, g.expires_at, g.max_uses, g.rate_requests, g.rate_seconds, g.allow_from, g.revoked_at, m.id "
+         "walk.start, c.target_row, g.id, g.label, g.expires_at, g.max_uses, g.rate_requests, g.rate_seconds, g.allow_from, g.revoked_at, m.id, tg.id "
          "FROM walk JOIN capabilities c ON c.row = walk.row JOIN tenants t ON t.id = c.tenant_id "
-         "LEFT JOIN membranes m ON m.row = c.membrane_row LEFT JOIN grants g ON g.row = c.row";
+         "LEFT JOIN membranes m ON m.row = c.membrane_row LEFT JOIN grants g ON g.row = c.row LEFT JOIN grants tg ON tg.row = c.target_row";
 }
 
 std::optional<std::int64_t> optional_int(const Statement& s, int column) {
@@ -180,7 +180,7 @@ std::optional<StoredGrant> grant_of(const Statement& s) {
                      optional_int(s, 18)};
 }
 
-// Columns 0-8 and 10-19 of kWalk and of the batched walk.
+// Columns 0-8 and 10-20 of kWalk and of the batched walk.
 Link link_of(const Statement& s) {
   return Link{s.column_blob(1),
               static_cast<CapabilityKind>(s.column_int(2)),
@@ -192,7 +192,8 @@ Link link_of(const Statement& s) {
               !s.column_is_null(8) && s.column_int(8) != 0,
               grant_of(s),
               optional_int(s, 10),
-              s.column_is_null(19) ? std::string() : s.column_text(19)};
+              s.column_is_null(19) ? std::string() : s.column_text(19),
+              s.column_is_null(20) ? std::string() : s.column_text(20)};
 }
 
 // A membrane row with the digest of its export capability (?3 is that kind).

@@ -4,6 +4,7 @@ header value in it, in the service's log or in its metrics; a rename and SIGUSR1
 `--audit-log -` writes to standard output."""
 import http.client
 import datetime
+import hashlib
 import json
 import os
 import re
@@ -41,6 +42,11 @@ def wait_for_records(count, *paths, timeout=15):
         if len(found) >= count or time.monotonic() > deadline:
             return found
         time.sleep(0.05)
+
+
+def log_id(token):
+    """What the audit log and the access log show of a token: 12 hex digits of its SHA-256."""
+    return hashlib.sha256(token.encode()).hexdigest()[:12]
 
 
 def metric(text, name, labels):
@@ -98,8 +104,9 @@ class AuditScriptTest(unittest.TestCase):
         local = "127.0.0.1"
         own = {"tenant": tenant_id, "client": local, "method": "POST"}
         # A well-formed token that names nothing.
-        self.call(401, {"operation": "none", "reason": "unknown", "tenant": None, "token": None, "client": local},
-                  unknown)
+        # A well-formed token that names nothing: its log id is recorded, never the token.
+        self.call(401, {"operation": "none", "reason": "unknown", "tenant": None, "token": log_id(unknown),
+                        "client": local}, unknown)
 
         m = self.call(201, dict(own, operation="create", membrane=None), create, body={"id": membrane_id})
         through_m = dict(own, membrane=membrane_id)
@@ -134,10 +141,13 @@ class AuditScriptTest(unittest.TestCase):
                             upstreamStatus=200),
                   token_of(c["capability"]), headers={"X-Forwarded-For": "10.9.9.9"})
         # A revoke records how many grants it cut: c has nothing below it.
-        self.call(202, dict(own, operation="revokeGrant", method="DELETE", membrane=None, cut=1),
+        # Its record names the grant it revoked.
+        self.call(202, dict(own, operation="revokeGrant", method="DELETE", membrane=None, cut=1, grant=c["id"]),
                   token_of(c["revoke"]), "DELETE")
         # The store tells why a token no longer resolves: revoked, or expired.
-        self.call(401, {"operation": "none", "reason": "revoked", "client": local}, token_of(c["capability"]))
+        # Attempts after the revoke carry the same token log id as the grant's earlier records.
+        self.call(401, {"operation": "none", "reason": "revoked", "client": local,
+                        "token": log_id(token_of(c["capability"]))}, token_of(c["capability"]))
         soon = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=1)).strftime(
             "%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
         d = self.call(201, dict(through_m, operation="export"), export, body={"uri": self.upstream.url("/echo/d"),
