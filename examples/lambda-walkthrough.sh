@@ -71,10 +71,10 @@ for _ in $(seq 1 100); do grep -q '^PORT ' "$WORK/fake.out" 2>/dev/null && break
 LAMBDA_URL="http://127.0.0.1:$(awk '/^PORT /{print $2}' "$WORK/fake.out")"
 echo "fake Lambda listening on $LAMBDA_URL"
 
-# 2. membraned, with its data in a throwaway directory.
+# 2. membraned, with its data in a throwaway directory and an audit log beside it.
 # The fake Lambda is on loopback, which exports may not reach unless the operator opens it.
 "$MEMBRANED_BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/var" --allow-upstream 127.0.0.0/8 \
-  >"$WORK/membraned.out" 2>"$WORK/membraned.log" &
+  --audit-log "$WORK/audit.log" >"$WORK/membraned.out" 2>"$WORK/membraned.log" &
 pids+=($!)
 for _ in $(seq 1 200); do grep -q 'listening on' "$WORK/membraned.out" 2>/dev/null && break; sleep 0.1; done
 URL="$(grep -o 'http://127.0.0.1:[0-9]*' "$WORK/membraned.out" | head -1)"
@@ -309,8 +309,42 @@ expect "$WORK/out" "revoked     yes"
 capi_step 1 "capi: no grant has this id" grant show g_000000000000000000000000
 expect "$WORK/err" 'No grant with id "g_000000000000000000000000"'
 
+# wait_for_audit COUNT [jq arguments] FILTER: until the audit log holds COUNT records the filter
+# selects (the writer lets a batch gather for up to 20 ms before writing it), for at most 5 s.
+wait_for_audit() {
+  local count="$1"
+  shift
+  for _ in $(seq 1 50); do
+    [ "$(jq -c "$@" "$WORK/audit.log" | wc -l)" -ge "$count" ] && return
+    sleep 0.1
+  done
+}
+
+# The audit trail of the partner's grant: its use, its revoke, and the attempts after it (those
+# carry the grant's token log id: a token that no longer resolves names no grant).
+step=$((step + 1))
+printf '\n== %d. %s\n' "$step" "the audit trail of the partner's grant"
+GRANT_TOKEN_ID="$(jq -r --arg g "$C_GRANT_ID" 'select(.chain and (.chain | index($g))) | .token' "$WORK/audit.log" | head -1)"
+wait_for_audit 2 --arg t "$GRANT_TOKEN_ID" 'select(.token == $t and .reason == "revoked")'
+jq -c --arg g "$C_GRANT_ID" --arg t "$GRANT_TOKEN_ID" \
+  'select(.grant == $g or (.chain and (.chain | index($g))) or .token == $t)
+   | {time, operation, grant, token, status, reason, cut}' "$WORK/audit.log" | tee "$WORK/out"
+expect "$WORK/out" '"operation":"invoke","grant":"'"$C_GRANT_ID"'","token":"'"$GRANT_TOKEN_ID"'","status":200'
+expect "$WORK/out" '"operation":"revokeGrant","grant":"'"$C_GRANT_ID"'"'
+expect "$WORK/out" '"status":202,"reason":null,"cut":1'
+expect "$WORK/out" '"operation":"none","grant":null,"token":"'"$GRANT_TOKEN_ID"'","status":401,"reason":"revoked"'
+if [ "$(wc -l <"$WORK/out")" != 4 ]; then
+  echo "walkthrough: step $step: not one use, one revoke and the two refused attempts after it" >&2
+  exit 1
+fi
+
 capi_step 0 "capi: revoke the membrane" membrane revoke --capability "$C_REVOKE"
 expect "$WORK/out" '"message": "Accepted"'
+step=$((step + 1))
+printf '\n== %d. %s\n' "$step" "the audit log says what the revoke cut"
+wait_for_audit 1 'select(.operation == "revoke" and .membrane == "capi-lambda-membrane")'
+jq -c 'select(.operation == "revoke") | {operation, membrane, status, cut}' "$WORK/audit.log" | tail -1 | tee "$WORK/out"
+expect "$WORK/out" '"membrane":"capi-lambda-membrane","status":202,"cut":'
 capi_step 1 "capi: the Lambda capability is dead" invoke --capability "$C_LAMBDA_URI" --data '{}'
 expect "$WORK/err" "401"
 call 401 "curl: the Lambda capability is dead" -XPOST "$URL" -H "Authorization: Bearer $(token "$C_LAMBDA_URI")" -d '{}'
