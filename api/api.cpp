@@ -1,5 +1,6 @@
 #include "api/api.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <optional>
 
@@ -7,6 +8,8 @@
 #include "core/encoding.hpp"
 #include "core/export_config.hpp"
 #include "core/http.hpp"
+#include "core/time.hpp"
+#include "storage/resolution.hpp"
 
 namespace membraned::api {
 
@@ -88,7 +91,11 @@ Response Api::error_response(int status, std::string message) {
 Response Api::error_response(const Error& error) {
   switch (error.kind) {
     case ErrorKind::invalid_input: return error_response(400, error.message);
-    case ErrorKind::unauthorized: return error_response(401, "Unauthorized");
+    case ErrorKind::unauthorized: {
+      Response refused = error_response(401, "Unauthorized");
+      refused.reason = error.reason;
+      return refused;
+    }
     case ErrorKind::not_found: return error_response(404, error.message);
     case ErrorKind::conflict: return error_response(409, error.message);
     case ErrorKind::quota: return error_response(507, error.message);
@@ -171,6 +178,40 @@ json grant_json(const Authorized& who, const core::GrantLimits& own, const std::
   return core::grant_limits_json(core::narrowed(effective, own));
 }
 
+json time_or_null(const std::optional<std::int64_t>& unix_ms) {
+  if (!unix_ms) return nullptr;
+  return core::format_rfc3339(storage::from_unix_ms(*unix_ms));
+}
+
+// One inventory entry (contract §12): every field present, null when it does not apply.
+json grant_entry_json(const storage::GrantEntry& e) {
+  json allow_from = nullptr;
+  if (!e.allow_from.empty()) {
+    allow_from = json::array();
+    for (const auto& cidr : e.allow_from) allow_from.push_back(cidr.to_string());
+  }
+  json rate = nullptr;
+  if (e.rate_limit) rate = json{{"requests", e.rate_limit->requests}, {"perSeconds", e.rate_limit->per_seconds}};
+  return json{{"id", e.id},
+              {"label", e.label ? json(*e.label) : json(nullptr)},
+              {"membrane", e.membrane},
+              {"kind", e.reexport ? "reexport" : "uri"},
+              {"operation", e.operation.empty() ? json(nullptr) : json(e.operation)},
+              {"target", e.target ? json(e.target->target) : json(nullptr)},
+              {"method", e.target && e.target->method ? json(*e.target->method) : json(nullptr)},
+              {"standsFor", e.stands_for ? json(*e.stands_for) : json(nullptr)},
+              {"createdAt", core::format_rfc3339(std::chrono::system_clock::time_point(std::chrono::seconds(e.created_at)))},
+              {"expiresAt", time_or_null(e.expires_at_ms)},
+              {"maxUses", e.max_uses ? json(*e.max_uses) : json(nullptr)},
+              {"uses", e.uses},
+              {"lastUsedAt", time_or_null(e.last_used_at_ms)},
+              {"rateLimit", std::move(rate)},
+              {"allowFrom", std::move(allow_from)},
+              {"revoked", e.revoked_at_ms.has_value()},
+              {"revokedAt", time_or_null(e.revoked_at_ms)},
+              {"state", storage::to_string(e.state)}};
+}
+
 // A grant's public handle: not a secret (it opens nothing), only unique; 96 random bits.
 core::Result<storage::NewGrant> new_grant(const core::GrantLimits& limits) {
   auto id = core::random_bytes(12);
@@ -247,12 +288,27 @@ Response Api::query_membranes(const Authorized& who, std::string_view target) {
   std::size_t q = target.find('?');
   auto params = core::parse_form_query(q == std::string_view::npos ? std::string_view{} : target.substr(q + 1));
   if (!params) return error_response(params.error());
-  std::optional<std::string> id, last_id, limit_text;
+  std::optional<std::string> id, last_id, limit_text, exports_of, grant;
   for (auto& [name, value] : *params) {
-    std::optional<std::string>* slot = name == "id" ? &id : name == "lastId" ? &last_id : name == "limit" ? &limit_text : nullptr;
+    std::optional<std::string>* slot = name == "id"          ? &id
+                                       : name == "lastId"    ? &last_id
+                                       : name == "limit"     ? &limit_text
+                                       : name == "exportsOf" ? &exports_of
+                                       : name == "grant"     ? &grant
+                                                             : nullptr;
     if (slot == nullptr) continue;  // other parameters are not ours to judge
     if (slot->has_value()) return error_response(400, name + " is given more than once");
     *slot = std::move(value);
+  }
+  if (static_cast<int>(id.has_value()) + exports_of.has_value() + grant.has_value() > 1) {
+    return error_response(400, "id, exportsOf and grant cannot be combined");
+  }
+  if (grant) {
+    auto found = store_.find_grant(who.resolved.tenant_id, *grant);
+    if (!found) return error_response(found.error());
+    json exports = json::array();
+    if (*found) exports.push_back(grant_entry_json(**found));
+    return {200, json{{"exports", std::move(exports)}, {"completed", true}}};
   }
   if (id) {
     auto found = store_.find_membrane(who.resolved.tenant_id, *id);
@@ -271,6 +327,13 @@ Response Api::query_membranes(const Authorized& who, std::string_view target) {
       return error_response(400, "limit must be a positive integer");
     }
     limit = overflow ? kMaxQueryLimit : static_cast<std::size_t>(std::min<std::uint64_t>(n, kMaxQueryLimit));
+  }
+  if (exports_of) {
+    auto grants = store_.list_grants(who.resolved.tenant_id, *exports_of, last_id, limit);
+    if (!grants) return error_response(grants.error());
+    json exports = json::array();
+    for (const auto& entry : grants->grants) exports.push_back(grant_entry_json(entry));
+    return {200, json{{"exports", std::move(exports)}, {"completed", grants->completed}}};
   }
   auto page = store_.list_membranes(who.resolved.tenant_id, last_id, limit);
   if (!page) return error_response(page.error());
@@ -327,7 +390,9 @@ Response Api::export_admitted(const Authorized& who, const core::ExportRequest& 
 std::optional<Response> Api::check_address(const Authorized& who, const core::IpAddress& requester) const {
   for (const auto& grant : who.resolved.chain) {
     if (!core::admits_address(grant.allow_from, requester)) {
-      return error_response(403, "this capability may not be used from this address");
+      Response refused = error_response(403, "this capability may not be used from this address");
+      refused.reason = "address";
+      return refused;
     }
   }
   return std::nullopt;
@@ -335,9 +400,16 @@ std::optional<Response> Api::check_address(const Authorized& who, const core::Ip
 
 UseAdmission Api::admit_use(const Authorized& who, std::chrono::steady_clock::time_point now, bool may_write) {
   if (who.resolved.chain.empty()) return {};
+  const auto& chain = who.resolved.chain;
+  if (std::none_of(chain.begin(), chain.end(), [](const auto& g) { return g.max_uses || g.rate_limit; })) {
+    // Unlimited grants take no lock of the rate windows or the use ledger: only their count.
+    store_.count_use(chain);
+    return {};
+  }
   if (auto wait = rates_.admit(who.resolved.chain, now)) {
     Response refused = error_response(429, "this capability's rate limit is reached");
     refused.retry_after = *wait;
+    refused.reason = "rate";
     return {true, std::move(refused)};
   }
   return take_use(who, may_write);
@@ -351,18 +423,28 @@ UseAdmission Api::take_use(const Authorized& who, bool may_write) {
     taken = *asked;
   }
   if (!taken) return {false, std::nullopt};
-  if (!*taken) return {true, error_response(core::Error::unauthorized(""))};
+  if (!*taken) return {true, error_response(core::Error::unauthorized("", "used-up"))};
+  store_.count_use(who.resolved.chain);
   return {};
 }
 
 Response Api::revoke_grant(const Authorized& who) {
   if (auto s = store_.revoke_grant(who.token); !s) return error_response(s.error());
-  return accepted();
+  return accepted_revoke(who);
 }
 
 Response Api::revoke(const Authorized& who) {
   if (auto s = store_.revoke_membrane(who.token); !s) return error_response(s.error());
-  return accepted();
+  return accepted_revoke(who);
+}
+
+// The revoke is done whatever the count does: a count that fails is left out.
+Response Api::accepted_revoke(const Authorized& who) {
+  Response response = accepted();
+  if (settings_.count_cut) {
+    if (auto cut = store_.grants_cut_by(who.resolved)) response.cut = *cut;
+  }
+  return response;
 }
 
 Response Api::delete_self(const Authorized& who) {

@@ -26,6 +26,9 @@ struct Settings {
   std::uint64_t max_timeout_ms = 30000;  // exports' timeoutMs are lowered to it
   // contract §9: the operator's --aws-config profiles and their grants; none: no profile exists.
   const core::AwsConfig* aws_config = nullptr;
+  // A revoke's answer carries how many grants it cut (Response::cut): a read after the revoke,
+  // as long as what was cut is large, so only when something records it (the audit log).
+  bool count_cut = false;
 };
 
 struct Response {
@@ -33,6 +36,8 @@ struct Response {
   int status;
   nlohmann::json body;
   std::optional<std::uint32_t> retry_after;  // a 429's Retry-After header, in seconds
+  std::string reason;                        // a refusal's reason (core::Error::reason), never sent
+  std::optional<std::int64_t> cut;           // a revoke's grants cut (Settings::count_cut), never sent
 };
 
 // Whether one use of a capability is admitted (contract §11: its grants' uses and rates).
@@ -108,6 +113,7 @@ class Api {
   Response query_membranes(const Authorized& who, std::string_view target);
   Response revoke(const Authorized& who);
   Response revoke_grant(const Authorized& who);
+  Response accepted_revoke(const Authorized& who);
   Response delete_self(const Authorized& who);
   nlohmann::json membrane_json(const storage::Membrane& membrane) const;
   nlohmann::json tenant_json(const std::string& id, const storage::TenantTokens& tokens) const;

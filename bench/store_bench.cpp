@@ -7,6 +7,7 @@
 #include <benchmark/benchmark.h>
 #include <libpq-fe.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
@@ -93,6 +94,14 @@ Database postgres_database(const std::string& admin_url) {
           [admin_url, name] { pg_admin(admin_url, "DROP DATABASE IF EXISTS ", name, " WITH (FORCE)"); }};
 }
 
+// Every export makes a grant (contract §11): a unique handle and a revoke capability, no limits.
+storage::NewGrant next_grant() {
+  static std::uint64_t next = 0;
+  char id[32];
+  std::snprintf(id, sizeof id, "g_%024llx", static_cast<unsigned long long>(next++));
+  return storage::NewGrant{id, *core::Token::generate(), {}};
+}
+
 struct World {
   Database database;
   std::string key;
@@ -120,13 +129,13 @@ struct World {
         R"({"uri":"https://lambda.us-east-1.amazonaws.com/2015-03-31/functions/f/invocations","method":"POST",
             "hmac":{"aws4-hmac-sha256":{"awsAccessKeyId":"AKIDEXAMPLE","secretAccessKey":"secret",
             "region":"us-east-1","service":"lambda"}}})"));
-    (void)loader->export_uri(root.export_token, uri, config);
+    (void)loader->export_uri(root.export_token, uri, config, next_grant());
     // 100 000 re-exports of the root's capability, through another membrane: all of them
     // depend on the root membrane.
     descendants.reserve(kDescendants);
     for (std::size_t i = 0; i < kDescendants; ++i) {
       descendants.push_back(*core::Token::generate());
-      (void)loader->export_reexport(wide.export_token, descendants.back(), uri);
+      (void)loader->export_reexport(wide.export_token, descendants.back(), uri, next_grant());
     }
     revocable[kDescendants] = {root, descendants};
     for (std::size_t size : kRevokeSizes) {
@@ -135,10 +144,10 @@ struct World {
       r.membrane.id = "root-" + std::to_string(size);
       (void)loader->create_membrane(create, r.membrane);
       auto top = *core::Token::generate();
-      (void)loader->export_uri(r.membrane.export_token, top, config);
+      (void)loader->export_uri(r.membrane.export_token, top, config, next_grant());
       for (std::size_t i = 0; i < size; ++i) {
         r.descendants.push_back(*core::Token::generate());
-        (void)loader->export_reexport(wide.export_token, r.descendants.back(), top);
+        (void)loader->export_reexport(wide.export_token, r.descendants.back(), top, next_grant());
       }
     }
     loader.reset();

@@ -15,6 +15,7 @@
 #include "cli/authority.hpp"
 #include "cli/credentials.hpp"
 #include "cli/http_client.hpp"
+#include "cli/inventory.hpp"
 #include "cli/output.hpp"
 #include "core/http.hpp"
 #include "core/token.hpp"
@@ -206,27 +207,99 @@ std::optional<Connection> prepare(const ServiceFlags& flags, const std::string& 
   return Connection{uri->token(), std::move(target), options};
 }
 
-// One management call: prints the JSON answer (exit 0) or FAILED (exit 1).
-int management_call(const ServiceFlags& flags, const std::string& capability_name, const std::string& method,
-                    const std::string& request_target, const std::optional<std::string>& body) {
-  auto connection = prepare(flags, capability_name);
-  if (!connection) return 1;
+// One management request on a prepared connection: the answer (of any status), or the failure
+// of a request that got none.
+core::Result<HttpResponse> management_request(const Connection& connection, const std::string& method,
+                                              const std::string& request_target,
+                                              const std::optional<std::string>& body) {
   HttpRequest request;
   request.method = method;
   request.target = request_target;
-  request.headers.push_back({"Authorization", "Bearer " + connection->token.text()});
+  request.headers.push_back({"Authorization", "Bearer " + connection.token.text()});
   request.headers.push_back({"Accept", "application/json"});
   if (body) {
     request.headers.push_back({"Content-Type", "application/json"});
     request.body = *body;
   }
-  connection->options.max_body = kManagementAnswerLimit;
-  auto response = http_fetch(connection->target, request, connection->options);
+  HttpOptions options = connection.options;
+  options.max_body = kManagementAnswerLimit;
+  return http_fetch(connection.target, request, options);
+}
+
+// One management call: prints the JSON answer (exit 0) or FAILED (exit 1).
+int management_call(const ServiceFlags& flags, const std::string& capability_name, const std::string& method,
+                    const std::string& request_target, const std::optional<std::string>& body) {
+  auto connection = prepare(flags, capability_name);
+  if (!connection) return 1;
+  auto response = management_request(*connection, method, request_target, body);
   if (!response) return print_failure(request_failure(response.error().message));
   auto outcome = judge_management_answer(response->head.status, response->body);
   if (!outcome.ok) return print_failure(outcome.failure);
   if (!write_stdout(outcome.stdout_text)) return 1;
   return 0;
+}
+
+// --- the inventory -------------------------------------------------------------------------------
+
+// A page of the inventory and the answer as `membrane query` would print it.
+struct FetchedPage {
+  ExportsPage page;
+  std::string printed;
+};
+
+// GET request_target with the query capability: the page of a 200 answer, or nullopt after
+// printing FAILED (an error answer as for every management call, any other status than 200, or
+// an answer that is not an inventory page). `context`, when given, leads the message: which page
+// failed.
+std::optional<FetchedPage> fetch_exports_page(const Connection& connection, const std::string& request_target,
+                                              const std::string& context) {
+  auto in_context = [&](Failure f) {
+    if (!context.empty()) f.message = context + ": " + f.message;
+    print_failure(f);
+    return std::nullopt;
+  };
+  auto response = management_request(connection, "GET", request_target, std::nullopt);
+  if (!response) return in_context(request_failure(response.error().message));
+  auto outcome = judge_management_answer(response->head.status, response->body);
+  if (!outcome.ok) return in_context(outcome.failure);
+  if (response->head.status != 200) {
+    return in_context(
+        {"the service answered " + std::to_string(response->head.status) + ", not 200", nullptr});
+  }
+  auto page = parse_exports_page(response->body);
+  if (!page) return in_context({page.error().message, nullptr});
+  return FetchedPage{std::move(*page), std::move(outcome.stdout_text)};
+}
+
+std::string indented(const nlohmann::ordered_json& json) {
+  return json.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n";
+}
+
+// `membrane exports --all`: every page, limit kExportsPageLimit, each after the last id of the
+// one before, until the service says completed. The entries, or nullopt after printing FAILED.
+std::optional<nlohmann::ordered_json> fetch_all_exports(const Connection& connection,
+                                                        const ExportsFlags& flags) {
+  auto all = nlohmann::ordered_json::array();
+  std::optional<std::string> after = flags.last_id;
+  for (std::size_t number = 1;; ++number) {
+    auto target = exports_target(flags.id, after, std::to_string(kExportsPageLimit));
+    if (!target) {
+      usage_error(target.error().message);
+      return std::nullopt;
+    }
+    std::string context = "listing stopped at page " + std::to_string(number);
+    if (after) context += " (after " + *after + ")";
+    auto fetched = fetch_exports_page(connection, *target, context);
+    if (!fetched) return std::nullopt;
+    auto next = next_exports_after(fetched->page, after);
+    if (!next) {
+      print_failure({context + ": " + next.error().message, nullptr});
+      return std::nullopt;
+    }
+    for (auto& entry : fetched->page.exports) all.push_back(std::move(entry));
+    if (!*next) return all;
+    after = std::move(*next);
+  }
 }
 
 // --- invoke --------------------------------------------------------------------------------------
@@ -315,6 +388,49 @@ int run_membrane_query(const ServiceFlags& service, const QueryFlags& query) {
   auto target = query_target(query.id, query.last_id, query.limit);
   if (!target) return usage_error(target.error().message);
   return management_call(service, "query", "GET", *target, std::nullopt);
+}
+
+int run_membrane_exports(const ServiceFlags& service, const ExportsFlags& flags) {
+  // Flag errors first, before anything is read or sent.
+  auto target =
+      exports_target(flags.id, flags.last_id,
+                     flags.all ? std::optional<std::string>(std::to_string(kExportsPageLimit)) : flags.limit);
+  if (!target) return usage_error(target.error().message);
+  auto connection = prepare(service, "query");
+  if (!connection) return 1;
+  if (flags.all) {
+    auto all = fetch_all_exports(*connection, flags);
+    if (!all) return 1;
+    std::string text =
+        flags.table ? format_exports_table(*all, true)
+                    : indented(nlohmann::ordered_json{{"completed", true}, {"exports", std::move(*all)}});
+    return write_stdout(text) ? 0 : 1;
+  }
+  auto fetched = fetch_exports_page(*connection, *target, "");
+  if (!fetched) return 1;
+  std::string text =
+      flags.table ? format_exports_table(fetched->page.exports, fetched->page.completed) : fetched->printed;
+  return write_stdout(text) ? 0 : 1;
+}
+
+int run_grant_show(const ServiceFlags& service, const GrantShowFlags& flags) {
+  auto target = grant_target(flags.id);
+  if (!target) return usage_error(target.error().message);
+  auto connection = prepare(service, "query");
+  if (!connection) return 1;
+  auto fetched = fetch_exports_page(*connection, *target, "");
+  if (!fetched) return 1;
+  const auto& exports = fetched->page.exports;
+  if (exports.empty()) {
+    return print_failure(
+        {"No grant with id " + nlohmann::ordered_json(flags.id).dump() + " for this tenant", nullptr});
+  }
+  const auto& entry = exports.front();
+  if (exports.size() != 1 || entry.at("id") != flags.id) {
+    return print_failure(
+        {"the service answered another grant than " + nlohmann::ordered_json(flags.id).dump(), nullptr});
+  }
+  return write_stdout(flags.table ? format_grant_fields(entry) : indented(entry)) ? 0 : 1;
 }
 
 int run_membrane_export(const ServiceFlags& service, const ExportFlags& export_flags) {

@@ -29,6 +29,21 @@ struct QueryFlags {
   std::optional<std::string> limit;
 };
 
+// `membrane exports`: whose grants to list, and how.
+struct ExportsFlags {
+  std::string id;  // the membrane
+  std::optional<std::string> last_id;
+  std::optional<std::string> limit;
+  bool all = false;    // every page (limit kExportsPageLimit), printed as one answer
+  bool table = false;  // a table for people instead of JSON
+};
+
+// `grant show`: one grant of the tenant, by id.
+struct GrantShowFlags {
+  std::string id;
+  bool table = false;  // name and value of each field instead of JSON
+};
+
 // `invoke`: the request to send with the capability.
 struct InvokeFlags {
   std::optional<std::string> method;
@@ -47,12 +62,20 @@ struct ImportFlags {
 
 int run_membrane_create(const ServiceFlags& service, const std::string& id);
 int run_membrane_query(const ServiceFlags& service, const QueryFlags& query);
+// `membrane exports` (the query capability): one page of the inventory of a membrane, printed as
+// `membrane query` prints its answer; with --all every page, as one answer holding them all,
+// {"completed": true, "exports": [...]} (the keys in the service's order).
+// Any page that is not a 200 inventory page stops it with FAILED.
+int run_membrane_exports(const ServiceFlags& service, const ExportsFlags& flags);
 int run_membrane_export(const ServiceFlags& service, const ExportFlags& export_flags);
 int run_membrane_revoke(const ServiceFlags& service);
 int run_membrane_delete_self(const ServiceFlags& service);
 int run_invoke(const ServiceFlags& service, const InvokeFlags& invoke);
 // `grant revoke`: the request `membrane revoke` sends, with a grant's revoke capability.
 int run_grant_revoke(const ServiceFlags& service);
+// `grant show` (the query capability): the grant's inventory entry; FAILED and exit 1 when the
+// tenant has no grant of that id.
+int run_grant_show(const ServiceFlags& service, const GrantShowFlags& flags);
 int run_config_import(const ImportFlags& import);
 
 // "capi: MESSAGE" and a pointer to --help on stderr, tokens redacted; returns 1.

@@ -1,11 +1,12 @@
 // capi: the command-line client of the membrane service, flag-compatible with the original
 // Capability CLI (`capi membrane create|export|query|revoke|delete-self`), plus `capi invoke`,
-// `capi grant revoke` and `capi config import`. This file declares the commands and their flags, and runs the one given;
-// what each command does is in commands.cpp.
+// `capi membrane exports`, `capi grant revoke|show` and `capi config import`. This file declares
+// the commands and their flags, and runs the one given; what each command does is in commands.cpp.
 //
 // Exit status: 0 on success; 1 on any failure (wrong flags, no capability, no answer, an error
-// answer). Management answers are printed as JSON indented by 2 on stdout; failures as "FAILED",
-// the message and the error JSON on stderr. A capability token is never printed on stderr.
+// answer). Management answers are printed as JSON indented by 2 on stdout (or, with --table, as
+// a table for people); failures as "FAILED", the message and the error JSON on stderr. A
+// capability token is never printed on stderr.
 #include <CLI/CLI.hpp>
 
 #include <functional>
@@ -138,6 +139,28 @@ CLI::App* add_query_command(CLI::App& membrane, ServiceFlags& service, QueryFlag
   return cmd;
 }
 
+CLI::App* add_exports_command(CLI::App& membrane, ServiceFlags& service, ExportsFlags& exports) {
+  auto* cmd = membrane.add_subcommand(
+      "exports", "List the grants exported through a membrane (the inventory; the query capability)");
+  add_service_flags(*cmd, service);
+  cmd->add_option("--id", exports.id, "Membrane id whose grants to list")->required();
+  cmd->add_option("--last-id", exports.last_id, "Id of the last grant from the previous page");
+  auto* limit =
+      cmd->add_option("--limit", exports.limit, "Limit number of results (the service's default: 1)");
+  cmd->add_flag("--all", exports.all, "Every page (1000 grants each), printed as one answer")
+      ->excludes(limit);
+  cmd->add_flag("--table", exports.table, "A table for people instead of JSON");
+  return cmd;
+}
+
+CLI::App* add_grant_show_command(CLI::App& grant, ServiceFlags& service, GrantShowFlags& show) {
+  auto* cmd = grant.add_subcommand("show", "Show one grant of the tenant by id (the query capability)");
+  add_service_flags(*cmd, service);
+  cmd->add_option("id", show.id, "Grant id (g_..., the \"id\" its export answered)")->required();
+  cmd->add_flag("--table", show.table, "Each field's name and value instead of JSON");
+  return cmd;
+}
+
 CLI::App* add_invoke_command(CLI::App& app, ServiceFlags& service, InvokeFlags& invoke) {
   auto* cmd = app.add_subcommand(
       "invoke", "Send a request with an exported capability; the answer's body goes to stdout");
@@ -219,6 +242,9 @@ int main(int argc, char** argv) {
   ServiceFlags query_service;
   QueryFlags query_flags;
   auto* query = add_query_command(*membrane, query_service, query_flags);
+  ServiceFlags exports_service;
+  ExportsFlags exports_flags;
+  auto* exports = add_exports_command(*membrane, exports_service, exports_flags);
   ExportCommand export_command;
   auto* export_ = add_export_command(*membrane, export_command);
   ServiceFlags revoke_service;
@@ -239,6 +265,9 @@ int main(int argc, char** argv) {
   auto* grant_revoke =
       grant->add_subcommand("revoke", "Revoke a grant with the revoke capability its export answered");
   add_service_flags(*grant_revoke, grant_revoke_service, /*capability_required=*/true);
+  ServiceFlags grant_show_service;
+  GrantShowFlags grant_show_flags;
+  auto* grant_show = add_grant_show_command(*grant, grant_show_service, grant_show_flags);
 
   auto* config = app.add_subcommand("config", "Capability CLI (capi) configuration");
   config->require_subcommand(1);
@@ -257,6 +286,9 @@ int main(int argc, char** argv) {
 
   if (create->parsed()) return run_guarded([&] { return run_membrane_create(create_service, create_id); });
   if (query->parsed()) return run_guarded([&] { return run_membrane_query(query_service, query_flags); });
+  if (exports->parsed()) {
+    return run_guarded([&] { return run_membrane_exports(exports_service, exports_flags); });
+  }
   if (export_->parsed()) {
     return run_guarded([&] { return run_membrane_export(export_command.service, export_command.parsed()); });
   }
@@ -264,6 +296,9 @@ int main(int argc, char** argv) {
   if (delete_self->parsed()) return run_guarded([&] { return run_membrane_delete_self(delete_service); });
   if (invoke->parsed()) return run_guarded([&] { return run_invoke(invoke_service, invoke_flags); });
   if (grant_revoke->parsed()) return run_guarded([&] { return run_grant_revoke(grant_revoke_service); });
+  if (grant_show->parsed()) {
+    return run_guarded([&] { return run_grant_show(grant_show_service, grant_show_flags); });
+  }
   if (import->parsed()) return run_guarded([&] { return run_config_import(import_flags); });
   return usage_error("no command given");
 }

@@ -22,20 +22,23 @@ struct Error {
   ErrorKind kind = ErrorKind::invalid_input;
   std::string field;    // dotted path of the offending field ("hmac.aws4-hmac-sha256.region"), may be empty
   std::string message;  // for a person; never contains a secret
+  // Why a capability was refused, for the audit log and metrics (contract §12: unknown, revoked,
+  // expired, used-up, rate, address); never sent to the client, whose 401 is the same for all.
+  std::string reason;
 
   static Error invalid(std::string field, std::string message) {
-    return {ErrorKind::invalid_input, std::move(field), std::move(message)};
+    return {ErrorKind::invalid_input, std::move(field), std::move(message), {}};
   }
-  static Error unauthorized(std::string message) {
-    return {ErrorKind::unauthorized, {}, std::move(message)};
+  static Error unauthorized(std::string message, std::string why = "unknown") {
+    return {ErrorKind::unauthorized, {}, std::move(message), std::move(why)};
   }
-  static Error not_found(std::string message) { return {ErrorKind::not_found, {}, std::move(message)}; }
-  static Error conflict(std::string message) { return {ErrorKind::conflict, {}, std::move(message)}; }
-  static Error quota(std::string message) { return {ErrorKind::quota, {}, std::move(message)}; }
+  static Error not_found(std::string message) { return {ErrorKind::not_found, {}, std::move(message), {}}; }
+  static Error conflict(std::string message) { return {ErrorKind::conflict, {}, std::move(message), {}}; }
+  static Error quota(std::string message) { return {ErrorKind::quota, {}, std::move(message), {}}; }
   static Error unavailable(std::string message) {
-    return {ErrorKind::unavailable, {}, std::move(message)};
+    return {ErrorKind::unavailable, {}, std::move(message), {}};
   }
-  static Error internal(std::string message) { return {ErrorKind::internal, {}, std::move(message)}; }
+  static Error internal(std::string message) { return {ErrorKind::internal, {}, std::move(message), {}}; }
 };
 
 template <typename T>

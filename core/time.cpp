@@ -106,8 +106,25 @@ std::string format_iso8601_basic(std::chrono::system_clock::time_point t) {
 }
 
 std::string format_log_timestamp(std::chrono::system_clock::time_point t) {
+  std::string out;
+  append_log_timestamp(out, t);
+  return out;
+}
+
+void append_log_timestamp(std::string& out, std::chrono::system_clock::time_point t) {
   const UtcTime utc = utc_time(t);
-  return date_and_seconds(utc) + milliseconds_text(utc) + "Z";
+  char text[] = "0000-00-00T00:00:00.000Z";
+  auto put = [&text](std::size_t at, std::size_t width, unsigned value) {
+    for (std::size_t i = at + width; i-- > at; value /= 10) text[i] = static_cast<char>('0' + value % 10);
+  };
+  put(0, 4, static_cast<unsigned>(static_cast<int>(utc.date.year())));  // 1678..2262: system_clock's range
+  put(5, 2, static_cast<unsigned>(utc.date.month()));
+  put(8, 2, static_cast<unsigned>(utc.date.day()));
+  put(11, 2, static_cast<unsigned>(utc.time_of_day.hours().count()));
+  put(14, 2, static_cast<unsigned>(utc.time_of_day.minutes().count()));
+  put(17, 2, static_cast<unsigned>(utc.time_of_day.seconds().count()));
+  put(20, 3, static_cast<unsigned>(utc.time_of_day.subseconds().count()));
+  out.append(text, sizeof text - 1);
 }
 
 std::string format_rfc3339(std::chrono::system_clock::time_point t) {

@@ -15,6 +15,9 @@ std::string format_iso8601_basic(std::chrono::system_clock::time_point t);
 
 // YYYY-MM-DDTHH:MM:SS.mmmZ in UTC, milliseconds truncated: the timestamp of a log line.
 std::string format_log_timestamp(std::chrono::system_clock::time_point t);
+// The same appended to `out`: written digit by digit, with no allocation of its own, for the
+// lines written once per request.
+void append_log_timestamp(std::string& out, std::chrono::system_clock::time_point t);
 
 // RFC 3339 in UTC: YYYY-MM-DDTHH:MM:SSZ, with ".mmm" only when the time is not a whole second
 // (digits below the millisecond are cut, not rounded): how an answer reports a grant's expiry.

@@ -4,8 +4,9 @@
 # implementation independent of membraned), a membraned with its own throwaway data directory,
 # and every step of the tutorial twice: first with curl, then with capi, the command-line client
 # (config import, membrane create, export, re-export, query and revoke, a grant for a day and 100
-# uses and its own revoke, invocations with both `capi invoke` and curl). Each step prints what it sent and what came back, and the script stops
-# with an error the moment an answer differs from the tutorial's.
+# uses and its own revoke, the list of what was handed out and one grant shown, invocations with
+# both `capi invoke` and curl). Each step prints what it sent and what came back, and the script
+# stops with an error the moment an answer differs from the tutorial's.
 #
 #   examples/lambda-walkthrough.sh            # installs what is missing and builds first
 #   MEMBRANED_BIN=path/to/membraned CAPI_BIN=path/to/capi examples/lambda-walkthrough.sh
@@ -70,16 +71,17 @@ for _ in $(seq 1 100); do grep -q '^PORT ' "$WORK/fake.out" 2>/dev/null && break
 LAMBDA_URL="http://127.0.0.1:$(awk '/^PORT /{print $2}' "$WORK/fake.out")"
 echo "fake Lambda listening on $LAMBDA_URL"
 
-# 2. membraned, with its data in a throwaway directory.
+# 2. membraned, with its data in a throwaway directory and an audit log beside it.
 # The fake Lambda is on loopback, which exports may not reach unless the operator opens it.
 "$MEMBRANED_BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/var" --allow-upstream 127.0.0.0/8 \
-  >"$WORK/membraned.out" 2>"$WORK/membraned.log" &
+  --audit-log "$WORK/audit.log" >"$WORK/membraned.out" 2>"$WORK/membraned.log" &
 pids+=($!)
 for _ in $(seq 1 200); do grep -q 'listening on' "$WORK/membraned.out" 2>/dev/null && break; sleep 0.1; done
 URL="$(grep -o 'http://127.0.0.1:[0-9]*' "$WORK/membraned.out" | head -1)"
 echo "$(head -1 "$WORK/membraned.out")"
 TENANT="$WORK/var/first-tenant.json"
 CREATE="$(token "$(json "$TENANT" capabilities.create)")"
+QUERY="$(token "$(json "$TENANT" capabilities.query)")"
 
 # 3. The owner creates a membrane; its export and revoke capabilities come back.
 call 201 "Create a membrane" -XPOST "$URL" -H "Authorization: Bearer $CREATE" -d '{"id":"my-aws-lambda-membrane"}'
@@ -137,6 +139,7 @@ assert datetime.timedelta(hours=23, minutes=55) < left <= datetime.timedelta(day
 PY
 }
 check_grant "$WORK/answer"
+GRANT_ID="$(json "$WORK/answer" id)"
 GRANT="$(token "$(json "$WORK/answer" capability)")"
 GRANT_REVOKE="$(token "$(json "$WORK/answer" revoke)")"
 call 200 "The partner invokes with the grant" -XPOST "$URL" -H "Authorization: Bearer $GRANT" -d '{"from":"partner"}'
@@ -148,7 +151,37 @@ call 201 "The membrane still exports" -XPOST "$URL" -H "Authorization: Bearer $E
 call 200 "And what it exports works" -XPOST "$URL" \
   -H "Authorization: Bearer $(token "$(json "$WORK/answer" capability)")" -d '{}'
 
-# 9. Revoke the first membrane: everything exported through it is dead, at once and for good.
+# 9. What was handed out through the membrane (the inventory, with the tenant's query capability),
+#    and the partner's grant alone: revoked, labelled, with its one use.
+call 200 "List what was handed out through the membrane" -G "$URL" -H "Authorization: Bearer $QUERY" \
+  --data-urlencode "exportsOf=my-aws-lambda-membrane" -d limit=1000
+check_inventory() {  # check_inventory FILE GRANT_ID: three grants, the partner's revoked among them
+  python3 - "$1" "$2" <<'PY' || { echo "walkthrough: step $step: not the list the tutorial shows" >&2; exit 1; }
+import json, sys
+listed = json.load(open(sys.argv[1]))
+assert listed["completed"] is True, listed
+ids = [e["id"] for e in listed["exports"]]
+assert ids == sorted(ids) and len(ids) == 3 and sys.argv[2] in ids, ids
+grant = next(e for e in listed["exports"] if e["id"] == sys.argv[2])
+assert (grant["label"], grant["kind"], grant["maxUses"], grant["revoked"]) == ("partner", "reexport", 100, True), grant
+PY
+}
+check_inventory "$WORK/answer" "$GRANT_ID"
+call 200 "Show the partner's grant" -G "$URL" -H "Authorization: Bearer $QUERY" --data-urlencode "grant=$GRANT_ID"
+expect_grant() {  # expect_grant FILE GRANT_ID: {"exports": [that grant], "completed": true} or the entry alone
+  python3 - "$1" "$2" <<'PY' || { echo "walkthrough: step $step: not the grant the tutorial shows" >&2; exit 1; }
+import json, sys
+g = json.load(open(sys.argv[1]))
+if "exports" in g:
+    assert g["completed"] is True and len(g["exports"]) == 1, g
+    g = g["exports"][0]
+assert (g["id"], g["label"], g["revoked"]) == (sys.argv[2], "partner", True), g
+assert g["revokedAt"] and g["expiresAt"] and g["maxUses"] == 100, g
+PY
+}
+expect_grant "$WORK/answer" "$GRANT_ID"
+
+# 10. Revoke the first membrane: everything exported through it is dead, at once and for good.
 call 202 "Revoke the membrane" "$URL" -H "Authorization: Bearer $REVOKE"
 call 401 "The Lambda capability is dead" -XPOST "$URL" -H "Authorization: Bearer $LAMBDA" -d '{"hello":"world"}'
 
@@ -242,6 +275,7 @@ capi_step 0 "capi: the original capability still works" invoke --capability "$C_
 capi_step 0 "capi: export a day-long, 100-use grant for a partner" membrane export \
   --capability "$C_EXPORT" --capability-to-export "$C_LAMBDA_URI" --expires-in 1d --max-uses 100 --label partner
 check_grant "$WORK/out"
+C_GRANT_ID="$(json "$WORK/out" id)"
 C_GRANT_URI="$(json "$WORK/out" capability)"
 C_GRANT_REVOKE="$(json "$WORK/out" revoke)"
 capi_step 0 "capi: the partner invokes with the grant" invoke --capability "$C_GRANT_URI" --data '{"from":"partner"}'
@@ -256,8 +290,61 @@ capi_step 0 "capi: the membrane still exports" membrane export --capability "$C_
   --capability-to-export "$C_LAMBDA_URI"
 capi_step 0 "capi: and what it exports works" invoke --capability "$(json "$WORK/out" capability)" --data '{}'
 
+capi_step 0 "capi: list what was handed out through the membrane" membrane exports \
+  --id capi-lambda-membrane --all --table
+expect "$WORK/out" "$C_GRANT_ID  partner  reexport"
+expect "$WORK/out" "STATE"
+if [ "$(wc -l <"$WORK/out")" != 4 ]; then
+  echo "walkthrough: step $step: not a header and three grants" >&2
+  exit 1
+fi
+capi_step 0 "capi: the same list as JSON" membrane exports --id capi-lambda-membrane --all
+check_inventory "$WORK/out" "$C_GRANT_ID"
+capi_step 0 "capi: show the partner's grant" grant show "$C_GRANT_ID"
+expect "$WORK/out" "\"id\": \"$C_GRANT_ID\""
+expect_grant "$WORK/out" "$C_GRANT_ID"
+capi_step 0 "capi: the partner's grant as a table" grant show "$C_GRANT_ID" --table
+expect "$WORK/out" "$C_GRANT_ID"
+expect "$WORK/out" "revoked     yes"
+capi_step 1 "capi: no grant has this id" grant show g_000000000000000000000000
+expect "$WORK/err" 'No grant with id "g_000000000000000000000000"'
+
+# wait_for_audit COUNT [jq arguments] FILTER: until the audit log holds COUNT records the filter
+# selects (the writer lets a batch gather for up to 20 ms before writing it), for at most 5 s.
+wait_for_audit() {
+  local count="$1"
+  shift
+  for _ in $(seq 1 50); do
+    [ "$(jq -c "$@" "$WORK/audit.log" | wc -l)" -ge "$count" ] && return
+    sleep 0.1
+  done
+}
+
+# The audit trail of the partner's grant: its use, its revoke, and the attempts after it (those
+# carry the grant's token log id: a token that no longer resolves names no grant).
+step=$((step + 1))
+printf '\n== %d. %s\n' "$step" "the audit trail of the partner's grant"
+GRANT_TOKEN_ID="$(jq -r --arg g "$C_GRANT_ID" 'select(.chain and (.chain | index($g))) | .token' "$WORK/audit.log" | head -1)"
+wait_for_audit 2 --arg t "$GRANT_TOKEN_ID" 'select(.token == $t and .reason == "revoked")'
+jq -c --arg g "$C_GRANT_ID" --arg t "$GRANT_TOKEN_ID" \
+  'select(.grant == $g or (.chain and (.chain | index($g))) or .token == $t)
+   | {time, operation, grant, token, status, reason, cut}' "$WORK/audit.log" | tee "$WORK/out"
+expect "$WORK/out" '"operation":"invoke","grant":"'"$C_GRANT_ID"'","token":"'"$GRANT_TOKEN_ID"'","status":200'
+expect "$WORK/out" '"operation":"revokeGrant","grant":"'"$C_GRANT_ID"'"'
+expect "$WORK/out" '"status":202,"reason":null,"cut":1'
+expect "$WORK/out" '"operation":"none","grant":null,"token":"'"$GRANT_TOKEN_ID"'","status":401,"reason":"revoked"'
+if [ "$(wc -l <"$WORK/out")" != 4 ]; then
+  echo "walkthrough: step $step: not one use, one revoke and the two refused attempts after it" >&2
+  exit 1
+fi
+
 capi_step 0 "capi: revoke the membrane" membrane revoke --capability "$C_REVOKE"
 expect "$WORK/out" '"message": "Accepted"'
+step=$((step + 1))
+printf '\n== %d. %s\n' "$step" "the audit log says what the revoke cut"
+wait_for_audit 1 'select(.operation == "revoke" and .membrane == "capi-lambda-membrane")'
+jq -c 'select(.operation == "revoke") | {operation, membrane, status, cut}' "$WORK/audit.log" | tail -1 | tee "$WORK/out"
+expect "$WORK/out" '"membrane":"capi-lambda-membrane","status":202,"cut":'
 capi_step 1 "capi: the Lambda capability is dead" invoke --capability "$C_LAMBDA_URI" --data '{}'
 expect "$WORK/err" "401"
 call 401 "curl: the Lambda capability is dead" -XPOST "$URL" -H "Authorization: Bearer $(token "$C_LAMBDA_URI")" -d '{}'

@@ -72,6 +72,7 @@ struct HttpServer::Impl {
         ioc(static_cast<int>(std::max<std::size_t>(1, context.settings.threads))),
         service(ioc, [this](tcp::socket socket) { start_session(std::move(socket)); }, listener_log()),
         signals(ioc, SIGTERM, SIGINT, SIGHUP),  // a hang-up drains too, rather than killing
+        reopen_signal(ioc, SIGUSR1),            // caught even without an audit log: it never kills
         stop_check(ioc) {}
 
   // What still holds sessions or sockets goes while the io_context is there: pooled upstream
@@ -87,6 +88,7 @@ struct HttpServer::Impl {
   Listener service;
   std::optional<Listener> metrics;  // --metrics-listen
   net::signal_set signals;
+  net::signal_set reopen_signal;  // logrotate moved the audit log away
   net::steady_timer stop_check;
   Clock::time_point stop_deadline;
 
@@ -135,6 +137,27 @@ struct HttpServer::Impl {
     socket.shutdown(tcp::socket::shutdown_both, ec);
     socket.close(ec);
     return std::nullopt;
+  }
+
+  void reopen_audit_log_on_signal() {
+    reopen_signal.async_wait([this](beast::error_code ec, int) {
+      if (ec) return;
+      if (context.audit) context.audit->reopen();
+      reopen_audit_log_on_signal();
+    });
+  }
+
+  core::Status open_audit_log() {
+    if (!context.settings.audit_log) return core::ok_status();
+    auto opened = AuditLog::open(
+        *context.settings.audit_log, kAuditQueueBytes,
+        [this](AuditLog::Delivery delivery, std::uint64_t count) {
+          context.metrics.audit_records(delivery == AuditLog::Delivery::written ? "written" : "dropped", count);
+        },
+        listener_log());
+    if (!opened) return opened.error();
+    context.audit = std::move(*opened);
+    return core::ok_status();
   }
 
   Listener::Log listener_log() {
@@ -188,6 +211,7 @@ core::Status HttpServer::start() {
     }
   }
   if (auto loaded = impl_->context.upstream.load_default_tls(); !loaded) return loaded;
+  if (auto opened = impl_->open_audit_log(); !opened) return opened;
   const std::string where = s.listen_host + ":" + std::to_string(s.listen_port);
   if (auto listening = impl_->service.listen(tcp::endpoint(address, s.listen_port), where); !listening) {
     return listening;
@@ -220,6 +244,7 @@ void HttpServer::run() {
   impl_->signals.async_wait([this](beast::error_code ec, int) {
     if (!ec) impl_->begin_stop();
   });
+  impl_->reopen_audit_log_on_signal();
   impl_->service.accept();
   if (impl_->metrics) impl_->metrics->accept();
   std::vector<std::thread> threads;
@@ -228,6 +253,9 @@ void HttpServer::run() {
   impl_->ioc.run();
   for (auto& t : threads) t.join();
   if (impl_->context.store_pool) impl_->context.store_pool->join();
+  // The I/O threads are done, so every record made is queued: the writer gets a bounded time to
+  // write them.
+  if (impl_->context.audit) impl_->context.audit->stop(kAuditDrainTimeout);
 }
 
 }  // namespace membraned::server

@@ -44,6 +44,8 @@ struct ServerSettings {
   std::vector<core::Cidr> deny_upstream;   // and ranges closed (deny wins)
   // contract §11: peers whose X-Forwarded-For names the requester (a load balancer in front).
   std::vector<core::Cidr> trusted_proxies;
+  // contract §12: the audit log's file ("-": standard output); none: no audit log.
+  std::optional<std::string> audit_log;
   const core::AwsConfig* aws_config = nullptr;  // contract §9 profiles; not owned
   // Threads that run the API's store calls when the store waits on the network (PostgreSQL),
   // so that no I/O thread ever does; 0: as many as --threads. Unused for a local store.
@@ -63,12 +65,13 @@ class HttpServer {
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
 
-  // Loads TLS material, checks the plain-HTTP rule, binds and listens.
+  // Loads TLS material, checks the plain-HTTP rule, opens the audit log, binds and listens.
   core::Status start();
   std::uint16_t port() const;  // the bound port
   std::optional<std::uint16_t> metrics_port() const;  // the metrics listener's, if any
   // Serves on `threads` threads until SIGTERM, SIGINT or SIGHUP, then stops accepting, lets in-flight
-  // requests finish (up to shutdown_grace) and returns.
+  // requests finish (up to shutdown_grace), writes the audit log's last records and returns.
+  // SIGUSR1 reopens the audit log's file.
   void run();
 
  private:

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <utility>
 #include <vector>
 
 #include "core/http.hpp"
@@ -252,6 +253,7 @@ class Invocation : public std::enable_shared_from_this<Invocation> {
     // A read may end on framing alone (a chunk's size line): no bytes, no buffer; an empty
     // buffer would make the serializer write the final chunk.
     const std::size_t got = chunk_size_ - parser_->get().body().size;
+    writing_bytes_ = got;
     response_.body().data = got > 0 ? chunk_.get() : nullptr;
     response_.body().size = got;
     response_.body().more = !parser_->is_done();
@@ -263,7 +265,7 @@ class Invocation : public std::enable_shared_from_this<Invocation> {
   void write_chunk() {
     if (!header_sent_) {
       header_sent_ = true;
-      keep_alive_ = requester_->answer_begins(static_cast<int>(response_.result_int()));
+      keep_alive_ = requester_->answer_begins(response_);
       response_.keep_alive(keep_alive_);
       serializer_.emplace(response_);
     }
@@ -278,8 +280,9 @@ class Invocation : public std::enable_shared_from_this<Invocation> {
     if (ec) {
       upstream_reusable_ = false;
       net::dispatch(connection_->strand, [self = shared_from_this()] { self->close_upstream(); });
-      return requester_->answer_failed(std::nullopt);
+      return requester_->answer_broken(relayed_bytes_);
     }
+    relayed_bytes_ += std::exchange(writing_bytes_, 0);
     if (serializer_->is_done()) return finish();
     net::dispatch(connection_->strand, [self = shared_from_this()] { self->read_chunk(); });
   }
@@ -292,7 +295,7 @@ class Invocation : public std::enable_shared_from_this<Invocation> {
     } else {
       net::dispatch(connection_->strand, [connection = connection_] { connection->close(); });
     }
-    requester_->answer_done(keep_alive_);
+    requester_->answer_done(keep_alive_, relayed_bytes_);
   }
 
   // On the upstream's strand.
@@ -316,7 +319,7 @@ class Invocation : public std::enable_shared_from_this<Invocation> {
     net::dispatch(requester_executor_, [self = shared_from_this(), status, message = std::move(message), kind]() mutable {
       if (self->header_sent_) {
         self->context_.metrics.upstream_error(UpstreamError::truncated);
-        return self->requester_->answer_failed(std::nullopt);
+        return self->requester_->answer_broken(self->relayed_bytes_);
       }
       self->context_.metrics.upstream_error(kind);
       self->requester_->answer_failed(api::Api::error_response(status, std::move(message)));
@@ -351,6 +354,8 @@ class Invocation : public std::enable_shared_from_this<Invocation> {
   Clock::time_point upstream_started_;  // the first upstream step's
   std::string tenant_;                  // whose export: its share of the resolver
   bool keep_alive_ = false;
+  std::size_t writing_bytes_ = 0;    // body bytes of the write in progress
+  std::uint64_t relayed_bytes_ = 0;  // body bytes the requester was sent
 };
 
 }  // namespace

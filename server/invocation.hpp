@@ -9,9 +9,11 @@
 #include <boost/asio/any_io_executor.hpp>
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/http/buffer_body.hpp>
+#include <boost/beast/http/message.hpp>
 #include <boost/beast/http/serializer.hpp>
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -26,6 +28,7 @@ namespace membraned::server {
 struct ServerContext;
 
 using RelayedAnswer = boost::beast::http::response_serializer<boost::beast::http::buffer_body>;
+using RelayedHeader = boost::beast::http::response_header<>;
 
 // The requester's side of the relay: where the answer goes and who hears how it ended. The relay
 // calls every method on the requester's executor.
@@ -33,16 +36,19 @@ class RequesterSide {
  public:
   virtual ~RequesterSide() = default;
   virtual boost::asio::any_io_executor requester_executor() = 0;
-  // The upstream's answer, with `status`, is about to go out (logged now). Whether the
-  // requester's connection may stay open after it.
-  virtual bool answer_begins(int status) = 0;
+  // The upstream's answer, with `header` as the relay made it, is about to go out (logged now;
+  // the requester's side may add fields of its own). Whether the requester's connection may
+  // stay open after it.
+  virtual bool answer_begins(RelayedHeader& header) = 0;
   // Writes what `answer` has ready: the header with the first part of the body, then each part.
   virtual void write_answer(RelayedAnswer& answer, std::function<void(boost::beast::error_code)> done) = 0;
-  // The whole answer went out.
-  virtual void answer_done(bool keep_alive) = 0;
-  // Nothing went out: `failure` is the JSON answer to send instead. Or the answer broke after
-  // its header went out (`failure` empty): the connection must close.
-  virtual void answer_failed(std::optional<api::Response> failure) = 0;
+  // The whole answer went out, with `body_bytes` bytes of body.
+  virtual void answer_done(bool keep_alive, std::uint64_t body_bytes) = 0;
+  // Nothing went out: `failure` is the JSON answer to send instead.
+  virtual void answer_failed(api::Response failure) = 0;
+  // The answer broke after its header and `body_bytes` bytes of body went out: the connection
+  // must close.
+  virtual void answer_broken(std::uint64_t body_bytes) = 0;
 };
 
 // Asked at the last moment before the request is written to the upstream (after connecting, and

@@ -58,6 +58,7 @@ struct Options {
   std::vector<std::string> trusted_proxies;
   std::vector<std::string> deny_upstream;
   std::string aws_config;
+  std::string audit_log;
 };
 
 // Adds an option readable from the command line, MEMBRANED_<NAME> and the config file.
@@ -126,6 +127,9 @@ void add_serve(CLI::App& app, Options& o) {
        "AWS_ENDPOINT_URL_STS (docs/operations.md)");
   flag(app, "deny-upstream", o.deny_upstream, "CIDR that exports may not reach (wins over --allow-upstream); repeatable")
       ->delimiter(',');
+  flag(app, "audit-log", o.audit_log,
+       "File the audit log is appended to: one JSON object per management operation and invocation, "
+       "refused ones included (contract §12); - for standard output. SIGUSR1 reopens the file (logrotate)");
   flag(app, "trusted-proxies", o.trusted_proxies,
        "CIDR of a load balancer or proxy whose X-Forwarded-For names the requester (grants' allowFrom, "
        "contract §11); from other peers the header is ignored. Repeatable, comma-separated in the environment")
@@ -235,7 +239,10 @@ int serve(const Options& o) {
   }
   auto store = open_store(o, o.db_connections == 0 ? o.threads + 1 : o.db_connections);
   if (!store) return fail(store.error().message);
-  api::Api api(**store, {authority, o.upstream_timeout_ms, aws_config ? &*aws_config : nullptr});
+  api::Api api(**store, {.authority = authority,
+                         .max_timeout_ms = o.upstream_timeout_ms,
+                         .aws_config = aws_config ? &*aws_config : nullptr,
+                         .count_cut = !o.audit_log.empty()});
 
   server::ServerSettings settings;
   settings.listen_host = listen->first;
@@ -257,6 +264,7 @@ int serve(const Options& o) {
   settings.aws_config = aws_config ? &*aws_config : nullptr;
   settings.store_threads = o.db_connections == 0 ? o.threads + 1 : o.db_connections;
   settings.store_queue_timeout = std::chrono::milliseconds(o.db_connect_timeout_ms + o.db_statement_timeout_ms);
+  if (!o.audit_log.empty()) settings.audit_log = o.audit_log;
   for (const auto& [name, texts, into] :
        {std::tuple{"--allow-upstream: ", &o.allow_upstream, &settings.allow_upstream},
         std::tuple{"--deny-upstream: ", &o.deny_upstream, &settings.deny_upstream},

@@ -69,6 +69,17 @@ struct Metrics::Impl {
           .Name("membraned_connections_refused_total")
           .Help("Client connections answered 503 and closed at once, by the limit reached (total or per address).")
           .Register(*registry);
+  prometheus::Family<prometheus::Counter>& refusals =
+      prometheus::BuildCounter()
+          .Name("membraned_refusals_total")
+          .Help("Requests a capability refused, by reason: unknown (401 as the token arrived), revoked, "
+                "expired, used-up (401 later), rate (429), address (403).")
+          .Register(*registry);
+  prometheus::Family<prometheus::Counter>& audit =
+      prometheus::BuildCounter()
+          .Name("membraned_audit_records_total")
+          .Help("Audit log records written, or dropped (the writer's queue was full, or a write failed).")
+          .Register(*registry);
   prometheus::Gauge& connections =
       prometheus::BuildGauge()
           .Name("membraned_open_connections")
@@ -77,6 +88,9 @@ struct Metrics::Impl {
           .Add({});
   // Every kind is present from the start (at 0), so a rate() over it never lacks a series.
   std::array<prometheus::Counter*, 10> error_by_kind{};
+  std::array<prometheus::Counter*, kRefusals.size()> refusal_by_reason{};
+  prometheus::Counter& audit_written = audit.Add({{"result", "written"}});
+  prometheus::Counter& audit_dropped = audit.Add({{"result", "dropped"}});
 
   Impl() {
     for (std::size_t i = 0; i < error_by_kind.size(); ++i) {
@@ -85,6 +99,10 @@ struct Metrics::Impl {
     revocations.Add({{"kind", "membrane"}});
     revocations.Add({{"kind", "tenant"}});
     revocations.Add({{"kind", "grant"}});
+    for (Refusal reason : kRefusals) {
+      refusal_by_reason[static_cast<std::size_t>(reason)] =
+          &refusals.Add({{"reason", std::string(to_string(reason))}});
+    }
     refused.Add({{"limit", "total"}});
     refused.Add({{"limit", "address"}});
   }
@@ -101,6 +119,10 @@ void Metrics::invocation_seconds(double seconds) { impl_->invocation.Observe(sec
 void Metrics::upstream_seconds(double seconds) { impl_->upstream.Observe(seconds); }
 void Metrics::upstream_error(UpstreamError kind) { impl_->error_by_kind[static_cast<std::size_t>(kind)]->Increment(); }
 void Metrics::revocation(std::string_view kind) { impl_->revocations.Add({{"kind", std::string(kind)}}).Increment(); }
+void Metrics::refusal(Refusal reason) { impl_->refusal_by_reason[static_cast<std::size_t>(reason)]->Increment(); }
+void Metrics::audit_records(std::string_view result, std::uint64_t count) {
+  (result == "written" ? impl_->audit_written : impl_->audit_dropped).Increment(static_cast<double>(count));
+}
 void Metrics::connection_opened() { impl_->connections.Increment(); }
 void Metrics::connection_closed() { impl_->connections.Decrement(); }
 void Metrics::connection_refused(std::string_view limit) {

@@ -3,10 +3,12 @@
 // listener serves them). Thread-safe: every method may be called from any I/O thread.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
 
+#include "server/audit_record.hpp"
 #include "server/upstream_error.hpp"
 
 namespace membraned::server {
@@ -24,7 +26,9 @@ class Metrics {
   void invocation_seconds(double seconds);  // from the request read to the end of the relayed answer
   void upstream_seconds(double seconds);    // from the first upstream step to its answer's header
   void upstream_error(UpstreamError kind);
-  void revocation(std::string_view kind);   // "membrane" or "tenant"
+  void revocation(std::string_view kind);   // "membrane", "grant" or "tenant"
+  void refusal(Refusal reason);             // a capability refused a request (contract §11)
+  void audit_records(std::string_view result, std::uint64_t count);  // "written" or "dropped"
   void connection_opened();
   void connection_closed();
   void connection_refused(std::string_view limit);  // "total" or "address"

@@ -5,8 +5,10 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/string.hpp>
 
+#include <algorithm>
 #include <type_traits>
 
+#include "core/request_id.hpp"
 #include "core/requester_address.hpp"
 #include "core/time.hpp"
 #include "server/server_context.hpp"
@@ -67,6 +69,14 @@ void RequestHandler::begin(Clock::time_point started) {
   authorization_error_.reset();
   export_request_.reset();
   use_admitted_ = false;
+  request_id_ = core::RequestId::next();
+  client_request_id_.clear();
+  token_log_id_.clear();
+  client_ = peer_;
+  bytes_in_ = 0;
+  refusal_.reset();
+  cut_.reset();
+  relayed_status_.reset();
 }
 
 // Runs `work` (a call that reaches the store), then `then(result)` on `executor`. A store that
@@ -118,15 +128,25 @@ void RequestHandler::after_header(const Request& request, std::optional<std::uin
   const bool has_authorization = request.find(http::field::authorization) != request.end();
   route_ = classify(request.method_string(), request.target(), has_authorization, rules_);
   if (route_ != Route::by_token) return then(plan_body(announced));
+  client_ = requester(request);
+  if (context_.audit) {
+    // Recorded beside ours, never taken for it: a requester can write anything there.
+    if (const auto own = request[kRequestIdField]; core::is_recordable_client_request_id(own)) {
+      client_request_id_.assign(own);
+    }
+    // A refused token is recorded too (its log id, never the token), so that the attempts
+    // after a revoke line up with the grant's earlier records.
+    if (auto presented = core::parse_bearer(request[http::field::authorization])) token_log_id_ = presented->log_id();
+  }
   off_io_thread([this, &request] { return context_.api.authorize(request[http::field::authorization]); },
-                std::move(executor), [this, &request, announced, then = std::move(then)](core::Result<api::Authorized> acting) {
+                std::move(executor), [this, announced, then = std::move(then)](core::Result<api::Authorized> acting) {
                   if (!acting) {
                     authorization_error_ = acting.error();
                     return then(plan_body(announced));
                   }
                   authorized_.emplace(std::move(*acting));
                   // contract §11: an address a grant does not admit is refused before its body.
-                  if (auto refused = context_.api.check_address(*authorized_, requester(request))) {
+                  if (auto refused = context_.api.check_address(*authorized_, client_)) {
                     return then({std::move(*refused), 0});
                   }
                   then(plan_body(announced));
@@ -147,6 +167,7 @@ BodyPlan RequestHandler::plan_body(std::optional<std::uint64_t> announced) {
 
 void RequestHandler::after_body(const Request& request, net::any_io_executor executor,
                                 std::function<void(Outcome)> then) {
+  bytes_in_ = request.body().size();
   if (route_ != Route::by_token) return answer_without_capability(std::move(executor), then);
   if (!authorized_) {
     return then(json_answer(api::Api::error_response(authorization_error_.value_or(core::Error::unauthorized("")))));
@@ -177,6 +198,8 @@ void RequestHandler::handle_management(const Request& request, net::any_io_execu
         return guarded([&] { return context_.api.handle(*authorized_, request.target(), request.body()); });
       },
       executor, [this, executor, then = std::move(then)](api::Response response) mutable {
+        if (auto refusal = refusal_named(response.reason)) refusal_ = refusal;
+        cut_ = response.cut;
         if (revocation_kind(authorized_->resolved.kind, response.status)) {
           return answer_after_settling(std::move(response), std::move(executor), std::move(then));
         }
@@ -202,16 +225,22 @@ void RequestHandler::answer_after_settling(api::Response response, net::any_io_e
 // on. Then its use is counted (contract §11), once, however often the relay asks.
 SendCheck RequestHandler::send_check() {
   return [this](net::any_io_executor executor, std::function<void(std::optional<api::Response>)> done) {
-    auto admit = [this, executor, done = std::move(done)](bool current) mutable {
-      if (!current) return done(api::Api::error_response(core::Error::unauthorized("")));
+    auto admit = [this, executor, done = std::move(done)](bool current, std::string_view why) mutable {
+      if (!current) {
+        refusal_ = refusal_named(why).value_or(Refusal::revoked);
+        return done(api::Api::error_response(core::Error::unauthorized("")));
+      }
       if (use_admitted_) return done(std::nullopt);
       use_admitted_ = true;
-      admit_use(std::move(executor), std::move(done));
+      admit_use(std::move(executor), [this, done = std::move(done)](std::optional<api::Response> refused) {
+        if (refused) refusal_ = refusal_named(refused->reason);
+        done(std::move(refused));
+      });
     };
-    if (context_.api.still_current(*authorized_)) return admit(true);
+    if (context_.api.still_current(*authorized_)) return admit(true, {});
     off_io_thread([this] { return context_.api.reauthorize(authorized_->token); }, executor,
                   [admit = std::move(admit)](core::Result<api::Authorized> again) mutable {
-                    admit(again && again->resolved.kind == CapabilityKind::uri);
+                    admit(again && again->resolved.kind == CapabilityKind::uri, again ? "revoked" : again.error().reason);
                   });
   };
 }
@@ -289,7 +318,91 @@ Outcome RequestHandler::sign_invocation(const Request& request, const core::AwsC
   return Relay{std::move(*prepared)};
 }
 
-void RequestHandler::answered(std::optional<std::string_view> method, int status) {
+void RequestHandler::answered(std::optional<std::string_view> method, int status, std::uint64_t body_bytes) {
+  log_and_count_answer(method, status);
+  const std::optional<Refusal> reason = refusal_reason(status);
+  if (reason) context_.metrics.refusal(*reason);
+  if (!audited()) return;
+  AuditRecord record = audit_record(method, status);
+  record.reason = reason;
+  record.bytes_out = body_bytes;
+  context_.audit->record(record);
+}
+
+void RequestHandler::relay_begins(std::string_view method, int status) {
+  log_and_count_answer(method, status);
+  if (!audited()) return;
+  relayed_status_ = status;
+  relayed_method_.assign(method);
+}
+
+void RequestHandler::relay_ended(std::uint64_t body_bytes) {
+  if (!relayed_status_) return;
+  AuditRecord record = audit_record(relayed_method_, *relayed_status_);
+  record.upstream_status = relayed_status_;
+  record.upstream_host = invoked_config().target.host;
+  record.bytes_out = body_bytes;
+  context_.audit->record(record);
+  relayed_status_.reset();
+}
+
+// Why a capability refused this request, for an answer of the service's own (a relayed answer
+// is the upstream's, whatever its status). 401, 403 and 429 are never anything else here.
+std::optional<Refusal> RequestHandler::refusal_reason(int status) const {
+  if (refusal_) return refusal_;
+  if (route_ != Route::by_token) return std::nullopt;
+  if (status == 401 && !authorized_) {
+    // The store said why the token did not resolve; a missing or malformed one is unknown.
+    return authorization_error_ ? refusal_named(authorization_error_->reason).value_or(Refusal::unknown)
+                                : Refusal::unknown;
+  }
+  if (!authorized_) return std::nullopt;
+  switch (status) {
+    case 401: return Refusal::revoked;  // revoked between authorisation and the write
+    case 403: return Refusal::address;
+    case 429: return Refusal::rate;
+    default: return std::nullopt;
+  }
+}
+
+// Every request to a capability (or to none) is recorded; the service's own endpoints and the
+// metrics listener are not.
+bool RequestHandler::audited() const {
+  return context_.audit && !rules_.metrics_only && route_ == Route::by_token;
+}
+
+AuditRecord RequestHandler::audit_record(std::optional<std::string_view> method, int status) {
+  AuditRecord record;
+  record.time = std::chrono::system_clock::now();
+  record.request_id = request_id_.text();
+  record.client_request_id = client_request_id_;
+  if (authorized_) {
+    record.operation = authorized_->operation();
+    record.tenant = authorized_->resolved.tenant_id;
+    record.membrane = authorized_->resolved.membrane_id;
+    audit_chain_.clear();
+    for (const auto& grant : authorized_->resolved.chain) audit_chain_.push_back(grant.id);
+    record.chain = audit_chain_;
+    record.revoked_grant = authorized_->resolved.target_grant_id;
+  }
+  record.token = token_log_id();
+  record.client = client_;
+  if (method) record.method = *method;
+  record.status = status;
+  record.duration_ms = std::chrono::duration<double, std::milli>(Clock::now() - started_).count();
+  record.bytes_in = bytes_in_;
+  record.cut = cut_;
+  return record;
+}
+
+// The presented token's, once it was seen (the audit log reads it as the header arrives), or the
+// authorized capability's.
+std::string_view RequestHandler::token_log_id() {
+  if (authorized_ && token_log_id_.empty()) token_log_id_ = authorized_->token.log_id();
+  return token_log_id_;
+}
+
+void RequestHandler::log_and_count_answer(std::optional<std::string_view> method, int status) {
   const std::optional<CapabilityKind> kind = authorized_ ? std::optional(authorized_->resolved.kind) : std::nullopt;
   context_.metrics.request(metric_operation(route_, kind), status);
   if (kind) {
@@ -297,7 +410,7 @@ void RequestHandler::answered(std::optional<std::string_view> method, int status
   }
   if (!context_.log) return;
   const std::string timestamp = core::format_log_timestamp(std::chrono::system_clock::now());
-  const std::string log_id = authorized_ ? authorized_->token.log_id() : std::string();
+  const std::string_view log_id = authorized_ ? token_log_id() : std::string_view();  // a resolved capability only (§8)
   context_.log(access_log_line(
       {timestamp, method, status, std::chrono::duration<double, std::milli>(Clock::now() - started_).count(),
        authorized_ ? std::optional(authorized_->operation()) : std::nullopt, log_id}));

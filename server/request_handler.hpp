@@ -20,10 +20,13 @@
 #include <optional>
 #include <string>
 #include <variant>
+#include <vector>
 
 #include "api/api.hpp"
 #include "core/export_config.hpp"
+#include "core/request_id.hpp"
 #include "core/upstream_request.hpp"
+#include "server/audit_record.hpp"
 #include "server/invocation.hpp"
 #include "server/request_dispatch.hpp"
 #include "server/server_context.hpp"
@@ -32,6 +35,9 @@ namespace membraned::server {
 
 struct ServerContext;
 using Request = boost::beast::http::request<boost::beast::http::string_body>;
+
+// On every answer, the id of the request it answers (its audit record's requestId).
+inline constexpr std::string_view kRequestIdField = "X-Request-Id";
 
 // After the header: answer at once and close without reading the body (too large, or no room
 // for it now), or read a body of at most `limit` bytes.
@@ -59,9 +65,10 @@ class RequestHandler {
   // `peer`: the connection's remote address (the requester, unless a trusted proxy names another).
   RequestHandler(ServerContext& context, bool metrics_only, const boost::asio::ip::address& peer = {});
 
-  // A new request; `started` is when its header was in (or when it failed).
+  // A new request, with an id of its own; `started` is when its header was in (or when it failed).
   void begin(std::chrono::steady_clock::time_point started);
   std::chrono::steady_clock::time_point started() const { return started_; }
+  std::string_view request_id() const { return request_id_.text(); }
 
   // The header is in (`announced`: its Content-Length, if any). `then` runs on `executor` (the
   // session's strand) once the capability is known, with the plan for the body. The request must
@@ -84,9 +91,15 @@ class RequestHandler {
   // The relay's send-time check of that invocation's capability (server/invocation.hpp).
   SendCheck send_check();
 
-  // An answer with `status` goes out for the current request (`method`: none when its header
-  // never arrived whole): its access-log line and metrics.
-  void answered(std::optional<std::string_view> method, int status);
+  // An answer of the service's own with `status` and `body_bytes` of body goes out for the
+  // current request (`method`: none when its header never arrived whole): its access-log line,
+  // metrics and audit record.
+  void answered(std::optional<std::string_view> method, int status, std::uint64_t body_bytes);
+  // The upstream's answer with `status` begins to go out: its access-log line and metrics. Its
+  // audit record waits for the end (relay_ended), which knows how much went out.
+  void relay_begins(std::string_view method, int status);
+  // The relayed answer ended, whole or broken, after `body_bytes` bytes of body went out.
+  void relay_ended(std::uint64_t body_bytes);
 
  private:
   template <class Work, class Then>
@@ -105,6 +118,14 @@ class RequestHandler {
   Outcome sign_invocation(const Request& request, const core::AwsCredentials* credentials);
   core::IpAddress requester(const Request& request) const;
   void admit_use(boost::asio::any_io_executor executor, std::function<void(std::optional<api::Response>)> done);
+  void log_and_count_answer(std::optional<std::string_view> method, int status);
+  std::optional<Refusal> refusal_reason(int status) const;
+  bool audited() const;
+  // The record of this request, as far as it is known; its views stay valid while this request
+  // is the handler's.
+  AuditRecord audit_record(std::optional<std::string_view> method, int status);
+  // Token::log_id() of the authorized capability, worked out once per request.
+  std::string_view token_log_id();
 
   ServerContext& context_;
   RouteRules rules_;
@@ -114,6 +135,16 @@ class RequestHandler {
   std::optional<core::ExportRequest> export_request_;
   core::IpAddress peer_;
   bool use_admitted_ = false;  // this request's use was counted (the send-time check runs again on a retry)
+  core::RequestId request_id_;
+  std::string client_request_id_;  // the requester's own, when recordable; else empty
+  core::IpAddress client_;                        // the requester (peer_ until the header is in)
+  std::uint64_t bytes_in_ = 0;                    // the request's body, once read
+  std::optional<Refusal> refusal_;                // decided where the status alone does not tell
+  std::optional<std::int64_t> cut_;               // a revoke's grants cut, when counted
+  std::string token_log_id_;                      // token_log_id(), once known this request
+  std::vector<std::string_view> audit_chain_;     // the chain's grant ids, for the audit record
+  std::optional<int> relayed_status_;             // a relayed answer's, until it ends
+  std::string relayed_method_;                    // its request's method
   BodyBudget::Lease body_room_;  // this request's share of the bodies held at once
   std::chrono::steady_clock::time_point started_;
 };

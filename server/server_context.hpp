@@ -1,6 +1,6 @@
-// What every connection of one server shares: the settings, the API, the log, the upstream
-// client, the thread pool for store calls that wait on the network, the metrics, the credentials
-// provider, and what a graceful stop needs. Owned by HttpServer; sessions hold a reference.
+// What every connection of one server shares: the settings, the API, the log, the audit log, the
+// upstream client, the thread pool for store calls that wait on the network, the metrics, the
+// credentials provider, and what a graceful stop needs. Owned by HttpServer; sessions hold a reference.
 #pragma once
 
 #include <boost/asio/io_context.hpp>
@@ -19,6 +19,7 @@
 
 #include "api/api.hpp"
 #include "core/sigv4.hpp"
+#include "server/audit_log.hpp"
 #include "server/credentials_provider.hpp"
 #include "server/http_server.hpp"
 #include "server/metrics.hpp"
@@ -138,6 +139,9 @@ struct ServerContext {
   std::atomic<std::size_t> active_sessions{0};
   core::sigv4::SigningKeyCache key_cache;
   Metrics metrics;
+  // contract §12, when --audit-log is given (HttpServer::start opens it). After the log and the
+  // metrics, which its writer reports to: it stops before they go.
+  std::unique_ptr<AuditLog> audit;
   ConnectionGate connections;
   BodyBudget bodies;
   // Contract §9: the operator's profiles. The environment is read at each use, so rotated

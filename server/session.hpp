@@ -73,8 +73,9 @@ class HttpSession : public RequesterSide, public Stoppable {
 
   // The relay's view of this connection (server/invocation.hpp).
   net::any_io_executor requester_executor() override { return derived().stream().get_executor(); }
-  bool answer_begins(int status) override {
-    handler_.answered(std::string_view(request().method_string()), status);
+  bool answer_begins(RelayedHeader& header) override {
+    header.set(kRequestIdField, handler_.request_id());  // ours replaces any the upstream sent
+    handler_.relay_begins(request().method_string(), static_cast<int>(header.result_int()));
     return keep_alive();
   }
   void write_answer(RelayedAnswer& answer, std::function<void(beast::error_code)> done) override {
@@ -84,13 +85,15 @@ class HttpSession : public RequesterSide, public Stoppable {
                         done(ec);
                       });
   }
-  void answer_done(bool keep_alive_after) override {
+  void answer_done(bool keep_alive_after, std::uint64_t body_bytes) override {
+    handler_.relay_ended(body_bytes);
     if (!keep_alive_after) return derived().do_close();
     do_read();
   }
-  void answer_failed(std::optional<api::Response> failure) override {
-    if (!failure) return derived().do_close();
-    send(json_answer(*failure), keep_alive());
+  void answer_failed(api::Response failure) override { send(json_answer(failure), keep_alive()); }
+  void answer_broken(std::uint64_t body_bytes) override {
+    handler_.relay_ended(body_bytes);
+    derived().do_close();
   }
 
  protected:
@@ -195,7 +198,9 @@ class HttpSession : public RequesterSide, public Stoppable {
     response_.emplace(static_cast<http::status>(answer.status), 11);
     response_->set(http::field::content_type, answer.content_type);
     response_->set(http::field::cache_control, "no-store");
+    response_->set(kRequestIdField, handler_.request_id());
     if (answer.retry_after) response_->set(http::field::retry_after, std::to_string(*answer.retry_after));
+    const std::uint64_t body_bytes = head ? 0 : answer.body.size();
     if (head) {
       response_->content_length(answer.body.size());
     } else {
@@ -203,8 +208,9 @@ class HttpSession : public RequesterSide, public Stoppable {
       response_->prepare_payload();
     }
     response_->keep_alive(keep_alive_after);
-    handler_.answered(parser_->is_header_done() ? std::optional(std::string_view(request().method_string())) : std::nullopt,
-                      answer.status);
+    handler_.answered(
+        parser_->is_header_done() ? std::optional(std::string_view(request().method_string())) : std::nullopt,
+        answer.status, body_bytes);
     derived().expires_after(context_.settings.write_timeout);
     http::async_write(derived().stream(), *response_,
                       beast::bind_front_handler(&HttpSession::on_write, derived().shared_from_this(), keep_alive_after));

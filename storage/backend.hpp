@@ -56,6 +56,14 @@ struct StoredMembrane {
   std::string export_digest;  // of its export capability; empty if it has none
 };
 
+// A grant's row as the inventory reads it: the entry, with its target still sealed.
+struct StoredGrantEntry {
+  GrantEntry entry;                          // target and allow_from empty
+  std::optional<std::string> sealed_target;  // the GrantTarget, sealed
+  std::string allow_from_text;               // as stored: CIDRs, comma-separated
+  std::string digest;                        // its capability's: what its state is read from
+};
+
 // A grant's use budget as the database holds it: maxUses, and how many of them instances have
 // reserved (each hands its reservation out from memory).
 struct GrantUses {
@@ -103,8 +111,10 @@ class BackendSession {
   virtual core::Status mark_tenant_deleted(const std::string& tenant_id) = 0;
 
   virtual core::Result<CapabilityRow> insert_capability(const CapabilityRecord& record) = 0;
-  // The grant row of the capability `row` (an export or a re-export).
-  virtual core::Status insert_grant(CapabilityRow row, const StoredGrant& grant) = 0;
+  // The grant row of the capability `row` (an export or a re-export): what it finally does
+  // (`operation`) and where it leads (`sealed_target`, a sealed GrantTarget) for the inventory.
+  virtual core::Status insert_grant(CapabilityRow row, const StoredGrant& grant, const std::string& operation,
+                                    const std::optional<std::string>& sealed_target) = 0;
   // Marks the grant revoked at `at_ms` (Unix milliseconds) unless it already is.
   virtual core::Status mark_grant_revoked(CapabilityRow row, std::int64_t at_ms) = 0;
   // A grant's maxUses and the uses handed to instances so far, locked against other writers
@@ -112,6 +122,20 @@ class BackendSession {
   virtual core::Result<std::optional<GrantUses>> lock_grant_uses(CapabilityRow row) = 0;
   // Adds `count` to the uses handed to instances (callers keep the total within maxUses).
   virtual core::Status add_reserved_uses(CapabilityRow row, std::int64_t count) = 0;
+  // Adds `count` uses to the grant's count, and moves its last use to `last_used_ms` if later.
+  virtual core::Status add_uses(CapabilityRow row, std::int64_t count, std::int64_t last_used_ms) = 0;
+  // The grants that depend on the membrane `membrane` (its own revoke capability aside) or on the
+  // grant `grant` (itself included), through parents and vias, not counting those revoked on
+  // their own and what is below them (they were cut before). See Store::grants_cut_by.
+  virtual core::Result<std::int64_t> count_grants_below(std::optional<MembraneRow> membrane,
+                                                        std::optional<CapabilityRow> grant) = 0;
+  // The inventory: see Store::list_grants and Store::find_grant.
+  virtual core::Result<std::vector<StoredGrantEntry>> grants_of_membrane(const std::string& tenant_id,
+                                                                         const std::string& membrane_id,
+                                                                         const std::optional<std::string>& after,
+                                                                         std::size_t limit) = 0;
+  virtual core::Result<std::optional<StoredGrantEntry>> grant_by_id(const std::string& tenant_id,
+                                                                    const std::string& grant_id) = 0;
   // conflict when the tenant has a membrane of this id not marked revoked.
   virtual core::Result<MembraneRow> insert_membrane(const MembraneRecord& record) = 0;
   virtual core::Status mark_membrane_revoked(MembraneRow row) = 0;

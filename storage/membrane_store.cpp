@@ -19,6 +19,16 @@ using sealing::uri_config_context;
 
 namespace {
 
+// Where a uri export leads, as the inventory shows it: scheme, authority and path, never the
+// query (it may carry a secret), and the method.
+nlohmann::json grant_target_json(const core::UriExport& config) {
+  nlohmann::json target = {{"target", std::string(config.target.https ? "https://" : "http://") +
+                                          config.target.authority + config.target.path}};
+  if (config.method) target["method"] = *config.method;
+  return target;
+}
+
+
 constexpr std::string_view kKeyCheckName = "key_check";
 constexpr std::size_t kMaxPageLimit = 1'000'000;
 
@@ -58,6 +68,37 @@ MembraneStore::MembraneStore(std::unique_ptr<Backend> backend, MasterKey key, Te
   // After a failover the database may no longer hold what was cached (a capability created just
   // before it, on a standby that never received it), under the same epoch: start afresh.
   backend_->on_connection_lost([this] { cache_.clear(); });
+  flusher_ = std::thread([this] {
+    std::unique_lock lock(flusher_mutex_);
+    while (!flusher_wake_.wait_for(lock, kUsageFlushInterval, [this] { return stopping_; })) {
+      lock.unlock();
+      (void)flush_usage();  // a failed batch is counted again for the next one
+      lock.lock();
+    }
+  });
+}
+
+MembraneStore::~MembraneStore() {
+  {
+    std::lock_guard lock(flusher_mutex_);
+    stopping_ = true;
+  }
+  flusher_wake_.notify_all();
+  flusher_.join();
+  (void)flush_usage();  // a clean stop loses nothing counted
+}
+
+Status MembraneStore::flush_usage() {
+  UsageCounter::Batch batch = usage_.take();
+  if (batch.empty()) return core::ok_status();
+  auto written = backend_->write([&](BackendSession& session) -> Status {
+    for (const auto& [row, pending] : batch) {
+      if (auto s = session.add_uses(row, pending.uses, pending.last_used_ms); !s) return s;
+    }
+    return core::ok_status();
+  });
+  if (!written) usage_.put_back(batch);
+  return written;
 }
 
 Result<std::unique_ptr<MembraneStore>> MembraneStore::open(std::unique_ptr<Backend> backend, MasterKey key,
@@ -187,7 +228,7 @@ Result<Resolved> MembraneStore::resolve(const Token& token) {
     if (auto cached = cache_.find(digest)) {
       // An expiry ends a cached resolution as surely as a revoke (contract §11).
       if (cached->resolved.expires_at && clock_() >= *cached->resolved.expires_at) {
-        return Error::unauthorized("unknown or revoked capability");
+        return Error::unauthorized("unknown or revoked capability", "expired");
       }
       auto epoch = session.epoch();
       if (!epoch) return epoch.error();
@@ -403,7 +444,8 @@ Status MembraneStore::export_uri(const Token& presented, const Token& token, con
                          .membrane = acting->membrane,
                          .via = acting->presented,
                          .sealed_config = *sealed,
-                         .created_at = now_seconds()});
+                         .created_at = now_seconds()},
+                        to_string(CapabilityKind::uri), config);
   });
 }
 
@@ -431,21 +473,30 @@ Status MembraneStore::export_reexport(const Token& presented, const Token& token
                          .membrane = acting->membrane,
                          .parent = resolved->presented,
                          .via = acting->presented,
-                         .created_at = now_seconds()});
+                         .created_at = now_seconds()},
+                        to_string(resolved->kind), resolved->uri);
   });
 }
 
 // The grant's capability, its row of limits and its own revoke capability, charged to the
 // exporting tenant: one grant, and the bytes of what is sealed and of what the owner wrote.
 Status MembraneStore::insert_grant(BackendSession& session, const Resolved& acting, const NewGrant& grant,
-                                   const CapabilityRecord& record) {
+                                   const CapabilityRecord& record, std::string_view operation,
+                                   const std::optional<core::UriExport>& leads_to) {
   const StoredGrant stored = stored_grant(grant.id, grant.limits);
+  std::optional<std::string> sealed_target;
+  if (leads_to) {
+    const nlohmann::json target = grant_target_json(*leads_to);
+    auto sealed = key_.seal(target.dump(), sealing::grant_target_context(grant.id));
+    if (!sealed) return sealed.error();
+    sealed_target = std::move(*sealed);
+  }
   const auto bytes = static_cast<std::int64_t>((record.sealed_config ? record.sealed_config->size() : 0) +
                                                stored.label.value_or("").size() + stored.allow_from.size());
   if (auto s = charge(session, acting.tenant_id, {.grants = 1, .stored_bytes = bytes}); !s) return s;
   auto row = session.insert_capability(record);
   if (!row) return row.error();
-  if (auto s = session.insert_grant(*row, stored); !s) return s;
+  if (auto s = session.insert_grant(*row, stored, std::string(operation), sealed_target); !s) return s;
   auto revoke = session.insert_capability({.digest = grant.revoke.digest(),
                                            .kind = CapabilityKind::revoke_grant,
                                            .tenant_id = acting.tenant_id,
@@ -469,6 +520,91 @@ Result<std::int64_t> MembraneStore::reserve_uses(CapabilityRow grant, std::int64
     if (auto s = session.add_reserved_uses(grant, taken); !s) return s.error();
     return taken;
   });
+}
+
+// --- the inventory -------------------------------------------------------------------------------
+
+Result<GrantEntry> MembraneStore::open_entry(StoredGrantEntry stored) const {
+  GrantEntry entry = std::move(stored.entry);
+  auto allow_from = parse_allow_from(stored.allow_from_text);
+  if (!allow_from) return allow_from.error();
+  entry.allow_from = std::move(*allow_from);
+  if (stored.sealed_target) {
+    auto opened = key_.open(*stored.sealed_target, sealing::grant_target_context(entry.id));
+    if (!opened) return Error::internal("a stored grant target does not open");
+    auto target = nlohmann::json::parse(*opened, nullptr, false);
+    if (!target.is_object() || !target.contains("target")) return Error::internal("a stored grant target does not parse");
+    entry.target = GrantTarget{target["target"].get<std::string>(), std::nullopt};
+    if (target.contains("method") && target["method"].is_string()) entry.target->method = target["method"].get<std::string>();
+  }
+  return entry;
+}
+
+// The state is what a use would meet now: the same walk and rule as a resolution
+// (resolve_links), one statement for the whole page.
+Result<std::vector<GrantEntry>> MembraneStore::open_entries(BackendSession& session,
+                                                            std::vector<StoredGrantEntry> stored) {
+  std::vector<std::string> digests;
+  for (const auto& one : stored) digests.push_back(one.digest);
+  auto walks = session.walk_each(digests);
+  if (!walks) return walks.error();
+  std::vector<GrantEntry> entries;
+  for (auto& one : stored) {
+    const std::string digest = one.digest;
+    auto entry = open_entry(std::move(one));
+    if (!entry) return entry.error();
+    auto walk = walks->find(digest);
+    if (entry->revoked_at_ms) {
+      entry->state = GrantState::revoked;
+    } else if (walk == walks->end()) {
+      entry->state = GrantState::cut;
+    } else if (auto resolved = resolve_links(walk->second.links, digest, key_, clock_()); !resolved) {
+      if (resolved.error().kind != ErrorKind::unauthorized) return resolved.error();
+      entry->state = resolved.error().reason == "expired" ? GrantState::expired : GrantState::cut;
+    } else if (entry->max_uses && entry->uses >= *entry->max_uses) {
+      entry->state = GrantState::used_up;
+    }
+    entries.push_back(std::move(*entry));
+  }
+  return entries;
+}
+
+Result<GrantPage> MembraneStore::list_grants(const std::string& tenant_id, const std::string& membrane_id,
+                                             const std::optional<std::string>& after, std::size_t limit) {
+  return reading<GrantPage>([&](BackendSession& session) -> Result<GrantPage> {
+    // One more than asked: whether anything comes after the page.
+    auto stored = session.grants_of_membrane(tenant_id, membrane_id, after, limit + 1);
+    if (!stored) return stored.error();
+    GrantPage page;
+    page.completed = stored->size() <= limit;
+    if (!page.completed) stored->resize(limit);
+    auto entries = open_entries(session, std::move(*stored));
+    if (!entries) return entries.error();
+    page.grants = std::move(*entries);
+    return page;
+  });
+}
+
+Result<std::optional<GrantEntry>> MembraneStore::find_grant(const std::string& tenant_id, const std::string& grant_id) {
+  return reading<std::optional<GrantEntry>>([&](BackendSession& session) -> Result<std::optional<GrantEntry>> {
+    auto stored = session.grant_by_id(tenant_id, grant_id);
+    if (!stored) return stored.error();
+    if (!*stored) return std::optional<GrantEntry>();
+    std::vector<StoredGrantEntry> one;
+    one.push_back(std::move(**stored));
+    auto entries = open_entries(session, std::move(one));
+    if (!entries) return entries.error();
+    return std::optional<GrantEntry>(std::move(entries->front()));
+  });
+}
+
+Result<std::int64_t> MembraneStore::grants_cut_by(const Resolved& revoker) {
+  std::optional<MembraneRow> membrane;
+  std::optional<CapabilityRow> grant;
+  if (revoker.kind == CapabilityKind::revoke) membrane = revoker.membrane;
+  if (revoker.kind == CapabilityKind::revoke_grant) grant = revoker.target;
+  if (!membrane && !grant) return std::int64_t{0};
+  return reading<std::int64_t>([&](BackendSession& session) { return session.count_grants_below(membrane, grant); });
 }
 
 // One row: the grant's re-exports and everything made through them depend on it, and check it on

@@ -8,12 +8,16 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <thread>
+#include <condition_variable>
 #include <optional>
 
 #include "storage/backend.hpp"
 #include "storage/master_key.hpp"
 #include "storage/resolution_cache.hpp"
 #include "storage/store.hpp"
+#include "storage/resolution.hpp"
+#include "storage/usage_counter.hpp"
 #include "storage/use_ledger.hpp"
 
 namespace membraned::storage {
@@ -28,6 +32,9 @@ inline constexpr std::chrono::milliseconds kRevocationMargin{50};
 // it. Reading it for every invocation cost a statement (a pooled connection, a read snapshot) on
 // the hot path; once per 10 ms costs nothing measurable, and a revoke's answer waits it out.
 inline constexpr std::chrono::milliseconds kLocalEpochViewBound{10};
+
+// How often the uses counted in memory are written (the inventory's uses lag by at most this).
+inline constexpr std::chrono::milliseconds kUsageFlushInterval{1000};
 
 class MembraneStore final : public Store {
  public:
@@ -56,10 +63,19 @@ class MembraneStore final : public Store {
   Status export_reexport(const Token& presented, const Token& token, const Token& target,
                          const NewGrant& grant) override;
   Status revoke_grant(const Token& presented) override;
+  Result<std::int64_t> grants_cut_by(const Resolved& revoker) override;
+  Result<GrantPage> list_grants(const std::string& tenant_id, const std::string& membrane_id,
+                                const std::optional<std::string>& after, std::size_t limit) override;
+  Result<std::optional<GrantEntry>> find_grant(const std::string& tenant_id, const std::string& grant_id) override;
   std::optional<bool> take_uses_in_hand(const std::vector<ChainGrant>& chain) override {
     return uses_.take_in_hand(chain);
   }
   Result<bool> take_uses(const std::vector<ChainGrant>& chain) override { return uses_.take(chain); }
+  void count_use(const std::vector<ChainGrant>& chain) override {
+    if (!chain.empty()) usage_.count(chain, to_unix_ms(clock_()));
+  }
+  Status flush_usage() override;
+  ~MembraneStore() override;
   Status revoke_membrane(const Token& presented) override;
   Status delete_tenant(const Token& presented) override;
 
@@ -86,7 +102,11 @@ class MembraneStore final : public Store {
   // Reserves up to `wanted` uses of a grant for this instance (UseLedger's Reserve).
   Result<std::int64_t> reserve_uses(CapabilityRow grant, std::int64_t wanted);
   Status insert_grant(BackendSession& session, const Resolved& acting, const NewGrant& grant,
-                      const CapabilityRecord& record);
+                      const CapabilityRecord& record, std::string_view operation,
+                      const std::optional<core::UriExport>& leads_to);
+  Result<GrantEntry> open_entry(StoredGrantEntry stored) const;
+  // Each entry opened, with its state read from what its capability depends on.
+  Result<std::vector<GrantEntry>> open_entries(BackendSession& session, std::vector<StoredGrantEntry> stored);
   std::int64_t now_seconds() const;
   // The local database's epoch as a recent send-time check read it (kLocalEpochViewBound).
   std::optional<EpochReading> local_epoch_view();
@@ -97,6 +117,12 @@ class MembraneStore final : public Store {
   WallClock clock_;
   ResolutionCache cache_;
   UseLedger uses_;
+  UsageCounter usage_;
+  // Writes usage_ every kUsageFlushInterval until the store goes.
+  std::mutex flusher_mutex_;
+  std::condition_variable flusher_wake_;
+  bool stopping_ = false;
+  std::thread flusher_;
   std::mutex local_view_mutex_;
   std::optional<EpochReading> local_view_;
 };

@@ -11,10 +11,7 @@ using core::Error;
 
 namespace {
 
-const Error& dead() {
-  static const Error error = Error::unauthorized("unknown or revoked capability");
-  return error;
-}
+Error dead(std::string_view why) { return Error::unauthorized("unknown or revoked capability", std::string(why)); }
 
 // From the presented capability up its re-exports to the one that acts, presented first; empty
 // when a link is missing.
@@ -27,39 +24,27 @@ std::vector<CapabilityRow> parent_chain(const std::map<CapabilityRow, Link>& lin
   return chain;
 }
 
-// Whether every capability walked is alive at `now`; if so, the earliest expiry among them.
-bool all_alive(const std::map<CapabilityRow, Link>& links, CapabilityRow terminal,
-               std::chrono::system_clock::time_point now,
-               std::optional<std::chrono::system_clock::time_point>& earliest_expiry) {
+// Why a capability walked is dead at `now` ("revoked" or "expired"), or nothing when all live;
+// then `earliest_expiry` is the earliest expiry among them.
+std::optional<std::string_view> why_dead(const std::map<CapabilityRow, Link>& links, CapabilityRow terminal,
+                                         std::chrono::system_clock::time_point now,
+                                         std::optional<std::chrono::system_clock::time_point>& earliest_expiry) {
+  std::optional<std::string_view> expired;
   for (const auto& [row, link] : links) {
-    if (link.tenant_deleted) return false;
+    if (link.tenant_deleted) return "revoked";
     // A membrane's own revoke capability outlives the revocation it performs (revoke is
     // idempotent); everything else dies with any revoked membrane it depends on.
     const bool own_revoke = row == terminal && link.kind == CapabilityKind::revoke;
-    if (link.membrane_revoked && !own_revoke) return false;
+    if (link.membrane_revoked && !own_revoke) return "revoked";
     if (!link.grant) continue;
-    if (link.grant->revoked_at_ms) return false;
+    if (link.grant->revoked_at_ms) return "revoked";
     if (link.grant->expires_at_ms) {
       const auto expires = from_unix_ms(*link.grant->expires_at_ms);
-      if (now >= expires) return false;
+      if (now >= expires) expired = "expired";  // a revocation anywhere says more
       if (!earliest_expiry || expires < *earliest_expiry) earliest_expiry = expires;
     }
   }
-  return true;
-}
-
-Result<std::vector<core::Cidr>> parse_allow_from(const std::string& text) {
-  std::vector<core::Cidr> out;
-  std::size_t start = 0;
-  while (start < text.size()) {
-    std::size_t end = text.find(',', start);
-    if (end == std::string::npos) end = text.size();
-    auto cidr = core::Cidr::parse(std::string_view(text).substr(start, end - start));
-    if (!cidr) return Error::internal("a stored allowFrom does not parse");
-    out.push_back(*cidr);
-    start = end + 1;
-  }
-  return out;
+  return expired;
 }
 
 Result<ChainGrant> chain_grant(CapabilityRow row, const StoredGrant& grant) {
@@ -93,21 +78,24 @@ Result<Resolved> resolve_links(const std::map<CapabilityRow, Link>& links, const
   for (const auto& [row, link] : links) {
     if (link.digest == digest) presented = row;
   }
-  if (!presented || links.size() > kMaxDependencies) return dead();
+  if (!presented) return dead("unknown");
+  if (links.size() > kMaxDependencies) return dead("revoked");
   const std::vector<CapabilityRow> chain = parent_chain(links, *presented);
-  if (chain.empty()) return dead();
+  if (chain.empty()) return dead("revoked");
   const CapabilityRow terminal = chain.back();
 
   Resolved out;
-  if (!all_alive(links, terminal, now, out.expires_at)) return dead();
+  if (auto why = why_dead(links, terminal, now, out.expires_at)) return dead(*why);
   const Link& last = links.at(terminal);
   out.kind = last.kind;
   out.tenant_id = last.tenant_id;
   out.membrane = last.membrane;
   out.presented = *presented;
+  out.membrane_id = links.at(*presented).membrane_id;
   out.depth = static_cast<int>(chain.size()) - 1;
   out.walked = links.size();
   out.target = last.target;
+  out.target_grant_id = last.target_grant_id;
   for (CapabilityRow row : chain) {
     if (const auto& grant = links.at(row).grant) {
       auto link = chain_grant(row, *grant);
@@ -151,6 +139,20 @@ StoredGrant stored_grant(const std::string& id, const core::GrantLimits& limits)
     out.rate_seconds = limits.rate_limit->per_seconds;
   }
   out.allow_from = allow_from_text(limits.allow_from);
+  return out;
+}
+
+Result<std::vector<core::Cidr>> parse_allow_from(const std::string& text) {
+  std::vector<core::Cidr> out;
+  std::size_t start = 0;
+  while (start < text.size()) {
+    std::size_t end = text.find(',', start);
+    if (end == std::string::npos) end = text.size();
+    auto cidr = core::Cidr::parse(std::string_view(text).substr(start, end - start));
+    if (!cidr) return Error::internal("a stored allowFrom does not parse");
+    out.push_back(*cidr);
+    start = end + 1;
+  }
   return out;
 }
 

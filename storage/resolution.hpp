@@ -39,6 +39,8 @@ struct Link {
   bool membrane_revoked = false;
   std::optional<StoredGrant> grant;      // an export or re-export: its grant
   std::optional<CapabilityRow> target;  // revoke_grant: the grant it revokes
+  std::string membrane_id;              // its membrane's id; empty: none
+  std::string target_grant_id;          // revoke_grant: the id of the grant it revokes
 };
 
 // The capability acts only if everything it depends on is alive (a membrane's own revoke
@@ -51,6 +53,7 @@ Result<Resolved> resolve_links(const std::map<CapabilityRow, Link>& links, const
 // The grant columns as the store keeps them, and back.
 StoredGrant stored_grant(const std::string& id, const core::GrantLimits& limits);
 std::string allow_from_text(const std::vector<core::Cidr>& allow_from);
+Result<std::vector<core::Cidr>> parse_allow_from(const std::string& text);
 std::chrono::system_clock::time_point from_unix_ms(std::int64_t ms);
 std::int64_t to_unix_ms(std::chrono::system_clock::time_point t);
 

@@ -26,4 +26,9 @@ inline std::string uri_config_context(std::string_view digest) {
   return "membraned/uri-config/" + core::hex_encode(digest);
 }
 
+// Where a grant leads, shown by the inventory: sealed like the configuration it comes from.
+inline std::string grant_target_context(std::string_view grant_id) {
+  return "membraned/grant-target/" + std::string(grant_id);
+}
+
 }  // namespace membraned::storage::sealing

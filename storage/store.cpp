@@ -2,6 +2,17 @@
 
 namespace membraned::storage {
 
+std::string_view to_string(GrantState state) {
+  switch (state) {
+    case GrantState::active: return "active";
+    case GrantState::revoked: return "revoked";
+    case GrantState::cut: return "cut";
+    case GrantState::expired: return "expired";
+    case GrantState::used_up: return "used-up";
+  }
+  return "active";
+}
+
 std::string_view to_string(CapabilityKind kind) {
   switch (kind) {
     case CapabilityKind::create: return "create";

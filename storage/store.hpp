@@ -80,6 +80,48 @@ struct Resolved {
   // The earliest expiry of anything it depends on: from then on it no longer resolves.
   std::optional<std::chrono::system_clock::time_point> expires_at;
   std::optional<CapabilityRow> target;  // revoke_grant: the grant it revokes
+  // The id of the membrane the presented capability belongs to or was exported through (the
+  // audit log's `membrane`); empty for a tenant's own capabilities.
+  std::string membrane_id;
+  std::string target_grant_id;  // revoke_grant: the id of the grant it revokes (the audit log's `grant`)
+};
+
+// Where a grant leads, for the inventory (contract §12): the upstream's scheme, authority and
+// path (never its query) and the method, for grants that end at a uri export.
+struct GrantTarget {
+  std::string target;
+  std::optional<std::string> method;
+};
+
+// Whether a grant's token acts now, and if not, why (contract §12): `revoked` by its own revoke
+// capability; `cut` by a revocation above it (its membrane, a grant it stands for, the tenant);
+// `expired`, its own expiry or one above it; `used_up`, all of its maxUses counted.
+enum class GrantState { active, revoked, cut, expired, used_up };
+std::string_view to_string(GrantState state);
+
+// A grant as the inventory shows it (contract §12): never a token or a secret.
+struct GrantEntry {
+  std::string id;
+  std::optional<std::string> label;
+  std::string membrane;                   // the id of the membrane it was exported through
+  bool reexport = false;
+  std::string operation;                  // what it finally does: "invoke", "create", ...
+  std::optional<GrantTarget> target;      // for grants that end at a uri export
+  std::optional<std::string> stands_for;  // a re-export's parent grant, if that is a grant
+  std::int64_t created_at = 0;            // Unix seconds
+  std::optional<std::int64_t> expires_at_ms;
+  std::optional<std::int64_t> max_uses;
+  std::int64_t uses = 0;
+  std::optional<std::int64_t> last_used_at_ms;
+  std::optional<core::RateLimit> rate_limit;
+  std::vector<core::Cidr> allow_from;
+  std::optional<std::int64_t> revoked_at_ms;
+  GrantState state = GrantState::active;
+};
+
+struct GrantPage {
+  std::vector<GrantEntry> grants;
+  bool completed = true;  // no grant after the last one returned
 };
 
 // What an export records about its grant besides the capability: its public handle, its own
@@ -167,14 +209,32 @@ class Store {
   // when it can (nullopt: call take_uses, which may write to the database).
   virtual std::optional<bool> take_uses_in_hand(const std::vector<ChainGrant>& chain) = 0;
   virtual Result<bool> take_uses(const std::vector<ChainGrant>& chain) = 0;
+  // A use admitted (contract §12: the inventory's uses and lastUsedAt): counted in memory for
+  // every grant of the chain, written within kUsageFlushInterval, never on the caller's thread.
+  virtual void count_use(const std::vector<ChainGrant>& chain) = 0;
+  // Writes what was counted now (a clean stop, and tests); otherwise the store does it by itself.
+  virtual Status flush_usage() = 0;
 
   // `presented` resolves to revoke_grant. Effective for the grant, every re-export below it and
   // everything made through them when it returns; again 202 when repeated.
   virtual Status revoke_grant(const Token& presented) = 0;
 
+  // The inventory (contract §12): the grants exported through the tenant's live membrane of this
+  // id, revoked ones included, ordered by grant id (byte order), strictly after `after`, at most
+  // `limit`; and one grant of the tenant by id.
+  virtual Result<GrantPage> list_grants(const std::string& tenant_id, const std::string& membrane_id,
+                                        const std::optional<std::string>& after, std::size_t limit) = 0;
+  virtual Result<std::optional<GrantEntry>> find_grant(const std::string& tenant_id, const std::string& grant_id) = 0;
+
   // `presented` resolves to revoke. Effective for every capability of the membrane and all that
   // depends on them when it returns.
   virtual Status revoke_membrane(const Token& presented) = 0;
+  // How many grants the revoke `revoker` (a membrane's or a grant's revoke capability, resolved)
+  // cut: the grants that depend on what it revokes (a revoked grant itself included), less those
+  // dead before (below a grant revoked on its own, or another revoked membrane). A read, counted
+  // when asked (the audit
+  // log's `cut`), after the revoke: the revoke itself never walks what it cuts.
+  virtual Result<std::int64_t> grants_cut_by(const Resolved& revoker) = 0;
   // `presented` resolves to deleteSelf.
   virtual Status delete_tenant(const Token& presented) = 0;
 };

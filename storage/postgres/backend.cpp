@@ -92,10 +92,15 @@ constexpr const char* kMigrations[] = {
       rate_requests INTEGER,
       rate_seconds INTEGER,
       allow_from TEXT NOT NULL DEFAULT '',      -- CIDRs, comma-separated
-      revoked_at BIGINT                         -- Unix milliseconds
+      revoked_at BIGINT,                        -- Unix milliseconds
+      operation TEXT NOT NULL DEFAULT '',       -- what it finally does: invoke, create, ...
+      target BYTEA,                             -- sealed: scheme, authority, path and method
+      uses BIGINT NOT NULL DEFAULT 0,           -- as last counted (the inventory)
+      last_used_at BIGINT                       -- Unix milliseconds
     );
-    INSERT INTO grants (row_id, id)
-      SELECT row_id, 'g_' || substr(md5(random()::text || clock_timestamp()::text || row_id::text), 1, 24)
+    INSERT INTO grants (row_id, id, operation)
+      SELECT row_id, 'g_' || substr(md5(random()::text || clock_timestamp()::text || row_id::text), 1, 24),
+             CASE kind WHEN 6 THEN 'invoke' ELSE '' END
       FROM capabilities WHERE kind IN (6, 7);
     )sql",
 };
@@ -120,9 +125,10 @@ constexpr const char* kWalk = R"sql(
   )
   SELECT c.row_id, c.digest, c.kind, c.tenant_id, c.membrane_row, c.parent_row, c.config, t.deleted,
          m.revoked, (SELECT epoch FROM revocation_epoch WHERE id = 1),
-         c.target_row, g.id, g.label, g.expires_at, g.max_uses, g.rate_requests, g.rate_seconds, g.allow_from, g.revoked_at
+         c.target_row, g.id, g.label, g.expires_at, g.max_uses, g.rate_requests, g.rate_seconds, g.allow_from, g.revoked_at,
+         m.id, tg.id
   FROM walk JOIN capabilities c ON c.row_id = walk.row_id JOIN tenants t ON t.id = c.tenant_id
-  LEFT JOIN membranes m ON m.row_id = c.membrane_row LEFT JOIN grants g ON g.row_id = c.row_id
+  LEFT JOIN membranes m ON m.row_id = c.membrane_row LEFT JOIN grants g ON g.row_id = c.row_id LEFT JOIN grants tg ON tg.row_id = c.target_row
   LIMIT $2
 )sql";
 
@@ -138,9 +144,34 @@ constexpr const char* kWalkEach = R"sql(
     WHERE next.row_id IS NOT NULL
   )
   SELECT c.row_id, c.digest, c.kind, c.tenant_id, c.membrane_row, c.parent_row, c.config, t.deleted,
-         m.revoked, walk.start, c.target_row, g.id, g.label, g.expires_at, g.max_uses, g.rate_requests, g.rate_seconds, g.allow_from, g.revoked_at
+         m.revoked, walk.start, c.target_row, g.id, g.label, g.expires_at, g.max_uses, g.rate_requests, g.rate_seconds, g.allow_from, g.revoked_at,
+         m.id, tg.id
   FROM walk JOIN capabilities c ON c.row_id = walk.row_id JOIN tenants t ON t.id = c.tenant_id
-  LEFT JOIN membranes m ON m.row_id = c.membrane_row LEFT JOIN grants g ON g.row_id = c.row_id
+  LEFT JOIN membranes m ON m.row_id = c.membrane_row LEFT JOIN grants g ON g.row_id = c.row_id LEFT JOIN grants tg ON tg.row_id = c.target_row
+)sql";
+
+// How many grants a revoke cut (Store::grants_cut_by): everything below the revoked membrane
+// ($1, its revoke capability of kind $3 aside) or grant ($2), down the parent and via links, less
+// what was dead before: below a grant revoked on its own, or a capability of another revoked
+// membrane.
+constexpr const char* kGrantsCut = R"sql(
+  WITH RECURSIVE
+  below(row_id) AS (
+    SELECT row_id FROM capabilities WHERE membrane_row = $1::bigint AND kind <> $3::bigint
+    UNION SELECT $2::bigint WHERE $2::bigint IS NOT NULL
+    UNION
+    SELECT c.row_id FROM below JOIN capabilities c ON c.parent_row = below.row_id OR c.via_row = below.row_id
+  ),
+  dead(row_id) AS (
+    SELECT below.row_id FROM below JOIN capabilities c ON c.row_id = below.row_id
+      LEFT JOIN grants g ON g.row_id = below.row_id LEFT JOIN membranes m ON m.row_id = c.membrane_row
+    WHERE below.row_id IS DISTINCT FROM $2::bigint
+      AND (g.revoked_at IS NOT NULL OR (m.revoked AND c.membrane_row IS DISTINCT FROM $1::bigint))
+    UNION
+    SELECT c.row_id FROM dead JOIN capabilities c ON c.parent_row = dead.row_id OR c.via_row = dead.row_id
+  )
+  SELECT (SELECT count(*) FROM below JOIN grants g ON g.row_id = below.row_id) -
+         (SELECT count(*) FROM dead JOIN grants g ON g.row_id = dead.row_id)
 )sql";
 
 // A membrane row with the digest of its export capability ($3 is that kind).
@@ -168,7 +199,7 @@ std::optional<StoredGrant> grant_of(const Rows& r, int i) {
                      optional_int(r, i, 18)};
 }
 
-// Columns 0-8 and 10-18 of kWalk and kWalkEach.
+// Columns 0-8 and 10-20 of kWalk and kWalkEach.
 Link link_of(const Rows& r, int i) {
   return Link{r.bytes(i, 1),
               static_cast<CapabilityKind>(r.integer(i, 2)),
@@ -179,11 +210,49 @@ Link link_of(const Rows& r, int i) {
               r.boolean(i, 7),
               !r.is_null(i, 8) && r.boolean(i, 8),
               grant_of(r, i),
-              optional_int(r, i, 10)};
+              optional_int(r, i, 10),
+              r.is_null(i, 19) ? std::string() : r.bytes(i, 19),
+              r.is_null(i, 20) ? std::string() : r.bytes(i, 20)};
 }
 
 StoredMembrane stored_membrane(const Rows& r, int i) {
   return {r.integer(i, 0), r.bytes(i, 1), r.bytes(i, 2), r.bytes(i, 3), r.is_null(i, 4) ? std::string() : r.bytes(i, 4)};
+}
+
+// A grant for the inventory: its row, its capability's (and its digest, to walk what it depends
+// on), its membrane's id and its parent grant's.
+constexpr const char* kGrantEntryColumns =
+    "SELECT g.id, g.label, m.id, c.kind, pg.id, c.created_at, g.expires_at, g.max_uses, g.rate_requests, "
+    "g.rate_seconds, g.allow_from, g.revoked_at, g.operation, g.target, g.uses, g.last_used_at, c.digest "
+    "FROM grants g JOIN capabilities c ON c.row_id = g.row_id JOIN membranes m ON m.row_id = c.membrane_row "
+    "LEFT JOIN grants pg ON pg.row_id = c.parent_row ";
+
+std::vector<StoredGrantEntry> grant_entries(const Rows& r) {
+  std::vector<StoredGrantEntry> out;
+  for (int i = 0; i < r.size(); ++i) {
+    StoredGrantEntry e;
+    e.entry.id = r.bytes(i, 0);
+    if (!r.is_null(i, 1)) e.entry.label = r.bytes(i, 1);
+    e.entry.membrane = r.bytes(i, 2);
+    e.entry.reexport = static_cast<CapabilityKind>(r.integer(i, 3)) == CapabilityKind::reexport;
+    if (!r.is_null(i, 4)) e.entry.stands_for = r.bytes(i, 4);
+    e.entry.created_at = r.integer(i, 5);
+    e.entry.expires_at_ms = optional_int(r, i, 6);
+    e.entry.max_uses = optional_int(r, i, 7);
+    if (!r.is_null(i, 8) && !r.is_null(i, 9)) {
+      e.entry.rate_limit = core::RateLimit{static_cast<std::uint32_t>(r.integer(i, 8)),
+                                           static_cast<std::uint32_t>(r.integer(i, 9))};
+    }
+    e.allow_from_text = r.bytes(i, 10);
+    e.entry.revoked_at_ms = optional_int(r, i, 11);
+    e.entry.operation = r.bytes(i, 12);
+    if (!r.is_null(i, 13)) e.sealed_target = r.bytes(i, 13);
+    e.entry.uses = r.integer(i, 14);
+    e.entry.last_used_at_ms = optional_int(r, i, 15);
+    e.digest = r.bytes(i, 16);
+    out.push_back(std::move(e));
+  }
+  return out;
 }
 
 class PgSession final : public BackendSession {
@@ -297,13 +366,49 @@ class PgSession final : public BackendSession {
     return rows->integer(0, 0);
   }
 
-  Status insert_grant(CapabilityRow row, const StoredGrant& g) override {
+  Status insert_grant(CapabilityRow row, const StoredGrant& g, const std::string& operation,
+                      const std::optional<std::string>& sealed_target) override {
     return run(
-        "INSERT INTO grants(row_id, id, label, expires_at, max_uses, rate_requests, rate_seconds, allow_from) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO grants(row_id, id, label, expires_at, max_uses, rate_requests, rate_seconds, allow_from, "
+        "operation, target) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         {integer(row), text(g.id), g.label ? text(*g.label) : null(), optional_integer(g.expires_at_ms),
          optional_integer(g.max_uses), optional_integer(g.rate_requests), optional_integer(g.rate_seconds),
-         text(g.allow_from)});
+         text(g.allow_from), text(operation), sealed_target ? bytes(*sealed_target) : null()});
+  }
+
+  Status add_uses(CapabilityRow row, std::int64_t count, std::int64_t last_used_ms) override {
+    return run("UPDATE grants SET uses = uses + $2, last_used_at = GREATEST(coalesce(last_used_at, 0), $3) "
+               "WHERE row_id = $1",
+               {integer(row), integer(count), integer(last_used_ms)});
+  }
+
+  Result<std::int64_t> count_grants_below(std::optional<MembraneRow> membrane,
+                                          std::optional<CapabilityRow> grant) override {
+    auto rows = connection_.query(kGrantsCut,
+                                  {optional_integer(membrane), optional_integer(grant), kind_param(CapabilityKind::revoke)});
+    if (!rows) return rows.error();
+    return rows->integer(0, 0);
+  }
+
+  Result<std::vector<StoredGrantEntry>> grants_of_membrane(const std::string& tenant_id, const std::string& membrane_id,
+                                                           const std::optional<std::string>& after,
+                                                           std::size_t limit) override {
+    auto rows = connection_.query(std::string(kGrantEntryColumns) +
+                                      "WHERE c.tenant_id = $1 AND m.id = $2 AND NOT m.revoked "
+                                      "AND ($3::text IS NULL OR g.id > $3::text) ORDER BY g.id LIMIT $4",
+                                  {text(tenant_id), bytes(membrane_id), after ? text(*after) : null(),
+                                   integer(static_cast<std::int64_t>(limit))});
+    if (!rows) return rows.error();
+    return grant_entries(*rows);
+  }
+
+  Result<std::optional<StoredGrantEntry>> grant_by_id(const std::string& tenant_id, const std::string& grant_id) override {
+    auto rows = connection_.query(std::string(kGrantEntryColumns) + "WHERE c.tenant_id = $1 AND g.id = $2",
+                                  {text(tenant_id), text(grant_id)});
+    if (!rows) return rows.error();
+    auto entries = grant_entries(*rows);
+    if (entries.empty()) return std::optional<StoredGrantEntry>();
+    return std::optional<StoredGrantEntry>(std::move(entries.front()));
   }
 
   Status mark_grant_revoked(CapabilityRow row, std::int64_t at_ms) override {

@@ -90,9 +90,15 @@ constexpr const char* kMigrations[] = {
       rate_requests INTEGER,
       rate_seconds INTEGER,
       allow_from TEXT NOT NULL DEFAULT '',       -- CIDRs, comma-separated
-      revoked_at INTEGER                         -- Unix milliseconds
+      revoked_at INTEGER,                        -- Unix milliseconds
+      operation TEXT NOT NULL DEFAULT '',        -- what it finally does: invoke, create, ...
+      target BLOB,                               -- sealed: scheme, authority, path and method
+      uses INTEGER NOT NULL DEFAULT 0,           -- as last counted (the inventory)
+      last_used_at INTEGER                       -- Unix milliseconds
     ) STRICT;
-    INSERT INTO grants (row, id) SELECT row, 'g_' || lower(hex(randomblob(12))) FROM capabilities WHERE kind IN (6, 7);
+    INSERT INTO grants (row, id, operation)
+      SELECT row, 'g_' || lower(hex(randomblob(12))), CASE kind WHEN 6 THEN 'invoke' ELSE '' END
+      FROM capabilities WHERE kind IN (6, 7);
     )sql",
 };
 
@@ -107,10 +113,34 @@ constexpr const char* kWalk = R"sql(
     UNION SELECT c.via_row FROM capabilities c JOIN walk ON c.row = walk.row WHERE c.via_row IS NOT NULL
   )
   SELECT c.row, c.digest, c.kind, c.tenant_id, c.membrane_row, c.parent_row, c.config, t.deleted, m.revoked,
-         (SELECT epoch FROM revocation_epoch WHERE id = 1), c.target_row, g.id, g.label, g.expires_at, g.max_uses, g.rate_requests, g.rate_seconds, g.allow_from, g.revoked_at
+         (SELECT epoch FROM revocation_epoch WHERE id = 1), c.target_row, g.id, g.label, g.expires_at, g.max_uses, g.rate_requests, g.rate_seconds, g.allow_from, g.revoked_at,
+         m.id, tg.id
   FROM walk JOIN capabilities c ON c.row = walk.row JOIN tenants t ON t.id = c.tenant_id
-  LEFT JOIN membranes m ON m.row = c.membrane_row LEFT JOIN grants g ON g.row = c.row
+  LEFT JOIN membranes m ON m.row = c.membrane_row LEFT JOIN grants g ON g.row = c.row LEFT JOIN grants tg ON tg.row = c.target_row
   LIMIT ?2
+)sql";
+
+// How many grants a revoke cut (Store::grants_cut_by): everything below the revoked membrane
+// (?1, its revoke capability of kind ?3 aside) or grant (?2), down the parent and via links, less
+// what was dead before: below a grant revoked on its own, or a capability of another revoked
+// membrane.
+constexpr const char* kGrantsCut = R"sql(
+  WITH RECURSIVE
+  below(row) AS (
+    SELECT row FROM capabilities WHERE membrane_row = ?1 AND kind <> ?3
+    UNION SELECT ?2 WHERE ?2 IS NOT NULL
+    UNION SELECT c.row FROM below JOIN capabilities c ON c.parent_row = below.row
+    UNION SELECT c.row FROM below JOIN capabilities c ON c.via_row = below.row
+  ),
+  dead(row) AS (
+    SELECT below.row FROM below JOIN capabilities c ON c.row = below.row
+      LEFT JOIN grants g ON g.row = below.row LEFT JOIN membranes m ON m.row = c.membrane_row
+    WHERE below.row IS NOT ?2 AND (g.revoked_at IS NOT NULL OR (m.revoked = 1 AND c.membrane_row IS NOT ?1))
+    UNION SELECT c.row FROM dead JOIN capabilities c ON c.parent_row = dead.row
+    UNION SELECT c.row FROM dead JOIN capabilities c ON c.via_row = dead.row
+  )
+  SELECT (SELECT count(*) FROM below JOIN grants g ON g.row = below.row) -
+         (SELECT count(*) FROM dead JOIN grants g ON g.row = dead.row)
 )sql";
 
 // kWalk from up to kWalkBatch capabilities at once, each row tagged with the digest its walk
@@ -128,9 +158,9 @@ std::string walk_batch_sql() {
          "    WHERE c.via_row IS NOT NULL"
          ") "
          "SELECT c.row, c.digest, c.kind, c.tenant_id, c.membrane_row, c.parent_row, c.config, t.deleted, m.revoked, "
-         "walk.start, c.target_row, g.id, g.label, g.expires_at, g.max_uses, g.rate_requests, g.rate_seconds, g.allow_from, g.revoked_at "
+         "walk.start, c.target_row, g.id, g.label, g.expires_at, g.max_uses, g.rate_requests, g.rate_seconds, g.allow_from, g.revoked_at, m.id, tg.id "
          "FROM walk JOIN capabilities c ON c.row = walk.row JOIN tenants t ON t.id = c.tenant_id "
-         "LEFT JOIN membranes m ON m.row = c.membrane_row LEFT JOIN grants g ON g.row = c.row";
+         "LEFT JOIN membranes m ON m.row = c.membrane_row LEFT JOIN grants g ON g.row = c.row LEFT JOIN grants tg ON tg.row = c.target_row";
 }
 
 std::optional<std::int64_t> optional_int(const Statement& s, int column) {
@@ -150,7 +180,7 @@ std::optional<StoredGrant> grant_of(const Statement& s) {
                      optional_int(s, 18)};
 }
 
-// Columns 0-8 and 10-18 of kWalk and of the batched walk.
+// Columns 0-8 and 10-20 of kWalk and of the batched walk.
 Link link_of(const Statement& s) {
   return Link{s.column_blob(1),
               static_cast<CapabilityKind>(s.column_int(2)),
@@ -161,7 +191,9 @@ Link link_of(const Statement& s) {
               s.column_int(7) != 0,
               !s.column_is_null(8) && s.column_int(8) != 0,
               grant_of(s),
-              optional_int(s, 10)};
+              optional_int(s, 10),
+              s.column_is_null(19) ? std::string() : s.column_text(19),
+              s.column_is_null(20) ? std::string() : s.column_text(20)};
 }
 
 // A membrane row with the digest of its export capability (?3 is that kind).
@@ -178,6 +210,44 @@ void bind_optional(Statement& st, int index, const std::optional<std::int64_t>& 
 StoredMembrane stored_membrane(const Statement& st) {
   return {st.column_int(0), st.column_text(1), st.column_blob(2), st.column_blob(3),
           st.column_is_null(4) ? std::string() : st.column_blob(4)};
+}
+
+// A grant for the inventory: its row, its capability's (and its digest, to walk what it depends
+// on), its membrane's id and its parent grant's.
+constexpr const char* kGrantEntryColumns =
+    "SELECT g.id, g.label, m.id, c.kind, pg.id, c.created_at, g.expires_at, g.max_uses, g.rate_requests, "
+    "g.rate_seconds, g.allow_from, g.revoked_at, g.operation, g.target, g.uses, g.last_used_at, c.digest "
+    "FROM grants g JOIN capabilities c ON c.row = g.row JOIN membranes m ON m.row = c.membrane_row "
+    "LEFT JOIN grants pg ON pg.row = c.parent_row ";
+
+Result<std::vector<StoredGrantEntry>> grant_entries(Statement& st) {
+  std::vector<StoredGrantEntry> out;
+  for (;;) {
+    auto row = st.step();
+    if (!row) return row.error();
+    if (!*row) return out;
+    StoredGrantEntry e;
+    e.entry.id = st.column_text(0);
+    if (!st.column_is_null(1)) e.entry.label = st.column_text(1);
+    e.entry.membrane = st.column_text(2);
+    e.entry.reexport = static_cast<CapabilityKind>(st.column_int(3)) == CapabilityKind::reexport;
+    if (!st.column_is_null(4)) e.entry.stands_for = st.column_text(4);
+    e.entry.created_at = st.column_int(5);
+    e.entry.expires_at_ms = optional_int(st, 6);
+    e.entry.max_uses = optional_int(st, 7);
+    if (!st.column_is_null(8) && !st.column_is_null(9)) {
+      e.entry.rate_limit = core::RateLimit{static_cast<std::uint32_t>(st.column_int(8)),
+                                           static_cast<std::uint32_t>(st.column_int(9))};
+    }
+    e.allow_from_text = st.column_text(10);
+    e.entry.revoked_at_ms = optional_int(st, 11);
+    e.entry.operation = st.column_text(12);
+    if (!st.column_is_null(13)) e.sealed_target = st.column_blob(13);
+    e.entry.uses = st.column_int(14);
+    e.entry.last_used_at_ms = optional_int(st, 15);
+    e.digest = st.column_blob(16);
+    out.push_back(std::move(e));
+  }
 }
 
 class SqliteSession final : public BackendSession {
@@ -315,12 +385,14 @@ class SqliteSession final : public BackendSession {
     return connection_.last_insert_rowid();
   }
 
-  Status insert_grant(CapabilityRow row, const StoredGrant& g) override {
+  Status insert_grant(CapabilityRow row, const StoredGrant& g, const std::string& operation,
+                      const std::optional<std::string>& sealed_target) override {
     return run(
-        "INSERT INTO grants(row, id, label, expires_at, max_uses, rate_requests, rate_seconds, allow_from) "
-        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO grants(row, id, label, expires_at, max_uses, rate_requests, rate_seconds, allow_from, "
+        "operation, target) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         [&](Statement& st) {
-          st.bind(1, row).bind(2, g.id).bind(8, g.allow_from);
+          st.bind(1, row).bind(2, g.id).bind(8, g.allow_from).bind(9, operation);
+          sealed_target ? st.bind_blob(10, *sealed_target) : st.bind_null(10);
           g.label ? st.bind(3, *g.label) : st.bind_null(3);
           bind_optional(st, 4, g.expires_at_ms);
           bind_optional(st, 5, g.max_uses);
@@ -348,6 +420,46 @@ class SqliteSession final : public BackendSession {
   Status add_reserved_uses(CapabilityRow row, std::int64_t count) override {
     return run("UPDATE grants SET reserved_uses = reserved_uses + ?2 WHERE row = ?1",
                [&](Statement& st) { st.bind(1, row).bind(2, count); });
+  }
+
+  Status add_uses(CapabilityRow row, std::int64_t count, std::int64_t last_used_ms) override {
+    return run(
+        "UPDATE grants SET uses = uses + ?2, last_used_at = max(coalesce(last_used_at, 0), ?3) WHERE row = ?1",
+        [&](Statement& st) { st.bind(1, row).bind(2, count).bind(3, last_used_ms); });
+  }
+
+  Result<std::int64_t> count_grants_below(std::optional<MembraneRow> membrane,
+                                          std::optional<CapabilityRow> grant) override {
+    auto st = connection_.prepare(kGrantsCut);
+    if (!st) return st.error();
+    bind_optional(*st, 1, membrane);
+    bind_optional(*st, 2, grant);
+    st->bind(3, kind_value(CapabilityKind::revoke));
+    auto row = st->step();
+    if (!row) return row.error();
+    return st->column_int(0);
+  }
+
+  Result<std::vector<StoredGrantEntry>> grants_of_membrane(const std::string& tenant_id, const std::string& membrane_id,
+                                                           const std::optional<std::string>& after,
+                                                           std::size_t limit) override {
+    auto st = connection_.prepare(std::string(kGrantEntryColumns) +
+                                  "WHERE c.tenant_id = ?1 AND m.id = ?2 AND m.revoked = 0 AND (?3 IS NULL OR g.id > ?3) "
+                                  "ORDER BY g.id LIMIT ?4");
+    if (!st) return st.error();
+    st->bind(1, tenant_id).bind(2, membrane_id).bind(4, static_cast<std::int64_t>(limit));
+    after ? st->bind(3, *after) : st->bind_null(3);
+    return grant_entries(*st);
+  }
+
+  Result<std::optional<StoredGrantEntry>> grant_by_id(const std::string& tenant_id, const std::string& grant_id) override {
+    auto st = connection_.prepare(std::string(kGrantEntryColumns) + "WHERE c.tenant_id = ?1 AND g.id = ?2");
+    if (!st) return st.error();
+    st->bind(1, tenant_id).bind(2, grant_id);
+    auto entries = grant_entries(*st);
+    if (!entries) return entries.error();
+    if (entries->empty()) return std::optional<StoredGrantEntry>();
+    return std::optional<StoredGrantEntry>(std::move(entries->front()));
   }
 
   Result<MembraneRow> insert_membrane(const MembraneRecord& r) override {

@@ -54,6 +54,70 @@ class Home:
         self.tmp.cleanup()
 
 
+class FakeInventory:
+    """A stand-in for the service's inventory (GET /?exportsOf=M&lastId=ID&limit=N, GET /?grant=ID)
+    over plain HTTP on loopback: pages of `entries` exactly as the service pages them, every
+    request recorded; `fail_after` requests answered, the next ones get `fail_status`."""
+
+    def __init__(self, entries, fail_after=None, fail_status=503):
+        import http.server
+        import threading
+        import urllib.parse
+
+        outer = self
+        self.entries = sorted(entries, key=lambda e: e["id"])
+        self.requests = []
+        self.fail_after = fail_after
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                outer.requests.append((self.path, self.headers.get("Authorization")))
+                params = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(self.path).query))
+                if outer.fail_after is not None and len(outer.requests) > outer.fail_after:
+                    status, answer = fail_status, {"error": "Service Unavailable", "message": "try later",
+                                                   "statusCode": fail_status}
+                elif "grant" in params:
+                    status, answer = 200, {"exports": [e for e in outer.entries if e["id"] == params["grant"]],
+                                           "completed": True}
+                else:
+                    after = params.get("lastId", "")
+                    limit = min(int(params.get("limit", "1")), 1000)
+                    rest = [e for e in outer.entries if e["id"] > after]
+                    status, answer = 200, {"exports": rest[:limit], "completed": len(rest) <= limit}
+                payload = json.dumps(answer).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+        self.capability = "cpblty://127.0.0.1:%d/#CPBLTY1-%s" % (self.httpd.server_address[1], "C" * 85 + "Q")
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def inventory_entry(grant_id, **fields):
+    """An inventory entry as the service gives it: every key, null where nothing applies."""
+    entry = {"id": grant_id, "label": None, "membrane": "m", "kind": "uri", "operation": "invoke",
+             "target": "https://example.com/fn", "method": "POST", "standsFor": None,
+             "createdAt": "2026-11-24T23:42:59Z", "expiresAt": None, "maxUses": None, "uses": 0,
+             "lastUsedAt": None, "rateLimit": None, "allowFrom": None, "revoked": False, "revokedAt": None,
+             "state": "active"}
+    entry.update(fields)
+    return entry
+
+
 class CapiTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -521,6 +585,181 @@ class CapiTest(unittest.TestCase):
                 self.assertIn(expected, err)
         self.assertEqual(len(self.upstream.requests), before)
 
+    # --- the inventory: membrane exports and grant show ------------------------------------------
+    def grants_for_inventory(self, count=5):
+        """A fresh tenant as the default profile, a membrane "inv" and `count` grants exported
+        through it with capi (labels "grant 0".., maxUses 10.. on the first two): the grants' 201
+        answers."""
+        tenant, path = self.new_tenant(self.plain)
+        self.ok(self.home.capi("config", "import", "--plain-http", path), expect_json=False)
+        m = self.ok(self.home.capi("membrane", "create", "--id", "inv"))
+        made = []
+        for i in range(count):
+            limits = ["--max-uses", str(10 + i)] if i < 2 else []
+            made.append(self.ok(self.home.capi("membrane", "export", "--capability", m["capabilities"]["export"],
+                                               "--uri", self.upstream.url("/echo/%d" % i), "--method", "POST",
+                                               "--label", "grant %d" % i, *limits)))
+        return made
+
+    def test_exports_one_page_a_limit_and_all(self):
+        made = self.grants_for_inventory()
+        ids = sorted(g["id"] for g in made)
+        one = self.home.capi("membrane", "exports", "--id", "inv")  # the service's default limit: 1
+        page = self.ok(one)
+        self.assert_pretty(one)
+        self.assertEqual(set(page), {"exports", "completed"})
+        self.assertEqual(([e["id"] for e in page["exports"]], page["completed"]), (ids[:1], False))
+        page = self.ok(self.home.capi("membrane", "exports", "--id", "inv", "--limit", "2"))
+        self.assertEqual(([e["id"] for e in page["exports"]], page["completed"]), (ids[:2], False))
+        page = self.ok(self.home.capi("membrane", "exports", "--id", "inv", "--limit", "2", "--last-id", ids[1]))
+        self.assertEqual(([e["id"] for e in page["exports"]], page["completed"]), (ids[2:4], False))
+        page = self.ok(self.home.capi("membrane", "exports", "--id", "inv", "--limit", "2", "--last-id", ids[3]))
+        self.assertEqual(([e["id"] for e in page["exports"]], page["completed"]), (ids[4:], True))
+
+        everything = self.home.capi("membrane", "exports", "--id", "inv", "--all")
+        listed = self.ok(everything)
+        self.assert_pretty(everything)
+        self.assertEqual(list(listed), list(page))  # the keys of a page, in the same order
+        self.assertEqual(([e["id"] for e in listed["exports"]], listed["completed"]), (ids, True))
+        by_id = {e["id"]: e for e in listed["exports"]}
+        first = by_id[made[0]["id"]]
+        self.assertEqual((first["label"], first["maxUses"], first["uses"], first["kind"], first["target"],
+                          first["method"], first["revoked"]),
+                         ("grant 0", 10, 0, "uri", self.upstream.url("/echo/0"), "POST", False))
+        self.assertIsNone(by_id[made[4]["id"]]["maxUses"])
+        # --all from a --last-id on: the rest.
+        rest = self.ok(self.home.capi("membrane", "exports", "--id", "inv", "--all", "--last-id", ids[2]))
+        self.assertEqual(([e["id"] for e in rest["exports"]], rest["completed"]), (ids[3:], True))
+        # A membrane with no grants, or none of this id: an empty list.
+        self.assertEqual(self.ok(self.home.capi("membrane", "exports", "--id", "nothing", "--all")),
+                         {"exports": [], "completed": True})
+
+    def test_exports_all_follows_the_last_id_over_many_pages(self):
+        entries = [inventory_entry("g_%04d" % i, label="grant %d" % i) for i in range(2345)]
+        fake = FakeInventory(entries)
+        try:
+            listed = self.ok(self.home.capi("membrane", "exports", "--id", "a b", "--all", "--plain-http",
+                                            "--capability", fake.capability))
+            self.assertEqual(listed, {"exports": entries, "completed": True})
+            self.assertEqual([p for p, _ in fake.requests],
+                             ["/?exportsOf=a%20b&limit=1000", "/?exportsOf=a%20b&lastId=g_0999&limit=1000",
+                              "/?exportsOf=a%20b&lastId=g_1999&limit=1000"])
+            self.assertEqual({a for _, a in fake.requests}, {"Bearer CPBLTY1-" + "C" * 85 + "Q"})
+            table = self.ok(self.home.capi("membrane", "exports", "--id", "a b", "--all", "--table", "--plain-http",
+                                           "--capability", fake.capability), expect_json=False).decode()
+            lines = table.splitlines()
+            self.assertEqual(len(lines), 1 + len(entries))
+            self.assertTrue(lines[-1].startswith("g_2344  grant 2344  uri"), lines[-1])
+        finally:
+            fake.close()
+
+    def test_exports_all_stops_at_a_page_that_fails(self):
+        entries = [inventory_entry("g_%04d" % i) for i in range(2500)]
+        fake = FakeInventory(entries, fail_after=2)
+        try:
+            err = self.failed(self.home.capi("membrane", "exports", "--id", "m", "--all", "--plain-http",
+                                             "--capability", fake.capability))
+            lines = err.split("\n", 2)
+            self.assertEqual(lines[0], "FAILED")
+            self.assertEqual(lines[1], "listing stopped at page 3 (after g_1999): try later")
+            self.assertEqual(json.loads(lines[2])["statusCode"], 503)
+            self.assertEqual(len(fake.requests), 3)  # nothing after the failed page
+        finally:
+            fake.close()
+
+    def test_exports_table(self):
+        made = self.grants_for_inventory(3)
+        ids = sorted(g["id"] for g in made)
+        self.assertEqual(self.ok(self.home.capi("grant", "revoke", "--plain-http", "--capability",
+                                                made[1]["revoke"]))["statusCode"], 202)
+        table = self.ok(self.home.capi("membrane", "exports", "--id", "inv", "--all", "--table"),
+                        expect_json=False).decode()
+        lines = table.splitlines()
+        self.assertEqual(lines[0].split(), ["ID", "LABEL", "KIND", "TARGET", "USES", "EXPIRES", "STATE"])
+        self.assertEqual([l.split()[0] for l in lines[1:]], ids)
+        rows = {l.split()[0]: l for l in lines[1:]}
+        self.assertEqual(rows[made[0]["id"]].split(),
+                         [made[0]["id"], "grant", "0", "uri", self.upstream.url("/echo/0"), "0/10", "-", "active"])
+        self.assertEqual(rows[made[1]["id"]].split()[-1], "revoked")
+        self.assertEqual(rows[made[2]["id"]].split()[-3:], ["0", "-", "active"])  # no maxUses: the uses alone
+        # Aligned: every column starts where its header does.
+        for name in ("LABEL", "KIND", "TARGET", "USES", "EXPIRES", "STATE"):
+            at = lines[0].index(name)
+            for line in lines[1:]:
+                self.assertNotEqual(line[at], " ", (name, line))
+                self.assertEqual(line[at - 2:at], "  ", (name, line))
+        # One page of a longer listing says how to go on.
+        page = self.ok(self.home.capi("membrane", "exports", "--id", "inv", "--limit", "2", "--table"),
+                       expect_json=False).decode()
+        self.assertEqual(page.splitlines()[1:], [lines[1], lines[2], "(more after %s: --last-id %s, or --all)" %
+                                                 (ids[1], ids[1])])
+
+    def test_grant_show(self):
+        made = self.grants_for_inventory(2)
+        listed = self.ok(self.home.capi("membrane", "exports", "--id", "inv", "--all"))["exports"]
+        entry = next(e for e in listed if e["id"] == made[0]["id"])
+        shown = self.home.capi("grant", "show", made[0]["id"])
+        self.assertEqual(self.ok(shown), entry)
+        self.assert_pretty(shown)
+        self.assertEqual(list(self.ok(shown)), list(entry))  # the service's key order
+        table = self.ok(self.home.capi("grant", "show", made[0]["id"], "--table"), expect_json=False).decode()
+        lines = table.splitlines()
+        self.assertEqual([l.split()[0] for l in lines],
+                         ["id", "label", "membrane", "kind", "operation", "target", "method", "standsFor", "createdAt",
+                          "expiresAt", "maxUses", "uses", "lastUsedAt", "rateLimit", "allowFrom", "state",
+                          "revoked", "revokedAt"])
+        fields = {l.split(None, 1)[0]: l.split(None, 1)[1] for l in lines}
+        self.assertEqual((fields["id"], fields["label"], fields["maxUses"], fields["revoked"], fields["standsFor"]),
+                         (made[0]["id"], "grant 0", "10", "no", "-"))
+        self.assertEqual(len({len(l) - len(l.split(None, 1)[1]) for l in lines}), 1)  # values aligned
+        # A re-export shows what it stands for; a revoked grant says so.
+        partner = self.ok(self.home.capi("membrane", "create", "--id", "inv-partner"))
+        re = self.ok(self.home.capi("membrane", "export", "--capability", partner["capabilities"]["export"],
+                                    "--capability-to-export", made[0]["capability"]))
+        self.ok(self.home.capi("grant", "revoke", "--plain-http", "--capability", re["revoke"]))
+        child = self.ok(self.home.capi("grant", "show", re["id"]))
+        self.assertEqual((child["kind"], child["standsFor"], child["membrane"], child["revoked"]),
+                         ("reexport", made[0]["id"], "inv-partner", True))
+        # No grant of that id for this tenant: exit 1, a message on stderr, nothing on stdout.
+        for missing in ("g_000000000000000000000000", "not a grant"):
+            err = self.failed(self.home.capi("grant", "show", missing))
+            self.assertEqual(err, 'FAILED\nNo grant with id "%s" for this tenant\n' % missing)
+        # Another tenant does not see it.
+        other, other_path = self.new_tenant(self.plain)
+        self.ok(self.home.capi("config", "import", "--profile", "other", "--plain-http", other_path),
+                expect_json=False)
+        self.assertIn("No grant with id", self.failed(self.home.capi("grant", "show", made[0]["id"],
+                                                                     "--profile", "other")))
+
+    def test_inventory_requests_and_refusals(self):
+        fake = FakeInventory([inventory_entry("g_1", label="one")])
+        try:
+            shown = self.ok(self.home.capi("grant", "show", "g_1", "--plain-http", "--capability", fake.capability))
+            self.assertEqual(shown, inventory_entry("g_1", label="one"))
+            self.ok(self.home.capi("membrane", "exports", "--id", "m/1", "--last-id", "g_0", "--limit", "5",
+                                   "--plain-http", "--capability", fake.capability))
+            self.assertEqual(fake.requests, [("/?grant=g_1", "Bearer CPBLTY1-" + "C" * 85 + "Q"),
+                                             ("/?exportsOf=m%2F1&lastId=g_0&limit=5",
+                                              "Bearer CPBLTY1-" + "C" * 85 + "Q")])
+            # Refused before anything is sent.
+            for args, expected in ((["membrane", "exports", "--id", "m", "--all", "--limit", "5"], "--limit"),
+                                   (["membrane", "exports", "--id", "m", "--limit", "0"], "--limit"),
+                                   (["membrane", "exports"], "--id"),
+                                   (["grant", "show"], "id")):
+                with self.subTest(args=args):
+                    self.assertIn(expected, self.failed(self.home.capi(*args, "--plain-http", "--capability",
+                                                                       fake.capability)))
+            self.assertEqual(len(fake.requests), 2)
+        finally:
+            fake.close()
+        # A service without the inventory answers something else to these parameters.
+        for args in (["grant", "show", "g_1"], ["membrane", "exports", "--id", "m"],
+                     ["membrane", "exports", "--id", "m", "--all"]):
+            with self.subTest(args=args):
+                err = self.failed(self.home.capi(*args, "--plain-http", "--capability",
+                                                 self.fake_service_capability()))
+                self.assertIn('has no "exports" list', err)
+
     # --- refusals ---------------------------------------------------------------------------------
     def test_wrong_flag_combinations_send_nothing(self):
         tenant, path = self.new_tenant(self.plain)
@@ -586,7 +825,9 @@ class CapiTest(unittest.TestCase):
         # 401: a well-formed token the service does not know.
         bogus = "cpblty://%s/#CPBLTY1-%s" % (self.plain.authority, "A" * 85 + "Q")
         for args in (["membrane", "create", "--id", "x"], ["membrane", "query"], ["membrane", "revoke"],
-                     ["membrane", "delete-self"], ["membrane", "export", "--uri", self.upstream.url("/echo")]):
+                     ["membrane", "delete-self"], ["membrane", "export", "--uri", self.upstream.url("/echo")],
+                     ["membrane", "exports", "--id", "dup"], ["membrane", "exports", "--id", "dup", "--all"],
+                     ["grant", "show", "g_1"]):
             with self.subTest(args=args):
                 err = self.failed(self.home.capi(*args, "--plain-http", "--capability", bogus))
                 lines = err.split("\n", 2)

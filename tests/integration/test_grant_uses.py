@@ -30,6 +30,7 @@ class ThreeInstancesTest(unittest.TestCase):
             cls.servers.append(Server(store=url, master_key=key).start())
         maker = next(s for s in cls.servers if s.wrote_first_tenant())
         cls.create = token_of(maker.first_tenant()["capabilities"]["create"])
+        cls.query = token_of(maker.first_tenant()["capabilities"]["query"])
 
     @classmethod
     def tearDownClass(cls):
@@ -50,6 +51,32 @@ class ThreeInstancesTest(unittest.TestCase):
         self.assertEqual(statuses.count(200), 50, statuses)
         self.assertEqual(statuses.count(401), 100, statuses)
         self.assertEqual(self.arrivals(path), 50)
+
+    def test_usage_counts_after_a_load_run_equal_what_the_upstream_received(self):
+        # contract §12: each instance counts its uses in memory and writes them once a second;
+        # after that, the inventory's count is the upstream's, limited grant or not.
+        _, m, _ = self.servers[0].call(self.create, body={"id": "usage-%d" % time.monotonic_ns()})
+        grants = {}
+        for name, limits in (("limited", {"maxUses": 120}), ("unlimited", {})):
+            path = "/echo/usage-%s-%d" % (name, time.monotonic_ns())
+            status, grant, _ = self.servers[1].call(token_of(m["capabilities"]["export"]),
+                                                    body=dict(limits, uri=self.upstream.url(path)))
+            self.assertEqual(status, 201, grant)
+            grants[name] = (grant, path)
+        calls = [(server, token_of(grant["capability"]))
+                 for server, (grant, _) in zip(itertools.cycle(self.servers), list(grants.values()) * 150)]
+        with concurrent.futures.ThreadPoolExecutor(24) as pool:
+            statuses = list(pool.map(lambda call: call[0].call(call[1], body={})[0], calls))
+        self.assertEqual(statuses.count(200), 120 + 150, statuses)
+        time.sleep(1.5)  # every instance has written its counts
+        for name, (grant, path) in grants.items():
+            status, listed, _ = self.servers[2].call(self.query, "GET", "/?grant=" + grant["id"])
+            self.assertEqual(status, 200, listed)
+            entry = listed["exports"][0]
+            self.assertEqual(entry["uses"], self.arrivals(path), name)
+            self.assertIsNotNone(entry["lastUsedAt"], name)
+        self.assertEqual(self.arrivals(grants["limited"][1]), 120)
+        self.assertEqual(self.arrivals(grants["unlimited"][1]), 150)
 
     def test_rate_limits_are_enforced_by_each_instance_on_its_own(self):
         path = "/echo/rate-%d" % time.monotonic_ns()

@@ -184,7 +184,7 @@ class DeployExamplesTest(unittest.TestCase):
             with open(os.path.join(ROOT, "deploy", "membraned.toml")) as f:
                 text = f.read()
             for key, value in [("tls-cert", pki.server_cert), ("tls-key", pki.server_key),
-                               ("metrics-listen", "127.0.0.1:0")]:
+                               ("metrics-listen", "127.0.0.1:0"), ("audit-log", os.path.join(tmp, "audit.log"))]:
                 text, n = re.subn(r'(?m)^%s = ".*"$' % key, '%s = "%s"' % (key, value), text)
                 self.assertEqual(n, 1, key)
             config = os.path.join(tmp, "membraned.toml")

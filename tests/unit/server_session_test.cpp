@@ -24,10 +24,13 @@
 #include <thread>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "api/api.hpp"
 #include "core/crypto.hpp"
 #include "core/encoding.hpp"
 #include "core/export_config.hpp"
+#include "server/audit_log.hpp"
 #include "server/session.hpp"
 #include "storage/open_store.hpp"
 #include "tests/support/test_pki.hpp"
@@ -193,6 +196,7 @@ struct ParsedAnswer {
   int status = 0;
   std::string body;
   bool keep_alive = false;
+  std::string request_id;  // its X-Request-Id
 };
 
 // The answers complete in `text`, in order; `rest` gets what follows them.
@@ -204,7 +208,8 @@ std::vector<ParsedAnswer> parse_answers(std::string_view text, std::string* rest
     beast::error_code ec;
     const std::size_t used = parser.put(net::buffer(text.data(), text.size()), ec);
     if (ec || !parser.is_done()) break;
-    answers.push_back({static_cast<int>(parser.get().result_int()), parser.get().body(), parser.get().keep_alive()});
+    answers.push_back({static_cast<int>(parser.get().result_int()), parser.get().body(), parser.get().keep_alive(),
+                       std::string(parser.get()["X-Request-Id"])});
     text.remove_prefix(used);
   }
   if (rest != nullptr) *rest = std::string(text);
@@ -935,5 +940,55 @@ TEST(JsonAnswer, BytesThatAreNotUtf8BecomeReplacementCharacters) {
   EXPECT_NE(answer.body.find("bad \xEF\xBF\xBD\xEF\xBF\xBD name"), std::string::npos) << answer.body;
 }
 
+// contract §12: every answer names its request, a relayed one too (ours replaces the upstream's
+// id), and the audit log gets one record per request, with the body bytes that went out, even
+// for an answer cut after its header.
+TEST_F(SessionTest, EveryAnswerCarriesItsRequestIdAndGetsOneAuditRecord) {
+  FakeUpstream upstream({{"HTTP/1.1 200 OK\r\nX-Request-Id: upstream-id\r\nContent-Length: 5\r\n\r\nfirst"},
+                         {"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789", /*close_after=*/true}});
+  start();
+  membraned::test::TempDir dir;
+  const auto audit_path = dir.path() / "audit.log";
+  auto audit = membraned::server::AuditLog::open(
+      audit_path.string(), membraned::server::kAuditQueueBytes, [](membraned::server::AuditLog::Delivery, std::uint64_t) {},
+      [](const std::string&) {});
+  ASSERT_TRUE(audit.ok());
+  context_->audit = std::move(*audit);
+  const std::string token = invoke_capability(upstream.port());
+  beast::test::stream client(ioc_);
+  auto session = connect(client);
+  client.write_some(net::buffer(std::string("POST / HTTP/1.1\r\nHost: m\r\nContent-Length: 0\r\n\r\n")));  // no token
+  auto answers = wait_for_answers(client, 1);
+  client.write_some(net::buffer(invocation(token, "{\"a\":1}")));
+  answers = wait_for_answers(client, 2);
+  client.write_some(net::buffer(invocation(token, "{}")));
+  run_until([&] { return session->closed(); });
+  std::string cut;
+  answers = parse_answers(client.str(), &cut);
+  ASSERT_EQ(answers.size(), 2u);
+  EXPECT_EQ(answers[0].status, 401);
+  EXPECT_EQ(answers[1].body, "first");
+  const auto id_at = cut.find("X-Request-Id: ");
+  ASSERT_NE(id_at, std::string::npos) << cut;
+  const std::vector<std::string> ids = {answers[0].request_id, answers[1].request_id, cut.substr(id_at + 14, 16)};
+  for (const auto& id : ids) EXPECT_EQ(id.size(), 16u) << id;
+  EXPECT_EQ(client.str().find("upstream-id"), std::string::npos);
+
+  context_->audit->stop(5s);
+  std::vector<nlohmann::json> records;
+  std::istringstream lines(membraned::test::read_file(audit_path));
+  for (std::string line; std::getline(lines, line);) records.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(records.size(), 3u);
+  for (std::size_t i = 0; i < 3; ++i) EXPECT_EQ(records[i]["requestId"], ids[i]) << i;
+  EXPECT_EQ(records[0]["operation"], "none");
+  EXPECT_EQ(records[0]["reason"], "unknown");
+  EXPECT_EQ(records[1]["operation"], "invoke");
+  EXPECT_EQ(records[1]["upstreamStatus"], 200);
+  EXPECT_EQ(records[1]["upstreamHost"], "127.0.0.1");
+  EXPECT_EQ(records[1]["bytesIn"], 7);
+  EXPECT_EQ(records[1]["bytesOut"], 5);
+  EXPECT_EQ(records[2]["upstreamStatus"], 200);
+  EXPECT_EQ(records[2]["bytesOut"], 10) << "the answer broke after 10 of its 100 bytes";
+}
 
 }  // namespace

@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -1857,6 +1858,57 @@ TEST_P(StoreTest, RevokingAGrantCutsItAndItsReExportsAndNothingElse) {
   EXPECT_FALSE(alive(x));
 }
 
+// What a revoke cut, as the audit log counts it: every grant below what it revoked, across
+// membranes, less what had been revoked on its own before (and what is below that); the
+// inventory shows each of them cut, not revoked.
+TEST_P(StoreTest, ARevokeCountsTheGrantsItCutAndTheInventoryShowsThemCut) {
+  Tenant t = tenant();
+  Membrane m = membrane(t, "m");
+  Membrane n = membrane(t, "n");
+  const auto gx = membraned::test::new_grant();
+  Token x = export_granted(m, gx);
+  Token y = reexport(n, x);  // through another membrane
+  reexport(n, y);
+  reexport(n, m.export_token);  // a re-export of the membrane's export capability
+  const auto gz = membraned::test::new_grant();
+  Token z = export_granted(m, gz);
+  reexport(n, z);
+  ASSERT_TRUE(store_->revoke_grant(gz.revoke).ok());  // z and below: cut before
+  export_uri(n);                                       // elsewhere: not cut
+  const auto gq = membraned::test::new_grant();
+  Token q = export_granted(n, gq);
+  reexport(n, reexport(n, q));
+
+  ASSERT_TRUE(store_->revoke_grant(gq.revoke).ok());
+  auto grant_revoker = store_->resolve(gq.revoke);
+  ASSERT_TRUE(grant_revoker.ok());
+  auto cut = store_->grants_cut_by(*grant_revoker);
+  ASSERT_TRUE(cut.ok()) << cut.error().message;
+  EXPECT_EQ(*cut, 3) << "the grant and its two re-exports";
+
+  ASSERT_TRUE(store_->revoke_membrane(m.revoke_token).ok());
+  auto membrane_revoker = store_->resolve(m.revoke_token);
+  ASSERT_TRUE(membrane_revoker.ok());
+  cut = store_->grants_cut_by(*membrane_revoker);
+  ASSERT_TRUE(cut.ok()) << cut.error().message;
+  EXPECT_EQ(*cut, 4) << "x, its re-export and the re-export of that, the re-export of m's export capability";
+
+  auto x_entry = store_->find_grant(t.id, gx.id);
+  ASSERT_TRUE(x_entry.ok() && x_entry->has_value());
+  EXPECT_EQ((*x_entry)->state, membraned::storage::GrantState::cut);
+  EXPECT_FALSE((*x_entry)->revoked_at_ms.has_value());
+  auto z_entry = store_->find_grant(t.id, gz.id);
+  ASSERT_TRUE(z_entry.ok() && z_entry->has_value());
+  EXPECT_EQ((*z_entry)->state, membraned::storage::GrantState::revoked);
+  auto under_n = store_->list_grants(t.id, "n", std::nullopt, 100);
+  ASSERT_TRUE(under_n.ok());
+  std::map<membraned::storage::GrantState, int> states;
+  for (const auto& e : under_n->grants) ++states[e.state];
+  EXPECT_EQ(states[membraned::storage::GrantState::active], 1) << "the one export of n's own";
+  EXPECT_EQ(states[membraned::storage::GrantState::revoked], 1) << "q";
+  EXPECT_EQ(states[membraned::storage::GrantState::cut], 6);
+}
+
 // Revoking a re-export's grant leaves the grant it stands for alone.
 TEST_P(StoreTest, RevokingAReExportsGrantLeavesItsParent) {
   Tenant t = tenant();
@@ -2131,6 +2183,177 @@ TEST_P(StoreTest, AGrantHandleIsUnique) {
   auto s = store_->export_uri(m.export_token, second, simple_config(), grant);
   EXPECT_FALSE(s.ok());
   EXPECT_FALSE(alive(second));
+}
+
+// --- the inventory (contract §12) ---------------------------------------------------------------
+
+// Every grant exported through a membrane, paged by id, revoked ones included, with where it
+// leads (never its query) and what it stands for; nothing of another tenant.
+TEST_P(StoreTest, TheInventoryListsAMembranesGrantsInPagesRevokedOnesIncluded) {
+  Tenant t = tenant();
+  Membrane m = membrane(t, "m");
+  Membrane n = membrane(t, "n");
+  std::vector<std::string> ids;
+  std::optional<membraned::storage::NewGrant> revoked;
+  for (int i = 0; i < 23; ++i) {
+    auto grant = membraned::test::new_grant();
+    grant.id = "g_" + std::string(i < 10 ? "0" : "") + std::to_string(i);
+    Token tok = new_token();
+    ASSERT_TRUE(store_->export_uri(m.export_token, tok,
+                                   uri_config(R"({"uri":"https://api.example:8443/fn/)" + std::to_string(i) +
+                                              R"(?secret=query","method":"POST"})"),
+                                   grant)
+                    .ok());
+    ids.push_back(grant.id);
+    if (i == 4) revoked = grant;
+  }
+  Token other_uri = export_uri(n);  // another membrane's grant: not listed under m
+  ASSERT_TRUE(store_->revoke_grant(revoked->revoke).ok());
+
+  std::vector<std::string> seen;
+  std::optional<std::string> after;
+  for (int pages = 0; pages < 10; ++pages) {
+    auto page = store_->list_grants(t.id, "m", after, 7);
+    ASSERT_TRUE(page.ok()) << page.error().message;
+    for (const auto& e : page->grants) seen.push_back(e.id);
+    if (page->completed) break;
+    ASSERT_EQ(page->grants.size(), 7u);
+    after = page->grants.back().id;
+  }
+  EXPECT_EQ(seen, ids);
+
+  auto one = store_->find_grant(t.id, revoked->id);
+  ASSERT_TRUE(one.ok());
+  ASSERT_TRUE(one->has_value());
+  const auto& e = **one;
+  EXPECT_EQ(e.membrane, "m");
+  EXPECT_FALSE(e.reexport);
+  EXPECT_EQ(e.operation, "invoke");
+  ASSERT_TRUE(e.target.has_value());
+  EXPECT_EQ(e.target->target, "https://api.example:8443/fn/4");
+  EXPECT_EQ(e.target->method, "POST");
+  EXPECT_TRUE(e.revoked_at_ms.has_value());
+  EXPECT_GT(e.created_at, 0);
+
+  Tenant other = tenant();
+  auto theirs = store_->list_grants(other.id, "m", std::nullopt, 100);
+  ASSERT_TRUE(theirs.ok());
+  EXPECT_TRUE(theirs->grants.empty());
+  EXPECT_TRUE(theirs->completed);
+  auto not_theirs = store_->find_grant(other.id, revoked->id);
+  ASSERT_TRUE(not_theirs.ok());
+  EXPECT_FALSE(not_theirs->has_value());
+  // The query string is nowhere at rest either (the target is sealed like the configuration).
+  EXPECT_EQ(db_->stored_bytes().find("api.example:8443/fn/4"), std::string::npos);
+}
+
+// A re-export is listed under the membrane it went through, standing for its parent grant, with
+// its parent's target and limits of its own.
+TEST_P(StoreTest, AReExportIsListedUnderItsMembraneStandingForItsParent) {
+  Tenant t = tenant();
+  Membrane m = membrane(t, "m");
+  Membrane n = membrane(t, "n");
+  Token held = export_granted(m, membraned::test::new_grant());
+  core::GrantLimits limits;
+  limits.label = "partner";
+  limits.max_uses = 5;
+  const auto child = membraned::test::new_grant(limits);
+  reexport_granted(n, held, child);
+  auto under_n = store_->list_grants(t.id, "n", std::nullopt, 10);
+  ASSERT_TRUE(under_n.ok());
+  ASSERT_EQ(under_n->grants.size(), 1u);
+  const auto& e = under_n->grants[0];
+  EXPECT_EQ(e.id, child.id);
+  EXPECT_TRUE(e.reexport);
+  EXPECT_EQ(e.membrane, "n");
+  EXPECT_EQ(e.label, "partner");
+  EXPECT_EQ(e.max_uses, 5);
+  ASSERT_TRUE(e.stands_for.has_value());
+  auto parent_entry = store_->find_grant(t.id, *e.stands_for);
+  ASSERT_TRUE(parent_entry.ok() && parent_entry->has_value());
+  EXPECT_EQ((*parent_entry)->membrane, "m");
+  ASSERT_TRUE(e.target.has_value());
+  EXPECT_EQ(e.target->target, "https://upstream.example/x");
+  EXPECT_EQ(e.operation, "invoke");
+  // A re-export of a membrane's own export capability stands for no grant and leads nowhere.
+  reexport(n, m.export_token);
+  auto again = store_->list_grants(t.id, "n", std::nullopt, 10);
+  ASSERT_TRUE(again.ok());
+  ASSERT_EQ(again->grants.size(), 2u);
+  for (const auto& g : again->grants) {
+    if (g.id == child.id) continue;
+    EXPECT_EQ(g.operation, "export");
+    EXPECT_FALSE(g.target.has_value());
+    EXPECT_FALSE(g.stands_for.has_value());
+  }
+}
+
+// Uses counted in memory reach the inventory when flushed: every grant of the chain, with the
+// time of its last use on the store's clock.
+TEST_P(StoreTest, CountedUsesReachTheInventoryWhenFlushed) {
+  Tenant t = tenant();
+  Membrane m = membrane(t, "m");
+  Membrane n = membrane(t, "n");
+  const auto parent = membraned::test::new_grant();
+  const auto child = membraned::test::new_grant();
+  Token x = export_granted(m, parent);
+  Token y = reexport_granted(n, x, child);
+  auto via_child = store_->resolve(y);
+  auto direct = store_->resolve(x);
+  ASSERT_TRUE(via_child.ok() && direct.ok());
+  for (int i = 0; i < 3; ++i) store_->count_use(via_child->chain);
+  store_->count_use(direct->chain);
+  auto before = store_->find_grant(t.id, parent.id);
+  ASSERT_TRUE(before.ok() && before->has_value());
+  EXPECT_EQ((*before)->uses, 0) << "nothing is written on the use itself";
+  ASSERT_TRUE(store_->flush_usage().ok());
+  auto p = store_->find_grant(t.id, parent.id);
+  auto c = store_->find_grant(t.id, child.id);
+  ASSERT_TRUE(p.ok() && p->has_value() && c.ok() && c->has_value());
+  EXPECT_EQ((*p)->uses, 4);
+  EXPECT_EQ((*c)->uses, 3);
+  ASSERT_TRUE((*p)->last_used_at_ms.has_value());
+  const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(store_now().time_since_epoch()).count();
+  EXPECT_LE(std::llabs(*(*p)->last_used_at_ms - now_ms), 5000);
+  // A store that closes writes what it counted.
+  auto other = open_store();
+  ASSERT_NE(other, nullptr);
+  other->count_use(direct->chain);
+  other.reset();
+  auto after = store_->find_grant(t.id, parent.id);
+  ASSERT_TRUE(after.ok() && after->has_value());
+  EXPECT_EQ((*after)->uses, 5);
+}
+
+// A refusal says why (for the audit log), while its message stays the same for every reason.
+TEST_P(StoreTest, ARefusedResolutionSaysWhyWithTheSameMessage) {
+  using namespace std::chrono_literals;
+  Tenant t = tenant();
+  Membrane m = membrane(t, "m");
+  Membrane n = membrane(t, "n");
+  const auto revoked = membraned::test::new_grant();
+  Token x = export_granted(m, revoked);
+  Token expiring = export_granted(m, membraned::test::new_grant(limits_expiring_at(store_now() + 1min)));
+  Token in_n = export_uri(n);
+  ASSERT_TRUE(store_->revoke_grant(revoked.revoke).ok());
+  ASSERT_TRUE(revoke(n).ok());
+  auto cached = store_->resolve(expiring);  // then it expires in the cache
+  ASSERT_TRUE(cached.ok());
+  advance(2min);
+  const std::vector<std::pair<Token, std::string>> cases = {
+      {new_token(), "unknown"}, {x, "revoked"}, {in_n, "revoked"}, {expiring, "expired"}};
+  for (const auto& [token, why] : cases) {
+    auto r = store_->resolve(token);
+    ASSERT_FALSE(r.ok()) << why;
+    EXPECT_EQ(r.error().kind, ErrorKind::unauthorized);
+    EXPECT_EQ(r.error().reason, why);
+    EXPECT_EQ(r.error().message, "unknown or revoked capability");
+  }
+  auto fresh = open_store();  // uncached, the same
+  ASSERT_NE(fresh, nullptr);
+  auto r = fresh->resolve(expiring);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().reason, "expired");
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, StoreTest, testing::ValuesIn(membraned::test::kBackends), backend_suffix);
