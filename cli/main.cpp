@@ -125,7 +125,8 @@ CLI::App* add_export_command(CLI::App& membrane, ExportCommand& c) {
   cmd->add_option("--cap1-hmac-sha512-key", f.cap1_key,
                   std::string("Base64url encoded secret key bytes for CAP1-HMAC-SHA512 signature") + kSecretSources);
   cmd->add_option("--cap1-hmac-sha512-key-id", f.cap1_key_id, "Secret key id for CAP1-HMAC-SHA512 signature");
-  cmd->add_option("--timeout-ms", f.timeout_ms, "Timeout in milliseconds to end idle connections");
+  cmd->add_option("--timeout-ms", f.timeout_ms, "Timeout in milliseconds to end idle connections")
+      ->type_name("MS");
   cmd->add_option("--tls-ca", f.tls_ca,
                   std::string("Override default trusted CA to provided CA (PEM text)") + kSecretSources);
   cmd->add_option("--tls-cert", f.tls_cert,
@@ -145,7 +146,10 @@ CLI::App* add_query_command(CLI::App& membrane, ServiceFlags& service, QueryFlag
   add_service_flags(*cmd, service);
   cmd->add_option("--id", query.id, "Membrane id to query for");
   cmd->add_option("--last-id", query.last_id, "Id of the last membrane from previous query");
-  cmd->add_option("--limit", query.limit, "Limit number of results");
+  cmd->add_option("--limit", query.limit,
+                  "Limit number of results (the service's default: 1; page on with --last-id while "
+                  "\"completed\" is false)")
+      ->type_name("N");
   return cmd;
 }
 
@@ -156,7 +160,8 @@ CLI::App* add_exports_command(CLI::App& membrane, ServiceFlags& service, Exports
   cmd->add_option("--id", exports.id, "Membrane id whose grants to list")->required();
   cmd->add_option("--last-id", exports.last_id, "Id of the last grant from the previous page");
   auto* limit =
-      cmd->add_option("--limit", exports.limit, "Limit number of results (the service's default: 1)");
+      cmd->add_option("--limit", exports.limit, "Limit number of results (the service's default: 1)")
+          ->type_name("N");
   cmd->add_flag("--all", exports.all, "Every page (1000 grants each), printed as one answer")
       ->excludes(limit);
   cmd->add_flag("--table", exports.table, "A table for people instead of JSON");
