@@ -1,6 +1,7 @@
 #include "api/api.hpp"
 
 #include <algorithm>
+#include <array>
 #include <charconv>
 #include <optional>
 
@@ -385,6 +386,28 @@ Response Api::export_admitted(const Authorized& who, const core::ExportRequest& 
   body["id"] = grant->id;
   body["revoke"] = uri_of(grant->revoke);
   return {201, std::move(body)};
+}
+
+std::optional<Response> Api::check_operation_name(std::string_view stated) {
+  static constexpr std::array kOperations = {CapabilityKind::create,      CapabilityKind::query,
+                                             CapabilityKind::export_,     CapabilityKind::revoke,
+                                             CapabilityKind::delete_self, CapabilityKind::uri,
+                                             CapabilityKind::revoke_grant};
+  if (std::any_of(kOperations.begin(), kOperations.end(),
+                  [&](CapabilityKind kind) { return storage::to_string(kind) == stated; })) {
+    return std::nullopt;
+  }
+  return error_response(400, std::string(core::kCapabilityOperationHeader) +
+                                 " must be one of create, query, export, revoke, deleteSelf, invoke, revokeGrant");
+}
+
+std::optional<Response> Api::check_stated_operation(const Authorized& who, std::string_view stated) {
+  if (who.operation() == stated) return std::nullopt;
+  Response refused = error_response(409, "this capability performs " + std::string(who.operation()) + ", not " +
+                                             std::string(stated) + "; nothing was done");
+  refused.reason = "operation";
+  refused.performs = who.operation();
+  return refused;
 }
 
 std::optional<Response> Api::check_address(const Authorized& who, const core::IpAddress& requester) const {

@@ -38,6 +38,8 @@ struct Response {
   std::optional<std::uint32_t> retry_after;  // a 429's Retry-After header, in seconds
   std::string reason;                        // a refusal's reason (core::Error::reason), never sent
   std::optional<std::int64_t> cut;           // a revoke's grants cut (Settings::count_cut), never sent
+  std::string performs;  // a refused stated operation (409): what the capability performs, sent as
+                         // the answer's X-Capability-Operation
 };
 
 // Whether one use of a capability is admitted (contract §11: its grants' uses and rates).
@@ -77,6 +79,12 @@ class Api {
   // The 201 carries the grant's handle (`id`), its own `revoke` capability and the limits it
   // lives under (contract §12).
   Response export_parsed(const Authorized& who, const core::ExportRequest& request);
+
+  // contract §2: the operation a client states in X-Capability-Operation. A name that is no
+  // operation is 400, known before the capability is; one that is not what `who` performs is 409
+  // with the message naming both and `performs` set (reason "operation"). None when they agree.
+  static std::optional<Response> check_operation_name(std::string_view stated);
+  static std::optional<Response> check_stated_operation(const Authorized& who, std::string_view stated);
 
   // contract §11: 403 unless every grant of the chain admits the requester's address.
   std::optional<Response> check_address(const Authorized& who, const core::IpAddress& requester) const;

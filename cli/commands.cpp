@@ -14,6 +14,7 @@
 
 #include "cli/authority.hpp"
 #include "cli/credentials.hpp"
+#include "cli/flag_sources.hpp"
 #include "cli/http_client.hpp"
 #include "cli/inventory.hpp"
 #include "cli/output.hpp"
@@ -71,13 +72,33 @@ bool write_stdout(std::string_view bytes) {
   return true;
 }
 
+// An answer's bytes go to stdout as they are. On a terminal, one that does not end with a line
+// end gets one, so that the prompt or capi's next line on stderr starts on a line of its own;
+// a pipe or a file gets the bytes exactly.
+class TerminalLineEnd {
+ public:
+  bool write(std::string_view bytes) {
+    if (!bytes.empty()) open_line_ = bytes.back() != '\n';
+    return write_stdout(bytes);
+  }
+  void finish() {
+    if (open_line_ && ::isatty(STDOUT_FILENO) == 1) write_stdout("\n");
+    open_line_ = false;
+  }
+
+ private:
+  bool open_line_ = false;
+};
+
 // --- reaching the service ------------------------------------------------------------------------
 
-// Where and how to reach the service for one capability.
+// Where and how to reach the service for one capability, and the operation the command means
+// (sent as X-Capability-Operation: the service refuses a capability that performs another one).
 struct Connection {
   core::Token token;
   HttpTarget target;
   HttpOptions options;
+  std::string operation;
 };
 
 // The capability's text and the profile it may have come from.
@@ -161,10 +182,16 @@ core::Result<std::optional<std::string>> trusted_ca_for(const std::string& path,
 }
 
 // The capability, the transport (HTTPS unless plain HTTP is asked for and the authority is
-// loopback) and the CA to trust. nullopt: the failure has been printed.
-std::optional<Connection> prepare(const ServiceFlags& flags, const std::string& capability_name) {
+// loopback) and the CA to trust, for a command that means `operation`. nullopt: the failure has
+// been printed.
+std::optional<Connection> prepare(const ServiceFlags& flags, const std::string& capability_name,
+                                  const std::string& operation) {
   auto capability = choose_capability(flags, capability_name);
   if (!capability) return std::nullopt;
+  if (flags.capability && flags.capability->empty()) {
+    usage_error("--capability is empty (was the variable it came from set?)");
+    return std::nullopt;
+  }
   auto uri = core::CapabilityUri::parse(capability->text);
   if (!uri) {
     usage_error(flags.capability ? "Failed parsing capability: --capability is not a capability URI"
@@ -204,7 +231,7 @@ std::optional<Connection> prepare(const ServiceFlags& flags, const std::string& 
   HttpOptions options;
   options.timeout =
       std::chrono::milliseconds(static_cast<std::int64_t>(flags.timeout_seconds * 1000.0 + 0.5));
-  return Connection{uri->token(), std::move(target), options};
+  return Connection{uri->token(), std::move(target), options, operation};
 }
 
 // One management request on a prepared connection: the answer (of any status), or the failure
@@ -217,6 +244,7 @@ core::Result<HttpResponse> management_request(const Connection& connection, cons
   request.target = request_target;
   request.headers.push_back({"Authorization", "Bearer " + connection.token.text()});
   request.headers.push_back({"Accept", "application/json"});
+  request.headers.push_back({std::string(core::kCapabilityOperationHeader), connection.operation});
   if (body) {
     request.headers.push_back({"Content-Type", "application/json"});
     request.body = *body;
@@ -226,13 +254,17 @@ core::Result<HttpResponse> management_request(const Connection& connection, cons
   return http_fetch(connection.target, request, options);
 }
 
-// One management call: prints the JSON answer (exit 0) or FAILED (exit 1).
-int management_call(const ServiceFlags& flags, const std::string& capability_name, const std::string& method,
-                    const std::string& request_target, const std::optional<std::string>& body) {
-  auto connection = prepare(flags, capability_name);
+// One management call meaning `operation`: prints the JSON answer (exit 0) or FAILED (exit 1).
+int management_call(const ServiceFlags& flags, const std::string& capability_name, const std::string& operation,
+                    const std::string& method, const std::string& request_target,
+                    const std::optional<std::string>& body) {
+  auto connection = prepare(flags, capability_name, operation);
   if (!connection) return 1;
   auto response = management_request(*connection, method, request_target, body);
   if (!response) return print_failure(request_failure(response.error().message));
+  if (auto wrong = wrong_capability(response->head.status, response->head.headers, operation, response->body)) {
+    return print_failure(*wrong);
+  }
   auto outcome = judge_management_answer(response->head.status, response->body);
   if (!outcome.ok) return print_failure(outcome.failure);
   if (!write_stdout(outcome.stdout_text)) return 1;
@@ -260,6 +292,10 @@ std::optional<FetchedPage> fetch_exports_page(const Connection& connection, cons
   };
   auto response = management_request(connection, "GET", request_target, std::nullopt);
   if (!response) return in_context(request_failure(response.error().message));
+  if (auto wrong = wrong_capability(response->head.status, response->head.headers, connection.operation,
+                                    response->body)) {
+    return in_context(*wrong);
+  }
   auto outcome = judge_management_answer(response->head.status, response->body);
   if (!outcome.ok) return in_context(outcome.failure);
   if (response->head.status != 200) {
@@ -312,7 +348,8 @@ core::Result<HttpRequest> invoke_request(const InvokeFlags& flags) {
     auto h = parse_header_flag(text);
     if (!h) return h.error();
     for (const char* reserved :
-         {"Authorization", "Host", "Content-Length", "Transfer-Encoding", "Connection"}) {
+         {"Authorization", "Host", "Content-Length", "Transfer-Encoding", "Connection",
+          core::kCapabilityOperationHeader.data()}) {
       if (core::iequals(h->name, reserved)) {
         return core::Error::invalid("header", "--header " + h->name + ": capi sets this header itself");
       }
@@ -374,6 +411,24 @@ core::Status check_plain_import(const TenantCapabilities& tenant) {
 
 }  // namespace
 
+core::Status read_flag_sources(ServiceFlags& service, ExportFlags* export_flags, const InvokeFlags* invoke) {
+  FlagSources sources;
+  if (invoke && invoke->data && (*invoke->data == "-" || *invoke->data == "@-")) sources.claim_stdin("--data");
+  if (auto s = sources.resolve("--capability", service.capability); !s) return s;
+  if (!export_flags) return core::ok_status();
+  ExportFlags& f = *export_flags;
+  for (auto& [flag, value] : {std::pair{"--capability-to-export", &f.capability_to_export},
+                              {"--aws4-hmac-sha256-secret-access-key", &f.aws4_secret_access_key},
+                              {"--aws4-hmac-sha256-session-token", &f.aws4_session_token},
+                              {"--cap1-hmac-sha512-key", &f.cap1_key},
+                              {"--tls-ca", &f.tls_ca},
+                              {"--tls-cert", &f.tls_cert},
+                              {"--tls-key", &f.tls_key}}) {
+    if (auto s = sources.resolve(flag, *value); !s) return s;
+  }
+  return core::ok_status();
+}
+
 int usage_error(const std::string& message) {
   std::cerr << "capi: " << redact_tokens(message) << "\nRun with --help for more information.\n";
   return 1;
@@ -381,13 +436,13 @@ int usage_error(const std::string& message) {
 
 int run_membrane_create(const ServiceFlags& service, const std::string& id) {
   nlohmann::ordered_json body = {{"id", id}};
-  return management_call(service, "create", "POST", "/", body.dump());
+  return management_call(service, "create", "create", "POST", "/", body.dump());
 }
 
 int run_membrane_query(const ServiceFlags& service, const QueryFlags& query) {
   auto target = query_target(query.id, query.last_id, query.limit);
   if (!target) return usage_error(target.error().message);
-  return management_call(service, "query", "GET", *target, std::nullopt);
+  return management_call(service, "query", "query", "GET", *target, std::nullopt);
 }
 
 int run_membrane_exports(const ServiceFlags& service, const ExportsFlags& flags) {
@@ -396,7 +451,7 @@ int run_membrane_exports(const ServiceFlags& service, const ExportsFlags& flags)
       exports_target(flags.id, flags.last_id,
                      flags.all ? std::optional<std::string>(std::to_string(kExportsPageLimit)) : flags.limit);
   if (!target) return usage_error(target.error().message);
-  auto connection = prepare(service, "query");
+  auto connection = prepare(service, "query", "query");
   if (!connection) return 1;
   if (flags.all) {
     auto all = fetch_all_exports(*connection, flags);
@@ -416,7 +471,7 @@ int run_membrane_exports(const ServiceFlags& service, const ExportsFlags& flags)
 int run_grant_show(const ServiceFlags& service, const GrantShowFlags& flags) {
   auto target = grant_target(flags.id);
   if (!target) return usage_error(target.error().message);
-  auto connection = prepare(service, "query");
+  auto connection = prepare(service, "query", "query");
   if (!connection) return 1;
   auto fetched = fetch_exports_page(*connection, *target, "");
   if (!fetched) return 1;
@@ -436,43 +491,56 @@ int run_grant_show(const ServiceFlags& service, const GrantShowFlags& flags) {
 int run_membrane_export(const ServiceFlags& service, const ExportFlags& export_flags) {
   auto body = build_export_body(export_flags);
   if (!body) return usage_error(body.error().message);
-  return management_call(service, "export", "POST", "/", body->dump());
+  return management_call(service, "export", "export", "POST", "/", body->dump());
 }
 
 int run_membrane_revoke(const ServiceFlags& service) {
-  return management_call(service, "revoke", "GET", "/", std::nullopt);
+  return management_call(service, "revoke", "revoke", "GET", "/", std::nullopt);
 }
 
 int run_grant_revoke(const ServiceFlags& service) {
-  return management_call(service, "revoke", "GET", "/", std::nullopt);
+  return management_call(service, "revoke", "revokeGrant", "GET", "/", std::nullopt);
 }
 
 int run_membrane_delete_self(const ServiceFlags& service) {
-  return management_call(service, "deleteSelf", "GET", "/", std::nullopt);
+  return management_call(service, "deleteSelf", "deleteSelf", "GET", "/", std::nullopt);
 }
 
 // Streams the answer's body to stdout (after the head with -i); exit 0 only for a 2xx answer
-// written whole.
+// written whole. The service's refusal of a capability that does not invoke (409, contract §2)
+// is a failure on stderr, with nothing on stdout.
 int run_invoke(const ServiceFlags& service, const InvokeFlags& invoke) {
   auto request = invoke_request(invoke);
   if (!request) return usage_error(request.error().message);
-  auto connection = prepare(service, "invoke");
+  auto connection = prepare(service, "invoke", "invoke");
   if (!connection) return 1;
   request->headers.insert(request->headers.begin(), {"Authorization", "Bearer " + connection->token.text()});
+  request->headers.push_back({std::string(core::kCapabilityOperationHeader), connection->operation});
   bool output_ok = true;
+  bool refused = false;
+  std::string refusal_body;
+  TerminalLineEnd line_end;
   auto head = http_exchange(
       connection->target, *request, connection->options,
       [&](const HttpResponseHead& h) {
-        if (invoke.include) output_ok = write_stdout(head_text(h)) && output_ok;
+        refused = wrong_capability(h.status, h.headers, connection->operation, "").has_value();
+        if (invoke.include && !refused) output_ok = line_end.write(head_text(h)) && output_ok;
       },
       [&](std::string_view piece) {
-        output_ok = write_stdout(piece);
+        if (refused) {
+          if (refusal_body.size() < kManagementAnswerLimit) refusal_body.append(piece);
+          return true;
+        }
+        output_ok = line_end.write(piece);
         return output_ok;
       });
   if (!head) {
     if (!output_ok) return 1;  // stdout closed: nothing to tell
+    line_end.finish();
     return print_failure(request_failure(head.error().message));
   }
+  if (refused) return print_failure(*wrong_capability(head->status, head->headers, connection->operation, refusal_body));
+  line_end.finish();
   if (head->status < 200 || head->status > 299) {
     std::cerr << "capi: the service answered " << head->status << (head->reason.empty() ? "" : " ")
               << redact_tokens(head->reason) << "\n";
@@ -497,12 +565,15 @@ int run_config_import(const ImportFlags& import) {
   }
   auto path = default_credentials_path();
   if (!path) return usage_error(path.error().message);
-  if (auto s = import_profile(*path, import.profile, *tenant, import.plain_http); !s) {
-    return print_failure({s.error().message, nullptr});
-  }
+  auto written = import_profile(*path, import.profile, *tenant, import.plain_http, import.force);
+  if (!written) return print_failure({written.error().message, nullptr});
   std::cout << "capi: profile \"" << import.profile << "\" written to " << path->string();
   if (!tenant->id.empty()) std::cout << " (tenant " << tenant->id << ")";
   if (import.plain_http) std::cout << ", plain HTTP";
+  if (written->replaced_other_tenant) {
+    std::cout << "; it replaced the capabilities of "
+              << (written->previous_tenant.empty() ? "another tenant" : "tenant " + written->previous_tenant);
+  }
   std::cout << "\n";
   return 0;
 }

@@ -58,6 +58,7 @@ struct ImportFlags {
   std::string profile = "default";
   std::string file;  // - for stdin
   bool plain_http = false;
+  bool force = false;  // replace a profile that holds another tenant's capabilities
 };
 
 int run_membrane_create(const ServiceFlags& service, const std::string& id);
@@ -77,6 +78,13 @@ int run_grant_revoke(const ServiceFlags& service);
 // tenant has no grant of that id.
 int run_grant_show(const ServiceFlags& service, const GrantShowFlags& flags);
 int run_config_import(const ImportFlags& import);
+
+// The flags that may carry a secret (--capability, and export's --capability-to-export, secret
+// key, session token, cap1 key and --tls-* PEM) read from @FILE, - or env:NAME when so given
+// (cli/flag_sources), in place; `invoke`'s --data - takes standard input first. Errors are usage
+// errors naming the flag.
+core::Status read_flag_sources(ServiceFlags& service, ExportFlags* export_flags = nullptr,
+                               const InvokeFlags* invoke = nullptr);
 
 // "capi: MESSAGE" and a pointer to --help on stderr, tokens redacted; returns 1.
 int usage_error(const std::string& message);

@@ -68,6 +68,22 @@ std::optional<std::string> scalar_at(const YAML::Node& node, std::initializer_li
   return cur.Scalar();
 }
 
+// Whether the profile's document holds a capability of another tenant than `tenant`'s: one of
+// create, query and deleteSelf whose token differs (a tenant's three never change; the authority
+// of their URIs may). A value that is not a capability URI counts as another's: it cannot be told.
+bool holds_other_tenant(const YAML::Node& doc, const TenantCapabilities& tenant) {
+  const std::pair<const char*, const std::string*> kOurs[] = {
+      {"create", &tenant.create}, {"query", &tenant.query}, {"deleteSelf", &tenant.delete_self}};
+  for (const auto& [name, ours] : kOurs) {
+    const auto held = scalar_at(doc, {kService, "capabilities", name});
+    if (!held) continue;
+    const auto held_uri = core::CapabilityUri::parse(*held);
+    const auto our_uri = core::CapabilityUri::parse(*ours);
+    if (!held_uri || !our_uri || held_uri->token().text() != our_uri->token().text()) return true;
+  }
+  return false;
+}
+
 // Writes `content` to `path` through a new 0600 file renamed over it.
 core::Status write_private_atomically(const fs::path& path, const std::string& content) {
   fs::path tmp = path;
@@ -203,8 +219,8 @@ core::Result<TenantCapabilities> parse_tenant_json(std::string_view text) {
   return out;
 }
 
-core::Status import_profile(const fs::path& path, std::string_view profile, const TenantCapabilities& tenant,
-                            bool plain_http) {
+core::Result<ImportOutcome> import_profile(const fs::path& path, std::string_view profile,
+                                           const TenantCapabilities& tenant, bool plain_http, bool force) {
   if (profile.empty()) return core::Error::invalid("profile", "--profile must not be empty");
   const fs::path dir = path.parent_path();
   std::error_code ec;
@@ -237,6 +253,19 @@ core::Status import_profile(const fs::path& path, std::string_view profile, cons
     auto name = profile_of(doc);
     if (name && *name == profile) target = &doc;  // the last one is the one read_profile uses
   }
+  ImportOutcome outcome;
+  if (target && holds_other_tenant(*target, tenant)) {
+    outcome.replaced_other_tenant = true;
+    outcome.previous_tenant = scalar_at(*target, {kService, "tenant"}).value_or("");
+    if (!force) {
+      const std::string which =
+          outcome.previous_tenant.empty() ? "another tenant" : "tenant " + outcome.previous_tenant;
+      return core::Error::conflict(
+          "profile \"" + std::string(profile) + "\" in " + path.string() + " holds the capabilities of " + which +
+          "; nothing was written. They may exist nowhere else: import into another profile with --profile "
+          "NAME, or replace them with --force");
+    }
+  }
   if (!target) {
     YAML::Node doc(YAML::NodeType::Map);
     doc["profile"] = std::string(profile);
@@ -250,6 +279,11 @@ core::Status import_profile(const fs::path& path, std::string_view profile, cons
   }
   YAML::Node membrane = (*target)[kService];
   membrane["capabilities"] = capabilities;
+  if (!tenant.id.empty()) {
+    membrane["tenant"] = tenant.id;
+  } else {
+    membrane.remove("tenant");
+  }
   if (plain_http) {
     membrane["plainHttp"] = true;
   } else {
@@ -265,7 +299,8 @@ core::Status import_profile(const fs::path& path, std::string_view profile, cons
     content += emitter.c_str();
     content += "\n";
   }
-  return write_private_atomically(path, content);
+  if (auto written = write_private_atomically(path, content); !written) return written.error();
+  return outcome;
 }
 
 }  // namespace membraned::cli

@@ -1,7 +1,8 @@
 // ~/.capability/credentials, as the original CLI keeps it: multi-document YAML, one document per
 // profile ("profile: NAME"), membrane capabilities under membrane.capabilities.{create, query,
-// deleteSelf}. capi adds one key of its own, membrane.plainHttp (true: talk plain HTTP to this
-// profile's loopback service), written by `capi config import --plain-http`.
+// deleteSelf}. capi adds two keys of its own, written by `capi config import`: membrane.plainHttp
+// (true: talk plain HTTP to this profile's loopback service; --plain-http) and membrane.tenant
+// (the tenant's id, to name it when another import would replace it).
 #pragma once
 
 #include <filesystem>
@@ -39,10 +40,19 @@ struct TenantCapabilities {
 };
 core::Result<TenantCapabilities> parse_tenant_json(std::string_view text);
 
-// Writes (or replaces) `profile`'s membrane section with these capabilities, keeping every other
-// document and every other key of that profile's document. Creates the directory (0700) when
-// missing; the file is replaced atomically and is 0600.
-core::Status import_profile(const std::filesystem::path& path, std::string_view profile,
-                            const TenantCapabilities& tenant, bool plain_http);
+// What an import replaced.
+struct ImportOutcome {
+  bool replaced_other_tenant = false;  // the profile held another tenant's capabilities (--force)
+  std::string previous_tenant;         // that tenant's id, when the profile recorded it
+};
+
+// Writes (or replaces) `profile`'s membrane section with these capabilities and the tenant's id
+// (membrane.tenant), keeping every other document and every other key of that profile's document.
+// Creates the directory (0700) when missing; the file is replaced atomically and is 0600.
+// A profile that holds another tenant's capabilities (any of create, query, deleteSelf with
+// another token) is left as it is, with an error (conflict) naming the profile and the file,
+// unless `force`: a tenant's capabilities may exist nowhere else.
+core::Result<ImportOutcome> import_profile(const std::filesystem::path& path, std::string_view profile,
+                                           const TenantCapabilities& tenant, bool plain_http, bool force = false);
 
 }  // namespace membraned::cli

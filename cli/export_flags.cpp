@@ -26,6 +26,7 @@ std::vector<Named> uri_only_flags(const ExportFlags& f) {
       {"--method", f.method.has_value()},
       {"--aws4-hmac-sha256-aws-access-key-id", f.aws4_access_key_id.has_value()},
       {"--aws4-hmac-sha256-secret-access-key", f.aws4_secret_access_key.has_value()},
+      {"--aws4-hmac-sha256-session-token", f.aws4_session_token.has_value()},
       {"--aws4-hmac-sha256-region", f.aws4_region.has_value()},
       {"--aws4-hmac-sha256-service", f.aws4_service.has_value()},
       {"--aws4-hmac-sha256-credentials", f.aws4_credentials.has_value()},
@@ -91,6 +92,7 @@ std::string flag_for_field(const std::string& field) {
   static const std::pair<const char*, const char*> kMap[] = {
       {"hmac.aws4-hmac-sha256.awsAccessKeyId", "--aws4-hmac-sha256-aws-access-key-id"},
       {"hmac.aws4-hmac-sha256.secretAccessKey", "--aws4-hmac-sha256-secret-access-key"},
+      {"hmac.aws4-hmac-sha256.sessionToken", "--aws4-hmac-sha256-session-token"},
       {"hmac.aws4-hmac-sha256.region", "--aws4-hmac-sha256-region"},
       {"hmac.aws4-hmac-sha256.service", "--aws4-hmac-sha256-service"},
       {"hmac.aws4-hmac-sha256.credentials", "--aws4-hmac-sha256-credentials"},
@@ -266,6 +268,11 @@ core::Result<nlohmann::ordered_json> build_export_body(const ExportFlags& f,
                  "--aws4-hmac-sha256-credentials replaces --aws4-hmac-sha256-aws-access-key-id and "
                  "--aws4-hmac-sha256-secret-access-key: give the profile or the keys, not both");
   }
+  if (f.aws4_session_token && (f.aws4_credentials || !f.aws4_access_key_id || !f.aws4_secret_access_key)) {
+    return usage("aws4-hmac-sha256-session-token",
+                 "--aws4-hmac-sha256-session-token goes with --aws4-hmac-sha256-aws-access-key-id and "
+                 "--aws4-hmac-sha256-secret-access-key (temporary keys), never with a profile");
+  }
   std::vector<Named> aws4 = {
       {"--aws4-hmac-sha256-region", f.aws4_region.has_value()},
       {"--aws4-hmac-sha256-service", f.aws4_service.has_value()},
@@ -335,6 +342,7 @@ core::Result<nlohmann::ordered_json> build_export_body(const ExportFlags& f,
                       {"region", *f.aws4_region},
                       {"service", *f.aws4_service},
                       {"secretAccessKey", *f.aws4_secret_access_key}}}};
+    if (f.aws4_session_token) body["hmac"]["aws4-hmac-sha256"]["sessionToken"] = *f.aws4_session_token;
   }
   // Unlike the original (which drops a lone --tls-reject-unauthorized=false), any --tls-* flag
   // sends a tls object, so turning verification off is never silently ignored.

@@ -27,6 +27,7 @@ struct ExportFlags {
   std::optional<std::string> method;
   std::optional<std::string> aws4_access_key_id;
   std::optional<std::string> aws4_secret_access_key;
+  std::optional<std::string> aws4_session_token;  // [beyond] temporary keys' token (sessionToken)
   std::optional<std::string> aws4_region;
   std::optional<std::string> aws4_service;
   std::optional<std::string> aws4_credentials;  // [beyond] contract §9: an --aws-config profile instead of keys

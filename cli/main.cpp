@@ -13,6 +13,7 @@
 #include <iostream>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cli/commands.hpp"
@@ -26,10 +27,14 @@ namespace {
 using namespace membraned;
 using namespace membraned::cli;
 
+// The forms a flag that carries a secret also takes (cli/flag_sources.hpp).
+constexpr const char* kSecretSources = "; or @FILE, - (stdin), env:NAME";
+
 void add_service_flags(CLI::App& cmd, ServiceFlags& flags, bool capability_required = false) {
   auto* capability = cmd.add_option(
       "--capability", flags.capability,
-      capability_required ? "Capability URI to use" : "Capability URI to use (default: from the profile)");
+      std::string(capability_required ? "Capability URI to use" : "Capability URI to use (default: from the profile)") +
+          kSecretSources);
   if (capability_required) capability->required();
   cmd.add_option("--profile", flags.profile, "Capability profile to use (in ~/.capability/credentials)")
       ->capture_default_str();
@@ -100,7 +105,7 @@ CLI::App* add_export_command(CLI::App& membrane, ExportCommand& c) {
   ExportFlags& f = c.flags;
   cmd->add_option("--uri", f.uri, "Fully qualified URI");
   cmd->add_option("--capability-to-export", f.capability_to_export,
-                  "Existing capability to re-export through the membrane");
+                  std::string("Existing capability to re-export through the membrane") + kSecretSources);
   c.allow_query.emplace(*cmd, "--allow-query", false, "Append requester's URI query string to requests");
   cmd->add_option("--header", f.headers,
                   "Header to include in requests (ex: --header \"X-My: Header\"); repeatable")
@@ -109,20 +114,26 @@ CLI::App* add_export_command(CLI::App& membrane, ExportCommand& c) {
   cmd->add_option("--aws4-hmac-sha256-aws-access-key-id", f.aws4_access_key_id,
                   "AWS Access Key Id for AWS4-HMAC-SHA256 signature");
   cmd->add_option("--aws4-hmac-sha256-secret-access-key", f.aws4_secret_access_key,
-                  "AWS Secret Access Key for AWS4-HMAC-SHA256 signature");
+                  std::string("AWS Secret Access Key for AWS4-HMAC-SHA256 signature") + kSecretSources);
+  cmd->add_option("--aws4-hmac-sha256-session-token", f.aws4_session_token,
+                  std::string("AWS session token of temporary keys, sent as X-Amz-Security-Token") + kSecretSources);
   cmd->add_option("--aws4-hmac-sha256-region", f.aws4_region, "AWS region for AWS4-HMAC-SHA256 signature");
   cmd->add_option("--aws4-hmac-sha256-service", f.aws4_service, "AWS service for AWS4-HMAC-SHA256 signature");
   cmd->add_option(
       "--aws4-hmac-sha256-credentials", f.aws4_credentials,
       "Sign with the service's --aws-config profile instead of stored keys (with region and service)");
   cmd->add_option("--cap1-hmac-sha512-key", f.cap1_key,
-                  "Base64url encoded secret key bytes for CAP1-HMAC-SHA512 signature");
+                  std::string("Base64url encoded secret key bytes for CAP1-HMAC-SHA512 signature") + kSecretSources);
   cmd->add_option("--cap1-hmac-sha512-key-id", f.cap1_key_id, "Secret key id for CAP1-HMAC-SHA512 signature");
-  cmd->add_option("--timeout-ms", f.timeout_ms, "Timeout in milliseconds to end idle connections");
-  cmd->add_option("--tls-ca", f.tls_ca, "Override default trusted CA to provided CA (PEM text)");
+  cmd->add_option("--timeout-ms", f.timeout_ms, "Timeout in milliseconds to end idle connections")
+      ->type_name("MS");
+  cmd->add_option("--tls-ca", f.tls_ca,
+                  std::string("Override default trusted CA to provided CA (PEM text)") + kSecretSources);
   cmd->add_option("--tls-cert", f.tls_cert,
-                  "Client-side certificate to use when membrane makes a request (PEM text)");
-  cmd->add_option("--tls-key", f.tls_key, "Client-side certificate private key (PEM text)");
+                  std::string("Client-side certificate to use when membrane makes a request (PEM text)") +
+                      kSecretSources);
+  cmd->add_option("--tls-key", f.tls_key,
+                  std::string("Client-side certificate private key (PEM text)") + kSecretSources);
   c.tls_reject_unauthorized.emplace(
       *cmd, "--tls-reject-unauthorized", true,
       "Set to \"false\" if membrane should not verify the upstream's certificate");
@@ -135,7 +146,10 @@ CLI::App* add_query_command(CLI::App& membrane, ServiceFlags& service, QueryFlag
   add_service_flags(*cmd, service);
   cmd->add_option("--id", query.id, "Membrane id to query for");
   cmd->add_option("--last-id", query.last_id, "Id of the last membrane from previous query");
-  cmd->add_option("--limit", query.limit, "Limit number of results");
+  cmd->add_option("--limit", query.limit,
+                  "Limit number of results (the service's default: 1; page on with --last-id while "
+                  "\"completed\" is false)")
+      ->type_name("N");
   return cmd;
 }
 
@@ -146,7 +160,8 @@ CLI::App* add_exports_command(CLI::App& membrane, ServiceFlags& service, Exports
   cmd->add_option("--id", exports.id, "Membrane id whose grants to list")->required();
   cmd->add_option("--last-id", exports.last_id, "Id of the last grant from the previous page");
   auto* limit =
-      cmd->add_option("--limit", exports.limit, "Limit number of results (the service's default: 1)");
+      cmd->add_option("--limit", exports.limit, "Limit number of results (the service's default: 1)")
+          ->type_name("N");
   cmd->add_flag("--all", exports.all, "Every page (1000 grants each), printed as one answer")
       ->excludes(limit);
   cmd->add_flag("--table", exports.table, "A table for people instead of JSON");
@@ -183,6 +198,8 @@ CLI::App* add_import_command(CLI::App& config, ImportFlags& import) {
   cmd->add_option("--profile", import.profile, "Capability profile to write")->capture_default_str();
   cmd->add_flag("--plain-http", import.plain_http,
                 "Use plain HTTP for this profile's service (loopback only)");
+  cmd->add_flag("--force", import.force,
+                "Replace the profile even when it holds another tenant's capabilities (they may exist nowhere else)");
   cmd->add_option("file", import.file, "Tenant JSON file (- for stdin)")->required();
   return cmd;
 }
@@ -282,6 +299,18 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
     return usage_error(e.what());
+  }
+
+  // The secret-carrying flags read their @FILE, - or env:NAME now, before anything is sent.
+  const std::pair<CLI::App*, ServiceFlags*> kServiceCommands[] = {
+      {create, &create_service},   {query, &query_service},         {exports, &exports_service},
+      {export_, &export_command.service}, {revoke, &revoke_service}, {delete_self, &delete_service},
+      {invoke, &invoke_service},   {grant_revoke, &grant_revoke_service}, {grant_show, &grant_show_service}};
+  for (const auto& [cmd, service] : kServiceCommands) {
+    if (!cmd->parsed()) continue;
+    auto read = read_flag_sources(*service, cmd == export_ ? &export_command.flags : nullptr,
+                                  cmd == invoke ? &invoke_flags : nullptr);
+    if (!read) return usage_error(read.error().message);
   }
 
   if (create->parsed()) return run_guarded([&] { return run_membrane_create(create_service, create_id); });

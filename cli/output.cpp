@@ -12,7 +12,56 @@ bool is_b64url(char c) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
 }
 
+// What a capability of each operation is, for a person, and the command that uses it.
+struct OperationWords {
+  std::string_view operation;
+  std::string_view what;
+  std::string_view command;
+};
+constexpr OperationWords kOperationWords[] = {
+    {"create", "a tenant's create capability (it creates membranes)", "capi membrane create"},
+    {"query", "a tenant's query capability (it lists membranes and grants)", "capi membrane query"},
+    {"deleteSelf", "a tenant's deleteSelf capability (it deletes the tenant and all its membranes)",
+     "capi membrane delete-self"},
+    {"export", "a membrane's export capability (it exports capabilities through the membrane)",
+     "capi membrane export"},
+    {"revoke", "a membrane's revoke capability (it revokes the membrane)", "capi membrane revoke"},
+    {"revokeGrant", "a grant's revoke capability (it revokes that grant)", "capi grant revoke"},
+    {"invoke", "an exported capability (it sends a request to its upstream)", "capi invoke"},
+};
+
+const OperationWords* words_for(std::string_view operation) {
+  for (const auto& w : kOperationWords) {
+    if (w.operation == operation) return &w;
+  }
+  return nullptr;
+}
+
+std::string capability_description(std::string_view operation) {
+  if (const auto* w = words_for(operation)) return std::string(w->what);
+  return "a capability that performs \"" + std::string(operation) + "\"";
+}
+
 }  // namespace
+
+std::optional<Failure> wrong_capability(unsigned status, const core::Headers& headers, std::string_view stated,
+                                        std::string_view body) {
+  if (status != 409) return std::nullopt;
+  const core::Header* performs = core::find_header(headers, core::kCapabilityOperationHeader);
+  if (performs == nullptr || performs->value.empty() || performs->value == stated) return std::nullopt;
+  Failure f;
+  f.message = "The capability given is " + capability_description(performs->value) + ", not " +
+              capability_description(stated) + ". Nothing was done.";
+  if (const auto* w = words_for(performs->value)) {
+    f.message += " (Use it with: " + std::string(w->command) + ")";
+  }
+  f.error = Json::object();
+  const Json parsed = Json::parse(body, nullptr, /*allow_exceptions=*/false);
+  f.error["error"] = parsed.is_object() && parsed.contains("error") ? parsed["error"] : Json("Conflict");
+  f.error["statusCode"] = status;
+  if (parsed.is_object() && parsed.contains("message")) f.error["message"] = parsed["message"];
+  return f;
+}
 
 std::string redact_tokens(std::string_view text) {
   constexpr std::string_view kMark = "CPBLTY";

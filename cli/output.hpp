@@ -4,10 +4,13 @@
 // holds a capability token.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 
 #include <nlohmann/json.hpp>
+
+#include "core/http.hpp"
 
 namespace membraned::cli {
 
@@ -25,6 +28,13 @@ struct ManagementOutcome {
   Failure failure;          // !ok
 };
 ManagementOutcome judge_management_answer(unsigned status, std::string_view body);
+
+// The service refused the operation capi stated (X-Capability-Operation, contract §2) because the
+// capability given performs another one: a 409 that names it in that header. The failure says
+// plainly what the capability is, that nothing was done, and which command it belongs to; none
+// for any other answer (a 409 of create for a membrane id in use has no such header).
+std::optional<Failure> wrong_capability(unsigned status, const core::Headers& headers, std::string_view stated,
+                                        std::string_view body);
 
 // A request that got no answer (connect, TLS, timeout...).
 Failure request_failure(std::string_view reason);

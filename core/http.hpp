@@ -32,6 +32,12 @@ bool is_safe_header_value(std::string_view s) noexcept;
 // The standard method names (RFC 9110 and PATCH), upper-cased; nullopt for anything else.
 std::optional<std::string> standard_method(std::string_view name);
 
+// The request header in which a client states the operation it means (contract §2), by the name
+// the access log gives it ("export", "revoke"...): a capability that performs another one is
+// refused with 409 and nothing done. Never forwarded upstream. The 409 carries it too, naming
+// what the capability does perform.
+inline constexpr std::string_view kCapabilityOperationHeader = "X-Capability-Operation";
+
 // Connection, Keep-Alive, Proxy-Authenticate, Proxy-Authorization, TE, Trailer,
 // Transfer-Encoding, Upgrade (case-insensitive).
 bool is_hop_by_hop_header(std::string_view name) noexcept;

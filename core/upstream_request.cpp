@@ -89,7 +89,7 @@ Status sign_cap1(UpstreamRequest& request, const UriExport& config, const Cap1Si
 
 bool is_dropped_requester_header(std::string_view name) noexcept {
   return is_hop_by_hop_header(name) || iequals(name, "authorization") || iequals(name, "host") ||
-         iequals(name, "content-length") || iequals(name, "expect");
+         iequals(name, "content-length") || iequals(name, "expect") || iequals(name, kCapabilityOperationHeader);
 }
 
 UpstreamRequest build_upstream_request(const UriExport& config, const IncomingRequest& incoming) {

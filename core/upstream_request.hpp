@@ -43,8 +43,8 @@ struct SigningContext {
 };
 
 // Headers never forwarded from the requester besides the hop-by-hop ones: its credentials,
-// and what the service recomputes. Expect is answered by the service, which already holds the
-// whole body.
+// what the service recomputes, and what it says to the service alone. Expect is answered by the
+// service, which already holds the whole body; X-Capability-Operation is checked by it.
 bool is_dropped_requester_header(std::string_view name) noexcept;
 
 // Method, target, headers and body, unsigned.

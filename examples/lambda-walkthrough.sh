@@ -233,10 +233,12 @@ expect "$WORK/out" '"id": "capi-lambda-membrane"'
 C_EXPORT="$(json "$WORK/capi-membrane.json" capabilities.export)"
 C_REVOKE="$(json "$WORK/capi-membrane.json" capabilities.revoke)"
 
+# The secret goes in from a file, so that it is never on a command line (ps, shell history).
+(umask 077; printf '%s\n' "$SECRET" >"$WORK/aws-secret")
 capi_step 0 "capi: export a capability to invoke my-function" membrane export --capability "$C_EXPORT" \
   --uri "$LAMBDA_URL/2015-03-31/functions/my-function/invocations" --method POST \
   --header "X-Amz-Invocation-Type: RequestResponse" --header "X-Amz-Log-Type: None" \
-  --aws4-hmac-sha256-aws-access-key-id "$ACCESS_KEY" --aws4-hmac-sha256-secret-access-key "$SECRET" \
+  --aws4-hmac-sha256-aws-access-key-id "$ACCESS_KEY" --aws4-hmac-sha256-secret-access-key "@$WORK/aws-secret" \
   --aws4-hmac-sha256-region us-east-1 --aws4-hmac-sha256-service lambda
 if grep -q "$SECRET" "$WORK/out" "$WORK/err"; then echo "walkthrough: the secret came back" >&2; exit 1; fi
 C_LAMBDA_URI="$(json "$WORK/out" capability)"
@@ -248,6 +250,11 @@ expect "$WORK/out" '"hello": "capi"'
 call 200 "curl: invoke the same capability" -XPOST "$URL" -H "Authorization: Bearer $(token "$C_LAMBDA_URI")" \
   -d '{"hello":"curl"}'
 expect "$WORK/answer" '"hello": "curl"'
+
+capi_step 1 "capi: the revoke capability given to export by mistake: refused, nothing revoked" \
+  membrane export --capability "$C_REVOKE" --uri "$LAMBDA_URL/2015-03-31/functions/my-function/invocations"
+expect "$WORK/err" "The capability given is a membrane's revoke capability"
+expect "$WORK/err" "Nothing was done."
 
 capi_step 0 "capi: create a second membrane for a partner" membrane create --id capi-partner
 C_PARTNER_EXPORT="$(json "$WORK/out" capabilities.export)"

@@ -18,6 +18,7 @@ std::string_view to_string(Refusal reason) {
     case Refusal::used_up: return "used-up";
     case Refusal::rate: return "rate";
     case Refusal::address: return "address";
+    case Refusal::operation: return "operation";
   }
   return "unknown";
 }

@@ -17,9 +17,11 @@ namespace membraned::server {
 
 // Why a capability refused a request: the record's `reason`, and the label of
 // membraned_refusals_total.
-enum class Refusal { unknown, revoked, expired, used_up, rate, address };
-inline constexpr std::array kRefusals = {Refusal::unknown, Refusal::revoked, Refusal::expired,
-                                         Refusal::used_up, Refusal::rate,    Refusal::address};
+// `operation`: the request stated an operation (X-Capability-Operation) the capability does
+// not perform.
+enum class Refusal { unknown, revoked, expired, used_up, rate, address, operation };
+inline constexpr std::array kRefusals = {Refusal::unknown, Refusal::revoked, Refusal::expired, Refusal::used_up,
+                                         Refusal::rate,    Refusal::address, Refusal::operation};
 std::string_view to_string(Refusal reason);
 // The refusal a core::Error or api::Response reason names; none for an empty or unknown one.
 std::optional<Refusal> refusal_named(std::string_view reason);

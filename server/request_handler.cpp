@@ -6,8 +6,10 @@
 #include <boost/beast/core/string.hpp>
 
 #include <algorithm>
+#include <iterator>
 #include <type_traits>
 
+#include "core/http.hpp"
 #include "core/request_id.hpp"
 #include "core/requester_address.hpp"
 #include "core/time.hpp"
@@ -38,7 +40,8 @@ api::Response guarded(Call call) {
 // an exception (nlohmann's dump() throws on them), which would end the process.
 Answer json_answer(const api::Response& response) {
   return Answer{response.status, std::string(kJson),
-                response.body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), response.retry_after};
+                response.body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), response.retry_after,
+                response.performs};
 }
 
 namespace {
@@ -67,6 +70,7 @@ void RequestHandler::begin(Clock::time_point started) {
   route_ = Route::by_token;
   authorized_.reset();
   authorization_error_.reset();
+  stated_operation_refusal_.reset();
   export_request_.reset();
   use_admitted_ = false;
   request_id_ = core::RequestId::next();
@@ -138,8 +142,11 @@ void RequestHandler::after_header(const Request& request, std::optional<std::uin
     // after a revoke line up with the grant's earlier records.
     if (auto presented = core::parse_bearer(request[http::field::authorization])) token_log_id_ = presented->log_id();
   }
+  auto stated = stated_operation(request);
+  if (stated_operation_refusal_) return then(plan_body(announced));  // malformed: no store call
   off_io_thread([this, &request] { return context_.api.authorize(request[http::field::authorization]); },
-                std::move(executor), [this, announced, then = std::move(then)](core::Result<api::Authorized> acting) {
+                std::move(executor),
+                [this, announced, stated = std::move(stated), then = std::move(then)](core::Result<api::Authorized> acting) {
                   if (!acting) {
                     authorization_error_ = acting.error();
                     return then(plan_body(announced));
@@ -149,8 +156,27 @@ void RequestHandler::after_header(const Request& request, std::optional<std::uin
                   if (auto refused = context_.api.check_address(*authorized_, client_)) {
                     return then({std::move(*refused), 0});
                   }
+                  // contract §2: decided now, answered once the body is in (read, not acted on),
+                  // so that the connection stays usable.
+                  if (stated) stated_operation_refusal_ = api::Api::check_stated_operation(*authorized_, *stated);
                   then(plan_body(announced));
                 });
+}
+
+// X-Capability-Operation, when given once with an operation's name; a malformed one sets the 400
+// the request gets.
+std::optional<std::string> RequestHandler::stated_operation(const Request& request) {
+  const auto fields = request.equal_range(core::kCapabilityOperationHeader);
+  if (fields.first == fields.second) return std::nullopt;
+  if (std::next(fields.first) != fields.second) {
+    stated_operation_refusal_ =
+        api::Api::error_response(400, std::string(core::kCapabilityOperationHeader) + " is given more than once");
+    return std::nullopt;
+  }
+  const std::string_view value = fields.first->value();
+  stated_operation_refusal_ = api::Api::check_operation_name(value);
+  if (stated_operation_refusal_) return std::nullopt;
+  return std::string(value);
 }
 
 // The capability decides how large the body may be; the body budget, whether there is room for
@@ -169,6 +195,10 @@ void RequestHandler::after_body(const Request& request, net::any_io_executor exe
                                 std::function<void(Outcome)> then) {
   bytes_in_ = request.body().size();
   if (route_ != Route::by_token) return answer_without_capability(std::move(executor), then);
+  if (stated_operation_refusal_) {
+    refusal_ = refusal_named(stated_operation_refusal_->reason);
+    return then(json_answer(*stated_operation_refusal_));
+  }
   if (!authorized_) {
     return then(json_answer(api::Api::error_response(authorization_error_.value_or(core::Error::unauthorized("")))));
   }

@@ -52,6 +52,7 @@ struct Answer {
   std::string content_type;
   std::string body;
   std::optional<std::uint32_t> retry_after = std::nullopt;  // a 429's Retry-After, in seconds
+  std::string capability_operation = {};  // a refused stated operation: X-Capability-Operation
 };
 struct Relay {
   core::UpstreamRequest upstream;
@@ -105,6 +106,7 @@ class RequestHandler {
   template <class Work, class Then>
   void off_io_thread(Work work, boost::asio::any_io_executor executor, Then then);
   BodyPlan plan_body(std::optional<std::uint64_t> announced);
+  std::optional<std::string> stated_operation(const Request& request);
   void answer_without_capability(boost::asio::any_io_executor executor, const std::function<void(Outcome)>& then);
   void handle_management(const Request& request, boost::asio::any_io_executor executor,
                          std::function<void(Outcome)> then);
@@ -131,6 +133,10 @@ class RequestHandler {
   RouteRules rules_;
   Route route_ = Route::by_token;
   std::optional<api::Authorized> authorized_;
+  // The answer to a request whose X-Capability-Operation is malformed (400) or names another
+  // operation than its capability's (409): decided once the header is in, sent once the body is,
+  // before anything acts on it.
+  std::optional<api::Response> stated_operation_refusal_;
   std::optional<core::Error> authorization_error_;
   std::optional<core::ExportRequest> export_request_;
   core::IpAddress peer_;

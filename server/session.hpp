@@ -32,6 +32,7 @@
 #include <string>
 #include <variant>
 
+#include "core/http.hpp"
 #include "server/invocation.hpp"
 #include "server/net.hpp"
 #include "server/request_handler.hpp"
@@ -75,6 +76,9 @@ class HttpSession : public RequesterSide, public Stoppable {
   net::any_io_executor requester_executor() override { return derived().stream().get_executor(); }
   bool answer_begins(RelayedHeader& header) override {
     header.set(kRequestIdField, handler_.request_id());  // ours replaces any the upstream sent
+    // Only the service's own 409 names the operation a capability performs: a client must be
+    // able to take that header for the truth that nothing was done.
+    header.erase(core::kCapabilityOperationHeader);
     handler_.relay_begins(request().method_string(), static_cast<int>(header.result_int()));
     return keep_alive();
   }
@@ -200,6 +204,9 @@ class HttpSession : public RequesterSide, public Stoppable {
     response_->set(http::field::cache_control, "no-store");
     response_->set(kRequestIdField, handler_.request_id());
     if (answer.retry_after) response_->set(http::field::retry_after, std::to_string(*answer.retry_after));
+    if (!answer.capability_operation.empty()) {
+      response_->set(core::kCapabilityOperationHeader, answer.capability_operation);
+    }
     const std::uint64_t body_bytes = head ? 0 : answer.body.size();
     if (head) {
       response_->content_length(answer.body.size());

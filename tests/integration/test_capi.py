@@ -8,6 +8,7 @@ the membranes that exist afterwards.
 """
 import json
 import os
+import re
 import stat
 import subprocess
 import tempfile
@@ -364,8 +365,29 @@ class CapiTest(unittest.TestCase):
         self.assertEqual([m["id"] for m in qb["membranes"]], ["shared"])
         # No "default" profile was written.
         self.assertIn("default", self.failed(self.home.capi("membrane", "query", "--plain-http")))
-        # Re-importing beta with another tenant replaces beta, leaves alpha.
-        self.ok(self.home.capi("config", "import", "--profile", "beta", "--plain-http", a_path), expect_json=False)
+        # Re-importing beta with another tenant is refused: beta may hold b's only copy. Nothing
+        # is written, and beta still works.
+        with open(self.home.credentials, "rb") as f:
+            before = f.read()
+        err = self.failed(self.home.capi("config", "import", "--profile", "beta", "--plain-http", a_path))
+        self.assertEqual(err.split("\n")[0], "FAILED")
+        self.assertIn('profile "beta" in %s holds the capabilities of tenant %s; nothing was written'
+                      % (self.home.credentials, b["id"]), err)
+        self.assertIn("--force", err)
+        with open(self.home.credentials, "rb") as f:
+            self.assertEqual(f.read(), before)
+        qb = self.ok(self.home.capi("membrane", "query", "--profile", "beta", "--limit", "10"))
+        self.assertEqual([m["id"] for m in qb["membranes"]], ["shared"])
+        # The same tenant again is no replacement: written, said so.
+        again = self.home.capi("config", "import", "--profile", "beta", "--plain-http", b_path)
+        self.assertEqual(again.stdout.decode(), 'capi: profile "beta" written to %s (tenant %s), plain HTTP\n'
+                         % (self.home.credentials, b["id"]))
+        # --force replaces beta, says whose capabilities it replaced, and leaves alpha.
+        forced = self.home.capi("config", "import", "--profile", "beta", "--plain-http", "--force", a_path)
+        self.assertEqual(forced.returncode, 0, forced.stderr)
+        self.assertEqual(forced.stdout.decode(),
+                         'capi: profile "beta" written to %s (tenant %s), plain HTTP; it replaced the capabilities '
+                         'of tenant %s\n' % (self.home.credentials, a["id"], b["id"]))
         qb = self.ok(self.home.capi("membrane", "query", "--profile", "beta", "--limit", "10"))
         self.assertEqual([m["id"] for m in qb["membranes"]], ["only-alpha", "shared"])
         with open(self.home.credentials) as f:
@@ -467,6 +489,7 @@ class CapiTest(unittest.TestCase):
                 record = self.upstream.requests[-1]
                 self.assertEqual(record["body"], body)
                 self.assertNotIn("authorization", [k.lower() for k, _ in record["headers"]])
+                self.assertNotIn("x-capability-operation", [k.lower() for k, _ in record["headers"]])
 
         # The answer's body on stdout exactly, with a length or chunked.
         for p, expected in (("/sized/100000", b"y" * 100000), ("/big/300000", b"x" * 300000)):
@@ -485,6 +508,38 @@ class CapiTest(unittest.TestCase):
         self.assertEqual(result.returncode, 1)
         self.assertEqual(json.loads(result.stdout), {"status": 404})
         self.assertIn("404", result.stderr.decode())
+
+    def test_invoke_ends_its_line_on_a_terminal_only(self):
+        """N-26: an answer without a final newline gets one on a terminal, so that capi's stderr
+        line and the prompt start on lines of their own; a pipe still gets the bytes exactly."""
+        import pty
+        tenant, path = self.new_tenant(self.plain)
+        _, m = self.membrane(self.plain, path, "terminal")
+        cap = self.ok(self.home.capi("membrane", "export", "--plain-http", "--capability", m["capabilities"]["export"],
+                                     "--uri", self.upstream.url("/status/404")))["capability"]
+        piped = self.home.capi("invoke", "--plain-http", "--capability", cap)
+        self.assertEqual(piped.stdout, b'{"status": 404}')
+        master, slave = pty.openpty()
+        env = {k: v for k, v in os.environ.items() if k != "CAPI_PLAIN_HTTP"}
+        env["HOME"] = self.home.path
+        proc = subprocess.Popen([CAPI, "invoke", "--plain-http", "--capability", cap], stdout=slave,
+                                stderr=subprocess.PIPE, env=env)
+        os.close(slave)
+        out = b""
+        while True:
+            try:
+                piece = os.read(master, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not piece:
+                break
+            out += piece
+        os.close(master)
+        err = proc.stderr.read()
+        proc.stderr.close()
+        self.assertEqual(proc.wait(), 1)
+        self.assertEqual(out, b'{"status": 404}\r\n')  # the terminal writes LF as CR LF
+        self.assertEqual(err, b"capi: the service answered 404 Not Found\n")
 
     def test_revoke_then_invoke_fails(self):
         tenant, path = self.new_tenant(self.plain)
@@ -556,10 +611,91 @@ class CapiTest(unittest.TestCase):
         grant = self.sent_to_fake_service("grant", "revoke")
         membrane = self.sent_to_fake_service("membrane", "revoke")
         self.assertEqual((grant["method"], grant["path"], grant["body"]), ("GET", "/", b""))
-        self.assertEqual(grant["headers"], membrane["headers"])
+        # The same request, but for the operation each means (contract §2).
+        self.assertIn(("X-Capability-Operation", "revokeGrant"), grant["headers"])
+        self.assertIn(("X-Capability-Operation", "revoke"), membrane["headers"])
+        self.assertEqual([h for h in grant["headers"] if h[0] != "X-Capability-Operation"],
+                         [h for h in membrane["headers"] if h[0] != "X-Capability-Operation"])
         self.assertIn(("Authorization", "Bearer CPBLTY1-" + "A" * 85 + "Q"), grant["headers"])
         # The revoke capability is required: no profile stands in for it.
         self.assertIn("--capability", self.failed(self.home.capi("grant", "revoke", "--plain-http")))
+
+    def test_every_subcommand_states_its_operation(self):
+        """X-Capability-Operation on every request capi sends, naming what the subcommand means."""
+        cap = self.fake_service_capability()
+        for args, operation in ((["membrane", "create", "--id", "m"], "create"),
+                                (["membrane", "query"], "query"),
+                                (["membrane", "exports", "--id", "m"], "query"),
+                                (["membrane", "exports", "--id", "m", "--all"], "query"),
+                                (["grant", "show", "g_1"], "query"),
+                                (["membrane", "export", "--uri", "https://example.com/"], "export"),
+                                (["membrane", "revoke"], "revoke"),
+                                (["membrane", "delete-self"], "deleteSelf"),
+                                (["grant", "revoke"], "revokeGrant"),
+                                (["invoke", "--data", "x"], "invoke")):
+            with self.subTest(args=args):
+                before = len(self.upstream.requests)
+                self.home.capi(*args, "--plain-http", "--capability", cap)  # the fake's answers may not please it
+                self.assertEqual(len(self.upstream.requests), before + 1)
+                sent = self.upstream.requests[-1]["headers"]
+                self.assertEqual([v for k, v in sent if k.lower() == "x-capability-operation"], [operation])
+        # invoke's --header cannot state another one.
+        self.assertIn("capi sets this header itself", self.failed(self.home.capi(
+            "invoke", "--plain-http", "--capability", cap, "--header", "X-Capability-Operation: revoke")))
+
+    def test_a_capability_of_another_kind_changes_nothing(self):
+        """N-2: export given a revoke capability, create given deleteSelf, and the other mix-ups:
+        refused by the service before anything is done, and capi says so plainly (exit 1)."""
+        tenant, path = self.new_tenant(self.plain)
+        profile, m = self.membrane(self.plain, path, "precious")
+        export, revoke = m["capabilities"]["export"], m["capabilities"]["revoke"]
+        upstream_before = len(self.upstream.requests)
+
+        err = self.failed(self.home.capi("membrane", "export", "--plain-http", "--capability", revoke,
+                                         "--uri", self.upstream.url("/echo")))
+        lines = err.split("\n", 2)
+        self.assertEqual(lines[0], "FAILED")
+        self.assertEqual(lines[1], "The capability given is a membrane's revoke capability (it revokes the membrane), "
+                                   "not a membrane's export capability (it exports capabilities through the "
+                                   "membrane). Nothing was done. (Use it with: capi membrane revoke)")
+        self.assertEqual(json.loads(lines[2]), {"error": "Conflict", "statusCode": 409,
+                                                "message": "this capability performs revoke, not export; nothing was done"})
+
+        err = self.failed(self.home.capi("membrane", "create", "--plain-http", "--capability",
+                                         tenant["capabilities"]["deleteSelf"], "--id", "b2"))
+        self.assertIn("The capability given is a tenant's deleteSelf capability (it deletes the tenant and all its "
+                      "membranes), not a tenant's create capability", err)
+        self.assertIn("Nothing was done.", err)
+
+        for args, given in ((["invoke", "--capability", revoke, "--data", "{}"], "a membrane's revoke capability"),
+                            (["grant", "revoke", "--capability", revoke], "a membrane's revoke capability"),
+                            (["membrane", "revoke", "--capability", export], "a membrane's export capability"),
+                            (["membrane", "query", "--capability", tenant["capabilities"]["create"]],
+                             "a tenant's create capability"),
+                            (["membrane", "delete-self", "--capability", tenant["capabilities"]["query"]],
+                             "a tenant's query capability")):
+            with self.subTest(args=args[:2]):
+                err = self.failed(self.home.capi(*args, "--plain-http"))
+                self.assertTrue(err.startswith("FAILED\nThe capability given is " + given), err)
+                self.assertIn("Nothing was done.", err)
+
+        # Nothing changed: the membrane is listed and exports, what it exports invokes, the
+        # tenant creates; the only request upstream is that last invocation.
+        listed = self.ok(self.home.capi("membrane", "query", "--profile", profile, "--id", "precious"))
+        self.assertEqual(listed["membranes"], [m])
+        cap = self.ok(self.home.capi("membrane", "export", "--plain-http", "--capability", export,
+                                     "--uri", self.upstream.url("/echo")))["capability"]
+        self.ok(self.home.capi("invoke", "--plain-http", "--capability", cap), expect_json=False)
+        self.assertEqual(len(self.upstream.requests), upstream_before + 1)
+        self.ok(self.home.capi("membrane", "create", "--profile", profile, "--id", "b3"))
+        refused = [l for l in self.log_lines(self.plain) if " 409 " in l]
+        self.assertTrue(any("op=revoke" in l for l in refused), refused)
+        self.assertTrue(any("op=deleteSelf" in l for l in refused), refused)
+
+    def test_an_empty_capability_says_it_is_empty(self):
+        err = self.failed(self.home.capi("membrane", "export", "--plain-http", "--capability", "",
+                                         "--uri", self.upstream.url("/echo")))
+        self.assertTrue(err.startswith("capi: --capability is empty"), err)
 
     def test_bad_grant_flags_send_nothing(self):
         uri = self.upstream.url("/echo")
@@ -840,6 +976,116 @@ class CapiTest(unittest.TestCase):
         dead = "cpblty://127.0.0.1:1/#" + token_of(m["capabilities"]["export"])
         err = self.failed(self.home.capi("membrane", "revoke", "--plain-http", "--capability", dead))
         self.assertEqual(json.loads(err.split("\n", 2)[2])["error"], "Request failed")
+
+    def test_secrets_from_a_file_stdin_or_the_environment_never_reach_the_command_line(self):
+        """N-13: capi is made to wait on a listener that reads its request and never answers; while
+        it waits, its /proc/PID/cmdline (what ps shows) holds no secret, and the request it sent
+        holds them all, so they were read."""
+        import socket
+        import threading
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        received = []
+
+        def read_requests():
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    return
+                data = b""
+                conn.settimeout(20)
+                try:
+                    while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < int(
+                            re.search(rb"(?i)content-length: *([0-9]+)", data).group(1)):
+                        piece = conn.recv(65536)
+                        if not piece:
+                            break
+                        data += piece
+                except (OSError, AttributeError):
+                    pass
+                received.append((conn, data))  # kept open, never answered
+
+        threading.Thread(target=read_requests, daemon=True).start()
+        token = "CPBLTY1-" + "S" * 85 + "Q"
+        capability = "cpblty://127.0.0.1:%d/#%s" % (listener.getsockname()[1], token)
+        secret, session, cap1 = "wJalrXUtnFEMI-secret-" + uuid.uuid4().hex, "FwoGZXIv" + uuid.uuid4().hex, \
+            "c2VjcmV0" + uuid.uuid4().hex
+        with open(self.pki.server_key) as f:
+            key_pem = f.read()
+        key_body = key_pem.strip().splitlines()[1]
+        secret_file = self.home.file("aws-secret", secret + "\n")
+        capability_file = self.home.file("capability", capability + "\n")
+        cases = [
+            ("file", ["--capability", "@" + capability_file, "--uri", "https://127.0.0.1:9/x",
+                      "--aws4-hmac-sha256-aws-access-key-id", "ASIAEXAMPLE",
+                      "--aws4-hmac-sha256-secret-access-key", "@" + secret_file,
+                      "--aws4-hmac-sha256-session-token", "env:CAPI_TEST_SESSION",
+                      "--aws4-hmac-sha256-region", "us-east-1", "--aws4-hmac-sha256-service", "lambda"],
+             None, [secret, session, token]),
+            ("stdin", ["--capability", "env:CAPI_TEST_CAPABILITY", "--uri", "https://127.0.0.1:9/x",
+                       "--cap1-hmac-sha512-key", "-", "--cap1-hmac-sha512-key-id", "k1"],
+             cap1 + "\n", [cap1, token]),
+            ("tls key", ["--capability", "@" + capability_file, "--uri", "https://127.0.0.1:9/x",
+                         "--tls-cert", "@" + self.pki.server_cert, "--tls-key", "@" + self.pki.server_key],
+             None, [key_body, token]),
+        ]
+        try:
+            for name, args, stdin, secrets in cases:
+                with self.subTest(source=name):
+                    before = len(received)
+                    env = {k: v for k, v in os.environ.items() if k != "CAPI_PLAIN_HTTP"}
+                    env.update(HOME=self.home.path, CAPI_TEST_SESSION=session, CAPI_TEST_CAPABILITY=capability)
+                    proc = subprocess.Popen([CAPI, "membrane", "export", "--plain-http", "--timeout", "60", *args],
+                                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                            env=env)
+                    try:
+                        if stdin:
+                            proc.stdin.write(stdin.encode())
+                        proc.stdin.close()
+                        deadline = time.monotonic() + 30
+                        while len(received) == before and time.monotonic() < deadline and proc.poll() is None:
+                            time.sleep(0.05)
+                        self.assertIsNone(proc.poll(), proc.stderr.read() if proc.poll() is not None else "")
+                        self.assertEqual(len(received), before + 1)
+                        with open("/proc/%d/cmdline" % proc.pid, "rb") as f:
+                            cmdline = f.read().decode()
+                        sent = received[-1][1].decode()
+                        for value in secrets:
+                            self.assertNotIn(value, cmdline)
+                            self.assertIn(value.replace("\n", "\\n"), sent)  # read, and sent as given
+                        self.assertIn("Authorization: Bearer " + token, sent)
+                    finally:
+                        proc.kill()
+                        proc.wait()
+                        proc.stdout.close()
+                        proc.stderr.close()
+        finally:
+            listener.close()
+            for conn, _ in received:
+                conn.close()
+
+    def test_secret_sources_errors(self):
+        cap = self.fake_service_capability()
+        base = ["membrane", "export", "--plain-http", "--capability", cap, "--uri", "https://example.com/",
+                "--cap1-hmac-sha512-key-id", "k1"]
+        missing = os.path.join(self.home.path, "absent")
+        for args, expected in (
+                (["--cap1-hmac-sha512-key", "@" + missing], "capi: --cap1-hmac-sha512-key: cannot read " + missing),
+                (["--cap1-hmac-sha512-key", "env:CAPI_NOT_SET_ANYWHERE"],
+                 "capi: --cap1-hmac-sha512-key: the environment variable CAPI_NOT_SET_ANYWHERE is not set"),
+                (["--cap1-hmac-sha512-key", "@" + self.home.file("empty", "")],
+                 "capi: --cap1-hmac-sha512-key: @%s is empty" % os.path.join(self.home.path, "empty"))):
+            with self.subTest(args=args):
+                before = len(self.upstream.requests)
+                err = self.failed(self.home.capi(*base, *args))
+                self.assertTrue(err.startswith(expected), err)
+                self.assertEqual(len(self.upstream.requests), before)
+        # One flag at most reads standard input.
+        err = self.failed(self.home.capi("invoke", "--plain-http", "--capability", "-", "--data", "-",
+                                         stdin=cap.encode()))
+        self.assertTrue(err.startswith("capi: --capability: standard input is already read by --data"), err)
 
     def test_every_wait_has_a_timeout(self):
         import socket

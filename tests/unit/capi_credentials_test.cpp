@@ -25,6 +25,9 @@ constexpr const char* kQuery =
     "cpblty://127.0.0.1:8080/#CPBLTY1-AAf2Q5NBTFtn-57umfGU3anHy9JkLbpZQddRD13oMAE0M3nfabXD2wKg_C3WHgP56oThB7GlvZZ_IbX5avhiaQ";
 constexpr const char* kDeleteSelf =
     "cpblty://127.0.0.1:8080/#CPBLTY1-BBf2Q5NBTFtn-57umfGU3anHy9JkLbpZQddRD13oMAE0M3nfabXD2wKg_C3WHgP56oThB7GlvZZ_IbX5avhiaQ";
+// kCreate's token under another authority: the same capability.
+constexpr const char* kCreateElsewhere =
+    "cpblty://membrane.example.com/#CPBLTY1-Vf2Q5NBTFtn-57umfGU3anHy9JkLbpZQddRD13oMAE0M3nfabXD2wKg_C3WHgP56oThB7GlvZZ_IbX5avhia4Q";
 constexpr const char* kOtherCreate =
     "cpblty://membrane.example.com:8443/#CPBLTY1-CCf2Q5NBTFtn-57umfGU3anHy9JkLbpZQddRD13oMAE0M3nfabXD2wKg_C3WHgP56oThB7GlvZZ_IbX5avhiaQ";
 
@@ -135,8 +138,14 @@ TEST_F(CredentialsTest, ImportKeepsOtherProfilesAndReplacesItsOwn) {
   ASSERT_TRUE(d.ok() && w.ok());
   EXPECT_EQ(d->capability, kCreate);
   EXPECT_EQ(w->capability, kOtherCreate);
-  // Re-import of "default" with another tenant: replaced, "work" untouched, one document each.
-  ASSERT_TRUE(import_profile(credentials(), "default", tenant(kOtherCreate), false).ok());
+  // The same tenant again (its URIs written with another authority): replaced, no --force needed.
+  auto same = import_profile(credentials(), "default", tenant(kCreateElsewhere), false);
+  ASSERT_TRUE(same.ok()) << same.error().message;
+  EXPECT_FALSE(same->replaced_other_tenant);
+  // Re-import of "default" with another tenant, forced: replaced, "work" untouched, one document each.
+  auto forced = import_profile(credentials(), "default", tenant(kOtherCreate), false, /*force=*/true);
+  ASSERT_TRUE(forced.ok()) << forced.error().message;
+  EXPECT_TRUE(forced->replaced_other_tenant);
   d = read_profile(credentials(), "default", "create");
   w = read_profile(credentials(), "work", "create");
   ASSERT_TRUE(d.ok() && w.ok());
@@ -144,6 +153,41 @@ TEST_F(CredentialsTest, ImportKeepsOtherProfilesAndReplacesItsOwn) {
   EXPECT_EQ(w->capability, kOtherCreate);
   auto all = YAML::LoadAllFromFile(credentials().string());
   EXPECT_EQ(all.size(), 2u);
+}
+
+// A tenant's capabilities may exist nowhere else (operations.md: delete first-tenant.json): an
+// import over a profile that holds another tenant's refuses, names the profile, the file and the
+// tenant, and writes nothing.
+TEST_F(CredentialsTest, ImportRefusesToReplaceAnotherTenantsProfileUnlessForced) {
+  ASSERT_TRUE(import_profile(credentials(), "default", {"tenant-a", kCreate, kQuery, kDeleteSelf}, false).ok());
+  const std::string before = test::read_file(credentials());
+  auto refused = import_profile(credentials(), "default", {"tenant-b", kOtherCreate, kQuery, kDeleteSelf}, false);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.error().kind, core::ErrorKind::conflict);
+  const std::string& message = refused.error().message;
+  EXPECT_NE(message.find("profile \"default\""), std::string::npos) << message;
+  EXPECT_NE(message.find(credentials().string()), std::string::npos) << message;
+  EXPECT_NE(message.find("tenant tenant-a"), std::string::npos) << message;
+  EXPECT_NE(message.find("--force"), std::string::npos) << message;
+  EXPECT_EQ(message.find("CPBLTY1-"), std::string::npos) << message;
+  EXPECT_EQ(test::read_file(credentials()), before);
+
+  auto forced = import_profile(credentials(), "default", {"tenant-b", kOtherCreate, kQuery, kDeleteSelf}, false, true);
+  ASSERT_TRUE(forced.ok()) << forced.error().message;
+  EXPECT_TRUE(forced->replaced_other_tenant);
+  EXPECT_EQ(forced->previous_tenant, "tenant-a");
+  auto now = read_profile(credentials(), "default", "create");
+  ASSERT_TRUE(now.ok());
+  EXPECT_EQ(now->capability, kOtherCreate);
+  EXPECT_EQ(YAML::LoadFile(credentials().string())["membrane"]["tenant"].as<std::string>(), "tenant-b");
+}
+
+// A profile the original CLI wrote has no tenant id: its tokens still tell that it is another's.
+TEST_F(CredentialsTest, ImportRefusesOverAnOriginalProfileOfAnotherTenant) {
+  write(std::string("profile: default\nmembrane:\n  capabilities:\n    query: '") + kQuery + "'\n");
+  auto refused = import_profile(credentials(), "default", {"t", kCreate, kOtherCreate, kDeleteSelf}, false);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.error().message.find("another tenant"), std::string::npos) << refused.error().message;
 }
 
 TEST_F(CredentialsTest, ImportKeepsUnrelatedKeysAndDocuments) {

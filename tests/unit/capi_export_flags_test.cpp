@@ -94,6 +94,34 @@ TEST(ExportFlags, EveryUriOptionInTheOriginalsKeyOrder) {
                 R"("tls":{"rejectUnauthorized":false}})");
 }
 
+// The session token of temporary keys rides with the keys, never alone or with a profile.
+TEST(ExportFlags, SessionTokenGoesWithTheKeys) {
+  ExportFlags f = uri_only();
+  f.aws4_access_key_id = "ASIAIOSFODNN7EXAMPLE";
+  f.aws4_secret_access_key = kSecret;
+  f.aws4_session_token = "FwoGZXIvYXdzEXAMPLETOKEN";
+  f.aws4_region = "us-east-1";
+  f.aws4_service = "lambda";
+  auto r = build_export_body(f);
+  ASSERT_TRUE(r.ok()) << r.error().message;
+  EXPECT_EQ((*r)["hmac"]["aws4-hmac-sha256"]["sessionToken"], "FwoGZXIvYXdzEXAMPLETOKEN");
+  EXPECT_EQ((*r)["hmac"]["aws4-hmac-sha256"]["secretAccessKey"], kSecret);
+
+  ExportFlags alone = uri_only();
+  alone.aws4_session_token = "FwoGZXIvYXdzEXAMPLETOKEN";
+  auto refused = build_export_body(alone);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.error().message.find("--aws4-hmac-sha256-session-token goes with"), std::string::npos);
+  EXPECT_EQ(refused.error().message.find("FwoGZ"), std::string::npos) << refused.error().message;
+
+  ExportFlags profile = uri_only();
+  profile.aws4_credentials = "lambda-caller";
+  profile.aws4_region = "us-east-1";
+  profile.aws4_service = "lambda";
+  profile.aws4_session_token = "FwoGZXIvYXdzEXAMPLETOKEN";
+  EXPECT_FALSE(build_export_body(profile).ok());
+}
+
 TEST(ExportFlags, Cap1SigningAndTlsMaterial) {
   auto pem = test::make_self_signed_pem("upstream");
   ExportFlags f = uri_only();

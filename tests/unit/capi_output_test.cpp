@@ -27,6 +27,33 @@ TEST(CapiOutput, SuccessIsIndentedByTwoInTheServicesKeyOrder) {
   EXPECT_EQ(empty.stdout_text, "");
 }
 
+// The service's 409 for a stated operation the capability does not perform (contract §2) names
+// what it performs in X-Capability-Operation: capi says what was given, that nothing was done, and
+// which command takes it.
+TEST(CapiOutput, WrongCapabilityNamesWhatWasGivenAndThatNothingWasDone) {
+  const std::string body =
+      R"({"statusCode":409,"error":"Conflict","message":"this capability performs revoke, not export; nothing was done"})";
+  auto f = wrong_capability(409, {{"X-Capability-Operation", "revoke"}}, "export", body);
+  ASSERT_TRUE(f);
+  EXPECT_EQ(f->message,
+            "The capability given is a membrane's revoke capability (it revokes the membrane), not a membrane's "
+            "export capability (it exports capabilities through the membrane). Nothing was done. (Use it with: "
+            "capi membrane revoke)");
+  EXPECT_EQ(f->error["statusCode"], 409);
+  EXPECT_EQ(f->error["message"], "this capability performs revoke, not export; nothing was done");
+  auto tenant = wrong_capability(409, {{"x-capability-operation", "deleteSelf"}}, "create", body);
+  ASSERT_TRUE(tenant);
+  EXPECT_NE(tenant->message.find("deletes the tenant"), std::string::npos) << tenant->message;
+  EXPECT_NE(tenant->message.find("capi membrane delete-self"), std::string::npos) << tenant->message;
+}
+
+TEST(CapiOutput, OtherConflictsAreNotAWrongCapability) {
+  // create's 409 for a membrane id in use carries no such header; nor does any other status.
+  EXPECT_FALSE(wrong_capability(409, {}, "create", R"({"statusCode":409})"));
+  EXPECT_FALSE(wrong_capability(400, {{"X-Capability-Operation", "revoke"}}, "export", ""));
+  EXPECT_FALSE(wrong_capability(409, {{"X-Capability-Operation", "export"}}, "export", ""));
+}
+
 TEST(CapiOutput, ErrorStatusBecomesTheSdksErrorObject) {
   auto out = judge_management_answer(409, R"({"statusCode":409,"error":"Conflict","message":"membrane exists"})");
   ASSERT_FALSE(out.ok);
