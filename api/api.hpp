@@ -38,6 +38,7 @@ struct Response {
   std::optional<std::uint32_t> retry_after;  // a 429's Retry-After header, in seconds
   std::string reason;                        // a refusal's reason (core::Error::reason), never sent
   std::optional<std::int64_t> cut;           // a revoke's grants cut (Settings::count_cut), never sent
+  std::string detail;                        // a 5xx's cause, for the log only; never a secret
 };
 
 // Whether one use of a capability is admitted (contract §11: its grants' uses and rates).
