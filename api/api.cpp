@@ -100,10 +100,16 @@ Response Api::error_response(const Error& error) {
     case ErrorKind::not_found: return error_response(404, error.message);
     case ErrorKind::conflict: return error_response(409, error.message);
     case ErrorKind::quota: return error_response(507, error.message);
-    case ErrorKind::unavailable: return error_response(503, "Please try again soon");
+    case ErrorKind::unavailable: {
+      Response unavailable = error_response(503, "Please try again soon");
+      unavailable.detail = error.message;
+      return unavailable;
+    }
     case ErrorKind::internal: break;
   }
-  return error_response(500, "Internal Server Error");
+  Response failure = error_response(500, "Internal Server Error");
+  failure.detail = error.message;
+  return failure;
 }
 
 std::string Api::uri_of(const core::Token& token) const {

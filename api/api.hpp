@@ -40,6 +40,7 @@ struct Response {
   std::optional<std::int64_t> cut;           // a revoke's grants cut (Settings::count_cut), never sent
   std::string performs;  // a refused stated operation (409): what the capability performs, sent as
                          // the answer's X-Capability-Operation
+  std::string detail;    // a 5xx's cause, for the log only; never a secret
 };
 
 // Whether one use of a capability is admitted (contract §11: its grants' uses and rates).

@@ -246,7 +246,8 @@ int run_guarded(const std::function<int()>& command) {
 
 int main(int argc, char** argv) {
   CLI::App app{"capi: command-line client of the membrane service (membraned)", "capi"};
-  app.set_version_flag("--version", std::string("capi ") + core::kVersion);
+  app.set_version_flag("--version",
+                       std::string("capi ") + core::kVersion + " (commit " + core::kCommit + ")");
   app.require_subcommand(1);
 
   auto* membrane = app.add_subcommand("membrane", "Membrane Service operations");

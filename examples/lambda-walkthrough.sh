@@ -73,7 +73,7 @@ echo "fake Lambda listening on $LAMBDA_URL"
 
 # 2. membraned, with its data in a throwaway directory and an audit log beside it.
 # The fake Lambda is on loopback, which exports may not reach unless the operator opens it.
-"$MEMBRANED_BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/var" --allow-upstream 127.0.0.0/8 \
+"$MEMBRANED_BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/var" --init --allow-upstream 127.0.0.0/8 \
   --audit-log "$WORK/audit.log" >"$WORK/membraned.out" 2>"$WORK/membraned.log" &
 pids+=($!)
 for _ in $(seq 1 200); do grep -q 'listening on' "$WORK/membraned.out" 2>/dev/null && break; sleep 0.1; done

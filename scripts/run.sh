@@ -1,15 +1,31 @@
 #!/usr/bin/env bash
 # Quick start, command 1: install what is missing, build, start membraned (SQLite in ./var) and
-# print the first tenant's capabilities. Extra arguments go to `membraned serve`.
+# print the first tenant's capabilities. Extra arguments go to `membraned serve` (with --init: the
+# data directory is made on the first run).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
-membraned_install_packages
-membraned_build release
+if [ -n "${MEMBRANED_BIN:-}" ]; then
+  binary="$(realpath "$MEMBRANED_BIN")"  # a binary built already (the tests run this script with theirs)
+else
+  membraned_install_packages
+  membraned_build release
+  binary=./build/release/server/membraned
+fi
 cd "$MEMBRANED_ROOT"
+# The data directory membraned will use: the last --data-dir among the arguments (a flag wins over
+# the environment), else MEMBRANED_DATA_DIR, else ./var.
 data_dir="${MEMBRANED_DATA_DIR:-./var}"
-./build/release/server/membraned serve "$@" &
+args=("$@")
+for ((i = 0; i < ${#args[@]}; i++)); do
+  case "${args[i]}" in
+    --data-dir) data_dir="${args[i + 1]:-}" ;;
+    --data-dir=*) data_dir="${args[i]#--data-dir=}" ;;
+  esac
+done
+"$binary" serve --init "$@" &
 pid=$!
-trap 'kill -TERM "$pid" 2>/dev/null || true' INT TERM
+stopping=0
+trap 'stopping=1; kill -TERM "$pid" 2>/dev/null || true' INT TERM
 for _ in $(seq 1 100); do
   [ -f "$data_dir/first-tenant.json" ] && break
   kill -0 "$pid" 2>/dev/null || break
@@ -21,6 +37,9 @@ if [ -f "$data_dir/first-tenant.json" ]; then
 fi
 status=0
 wait "$pid" || status=$?
-# A signal interrupted the first wait: wait for membraned's own exit.
-if kill -0 "$pid" 2>/dev/null; then wait "$pid" || status=$?; fi
+# A signal interrupted the first wait: membraned's own exit status is the one to give.
+if [ "$stopping" = 1 ]; then
+  status=0
+  wait "$pid" || status=$?
+fi
 exit "$status"

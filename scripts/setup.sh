@@ -13,6 +13,7 @@ MEMBRANED_PACKAGES=(
   libboost1.81-dev libboost-url1.81-dev libssl-dev nlohmann-json3-dev libsqlite3-dev
   googletest libgtest-dev libgmock-dev libbenchmark-dev libcli11-dev libyaml-cpp-dev
   prometheus-cpp-dev libexpat1-dev
+  libtomlplusplus-dev  # the --config file (used header-only: nothing to install where membraned runs)
   postgresql libpq-dev  # the shared store (issue 9); the tests start a throwaway cluster with initdb + pg_ctl
   haproxy  # the balancer of deploy/compose-ha.yml, run in front of several instances by the tests
   python3-botocore  # the independent SigV4 judge of the end-to-end tests (runs on /usr/bin/python3)

@@ -7,7 +7,10 @@
 #include <ifaddrs.h>
 #include <netinet/in.h>
 
+#include <openssl/x509.h>
+
 #include <cstring>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -61,6 +64,71 @@ core::Status load_server_tls(ssl::context& tls, const std::string& cert_file, co
   return core::ok_status();
 }
 
+// A context with the pair loaded, or why it does not load.
+core::Result<std::shared_ptr<ssl::context>> server_tls(const ServerSettings& s) {
+  auto tls = std::make_shared<ssl::context>(ssl::context::tls_server);
+  if (auto loaded = load_server_tls(*tls, *s.tls_cert_file, *s.tls_key_file); !loaded) return loaded.error();
+  return tls;
+}
+
+// "valid until Mar  3 10:00:00 2027 GMT", for the line that says which certificate is served.
+std::string certificate_expiry(ssl::context& tls) {
+  const X509* certificate = SSL_CTX_get0_certificate(tls.native_handle());
+  if (certificate == nullptr) return "";
+  BIO* out = BIO_new(BIO_s_mem());
+  if (out == nullptr) return "";
+  std::string text;
+  if (ASN1_TIME_print(out, X509_get0_notAfter(certificate)) == 1) {
+    char* data = nullptr;
+    const long size = BIO_get_mem_data(out, &data);
+    if (size > 0) text = "valid until " + std::string(data, static_cast<std::size_t>(size));
+  }
+  BIO_free(out);
+  return text;
+}
+
+// What HttpServer::check and start refuse alike: the addresses, the plain-HTTP rule and the
+// TLS pair (loaded, then dropped).
+core::Status check_settings(const ServerSettings& s) {
+  beast::error_code ec;
+  auto address = net::ip::make_address(s.listen_host, ec);
+  if (ec) return core::Error::invalid("listen", "--listen must be an IP address and port");
+  const bool want_tls = s.tls_cert_file.has_value() || s.tls_key_file.has_value();
+  if (want_tls && !(s.tls_cert_file && s.tls_key_file)) {
+    return core::Error::invalid("tls", "--tls-cert and --tls-key must be given together");
+  }
+  if (!want_tls && !to_ip_address(address).is_loopback() && !s.allow_plain_http) {
+    return core::Error::invalid(
+        "listen",
+        "plain HTTP is only served on loopback addresses: give --tls-cert and --tls-key, "
+        "or --allow-plain-http");
+  }
+  if (s.metrics_listen_host) {
+    net::ip::make_address(*s.metrics_listen_host, ec);
+    if (ec) return core::Error::invalid("metrics-listen", "--metrics-listen must be an IP address and port");
+  }
+  if (want_tls) {
+    if (auto tls = server_tls(s); !tls) return tls.error();
+  }
+  return core::ok_status();
+}
+
+// Binds `host`:`port` as the listener would, and lets go at once: a port in use or one the user
+// may not bind is found before anything is created. Port 0 always binds.
+core::Status check_bindable(const std::string& host, std::uint16_t port, const std::string& description) {
+  if (port == 0) return core::ok_status();
+  beast::error_code ec;
+  const tcp::endpoint endpoint(net::ip::make_address(host, ec), port);
+  if (ec) return core::ok_status();  // check_settings says why
+  net::io_context ioc;
+  tcp::acceptor probe(ioc);
+  probe.open(endpoint.protocol(), ec);
+  if (!ec) probe.set_option(net::socket_base::reuse_address(true), ec);
+  if (!ec) probe.bind(endpoint, ec);
+  if (ec) return core::Error::unavailable("cannot listen on " + description + ": " + ec.message());
+  return core::ok_status();
+}
+
 }  // namespace
 
 struct HttpServer::Impl {
@@ -70,9 +138,11 @@ struct HttpServer::Impl {
   Impl(ServerSettings settings, api::Api& api, RequestLogger log)
       : context(std::move(settings), api, std::move(log), ioc),
         ioc(static_cast<int>(std::max<std::size_t>(1, context.settings.threads))),
-        service(ioc, [this](tcp::socket socket) { start_session(std::move(socket)); }, listener_log()),
-        signals(ioc, SIGTERM, SIGINT, SIGHUP),  // a hang-up drains too, rather than killing
-        reopen_signal(ioc, SIGUSR1),            // caught even without an audit log: it never kills
+        service(
+            ioc, [this](tcp::socket socket) { start_session(std::move(socket)); }, listener_log()),
+        signals(ioc, SIGTERM, SIGINT),
+        reload_signal(ioc, SIGHUP),   // reloads the TLS pair; never stops the service
+        reopen_signal(ioc, SIGUSR1),  // caught even without an audit log: it never kills
         stop_check(ioc) {}
 
   // What still holds sessions or sockets goes while the io_context is there: pooled upstream
@@ -84,20 +154,32 @@ struct HttpServer::Impl {
 
   ServerContext context;
   net::io_context ioc;
-  std::optional<ssl::context> tls;
+  // The TLS pair new connections get; SIGHUP replaces it. A session holds the one it began with,
+  // so a reload never touches a connection already open.
+  std::mutex tls_mutex;
+  std::shared_ptr<ssl::context> tls;
   Listener service;
   std::optional<Listener> metrics;  // --metrics-listen
   net::signal_set signals;
+  net::signal_set reload_signal;  // a renewed certificate
   net::signal_set reopen_signal;  // logrotate moved the audit log away
   net::steady_timer stop_check;
   Clock::time_point stop_deadline;
+
+  bool serves_tls() const { return context.settings.tls_cert_file.has_value(); }
+
+  std::shared_ptr<ssl::context> current_tls() {
+    std::lock_guard lock(tls_mutex);
+    return tls;
+  }
 
   void start_session(tcp::socket socket) {
     if (context.stopping) return;
     auto slot = admit(socket);
     if (!slot) return;
-    if (tls) {
-      auto session = std::make_shared<TlsSession>(context, std::move(socket), *tls, std::move(*slot));
+    if (serves_tls()) {
+      auto session =
+          std::make_shared<TlsSession>(context, std::move(socket), current_tls(), std::move(*slot));
       context.track(session);
       return session->run();
     }
@@ -126,7 +208,7 @@ struct HttpServer::Impl {
     if (auto* slot = std::get_if<ConnectionGate::Slot>(&admitted)) return std::move(*slot);
     const bool total = std::get<ConnectionGate::Refusal>(admitted) == ConnectionGate::Refusal::total;
     context.metrics.connection_refused(total ? "total" : "address");
-    if (!tls) {
+    if (!serves_tls()) {
       static const std::string kBody = api::Api::error_response(503, "Please try again soon").body.dump();
       static const std::string kAnswer = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
                                          "Cache-Control: no-store\r\nConnection: close\r\nContent-Length: " +
@@ -137,6 +219,37 @@ struct HttpServer::Impl {
     socket.shutdown(tcp::socket::shutdown_both, ec);
     socket.close(ec);
     return std::nullopt;
+  }
+
+  // SIGHUP: the certificate and key are read again from their files. A pair that does not load
+  // is reported and the one in use stays; without TLS there is nothing to reload.
+  void reload_tls_on_signal() {
+    reload_signal.async_wait([this](beast::error_code ec, int) {
+      if (ec) return;
+      reload_tls();
+      reload_tls_on_signal();
+    });
+  }
+
+  void reload_tls() {
+    if (!serves_tls()) {
+      context.log_event("info", "SIGHUP: nothing to reload (no --tls-cert); the service goes on");
+      return;
+    }
+    auto loaded = server_tls(context.settings);
+    if (!loaded) {
+      context.log_event("error", "SIGHUP: TLS reload failed, still serving the previous certificate: " +
+                                     loaded.error().message);
+      return;
+    }
+    const std::string expiry = certificate_expiry(**loaded);
+    {
+      std::lock_guard lock(tls_mutex);
+      tls = std::move(*loaded);
+    }
+    context.log_event("info", "SIGHUP: TLS certificate reloaded from " + *context.settings.tls_cert_file +
+                                  (expiry.empty() ? "" : " (" + expiry + ")") +
+                                  "; new connections use it, open ones keep theirs");
   }
 
   void reopen_audit_log_on_signal() {
@@ -161,9 +274,7 @@ struct HttpServer::Impl {
   }
 
   Listener::Log listener_log() {
-    return [this](const std::string& line) {
-      if (context.log) context.log(core::format_log_timestamp(std::chrono::system_clock::now()) + " " + line);
-    };
+    return [this](const std::string& line) { context.log_event("error", line); };
   }
 
   void begin_stop() {
@@ -190,25 +301,29 @@ HttpServer::HttpServer(ServerSettings settings, api::Api& api, RequestLogger log
 
 HttpServer::~HttpServer() = default;
 
+core::Status HttpServer::check(const ServerSettings& settings) { return check_settings(settings); }
+
+core::Status HttpServer::check_can_listen(const ServerSettings& s) {
+  if (auto bindable =
+          check_bindable(s.listen_host, s.listen_port, s.listen_host + ":" + std::to_string(s.listen_port));
+      !bindable) {
+    return bindable;
+  }
+  if (!s.metrics_listen_host) return core::ok_status();
+  return check_bindable(
+      *s.metrics_listen_host, s.metrics_listen_port,
+      *s.metrics_listen_host + ":" + std::to_string(s.metrics_listen_port) + " for metrics");
+}
+
 core::Status HttpServer::start() {
   auto& s = impl_->context.settings;
+  if (auto checked = check_settings(s); !checked) return checked;
   beast::error_code ec;
-  auto address = net::ip::make_address(s.listen_host, ec);
-  if (ec) return core::Error::invalid("listen", "--listen must be an IP address and port");
-  const bool want_tls = s.tls_cert_file.has_value() || s.tls_key_file.has_value();
-  if (want_tls && !(s.tls_cert_file && s.tls_key_file)) {
-    return core::Error::invalid("tls", "--tls-cert and --tls-key must be given together");
-  }
-  if (!want_tls && !to_ip_address(address).is_loopback() && !s.allow_plain_http) {
-    return core::Error::invalid(
-        "listen", "plain HTTP is only served on loopback addresses: give --tls-cert and --tls-key, "
-                  "or --allow-plain-http");
-  }
-  if (want_tls) {
-    if (auto loaded = load_server_tls(impl_->tls.emplace(ssl::context::tls_server), *s.tls_cert_file, *s.tls_key_file);
-        !loaded) {
-      return loaded;
-    }
+  const auto address = net::ip::make_address(s.listen_host, ec);
+  if (s.tls_cert_file) {
+    auto loaded = server_tls(s);
+    if (!loaded) return loaded.error();
+    impl_->tls = std::move(*loaded);
   }
   if (auto loaded = impl_->context.upstream.load_default_tls(); !loaded) return loaded;
   if (auto opened = impl_->open_audit_log(); !opened) return opened;
@@ -244,6 +359,7 @@ void HttpServer::run() {
   impl_->signals.async_wait([this](beast::error_code ec, int) {
     if (!ec) impl_->begin_stop();
   });
+  impl_->reload_tls_on_signal();
   impl_->reopen_audit_log_on_signal();
   impl_->service.accept();
   if (impl_->metrics) impl_->metrics->accept();

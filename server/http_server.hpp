@@ -16,6 +16,7 @@
 #include "core/address_policy.hpp"
 #include "core/aws_config.hpp"
 #include "core/result.hpp"
+#include "server/request_dispatch.hpp"
 
 namespace membraned::server {
 
@@ -46,6 +47,8 @@ struct ServerSettings {
   std::vector<core::Cidr> trusted_proxies;
   // contract §12: the audit log's file ("-": standard output); none: no audit log.
   std::optional<std::string> audit_log;
+  LogFormat log_format = LogFormat::text;       // of the access log and the service's own lines
+  bool log_health_checks = false;               // GET /healthz has an access-log line too
   const core::AwsConfig* aws_config = nullptr;  // contract §9 profiles; not owned
   // Threads that run the API's store calls when the store waits on the network (PostgreSQL),
   // so that no I/O thread ever does; 0: as many as --threads. Unused for a local store.
@@ -65,13 +68,22 @@ class HttpServer {
   HttpServer(const HttpServer&) = delete;
   HttpServer& operator=(const HttpServer&) = delete;
 
+  // What start() would refuse about `settings` without binding or creating anything: the
+  // addresses, the plain-HTTP rule, the TLS pair (it must load and match).
+  static core::Status check(const ServerSettings& settings);
+  // Whether the listening addresses can be bound now (a port in use, a port below 1024 for a
+  // user without the right): each is bound and let go at once. Port 0 always can.
+  static core::Status check_can_listen(const ServerSettings& settings);
+
   // Loads TLS material, checks the plain-HTTP rule, opens the audit log, binds and listens.
   core::Status start();
   std::uint16_t port() const;  // the bound port
   std::optional<std::uint16_t> metrics_port() const;  // the metrics listener's, if any
-  // Serves on `threads` threads until SIGTERM, SIGINT or SIGHUP, then stops accepting, lets in-flight
+  // Serves on `threads` threads until SIGTERM or SIGINT, then stops accepting, lets in-flight
   // requests finish (up to shutdown_grace), writes the audit log's last records and returns.
-  // SIGUSR1 reopens the audit log's file.
+  // SIGHUP reads the TLS certificate and key again (new connections get the new pair; a pair
+  // that does not load is logged and the old one kept); SIGUSR1 reopens the audit log's file.
+  // Neither ever stops the service.
   void run();
 
  private:

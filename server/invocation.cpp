@@ -309,21 +309,34 @@ class Invocation : public std::enable_shared_from_this<Invocation> {
   }
 
   void fail_from(beast::error_code ec, const std::string& what, UpstreamError kind) {
-    if (ec == beast::error::timeout) return fail(504, "the upstream did not answer in time", UpstreamError::timeout);
-    fail(502, what, kind);
+    if (ec == beast::error::timeout) {
+      // The step, for the operator: a read that timed out is counted as a reset.
+      const bool reading = kind == UpstreamError::reset || kind == UpstreamError::malformed;
+      return fail(504, "the upstream did not answer in time", UpstreamError::timeout,
+                  (reading ? std::string("answer") : std::string(to_string(kind))) + " timed out after " +
+                      std::to_string(timeout_.count()) + " ms");
+    }
+    fail(502, what, kind, std::string(to_string(kind)) + ": " + ec.message());
   }
 
-  // On the upstream's strand (or the requester's, before any upstream step).
-  void fail(int status, std::string message, UpstreamError kind) {
+  // On the upstream's strand (or the requester's, before any upstream step). `cause`: what went
+  // wrong, for the operator's log line after the upstream's host (never its path or query).
+  void fail(int status, std::string message, UpstreamError kind, const std::string& cause = {}) {
     close_upstream();
-    net::dispatch(requester_executor_, [self = shared_from_this(), status, message = std::move(message), kind]() mutable {
-      if (self->header_sent_) {
-        self->context_.metrics.upstream_error(UpstreamError::truncated);
-        return self->requester_->answer_broken(self->relayed_bytes_);
-      }
-      self->context_.metrics.upstream_error(kind);
-      self->requester_->answer_failed(api::Api::error_response(status, std::move(message)));
-    });
+    auto failure = api::Api::error_response(status, std::move(message));
+    failure.detail =
+        "upstream " + upstream_.connect_host + ":" + std::to_string(upstream_.port) + " " +
+        (cause.empty() ? std::string(to_string(kind)) + ": " + failure.body["message"].get<std::string>()
+                       : cause);
+    net::dispatch(requester_executor_,
+                  [self = shared_from_this(), failure = std::move(failure), kind]() mutable {
+                    if (self->header_sent_) {
+                      self->context_.metrics.upstream_error(UpstreamError::truncated);
+                      return self->requester_->answer_broken(self->relayed_bytes_);
+                    }
+                    self->context_.metrics.upstream_error(kind);
+                    self->requester_->answer_failed(std::move(failure));
+                  });
   }
 
   ServerContext& context_;

@@ -14,13 +14,17 @@
 #include <sstream>
 #include <iostream>
 #include <mutex>
+#include <set>
 #include <thread>
 #include <tuple>
 
 #include "api/api.hpp"
+#include "core/time.hpp"
 #include "core/token.hpp"
 #include "core/version.hpp"
+#include "server/config_file.hpp"
 #include "server/http_server.hpp"
+#include "storage/master_key.hpp"
 #include "storage/open_store.hpp"
 
 namespace {
@@ -59,6 +63,11 @@ struct Options {
   std::vector<std::string> deny_upstream;
   std::string aws_config;
   std::string audit_log;
+  std::string config;
+  std::string log_format = "text";
+  bool log_health_checks = false;
+  bool init = false;                       // a data directory that does not exist yet is made
+  std::set<std::string> from_config_file;  // the settings the --config file gave
 };
 
 // Adds an option readable from the command line, MEMBRANED_<NAME> and the config file.
@@ -70,7 +79,10 @@ CLI::Option* flag(CLI::App& app, const std::string& name, T& value, const std::s
 }
 
 void add_common(CLI::App& app, Options& o) {
-  flag(app, "data-dir", o.data_dir, "Folder of the SQLite database, master.key and first-tenant.json");
+  flag(app, "data-dir", o.data_dir,
+       "Folder of the SQLite database, master.key and first-tenant.json (must exist unless --init is given)");
+  app.add_flag("--init", o.init, "Create the data directory when it does not exist (a new service)")
+      ->envname("MEMBRANED_INIT");
   flag(app, "store", o.store,
        "Store URL; default: SQLite in the data directory (sqlite:PATH for another file); "
        "postgresql://USER@HOST:PORT/DB for one PostgreSQL shared by several instances");
@@ -130,6 +142,12 @@ void add_serve(CLI::App& app, Options& o) {
   flag(app, "audit-log", o.audit_log,
        "File the audit log is appended to: one JSON object per management operation and invocation, "
        "refused ones included (contract §12); - for standard output. SIGUSR1 reopens the file (logrotate)");
+  flag(app, "log-format", o.log_format,
+       "Format of the log on stderr: text (one line per request) or json (one object per line)")
+      ->check(CLI::IsMember({"text", "json"}));
+  app.add_flag("--log-health-checks", o.log_health_checks,
+               "Log GET /healthz requests too (not logged by default)")
+      ->envname("MEMBRANED_LOG_HEALTH_CHECKS");
   flag(app, "trusted-proxies", o.trusted_proxies,
        "CIDR of a load balancer or proxy whose X-Forwarded-For names the requester (grants' allowFrom, "
        "contract §11); from other peers the header is ignored. Repeatable, comma-separated in the environment")
@@ -160,6 +178,22 @@ core::Result<std::pair<std::string, std::uint16_t>> split_host_port(const std::s
   return std::pair{host, static_cast<std::uint16_t>(std::stoul(port))};
 }
 
+// --log-format, once the settings are read: the lines of the start are in it too, so that a
+// collector reading JSON gets nothing else.
+server::LogFormat stderr_format = server::LogFormat::text;
+
+// A line on stderr: `membraned: MESSAGE`, or the JSON of the log's own lines.
+void say(std::string_view level, const std::string& message) {
+  if (stderr_format == server::LogFormat::text) {
+    std::cerr << "membraned: " << message << "\n";
+    return;
+  }
+  std::cerr << server::event_log_line(
+                   {core::format_log_timestamp(std::chrono::system_clock::now()), level, message},
+                   stderr_format)
+            << "\n";
+}
+
 // Client connections are kept below the process's descriptor limit, with room for everything else
 // (upstream connections, the store, the log): a connection refused with a 503 costs nothing,
 // while accepting at the limit fails for everyone. Says so when it lowers --max-connections.
@@ -170,13 +204,14 @@ std::size_t connections_that_fit(std::size_t wanted) {
   const std::size_t reserve = std::max<std::size_t>(32, limit / 8);
   const std::size_t fit = limit > 2 * reserve ? limit - reserve : limit / 2;
   if (wanted != 0 && wanted <= fit) return wanted;
-  std::cerr << "membraned: --max-connections lowered to " << fit << ": this process may open " << limit
-            << " files (ulimit -n), and keeps " << (limit - fit) << " of them for upstreams and the store\n";
+  say("warning", "--max-connections lowered to " + std::to_string(fit) + ": this process may open " +
+                     std::to_string(limit) + " files (ulimit -n), and keeps " + std::to_string(limit - fit) +
+                     " of them for upstreams and the store");
   return fit;
 }
 
 int fail(const std::string& message) {
-  std::cerr << "membraned: " << message << "\n";
+  say("error", message);
   return 1;
 }
 
@@ -219,32 +254,89 @@ std::string host_for_url(const std::string& host) {
   return host.find(':') != std::string::npos ? "[" + host + "]" : host;
 }
 
-int serve(const Options& o) {
-  ::umask(077);  // the database, its WAL and every file written here are the service's alone
-  auto listen = split_host_port(o.listen);
-  if (!listen) return fail(listen.error().message);
-  if (!o.authority.empty()) {
-    if (auto s = check_authority(o.authority); !s) return fail(s.error().message);
+// The data directory must exist unless --init is given: a mistyped --data-dir, or a command run
+// from another folder, would otherwise quietly start an empty service beside the real one.
+core::Status check_data_dir(const Options& o) {
+  std::error_code ec;
+  const fs::path where = fs::absolute(o.data_dir, ec).lexically_normal();
+  if (fs::is_directory(o.data_dir, ec)) return core::ok_status();
+  if (fs::exists(o.data_dir, ec)) {
+    return core::Error::invalid("data-dir", "the data directory " + where.string() + " is not a directory");
   }
-  std::string authority = o.authority.empty() ? o.listen : o.authority;
-  std::optional<core::AwsConfig> aws_config;
+  if (o.init) return core::ok_status();
+  return core::Error::invalid("data-dir", "the data directory " + where.string() +
+                                              " does not exist: give --init to create it for a new service, "
+                                              "or the --data-dir of the existing one");
+}
+
+// The master key that would be used must be one, without creating master.key: a new store
+// gets its key when it is opened.
+core::Status check_master_key(const Options& o) {
+  std::optional<std::string> given;
+  if (const char* key = std::getenv("MEMBRANED_MASTER_KEY"); key != nullptr && *key != '\0') given = key;
+  std::error_code ec;
+  if (!given && !fs::exists(fs::path(o.data_dir) / "master.key", ec)) return core::ok_status();
+  auto key = storage::MasterKey::load(given, o.data_dir);
+  if (!key && given)
+    return core::Error::invalid("master-key", "MEMBRANED_MASTER_KEY: " + key.error().message);
+  if (!key) return key.error();  // it names the file
+  return core::ok_status();
+}
+
+// The audit log's file is created at start: its folder must be there.
+core::Status check_audit_log(const std::string& file) {
+  if (file.empty() || file == "-") return core::ok_status();
+  const fs::path folder = fs::path(file).parent_path();
+  std::error_code ec;
+  if (folder.empty() || fs::is_directory(folder, ec)) return core::ok_status();
+  return core::Error::invalid(
+      "audit-log", "cannot open --audit-log " + file + ": " + folder.string() + " is not a directory");
+}
+
+// A setting the --config file gave is named there: the operator edits the file, not a flag.
+std::string explained(const core::Error& error, const Options& o) {
+  if (!o.from_config_file.contains(error.field)) return error.message;
+  return error.message + " (" + error.field + " in " + o.config + ")";
+}
+
+// Which data directory and database a command opened, for the line that says so (never the
+// --store URL: it may hold a password).
+std::string opened_store(const Options& o, bool created) {
+  std::error_code ec;
+  const std::string folder = fs::canonical(o.data_dir, ec).string();
+  std::string store = "SQLite " + (fs::path(folder) / "membraned.db").string();
+  if (o.store.rfind("sqlite:", 0) == 0) store = "SQLite " + o.store.substr(7);
+  if (o.store.rfind("postgres", 0) == 0) store = "PostgreSQL (--store)";
+  return "data directory " + folder + (created ? " (created)" : "") + ", store " + store;
+}
+
+// What `serve` runs with, worked out and checked without binding or creating anything.
+struct ServePlan {
+  server::ServerSettings settings;
+  std::optional<core::AwsConfig> aws_config;  // settings.aws_config points here once the plan is in place
+  std::string authority;                      // empty: the listen address once bound
+};
+
+core::Result<ServePlan> plan_serve(const Options& o) {
+  ServePlan plan;
+  auto listen = split_host_port(o.listen);
+  if (!listen) return listen.error();
+  if (!o.authority.empty()) {
+    if (auto s = check_authority(o.authority); !s) return s.error();
+  }
+  plan.authority = o.authority;
   if (!o.aws_config.empty()) {
     std::ifstream in(o.aws_config, std::ios::binary);
     std::stringstream contents;
     contents << in.rdbuf();
-    if (!in) return fail("--aws-config: cannot read " + o.aws_config);
+    if (!in) return core::Error::invalid("aws-config", "--aws-config: cannot read " + o.aws_config);
     auto loaded = core::AwsConfig::load(contents.str());
-    if (!loaded) return fail("--aws-config " + o.aws_config + ": " + loaded.error().message);
-    aws_config = std::move(*loaded);
+    if (!loaded)
+      return core::Error::invalid("aws-config",
+                                  "--aws-config " + o.aws_config + ": " + loaded.error().message);
+    plan.aws_config = std::move(*loaded);
   }
-  auto store = open_store(o, o.db_connections == 0 ? o.threads + 1 : o.db_connections);
-  if (!store) return fail(store.error().message);
-  api::Api api(**store, {.authority = authority,
-                         .max_timeout_ms = o.upstream_timeout_ms,
-                         .aws_config = aws_config ? &*aws_config : nullptr,
-                         .count_cut = !o.audit_log.empty()});
-
-  server::ServerSettings settings;
+  server::ServerSettings& settings = plan.settings;
   settings.listen_host = listen->first;
   settings.listen_port = listen->second;
   if (!o.tls_cert.empty()) settings.tls_cert_file = o.tls_cert;
@@ -261,26 +353,67 @@ int serve(const Options& o) {
   settings.max_buffered_bodies = o.max_buffered_bodies;
   settings.upstream_timeout_ms = o.upstream_timeout_ms;
   settings.metrics = o.metrics;
-  settings.aws_config = aws_config ? &*aws_config : nullptr;
   settings.store_threads = o.db_connections == 0 ? o.threads + 1 : o.db_connections;
   settings.store_queue_timeout = std::chrono::milliseconds(o.db_connect_timeout_ms + o.db_statement_timeout_ms);
   if (!o.audit_log.empty()) settings.audit_log = o.audit_log;
+  settings.log_format = server::log_format_named(o.log_format).value_or(server::LogFormat::text);
+  settings.log_health_checks = o.log_health_checks;
   for (const auto& [name, texts, into] :
-       {std::tuple{"--allow-upstream: ", &o.allow_upstream, &settings.allow_upstream},
-        std::tuple{"--deny-upstream: ", &o.deny_upstream, &settings.deny_upstream},
-        std::tuple{"--trusted-proxies: ", &o.trusted_proxies, &settings.trusted_proxies}}) {
+       {std::tuple{"allow-upstream", &o.allow_upstream, &settings.allow_upstream},
+        std::tuple{"deny-upstream", &o.deny_upstream, &settings.deny_upstream},
+        std::tuple{"trusted-proxies", &o.trusted_proxies, &settings.trusted_proxies}}) {
     for (const std::string& text : *texts) {
       auto range = core::Cidr::parse(text);
-      if (!range) return fail(name + range.error().message);
+      if (!range) return core::Error::invalid(name, "--" + std::string(name) + ": " + range.error().message);
       into->push_back(*range);
     }
   }
   if (!o.metrics_listen.empty()) {
     auto metrics_listen = split_host_port(o.metrics_listen, "metrics-listen");
-    if (!metrics_listen) return fail(metrics_listen.error().message);
+    if (!metrics_listen) return metrics_listen.error();
     settings.metrics_listen_host = metrics_listen->first;
     settings.metrics_listen_port = metrics_listen->second;
   }
+  for (const core::Status& checked : {server::HttpServer::check(settings), check_audit_log(o.audit_log),
+                                      check_data_dir(o), check_master_key(o)}) {
+    if (!checked) return checked.error();
+  }
+  return plan;
+}
+
+// `membraned check-config`: what `serve` would refuse, found without starting or creating anything.
+int check_config(const Options& o) {
+  auto plan = plan_serve(o);
+  if (!plan) return fail(explained(plan.error(), o));
+  std::error_code ec;
+  std::cout << "membraned: the configuration is valid" << (o.config.empty() ? "" : " (" + o.config + ")")
+            << ": listen " << o.listen << (o.tls_cert.empty() ? " (plain HTTP)" : " (HTTPS)")
+            << ", authority " << (o.authority.empty() ? "the listen address" : o.authority)
+            << ", data directory " << fs::absolute(o.data_dir, ec).lexically_normal().string()
+            << (fs::exists(o.data_dir, ec) ? "" : " (to be created: --init)") << std::endl;
+  return 0;
+}
+
+int serve(const Options& o) {
+  ::umask(077);  // the database, its WAL and every file written here are the service's alone
+  auto plan = plan_serve(o);
+  if (!plan) return fail(explained(plan.error(), o));
+  server::ServerSettings& settings = plan->settings;
+  settings.aws_config = plan->aws_config ? &*plan->aws_config : nullptr;
+  // A port in use or not allowed is found before the data directory and the store are made.
+  if (auto bindable = server::HttpServer::check_can_listen(settings); !bindable)
+    return fail(bindable.error().message);
+  std::error_code ec;
+  const bool new_data_dir = !fs::exists(o.data_dir, ec);
+  auto store = open_store(o, settings.store_threads);
+  if (!store) return fail(store.error().message);
+  std::cout << "membraned: " << opened_store(o, new_data_dir) << std::endl;
+  std::string authority = o.authority.empty() ? o.listen : o.authority;
+  api::Api api(**store, {.authority = authority,
+                         .max_timeout_ms = o.upstream_timeout_ms,
+                         .aws_config = settings.aws_config,
+                         .count_cut = !o.audit_log.empty()});
+  const auto listen_host = settings.listen_host;
 
   std::mutex log_mutex;
   server::HttpServer server(settings, api, [&log_mutex](const std::string& line) {
@@ -293,7 +426,7 @@ int serve(const Options& o) {
   });
   if (auto s = server.start(); !s) return fail(s.error().message);
   if (o.authority.empty()) {
-    authority = host_for_url(listen->first) + ":" + std::to_string(server.port());
+    authority = host_for_url(listen_host) + ":" + std::to_string(server.port());
     api.set_authority(authority);
   }
   // Only on a store where no tenant was ever made; of several instances starting at once on an
@@ -307,8 +440,8 @@ int serve(const Options& o) {
   }
 
   std::cout << "membraned " << core::kVersion << " listening on "
-            << (settings.tls_cert_file ? "https://" : "http://") << host_for_url(listen->first) << ":" << server.port()
-            << " (authority " << authority << ")" << std::endl;
+            << (settings.tls_cert_file ? "https://" : "http://") << host_for_url(listen_host) << ":"
+            << server.port() << " (authority " << authority << ")" << std::endl;
   if (auto port = server.metrics_port()) {
     std::cout << "membraned: metrics on http://" << host_for_url(*settings.metrics_listen_host) << ":" << *port
               << "/metrics" << std::endl;
@@ -321,12 +454,18 @@ int serve(const Options& o) {
 int tenant_create(const Options& o) {
   ::umask(077);
   std::string authority = o.authority.empty() ? o.listen : o.authority;
-  if (auto s = check_authority(authority); !s) return fail(s.error().message);
+  if (auto s = check_authority(authority); !s) return fail(explained(s.error(), o));
+  if (auto s = check_data_dir(o); !s) return fail(explained(s.error(), o));
+  std::error_code ec;
+  const bool new_data_dir = !fs::exists(o.data_dir, ec);
   auto store = open_store(o, 1);
   if (!store) return fail(store.error().message);
   api::Api api(**store, {authority, o.upstream_timeout_ms});
   auto tenant = api.create_tenant();
   if (!tenant) return fail(tenant.error().message);
+  // On stderr: stdout is the tenant's JSON alone.
+  std::cerr << "membraned: tenant " << tenant->value("id", "") << " created in "
+            << opened_store(o, new_data_dir) << "\n";
   std::cout << tenant->dump(2) << std::endl;
   return 0;
 }
@@ -349,22 +488,36 @@ std::function<std::string()> flags_taken(const CLI::App& app, std::vector<std::s
 
 int main(int argc, char** argv) {
   CLI::App app{"membraned: a capability membrane service that signs and proxies requests to AWS"};
-  app.set_version_flag("--version", std::string("membraned ") + membraned::core::kVersion);
-  app.set_config("--config", "", "TOML or INI file whose keys are the long flag names (flags win)");
-  // A mistyped key must not silently leave a setting at its default.
-  app.allow_config_extras(CLI::config_extras_mode::error);
+  app.set_version_flag("--version", std::string("membraned ") + membraned::core::kVersion + " (commit " +
+                                        membraned::core::kCommit + ")");
+  Options o;
+  // Read after the command line and the environment (server/config_file.hpp), which win over it.
+  app.add_option("--config", o.config,
+                 "TOML file (INI if its name ends in .ini) whose top-level keys are the long flag names; the "
+                 "command line, then the environment, win over it")
+      ->envname("MEMBRANED_CONFIG");
   app.require_subcommand(1);
   app.fallthrough();
-  Options o;
   add_common(app, o);
   add_serve(app, o);
   auto* serve_cmd = app.add_subcommand("serve", "Run the service");
+  auto* check_cmd = app.add_subcommand(
+      "check-config",
+      "Check the flags, environment and --config file as serve would, without starting or creating "
+      "anything; exit 0 when serve would start, 1 with the reason otherwise");
   auto* tenant_cmd = app.add_subcommand("tenant", "Manage tenants");
   auto* tenant_create_cmd = tenant_cmd->add_subcommand("create", "Create a tenant and print its capabilities as JSON");
   tenant_cmd->require_subcommand(1);
-  const std::vector<std::string> common = {"config", "data-dir", "store", "db-connect-timeout-ms",
-                                           "db-statement-timeout-ms", "authority", "max-membranes-per-tenant",
-                                           "max-grants-per-tenant", "max-stored-bytes-per-tenant"};
+  const std::vector<std::string> common = {"config",
+                                           "data-dir",
+                                           "init",
+                                           "store",
+                                           "db-connect-timeout-ms",
+                                           "db-statement-timeout-ms",
+                                           "authority",
+                                           "max-membranes-per-tenant",
+                                           "max-grants-per-tenant",
+                                           "max-stored-bytes-per-tenant"};
   std::vector<std::string> serve_flags = common;
   for (const CLI::Option* option : app.get_options()) {
     const std::string name = option->get_single_name();
@@ -374,11 +527,20 @@ int main(int argc, char** argv) {
     }
   }
   serve_cmd->footer(flags_taken(app, serve_flags));
+  check_cmd->footer(flags_taken(app, serve_flags));
   std::vector<std::string> tenant_flags = common;
   tenant_flags.push_back("listen");  // the authority when --authority is not given
   tenant_create_cmd->footer(flags_taken(app, tenant_flags));
   CLI11_PARSE(app, argc, argv);
   try {
+    if (!o.config.empty()) {
+      auto applied = membraned::server::apply_config_file(app, o.config);
+      if (!applied) return fail(applied.error().message);
+      o.from_config_file = std::move(*applied);
+    }
+    stderr_format =
+        membraned::server::log_format_named(o.log_format).value_or(membraned::server::LogFormat::text);
+    if (check_cmd->parsed()) return check_config(o);
     if (serve_cmd->parsed()) return serve(o);
     if (tenant_create_cmd->parsed()) return tenant_create(o);
   } catch (const std::exception& e) {

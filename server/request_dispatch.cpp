@@ -4,6 +4,8 @@
 #include <cctype>
 #include <cstdio>
 
+#include <nlohmann/json.hpp>
+
 #include "core/http.hpp"
 
 namespace membraned::server {
@@ -64,20 +66,97 @@ std::optional<std::string_view> revocation_kind(CapabilityKind kind, int status)
   return std::nullopt;
 }
 
-std::string access_log_line(const AccessLogEntry& entry) {
-  char elapsed[32];
-  std::snprintf(elapsed, sizeof elapsed, "%.3fms", entry.elapsed_ms);
+std::optional<LogFormat> log_format_named(std::string_view name) {
+  if (name == "text") return LogFormat::text;
+  if (name == "json") return LogFormat::json;
+  return std::nullopt;
+}
+
+namespace {
+
+// A JSON string: ours are ASCII (ids, addresses, a method); anything else goes through the JSON
+// library, which replaces bytes that are not UTF-8.
+void append_json_string(std::string& out, std::string_view text) {
+  const bool plain = std::all_of(text.begin(), text.end(), [](char c) {
+    const auto u = static_cast<unsigned char>(c);
+    return u >= 0x20 && u < 0x80 && c != '"' && c != '\\';
+  });
+  if (!plain) {
+    out += nlohmann::json(std::string(text)).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    return;
+  }
+  out.push_back('"');
+  out.append(text);
+  out.push_back('"');
+}
+
+void append_json_field(std::string& out, std::string_view name, std::string_view value) {
+  out.append(",\"").append(name).append("\":");
+  append_json_string(out, value);
+}
+
+std::string milliseconds(double elapsed_ms) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.3f", elapsed_ms);
+  return text;
+}
+
+std::string access_log_json(const AccessLogEntry& entry) {
   std::string line;
-  line.reserve(128);
+  line.reserve(256);
+  line.append("{\"time\":");
+  append_json_string(line, entry.timestamp);
+  append_json_field(line, "level", entry.status >= 500 ? "error" : "info");
+  if (!entry.request_id.empty()) append_json_field(line, "requestId", entry.request_id);
+  if (!entry.client.empty()) append_json_field(line, "client", entry.client);
+  if (entry.method) append_json_field(line, "method", *entry.method);
+  line.append(",\"status\":").append(std::to_string(entry.status));
+  line.append(",\"durationMs\":").append(milliseconds(entry.elapsed_ms));
+  append_json_field(line, "operation", entry.operation.value_or("none"));
+  if (entry.operation && !entry.capability_log_id.empty())
+    append_json_field(line, "token", entry.capability_log_id);
+  if (!entry.error.empty()) append_json_field(line, "error", entry.error);
+  line.push_back('}');
+  return line;
+}
+
+}  // namespace
+
+std::string access_log_line(const AccessLogEntry& entry, LogFormat format) {
+  if (format == LogFormat::json) return access_log_json(entry);
+  std::string line;
+  line.reserve(160);
   line.append(entry.timestamp).push_back(' ');
   line.append(entry.method.value_or("-")).push_back(' ');
   line.append(std::to_string(entry.status)).push_back(' ');
-  line.append(elapsed);
+  line.append(milliseconds(entry.elapsed_ms)).append("ms");
   if (entry.operation) {
     line.append(" op=").append(*entry.operation).append(" cap=").append(entry.capability_log_id);
   } else {
     line.append(" op=-");
   }
+  if (!entry.client.empty()) line.append(" client=").append(entry.client);
+  if (!entry.request_id.empty()) line.append(" id=").append(entry.request_id);
+  if (!entry.error.empty()) {
+    line.append(" error=");
+    append_json_string(line, entry.error);  // quoted: a cause has spaces
+  }
+  return line;
+}
+
+std::string event_log_line(const EventLogEntry& entry, LogFormat format) {
+  std::string line;
+  line.reserve(entry.message.size() + 64);
+  if (format == LogFormat::text) {
+    line.append(entry.timestamp).push_back(' ');
+    line.append(entry.message);
+    return line;
+  }
+  line.append("{\"time\":");
+  append_json_string(line, entry.timestamp);
+  append_json_field(line, "level", entry.level);
+  append_json_field(line, "message", entry.message);
+  line.push_back('}');
   return line;
 }
 

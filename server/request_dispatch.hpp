@@ -65,6 +65,11 @@ std::string_view metric_operation(Route route, std::optional<storage::Capability
 // "membrane" or "tenant" when this answer took something back (membraned_revocations_total).
 std::optional<std::string_view> revocation_kind(storage::CapabilityKind kind, int status);
 
+// The access log's and the service's own lines: `text` for a person, `json` (one object per
+// line) for a collector.
+enum class LogFormat { text, json };
+std::optional<LogFormat> log_format_named(std::string_view name);
+
 struct AccessLogEntry {
   std::string_view timestamp;             // UTC, milliseconds
   std::optional<std::string_view> method; // none: the header never arrived whole
@@ -72,9 +77,24 @@ struct AccessLogEntry {
   double elapsed_ms = 0;
   std::optional<std::string_view> operation;  // none: no capability resolved
   std::string_view capability_log_id;          // Token::log_id(), never the token
+  std::string_view client;                     // the requester's address (a trusted proxy's X-Forwarded-For)
+  std::string_view request_id;                 // the answer's X-Request-Id
+  std::string_view error;                      // a 5xx's cause for the operator; never a secret
 };
 
-// `TIME METHOD STATUS 1.234ms op=OPERATION cap=LOGID`, or `op=-` without a capability.
-std::string access_log_line(const AccessLogEntry& entry);
+// Text: `TIME METHOD STATUS 1.234ms op=OPERATION cap=LOGID client=ADDRESS id=REQUESTID`, `op=-`
+// (and no cap=) without a capability, then `error="..."` on a 5xx with a cause. JSON: the object
+// {"time", "level", "requestId", "client", "method", "status", "durationMs", "operation",
+// "token", "error"}, the fields that do not apply left out; level is "error" for a 5xx.
+std::string access_log_line(const AccessLogEntry& entry, LogFormat format = LogFormat::text);
+
+struct EventLogEntry {
+  std::string_view timestamp;
+  std::string_view level;  // info, warning, error
+  std::string_view message;
+};
+
+// A line of the service's own: `TIME MESSAGE`, or {"time", "level", "message"}.
+std::string event_log_line(const EventLogEntry& entry, LogFormat format = LogFormat::text);
 
 }  // namespace membraned::server

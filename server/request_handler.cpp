@@ -30,7 +30,10 @@ api::Response guarded(Call call) {
   try {
     return call();
   } catch (const std::exception&) {
-    return api::Api::error_response(500, "Internal Server Error");
+    // Not what() in the log: a parser's message may quote the request's body.
+    auto failure = api::Api::error_response(500, "Internal Server Error");
+    failure.detail = "unexpected exception in the API";
+    return failure;
   }
 }
 
@@ -41,7 +44,7 @@ api::Response guarded(Call call) {
 Answer json_answer(const api::Response& response) {
   return Answer{response.status, std::string(kJson),
                 response.body.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace), response.retry_after,
-                response.performs};
+                response.performs, response.detail};
 }
 
 namespace {
@@ -326,10 +329,14 @@ void RequestHandler::prepare_invocation(const Request& request, net::any_io_exec
   const core::UriExport& config = invoked_config();
   const auto* aws4 = std::get_if<core::Aws4Signing>(&config.signing);
   if (aws4 == nullptr || !aws4->credentials_profile) return then(sign_invocation(request, nullptr));
-  context_.credentials.get(*aws4->credentials_profile, [this, &request, executor,
-                                                        then = std::move(then)](CredentialsResult credentials) {
+  context_.credentials.get(*aws4->credentials_profile, [this, &request, executor, then = std::move(then)](
+                                                           CredentialsResult credentials) {
     net::dispatch(executor, [this, &request, then, credentials = std::move(credentials)] {
-      if (!credentials) return then(json_answer(api::Api::error_response(502, credentials.error().message)));
+      if (!credentials) {
+        auto failure = api::Api::error_response(502, credentials.error().message);
+        failure.detail = "credentials: " + credentials.error().message;
+        return then(json_answer(failure));
+      }
       then(sign_invocation(request, credentials->get()));
     });
   });
@@ -348,8 +355,9 @@ Outcome RequestHandler::sign_invocation(const Request& request, const core::AwsC
   return Relay{std::move(*prepared)};
 }
 
-void RequestHandler::answered(std::optional<std::string_view> method, int status, std::uint64_t body_bytes) {
-  log_and_count_answer(method, status);
+void RequestHandler::answered(std::optional<std::string_view> method, int status, std::uint64_t body_bytes,
+                              std::string_view detail) {
+  log_and_count_answer(method, status, detail);
   const std::optional<Refusal> reason = refusal_reason(status);
   if (reason) context_.metrics.refusal(*reason);
   if (!audited()) return;
@@ -432,18 +440,29 @@ std::string_view RequestHandler::token_log_id() {
   return token_log_id_;
 }
 
-void RequestHandler::log_and_count_answer(std::optional<std::string_view> method, int status) {
+void RequestHandler::log_and_count_answer(std::optional<std::string_view> method, int status,
+                                          std::string_view detail) {
   const std::optional<CapabilityKind> kind = authorized_ ? std::optional(authorized_->resolved.kind) : std::nullopt;
   context_.metrics.request(metric_operation(route_, kind), status);
   if (kind) {
     if (auto revoked = revocation_kind(*kind, status)) context_.metrics.revocation(*revoked);
   }
   if (!context_.log) return;
+  // A balancer's or an orchestrator's health checks would fill the log (one every few seconds).
+  if (route_ == Route::health && !context_.settings.log_health_checks) return;
   const std::string timestamp = core::format_log_timestamp(std::chrono::system_clock::now());
   const std::string_view log_id = authorized_ ? token_log_id() : std::string_view();  // a resolved capability only (§8)
-  context_.log(access_log_line(
-      {timestamp, method, status, std::chrono::duration<double, std::milli>(Clock::now() - started_).count(),
-       authorized_ ? std::optional(authorized_->operation()) : std::nullopt, log_id}));
+  const std::string client = client_.to_string();
+  const AccessLogEntry entry{timestamp,
+                             method,
+                             status,
+                             std::chrono::duration<double, std::milli>(Clock::now() - started_).count(),
+                             authorized_ ? std::optional(authorized_->operation()) : std::nullopt,
+                             log_id,
+                             client,
+                             request_id_.text(),
+                             status >= 500 ? detail : std::string_view()};
+  context_.log(access_log_line(entry, context_.settings.log_format));
 }
 
 }  // namespace membraned::server

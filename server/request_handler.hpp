@@ -53,6 +53,7 @@ struct Answer {
   std::string body;
   std::optional<std::uint32_t> retry_after = std::nullopt;  // a 429's Retry-After, in seconds
   std::string capability_operation = {};  // a refused stated operation: X-Capability-Operation
+  std::string detail = {};  // a 5xx's cause, for the access log (api::Response::detail); never sent
 };
 struct Relay {
   core::UpstreamRequest upstream;
@@ -93,9 +94,10 @@ class RequestHandler {
   SendCheck send_check();
 
   // An answer of the service's own with `status` and `body_bytes` of body goes out for the
-  // current request (`method`: none when its header never arrived whole): its access-log line,
-  // metrics and audit record.
-  void answered(std::optional<std::string_view> method, int status, std::uint64_t body_bytes);
+  // current request (`method`: none when its header never arrived whole): its access-log line
+  // (with `detail`, a 5xx's cause), metrics and audit record.
+  void answered(std::optional<std::string_view> method, int status, std::uint64_t body_bytes,
+                std::string_view detail = {});
   // The upstream's answer with `status` begins to go out: its access-log line and metrics. Its
   // audit record waits for the end (relay_ended), which knows how much went out.
   void relay_begins(std::string_view method, int status);
@@ -120,7 +122,7 @@ class RequestHandler {
   Outcome sign_invocation(const Request& request, const core::AwsCredentials* credentials);
   core::IpAddress requester(const Request& request) const;
   void admit_use(boost::asio::any_io_executor executor, std::function<void(std::optional<api::Response>)> done);
-  void log_and_count_answer(std::optional<std::string_view> method, int status);
+  void log_and_count_answer(std::optional<std::string_view> method, int status, std::string_view detail = {});
   std::optional<Refusal> refusal_reason(int status) const;
   bool audited() const;
   // The record of this request, as far as it is known; its views stay valid while this request

@@ -32,9 +32,7 @@ ServerContext::ServerContext(ServerSettings s, api::Api& a, RequestLogger l, net
                  std::function<void(CredentialsHttpResult)> done) {
             exchange_credentials_call(upstream, std::move(call), timeout, max_body, std::move(done));
           },
-          [this](const std::string& line) {
-            if (log) log(core::format_log_timestamp(std::chrono::system_clock::now()) + " " + line);
-          }) {
+          [this](const std::string& line) { log_event("warning", line); }) {
   if (api.waits_on_network()) {
     const std::size_t n =
         settings.store_threads != 0 ? settings.store_threads : std::max<std::size_t>(1, settings.threads);
@@ -66,6 +64,12 @@ void ServerContext::track(const std::shared_ptr<Stoppable>& session) {
   std::lock_guard lock(sessions_mutex_);
   std::erase_if(sessions_, [](const auto& w) { return w.expired(); });
   sessions_.push_back(session);
+}
+
+void ServerContext::log_event(std::string_view level, std::string_view message) const {
+  if (!log) return;
+  log(event_log_line({core::format_log_timestamp(std::chrono::system_clock::now()), level, message},
+                     settings.log_format));
 }
 
 void ServerContext::notify_stopping() {

@@ -150,6 +150,9 @@ struct ServerContext {
 
   void track(const std::shared_ptr<Stoppable>& session);
   void notify_stopping();
+  // A line of the service's own (not a request's) in the log, in its format: `level` is info,
+  // warning or error.
+  void log_event(std::string_view level, std::string_view message) const;
 
  private:
   std::mutex sessions_mutex_;

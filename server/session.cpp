@@ -18,8 +18,11 @@ void PlainSession::do_close() {
   stream_.socket().close(ec);
 }
 
-TlsSession::TlsSession(ServerContext& context, tcp::socket&& socket, ssl::context& tls, ConnectionGate::Slot slot)
-    : HttpSession(context, /*metrics_only=*/false, std::move(slot)), stream_(std::move(socket), tls) {}
+TlsSession::TlsSession(ServerContext& context, tcp::socket&& socket, std::shared_ptr<ssl::context> tls,
+                       ConnectionGate::Slot slot)
+    : HttpSession(context, /*metrics_only=*/false, std::move(slot)),
+      tls_(std::move(tls)),
+      stream_(std::move(socket), *tls_) {}
 
 void TlsSession::run() {
   net::dispatch(stream_.get_executor(), [self = shared_from_this()] {

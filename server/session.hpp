@@ -217,7 +217,7 @@ class HttpSession : public RequesterSide, public Stoppable {
     response_->keep_alive(keep_alive_after);
     handler_.answered(
         parser_->is_header_done() ? std::optional(std::string_view(request().method_string())) : std::nullopt,
-        answer.status, body_bytes);
+        answer.status, body_bytes, answer.detail);
     derived().expires_after(context_.settings.write_timeout);
     http::async_write(derived().stream(), *response_,
                       beast::bind_front_handler(&HttpSession::on_write, derived().shared_from_this(), keep_alive_after));
@@ -253,7 +253,10 @@ class PlainSession : public HttpSession<PlainSession>, public std::enable_shared
 
 class TlsSession : public HttpSession<TlsSession>, public std::enable_shared_from_this<TlsSession> {
  public:
-  TlsSession(ServerContext& context, tcp::socket&& socket, ssl::context& tls, ConnectionGate::Slot slot = {});
+  // `tls`: the certificate and key this connection is served with, kept for its whole life (a
+  // reload on SIGHUP gives new connections another).
+  TlsSession(ServerContext& context, tcp::socket&& socket, std::shared_ptr<ssl::context> tls,
+             ConnectionGate::Slot slot = {});
   void run();
   beast::ssl_stream<beast::tcp_stream>& stream() { return stream_; }
   void expires_after(std::chrono::steady_clock::duration d) { beast::get_lowest_layer(stream_).expires_after(d); }
@@ -263,6 +266,7 @@ class TlsSession : public HttpSession<TlsSession>, public std::enable_shared_fro
 
  private:
   void on_handshake(beast::error_code ec);
+  std::shared_ptr<ssl::context> tls_;  // before the stream, which uses it
   beast::ssl_stream<beast::tcp_stream> stream_;
   bool closing_ = false;
 };

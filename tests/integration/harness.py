@@ -84,7 +84,8 @@ class Server:
 
     def spawn(self):
         """Starts the process without waiting for it to listen (several may then start at once)."""
-        cmd = self.prefix + [BINARY, "serve", "--data-dir", self.data_dir, "--threads", "2"]
+        # --init: the tests start on fresh directories (serve refuses a missing one without it).
+        cmd = self.prefix + [BINARY, "serve", "--data-dir", self.data_dir, "--init", "--threads", "2"]
         if "--listen" not in self.args:
             cmd += ["--listen", "127.0.0.1:0"]
         if self.tls:

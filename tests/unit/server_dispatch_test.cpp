@@ -3,22 +3,26 @@
 // functions, no socket.
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include "server/request_dispatch.hpp"
 
 namespace {
 
-using membraned::server::AccessLogEntry;
-using membraned::server::BodyLimits;
-using membraned::server::OversizedFraming;
-using membraned::server::Route;
-using membraned::server::RouteRules;
 using membraned::server::access_log_line;
+using membraned::server::AccessLogEntry;
 using membraned::server::body_limit;
+using membraned::server::BodyLimits;
 using membraned::server::classify;
+using membraned::server::event_log_line;
 using membraned::server::header_refusal;
+using membraned::server::LogFormat;
 using membraned::server::metric_operation;
 using membraned::server::oversized_framing;
+using membraned::server::OversizedFraming;
 using membraned::server::revocation_kind;
+using membraned::server::Route;
+using membraned::server::RouteRules;
 using membraned::storage::CapabilityKind;
 
 const RouteRules kService{false, false};
@@ -130,10 +134,44 @@ TEST(RevocationKind, OnlyASuccessfulRevokeOrDeleteSelfTakesSomethingBack) {
 }
 
 TEST(AccessLogLine, HasTimeMethodStatusDurationOperationAndTheTokensLogIdOnly) {
-  EXPECT_EQ(access_log_line({"2026-12-03T09:00:00.123Z", "POST", 201, 1.23456, "export", "a1b2c3d4"}),
-            "2026-12-03T09:00:00.123Z POST 201 1.235ms op=export cap=a1b2c3d4");
-  EXPECT_EQ(access_log_line({"2026-12-03T09:00:00.123Z", std::nullopt, 431, 0.5, std::nullopt, ""}),
-            "2026-12-03T09:00:00.123Z - 431 0.500ms op=-");
+  EXPECT_EQ(
+      access_log_line({"2026-12-03T09:00:00.123Z", "POST", 201, 1.23456, "export", "a1b2c3d4", "", "", ""}),
+      "2026-12-03T09:00:00.123Z POST 201 1.235ms op=export cap=a1b2c3d4");
+  EXPECT_EQ(
+      access_log_line({"2026-12-03T09:00:00.123Z", std::nullopt, 431, 0.5, std::nullopt, "", "", "", ""}),
+      "2026-12-03T09:00:00.123Z - 431 0.500ms op=-");
+}
+
+TEST(AccessLogLine, TextEndsWithTheClientTheRequestIdAndAQuotedCause) {
+  EXPECT_EQ(
+      access_log_line({"2026-12-03T09:00:00.123Z", "POST", 502, 2.0, "invoke", "a1b2c3d4", "10.0.0.7",
+                       "0123456789abcdef", "upstream lambda.example:443 connect: Connection refused"}),
+      "2026-12-03T09:00:00.123Z POST 502 2.000ms op=invoke cap=a1b2c3d4 client=10.0.0.7 id=0123456789abcdef "
+      "error=\"upstream lambda.example:443 connect: Connection refused\"");
+}
+
+TEST(AccessLogLine, JsonHasTheSameFieldsAndLeavesOutWhatDoesNotApply) {
+  const auto failed = nlohmann::json::parse(access_log_line(
+      {"2026-12-03T09:00:00.123Z", "GET", 503, 1.5, "query", "a1b2c3d4", "::1", "00ff", "store \"x\""},
+      LogFormat::json));
+  EXPECT_EQ(failed, nlohmann::json::parse(
+                        R"({"time": "2026-12-03T09:00:00.123Z", "level": "error", "requestId": "00ff",
+      "client": "::1", "method": "GET", "status": 503, "durationMs": 1.5, "operation": "query", "token": "a1b2c3d4",
+      "error": "store \"x\""})"));
+  const auto refused = nlohmann::json::parse(access_log_line(
+      {"2026-12-03T09:00:00.123Z", std::nullopt, 431, 0.5, std::nullopt, "", "", "", ""}, LogFormat::json));
+  EXPECT_EQ(refused,
+            nlohmann::json::parse(R"({"time": "2026-12-03T09:00:00.123Z", "level": "info", "status": 431,
+      "durationMs": 0.5, "operation": "none"})"));
+}
+
+TEST(EventLogLine, TextIsTimeAndMessageJsonHasTheLevel) {
+  EXPECT_EQ(event_log_line({"2026-12-03T09:00:00.123Z", "error", "accept: Too many open files"}),
+            "2026-12-03T09:00:00.123Z accept: Too many open files");
+  EXPECT_EQ(nlohmann::json::parse(
+                event_log_line({"2026-12-03T09:00:00.123Z", "error", "a \"quoted\" word"}, LogFormat::json)),
+            nlohmann::json::parse(R"({"time": "2026-12-03T09:00:00.123Z", "level": "error",
+                                      "message": "a \"quoted\" word"})"));
 }
 
 }  // namespace
