@@ -190,7 +190,8 @@ json time_or_null(const std::optional<std::int64_t>& unix_ms) {
   return core::format_rfc3339(storage::from_unix_ms(*unix_ms));
 }
 
-// One inventory entry (contract §12): every field present, null when it does not apply.
+}  // namespace
+
 json grant_entry_json(const storage::GrantEntry& e) {
   json allow_from = nullptr;
   if (!e.allow_from.empty()) {
@@ -218,6 +219,8 @@ json grant_entry_json(const storage::GrantEntry& e) {
               {"revokedAt", time_or_null(e.revoked_at_ms)},
               {"state", storage::to_string(e.state)}};
 }
+
+namespace {
 
 // A grant's public handle: not a secret (it opens nothing), only unique; 96 random bits.
 core::Result<storage::NewGrant> new_grant(const core::GrantLimits& limits) {

@@ -134,6 +134,10 @@ class Api {
   GrantRates rates_;
 };
 
+// One inventory entry (contract §12): every field present, null when it does not apply; never a
+// token or a secret.
+nlohmann::json grant_entry_json(const storage::GrantEntry& entry);
+
 // Membrane ids: non-empty, at most 512 characters (Unicode code points) of valid UTF-8 without
 // control characters; spaces and '/' are fine.
 core::Status validate_membrane_id(std::string_view id);

@@ -1,4 +1,5 @@
-// membraned: `serve` runs the service, `tenant create` adds a tenant (also while it runs).
+// membraned: `serve` runs the service, `tenant create` adds a tenant (also while it runs), `admin`
+// holds the operator's tools (server/admin).
 #include <CLI/CLI.hpp>
 #include <fcntl.h>
 #include <sys/resource.h>
@@ -22,6 +23,7 @@
 #include "core/time.hpp"
 #include "core/token.hpp"
 #include "core/version.hpp"
+#include "server/admin.hpp"
 #include "server/config_file.hpp"
 #include "server/http_server.hpp"
 #include "storage/master_key.hpp"
@@ -215,8 +217,8 @@ int fail(const std::string& message) {
   return 1;
 }
 
-// The data directory (0700), the master key and the store.
-core::Result<std::unique_ptr<storage::Store>> open_store(const Options& o, std::size_t connections) {
+// Where the store is, its master key and connections, from the flags.
+storage::StoreSettings store_settings(const Options& o, std::size_t connections) {
   storage::StoreSettings settings;
   settings.url = o.store;
   settings.data_dir = o.data_dir;
@@ -225,7 +227,12 @@ core::Result<std::unique_ptr<storage::Store>> open_store(const Options& o, std::
   settings.connect_timeout = std::chrono::milliseconds(o.db_connect_timeout_ms);
   settings.statement_timeout = std::chrono::milliseconds(o.db_statement_timeout_ms);
   settings.quotas = {o.max_membranes_per_tenant, o.max_grants_per_tenant, o.max_stored_bytes_per_tenant};
-  return storage::open_store(settings);
+  return settings;
+}
+
+// The data directory (0700), the master key and the store.
+core::Result<std::unique_ptr<storage::Store>> open_store(const Options& o, std::size_t connections) {
+  return storage::open_store(store_settings(o, connections));
 }
 
 // first-tenant.json, mode 0600, written whole or not at all.
@@ -531,6 +538,9 @@ int main(int argc, char** argv) {
   std::vector<std::string> tenant_flags = common;
   tenant_flags.push_back("listen");  // the authority when --authority is not given
   tenant_create_cmd->footer(flags_taken(app, tenant_flags));
+  server::AdminCommand admin(app, [&o] { return store_settings(o, 2); });
+  admin.command()->footer(flags_taken(app, {"config", "data-dir", "store", "db-connect-timeout-ms",
+                                            "db-statement-timeout-ms"}));
   CLI11_PARSE(app, argc, argv);
   try {
     if (!o.config.empty()) {
@@ -543,6 +553,7 @@ int main(int argc, char** argv) {
     if (check_cmd->parsed()) return check_config(o);
     if (serve_cmd->parsed()) return serve(o);
     if (tenant_create_cmd->parsed()) return tenant_create(o);
+    if (admin.parsed()) return admin.run();
   } catch (const std::exception& e) {
     return fail(e.what());
   }

@@ -62,6 +62,7 @@ struct StoredGrantEntry {
   std::optional<std::string> sealed_target;  // the GrantTarget, sealed
   std::string allow_from_text;               // as stored: CIDRs, comma-separated
   std::string digest;                        // its capability's: what its state is read from
+  CapabilityRow row = 0;                     // its capability's row
 };
 
 // A grant's use budget as the database holds it: maxUses, and how many of them instances have
@@ -107,6 +108,11 @@ class BackendSession {
   virtual core::Result<bool> charge(const std::string& tenant_id, const Usage& add, const TenantQuotas& limits) = 0;
   virtual core::Result<Usage> usage(const std::string& tenant_id) = 0;
   virtual core::Status insert_tenant(const std::string& id, std::int64_t created_at) = 0;
+  // Every tenant, deleted ones included, ordered by id (byte order), strictly after `after`, at
+  // most `limit`; and one by id.
+  virtual core::Result<std::vector<TenantEntry>> tenants(const std::optional<std::string>& after,
+                                                         std::size_t limit) = 0;
+  virtual core::Result<std::optional<TenantEntry>> tenant(const std::string& id) = 0;
   // The tenant marked deleted and every membrane of it revoked.
   virtual core::Status mark_tenant_deleted(const std::string& tenant_id) = 0;
 

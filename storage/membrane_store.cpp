@@ -603,6 +603,14 @@ Result<std::int64_t> MembraneStore::grants_cut_by(const Resolved& revoker) {
   std::optional<CapabilityRow> grant;
   if (revoker.kind == CapabilityKind::revoke) membrane = revoker.membrane;
   if (revoker.kind == CapabilityKind::revoke_grant) grant = revoker.target;
+  return count_cut(membrane, grant);
+}
+
+Result<std::int64_t> MembraneStore::grants_cut_by(const OperatorRevoke& revoked) {
+  return count_cut(revoked.membrane, revoked.grant);
+}
+
+Result<std::int64_t> MembraneStore::count_cut(std::optional<MembraneRow> membrane, std::optional<CapabilityRow> grant) {
   if (!membrane && !grant) return std::int64_t{0};
   return reading<std::int64_t>([&](BackendSession& session) { return session.count_grants_below(membrane, grant); });
 }
@@ -616,6 +624,66 @@ Status MembraneStore::revoke_grant(const Token& presented) {
     if (!acting->target) return Error::internal("a grant's revoke capability names no grant");
     if (auto s = session.mark_grant_revoked(*acting->target, to_unix_ms(clock_())); !s) return s;
     return commit_new_epoch(session);
+  });
+}
+
+// --- the operator's (membraned admin) ------------------------------------------------------------
+
+Result<TenantPage> MembraneStore::list_tenants(const std::optional<std::string>& after, std::size_t limit) {
+  limit = std::min(limit, kMaxPageLimit);
+  return reading<TenantPage>([&](BackendSession& session) -> Result<TenantPage> {
+    // One more than asked: whether anything comes after the page.
+    auto tenants = session.tenants(after, limit + 1);
+    if (!tenants) return tenants.error();
+    TenantPage page;
+    page.completed = tenants->size() <= limit;
+    if (!page.completed) tenants->resize(limit);
+    page.tenants = std::move(*tenants);
+    return page;
+  });
+}
+
+Result<std::optional<TenantEntry>> MembraneStore::find_tenant(const std::string& tenant_id) {
+  return reading<std::optional<TenantEntry>>([&](BackendSession& session) { return session.tenant(tenant_id); });
+}
+
+// The membrane's revoke capability's write (revoke_membrane), with the membrane found by its id
+// instead of through a capability. A cut membrane (dead with what it was made through) is marked
+// revoked too: it frees its id, as a create would find.
+Result<OperatorRevoke> MembraneStore::revoke_membrane_by_id(const std::string& tenant_id,
+                                                            const std::string& membrane_id) {
+  return writing<OperatorRevoke>([&](BackendSession& session) -> Result<OperatorRevoke> {
+    auto stored = session.membrane(tenant_id, membrane_id);
+    if (!stored) return stored.error();
+    if (!*stored) return Error::not_found("the tenant has no live membrane of this id");
+    if (auto s = session.mark_membrane_revoked((*stored)->row); !s) return s.error();
+    if (auto s = commit_new_epoch(session); !s) return s.error();
+    return OperatorRevoke{.membrane = (*stored)->row};
+  });
+}
+
+// revoke_grant's write, with the grant found by its handle.
+Result<OperatorRevoke> MembraneStore::revoke_grant_by_id(const std::string& tenant_id, const std::string& grant_id) {
+  return writing<OperatorRevoke>([&](BackendSession& session) -> Result<OperatorRevoke> {
+    auto stored = session.grant_by_id(tenant_id, grant_id);
+    if (!stored) return stored.error();
+    if (!*stored) return Error::not_found("the tenant has no grant of this id");
+    const bool already = (*stored)->entry.revoked_at_ms.has_value();
+    if (auto s = session.mark_grant_revoked((*stored)->row, to_unix_ms(clock_())); !s) return s.error();
+    if (auto s = commit_new_epoch(session); !s) return s.error();
+    return OperatorRevoke{.grant = (*stored)->row, .already = already};
+  });
+}
+
+// delete_tenant's write, for a tenant named by its id.
+Result<OperatorRevoke> MembraneStore::delete_tenant_by_id(const std::string& tenant_id) {
+  return writing<OperatorRevoke>([&](BackendSession& session) -> Result<OperatorRevoke> {
+    auto tenant = session.tenant(tenant_id);
+    if (!tenant) return tenant.error();
+    if (!*tenant) return Error::not_found("no tenant has this id");
+    if (auto s = session.mark_tenant_deleted(tenant_id); !s) return s.error();
+    if (auto s = commit_new_epoch(session); !s) return s.error();
+    return OperatorRevoke{.already = (*tenant)->deleted};
   });
 }
 

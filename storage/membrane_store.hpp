@@ -78,6 +78,12 @@ class MembraneStore final : public Store {
   ~MembraneStore() override;
   Status revoke_membrane(const Token& presented) override;
   Status delete_tenant(const Token& presented) override;
+  Result<TenantPage> list_tenants(const std::optional<std::string>& after, std::size_t limit) override;
+  Result<std::optional<TenantEntry>> find_tenant(const std::string& tenant_id) override;
+  Result<OperatorRevoke> revoke_membrane_by_id(const std::string& tenant_id, const std::string& membrane_id) override;
+  Result<OperatorRevoke> revoke_grant_by_id(const std::string& tenant_id, const std::string& grant_id) override;
+  Result<OperatorRevoke> delete_tenant_by_id(const std::string& tenant_id) override;
+  Result<std::int64_t> grants_cut_by(const OperatorRevoke& revoked) override;
 
  private:
   MembraneStore(std::unique_ptr<Backend> backend, MasterKey key, TenantQuotas quotas, WallClock clock);
@@ -99,6 +105,8 @@ class MembraneStore final : public Store {
   Result<std::vector<bool>> cut_flags(BackendSession& session, const std::vector<StoredMembrane>& stored);
   Result<Membrane> unseal(const std::string& tenant_id, const StoredMembrane& stored) const;
   Status commit_new_epoch(BackendSession& session);
+  // The grants below a membrane or a grant (BackendSession::count_grants_below), in a read.
+  Result<std::int64_t> count_cut(std::optional<MembraneRow> membrane, std::optional<CapabilityRow> grant);
   // Reserves up to `wanted` uses of a grant for this instance (UseLedger's Reserve).
   Result<std::int64_t> reserve_uses(CapabilityRow grant, std::int64_t wanted);
   Status insert_grant(BackendSession& session, const Resolved& acting, const NewGrant& grant,

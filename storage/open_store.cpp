@@ -23,6 +23,11 @@ Result<std::unique_ptr<Store>> open_on(Result<std::unique_ptr<Backend>> backend,
 
 bool starts_with(const std::string& text, std::string_view prefix) { return text.rfind(prefix, 0) == 0; }
 
+Error no_key_error(const fs::path& key_file) {
+  return Error::invalid("master-key", "neither MEMBRANED_MASTER_KEY nor " + key_file.string() +
+                                          " is there: give the key the store was made with");
+}
+
 Result<std::unique_ptr<Store>> bootstrap_postgres(const StoreSettings& settings) {
   PostgresOptions options;
   options.url = settings.url;
@@ -31,6 +36,7 @@ Result<std::unique_ptr<Store>> bootstrap_postgres(const StoreSettings& settings)
   options.statement_timeout = settings.statement_timeout;
   const fs::path key_file = settings.data_dir / "master.key";
   if ((!settings.master_key || settings.master_key->empty()) && !fs::exists(key_file)) {
+    if (!settings.create) return no_key_error(key_file);
     auto holds = pg::holds_data(options);
     if (!holds) return holds.error();
     if (*holds) {
@@ -54,6 +60,12 @@ Result<std::unique_ptr<Store>> bootstrap_sqlite(const StoreSettings& settings) {
     return Error::invalid("store", "--store must be sqlite:PATH or postgresql://...");
   }
   const fs::path key_file = settings.data_dir / "master.key";
+  if (!settings.create && !fs::exists(options.path)) {
+    return Error::invalid("store", "there is no database at " + options.path.string());
+  }
+  if (!settings.create && (!settings.master_key || settings.master_key->empty()) && !fs::exists(key_file)) {
+    return no_key_error(key_file);
+  }
   if (!settings.master_key && fs::exists(options.path) && !fs::exists(key_file)) {
     return Error::invalid("master-key", "the database " + options.path.string() +
                                             " exists but neither MEMBRANED_MASTER_KEY nor " + key_file.string() +
@@ -78,10 +90,12 @@ Result<std::unique_ptr<Store>> open_postgres_store(const PostgresOptions& option
 }
 
 Result<std::unique_ptr<Store>> open_store(const StoreSettings& settings) {
-  std::error_code ec;
-  fs::create_directories(settings.data_dir, ec);
-  if (ec) return Error::invalid("data-dir", "cannot create " + settings.data_dir.string() + ": " + ec.message());
-  ::chmod(settings.data_dir.c_str(), 0700);
+  if (settings.create) {
+    std::error_code ec;
+    fs::create_directories(settings.data_dir, ec);
+    if (ec) return Error::invalid("data-dir", "cannot create " + settings.data_dir.string() + ": " + ec.message());
+    ::chmod(settings.data_dir.c_str(), 0700);
+  }
   if (starts_with(settings.url, "postgresql://") || starts_with(settings.url, "postgres://")) {
     return bootstrap_postgres(settings);
   }

@@ -55,6 +55,10 @@ struct StoreSettings {
   std::chrono::milliseconds connect_timeout{5000};    // PostgreSQL
   std::chrono::milliseconds statement_timeout{5000};  // PostgreSQL
   TenantQuotas quotas;
+  // false: open only a store that exists (a SQLite file, a master key given or in its file); make
+  // neither the data directory, nor a database file, nor a key. membraned admin opens so: a
+  // mistyped --data-dir must not look like an empty store.
+  bool create = true;
 };
 
 // The master key comes from `master_key` or DATA_DIR/master.key. A new key file is made only

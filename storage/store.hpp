@@ -146,6 +146,25 @@ struct MembranePage {
   bool completed = true;  // no membrane after the last one returned
 };
 
+// A tenant as the operator sees it (membraned admin): never one of its tokens.
+struct TenantEntry {
+  std::string id;
+  std::int64_t created_at = 0;  // Unix seconds
+  bool deleted = false;
+};
+
+struct TenantPage {
+  std::vector<TenantEntry> tenants;
+  bool completed = true;  // no tenant after the last one returned
+};
+
+// What an operator's revoke or deletion acted on (the rows, for grants_cut_by).
+struct OperatorRevoke {
+  std::optional<MembraneRow> membrane{};  // a membrane revoked
+  std::optional<CapabilityRow> grant{};   // a grant revoked
+  bool already = false;                   // the grant was revoked, or the tenant deleted, before
+};
+
 // A capability depends on what it stands for (a re-export's parent) and on the capability that
 // was presented to make it (its "via": the create capability behind a membrane's own
 // capabilities, the export capability behind an export). Both are bounded, so resolution stays
@@ -237,6 +256,24 @@ class Store {
   virtual Result<std::int64_t> grants_cut_by(const Resolved& revoker) = 0;
   // `presented` resolves to deleteSelf.
   virtual Status delete_tenant(const Token& presented) = 0;
+
+  // The operator's (membraned admin): no capability is presented, whoever holds the database and
+  // its master key acts. Tenants ordered by id (byte order), strictly after `after`, at most
+  // `limit`, deleted ones included; and one tenant by id.
+  virtual Result<TenantPage> list_tenants(const std::optional<std::string>& after, std::size_t limit) = 0;
+  virtual Result<std::optional<TenantEntry>> find_tenant(const std::string& tenant_id) = 0;
+  // Revocations as the operator, each the same write as the capability's (one row marked and the
+  // revocation epoch set anew, in one durable transaction): effective for everything that depends
+  // on it when it returns, and on every instance once revocation_settle() has passed after it.
+  // not_found: the tenant has no live membrane of this id (revoked or cut ones free their id).
+  virtual Result<OperatorRevoke> revoke_membrane_by_id(const std::string& tenant_id, const std::string& membrane_id) = 0;
+  // not_found: the tenant has no grant of this id. Again success when repeated (`already`).
+  virtual Result<OperatorRevoke> revoke_grant_by_id(const std::string& tenant_id, const std::string& grant_id) = 0;
+  // The tenant and all it holds, as deleteSelf. not_found: no such tenant. Again success when
+  // repeated (`already`).
+  virtual Result<OperatorRevoke> delete_tenant_by_id(const std::string& tenant_id) = 0;
+  // How many grants an operator's revoke cut, counted as grants_cut_by above; 0 for a deletion.
+  virtual Result<std::int64_t> grants_cut_by(const OperatorRevoke& revoked) = 0;
 };
 
 }  // namespace membraned::storage

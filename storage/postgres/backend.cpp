@@ -223,7 +223,7 @@ StoredMembrane stored_membrane(const Rows& r, int i) {
 // on), its membrane's id and its parent grant's.
 constexpr const char* kGrantEntryColumns =
     "SELECT g.id, g.label, m.id, c.kind, pg.id, c.created_at, g.expires_at, g.max_uses, g.rate_requests, "
-    "g.rate_seconds, g.allow_from, g.revoked_at, g.operation, g.target, g.uses, g.last_used_at, c.digest "
+    "g.rate_seconds, g.allow_from, g.revoked_at, g.operation, g.target, g.uses, g.last_used_at, c.digest, g.row_id "
     "FROM grants g JOIN capabilities c ON c.row_id = g.row_id JOIN membranes m ON m.row_id = c.membrane_row "
     "LEFT JOIN grants pg ON pg.row_id = c.parent_row ";
 
@@ -250,6 +250,7 @@ std::vector<StoredGrantEntry> grant_entries(const Rows& r) {
     e.entry.uses = r.integer(i, 14);
     e.entry.last_used_at_ms = optional_int(r, i, 15);
     e.digest = r.bytes(i, 16);
+    e.row = r.integer(i, 17);
     out.push_back(std::move(e));
   }
   return out;
@@ -348,6 +349,25 @@ class PgSession final : public BackendSession {
 
   Status insert_tenant(const std::string& id, std::int64_t created_at) override {
     return run("INSERT INTO tenants(id, created_at) VALUES ($1, $2)", {text(id), integer(created_at)});
+  }
+
+  // Ids compare by their bytes, as on SQLite.
+  Result<std::vector<TenantEntry>> tenants(const std::optional<std::string>& after, std::size_t limit) override {
+    auto rows = connection_.query(
+        "SELECT id, created_at, deleted FROM tenants WHERE $1::text IS NULL OR id COLLATE \"C\" > $1::text "
+        "ORDER BY id COLLATE \"C\" LIMIT $2",
+        {after ? text(*after) : null(), integer(static_cast<std::int64_t>(limit))});
+    if (!rows) return rows.error();
+    std::vector<TenantEntry> out;
+    for (int i = 0; i < rows->size(); ++i) out.push_back({rows->bytes(i, 0), rows->integer(i, 1), rows->boolean(i, 2)});
+    return out;
+  }
+
+  Result<std::optional<TenantEntry>> tenant(const std::string& id) override {
+    auto rows = connection_.query("SELECT id, created_at, deleted FROM tenants WHERE id = $1", {text(id)});
+    if (!rows) return rows.error();
+    if (rows->size() == 0) return std::optional<TenantEntry>();
+    return std::optional<TenantEntry>(TenantEntry{rows->bytes(0, 0), rows->integer(0, 1), rows->boolean(0, 2)});
   }
 
   Status mark_tenant_deleted(const std::string& tenant_id) override {

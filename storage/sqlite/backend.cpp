@@ -216,7 +216,7 @@ StoredMembrane stored_membrane(const Statement& st) {
 // on), its membrane's id and its parent grant's.
 constexpr const char* kGrantEntryColumns =
     "SELECT g.id, g.label, m.id, c.kind, pg.id, c.created_at, g.expires_at, g.max_uses, g.rate_requests, "
-    "g.rate_seconds, g.allow_from, g.revoked_at, g.operation, g.target, g.uses, g.last_used_at, c.digest "
+    "g.rate_seconds, g.allow_from, g.revoked_at, g.operation, g.target, g.uses, g.last_used_at, c.digest, g.row "
     "FROM grants g JOIN capabilities c ON c.row = g.row JOIN membranes m ON m.row = c.membrane_row "
     "LEFT JOIN grants pg ON pg.row = c.parent_row ";
 
@@ -246,6 +246,7 @@ Result<std::vector<StoredGrantEntry>> grant_entries(Statement& st) {
     e.entry.uses = st.column_int(14);
     e.entry.last_used_at_ms = optional_int(st, 15);
     e.digest = st.column_blob(16);
+    e.row = st.column_int(17);
     out.push_back(std::move(e));
   }
 }
@@ -359,6 +360,30 @@ class SqliteSession final : public BackendSession {
   Status insert_tenant(const std::string& id, std::int64_t created_at) override {
     return run("INSERT INTO tenants(id, created_at) VALUES (?1, ?2)",
                [&](Statement& st) { st.bind(1, id).bind(2, created_at); });
+  }
+
+  Result<std::vector<TenantEntry>> tenants(const std::optional<std::string>& after, std::size_t limit) override {
+    auto st = connection_.prepare(
+        "SELECT id, created_at, deleted FROM tenants WHERE ?1 IS NULL OR id > ?1 ORDER BY id LIMIT ?2");
+    if (!st) return st.error();
+    after ? st->bind(1, *after) : st->bind_null(1);
+    st->bind(2, static_cast<std::int64_t>(limit));
+    std::vector<TenantEntry> out;
+    while (true) {
+      auto more = st->step();
+      if (!more) return more.error();
+      if (!*more) return out;
+      out.push_back({st->column_text(0), st->column_int(1), st->column_int(2) != 0});
+    }
+  }
+
+  Result<std::optional<TenantEntry>> tenant(const std::string& id) override {
+    auto st = connection_.prepare("SELECT id, created_at, deleted FROM tenants WHERE id = ?1");
+    if (!st) return st.error();
+    auto found = st->bind(1, id).step();
+    if (!found) return found.error();
+    if (!*found) return std::optional<TenantEntry>();
+    return std::optional<TenantEntry>(TenantEntry{st->column_text(0), st->column_int(1), st->column_int(2) != 0});
   }
 
   Status mark_tenant_deleted(const std::string& tenant_id) override {

@@ -1,8 +1,8 @@
 """docs/operations.md must document every flag membraned has, and the environment variable of
 each flag that reads one: a flag added without documentation fails this test.
 
-The flags are taken from the binary itself (`--help` of the top-level command and of the `serve`
-and `tenant create` subcommands), the environment variables from the `(Env:...)` notes of that
+The flags are taken from the binary itself (`--help` of the top-level command and of the `serve`,
+`tenant create` and `admin` subcommands), the environment variables from the `(Env:...)` notes of that
 help and from the `getenv("MEMBRANED_...")` calls in the service's sources.
 """
 import os
@@ -14,7 +14,8 @@ from harness import BINARY
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 OPERATIONS = os.path.join(ROOT, "docs", "operations.md")
-HELP_COMMANDS = (["--help"], ["serve", "--help"], ["tenant", "create", "--help"])
+HELP_COMMANDS = (["--help"], ["serve", "--help"], ["tenant", "create", "--help"], ["admin", "--help"],
+                 ["admin", "grants", "--help"], ["admin", "revoke-grant", "--help"])
 
 # An option line of CLI11's help: "  --name ...", "  -h,--help ...".
 OPTION_LINE = re.compile(r"^\s+(?:-[A-Za-z0-9],\s*)?(--[A-Za-z0-9][A-Za-z0-9-]*)(.*)$")

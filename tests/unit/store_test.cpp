@@ -2356,6 +2356,206 @@ TEST_P(StoreTest, ARefusedResolutionSaysWhyWithTheSameMessage) {
   EXPECT_EQ(r.error().reason, "expired");
 }
 
+// --- the operator's (membraned admin) ----------------------------------------------------------
+
+// Every tenant, deleted ones included, in pages by id; one by id; an unknown one is none.
+TEST_P(StoreTest, TheOperatorListsTenantsInPagesDeletedOnesIncluded) {
+  std::vector<std::string> ids;
+  for (int i = 0; i < 5; ++i) ids.push_back(tenant().id);
+  std::sort(ids.begin(), ids.end());
+  Tenant gone = tenant();
+  ASSERT_TRUE(store_->delete_tenant(gone.tokens.delete_self).ok());
+  ids.push_back(gone.id);
+  std::sort(ids.begin(), ids.end());
+
+  std::vector<membraned::storage::TenantEntry> seen;
+  std::optional<std::string> after;
+  int pages = 0;
+  while (true) {
+    auto page = store_->list_tenants(after, 4);
+    ASSERT_TRUE(page.ok()) << page.error().message;
+    ++pages;
+    seen.insert(seen.end(), page->tenants.begin(), page->tenants.end());
+    if (page->completed) break;
+    ASSERT_EQ(page->tenants.size(), 4U);
+    after = page->tenants.back().id;
+  }
+  EXPECT_EQ(pages, 2);
+  std::vector<std::string> seen_ids;
+  for (const auto& t : seen) {
+    seen_ids.push_back(t.id);
+    EXPECT_EQ(t.deleted, t.id == gone.id) << t.id;
+    EXPECT_NEAR(static_cast<double>(t.created_at),
+                static_cast<double>(std::chrono::duration_cast<std::chrono::seconds>(
+                                        store_now().time_since_epoch()).count()), 60.0);
+  }
+  EXPECT_EQ(seen_ids, ids);
+
+  auto found = store_->find_tenant(gone.id);
+  ASSERT_TRUE(found.ok() && found->has_value());
+  EXPECT_TRUE((*found)->deleted);
+  auto unknown = store_->find_tenant("0123456789abcdef0123456789abcdef");
+  ASSERT_TRUE(unknown.ok());
+  EXPECT_FALSE(unknown->has_value());
+}
+
+// A grant revoked by its id, with no capability, dies as its revoke capability would kill it:
+// itself and its re-exports through any membrane, nothing else; repeated, it succeeds again.
+TEST_P(StoreTest, TheOperatorRevokesAGrantByItsIdAsItsRevokeCapabilityWould) {
+  Tenant t = tenant();
+  Tenant other = tenant();
+  Membrane m = membrane(t, "m");
+  Membrane n = membrane(t, "n");
+  Membrane o = membrane(other, "m");
+  const auto gx = membraned::test::new_grant();
+  Token x = export_granted(m, gx);
+  Token y = reexport(n, x);
+  Token z = export_uri(m);
+  Token w = reexport(m, z);
+  const auto go = membraned::test::new_grant();
+  Token xo = export_granted(o, go);
+
+  // Another tenant's grant is not found through this tenant, and nothing is revoked.
+  auto foreign = store_->revoke_grant_by_id(t.id, go.id);
+  ASSERT_FALSE(foreign.ok());
+  EXPECT_EQ(foreign.error().kind, ErrorKind::not_found);
+  auto unknown = store_->revoke_grant_by_id(t.id, "g_000000000000000000000000");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.error().kind, ErrorKind::not_found);
+  EXPECT_TRUE(alive(xo));
+
+  auto revoked = store_->revoke_grant_by_id(t.id, gx.id);
+  ASSERT_TRUE(revoked.ok()) << revoked.error().message;
+  EXPECT_FALSE(revoked->already);
+  EXPECT_FALSE(alive(x));
+  EXPECT_FALSE(alive(y));
+  EXPECT_TRUE(alive(z));
+  EXPECT_TRUE(alive(w));
+  EXPECT_TRUE(alive(m.export_token));
+  EXPECT_TRUE(alive(xo));
+  auto cut = store_->grants_cut_by(*revoked);
+  ASSERT_TRUE(cut.ok()) << cut.error().message;
+  EXPECT_EQ(*cut, 2) << "the grant and its re-export";
+  auto entry = store_->find_grant(t.id, gx.id);
+  ASSERT_TRUE(entry.ok() && entry->has_value());
+  EXPECT_EQ((*entry)->state, membraned::storage::GrantState::revoked);
+  EXPECT_TRUE((*entry)->revoked_at_ms.has_value());
+
+  auto again = store_->revoke_grant_by_id(t.id, gx.id);
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  EXPECT_TRUE(again->already);
+  // The grant's own revoke capability still answers success after the operator's revoke.
+  EXPECT_TRUE(store_->revoke_grant(gx.revoke).ok());
+}
+
+// A live membrane revoked by its id dies as its revoke capability would kill it, and frees its id;
+// then no live membrane has that id (not found), and another tenant's of the same id lives on.
+TEST_P(StoreTest, TheOperatorRevokesALiveMembraneByItsId) {
+  Tenant t = tenant();
+  Tenant other = tenant();
+  Membrane m = membrane(t, "shared id");
+  Membrane n = membrane(t, "n");
+  Membrane o = membrane(other, "shared id");
+  Token x = export_uri(m);
+  Token y = reexport(n, x);
+  Token z = export_uri(n);
+  Token xo = export_uri(o);
+
+  auto revoked = store_->revoke_membrane_by_id(t.id, "shared id");
+  ASSERT_TRUE(revoked.ok()) << revoked.error().message;
+  EXPECT_FALSE(alive(m.export_token));
+  EXPECT_FALSE(alive(x));
+  EXPECT_FALSE(alive(y));
+  EXPECT_TRUE(alive(z));
+  EXPECT_TRUE(alive(n.export_token));
+  EXPECT_TRUE(alive(xo));
+  EXPECT_TRUE(alive(o.export_token));
+  auto cut = store_->grants_cut_by(*revoked);
+  ASSERT_TRUE(cut.ok()) << cut.error().message;
+  EXPECT_EQ(*cut, 2) << "x and its re-export through n";
+
+  auto again = store_->revoke_membrane_by_id(t.id, "shared id");
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.error().kind, ErrorKind::not_found);
+  auto unknown = store_->revoke_membrane_by_id(t.id, "never made");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.error().kind, ErrorKind::not_found);
+  Membrane reused = membrane(t, "shared id");
+  EXPECT_TRUE(alive(reused.export_token)) << "the revoked membrane's id is free again";
+}
+
+// A tenant deleted by its id dies as its deleteSelf would kill it; other tenants live on.
+TEST_P(StoreTest, TheOperatorDeletesATenantAsDeleteSelfWould) {
+  Tenant t = tenant();
+  Tenant other = tenant();
+  Membrane m = membrane(t, "m");
+  Membrane o = membrane(other, "o");
+  Token x = export_uri(m);
+  Token of_x = reexport(o, x);
+  Token xo = export_uri(o);
+
+  auto unknown = store_->delete_tenant_by_id("0123456789abcdef0123456789abcdef");
+  ASSERT_FALSE(unknown.ok());
+  EXPECT_EQ(unknown.error().kind, ErrorKind::not_found);
+
+  auto deleted = store_->delete_tenant_by_id(t.id);
+  ASSERT_TRUE(deleted.ok()) << deleted.error().message;
+  EXPECT_FALSE(deleted->already);
+  for (const Token* tok : {&t.tokens.create, &t.tokens.query, &t.tokens.delete_self, &m.export_token, &m.revoke_token,
+                           &x, &of_x}) {
+    EXPECT_FALSE(alive(*tok));
+  }
+  EXPECT_TRUE(alive(other.tokens.create));
+  EXPECT_TRUE(alive(xo));
+  auto found = store_->find_tenant(t.id);
+  ASSERT_TRUE(found.ok() && found->has_value());
+  EXPECT_TRUE((*found)->deleted);
+  auto cut = store_->grants_cut_by(*deleted);
+  ASSERT_TRUE(cut.ok());
+  EXPECT_EQ(*cut, 0) << "a deletion is not counted";
+
+  auto again = store_->delete_tenant_by_id(t.id);
+  ASSERT_TRUE(again.ok()) << again.error().message;
+  EXPECT_TRUE(again->already);
+}
+
+// The operator's revokes, made by another store on the same database (another process: membraned
+// admin beside a running serve), are seen there once the settle time has passed: no cached
+// resolution or epoch view keeps the revoked capability current.
+TEST_P(StoreTest, TheOperatorsRevokesOnAnotherStoreAreSeenAfterTheSettleTime) {
+  auto operator_store = open_store();
+  ASSERT_NE(operator_store, nullptr);
+  Tenant t = tenant();
+  Membrane m = membrane(t, "m");
+  Membrane n = membrane(t, "n");
+  const auto gx = membraned::test::new_grant();
+  Token x = export_granted(m, gx);
+  Token y = export_uri(n);
+  Token z = export_uri(membrane(t, "z"));
+  std::vector<Resolved> cached;
+  for (const Token* tok : {&x, &y, &z}) {
+    auto r = store_->resolve(*tok);
+    ASSERT_TRUE(r.ok());
+    ASSERT_TRUE(store_->still_current(*r));
+    cached.push_back(*r);
+  }
+
+  ASSERT_TRUE(operator_store->revoke_grant_by_id(t.id, gx.id).ok());
+  std::this_thread::sleep_for(operator_store->revocation_settle());
+  EXPECT_FALSE(store_->still_current(cached[0]));
+  EXPECT_FALSE(store_->resolve(x).ok());
+
+  ASSERT_TRUE(operator_store->revoke_membrane_by_id(t.id, "n").ok());
+  std::this_thread::sleep_for(operator_store->revocation_settle());
+  EXPECT_FALSE(store_->still_current(cached[1]));
+  EXPECT_FALSE(store_->resolve(y).ok());
+
+  ASSERT_TRUE(operator_store->delete_tenant_by_id(t.id).ok());
+  std::this_thread::sleep_for(operator_store->revocation_settle());
+  EXPECT_FALSE(store_->still_current(cached[2]));
+  EXPECT_FALSE(store_->resolve(z).ok());
+}
+
 INSTANTIATE_TEST_SUITE_P(Backends, StoreTest, testing::ValuesIn(membraned::test::kBackends), backend_suffix);
 INSTANTIATE_TEST_SUITE_P(Backends, CascadeTest, testing::ValuesIn(membraned::test::kBackends), backend_suffix);
 
