@@ -46,7 +46,7 @@ class State:
         self.sts_delay = sts_delay
         self.issued = {}  # access key -> {"secret", "token", "expires", "kind", "role"}
         self.imds_tokens = set()
-        self.stats = {"imds_calls": 0, "ecs_calls": 0, "sts_calls": [], "sts_in_flight": 0, "sts_max_in_flight": 0,
+        self.stats = {"imds_calls": 0, "ecs_calls": 0, "sts_calls": [], "sts_in_flight": {}, "sts_max_in_flight": {},
                       "lambda_calls": [], "rejected": []}
 
     def issue(self, kind, role, ttl):
@@ -159,15 +159,20 @@ def make_handler(state, instance_ttl):
             return self.send(status, xml, "text/xml")
 
         def sts(self, body):
+            # Calls in flight are counted per role: one role's refresh may overlap another's, but
+            # never a second refresh of the same credentials.
+            role = dict(urllib.parse.parse_qsl(body.decode(errors="replace"))).get("RoleArn", "")
             with state.lock:
-                state.stats["sts_in_flight"] += 1
-                state.stats["sts_max_in_flight"] = max(state.stats["sts_max_in_flight"], state.stats["sts_in_flight"])
+                in_flight = state.stats["sts_in_flight"]
+                in_flight[role] = in_flight.get(role, 0) + 1
+                most = state.stats["sts_max_in_flight"]
+                most[role] = max(most.get(role, 0), in_flight[role])
             try:
                 time.sleep(state.sts_delay)
                 return self.sts_answer(body)
             finally:
                 with state.lock:
-                    state.stats["sts_in_flight"] -= 1
+                    in_flight[role] -= 1
 
         def sts_answer(self, body):
             problem = sigv4_problem(self, body, "sts", None, state.lookup)
