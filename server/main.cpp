@@ -18,6 +18,7 @@
 #include <tuple>
 
 #include "api/api.hpp"
+#include "core/address_policy.hpp"
 #include "core/token.hpp"
 #include "core/version.hpp"
 #include "server/http_server.hpp"
@@ -215,6 +216,24 @@ core::Status check_authority(const std::string& authority) {
   return core::ok_status();
 }
 
+// Clients connect to the authority of a capability URI: 0.0.0.0 or :: (every interface, what the
+// authority defaults to when the service listens there) is no address a client can connect to.
+void warn_if_unreachable_authority(const std::string& authority) {
+  std::string host = authority;
+  if (host.starts_with('[')) {
+    host = host.substr(1, host.find(']') - 1);
+  } else if (auto colon = host.rfind(':'); colon != std::string::npos) {
+    host.resize(colon);
+  }
+  auto address = core::address_without_dns(host);
+  if (!address || std::any_of(address->bytes.begin(), address->bytes.end(), [](std::uint8_t b) { return b != 0; })) {
+    return;
+  }
+  std::cerr << "membraned: WARNING: capability URIs will name " << authority
+            << ", which no client can connect to: set --authority (MEMBRANED_AUTHORITY) to the HOST[:PORT] "
+               "clients use\n";
+}
+
 std::string host_for_url(const std::string& host) {
   return host.find(':') != std::string::npos ? "[" + host + "]" : host;
 }
@@ -296,6 +315,7 @@ int serve(const Options& o) {
     authority = host_for_url(listen->first) + ":" + std::to_string(server.port());
     api.set_authority(authority);
   }
+  warn_if_unreachable_authority(authority);
   // Only on a store where no tenant was ever made; of several instances starting at once on an
   // empty shared store, exactly one makes it (and writes the file).
   auto first_tenant = api.create_first_tenant();
@@ -322,6 +342,7 @@ int tenant_create(const Options& o) {
   ::umask(077);
   std::string authority = o.authority.empty() ? o.listen : o.authority;
   if (auto s = check_authority(authority); !s) return fail(s.error().message);
+  warn_if_unreachable_authority(authority);
   auto store = open_store(o, 1);
   if (!store) return fail(store.error().message);
   api::Api api(**store, {authority, o.upstream_timeout_ms});
