@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Quick start, command 1: install what is missing, build, start membraned (SQLite in ./var) and
-# print the first tenant's capabilities. Extra arguments go to `membraned serve`.
+# Quick start, command 1: install what is missing (the build and runtime packages only), build
+# the release preset, start membraned (SQLite in ./var) and print the first tenant's
+# capabilities. Extra arguments go to `membraned serve`.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
-membraned_install_packages
+membraned_install_packages build runtime
 membraned_build release
 cd "$MEMBRANED_ROOT"
 data_dir="${MEMBRANED_DATA_DIR:-./var}"
