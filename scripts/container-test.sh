@@ -149,6 +149,11 @@ try_compose() {
     curl -fsS http://127.0.0.1:8080/healthz >/dev/null || code=1
   fi
   MEMBRANED_MASTER_KEY=x POSTGRES_PASSWORD=x "${compose[@]}" down -v >/dev/null 2>&1 || true
+  # What a failed `up` (or `down`) left behind, by the project's label.
+  local label="label=io.podman.compose.project=membraned-ha-$$" name
+  for name in $(podman ps -a -q --filter "$label"); do podman rm -f "$name" >/dev/null 2>&1 || true; done
+  for name in $(podman volume ls -q --filter "$label"); do podman volume rm "$name" >/dev/null 2>&1 || true; done
+  podman network rm "membraned-ha-$$_default" >/dev/null 2>&1 || true
   [ "$code" = 0 ] || fail "deploy/compose-ha.yml did not come up under podman-compose (output above)"
   say "deploy/compose-ha.yml came up under podman-compose and answered /healthz through HAProxy"
 }
