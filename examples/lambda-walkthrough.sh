@@ -11,12 +11,21 @@
 #   examples/lambda-walkthrough.sh            # installs what is missing and builds first
 #   MEMBRANED_BIN=path/to/membraned CAPI_BIN=path/to/capi examples/lambda-walkthrough.sh
 #                                             # use an existing build
+# Against a membraned that already runs (a container, say: scripts/container-test.sh) instead of
+# one of its own, on a store no one else has used (the membrane ids are fixed), opened with
+# --allow-upstream 127.0.0.0/8 and writing an audit log:
+#   WALKTHROUGH_SERVICE_URL=http://127.0.0.1:PORT WALKTHROUGH_TENANT_FILE=.../first-tenant.json \
+#   WALKTHROUGH_AUDIT_LOG=.../audit.log CAPI_BIN=path/to/capi examples/lambda-walkthrough.sh
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-if [ -z "${MEMBRANED_BIN:-}" ]; then
+SERVICE_URL="${WALKTHROUGH_SERVICE_URL:-}"
+if [ -n "$SERVICE_URL" ]; then
+  : "${WALKTHROUGH_TENANT_FILE:?the running service's first-tenant.json}"
+  : "${WALKTHROUGH_AUDIT_LOG:?the running service's audit log (--audit-log)}"
+elif [ -z "${MEMBRANED_BIN:-}" ]; then
   source "$ROOT/scripts/setup.sh"
-  membraned_install_packages
+  membraned_install_packages build runtime tutorial
   membraned_build release
   MEMBRANED_BIN="$ROOT/build/release/server/membraned"
 fi
@@ -73,13 +82,21 @@ echo "fake Lambda listening on $LAMBDA_URL"
 
 # 2. membraned, with its data in a throwaway directory and an audit log beside it.
 # The fake Lambda is on loopback, which exports may not reach unless the operator opens it.
-"$MEMBRANED_BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/var" --init --allow-upstream 127.0.0.0/8 \
-  --audit-log "$WORK/audit.log" >"$WORK/membraned.out" 2>"$WORK/membraned.log" &
-pids+=($!)
-for _ in $(seq 1 200); do grep -q 'listening on' "$WORK/membraned.out" 2>/dev/null && break; sleep 0.1; done
-URL="$(grep -o 'http://127.0.0.1:[0-9]*' "$WORK/membraned.out" | head -1)"
-echo "$(head -1 "$WORK/membraned.out")"
-TENANT="$WORK/var/first-tenant.json"
+if [ -n "$SERVICE_URL" ]; then
+  URL="$SERVICE_URL"
+  TENANT="$WALKTHROUGH_TENANT_FILE"
+  AUDIT_LOG="$WALKTHROUGH_AUDIT_LOG"
+  echo "membraned already running at $URL"
+else
+  "$MEMBRANED_BIN" serve --listen 127.0.0.1:0 --data-dir "$WORK/var" --init --allow-upstream 127.0.0.0/8 \
+    --audit-log "$WORK/audit.log" >"$WORK/membraned.out" 2>"$WORK/membraned.log" &
+  pids+=($!)
+  for _ in $(seq 1 200); do grep -q 'listening on' "$WORK/membraned.out" 2>/dev/null && break; sleep 0.1; done
+  URL="$(grep -o 'http://127.0.0.1:[0-9]*' "$WORK/membraned.out" | head -1)"
+  echo "$(head -1 "$WORK/membraned.out")"
+  TENANT="$WORK/var/first-tenant.json"
+  AUDIT_LOG="$WORK/audit.log"
+fi
 CREATE="$(token "$(json "$TENANT" capabilities.create)")"
 QUERY="$(token "$(json "$TENANT" capabilities.query)")"
 
@@ -322,7 +339,7 @@ wait_for_audit() {
   local count="$1"
   shift
   for _ in $(seq 1 50); do
-    [ "$(jq -c "$@" "$WORK/audit.log" | wc -l)" -ge "$count" ] && return
+    [ "$(jq -c "$@" "$AUDIT_LOG" | wc -l)" -ge "$count" ] && return
     sleep 0.1
   done
 }
@@ -331,11 +348,11 @@ wait_for_audit() {
 # carry the grant's token log id: a token that no longer resolves names no grant).
 step=$((step + 1))
 printf '\n== %d. %s\n' "$step" "the audit trail of the partner's grant"
-GRANT_TOKEN_ID="$(jq -r --arg g "$C_GRANT_ID" 'select(.chain and (.chain | index($g))) | .token' "$WORK/audit.log" | head -1)"
+GRANT_TOKEN_ID="$(jq -r --arg g "$C_GRANT_ID" 'select(.chain and (.chain | index($g))) | .token' "$AUDIT_LOG" | head -1)"
 wait_for_audit 2 --arg t "$GRANT_TOKEN_ID" 'select(.token == $t and .reason == "revoked")'
 jq -c --arg g "$C_GRANT_ID" --arg t "$GRANT_TOKEN_ID" \
   'select(.grant == $g or (.chain and (.chain | index($g))) or .token == $t)
-   | {time, operation, grant, token, status, reason, cut}' "$WORK/audit.log" | tee "$WORK/out"
+   | {time, operation, grant, token, status, reason, cut}' "$AUDIT_LOG" | tee "$WORK/out"
 expect "$WORK/out" '"operation":"invoke","grant":"'"$C_GRANT_ID"'","token":"'"$GRANT_TOKEN_ID"'","status":200'
 expect "$WORK/out" '"operation":"revokeGrant","grant":"'"$C_GRANT_ID"'"'
 expect "$WORK/out" '"status":202,"reason":null,"cut":1'
@@ -350,7 +367,7 @@ expect "$WORK/out" '"message": "Accepted"'
 step=$((step + 1))
 printf '\n== %d. %s\n' "$step" "the audit log says what the revoke cut"
 wait_for_audit 1 'select(.operation == "revoke" and .membrane == "capi-lambda-membrane")'
-jq -c 'select(.operation == "revoke") | {operation, membrane, status, cut}' "$WORK/audit.log" | tail -1 | tee "$WORK/out"
+jq -c 'select(.operation == "revoke") | {operation, membrane, status, cut}' "$AUDIT_LOG" | tail -1 | tee "$WORK/out"
 expect "$WORK/out" '"membrane":"capi-lambda-membrane","status":202,"cut":'
 capi_step 1 "capi: the Lambda capability is dead" invoke --capability "$C_LAMBDA_URI" --data '{}'
 expect "$WORK/err" "401"

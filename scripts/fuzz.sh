@@ -45,7 +45,7 @@ else
   names="$selected"
 fi
 
-membraned_install_packages
+membraned_install_packages build test
 build_fuzzers
 
 found=0

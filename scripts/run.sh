@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Quick start, command 1: install what is missing, build, start membraned (SQLite in ./var) and
-# print the first tenant's capabilities. Extra arguments go to `membraned serve` (with --init: the
-# data directory is made on the first run).
+# Quick start, command 1: install what is missing (the build and runtime packages only), build
+# the release preset, start membraned (SQLite in ./var) and print the first tenant's
+# capabilities. Extra arguments go to `membraned serve` (with --init: the data directory is made
+# on the first run).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
 if [ -n "${MEMBRANED_BIN:-}" ]; then
   binary="$(realpath "$MEMBRANED_BIN")"  # a binary built already (the tests run this script with theirs)
 else
-  membraned_install_packages
+  membraned_install_packages build runtime
   membraned_build release
   binary=./build/release/server/membraned
 fi

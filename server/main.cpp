@@ -20,6 +20,7 @@
 #include <tuple>
 
 #include "api/api.hpp"
+#include "core/address_policy.hpp"
 #include "core/time.hpp"
 #include "core/token.hpp"
 #include "core/version.hpp"
@@ -257,6 +258,24 @@ core::Status check_authority(const std::string& authority) {
   return core::ok_status();
 }
 
+// Clients connect to the authority of a capability URI: 0.0.0.0 or :: (every interface, what the
+// authority defaults to when the service listens there) is no address a client can connect to.
+void warn_if_unreachable_authority(const std::string& authority) {
+  std::string host = authority;
+  if (host.starts_with('[')) {
+    host = host.substr(1, host.find(']') - 1);
+  } else if (auto colon = host.rfind(':'); colon != std::string::npos) {
+    host.resize(colon);
+  }
+  auto address = core::address_without_dns(host);
+  if (!address || std::any_of(address->bytes.begin(), address->bytes.end(), [](std::uint8_t b) { return b != 0; })) {
+    return;
+  }
+  std::cerr << "membraned: WARNING: capability URIs will name " << authority
+            << ", which no client can connect to: set --authority (MEMBRANED_AUTHORITY) to the HOST[:PORT] "
+               "clients use\n";
+}
+
 std::string host_for_url(const std::string& host) {
   return host.find(':') != std::string::npos ? "[" + host + "]" : host;
 }
@@ -436,6 +455,7 @@ int serve(const Options& o) {
     authority = host_for_url(listen_host) + ":" + std::to_string(server.port());
     api.set_authority(authority);
   }
+  warn_if_unreachable_authority(authority);
   // Only on a store where no tenant was ever made; of several instances starting at once on an
   // empty shared store, exactly one makes it (and writes the file).
   auto first_tenant = api.create_first_tenant();
@@ -462,6 +482,7 @@ int tenant_create(const Options& o) {
   ::umask(077);
   std::string authority = o.authority.empty() ? o.listen : o.authority;
   if (auto s = check_authority(authority); !s) return fail(explained(s.error(), o));
+  warn_if_unreachable_authority(authority);
   if (auto s = check_data_dir(o); !s) return fail(explained(s.error(), o));
   std::error_code ec;
   const bool new_data_dir = !fs::exists(o.data_dir, ec);

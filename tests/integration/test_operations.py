@@ -253,6 +253,43 @@ class StartupChecksTest(unittest.TestCase):
             self.assertEqual(again.stop(), 0)
             again.cleanup()
 
+    def test_an_authority_no_client_can_reach_is_warned_about(self):
+        # Listening on every interface without --authority (the container's set-up) writes the
+        # unspecified address into every capability URI.
+        warning = "WARNING: capability URIs will name %s, which no client can connect to"
+        server = Server(args=["--listen", "0.0.0.0:0", "--allow-plain-http"]).start()
+        try:
+            authority = "0.0.0.0:%d" % server.port
+            self.assertEqual(server.authority, authority)
+            self.assertTrue(server.first_tenant()["capabilities"]["create"].startswith("cpblty://%s/#" % authority))
+            self.assertIn(warning % authority, server.stderr())
+            self.assertIn("--authority (MEMBRANED_AUTHORITY)", server.stderr())
+        finally:
+            self.assertEqual(server.stop(), 0)
+            server.cleanup()
+        # Given the address clients use, nothing to warn about; the same for loopback.
+        for args in (["--listen", "0.0.0.0:0", "--allow-plain-http", "--authority", "membrane.example.com:8080"], []):
+            server = Server(args=args).start()
+            try:
+                self.assertNotIn("WARNING", server.stderr(), args)
+            finally:
+                self.assertEqual(server.stop(), 0)
+                server.cleanup()
+        # An explicit unspecified authority, and `tenant create` with the container's environment.
+        with tempfile.TemporaryDirectory(prefix="membraned-start-") as tmp:
+            server = Server(data_dir=os.path.join(tmp, "var"), args=["--authority", "[::]:8443"]).start()
+            try:
+                self.assertIn(warning % "[::]:8443", server.stderr())
+            finally:
+                self.assertEqual(server.stop(), 0)
+                server.cleanup()
+            proc = subprocess.run([BINARY, "tenant", "create", "--data-dir", os.path.join(tmp, "var")],
+                                  capture_output=True, text=True, timeout=30,
+                                  env=dict(os.environ, MEMBRANED_LISTEN="0.0.0.0:8080"))
+            self.assertEqual(proc.returncode, 0, proc.stderr)
+            self.assertIn(warning % "0.0.0.0:8080", proc.stderr)
+            self.assertTrue(json.loads(proc.stdout)["capabilities"]["create"].startswith("cpblty://0.0.0.0:8080/#"))
+
     def test_an_interrupt_drains_and_exits_0(self):
         # SIGHUP reloads instead (test_operability).
         server = Server().start()
