@@ -462,9 +462,14 @@ Status MembraneStore::export_reexport(const Token& presented, const Token& token
       }
       return resolved.error();
     }
-    if (resolved->depth + 1 >= kMaxReexportDepth || resolved->walked + acting->walked + 1 > kMaxDependencies) {
-      return Error::invalid("capability",
-                            "re-export chains are limited to " + std::to_string(kMaxReexportDepth) + " links");
+    if (resolved->depth + 1 >= kMaxReexportDepth) {
+      return Error::invalid("capability", "a chain may hold at most " + std::to_string(kMaxReexportDepth - 1) +
+                                              " re-export links; this export would be link " +
+                                              std::to_string(resolved->depth + 1));
+    }
+    if (resolved->walked + acting->walked + 1 > kMaxDependencies) {
+      return Error::invalid("capability", "a capability may depend on at most " + std::to_string(kMaxDependencies) +
+                                              " others; this export would depend on more");
     }
     return insert_grant(session, *acting, grant,
                         {.digest = token.digest(),

@@ -1048,6 +1048,8 @@ TEST_P(StoreTest, ReexportChainsAreLimitedInDepth) {
   auto s = store_->export_reexport(m1.export_token, too_deep, chain.back(), membraned::test::new_grant());
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.error().kind, ErrorKind::invalid_input) << s.error().message;
+  EXPECT_EQ(s.error().message, "a chain may hold at most " + std::to_string(kMaxReexportDepth - 1) +
+                                   " re-export links; this export would be link " + std::to_string(kMaxReexportDepth));
   EXPECT_FALSE(alive(too_deep));
   // Shorter branches from the middle of the chain still work.
   Token branch = reexport(m1, chain[10]);
