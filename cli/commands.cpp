@@ -28,7 +28,7 @@ constexpr std::size_t kManagementAnswerLimit = 16 * 1024 * 1024;
 
 int print_failure(const Failure& f) {
   std::cerr << format_failure(f);
-  return 1;
+  return f.exit_status;
 }
 
 std::optional<bool> env_flag(const char* name, std::string& error) {
@@ -119,11 +119,11 @@ std::optional<ChosenCapability> choose_capability(const ServiceFlags& flags,
     if (looked_up) {
       out.profile = std::move(*looked_up);
     } else if (!from_flag) {
-      print_failure({looked_up.error().message, nullptr});
+      print_failure({looked_up.error().message, nullptr, kExitUsage});
       return std::nullopt;
     }
   } else if (!from_flag) {
-    print_failure({path.error().message, nullptr});
+    print_failure({path.error().message, nullptr, kExitUsage});
     return std::nullopt;
   }
 
@@ -259,7 +259,7 @@ int management_call(const ServiceFlags& flags, const std::string& capability_nam
                     const std::string& method, const std::string& request_target,
                     const std::optional<std::string>& body) {
   auto connection = prepare(flags, capability_name, operation);
-  if (!connection) return 1;
+  if (!connection) return kExitUsage;
   auto response = management_request(*connection, method, request_target, body);
   if (!response) return print_failure(request_failure(response.error().message));
   if (auto wrong = wrong_capability(response->head.status, response->head.headers, operation, response->body)) {
@@ -281,13 +281,13 @@ struct FetchedPage {
 
 // GET request_target with the query capability: the page of a 200 answer, or nullopt after
 // printing FAILED (an error answer as for every management call, any other status than 200, or
-// an answer that is not an inventory page). `context`, when given, leads the message: which page
-// failed.
+// an answer that is not an inventory page) and setting `exit_status`. `context`, when given, leads
+// the message: which page failed.
 std::optional<FetchedPage> fetch_exports_page(const Connection& connection, const std::string& request_target,
-                                              const std::string& context) {
+                                              const std::string& context, int& exit_status) {
   auto in_context = [&](Failure f) {
     if (!context.empty()) f.message = context + ": " + f.message;
-    print_failure(f);
+    exit_status = print_failure(f);
     return std::nullopt;
   };
   auto response = management_request(connection, "GET", request_target, std::nullopt);
@@ -312,24 +312,25 @@ std::string indented(const nlohmann::ordered_json& json) {
 }
 
 // `membrane exports --all`: every page, limit kExportsPageLimit, each after the last id of the
-// one before, until the service says completed. The entries, or nullopt after printing FAILED.
-std::optional<nlohmann::ordered_json> fetch_all_exports(const Connection& connection,
-                                                        const ExportsFlags& flags) {
+// one before, until the service says completed. The entries, or nullopt after printing FAILED and
+// setting `exit_status`.
+std::optional<nlohmann::ordered_json> fetch_all_exports(const Connection& connection, const ExportsFlags& flags,
+                                                        int& exit_status) {
   auto all = nlohmann::ordered_json::array();
   std::optional<std::string> after = flags.last_id;
   for (std::size_t number = 1;; ++number) {
     auto target = exports_target(flags.id, after, std::to_string(kExportsPageLimit));
     if (!target) {
-      usage_error(target.error().message);
+      exit_status = usage_error(target.error().message);
       return std::nullopt;
     }
     std::string context = "listing stopped at page " + std::to_string(number);
     if (after) context += " (after " + *after + ")";
-    auto fetched = fetch_exports_page(connection, *target, context);
+    auto fetched = fetch_exports_page(connection, *target, context, exit_status);
     if (!fetched) return std::nullopt;
     auto next = next_exports_after(fetched->page, after);
     if (!next) {
-      print_failure({context + ": " + next.error().message, nullptr});
+      exit_status = print_failure({context + ": " + next.error().message, nullptr});
       return std::nullopt;
     }
     for (auto& entry : fetched->page.exports) all.push_back(std::move(entry));
@@ -431,7 +432,7 @@ core::Status read_flag_sources(ServiceFlags& service, ExportFlags* export_flags,
 
 int usage_error(const std::string& message) {
   std::cerr << "capi: " << redact_tokens(message) << "\nRun with --help for more information.\n";
-  return 1;
+  return kExitUsage;
 }
 
 int run_membrane_create(const ServiceFlags& service, const std::string& id) {
@@ -452,17 +453,18 @@ int run_membrane_exports(const ServiceFlags& service, const ExportsFlags& flags)
                      flags.all ? std::optional<std::string>(std::to_string(kExportsPageLimit)) : flags.limit);
   if (!target) return usage_error(target.error().message);
   auto connection = prepare(service, "query", "query");
-  if (!connection) return 1;
+  if (!connection) return kExitUsage;
+  int failed_with = kExitRefused;
   if (flags.all) {
-    auto all = fetch_all_exports(*connection, flags);
-    if (!all) return 1;
+    auto all = fetch_all_exports(*connection, flags, failed_with);
+    if (!all) return failed_with;
     std::string text =
         flags.table ? format_exports_table(*all, true)
                     : indented(nlohmann::ordered_json{{"completed", true}, {"exports", std::move(*all)}});
     return write_stdout(text) ? 0 : 1;
   }
-  auto fetched = fetch_exports_page(*connection, *target, "");
-  if (!fetched) return 1;
+  auto fetched = fetch_exports_page(*connection, *target, "", failed_with);
+  if (!fetched) return failed_with;
   std::string text =
       flags.table ? format_exports_table(fetched->page.exports, fetched->page.completed) : fetched->printed;
   return write_stdout(text) ? 0 : 1;
@@ -472,9 +474,10 @@ int run_grant_show(const ServiceFlags& service, const GrantShowFlags& flags) {
   auto target = grant_target(flags.id);
   if (!target) return usage_error(target.error().message);
   auto connection = prepare(service, "query", "query");
-  if (!connection) return 1;
-  auto fetched = fetch_exports_page(*connection, *target, "");
-  if (!fetched) return 1;
+  if (!connection) return kExitUsage;
+  int failed_with = kExitRefused;
+  auto fetched = fetch_exports_page(*connection, *target, "", failed_with);
+  if (!fetched) return failed_with;
   const auto& exports = fetched->page.exports;
   if (exports.empty()) {
     return print_failure(
@@ -513,7 +516,7 @@ int run_invoke(const ServiceFlags& service, const InvokeFlags& invoke) {
   auto request = invoke_request(invoke);
   if (!request) return usage_error(request.error().message);
   auto connection = prepare(service, "invoke", "invoke");
-  if (!connection) return 1;
+  if (!connection) return kExitUsage;
   request->headers.insert(request->headers.begin(), {"Authorization", "Bearer " + connection->token.text()});
   request->headers.push_back({std::string(core::kCapabilityOperationHeader), connection->operation});
   bool output_ok = true;
@@ -542,9 +545,12 @@ int run_invoke(const ServiceFlags& service, const InvokeFlags& invoke) {
   if (refused) return print_failure(*wrong_capability(head->status, head->headers, connection->operation, refusal_body));
   line_end.finish();
   if (head->status < 200 || head->status > 299) {
-    std::cerr << "capi: the service answered " << head->status << (head->reason.empty() ? "" : " ")
-              << redact_tokens(head->reason) << "\n";
-    return 1;
+    // membraned marks the error answers it makes itself; any other is the upstream's, relayed.
+    const bool own = core::find_header(head->headers, core::kMembranedErrorHeader) != nullptr;
+    std::cerr << (own ? "capi: membraned answered " : "capi: the upstream answered ") << head->status
+              << (head->reason.empty() ? "" : " ") << redact_tokens(head->reason)
+              << (own ? "" : " (relayed by membraned)") << "\n";
+    return kExitRefused;
   }
   return output_ok ? 0 : 1;
 }
@@ -566,7 +572,7 @@ int run_config_import(const ImportFlags& import) {
   auto path = default_credentials_path();
   if (!path) return usage_error(path.error().message);
   auto written = import_profile(*path, import.profile, *tenant, import.plain_http, import.force);
-  if (!written) return print_failure({written.error().message, nullptr});
+  if (!written) return print_failure({written.error().message, nullptr, kExitUsage});
   std::cout << "capi: profile \"" << import.profile << "\" written to " << path->string();
   if (!tenant->id.empty()) std::cout << " (tenant " << tenant->id << ")";
   if (import.plain_http) std::cout << ", plain HTTP";

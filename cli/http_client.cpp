@@ -229,7 +229,9 @@ core::Result<HttpResponseHead> http_exchange(const HttpTarget& t, const HttpRequ
   auto connect = [&](beast::tcp_stream& stream) -> core::Status {
     stream.expires_after(options.timeout);
     if (auto ec = run(ioc, [&](auto handler) { stream.async_connect(*endpoints, std::move(handler)); })) {
-      return failure(step_error(ec, "connecting to", t, options.timeout));
+      std::string message = step_error(ec, "connecting to", t, options.timeout);
+      if (ec == net::error::connection_refused) message += " (is membraned running there?)";
+      return failure(message);
     }
     return core::ok_status();
   };

@@ -19,6 +19,7 @@
 #include "cli/commands.hpp"
 #include "cli/export_flags.hpp"
 #include "cli/output.hpp"
+#include "core/command_line.hpp"
 #include "core/http.hpp"
 #include "core/version.hpp"
 
@@ -238,7 +239,7 @@ int run_guarded(const std::function<int()>& command) {
     return command();
   } catch (const std::exception& e) {
     std::cerr << "FAILED\n" << redact_tokens(e.what()) << "\n";
-    return 1;
+    return kExitRefused;
   }
 }
 
@@ -299,7 +300,7 @@ int main(int argc, char** argv) {
     app.parse(reversed);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
-    return usage_error(e.what());
+    return usage_error(core::explain_parse_error(app, e, {args.begin() + 1, args.end()}));
   }
 
   // The secret-carrying flags read their @FILE, - or env:NAME now, before anything is sent.

@@ -92,7 +92,8 @@ std::string redact_tokens(std::string_view text) {
 
 Failure request_failure(std::string_view reason) {
   Failure f;
-  f.message = "Request failed due to " + std::string(reason);
+  f.message = "Request failed: " + std::string(reason);
+  f.exit_status = kExitNoAnswer;
   f.error = Json::object();
   f.error["error"] = "Request failed";
   f.error["message"] = f.message;

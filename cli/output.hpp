@@ -14,9 +14,15 @@
 
 namespace membraned::cli {
 
+// capi's exit statuses, so that a script can tell a refusal from a service it could not reach.
+inline constexpr int kExitRefused = 1;   // an error answer: the service's, or for invoke the upstream's
+inline constexpr int kExitUsage = 2;     // a flag, file, profile or capability unusable: nothing was sent
+inline constexpr int kExitNoAnswer = 3;  // no answer came: connection refused, TLS, timeout
+
 struct Failure {
   std::string message;
   nlohmann::ordered_json error;  // the error object the original SDK would have given
+  int exit_status = kExitRefused;
 };
 
 // The outcome of a management call (create, query, export, revoke, deleteSelf), judged as the
@@ -36,7 +42,7 @@ ManagementOutcome judge_management_answer(unsigned status, std::string_view body
 std::optional<Failure> wrong_capability(unsigned status, const core::Headers& headers, std::string_view stated,
                                         std::string_view body);
 
-// A request that got no answer (connect, TLS, timeout...).
+// A request that got no answer (connect, TLS, timeout...): "Request failed: REASON".
 Failure request_failure(std::string_view reason);
 
 // FAILED\n<message>\n<error as JSON, indented by 2>\n, with every token redacted.

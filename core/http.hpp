@@ -38,6 +38,11 @@ std::optional<std::string> standard_method(std::string_view name);
 // what the capability does perform.
 inline constexpr std::string_view kCapabilityOperationHeader = "X-Capability-Operation";
 
+// On every error answer membraned makes itself (a refusal, a 502 for an upstream it could not
+// reach...), never on an upstream's answer it relays: a client tells "membraned refused" from
+// "the upstream refused" (a 403 of either).
+inline constexpr std::string_view kMembranedErrorHeader = "X-Membraned-Error";
+
 // Connection, Keep-Alive, Proxy-Authenticate, Proxy-Authorization, TE, Trailer,
 // Transfer-Encoding, Upgrade (case-insensitive).
 bool is_hop_by_hop_header(std::string_view name) noexcept;

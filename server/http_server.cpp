@@ -211,7 +211,7 @@ struct HttpServer::Impl {
     if (!serves_tls()) {
       static const std::string kBody = api::Api::error_response(503, "Please try again soon").body.dump();
       static const std::string kAnswer = "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-                                         "Cache-Control: no-store\r\nConnection: close\r\nContent-Length: " +
+                                         "Cache-Control: no-store\r\nX-Membraned-Error: true\r\nConnection: close\r\nContent-Length: " +
                                          std::to_string(kBody.size()) + "\r\n\r\n" + kBody;
       socket.non_blocking(true, ec);
       socket.send(net::buffer(kAnswer), 0, ec);

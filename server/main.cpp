@@ -21,6 +21,7 @@
 
 #include "api/api.hpp"
 #include "core/address_policy.hpp"
+#include "core/command_line.hpp"
 #include "core/time.hpp"
 #include "core/token.hpp"
 #include "core/version.hpp"
@@ -212,6 +213,10 @@ std::size_t connections_that_fit(std::size_t wanted) {
                      " of them for upstreams and the store");
   return fit;
 }
+
+// Exit statuses: 1 a start or command that failed, 2 a command line that cannot be understood
+// (the admin commands add theirs, server/admin.hpp).
+constexpr int kExitUsage = 2;
 
 int fail(const std::string& message) {
   say("error", message);
@@ -515,7 +520,7 @@ std::function<std::string()> flags_taken(const CLI::App& app, std::vector<std::s
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"membraned: a capability membrane service that signs and proxies requests to AWS"};
+  CLI::App app{"membraned: a capability membrane service that signs and proxies requests to AWS", "membraned"};
   app.set_version_flag("--version", std::string("membraned ") + membraned::core::kVersion + " (commit " +
                                         membraned::core::kCommit + ")");
   Options o;
@@ -562,7 +567,15 @@ int main(int argc, char** argv) {
   server::AdminCommand admin(app, [&o] { return store_settings(o, 2); });
   admin.command()->footer(flags_taken(app, {"config", "data-dir", "store", "db-connect-timeout-ms",
                                             "db-statement-timeout-ms"}));
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    // Usage errors exit 2, as most Unix tools do, not with CLI11's own codes (103-110).
+    std::cerr << "membraned: " << membraned::core::explain_parse_error(app, e, {argv + 1, argv + argc})
+              << "\nRun with --help for more information.\n";
+    return kExitUsage;
+  }
   try {
     if (!o.config.empty()) {
       auto applied = membraned::server::apply_config_file(app, o.config);

@@ -79,6 +79,7 @@ class HttpSession : public RequesterSide, public Stoppable {
     // Only the service's own 409 names the operation a capability performs: a client must be
     // able to take that header for the truth that nothing was done.
     header.erase(core::kCapabilityOperationHeader);
+    header.erase(core::kMembranedErrorHeader);
     handler_.relay_begins(request().method_string(), static_cast<int>(header.result_int()));
     return keep_alive();
   }
@@ -207,6 +208,9 @@ class HttpSession : public RequesterSide, public Stoppable {
     if (!answer.capability_operation.empty()) {
       response_->set(core::kCapabilityOperationHeader, answer.capability_operation);
     }
+    if (answer.status >= 400) response_->set(core::kMembranedErrorHeader, "true");
+    // RFC 6750 §3: a 401 names the scheme it wants.
+    if (answer.status == 401) response_->set(http::field::www_authenticate, "Bearer realm=\"membraned\"");
     const std::uint64_t body_bytes = head ? 0 : answer.body.size();
     if (head) {
       response_->content_length(answer.body.size());

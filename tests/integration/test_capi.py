@@ -182,13 +182,22 @@ class CapiTest(unittest.TestCase):
         self.assertIn(str(status), result.stderr.decode())
         self.assertNotIn(b"CPBLTY1-", result.stderr)
 
-    def failed(self, result):
-        """exit 1, nothing on stdout, and no token anywhere on stderr."""
-        self.assertEqual(result.returncode, 1, result.stdout)
+    def failed(self, result, status=1):
+        """An error answer from the service: exit 1, nothing on stdout, and no token anywhere on
+        stderr."""
+        self.assertEqual(result.returncode, status, result.stderr)
         self.assertEqual(result.stdout, b"")
         err = result.stderr.decode()
         self.assertNotRegex(err, r"CPBLTY1-[A-Za-z0-9_-]{8}")
         return err
+
+    def failed_before_sending(self, result):
+        """A flag, file, profile or capability capi cannot use: exit 2, nothing sent."""
+        return self.failed(result, status=2)
+
+    def unanswered(self, result):
+        """No answer came (refused connection, TLS, timeout): exit 3."""
+        return self.failed(result, status=3)
 
     @staticmethod
     def log_lines(server):
@@ -263,13 +272,13 @@ class CapiTest(unittest.TestCase):
         self.ok(self.home.capi("config", "import", path), expect_json=False)
         before = len(self.log_lines(self.https))
         for extra in ([], ["--trustedCA-file-path", self.wrong_trusted]):
-            err = self.failed(self.home.capi("membrane", "create", "--id", "untrusted", *extra))
+            err = self.unanswered(self.home.capi("membrane", "create", "--id", "untrusted", *extra))
             self.assertTrue(err.startswith("FAILED\n"), err)
             self.assertIn("not trusted", err)
             self.assertIn('"error": "Request failed"', err)
         # A trustedCA file for another authority does not help either.
         other = self.home.file("other.json", json.dumps({"127.0.0.1:1": open(self.pki.ca_cert).read()}))
-        self.failed(self.home.capi("membrane", "create", "--id", "untrusted", "--trustedCA-file-path", other))
+        self.unanswered(self.home.capi("membrane", "create", "--id", "untrusted", "--trustedCA-file-path", other))
         self.assertEqual(len(self.log_lines(self.https)), before)  # no request reached the service
         q = self.ok(self.home.capi("membrane", "query", "--id", "untrusted", *self.tls()))
         self.assertEqual(q["membranes"], [])
@@ -300,7 +309,7 @@ class CapiTest(unittest.TestCase):
             cap = "cpblty://%s/#%s" % (server.authority, token_of(server.first_tenant()["capabilities"]["query"]))
             trusted = self.home.file("t2.json", json.dumps({server.authority: ca_pem}))
             before = len(self.log_lines(server))
-            err = self.failed(self.home.capi("membrane", "query", "--capability", cap, "--trustedCA-file-path", trusted))
+            err = self.unanswered(self.home.capi("membrane", "query", "--capability", cap, "--trustedCA-file-path", trusted))
             self.assertIn("not trusted", err)
             self.assertIn("mismatch", err)
             self.assertEqual(len(self.log_lines(server)), before)
@@ -313,23 +322,23 @@ class CapiTest(unittest.TestCase):
         tenant, path = self.new_tenant(self.plain)
         query = tenant["capabilities"]["query"]
         # HTTPS by default: a plain-HTTP service fails the handshake, with a hint.
-        err = self.failed(self.home.capi("membrane", "query", "--capability", query, "--timeout", "5"))
+        err = self.unanswered(self.home.capi("membrane", "query", "--capability", query, "--timeout", "5"))
         self.assertIn("plain HTTP", err)
         # Asked for: the flag, or the environment variable.
         self.ok(self.home.capi("membrane", "query", "--capability", query, "--plain-http"))
         self.ok(self.home.capi("membrane", "query", "--capability", query, env={"CAPI_PLAIN_HTTP": "1"}))
-        self.assertIn("CAPI_PLAIN_HTTP", self.failed(
+        self.assertIn("CAPI_PLAIN_HTTP", self.failed_before_sending(
             self.home.capi("membrane", "query", "--capability", query, env={"CAPI_PLAIN_HTTP": "perhaps"})))
         # Never to a non-loopback authority, whatever asks for it.
         remote = "cpblty://membrane.example.com:8080/#" + token_of(query)
         for how in (["--plain-http"], []):
             env = {} if how else {"CAPI_PLAIN_HTTP": "1"}
-            err = self.failed(self.home.capi("membrane", "query", "--capability", remote, *how, env=env))
+            err = self.failed_before_sending(self.home.capi("membrane", "query", "--capability", remote, *how, env=env))
             self.assertIn("in clear", err)
         bad_import = self.home.file("remote.json", json.dumps(
             {"id": "x", "capabilities": {k: "cpblty://10.1.2.3:80/#" + token_of(v)
                                          for k, v in tenant["capabilities"].items()}}))
-        self.assertIn("in clear", self.failed(self.home.capi("config", "import", "--plain-http", bad_import)))
+        self.assertIn("in clear", self.failed_before_sending(self.home.capi("config", "import", "--plain-http", bad_import)))
         self.assertFalse(os.path.exists(self.home.credentials))
 
     def test_config_import_then_create_without_capability(self):
@@ -348,7 +357,7 @@ class CapiTest(unittest.TestCase):
         tenant, _ = self.new_tenant(self.https)
         self.ok(self.home.capi("membrane", "query", "--capability", tenant["capabilities"]["query"], *self.tls()))
         # No profile of that name: the original's message, exit 1.
-        err = self.failed(self.home.capi("membrane", "create", "--id", "y", "--profile", "nobody"))
+        err = self.failed_before_sending(self.home.capi("membrane", "create", "--id", "y", "--profile", "nobody"))
         self.assertTrue(err.startswith('FAILED\nNo membrane "create" capability found for profile "nobody"'), err)
 
     def test_two_profiles(self):
@@ -364,12 +373,12 @@ class CapiTest(unittest.TestCase):
         self.assertEqual([m["id"] for m in qa["membranes"]], ["only-alpha", "shared"])
         self.assertEqual([m["id"] for m in qb["membranes"]], ["shared"])
         # No "default" profile was written.
-        self.assertIn("default", self.failed(self.home.capi("membrane", "query", "--plain-http")))
+        self.assertIn("default", self.failed_before_sending(self.home.capi("membrane", "query", "--plain-http")))
         # Re-importing beta with another tenant is refused: beta may hold b's only copy. Nothing
         # is written, and beta still works.
         with open(self.home.credentials, "rb") as f:
             before = f.read()
-        err = self.failed(self.home.capi("config", "import", "--profile", "beta", "--plain-http", a_path))
+        err = self.failed_before_sending(self.home.capi("config", "import", "--profile", "beta", "--plain-http", a_path))
         self.assertEqual(err.split("\n")[0], "FAILED")
         self.assertIn('profile "beta" in %s holds the capabilities of tenant %s; nothing was written'
                       % (self.home.credentials, b["id"]), err)
@@ -410,7 +419,7 @@ class CapiTest(unittest.TestCase):
         self.assertEqual([m["id"] for m in page["membranes"]], ["m3"])
         before = len(self.log_lines(self.plain))
         for bad in ("0", "-3", "ten"):
-            self.assertIn("--limit", self.failed(self.home.capi("membrane", "query", "--limit", bad)))
+            self.assertIn("--limit", self.failed_before_sending(self.home.capi("membrane", "query", "--limit", bad)))
         self.assertEqual(len(self.log_lines(self.plain)), before)
 
     def test_ids_with_spaces_and_slashes_round_trip(self):
@@ -539,7 +548,8 @@ class CapiTest(unittest.TestCase):
         proc.stderr.close()
         self.assertEqual(proc.wait(), 1)
         self.assertEqual(out, b'{"status": 404}\r\n')  # the terminal writes LF as CR LF
-        self.assertEqual(err, b"capi: the service answered 404 Not Found\n")
+        # The upstream's own answer, relayed: capi says whose it is.
+        self.assertEqual(err, b"capi: the upstream answered 404 Not Found (relayed by membraned)\n")
 
     def test_revoke_then_invoke_fails(self):
         tenant, path = self.new_tenant(self.plain)
@@ -550,7 +560,10 @@ class CapiTest(unittest.TestCase):
         for _ in range(2):  # a repeated revoke answers 202 again
             revoked = self.ok(self.home.capi("membrane", "revoke", "--plain-http", "--capability", m["capabilities"]["revoke"]))
             self.assertEqual(revoked, {"statusCode": 202, "message": "Accepted"})
-        self.invoke_refused(self.home.capi("invoke", "--plain-http", "--capability", cap), 401)
+        refused = self.home.capi("invoke", "--plain-http", "--capability", cap)
+        self.invoke_refused(refused, 401)
+        # membraned's own refusal, not the upstream's.
+        self.assertEqual(refused.stderr, b"capi: membraned answered 401 Unauthorized\n")
 
     def test_delete_self(self):
         tenant, path = self.new_tenant(self.plain)
@@ -618,7 +631,7 @@ class CapiTest(unittest.TestCase):
                          [h for h in membrane["headers"] if h[0] != "X-Capability-Operation"])
         self.assertIn(("Authorization", "Bearer CPBLTY1-" + "A" * 85 + "Q"), grant["headers"])
         # The revoke capability is required: no profile stands in for it.
-        self.assertIn("--capability", self.failed(self.home.capi("grant", "revoke", "--plain-http")))
+        self.assertIn("--capability", self.failed_before_sending(self.home.capi("grant", "revoke", "--plain-http")))
 
     def test_every_subcommand_states_its_operation(self):
         """X-Capability-Operation on every request capi sends, naming what the subcommand means."""
@@ -640,7 +653,7 @@ class CapiTest(unittest.TestCase):
                 sent = self.upstream.requests[-1]["headers"]
                 self.assertEqual([v for k, v in sent if k.lower() == "x-capability-operation"], [operation])
         # invoke's --header cannot state another one.
-        self.assertIn("capi sets this header itself", self.failed(self.home.capi(
+        self.assertIn("capi sets this header itself", self.failed_before_sending(self.home.capi(
             "invoke", "--plain-http", "--capability", cap, "--header", "X-Capability-Operation: revoke")))
 
     def test_a_capability_of_another_kind_changes_nothing(self):
@@ -693,7 +706,7 @@ class CapiTest(unittest.TestCase):
         self.assertTrue(any("op=deleteSelf" in l for l in refused), refused)
 
     def test_an_empty_capability_says_it_is_empty(self):
-        err = self.failed(self.home.capi("membrane", "export", "--plain-http", "--capability", "",
+        err = self.failed_before_sending(self.home.capi("membrane", "export", "--plain-http", "--capability", "",
                                          "--uri", self.upstream.url("/echo")))
         self.assertTrue(err.startswith("capi: --capability is empty"), err)
 
@@ -716,7 +729,7 @@ class CapiTest(unittest.TestCase):
         before = len(self.upstream.requests)
         for args, expected in cases:
             with self.subTest(args=args):
-                err = self.failed(self.home.capi("membrane", "export", "--plain-http", "--capability",
+                err = self.failed_before_sending(self.home.capi("membrane", "export", "--plain-http", "--capability",
                                                  self.fake_service_capability(), "--uri", uri, *args))
                 self.assertIn(expected, err)
         self.assertEqual(len(self.upstream.requests), before)
@@ -883,7 +896,7 @@ class CapiTest(unittest.TestCase):
                                    (["membrane", "exports"], "--id"),
                                    (["grant", "show"], "id")):
                 with self.subTest(args=args):
-                    self.assertIn(expected, self.failed(self.home.capi(*args, "--plain-http", "--capability",
+                    self.assertIn(expected, self.failed_before_sending(self.home.capi(*args, "--plain-http", "--capability",
                                                                        fake.capability)))
             self.assertEqual(len(fake.requests), 2)
         finally:
@@ -929,19 +942,19 @@ class CapiTest(unittest.TestCase):
         before = len(self.log_lines(self.plain))
         for args, expected in cases:
             with self.subTest(args=[a for a in args if not a.startswith("cpblty")]):
-                err = self.failed(self.home.capi("membrane", "export", "--plain-http", "--capability", export, *args))
+                err = self.failed_before_sending(self.home.capi("membrane", "export", "--plain-http", "--capability", export, *args))
                 self.assertIn(expected, err)
                 self.assertNotIn("TOPSECRET", err)
                 self.assertFalse(err.startswith("Traceback"))
         for args, expected in ((["membrane", "create"], "--id"),
                                (["membrane", "create", "--id", "z", "--no-such-flag"], "no-such-flag"),
                                (["membrane", "create", "--id", "z", "--capability", "not-a-capability"], "capability"),
-                               (["membrane"], "subcommand"),
+                               (["membrane"], "needs a command: create, query"),
                                (["invoke", "--plain-http"], "--capability"),
                                (["invoke", "--plain-http", "--capability", export, "-H", "Authorization: x"],
                                 "Authorization")):
             with self.subTest(args=args):
-                self.assertIn(expected, self.failed(self.home.capi(*args, "--profile", profile)))
+                self.assertIn(expected, self.failed_before_sending(self.home.capi(*args, "--profile", profile)))
         self.assertEqual(len(self.log_lines(self.plain)), before)  # not one request reached the service
         page = self.ok(self.home.capi("membrane", "query", "--profile", profile, "--limit", "10"))
         self.assertEqual([x["id"] for x in page["membranes"]], ["flags"])
@@ -974,8 +987,9 @@ class CapiTest(unittest.TestCase):
         self.assertEqual(json.loads(err.split("\n", 2)[2])["statusCode"], 400)
         # Nobody listening: a request failure, in the SDK's shape.
         dead = "cpblty://127.0.0.1:1/#" + token_of(m["capabilities"]["export"])
-        err = self.failed(self.home.capi("membrane", "revoke", "--plain-http", "--capability", dead))
+        err = self.unanswered(self.home.capi("membrane", "revoke", "--plain-http", "--capability", dead))
         self.assertEqual(json.loads(err.split("\n", 2)[2])["error"], "Request failed")
+        self.assertIn("Connection refused (is membraned running there?)", err)
 
     def test_secrets_from_a_file_stdin_or_the_environment_never_reach_the_command_line(self):
         """N-13: capi is made to wait on a listener that reads its request and never answers; while
@@ -1079,11 +1093,11 @@ class CapiTest(unittest.TestCase):
                  "capi: --cap1-hmac-sha512-key: @%s is empty" % os.path.join(self.home.path, "empty"))):
             with self.subTest(args=args):
                 before = len(self.upstream.requests)
-                err = self.failed(self.home.capi(*base, *args))
+                err = self.failed_before_sending(self.home.capi(*base, *args))
                 self.assertTrue(err.startswith(expected), err)
                 self.assertEqual(len(self.upstream.requests), before)
         # One flag at most reads standard input.
-        err = self.failed(self.home.capi("invoke", "--plain-http", "--capability", "-", "--data", "-",
+        err = self.failed_before_sending(self.home.capi("invoke", "--plain-http", "--capability", "-", "--data", "-",
                                          stdin=cap.encode()))
         self.assertTrue(err.startswith("capi: --capability: standard input is already read by --data"), err)
 
@@ -1098,7 +1112,7 @@ class CapiTest(unittest.TestCase):
             for extra, env in (([], {}), (["--plain-http"], {})):
                 # A hang would end in the subprocess timeout (an error); the message shows the
                 # client's own 1 s limit fired.
-                err = self.failed(self.home.capi("membrane", "query", "--capability",
+                err = self.unanswered(self.home.capi("membrane", "query", "--capability",
                                                  "cpblty://127.0.0.1:%d/#%s" % (port, token), "--timeout", "1",
                                                  *extra, env=env, timeout=20))
                 self.assertIn("timed out after 1 s", err)

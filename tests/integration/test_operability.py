@@ -496,5 +496,29 @@ class VersionTest(unittest.TestCase):
                 self.assertEqual(known.returncode, 0, "%s is a commit of this repository" % commit)
 
 
+class UsageErrorTest(unittest.TestCase):
+    """A command line that cannot be understood exits 2 (not CLI11's 103-110), naming the word
+    and the one probably meant; capi the same."""
+
+    def test_an_unknown_command_or_flag_is_named_with_the_one_meant(self):
+        cases = (
+            ([BINARY, "serv"], 'membraned: unknown command "serv" for "membraned"; did you mean "serve"? '
+                               "(the commands: serve, check-config, tenant, admin)"),
+            ([BINARY, "tenant", "list"], 'membraned: unknown command "list" for "membraned tenant" (the commands: create)'),
+            ([BINARY, "version"], 'membraned: unknown command "version" for "membraned"; did you mean "--version"?'),
+            ([BINARY, "--lisen", "127.0.0.1:1", "serve"], 'membraned: unknown flag "--lisen"; did you mean "--listen"?'),
+            ([BINARY, "tenant"], 'membraned: "membraned tenant" needs a command: create'),
+            ([CAPI, "membrane", "lst"], 'capi: unknown command "lst" for "capi membrane"'),
+            ([CAPI, "membrane", "query", "--limti", "3"], 'capi: unknown flag "--limti"; did you mean "--limit"?'),
+        )
+        for args, expected in cases:
+            with self.subTest(args=args[1:]):
+                out = subprocess.run(args, capture_output=True, text=True, timeout=30, env=without_membraned_env())
+                self.assertEqual(out.returncode, 2, out.stderr)
+                self.assertTrue(out.stderr.startswith(expected), out.stderr)
+                self.assertIn("Run with --help for more information.", out.stderr)
+                self.assertEqual(out.stdout, "")
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -3,7 +3,9 @@ operation its capability does not perform is refused with 409 naming both, and n
 done (no revoke, no deletion, no export, no use counted, nothing sent upstream); an unknown or
 repeated name is 400; the header never reaches the upstream, and an upstream cannot fake the
 service's refusal with it. The audit log records such a request with reason `operation`, and
-membraned_refusals_total counts it."""
+membraned_refusals_total counts it. Every error answer of the service's own carries
+X-Membraned-Error, which an upstream's relayed answer never does, and a 401 names the Bearer
+scheme (WWW-Authenticate)."""
 import http.client
 import http.server
 import json
@@ -16,6 +18,7 @@ import unittest
 from harness import Server, Upstream, token_of
 
 OPERATION = "X-Capability-Operation"
+OWN_ERROR = "X-Membraned-Error"
 
 
 def header(headers, name):
@@ -149,6 +152,7 @@ class StatedOperationTest(unittest.TestCase):
                 payload = b'{"upstream": "conflict"}'
                 self.send_response(409)
                 self.send_header(OPERATION, "revoke")
+                self.send_header(OWN_ERROR, "true")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)
@@ -164,9 +168,28 @@ class StatedOperationTest(unittest.TestCase):
             status, answer, headers = self.call(token_of(grant["capability"]), "invoke", body="{}")
             self.assertEqual((status, answer), (409, {"upstream": "conflict"}))
             self.assertEqual(header(headers, OPERATION), [])
+            self.assertEqual(header(headers, OWN_ERROR), [])  # the upstream's answer, not the service's
         finally:
             faker.shutdown()
             faker.server_close()
+
+    def test_the_services_own_errors_are_marked_and_a_401_names_bearer(self):
+        tenant = self.tenant()
+        m = self.membrane(tenant, "marked")
+        status, answer, headers = self.call(m["revoke"], "export", body={"uri": self.upstream.url("/echo")})
+        self.assertEqual(status, 409, answer)
+        self.assertEqual(header(headers, OWN_ERROR), ["true"])
+        self.assertEqual(header(headers, "WWW-Authenticate"), [])
+        for token in ("CPBLTY1-" + "A" * 85 + "Q", None):  # an unknown token, and none at all
+            with self.subTest(token=bool(token)):
+                status, answer, headers = self.server.call(token, "POST", "/", {})
+                self.assertEqual(status, 401, answer)
+                self.assertEqual(header(headers, OWN_ERROR), ["true"])
+                self.assertEqual(header(headers, "WWW-Authenticate"), ['Bearer realm="membraned"'])
+        # A success carries neither, nor does an upstream's error relayed (test above).
+        status, answer, headers = self.call(tenant["query"], "query")
+        self.assertEqual(status, 200, answer)
+        self.assertEqual(header(headers, OWN_ERROR), [])
 
     def test_audit_record_and_metric(self):
         tenant = self.tenant()

@@ -83,11 +83,12 @@ TEST(CapiOutput, SuccessStatusWithAnErrorBodyIsAFailure) {
 }
 
 TEST(CapiOutput, RequestFailureHasTheSdksShape) {
-  auto f = request_failure("connect http://127.0.0.1:1: Connection refused");
+  auto f = request_failure("connecting to http://127.0.0.1:1: Connection refused");
+  EXPECT_EQ(f.exit_status, membraned::cli::kExitNoAnswer);
   EXPECT_EQ(format_failure(f),
-            "FAILED\nRequest failed due to connect http://127.0.0.1:1: Connection refused\n{\n"
+            "FAILED\nRequest failed: connecting to http://127.0.0.1:1: Connection refused\n{\n"
             "  \"error\": \"Request failed\",\n"
-            "  \"message\": \"Request failed due to connect http://127.0.0.1:1: Connection refused\"\n}\n");
+            "  \"message\": \"Request failed: connecting to http://127.0.0.1:1: Connection refused\"\n}\n");
 }
 
 TEST(CapiOutput, TokensAreRedactedFromFailures) {
