@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 9: invocation throughput and latency with the PostgreSQL store beside SQLite, with one
+# Invocation throughput and latency with the PostgreSQL store beside SQLite, with one
 # and with two membraned instances (one I/O thread each) on the same upstream nginx. PostgreSQL is
 # a throwaway cluster (tests/support/pg_cluster.sh) with fsync on, on the same machine; the two
 # instances share its database and are loaded at once by two wrk processes (half the

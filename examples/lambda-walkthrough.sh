@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The seed tutorial ("give a third party one Lambda function, then take it back") on one machine:
-# a local stand-in for AWS Lambda that checks every SigV4 signature with botocore (an AWS
-# implementation independent of membraned), a membraned with its own throwaway data directory,
+# The tutorial of docs/tutorial.md ("give a third party one Lambda function, then take it back")
+# on one machine: a local stand-in for AWS Lambda that checks every SigV4 signature with botocore
+# (an AWS implementation independent of membraned), a membraned with its own throwaway data directory,
 # and every step of the tutorial twice: first with curl, then with capi, the command-line client
 # (config import, membrane create, export, re-export, query and revoke, a grant for a day and 100
 # uses and its own revoke, the list of what was handed out and one grant shown, invocations with
