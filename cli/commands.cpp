@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
+#include <functional>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -271,20 +272,20 @@ int management_call(const ServiceFlags& flags, const std::string& capability_nam
   return 0;
 }
 
-// --- the inventory -------------------------------------------------------------------------------
+// --- listings: the membrane query and the inventory ----------------------------------------------
 
-// A page of the inventory and the answer as `membrane query` would print it.
+// A page of a listing and the answer as a management call would print it.
 struct FetchedPage {
-  ExportsPage page;
+  ListingPage page;
   std::string printed;
 };
 
-// GET request_target with the query capability: the page of a 200 answer, or nullopt after
-// printing FAILED (an error answer as for every management call, any other status than 200, or
-// an answer that is not an inventory page) and setting `exit_status`. `context`, when given, leads
-// the message: which page failed.
-std::optional<FetchedPage> fetch_exports_page(const Connection& connection, const std::string& request_target,
-                                              const std::string& context, int& exit_status) {
+// GET request_target with the query capability: the page (entries under `list`) of a 200 answer,
+// or nullopt after printing FAILED (an error answer as for every management call, any other
+// status than 200, or an answer that is not such a page) and setting `exit_status`. `context`,
+// when given, leads the message: which page failed.
+std::optional<FetchedPage> fetch_page(const Connection& connection, const std::string& request_target,
+                                      const std::string& list, const std::string& context, int& exit_status) {
   auto in_context = [&](Failure f) {
     if (!context.empty()) f.message = context + ": " + f.message;
     exit_status = print_failure(f);
@@ -302,7 +303,7 @@ std::optional<FetchedPage> fetch_exports_page(const Connection& connection, cons
     return in_context(
         {"the service answered " + std::to_string(response->head.status) + ", not 200", nullptr});
   }
-  auto page = parse_exports_page(response->body);
+  auto page = parse_listing_page(response->body, list);
   if (!page) return in_context({page.error().message, nullptr});
   return FetchedPage{std::move(*page), std::move(outcome.stdout_text)};
 }
@@ -311,29 +312,32 @@ std::string indented(const nlohmann::ordered_json& json) {
   return json.dump(2, ' ', false, nlohmann::ordered_json::error_handler_t::replace) + "\n";
 }
 
-// `membrane exports --all`: every page, limit kExportsPageLimit, each after the last id of the
-// one before, until the service says completed. The entries, or nullopt after printing FAILED and
-// setting `exit_status`.
-std::optional<nlohmann::ordered_json> fetch_all_exports(const Connection& connection, const ExportsFlags& flags,
-                                                        int& exit_status) {
+// The request target of the page after lastId `after` (none: the first).
+using PageTarget = std::function<core::Result<std::string>(const std::optional<std::string>& after)>;
+
+// --all: every page, each after the last id of the one before (the first after `after`), until
+// the service says completed. The entries, or nullopt after printing FAILED and setting
+// `exit_status`.
+std::optional<nlohmann::ordered_json> fetch_all(const Connection& connection, const std::string& list,
+                                                const PageTarget& target_after, std::optional<std::string> after,
+                                                int& exit_status) {
   auto all = nlohmann::ordered_json::array();
-  std::optional<std::string> after = flags.last_id;
   for (std::size_t number = 1;; ++number) {
-    auto target = exports_target(flags.id, after, std::to_string(kExportsPageLimit));
+    auto target = target_after(after);
     if (!target) {
       exit_status = usage_error(target.error().message);
       return std::nullopt;
     }
     std::string context = "listing stopped at page " + std::to_string(number);
     if (after) context += " (after " + *after + ")";
-    auto fetched = fetch_exports_page(connection, *target, context, exit_status);
+    auto fetched = fetch_page(connection, *target, list, context, exit_status);
     if (!fetched) return std::nullopt;
-    auto next = next_exports_after(fetched->page, after);
+    auto next = next_page_after(fetched->page, after);
     if (!next) {
       exit_status = print_failure({context + ": " + next.error().message, nullptr});
       return std::nullopt;
     }
-    for (auto& entry : fetched->page.exports) all.push_back(std::move(entry));
+    for (auto& entry : fetched->page.entries) all.push_back(std::move(entry));
     if (!*next) return all;
     after = std::move(*next);
   }
@@ -441,32 +445,49 @@ int run_membrane_create(const ServiceFlags& service, const std::string& id) {
 }
 
 int run_membrane_query(const ServiceFlags& service, const QueryFlags& query) {
-  auto target = query_target(query.id, query.last_id, query.limit);
+  const std::string page_limit = std::to_string(kListingPageLimit);
+  auto target = query_target(query.id, query.last_id, query.all ? std::optional(page_limit) : query.limit);
   if (!target) return usage_error(target.error().message);
-  return management_call(service, "query", "query", "GET", *target, std::nullopt);
+  if (!query.all) return management_call(service, "query", "query", "GET", *target, std::nullopt);
+  auto connection = prepare(service, "query", "query");
+  if (!connection) return kExitUsage;
+  int failed_with = kExitRefused;
+  auto all = fetch_all(
+      *connection, "membranes",
+      [&](const std::optional<std::string>& after) { return query_target(std::nullopt, after, page_limit); },
+      query.last_id, failed_with);
+  if (!all) return failed_with;
+  return write_stdout(indented(nlohmann::ordered_json{{"membranes", std::move(*all)}, {"completed", true}}))
+             ? 0
+             : kExitRefused;
 }
 
 int run_membrane_exports(const ServiceFlags& service, const ExportsFlags& flags) {
   // Flag errors first, before anything is read or sent.
   auto target =
       exports_target(flags.id, flags.last_id,
-                     flags.all ? std::optional<std::string>(std::to_string(kExportsPageLimit)) : flags.limit);
+                     flags.all ? std::optional<std::string>(std::to_string(kListingPageLimit)) : flags.limit);
   if (!target) return usage_error(target.error().message);
   auto connection = prepare(service, "query", "query");
   if (!connection) return kExitUsage;
   int failed_with = kExitRefused;
   if (flags.all) {
-    auto all = fetch_all_exports(*connection, flags, failed_with);
+    auto all = fetch_all(
+        *connection, "exports",
+        [&](const std::optional<std::string>& after) {
+          return exports_target(flags.id, after, std::to_string(kListingPageLimit));
+        },
+        flags.last_id, failed_with);
     if (!all) return failed_with;
     std::string text =
         flags.table ? format_exports_table(*all, true)
                     : indented(nlohmann::ordered_json{{"completed", true}, {"exports", std::move(*all)}});
     return write_stdout(text) ? 0 : 1;
   }
-  auto fetched = fetch_exports_page(*connection, *target, "", failed_with);
+  auto fetched = fetch_page(*connection, *target, "exports", "", failed_with);
   if (!fetched) return failed_with;
   std::string text =
-      flags.table ? format_exports_table(fetched->page.exports, fetched->page.completed) : fetched->printed;
+      flags.table ? format_exports_table(fetched->page.entries, fetched->page.completed) : fetched->printed;
   return write_stdout(text) ? 0 : 1;
 }
 
@@ -476,9 +497,9 @@ int run_grant_show(const ServiceFlags& service, const GrantShowFlags& flags) {
   auto connection = prepare(service, "query", "query");
   if (!connection) return kExitUsage;
   int failed_with = kExitRefused;
-  auto fetched = fetch_exports_page(*connection, *target, "", failed_with);
+  auto fetched = fetch_page(*connection, *target, "exports", "", failed_with);
   if (!fetched) return failed_with;
-  const auto& exports = fetched->page.exports;
+  const auto& exports = fetched->page.entries;
   if (exports.empty()) {
     return print_failure(
         {"No grant with id " + nlohmann::ordered_json(flags.id).dump() + " for this tenant", nullptr});

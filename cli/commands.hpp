@@ -27,6 +27,7 @@ struct QueryFlags {
   std::optional<std::string> id;
   std::optional<std::string> last_id;
   std::optional<std::string> limit;
+  bool all = false;  // every page (limit kListingPageLimit), printed as one answer
 };
 
 // `membrane exports`: whose grants to list, and how.
@@ -34,7 +35,7 @@ struct ExportsFlags {
   std::string id;  // the membrane
   std::optional<std::string> last_id;
   std::optional<std::string> limit;
-  bool all = false;    // every page (limit kExportsPageLimit), printed as one answer
+  bool all = false;    // every page (limit kListingPageLimit), printed as one answer
   bool table = false;  // a table for people instead of JSON
 };
 

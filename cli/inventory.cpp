@@ -118,15 +118,15 @@ core::Result<std::string> grant_target(const std::string& grant_id) {
   return "/?grant=" + *encoded;
 }
 
-core::Result<ExportsPage> parse_exports_page(std::string_view body) {
+core::Result<ListingPage> parse_listing_page(std::string_view body, const std::string& list) {
   const Json parsed = Json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (parsed.is_discarded() || !parsed.is_object()) {
-    return core::Error::invalid("exports", "the service's answer is not a JSON object");
+    return core::Error::invalid(list, "the service's answer is not a JSON object");
   }
-  auto exports = parsed.find("exports");
+  auto exports = parsed.find(list);
   if (exports == parsed.end() || !exports->is_array()) {
-    return core::Error::invalid(
-        "exports", "the service's answer has no \"exports\" list (does this service have the inventory?)");
+    return core::Error::invalid(list, "the service's answer has no \"" + list + "\" list" +
+                                          (list == "exports" ? " (does this service have the inventory?)" : ""));
   }
   auto completed = parsed.find("completed");
   if (completed == parsed.end() || !completed->is_boolean()) {
@@ -136,27 +136,27 @@ core::Result<ExportsPage> parse_exports_page(std::string_view body) {
     const Json& entry = (*exports)[i];
     if (!entry.is_object() || !entry.contains("id") || !entry["id"].is_string()) {
       return core::Error::invalid(
-          "exports", "exports[" + std::to_string(i) + "] of the service's answer is not an entry with an id");
+          list, list + "[" + std::to_string(i) + "] of the service's answer is not an entry with an id");
     }
   }
-  ExportsPage page;
-  page.exports = *exports;
+  ListingPage page;
+  page.entries = *exports;
   page.completed = completed->get<bool>();
   return page;
 }
 
-core::Result<std::optional<std::string>> next_exports_after(const ExportsPage& page,
-                                                            const std::optional<std::string>& previous) {
+core::Result<std::optional<std::string>> next_page_after(const ListingPage& page,
+                                                         const std::optional<std::string>& previous) {
   if (page.completed) return std::optional<std::string>();
-  if (page.exports.empty()) {
-    return core::Error::invalid("exports", "the service answered an empty page that is not the last");
+  if (page.entries.empty()) {
+    return core::Error::invalid("lastId", "the service answered an empty page that is not the last");
   }
-  const Json& id = field(page.exports.back(), "id");
-  if (!id.is_string()) return core::Error::invalid("exports", "the last entry of the page has no id");
+  const Json& id = field(page.entries.back(), "id");
+  if (!id.is_string()) return core::Error::invalid("lastId", "the last entry of the page has no id");
   std::string last = id.get<std::string>();
   if (previous && !(last > *previous)) {
     return core::Error::invalid(
-        "exports", "the service answered a page that does not go past lastId " + printable(*previous));
+        "lastId", "the service answered a page that does not go past lastId " + printable(*previous));
   }
   return std::optional<std::string>(std::move(last));
 }

@@ -14,8 +14,8 @@
 
 namespace membraned::cli {
 
-// --all asks for pages of this many entries: the largest the service gives.
-inline constexpr std::size_t kExportsPageLimit = 1000;
+// --all asks for pages of this many entries (grants or membranes): the largest the service gives.
+inline constexpr std::size_t kListingPageLimit = 1000;
 
 // "/?exportsOf=ID[&lastId=..][&limit=N]" (encodeURIComponent values, in this order); limit, when
 // given, must be a whole number greater than 0 (as for `membrane query`).
@@ -25,20 +25,21 @@ core::Result<std::string> exports_target(const std::string& membrane_id,
 // "/?grant=ID".
 core::Result<std::string> grant_target(const std::string& grant_id);
 
-// One page of the inventory: {"exports": [ENTRY...], "completed": BOOL}.
-struct ExportsPage {
-  nlohmann::ordered_json exports = nlohmann::ordered_json::array();  // objects, each with a string "id"
+// One page of a listing: {"exports" or "membranes": [ENTRY...], "completed": BOOL}.
+struct ListingPage {
+  nlohmann::ordered_json entries = nlohmann::ordered_json::array();  // objects, each with a string "id"
   bool completed = true;
 };
 
-// The page in the body of a 200 answer to GET /?exportsOf= or /?grant=. Errors say what is not
-// as expected (a service without the inventory answers its membrane list to these parameters).
-core::Result<ExportsPage> parse_exports_page(std::string_view body);
+// The page in the body of a 200 answer, its entries under `list` ("exports" for GET /?exportsOf=
+// or /?grant=, "membranes" for the membrane query). Errors say what is not as expected (a service
+// without the inventory answers its membrane list to the inventory's parameters).
+core::Result<ListingPage> parse_listing_page(std::string_view body, const std::string& list);
 
 // --all: the lastId of the page after `page`, or nullopt when `page` is the last. An error when an
 // incomplete page would not move the listing on (empty, or its last id not after `previous`).
-core::Result<std::optional<std::string>> next_exports_after(const ExportsPage& page,
-                                                            const std::optional<std::string>& previous);
+core::Result<std::optional<std::string>> next_page_after(const ListingPage& page,
+                                                         const std::optional<std::string>& previous);
 
 // `membrane exports --table`: one line per entry under a header, columns ID, LABEL, KIND,
 // TARGET, USES (uses/maxUses, or uses without a maximum), EXPIRES, REVOKED (yes/no), aligned on

@@ -145,12 +145,15 @@ CLI::App* add_export_command(CLI::App& membrane, ExportCommand& c) {
 CLI::App* add_query_command(CLI::App& membrane, ServiceFlags& service, QueryFlags& query) {
   auto* cmd = membrane.add_subcommand("query", "Query membranes");
   add_service_flags(*cmd, service);
-  cmd->add_option("--id", query.id, "Membrane id to query for");
+  auto* id = cmd->add_option("--id", query.id, "Membrane id to query for");
   cmd->add_option("--last-id", query.last_id, "Id of the last membrane from previous query");
-  cmd->add_option("--limit", query.limit,
-                  "Limit number of results (the service's default: 1; page on with --last-id while "
-                  "\"completed\" is false)")
-      ->type_name("N");
+  auto* limit = cmd->add_option("--limit", query.limit,
+                                "Limit number of results (the service's default: 1; page on with --last-id "
+                                "while \"completed\" is false, or give --all)")
+                    ->type_name("N");
+  cmd->add_flag("--all", query.all, "Every membrane: all pages (1000 membranes each), printed as one answer")
+      ->excludes(limit)
+      ->excludes(id);
   return cmd;
 }
 

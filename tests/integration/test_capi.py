@@ -422,6 +422,28 @@ class CapiTest(unittest.TestCase):
             self.assertIn("--limit", self.failed_before_sending(self.home.capi("membrane", "query", "--limit", bad)))
         self.assertEqual(len(self.log_lines(self.plain)), before)
 
+    def test_query_all_pages_through_every_membrane(self):
+        # More membranes than one page holds (1000): --all asks for the second page itself.
+        tenant, path = self.new_tenant(self.plain)
+        self.ok(self.home.capi("config", "import", "--plain-http", path), expect_json=False)
+        create = token_of(tenant["capabilities"]["create"])
+        conn = self.plain.connection()
+        ids = ["m%04d" % i for i in range(1003)]
+        for membrane_id in ids:
+            status, answer, _ = self.plain.call(create, body={"id": membrane_id}, conn=conn)
+            self.assertEqual(status, 201, answer)
+        conn.close()
+        before = len(self.log_lines(self.plain))
+        listed = self.ok(self.home.capi("membrane", "query", "--all"))
+        self.assertEqual(list(listed), ["membranes", "completed"])
+        self.assertEqual([m["id"] for m in listed["membranes"]], ids)
+        self.assertTrue(listed["completed"])
+        self.assertEqual(len(self.log_lines(self.plain)) - before, 2)  # two pages of up to 1000
+        after = self.ok(self.home.capi("membrane", "query", "--all", "--last-id", "m0999"))
+        self.assertEqual([m["id"] for m in after["membranes"]], ["m1000", "m1001", "m1002"])
+        for clash in (["--limit", "5"], ["--id", "m0001"]):
+            self.assertIn("excludes", self.failed_before_sending(self.home.capi("membrane", "query", "--all", *clash)))
+
     def test_ids_with_spaces_and_slashes_round_trip(self):
         tenant, path = self.new_tenant(self.plain)
         self.ok(self.home.capi("config", "import", "--plain-http", path), expect_json=False)

@@ -36,44 +36,48 @@ TEST(CapiInventory, Targets) {
 }
 
 TEST(CapiInventory, PagesAreCheckedBeforeUse) {
-  auto page = parse_exports_page(R"({"exports":[{"id":"g_1"},{"id":"g_2"}],"completed":false})");
+  auto page = parse_listing_page(R"({"exports":[{"id":"g_1"},{"id":"g_2"}],"completed":false})", "exports");
   ASSERT_TRUE(page.ok()) << page.error().message;
-  EXPECT_EQ(page->exports.size(), 2u);
+  EXPECT_EQ(page->entries.size(), 2u);
   EXPECT_FALSE(page->completed);
-  auto empty = parse_exports_page(R"({"exports":[],"completed":true})");
+  auto empty = parse_listing_page(R"({"exports":[],"completed":true})", "exports");
   ASSERT_TRUE(empty.ok());
   EXPECT_TRUE(empty->completed);
+  // The membrane query's pages list "membranes".
+  auto membranes = parse_listing_page(R"({"membranes":[{"id":"m1"}],"completed":true})", "membranes");
+  ASSERT_TRUE(membranes.ok()) << membranes.error().message;
+  EXPECT_EQ(membranes->entries.size(), 1u);
   // A service without the inventory answers its membrane list to these parameters.
-  auto older = parse_exports_page(R"({"membranes":[],"completed":true})");
+  auto older = parse_listing_page(R"({"membranes":[],"completed":true})", "exports");
   ASSERT_FALSE(older.ok());
   EXPECT_NE(older.error().message.find("\"exports\""), std::string::npos);
   for (const char* bad : {"", "[]", "not json", R"({"exports":{},"completed":true})", R"({"exports":[]})",
                           R"({"exports":[],"completed":"yes"})", R"({"exports":[{"id":1}],"completed":true})",
                           R"({"exports":["g_1"],"completed":true})"}) {
-    EXPECT_FALSE(parse_exports_page(bad).ok()) << bad;
+    EXPECT_FALSE(parse_listing_page(bad, "exports").ok()) << bad;
   }
 }
 
 TEST(CapiInventory, AllFollowsTheLastIdUntilCompleted) {
-  ExportsPage page;
-  page.exports = Json::array({entry("g_1"), entry("g_2")});
+  ListingPage page;
+  page.entries = Json::array({entry("g_1"), entry("g_2")});
   page.completed = false;
-  auto next = next_exports_after(page, std::nullopt);
+  auto next = next_page_after(page, std::nullopt);
   ASSERT_TRUE(next.ok());
   EXPECT_EQ(*next, std::optional<std::string>("g_2"));
-  next = next_exports_after(page, std::string("g_0"));
+  next = next_page_after(page, std::string("g_0"));
   ASSERT_TRUE(next.ok());
   EXPECT_EQ(*next, std::optional<std::string>("g_2"));
   page.completed = true;
-  next = next_exports_after(page, std::string("g_0"));
+  next = next_page_after(page, std::string("g_0"));
   ASSERT_TRUE(next.ok());
   EXPECT_FALSE(next->has_value());
   // A page that would not move the listing on stops it instead of asking for it again.
   page.completed = false;
-  EXPECT_FALSE(next_exports_after(page, std::string("g_2")).ok());
-  EXPECT_FALSE(next_exports_after(page, std::string("g_3")).ok());
-  page.exports = Json::array();
-  EXPECT_FALSE(next_exports_after(page, std::nullopt).ok());
+  EXPECT_FALSE(next_page_after(page, std::string("g_2")).ok());
+  EXPECT_FALSE(next_page_after(page, std::string("g_3")).ok());
+  page.entries = Json::array();
+  EXPECT_FALSE(next_page_after(page, std::nullopt).ok());
 }
 
 TEST(CapiInventory, ExportsTableAlignsColumnsAndShowsNullsAsDashes) {
