@@ -8,6 +8,8 @@
 
 #include <array>
 
+#include "server/process_metrics.hpp"
+
 namespace membraned::server {
 
 std::string_view to_string(UpstreamError kind) {
@@ -130,7 +132,9 @@ void Metrics::connection_refused(std::string_view limit) {
 }
 
 std::string Metrics::render() const {
-  return prometheus::TextSerializer().Serialize(impl_->registry->Collect());
+  auto families = impl_->registry->Collect();
+  for (auto& family : process_metric_families()) families.push_back(std::move(family));
+  return prometheus::TextSerializer().Serialize(families);
 }
 
 }  // namespace membraned::server

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import time
 import unittest
 
 from harness import BINARY, Pki, Server, Upstream, http_get, token_of
@@ -154,6 +155,27 @@ class MetricsTest(unittest.TestCase):
         after, _ = self.scrape()
         self.assertEqual(self.value(after, "membraned_revocations_total", kind="tenant") -
                          self.value(before, "membraned_revocations_total", kind="tenant"), 1)
+
+    def test_the_process_and_the_build_are_described(self):
+        # What Prometheus users expect of any exporter: the process's own figures, and the build.
+        samples, types = self.scrape()
+        version = subprocess.run([BINARY, "--version"], capture_output=True, text=True, check=True).stdout
+        m = re.fullmatch(r"membraned (\S+) \(commit (\S+)\)\n", version)
+        self.assertIsNotNone(m, version)
+        self.assertEqual(self.value(samples, "membraned_build_info", version=m.group(1), commit=m.group(2)), 1)
+        with open("/proc/%d/status" % self.server.proc.pid) as f:
+            rss_kb = int(re.search(r"\nVmRSS:\s+(\d+) kB", f.read()).group(1))
+        rss = self.value(samples, "process_resident_memory_bytes")
+        self.assertGreater(rss, rss_kb * 1024 / 2)  # the same process's figure, read a moment apart
+        self.assertLess(rss, rss_kb * 1024 * 2)
+        self.assertGreater(self.value(samples, "process_virtual_memory_bytes"), rss)
+        fds = len(os.listdir("/proc/%d/fd" % self.server.proc.pid))
+        self.assertTrue(abs(self.value(samples, "process_open_fds") - fds) <= 4, (fds, samples))
+        self.assertGreater(self.value(samples, "process_max_fds"), 0)
+        started = self.value(samples, "process_start_time_seconds")
+        self.assertTrue(time.time() - 600 < started <= time.time() + 1, started)
+        self.assertEqual(types["process_cpu_seconds_total"], "counter")
+        self.assertGreater(self.value(samples, "process_cpu_seconds_total"), 0)
 
     def test_the_main_listener_serves_metrics_with_the_flag(self):
         samples, _ = self.scrape(self.server.port)
