@@ -107,7 +107,9 @@ CLI::App* add_export_command(CLI::App& membrane, ExportCommand& c) {
   cmd->add_option("--uri", f.uri, "Fully qualified URI");
   cmd->add_option("--capability-to-export", f.capability_to_export,
                   std::string("Existing capability to re-export through the membrane") + kSecretSources);
-  c.allow_query.emplace(*cmd, "--allow-query", false, "Append requester's URI query string to requests");
+  c.allow_query.emplace(*cmd, "--allow-query", false,
+                        "Append requester's URI query string to requests (also --allow-query true|false, "
+                        "--no-allow-query)");
   cmd->add_option("--header", f.headers,
                   "Header to include in requests (ex: --header \"X-My: Header\"); repeatable")
       ->allow_extra_args(false);
@@ -137,7 +139,8 @@ CLI::App* add_export_command(CLI::App& membrane, ExportCommand& c) {
                   std::string("Client-side certificate private key (PEM text)") + kSecretSources);
   c.tls_reject_unauthorized.emplace(
       *cmd, "--tls-reject-unauthorized", true,
-      "Set to \"false\" if membrane should not verify the upstream's certificate");
+      "Verify the upstream's certificate, the default: --tls-reject-unauthorized false (or "
+      "--no-tls-reject-unauthorized) turns the check off");
   add_grant_limit_flags(*cmd, f);
   return cmd;
 }

@@ -110,7 +110,9 @@ void add_serve(CLI::App& app, Options& o) {
   flag(app, "tls-key", o.tls_key, "PEM private key of --tls-cert");
   app.add_flag("--allow-plain-http", o.allow_plain_http, "Serve plain HTTP on a non-loopback address")
       ->envname("MEMBRANED_ALLOW_PLAIN_HTTP");
-  flag(app, "threads", o.threads, "I/O threads")->check(CLI::Range(1, 256));
+  flag(app, "threads", o.threads, "I/O threads (default: the number of cores)")
+      ->check(CLI::Range(1, 256))
+      ->default_str("");  // not this machine's count shown as if it were fixed
   flag(app, "max-invoke-body", o.max_invoke_body, "Largest invocation body in bytes (413 above)");
   flag(app, "upstream-timeout-ms", o.upstream_timeout_ms, "Service maximum for an export's timeoutMs")
       ->check(CLI::PositiveNumber);
@@ -134,7 +136,9 @@ void add_serve(CLI::App& app, Options& o) {
   flag(app, "allow-upstream", o.allow_upstream,
        "CIDR that exports may reach although closed by default (loopback, link-local, ...); repeatable, "
        "comma-separated in the environment. Example: 127.0.0.0/8 for local upstreams")
-      ->delimiter(',');
+      ->delimiter(',')
+      ->type_name("CIDR")
+      ->default_str("");
   flag(app, "aws-config", o.aws_config,
        "AWS shared-config file of the profiles exports may sign with (\"credentials\": PROFILE) and the "
        "tenants granted each (membraned_tenants): keys in the file, credential_source = Environment, "
@@ -142,7 +146,9 @@ void add_serve(CLI::App& app, Options& o) {
        "Endpoints: AWS_EC2_METADATA_SERVICE_ENDPOINT, AWS_CONTAINER_CREDENTIALS_FULL_URI / _RELATIVE_URI, "
        "AWS_ENDPOINT_URL_STS (docs/operations.md)");
   flag(app, "deny-upstream", o.deny_upstream, "CIDR that exports may not reach (wins over --allow-upstream); repeatable")
-      ->delimiter(',');
+      ->delimiter(',')
+      ->type_name("CIDR")
+      ->default_str("");
   flag(app, "audit-log", o.audit_log,
        "File the audit log is appended to: one JSON object per management operation and invocation, "
        "refused ones included (contract §12); - for standard output. SIGUSR1 reopens the file (logrotate)");
@@ -155,7 +161,9 @@ void add_serve(CLI::App& app, Options& o) {
   flag(app, "trusted-proxies", o.trusted_proxies,
        "CIDR of a load balancer or proxy whose X-Forwarded-For names the requester (grants' allowFrom, "
        "contract §11); from other peers the header is ignored. Repeatable, comma-separated in the environment")
-      ->delimiter(',');
+      ->delimiter(',')
+      ->type_name("CIDR")
+      ->default_str("");
 }
 
 core::Result<std::pair<std::string, std::uint16_t>> split_host_port(const std::string& text,
@@ -478,6 +486,12 @@ int serve(const Options& o) {
     std::cout << "membraned: metrics on http://" << host_for_url(*settings.metrics_listen_host) << ":" << *port
               << "/metrics" << std::endl;
   }
+  if (settings.aws_config) {
+    std::string names;
+    for (const std::string& name : settings.aws_config->profile_names()) names += (names.empty() ? "" : ", ") + name;
+    std::cout << "membraned: AWS profiles from " << o.aws_config << ": " << (names.empty() ? "none" : names)
+              << std::endl;
+  }
   server.run();
   std::cout << "membraned: stopped" << std::endl;
   return 0;
@@ -528,7 +542,8 @@ int main(int argc, char** argv) {
   app.add_option("--config", o.config,
                  "TOML file (INI if its name ends in .ini) whose top-level keys are the long flag names; the "
                  "command line, then the environment, win over it")
-      ->envname("MEMBRANED_CONFIG");
+      ->envname("MEMBRANED_CONFIG")
+      ->type_name("FILE");
   app.require_subcommand(1);
   app.fallthrough();
   add_common(app, o);

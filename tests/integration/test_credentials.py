@@ -56,10 +56,16 @@ class EnvironmentCredentialsTest(unittest.TestCase):
             f.write(CONFIG)
         env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_SESSION_TOKEN": SESSION_TOKEN,
                "AWS_EC2_METADATA_SERVICE_ENDPOINT": "http://127.0.0.1:1"}
+        cls.config = config
         cls.server = Server(args=["--aws-config", config], env=env).start()
         create = token_of(cls.server.first_tenant()["capabilities"]["create"])
         status, m, _ = cls.server.call(create, body={"id": "creds"})
         cls.export = token_of(m["capabilities"]["export"])
+
+    def test_the_start_names_the_profiles_it_loaded(self):
+        # The line after "listening on" (no metrics listener here).
+        self.assertEqual(self.server.proc.stdout.readline(),
+                         "membraned: AWS profiles from %s: api-caller, from-instance, someone-elses\n" % self.config)
 
     @classmethod
     def tearDownClass(cls):
