@@ -1,7 +1,10 @@
 // membraned: `serve` runs the service, `tenant create` adds a tenant (also while it runs), `admin`
 // holds the operator's tools (server/admin).
 #include <CLI/CLI.hpp>
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -105,7 +108,9 @@ void add_common(CLI::App& app, Options& o) {
 }
 
 void add_serve(CLI::App& app, Options& o) {
-  flag(app, "listen", o.listen, "HOST:PORT to listen on ([v6]:PORT for IPv6; port 0 picks a free one)");
+  flag(app, "listen", o.listen,
+       "HOST:PORT to listen on: an IP address ([v6]:PORT for IPv6) or a name resolved at start; port 0 picks a "
+       "free one");
   flag(app, "tls-cert", o.tls_cert, "PEM certificate chain; with --tls-key the port speaks HTTPS (TLS 1.2+)");
   flag(app, "tls-key", o.tls_key, "PEM private key of --tls-cert");
   app.add_flag("--allow-plain-http", o.allow_plain_http, "Serve plain HTTP on a non-loopback address")
@@ -188,6 +193,30 @@ core::Result<std::pair<std::string, std::uint16_t>> split_host_port(const std::s
     return core::Error::invalid(option, "--" + option + " port must be a number from 0 to 65535");
   }
   return std::pair{host, static_cast<std::uint16_t>(std::stoul(port))};
+}
+
+// The address to bind for --listen's (or --metrics-listen's) host: an IP address as it is; a name
+// (localhost, as nginx and HAProxy accept) resolved once, here at the start, to its first address.
+core::Result<std::string> address_of(const std::string& host, const std::string& option) {
+  in_addr v4{};
+  in6_addr v6{};
+  if (::inet_pton(AF_INET, host.c_str(), &v4) == 1 || ::inet_pton(AF_INET6, host.c_str(), &v6) == 1) return host;
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (const int rc = ::getaddrinfo(host.c_str(), nullptr, &hints, &found); rc != 0 || found == nullptr) {
+    return core::Error::invalid(option, "--" + option + ": cannot resolve " + host + ": " +
+                                            (rc != 0 ? ::gai_strerror(rc) : "no address"));
+  }
+  char text[INET6_ADDRSTRLEN] = {};
+  const void* raw = found->ai_family == AF_INET6
+                        ? static_cast<const void*>(&reinterpret_cast<sockaddr_in6*>(found->ai_addr)->sin6_addr)
+                        : static_cast<const void*>(&reinterpret_cast<sockaddr_in*>(found->ai_addr)->sin_addr);
+  const bool printed = ::inet_ntop(found->ai_family, raw, text, sizeof text) != nullptr;
+  ::freeaddrinfo(found);
+  if (!printed) return core::Error::invalid(option, "--" + option + ": cannot resolve " + host);
+  return std::string(text);
 }
 
 // --log-format, once the settings are read: the lines of the start are in it too, so that a
@@ -353,6 +382,7 @@ std::string opened_store(const Options& o, bool created) {
 struct ServePlan {
   server::ServerSettings settings;
   std::optional<core::AwsConfig> aws_config;  // settings.aws_config points here once the plan is in place
+  std::string listen_name;                    // --listen's host as given: a name, or the address
   std::string authority;                      // empty: the listen address once bound
 };
 
@@ -376,7 +406,10 @@ core::Result<ServePlan> plan_serve(const Options& o) {
     plan.aws_config = std::move(*loaded);
   }
   server::ServerSettings& settings = plan.settings;
-  settings.listen_host = listen->first;
+  auto listen_address = address_of(listen->first, "listen");
+  if (!listen_address) return listen_address.error();
+  settings.listen_host = *listen_address;
+  plan.listen_name = listen->first;
   settings.listen_port = listen->second;
   if (!o.tls_cert.empty()) settings.tls_cert_file = o.tls_cert;
   if (!o.tls_key.empty()) settings.tls_key_file = o.tls_key;
@@ -410,7 +443,9 @@ core::Result<ServePlan> plan_serve(const Options& o) {
   if (!o.metrics_listen.empty()) {
     auto metrics_listen = split_host_port(o.metrics_listen, "metrics-listen");
     if (!metrics_listen) return metrics_listen.error();
-    settings.metrics_listen_host = metrics_listen->first;
+    auto metrics_address = address_of(metrics_listen->first, "metrics-listen");
+    if (!metrics_address) return metrics_address.error();
+    settings.metrics_listen_host = *metrics_address;
     settings.metrics_listen_port = metrics_listen->second;
   }
   for (const core::Status& checked : {server::HttpServer::check(settings), check_audit_log(o.audit_log),
@@ -465,7 +500,7 @@ int serve(const Options& o) {
   });
   if (auto s = server.start(); !s) return fail(s.error().message);
   if (o.authority.empty()) {
-    authority = host_for_url(listen_host) + ":" + std::to_string(server.port());
+    authority = host_for_url(plan->listen_name) + ":" + std::to_string(server.port());
     api.set_authority(authority);
   }
   warn_if_unreachable_authority(authority);

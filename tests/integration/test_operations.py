@@ -312,6 +312,19 @@ class StartupChecksTest(unittest.TestCase):
             self.assertIn(warning % "0.0.0.0:8080", proc.stderr)
             self.assertTrue(json.loads(proc.stdout)["capabilities"]["create"].startswith("cpblty://0.0.0.0:8080/#"))
 
+    def test_a_host_name_to_listen_on_is_resolved_and_names_the_authority(self):
+        # As nginx and HAProxy accept `listen localhost:8080`.
+        server = Server(args=["--listen", "localhost:0"]).start()
+        try:
+            self.assertEqual(server.authority, "localhost:%d" % server.port)
+            self.assertTrue(server.first_tenant()["capabilities"]["create"].startswith("cpblty://localhost:%d/#"
+                                                                                        % server.port))
+            self.assertRegex("".join(server.stdout_lines), r"listening on http://(127\.0\.0\.1|\[::1\]):%d "
+                             % server.port)
+        finally:
+            self.assertEqual(server.stop(), 0)
+            server.cleanup()
+
     def test_an_interrupt_drains_and_exits_0(self):
         # SIGHUP reloads instead (test_operability).
         server = Server().start()
