@@ -576,6 +576,24 @@ int run_invoke(const ServiceFlags& service, const InvokeFlags& invoke) {
   return output_ok ? 0 : 1;
 }
 
+int run_config_list() {
+  auto path = default_credentials_path();
+  if (!path) return usage_error(path.error().message);
+  auto profiles = list_profiles(*path);
+  if (!profiles) return print_failure({profiles.error().message, nullptr, kExitUsage});
+  auto listed = nlohmann::ordered_json::array();
+  for (const ProfileSummary& p : *profiles) {
+    listed.push_back({{"profile", p.profile},
+                      {"tenant", p.tenant.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(p.tenant)},
+                      {"service", p.authority ? nlohmann::ordered_json(*p.authority) : nlohmann::ordered_json()},
+                      {"plainHttp", p.plain_http},
+                      {"capabilities", p.capabilities}});
+  }
+  return write_stdout(indented(nlohmann::ordered_json{{"file", path->string()}, {"profiles", std::move(listed)}}))
+             ? 0
+             : kExitRefused;
+}
+
 int run_config_import(const ImportFlags& import) {
   std::string text;
   if (import.file == "-") {

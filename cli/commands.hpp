@@ -79,6 +79,9 @@ int run_grant_revoke(const ServiceFlags& service);
 // tenant has no grant of that id.
 int run_grant_show(const ServiceFlags& service, const GrantShowFlags& flags);
 int run_config_import(const ImportFlags& import);
+// `config list`: each profile's name, tenant, service, plain HTTP and capability names (never a
+// token), as JSON.
+int run_config_list();
 
 // The flags that may carry a secret (--capability, and export's --capability-to-export, secret
 // key, session token, cap1 key and --tls-* PEM) read from @FILE, - or env:NAME when so given

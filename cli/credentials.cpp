@@ -154,6 +154,27 @@ core::Result<fs::path> default_credentials_path() {
   return fs::path(dir) / ".capability" / "credentials";
 }
 
+namespace {
+
+// A profile's document: its plain-HTTP setting and the authority of its tenant capabilities.
+ProfileLookup read_profile_document(const YAML::Node& doc) {
+  ProfileLookup out;
+  out.profile_exists = true;
+  if (auto plain = scalar_at(doc, {kService, "plainHttp"})) out.plain_http = *plain == "true";
+  for (const char* which : {"create", "query", "deleteSelf"}) {
+    auto uri = scalar_at(doc, {kService, "capabilities", which});
+    if (!uri) continue;
+    auto parsed = core::CapabilityUri::parse(*uri);
+    if (parsed && !parsed->is_custom_form()) {
+      out.authority = parsed->authority();
+      break;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 core::Result<ProfileLookup> read_profile(const fs::path& path, std::string_view profile,
                                          std::string_view capability_name) {
   ProfileLookup out;
@@ -170,18 +191,35 @@ core::Result<ProfileLookup> read_profile(const fs::path& path, std::string_view 
     if (name && *name == profile) chosen = &doc;
   }
   if (!chosen) return out;
-  out.profile_exists = true;
+  ProfileLookup found = read_profile_document(*chosen);
+  found.file_exists = true;
   const std::string name(capability_name);
-  out.capability = scalar_at(*chosen, {kService, "capabilities", name.c_str()});
-  if (auto plain = scalar_at(*chosen, {kService, "plainHttp"})) out.plain_http = *plain == "true";
-  for (const char* which : {"create", "query", "deleteSelf"}) {
-    auto uri = scalar_at(*chosen, {kService, "capabilities", which});
-    if (!uri) continue;
-    auto parsed = core::CapabilityUri::parse(*uri);
-    if (parsed && !parsed->is_custom_form()) {
-      out.authority = parsed->authority();
-      break;
+  found.capability = scalar_at(*chosen, {kService, "capabilities", name.c_str()});
+  return found;
+}
+
+core::Result<std::vector<ProfileSummary>> list_profiles(const fs::path& path) {
+  std::vector<ProfileSummary> out;
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return out;
+  auto text = read_whole(path);
+  if (!text) return text.error();
+  auto docs = load_documents(path, *text);
+  if (!docs) return docs.error();
+  for (const auto& doc : *docs) {
+    auto name = profile_of(doc);
+    if (!name) continue;
+    auto looked_up = read_profile_document(doc);
+    ProfileSummary summary;
+    summary.profile = *name;
+    summary.tenant = scalar_at(doc, {kService, "tenant"}).value_or("");
+    summary.authority = looked_up.authority;
+    summary.plain_http = looked_up.plain_http;
+    const YAML::Node capabilities = doc[kService] ? doc[kService]["capabilities"] : YAML::Node();
+    if (capabilities && capabilities.IsMap()) {
+      for (const auto& entry : capabilities) summary.capabilities.push_back(entry.first.as<std::string>());
     }
+    out.push_back(std::move(summary));
   }
   return out;
 }

@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/result.hpp"
 
@@ -39,6 +40,17 @@ struct TenantCapabilities {
   std::string delete_self;
 };
 core::Result<TenantCapabilities> parse_tenant_json(std::string_view text);
+
+// What a profile of the credentials file holds, without a token: `capi config list`.
+struct ProfileSummary {
+  std::string profile;
+  std::string tenant;                     // membrane.tenant; empty when not recorded
+  std::optional<std::string> authority;   // of its create/query/deleteSelf capability
+  bool plain_http = false;
+  std::vector<std::string> capabilities;  // the names under membrane.capabilities, in the file's order
+};
+// Every profile of the file, in the file's order (none when there is no file).
+core::Result<std::vector<ProfileSummary>> list_profiles(const std::filesystem::path& path);
 
 // What an import replaced.
 struct ImportOutcome {

@@ -298,6 +298,8 @@ int main(int argc, char** argv) {
   config->require_subcommand(1);
   ImportFlags import_flags;
   auto* import = add_import_command(*config, import_flags);
+  auto* config_list = config->add_subcommand(
+      "list", "The profiles of ~/.capability/credentials: tenant, service, plain HTTP, capability names (no token)");
 
   auto args = normalise_boolean_flags(argc, argv);
   std::vector<std::string> reversed(args.rbegin(),
@@ -337,5 +339,6 @@ int main(int argc, char** argv) {
     return run_guarded([&] { return run_grant_show(grant_show_service, grant_show_flags); });
   }
   if (import->parsed()) return run_guarded([&] { return run_config_import(import_flags); });
+  if (config_list->parsed()) return run_guarded([] { return run_config_list(); });
   return usage_error("no command given");
 }

@@ -365,6 +365,14 @@ class CapiTest(unittest.TestCase):
         b, b_path = self.new_tenant(self.plain)
         self.ok(self.home.capi("config", "import", "--profile", "alpha", "--plain-http", a_path), expect_json=False)
         self.ok(self.home.capi("config", "import", "--profile", "beta", "--plain-http", b_path), expect_json=False)
+        # config list shows what each profile holds, never a token.
+        listed = self.home.capi("config", "list")
+        self.assertNotIn(b"CPBLTY1-", listed.stdout)
+        listed = self.ok(listed)
+        self.assertEqual(listed["file"], self.home.credentials)
+        self.assertEqual(listed["profiles"], [
+            {"profile": name, "tenant": t["id"], "service": self.plain.authority, "plainHttp": True,
+             "capabilities": ["create", "query", "deleteSelf"]} for name, t in (("alpha", a), ("beta", b))])
         for profile in ("alpha", "beta"):
             self.ok(self.home.capi("membrane", "create", "--profile", profile, "--id", "shared"))
         self.ok(self.home.capi("membrane", "create", "--profile", "alpha", "--id", "only-alpha"))
