@@ -2,6 +2,9 @@
 
 #include <nlohmann/json.hpp>
 
+#include <pwd.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <iostream>
 #include <optional>
@@ -9,6 +12,8 @@
 #include <utility>
 
 #include "api/api.hpp"
+#include "core/request_id.hpp"
+#include "server/audit_log.hpp"
 #include "core/time.hpp"
 
 namespace membraned::server {
@@ -22,6 +27,7 @@ using storage::Store;
 struct Report {
   json body;
   std::string text;
+  std::optional<AdminRevocation> revocation = std::nullopt;
 };
 
 using Action = core::Result<Report> (*)(Store&, const AdminArguments&);
@@ -138,6 +144,18 @@ json count_cut(Store& store, const storage::OperatorRevoke& revoked) {
   return *cut;
 }
 
+std::optional<std::int64_t> cut_count(const json& cut) {
+  if (!cut.is_number_integer()) return std::nullopt;
+  return cut.get<std::int64_t>();
+}
+
+// The name of the local user running the command, for the audit record.
+std::string operator_user() {
+  const uid_t uid = ::geteuid();
+  if (const passwd* entry = ::getpwuid(uid); entry != nullptr && entry->pw_name != nullptr) return entry->pw_name;
+  return "uid " + std::to_string(uid);
+}
+
 // Returns once Store::revocation_settle() has passed since `committed` (taken after the commit
 // returned): from then on no instance on the store can still send a request on what was cut.
 std::int64_t settle(Store& store, std::chrono::steady_clock::time_point committed) {
@@ -160,6 +178,7 @@ core::Result<Report> revoke_membrane(Store& store, const AdminArguments& args) {
                 {}};
   report.text = "revoked membrane " + json(args.membrane).dump() + " of tenant " + args.tenant + "; grants cut: " +
                 cut.dump() + "; every instance refuses it now (waited " + std::to_string(settled) + " ms)\n";
+  report.revocation = AdminRevocation{"adminRevokeMembrane", args.membrane, "", cut_count(cut)};
   return report;
 }
 
@@ -181,6 +200,7 @@ core::Result<Report> revoke_grant(Store& store, const AdminArguments& args) {
   report.text = "revoked grant " + args.grant + " of tenant " + args.tenant +
                 (revoked->already ? " (it was revoked before)" : "") + "; grants cut: " + cut.dump() +
                 "; every instance refuses it now (waited " + std::to_string(settled) + " ms)\n";
+  report.revocation = AdminRevocation{"adminRevokeGrant", "", args.grant, cut_count(cut)};
   return report;
 }
 
@@ -192,13 +212,15 @@ core::Result<Report> delete_tenant(Store& store, const AdminArguments& args) {
                 {}};
   report.text = "deleted tenant " + args.tenant + (deleted->already ? " (it was deleted before)" : "") +
                 "; every instance refuses its capabilities now (waited " + std::to_string(settled) + " ms)\n";
+  report.revocation = AdminRevocation{"adminDeleteTenant", "", "", std::nullopt};
   return report;
 }
 
 }  // namespace
 
-AdminCommand::AdminCommand(CLI::App& parent, std::function<storage::StoreSettings()> store_settings)
-    : store_settings_(std::move(store_settings)) {
+AdminCommand::AdminCommand(CLI::App& parent, std::function<storage::StoreSettings()> store_settings,
+                           std::function<std::string()> audit_log)
+    : store_settings_(std::move(store_settings)), audit_log_(std::move(audit_log)) {
   admin_ = parent.add_subcommand(
       "admin", "The operator's tools on the store (no capability needed): list, revoke, delete. JSON on stdout");
   admin_->require_subcommand(1);
@@ -237,6 +259,36 @@ CLI::App* AdminCommand::listing(const std::string& name, const std::string& help
   return command;
 }
 
+// The operator's revocation in serve's audit log (a file; with "-" serve's standard output is not
+// ours to write), so that a grant's trail reads to its end whoever cut it. The revocation holds
+// whether or not the record could be written: a failure is said on stderr.
+void AdminCommand::record(const AdminRevocation& revocation, std::chrono::steady_clock::duration took) const {
+  const std::string path = audit_log_();
+  if (path.empty() || path == "-") return;
+  auto log = AuditLog::open(
+      path, kAdminAuditQueueBytes, [](AuditLog::Delivery, std::uint64_t) {},
+      [](const std::string& line) { std::cerr << "membraned admin: audit log: " << line << "\n"; });
+  if (!log) {
+    std::cerr << "membraned admin: done, but not recorded in the audit log: " << log.error().message << "\n";
+    return;
+  }
+  const std::string user = operator_user();
+  const core::RequestId id = core::RequestId::next();
+  AuditRecord record;
+  record.time = std::chrono::system_clock::now();
+  record.request_id = id.text();
+  record.operation = revocation.operation;
+  record.tenant = args_.tenant;
+  record.membrane = revocation.membrane;
+  record.revoked_grant = revocation.grant;
+  record.operator_user = user;
+  record.status = 202;
+  record.duration_ms = std::chrono::duration<double, std::milli>(took).count();
+  record.cut = revocation.cut;
+  (*log)->record(record);
+  (*log)->stop(kAdminAuditDrain);
+}
+
 int AdminCommand::run() {
   const std::pair<CLI::App*, Action> actions[] = {
       {tenants_, &list_tenants},       {membranes_, &list_membranes},         {grants_, &list_grants},
@@ -256,11 +308,13 @@ int AdminCommand::run() {
     std::cerr << "membraned admin: " << store.error().message << "\n";
     return kAdminFailed;
   }
+  const auto started = std::chrono::steady_clock::now();
   auto report = action(**store, args_);
   if (!report) {
     std::cerr << "membraned admin: " << report.error().message << "\n";
     return report.error().kind == core::ErrorKind::not_found ? kAdminNotFound : kAdminFailed;
   }
+  if (report->revocation) record(*report->revocation, std::chrono::steady_clock::now() - started);
   if (args_.text) {
     std::cout << report->text << std::flush;
   } else {

@@ -8,17 +8,31 @@
 
 #include <CLI/CLI.hpp>
 
+#include <chrono>
 #include <cstddef>
 #include <functional>
+#include <optional>
 #include <string>
 
 #include "storage/open_store.hpp"
 
 namespace membraned::server {
 
-// Exit statuses of `membraned admin` besides 0 (done) and CLI11's own for bad arguments.
+// Exit statuses of `membraned admin` besides 0 (done) and 2 (a command line not understood).
 inline constexpr int kAdminFailed = 1;    // the store could not be opened or answered an error
 inline constexpr int kAdminNotFound = 3;  // no such tenant, live membrane or grant: nothing changed
+
+// The audit log a revocation is recorded in: one record, written before the command returns.
+inline constexpr std::size_t kAdminAuditQueueBytes = 64 * 1024;
+inline constexpr std::chrono::seconds kAdminAuditDrain{5};
+
+// What a revocation changed, for its audit record.
+struct AdminRevocation {
+  std::string operation;  // adminRevokeMembrane, adminRevokeGrant, adminDeleteTenant
+  std::string membrane;
+  std::string grant;
+  std::optional<std::int64_t> cut;
+};
 
 struct AdminArguments {
   std::string tenant;
@@ -32,8 +46,10 @@ struct AdminArguments {
 class AdminCommand {
  public:
   // Registers `admin` and its subcommands on `parent`. `store_settings` gives, once the flags are
-  // parsed, the store `serve` would open.
-  AdminCommand(CLI::App& parent, std::function<storage::StoreSettings()> store_settings);
+  // parsed, the store `serve` would open; `audit_log`, serve's --audit-log (empty: none), where a
+  // revocation is recorded too.
+  AdminCommand(CLI::App& parent, std::function<storage::StoreSettings()> store_settings,
+               std::function<std::string()> audit_log);
 
   CLI::App* command() const { return admin_; }
   bool parsed() const { return admin_->parsed(); }
@@ -42,8 +58,10 @@ class AdminCommand {
 
  private:
   CLI::App* listing(const std::string& name, const std::string& help);
+  void record(const AdminRevocation& revocation, std::chrono::steady_clock::duration took) const;
 
   std::function<storage::StoreSettings()> store_settings_;
+  std::function<std::string()> audit_log_;
   AdminArguments args_;
   CLI::App* admin_ = nullptr;
   CLI::App* tenants_ = nullptr;

@@ -108,8 +108,13 @@ void append_audit_line(std::string& out, const AuditRecord& record) {
     append_field(out, "token");
     append_string(out, record.token);
   }
-  append_field(out, "client");
-  append_string(out, record.client.to_string());  // short enough not to allocate, but long IPv6
+  if (!record.operator_user.empty()) {
+    append_field(out, "operator");
+    append_string(out, record.operator_user);
+  } else {
+    append_field(out, "client");
+    append_string(out, record.client.to_string());  // short enough not to allocate, but long IPv6
+  }
   if (!record.method.empty()) {
     append_field(out, "method");
     append_string(out, record.method);

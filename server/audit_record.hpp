@@ -50,6 +50,8 @@ struct AuditRecord {
   std::uint64_t bytes_in = 0;   // the request's body
   std::uint64_t bytes_out = 0;  // the answer's body, as far as it went out
   std::optional<std::int64_t> cut;  // a revoke: the grants it cut
+  // `membraned admin`'s record: the local user who ran it, written instead of a client address.
+  std::string_view operator_user;
 };
 
 // The record as one JSON object and a newline, its fields in the order of contract §12: the

@@ -614,7 +614,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> tenant_flags = common;
   tenant_flags.push_back("listen");  // the authority when --authority is not given
   tenant_create_cmd->footer(flags_taken(app, tenant_flags));
-  server::AdminCommand admin(app, [&o] { return store_settings(o, 2); });
+  server::AdminCommand admin(app, [&o] { return store_settings(o, 2); }, [&o] { return o.audit_log; });
   admin.command()->footer(flags_taken(app, {"config", "data-dir", "store", "db-connect-timeout-ms",
                                             "db-statement-timeout-ms"}));
   try {

@@ -14,6 +14,7 @@ The upstream (test_revocation_at_send.StampingUpstream) records every request it
 """
 import json
 import os
+import pwd
 import shutil
 import socket
 import sqlite3
@@ -286,7 +287,10 @@ class OnSqlite(Admin, unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.upstream = StampingUpstream()
-        cls.servers = [Server().start()]
+        server = Server()
+        cls.audit_log = os.path.join(os.path.dirname(server.data_dir), "audit.log")
+        server.args += ["--audit-log", cls.audit_log]
+        cls.servers = [server.start()]
         cls.tenant = cls.servers[0].first_tenant()
 
     @classmethod
@@ -296,6 +300,42 @@ class OnSqlite(Admin, unittest.TestCase):
             s.cleanup()
         cls.upstream.close()
         assert codes == [0], codes
+
+    def audit_records(self, wanted, timeout=10):
+        """The audit log's records once `wanted(records)` holds (the service writes in batches)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with open(self.audit_log) as f:
+                records = [json.loads(line) for line in f]
+            if wanted(records) or time.monotonic() > deadline:
+                return records
+
+    def test_an_operators_revoke_is_in_the_audit_log_between_the_uses(self):
+        # The operator gives serve's --audit-log: the grant's trail reads to its end.
+        cap, grant_id, membrane_id, _ = self.new_grant()
+        self.assertEqual(self.invoke(self.servers[0], cap), 200)
+        self.admin_ok("revoke-grant", "--tenant", self.tenant["id"], grant_id, "--audit-log", self.audit_log)
+        self.assertEqual(self.invoke(self.servers[0], cap), 401)
+        records = self.audit_records(lambda rs: any(r.get("reason") == "revoked" for r in rs))
+        used = [r for r in records if r.get("grant") == grant_id and r["operation"] == "invoke"]
+        self.assertEqual(len(used), 1, records)
+        # The grant's trail: its records by grant id, and the refused attempt by its token's id.
+        mine = [r for r in records if r.get("grant") == grant_id or r.get("token") == used[0]["token"]]
+        self.assertEqual([r["operation"] for r in mine], ["invoke", "adminRevokeGrant", "none"], mine)
+        revoke = mine[1]
+        self.assertEqual({k: revoke[k] for k in ("tenant", "grant", "operator", "status", "cut")},
+                         {"tenant": self.tenant["id"], "grant": grant_id, "operator": pwd.getpwuid(os.geteuid()).pw_name,
+                          "status": 202, "cut": 1})
+        self.assertNotIn("client", revoke)
+        self.assertNotIn("token", revoke)
+        self.assertEqual(mine[2]["reason"], "revoked")
+        # A revoked membrane and a deleted tenant are recorded the same way.
+        _, _, other_membrane, _ = self.new_grant()
+        self.admin_ok("revoke-membrane", "--tenant", self.tenant["id"], "--membrane", other_membrane,
+                      "--audit-log", self.audit_log)
+        records = self.audit_records(lambda rs: any(r["operation"] == "adminRevokeMembrane" for r in rs))
+        membrane_revoke = [r for r in records if r["operation"] == "adminRevokeMembrane"]
+        self.assertEqual([(r["membrane"], r["cut"]) for r in membrane_revoke], [(other_membrane, 1)])
 
     def test_a_wrong_data_directory_is_an_error_and_nothing_is_made(self):
         with tempfile.TemporaryDirectory(prefix="membraned-admin-") as tmp:
