@@ -23,16 +23,20 @@ for ((i = 0; i < ${#args[@]}; i++)); do
     --data-dir=*) data_dir="${args[i]#--data-dir=}" ;;
   esac
 done
-"$binary" serve --init "$@" &
+# membraned's output is shown as it comes and kept, to see when it listens: the capabilities are
+# printed only once it does (a second start on a port in use prints its error, not old tokens).
+started_log="$(mktemp)"
+"$binary" serve --init "$@" > >(tee "$started_log") &
 pid=$!
 stopping=0
 trap 'stopping=1; kill -TERM "$pid" 2>/dev/null || true' INT TERM
+trap 'rm -f "$started_log"' EXIT
 for _ in $(seq 1 100); do
-  [ -f "$data_dir/first-tenant.json" ] && break
+  grep -q " listening on " "$started_log" && break
   kill -0 "$pid" 2>/dev/null || break
   sleep 0.1
 done
-if [ -f "$data_dir/first-tenant.json" ]; then
+if grep -q " listening on " "$started_log" && [ -f "$data_dir/first-tenant.json" ]; then
   echo "The first tenant's capabilities ($data_dir/first-tenant.json, keep them secret):"
   cat "$data_dir/first-tenant.json"
 fi

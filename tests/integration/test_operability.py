@@ -480,6 +480,27 @@ class DataDirectoryTest(unittest.TestCase):
             proc.communicate(timeout=30)
         self.assertEqual(proc.returncode, 0)
 
+    def test_run_sh_prints_no_capabilities_when_the_start_fails(self):
+        # A second run.sh on a port in use: its error, not the tokens of the first tenant.
+        data_dir = os.path.join(self.tmp.name, "given")
+        first = run(["tenant", "create", "--data-dir", data_dir, "--init"])
+        self.assertEqual(first.returncode, 0, first.stderr)
+        with open(os.path.join(data_dir, "first-tenant.json"), "w") as f:
+            f.write(first.stdout)
+        taken = socket.socket()
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        try:
+            out = subprocess.run(["bash", os.path.join(ROOT, "scripts", "run.sh"), "--data-dir", data_dir,
+                                  "--listen", "127.0.0.1:%d" % taken.getsockname()[1]], capture_output=True,
+                                 text=True, timeout=60, env=dict(without_membraned_env(), MEMBRANED_BIN=BINARY))
+        finally:
+            taken.close()
+        self.assertEqual(out.returncode, 1, out.stderr)
+        self.assertIn("cannot listen on", out.stderr)
+        self.assertNotIn("first tenant's capabilities", out.stdout)
+        self.assertNotIn("CPBLTY1-", out.stdout + out.stderr)
+
 
 class VersionTest(unittest.TestCase):
     def test_both_binaries_name_their_version_and_commit(self):
