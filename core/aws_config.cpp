@@ -11,6 +11,7 @@
 #include "core/ascii.hpp"
 #include "core/encoding.hpp"
 #include "core/http.hpp"
+#include "core/suggest.hpp"
 
 namespace membraned::core {
 namespace {
@@ -288,12 +289,34 @@ Status read_grants(const std::string& name, const RawProfile& raw, AwsProfile& p
 }
 
 // Every rule of one profile, alone (cycles and chains come after, over all of them).
+// The keys membraned reads. The file may be shared with the AWS CLI and other tools, whose keys
+// it ignores as they ignore membraned_tenants; but a key one typo away from one of these (regoin)
+// would be silently ignored too, and is refused.
+const std::vector<std::string>& keys_read() {
+  static const std::vector<std::string> keys = {
+      "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "credential_source", "duration_seconds",
+      "external_id",       "membraned_tenants",     "region",            "role_arn",          "role_session_name",
+      "source_profile"};
+  return keys;
+}
+
+Status check_for_misspelt_keys(const std::string& name, const RawProfile& raw) {
+  for (const auto& [key, value] : raw.values) {
+    if (std::find(keys_read().begin(), keys_read().end(), key) != keys_read().end()) continue;
+    if (auto meant = closest_name(key, keys_read()); meant && key.size() >= 4) {
+      return profile_error(name, key, "is not a key membraned reads: did you mean " + *meant + "?");
+    }
+  }
+  return ok_status();
+}
+
 Result<AwsProfile> parse_profile(const std::string& name, const RawProfile& raw, const RawProfiles& all) {
   if (!is_profile_name(name)) {
     return profile_error(name, "",
                          "cannot be used: a profile name holds 1 to 128 letters, digits and - _ . @ + = ,");
   }
   if (raw.duplicate_key) return profile_error(name, *raw.duplicate_key, "is given twice");
+  if (auto s = check_for_misspelt_keys(name, raw); !s) return s.error();
 
   AwsProfile p;
   p.name = name;
@@ -345,6 +368,16 @@ Result<AwsConfig> AwsConfig::load(std::string_view contents) {
   auto sections = read_sections(contents);
   if (!sections) return sections.error();
   const auto& raw = *sections;
+
+  // A misspelt membraned_tenants would leave its profile unused without a word.
+  static const std::vector<std::string> kTenantsKey = {"membraned_tenants"};
+  for (const auto& [name, profile] : raw) {
+    for (const auto& [key, value] : profile.values) {
+      if (key != kTenantsKey.front() && key.size() >= 4 && closest_name(key, kTenantsKey)) {
+        return profile_error(name, key, "is not a key membraned reads: did you mean membraned_tenants?");
+      }
+    }
+  }
 
   // The profiles membraned uses: granted ones, and their sources, transitively.
   std::set<std::string, std::less<>> used;

@@ -78,7 +78,10 @@ std::string explain_parse_error(const CLI::App& app, const CLI::ParseError& erro
         }
         continue;
       }
-      if (arg.find('=') == std::string::npos && option->get_expected_min() > 0) ++i;  // its value
+      if (arg.find('=') == std::string::npos && option->get_expected_min() > 0) {
+        if (i + 1 >= args.size()) return "\"" + arg + "\" needs a value";
+        ++i;  // its value
+      }
       continue;
     }
     if (arg.starts_with("-")) continue;

@@ -529,6 +529,7 @@ class UsageErrorTest(unittest.TestCase):
             ([BINARY, "version"], 'membraned: unknown command "version" for "membraned"; did you mean "--version"?'),
             ([BINARY, "--lisen", "127.0.0.1:1", "serve"], 'membraned: unknown flag "--lisen"; did you mean "--listen"?'),
             ([BINARY, "tenant"], 'membraned: "membraned tenant" needs a command: create'),
+            ([BINARY, "serve", "--config"], 'membraned: "--config" needs a value'),
             ([CAPI, "membrane", "lst"], 'capi: unknown command "lst" for "capi membrane"'),
             ([CAPI, "membrane", "query", "--limti", "3"], 'capi: unknown flag "--limti"; did you mean "--limit"?'),
         )

@@ -559,5 +559,18 @@ TEST(ProfileNames, Characters) {
   EXPECT_FALSE(is_profile_name("caf\xc3\xa9"));
 }
 
+// The file may be shared with the AWS CLI: its keys are ignored, a misspelling of ours is not.
+TEST(AwsConfig, AKeyOneTypoFromOneMembranedReadsIsRefusedOthersAreIgnored) {
+  auto e = load_error("[profile x]\ncredential_source = Environment\nregoin = us-east-1\nmembraned_tenants = *\n",
+                      "x", "regoin");
+  EXPECT_NE(e.message.find("did you mean region?"), std::string::npos) << e.message;
+  load_error("[profile x]\ncredential_source = Environment\nmembraned_tenant = *\n", "x", "membraned_tenant");
+  load_error("[profile y]\ncredential_source = Environment\nmembrane_tenants = *\n", "y", "membrane_tenants");
+  load_ok("[profile x]\ncredential_source = Environment\nmembraned_tenants = *\noutput = json\n"
+          "cli_pager =\nsso_region = eu-west-1\nmax_attempts = 3\nretry_mode = standard\n");
+  // A profile membraned does not use is not its to judge.
+  load_ok("[profile other]\nregoin = us-east-1\n");
+}
+
 }  // namespace
 }  // namespace membraned::core
