@@ -42,27 +42,6 @@ std::optional<bool> env_flag(const char* name, std::string& error) {
   return std::nullopt;
 }
 
-core::Result<std::string> read_file_bytes(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return core::Error::invalid("file", "cannot read " + path);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) return core::Error::invalid("file", "cannot read " + path);
-  return ss.str();
-}
-
-std::string read_stdin_bytes() {
-  std::string out;
-  char buf[65536];
-  for (;;) {
-    ssize_t n = ::read(STDIN_FILENO, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    out.append(buf, static_cast<std::size_t>(n));
-  }
-  return out;
-}
-
 bool write_stdout(std::string_view bytes) {
   while (!bytes.empty()) {
     ssize_t n = ::write(STDOUT_FILENO, bytes.data(), bytes.size());

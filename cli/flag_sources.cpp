@@ -12,18 +12,6 @@ namespace membraned::cli {
 
 namespace {
 
-std::string read_all_stdin() {
-  std::string out;
-  char buf[65536];
-  for (;;) {
-    ssize_t n = ::read(STDIN_FILENO, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;
-    out.append(buf, static_cast<std::size_t>(n));
-  }
-  return out;
-}
-
 core::Error flag_error(std::string_view flag, const std::string& message) {
   return core::Error::invalid(std::string(flag.substr(flag.find_first_not_of('-'))),
                               std::string(flag) + ": " + message);
@@ -49,7 +37,7 @@ std::string without_final_line_end(std::string text) {
 }
 
 FlagSources::FlagSources(std::function<std::string()> read_stdin)
-    : read_stdin_(read_stdin ? std::move(read_stdin) : read_all_stdin) {}
+    : read_stdin_(read_stdin ? std::move(read_stdin) : read_stdin_bytes) {}
 
 core::Result<std::string> FlagSources::read_source(std::string_view flag, std::string_view given) {
   if (given == "-") {
@@ -63,12 +51,9 @@ core::Result<std::string> FlagSources::read_source(std::string_view flag, std::s
   if (given.front() == '@') {
     const std::string path(given.substr(1));
     if (path.empty()) return flag_error(flag, "@ must be followed by a file name");
-    std::ifstream in(path, std::ios::binary);
-    if (!in) return flag_error(flag, "cannot read " + path + ": " + std::strerror(errno));
-    std::ostringstream bytes;
-    bytes << in.rdbuf();
-    if (in.bad()) return flag_error(flag, "cannot read " + path);
-    return bytes.str();
+    auto bytes = read_file_bytes(path);
+    if (!bytes) return flag_error(flag, bytes.error().message);
+    return bytes;
   }
   const std::string name(given.substr(kEnvironmentPrefix.size()));
   if (!is_environment_name(name)) {
@@ -95,6 +80,27 @@ core::Status FlagSources::resolve(std::string_view flag, std::string& value) {
 core::Status FlagSources::resolve(std::string_view flag, std::optional<std::string>& value) {
   if (!value) return core::ok_status();
   return resolve(flag, *value);
+}
+
+std::string read_stdin_bytes() {
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(STDIN_FILENO, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    out.append(buf, static_cast<std::size_t>(n));
+  }
+  return out;
+}
+
+core::Result<std::string> read_file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return core::Error::invalid("file", "cannot read " + path + ": " + std::strerror(errno));
+  std::ostringstream bytes;
+  bytes << in.rdbuf();
+  if (in.bad()) return core::Error::invalid("file", "cannot read " + path);
+  return bytes.str();
 }
 
 }  // namespace membraned::cli

@@ -43,4 +43,9 @@ class FlagSources {
 // `text` without its trailing LF or CRLF when it is one line; as it is otherwise.
 std::string without_final_line_end(std::string text);
 
+// All of standard input, byte for byte.
+std::string read_stdin_bytes();
+// The file's bytes; the error says which file and why ("cannot read PATH: REASON").
+core::Result<std::string> read_file_bytes(const std::string& path);
+
 }  // namespace membraned::cli

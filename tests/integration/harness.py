@@ -26,6 +26,19 @@ def token_of(uri):
     return uri.split("#", 1)[1]
 
 
+def header_values(headers, name):
+    """The values of the header `name` (in any case) among (name, value) pairs, in order."""
+    return [v for k, v in headers if k.lower() == name.lower()]
+
+
+def metric_value(text, name, labels=""):
+    """The sample `name{labels}` (labels as written, e.g. 'reason="rate"') of a Prometheus text
+    exposition, or None when there is none."""
+    pattern = r"^%s%s ([0-9.e+-]+)$" % (re.escape(name), r"\{%s\}" % re.escape(labels) if labels else "")
+    m = re.search(pattern, text, re.M)
+    return float(m.group(1)) if m else None
+
+
 def http_get(port, path, headers=None):
     """A plain GET on loopback without a capability: (status, Content-Type, body text)."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)

@@ -14,13 +14,13 @@ import time
 import unittest
 import uuid
 
-from harness import Server, Upstream, token_of
+from harness import Server, Upstream, header_values, metric_value, token_of
 
 REQUEST_ID = re.compile(r"^[0-9a-f]{16}$")
 
 
 def header(headers, name):
-    values = [v for k, v in headers if k.lower() == name.lower()]
+    values = header_values(headers, name)
     assert len(values) == 1, (name, headers)
     return values[0]
 
@@ -47,11 +47,6 @@ def wait_for_records(count, *paths, timeout=15):
 def log_id(token):
     """What the audit log and the access log show of a token: 12 hex digits of its SHA-256."""
     return hashlib.sha256(token.encode()).hexdigest()[:12]
-
-
-def metric(text, name, labels):
-    m = re.search(r"^%s\{%s\} ([0-9.e+]+)$" % (re.escape(name), re.escape(labels)), text, re.M)
-    return float(m.group(1)) if m else None
 
 
 class AuditScriptTest(unittest.TestCase):
@@ -199,9 +194,9 @@ class AuditScriptTest(unittest.TestCase):
         _, metrics_text, _ = self.server.call(None, "GET", "/metrics")
         for reason, count in (("unknown", 2), ("used-up", 1), ("rate", 1), ("address", 1), ("revoked", 1),
                               ("expired", 1)):
-            self.assertEqual(metric(metrics_text, "membraned_refusals_total", 'reason="%s"' % reason), count, reason)
-        self.assertEqual(metric(metrics_text, "membraned_audit_records_total", 'result="written"'), len(records))
-        self.assertEqual(metric(metrics_text, "membraned_audit_records_total", 'result="dropped"'), 0)
+            self.assertEqual(metric_value(metrics_text, "membraned_refusals_total", 'reason="%s"' % reason), count, reason)
+        self.assertEqual(metric_value(metrics_text, "membraned_audit_records_total", 'result="written"'), len(records))
+        self.assertEqual(metric_value(metrics_text, "membraned_audit_records_total", 'result="dropped"'), 0)
 
         secrets = [secret_key, body_marker, header_marker, query_marker, unknown, create, query,
                    token_of(tenant["capabilities"]["deleteSelf"]), export, revoke]

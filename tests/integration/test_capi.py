@@ -16,7 +16,7 @@ import time
 import unittest
 import uuid
 
-from harness import BINARY, Pki, Server, Upstream, token_of
+from harness import BINARY, Pki, Server, Upstream, header_values, token_of
 
 CAPI = os.environ.get("CAPI_BINARY", "capi")
 
@@ -681,7 +681,7 @@ class CapiTest(unittest.TestCase):
                 self.home.capi(*args, "--plain-http", "--capability", cap)  # the fake's answers may not please it
                 self.assertEqual(len(self.upstream.requests), before + 1)
                 sent = self.upstream.requests[-1]["headers"]
-                self.assertEqual([v for k, v in sent if k.lower() == "x-capability-operation"], [operation])
+                self.assertEqual(header_values(sent, "x-capability-operation"), [operation])
         # invoke's --header cannot state another one.
         self.assertIn("capi sets this header itself", self.failed_before_sending(self.home.capi(
             "invoke", "--plain-http", "--capability", cap, "--header", "X-Capability-Operation: revoke")))

@@ -11,7 +11,7 @@ import time
 import unittest
 import uuid
 
-from harness import Pki, Server, Upstream, rss_kib, token_of
+from harness import Pki, Server, Upstream, header_values, rss_kib, token_of
 
 
 class InvocationTest(unittest.TestCase):
@@ -49,7 +49,7 @@ class InvocationTest(unittest.TestCase):
 
     @staticmethod
     def header(record, name):
-        values = [v for k, v in record["headers"] if k.lower() == name.lower()]
+        values = header_values(record["headers"], name)
         return values[0] if len(values) == 1 else (values or None)
 
     # --- target, method, query -----------------------------------------------------------------
