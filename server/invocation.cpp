@@ -250,10 +250,14 @@ class Invocation : public std::enable_shared_from_this<Invocation> {
     // Before the header went out the requester gets a JSON 502 or 504; after it, a truncated
     // answer (the connection closes).
     if (ec) return fail_from(ec, "the upstream's answer could not be read", read_error(ec));
-    // A read may end on framing alone (a chunk's size line): no bytes, no buffer; an empty
-    // buffer would make the serializer write the final chunk.
+    // A read may end on framing alone (a chunk's size line): nothing to relay yet, read on.
+    // Handing the serializer no bytes writes nothing at all, not even the header, so the answer
+    // would count as begun and a failure after it would cut a connection that got no byte,
+    // instead of answering 502.
     const std::size_t got = chunk_size_ - parser_->get().body().size;
+    if (got == 0 && !parser_->is_done()) return read_chunk();
     writing_bytes_ = got;
+    // No bytes (the end): no buffer; an empty one would make the serializer write a last chunk.
     response_.body().data = got > 0 ? chunk_.get() : nullptr;
     response_.body().size = got;
     response_.body().more = !parser_->is_done();
