@@ -114,6 +114,7 @@ class Api {
   std::string uri_of(const core::Token& token) const;
   // authorize(), handle() and health() may then wait on the network (see Store).
   bool waits_on_network() const { return store_.waits_on_network(); }
+  storage::ResolutionCacheStats resolution_cache_stats() const { return store_.resolution_cache_stats(); }
   // Once the listening port is known (it may have been 0).
   void set_authority(std::string authority) { settings_.authority = std::move(authority); }
 

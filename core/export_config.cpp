@@ -504,4 +504,14 @@ json to_json(const UriExport& config) {
   return out;
 }
 
+void wipe_secrets(UriExport& config) noexcept {
+  if (auto* aws4 = std::get_if<Aws4Signing>(&config.signing)) {
+    secure_wipe(aws4->secret_access_key);
+    secure_wipe(aws4->session_token);
+  } else if (auto* cap1 = std::get_if<Cap1Signing>(&config.signing)) {
+    secure_wipe(cap1->key);
+  }
+  if (config.tls) secure_wipe(config.tls->key);
+}
+
 }  // namespace membraned::core

@@ -97,4 +97,7 @@ Result<ExportRequest> parse_export_request(std::string_view body, const ExportLi
 // never for answering a client).
 nlohmann::json to_json(const UriExport& config);
 
+// Overwrites the secrets `config` holds (signing keys, session token, TLS key) before it goes.
+void wipe_secrets(UriExport& config) noexcept;
+
 }  // namespace membraned::core

@@ -61,6 +61,7 @@ struct Options {
   std::uint64_t max_grants_per_tenant = 10000000;
   std::uint64_t max_stored_bytes_per_tenant = 1024ull * 1024 * 1024;
   std::size_t db_connections = 0;  // 0: threads + 1
+  std::size_t resolution_cache_mb = storage::kDefaultResolutionCacheBytes >> 20;
   std::uint64_t db_connect_timeout_ms = 5000;    // PostgreSQL
   std::uint64_t db_statement_timeout_ms = 5000;  // PostgreSQL
   bool metrics = false;
@@ -134,6 +135,10 @@ void add_serve(CLI::App& app, Options& o) {
        "Bytes of request bodies held in memory at once, in all; a request that finds no room is answered 503 "
        "before its body is read (0: no limit)");
   flag(app, "db-connections", o.db_connections, "Database connections in the pool (0: threads + 1)");
+  flag(app, "resolution-cache-mb", o.resolution_cache_mb,
+       "Memory for resolved tokens, in MiB: a token seen before costs no database walk while it stays; beyond "
+       "it the least recently used go (0: no cache)")
+      ->check(CLI::Range(std::size_t{0}, std::size_t{1} << 20));
   app.add_flag("--metrics", o.metrics, "Serve GET /metrics (Prometheus text format) on the service's listener")
       ->envname("MEMBRANED_METRICS");
   flag(app, "metrics-listen", o.metrics_listen,
@@ -270,6 +275,7 @@ storage::StoreSettings store_settings(const Options& o, std::size_t connections)
   settings.connect_timeout = std::chrono::milliseconds(o.db_connect_timeout_ms);
   settings.statement_timeout = std::chrono::milliseconds(o.db_statement_timeout_ms);
   settings.quotas = {o.max_membranes_per_tenant, o.max_grants_per_tenant, o.max_stored_bytes_per_tenant};
+  settings.resolution_cache_bytes = o.resolution_cache_mb << 20;
   return settings;
 }
 

@@ -131,9 +131,50 @@ void Metrics::connection_refused(std::string_view limit) {
   impl_->refused.Add({{"limit", std::string(limit)}}).Increment();
 }
 
-std::string Metrics::render() const {
+namespace {
+
+prometheus::ClientMetric counted(double value, std::vector<prometheus::ClientMetric::Label> labels = {}) {
+  prometheus::ClientMetric metric;
+  metric.label = std::move(labels);
+  metric.counter.value = value;
+  return metric;
+}
+
+prometheus::ClientMetric measured(double value) {
+  prometheus::ClientMetric metric;
+  metric.gauge.value = value;
+  return metric;
+}
+
+// Read from the store at each scrape (it counts them itself: the storage layer has no registry).
+std::vector<prometheus::MetricFamily> resolution_cache_families(const storage::ResolutionCacheStats& cache) {
+  using prometheus::MetricType;
+  return {
+      {"membraned_resolution_cache_lookups_total",
+       "Tokens looked up in the resolution cache, by result: hit (served from it), miss (not there), stale (there "
+       "but revoked or expired since: resolved again)",
+       MetricType::Counter,
+       {counted(static_cast<double>(cache.hits), {{"result", "hit"}}),
+        counted(static_cast<double>(cache.misses), {{"result", "miss"}}),
+        counted(static_cast<double>(cache.stale), {{"result", "stale"}})}},
+      {"membraned_resolution_cache_evictions_total",
+       "Resolutions dropped from the cache to make room (least recently used first)", MetricType::Counter,
+       {counted(static_cast<double>(cache.evictions))}},
+      {"membraned_resolution_cache_entries", "Resolutions in the cache", MetricType::Gauge,
+       {measured(static_cast<double>(cache.entries))}},
+      {"membraned_resolution_cache_bytes", "Estimated memory the cached resolutions take", MetricType::Gauge,
+       {measured(static_cast<double>(cache.bytes))}},
+      {"membraned_resolution_cache_max_bytes", "The cache's budget (--resolution-cache-mb)", MetricType::Gauge,
+       {measured(static_cast<double>(cache.max_bytes))}},
+  };
+}
+
+}  // namespace
+
+std::string Metrics::render(const storage::ResolutionCacheStats& cache) const {
   auto families = impl_->registry->Collect();
   for (auto& family : process_metric_families()) families.push_back(std::move(family));
+  for (auto& family : resolution_cache_families(cache)) families.push_back(std::move(family));
   return prometheus::TextSerializer().Serialize(families);
 }
 

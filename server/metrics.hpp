@@ -10,6 +10,7 @@
 
 #include "server/audit_record.hpp"
 #include "server/upstream_error.hpp"
+#include "storage/store.hpp"
 
 namespace membraned::server {
 
@@ -33,7 +34,8 @@ class Metrics {
   void connection_closed();
   void connection_refused(std::string_view limit);  // "total" or "address"
 
-  std::string render() const;  // text exposition format 0.0.4
+  // Text exposition format 0.0.4, with the store's resolution cache as of now.
+  std::string render(const storage::ResolutionCacheStats& cache) const;
 
  private:
   struct Impl;

@@ -59,11 +59,13 @@ Result<T> MembraneStore::writing(const std::function<Result<T>(BackendSession&)>
   return collect<T>([this](const SessionWork& w) { return backend_->write(w); }, work);
 }
 
-MembraneStore::MembraneStore(std::unique_ptr<Backend> backend, MasterKey key, TenantQuotas quotas, WallClock clock)
+MembraneStore::MembraneStore(std::unique_ptr<Backend> backend, MasterKey key, TenantQuotas quotas, WallClock clock,
+                             std::size_t cache_bytes)
     : backend_(std::move(backend)),
       key_(std::move(key)),
       quotas_(quotas),
       clock_(std::move(clock)),
+      cache_(cache_bytes),
       uses_([this](CapabilityRow grant, std::int64_t wanted) { return reserve_uses(grant, wanted); }) {
   // After a failover the database may no longer hold what was cached (a capability created just
   // before it, on a standby that never received it), under the same epoch: start afresh.
@@ -102,9 +104,10 @@ Status MembraneStore::flush_usage() {
 }
 
 Result<std::unique_ptr<MembraneStore>> MembraneStore::open(std::unique_ptr<Backend> backend, MasterKey key,
-                                                           TenantQuotas quotas, WallClock clock) {
+                                                           TenantQuotas quotas, WallClock clock,
+                                                           std::size_t cache_bytes) {
   std::unique_ptr<MembraneStore> store(
-      new MembraneStore(std::move(backend), std::move(key), quotas, std::move(clock)));
+      new MembraneStore(std::move(backend), std::move(key), quotas, std::move(clock), cache_bytes));
   if (auto s = store->backend_->write([&](BackendSession& session) { return store->check_master_key(session); });
       !s) {
     return s.error();
@@ -228,14 +231,19 @@ Result<Resolved> MembraneStore::resolve(const Token& token) {
     if (auto cached = cache_.find(digest)) {
       // An expiry ends a cached resolution as surely as a revoke (contract §11).
       if (cached->resolved.expires_at && clock_() >= *cached->resolved.expires_at) {
+        cache_.count(ResolutionLookup::stale);
         return Error::unauthorized("unknown or revoked capability", "expired");
       }
       auto epoch = session.epoch();
       if (!epoch) return epoch.error();
       if (*epoch == cached->epoch) {
+        cache_.count(ResolutionLookup::hit);
         cached->resolved.epoch = cached->epoch;
         return std::move(cached->resolved);
       }
+      cache_.count(ResolutionLookup::stale);
+    } else {
+      cache_.count(ResolutionLookup::miss);
     }
     auto walk = session.walk(digest);
     if (!walk) return walk.error();

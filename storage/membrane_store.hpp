@@ -41,7 +41,8 @@ class MembraneStore final : public Store {
   // Checks that `key` opens what the database holds (a new database records a check value).
   static Result<std::unique_ptr<MembraneStore>> open(std::unique_ptr<Backend> backend, MasterKey key,
                                                      TenantQuotas quotas = {},
-                                                     WallClock clock = &std::chrono::system_clock::now);
+                                                     WallClock clock = &std::chrono::system_clock::now,
+                                                     std::size_t cache_bytes = kDefaultResolutionCacheBytes);
 
   bool waits_on_network() const override { return backend_->waits_on_network(); }
   std::string_view backend_name() const override { return backend_->name(); }
@@ -50,6 +51,7 @@ class MembraneStore final : public Store {
   Result<bool> has_tenants() override;
   Result<std::optional<std::string>> create_first_tenant(const TenantTokens& tokens) override;
   Result<Resolved> resolve(const Token& token) override;
+  ResolutionCacheStats resolution_cache_stats() const override { return cache_.stats(); }
   bool still_current(const Resolved& resolved) override;
   std::chrono::milliseconds revocation_settle() const override {
     return (backend_->watches_epoch() ? backend_->epoch_view_bound() : kLocalEpochViewBound) + kRevocationMargin;
@@ -86,7 +88,8 @@ class MembraneStore final : public Store {
   Result<std::int64_t> grants_cut_by(const OperatorRevoke& revoked) override;
 
  private:
-  MembraneStore(std::unique_ptr<Backend> backend, MasterKey key, TenantQuotas quotas, WallClock clock);
+  MembraneStore(std::unique_ptr<Backend> backend, MasterKey key, TenantQuotas quotas, WallClock clock,
+                std::size_t cache_bytes);
   // Counts a write against its tenant's quotas, inside its transaction: quota when over one.
   Status charge(BackendSession& session, const std::string& tenant_id, const Usage& add);
 

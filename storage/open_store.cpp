@@ -14,9 +14,9 @@ using core::Error;
 namespace {
 
 Result<std::unique_ptr<Store>> open_on(Result<std::unique_ptr<Backend>> backend, MasterKey key, TenantQuotas quotas,
-                                       WallClock clock = &std::chrono::system_clock::now) {
+                                       WallClock clock, std::size_t cache_bytes) {
   if (!backend) return backend.error();
-  auto store = MembraneStore::open(std::move(*backend), std::move(key), quotas, std::move(clock));
+  auto store = MembraneStore::open(std::move(*backend), std::move(key), quotas, std::move(clock), cache_bytes);
   if (!store) return store.error();
   return std::unique_ptr<Store>(std::move(*store));
 }
@@ -34,6 +34,7 @@ Result<std::unique_ptr<Store>> bootstrap_postgres(const StoreSettings& settings)
   options.connections = settings.connections;
   options.connect_timeout = settings.connect_timeout;
   options.statement_timeout = settings.statement_timeout;
+  options.resolution_cache_bytes = settings.resolution_cache_bytes;
   const fs::path key_file = settings.data_dir / "master.key";
   if ((!settings.master_key || settings.master_key->empty()) && !fs::exists(key_file)) {
     if (!settings.create) return no_key_error(key_file);
@@ -74,6 +75,7 @@ Result<std::unique_ptr<Store>> bootstrap_sqlite(const StoreSettings& settings) {
   auto key = MasterKey::load(settings.master_key, settings.data_dir);
   if (!key) return key.error();
   options.connections = settings.connections;
+  options.resolution_cache_bytes = settings.resolution_cache_bytes;
   return open_sqlite_store(options, std::move(*key), settings.quotas);
 }
 
@@ -81,12 +83,13 @@ Result<std::unique_ptr<Store>> bootstrap_sqlite(const StoreSettings& settings) {
 
 Result<std::unique_ptr<Store>> open_sqlite_store(const SqliteOptions& options, MasterKey key, TenantQuotas quotas,
                                                  WallClock clock) {
-  return open_on(sqlite::open_backend(options), std::move(key), quotas, std::move(clock));
+  return open_on(sqlite::open_backend(options), std::move(key), quotas, std::move(clock),
+                 options.resolution_cache_bytes);
 }
 
 Result<std::unique_ptr<Store>> open_postgres_store(const PostgresOptions& options, MasterKey key, TenantQuotas quotas,
                                                    WallClock clock) {
-  return open_on(pg::open_backend(options), std::move(key), quotas, std::move(clock));
+  return open_on(pg::open_backend(options), std::move(key), quotas, std::move(clock), options.resolution_cache_bytes);
 }
 
 Result<std::unique_ptr<Store>> open_store(const StoreSettings& settings) {

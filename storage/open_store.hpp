@@ -20,6 +20,7 @@ struct SqliteOptions {
   // false only for bulk loads in benchmarks: commits are then not on stable storage when they
   // return. The service always opens with true.
   bool durable_commits = true;
+  std::size_t resolution_cache_bytes = kDefaultResolutionCacheBytes;  // storage/resolution_cache.hpp
 };
 
 struct PostgresOptions {
@@ -35,6 +36,7 @@ struct PostgresOptions {
   // instance sharing a database must use the same value, so it is not a flag: the service
   // always uses this default.
   std::chrono::milliseconds revocation_bound{250};
+  std::size_t resolution_cache_bytes = kDefaultResolutionCacheBytes;  // storage/resolution_cache.hpp
 };
 
 // Open (creating and migrating as needed) and check that `key` opens what is stored.
@@ -55,6 +57,7 @@ struct StoreSettings {
   std::chrono::milliseconds connect_timeout{5000};    // PostgreSQL
   std::chrono::milliseconds statement_timeout{5000};  // PostgreSQL
   TenantQuotas quotas;
+  std::size_t resolution_cache_bytes = kDefaultResolutionCacheBytes;  // --resolution-cache-mb
   // false: open only a store that exists (a SQLite file, a master key given or in its file); make
   // neither the data directory, nor a database file, nor a key. membraned admin opens so: a
   // mistyped --data-dir must not look like an empty store.

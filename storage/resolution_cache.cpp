@@ -4,6 +4,33 @@
 
 namespace membraned::storage {
 
+namespace {
+
+// A string's heap bytes: none while it fits in the object itself (libstdc++ keeps 15 chars).
+std::size_t heap(const std::string& s) { return s.capacity() > 15 ? s.capacity() + 1 : 0; }
+
+std::size_t heap(const core::UriExport& uri) {
+  std::size_t n = heap(uri.target.uri) + heap(uri.target.host) + heap(uri.target.connect_host) +
+                  heap(uri.target.authority) + heap(uri.target.path) + (uri.target.query ? heap(*uri.target.query) : 0);
+  if (uri.method) n += heap(*uri.method);
+  n += uri.headers.capacity() * sizeof(core::Header);
+  for (const auto& header : uri.headers) n += heap(header.name) + heap(header.value);
+  if (const auto* aws4 = std::get_if<core::Aws4Signing>(&uri.signing)) {
+    n += heap(aws4->access_key_id) + heap(aws4->secret_access_key) + heap(aws4->region) + heap(aws4->service) +
+         heap(aws4->session_token) + (aws4->credentials_profile ? heap(*aws4->credentials_profile) : 0);
+  } else if (const auto* cap1 = std::get_if<core::Cap1Signing>(&uri.signing)) {
+    n += heap(cap1->key) + heap(cap1->key_id);
+  }
+  if (uri.tls) n += heap(uri.tls->ca) + heap(uri.tls->cert) + heap(uri.tls->key);
+  return n;
+}
+
+// What a node costs beyond its own bytes: the list's links and the index's bucket and node (an
+// estimate of libstdc++'s layout; the budget is a bound on memory, not an exact count).
+constexpr std::size_t kPerEntryOverhead = 2 * sizeof(void*) + 4 * sizeof(void*) + 16;
+
+}  // namespace
+
 Result<std::int64_t> new_revocation_epoch() {
   auto bytes = core::random_bytes(8);
   if (!bytes) return bytes.error();
@@ -12,27 +39,95 @@ Result<std::int64_t> new_revocation_epoch() {
   return static_cast<std::int64_t>(value);
 }
 
-std::optional<ResolutionCache::Entry> ResolutionCache::find(const std::string& digest) const {
-  std::lock_guard lock(mutex_);
-  auto it = entries_.find(digest);
-  if (it == entries_.end()) return std::nullopt;
-  return Entry{it->second, *epoch_};
+std::size_t cached_bytes(std::string_view digest, const Resolved& resolved) {
+  std::size_t n = sizeof(std::string) + digest.size() + 1 + sizeof(Resolved) + sizeof(std::size_t) + kPerEntryOverhead;
+  n += heap(resolved.tenant_id) + heap(resolved.membrane_id) + heap(resolved.target_grant_id);
+  n += resolved.chain.capacity() * sizeof(ChainGrant);
+  for (const auto& grant : resolved.chain) n += heap(grant.id) + grant.allow_from.capacity() * sizeof(core::Cidr);
+  if (resolved.uri) n += heap(*resolved.uri);
+  return n;
 }
 
-void ResolutionCache::store(const std::string& digest, const Resolved& resolved, std::int64_t epoch) {
+ResolutionCache::~ResolutionCache() { drop_all(); }
+
+std::optional<ResolutionCache::Entry> ResolutionCache::find(std::string_view digest) {
+  std::lock_guard lock(mutex_);
+  auto it = index_.find(digest);
+  if (it == index_.end()) return std::nullopt;
+  recency_.splice(recency_.begin(), recency_, it->second);
+  return Entry{it->second->resolved, *epoch_};
+}
+
+void ResolutionCache::store(std::string_view digest, const Resolved& resolved, std::int64_t epoch) {
+  const std::size_t bytes = cached_bytes(digest, resolved);
   std::lock_guard lock(mutex_);
   if (epoch_ != epoch) {
-    entries_.clear();
+    drop_all();
     epoch_ = epoch;
   }
-  if (entries_.size() >= capacity_) entries_.clear();
-  entries_.insert_or_assign(digest, resolved);
+  if (auto it = index_.find(digest); it != index_.end()) {
+    // Two requests resolved the same token at once: the later walk replaces the earlier.
+    bytes_ -= it->second->bytes;
+    if (it->second->resolved.uri) core::wipe_secrets(*it->second->resolved.uri);
+    recency_.erase(it->second);
+    index_.erase(it);
+  }
+  if (bytes > max_bytes_) return;
+  while (bytes_ + bytes > max_bytes_ && !recency_.empty()) drop_oldest();
+  recency_.push_front(Node{std::string(digest), resolved, bytes});
+  index_.emplace(recency_.front().digest, recency_.begin());
+  bytes_ += bytes;
 }
 
 void ResolutionCache::clear() {
   std::lock_guard lock(mutex_);
-  entries_.clear();
+  drop_all();
   epoch_.reset();
+}
+
+void ResolutionCache::count(ResolutionLookup lookup) {
+  switch (lookup) {
+    case ResolutionLookup::hit:
+      hits_.fetch_add(1, std::memory_order_relaxed);
+      break;
+    case ResolutionLookup::miss:
+      misses_.fetch_add(1, std::memory_order_relaxed);
+      break;
+    case ResolutionLookup::stale:
+      stale_.fetch_add(1, std::memory_order_relaxed);
+      break;
+  }
+}
+
+ResolutionCacheStats ResolutionCache::stats() const {
+  ResolutionCacheStats out;
+  out.hits = hits_.load(std::memory_order_relaxed);
+  out.misses = misses_.load(std::memory_order_relaxed);
+  out.stale = stale_.load(std::memory_order_relaxed);
+  out.evictions = evictions_.load(std::memory_order_relaxed);
+  out.max_bytes = max_bytes_;
+  std::lock_guard lock(mutex_);
+  out.entries = index_.size();
+  out.bytes = bytes_;
+  return out;
+}
+
+void ResolutionCache::drop_oldest() {
+  Node& oldest = recency_.back();
+  index_.erase(oldest.digest);
+  bytes_ -= oldest.bytes;
+  if (oldest.resolved.uri) core::wipe_secrets(*oldest.resolved.uri);
+  recency_.pop_back();
+  evictions_.fetch_add(1, std::memory_order_relaxed);
+}
+
+void ResolutionCache::drop_all() {
+  for (auto& node : recency_) {
+    if (node.resolved.uri) core::wipe_secrets(*node.resolved.uri);
+  }
+  index_.clear();
+  recency_.clear();
+  bytes_ = 0;
 }
 
 }  // namespace membraned::storage

@@ -9,14 +9,22 @@
 // revocations behind it, and a cache made under that value would pass for current. With 64
 // random bits the odds of meeting a cached epoch again are 2^-64.
 //
+// The cache is bounded by the memory its entries take (an estimate of their heap bytes): beyond
+// it, the least recently used go. Many holders each presenting their own token then keep the
+// tokens in use cached instead of emptying the cache whenever it fills.
+//
 // A cached resolution of a uri capability holds its export configuration, secrets included, in
-// memory, as the resolution handed to every invocation does; they never leave the process.
+// memory, as the resolution handed to every invocation does; they never leave the process, and
+// an entry's secrets are wiped when it goes.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <list>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 
 #include "storage/store.hpp"
@@ -26,24 +34,46 @@ namespace membraned::storage {
 // A fresh random epoch (internal error if the CSPRNG fails).
 Result<std::int64_t> new_revocation_epoch();
 
+// What a cached resolution is counted as taking: its heap bytes and its share of the index.
+std::size_t cached_bytes(std::string_view digest, const Resolved& resolved);
+
 class ResolutionCache {
  public:
-  explicit ResolutionCache(std::size_t capacity = 65536) : capacity_(capacity) {}
+  explicit ResolutionCache(std::size_t max_bytes = kDefaultResolutionCacheBytes) : max_bytes_(max_bytes) {}
+  ~ResolutionCache();
+  ResolutionCache(const ResolutionCache&) = delete;
+  ResolutionCache& operator=(const ResolutionCache&) = delete;
 
   struct Entry {
     Resolved resolved;
     std::int64_t epoch;
   };
-  std::optional<Entry> find(const std::string& digest) const;
-  // The cache follows the epoch of the latest walk stored: entries of another epoch go.
-  void store(const std::string& digest, const Resolved& resolved, std::int64_t epoch);
+  // A copy of the entry, which becomes the most recently used.
+  std::optional<Entry> find(std::string_view digest);
+  // The cache follows the epoch of the latest walk stored: entries of another epoch go. An entry
+  // larger than the whole budget is not kept.
+  void store(std::string_view digest, const Resolved& resolved, std::int64_t epoch);
   void clear();
+  // Counted by the store, which knows why a lookup did not serve (ResolutionCacheStats).
+  void count(ResolutionLookup lookup);
+  ResolutionCacheStats stats() const;
 
  private:
-  const std::size_t capacity_;
+  struct Node {
+    std::string digest;
+    Resolved resolved;
+    std::size_t bytes;
+  };
+  void drop_oldest();  // under mutex_
+  void drop_all();     // under mutex_
+
+  const std::size_t max_bytes_;
   mutable std::mutex mutex_;
   std::optional<std::int64_t> epoch_;
-  std::unordered_map<std::string, Resolved> entries_;
+  std::list<Node> recency_;  // most recently used first
+  std::unordered_map<std::string_view, std::list<Node>::iterator> index_;  // keys: the nodes' digests
+  std::size_t bytes_ = 0;
+  std::atomic<std::uint64_t> hits_{0}, misses_{0}, stale_{0}, evictions_{0};
 };
 
 }  // namespace membraned::storage

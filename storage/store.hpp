@@ -141,6 +141,18 @@ struct TenantQuotas {
   std::uint64_t stored_bytes = 0;
 };
 
+// The resolution cache (storage/resolution_cache.hpp): its default budget, and what a lookup
+// came to. `stale`: an entry was there but no longer serves (a revocation since, or its expiry).
+inline constexpr std::size_t kDefaultResolutionCacheBytes = std::size_t{64} << 20;
+enum class ResolutionLookup { hit, miss, stale };
+struct ResolutionCacheStats {
+  std::uint64_t hits = 0, misses = 0, stale = 0;
+  std::uint64_t evictions = 0;  // entries dropped for room (not by a new epoch)
+  std::size_t entries = 0;
+  std::size_t bytes = 0;
+  std::size_t max_bytes = 0;
+};
+
 struct MembranePage {
   std::vector<Membrane> membranes;
   bool completed = true;  // no membrane after the last one returned
@@ -192,6 +204,8 @@ class Store {
   // all). A membrane's own revoke capability keeps resolving after its membrane is revoked, so a
   // repeated revoke answers 202 again; it dies with its tenant.
   virtual Result<Resolved> resolve(const Token& token) = 0;
+  // How the cache of resolutions serves (for /metrics).
+  virtual ResolutionCacheStats resolution_cache_stats() const = 0;
 
   // The check an invocation passes at the moment it is sent (docs/architecture.md, "Revocation at
   // send time"): true when nothing was revoked since `resolved` was made, known without waiting

@@ -177,6 +177,46 @@ class MetricsTest(unittest.TestCase):
         self.assertEqual(types["process_cpu_seconds_total"], "counter")
         self.assertGreater(self.value(samples, "process_cpu_seconds_total"), 0)
 
+    def test_the_resolution_cache_says_how_it_serves(self):
+        create = token_of(self.tenant["capabilities"]["create"])
+        status, m, _ = self.server.call(create, body={"id": "cached"})
+        self.assertEqual(status, 201)
+        export = token_of(m["capabilities"]["export"])
+        ok = token_of(self.server.call(export, body={"uri": self.upstream.url("/echo")})[1]["capability"])
+        before, types = self.scrape()
+        for _ in range(3):
+            self.assertEqual(self.server.call(ok, "POST", body="x")[0], 200)
+        after, _ = self.scrape()
+
+        def delta(name, **labels):
+            return self.value(after, name, **labels) - self.value(before, name, **labels)
+
+        self.assertEqual(types.get("membraned_resolution_cache_lookups_total"), "counter")
+        self.assertGreaterEqual(delta("membraned_resolution_cache_lookups_total", result="miss"), 1)
+        self.assertGreaterEqual(delta("membraned_resolution_cache_lookups_total", result="hit"), 2)
+        self.assertGreaterEqual(self.value(after, "membraned_resolution_cache_entries"), 1)
+        self.assertGreater(self.value(after, "membraned_resolution_cache_bytes"), 0)
+        self.assertEqual(self.value(after, "membraned_resolution_cache_max_bytes"), 64 * 1024 * 1024)
+
+    def test_without_a_resolution_cache_every_lookup_misses(self):
+        server = Server(args=["--metrics", "--resolution-cache-mb", "0"]).start()
+        try:
+            caps = server.first_tenant()["capabilities"]
+            create = token_of(caps["create"])
+            m = server.call(create, body={"id": "uncached"})[1]
+            export = token_of(m["capabilities"]["export"])
+            ok = token_of(server.call(export, body={"uri": self.upstream.url("/echo")})[1]["capability"])
+            for _ in range(3):
+                self.assertEqual(server.call(ok, "POST", body="x")[0], 200)
+            samples, _ = self.scrape(server.port)
+            self.assertEqual(self.value(samples, "membraned_resolution_cache_lookups_total", result="hit"), 0)
+            self.assertGreaterEqual(self.value(samples, "membraned_resolution_cache_lookups_total", result="miss"), 5)
+            self.assertEqual(self.value(samples, "membraned_resolution_cache_entries"), 0)
+            self.assertEqual(self.value(samples, "membraned_resolution_cache_max_bytes"), 0)
+        finally:
+            self.assertEqual(server.stop(), 0)
+            server.cleanup()
+
     def test_the_main_listener_serves_metrics_with_the_flag(self):
         samples, _ = self.scrape(self.server.port)
         self.assertIn(("membraned_open_connections", frozenset()), samples)

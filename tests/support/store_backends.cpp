@@ -130,15 +130,17 @@ TestDatabase::~TestDatabase() {
 
 core::Result<std::unique_ptr<storage::Store>> TestDatabase::open(storage::MasterKey key, std::size_t connections,
                                                                 storage::TenantQuotas quotas,
-                                                                storage::WallClock clock) const {
+                                                                storage::WallClock clock, std::size_t cache_bytes) const {
   if (backend_ == Backend::sqlite) {
     storage::SqliteOptions options{dir_->path() / "membraned.db"};
     options.connections = connections;
+    options.resolution_cache_bytes = cache_bytes;
     return storage::open_sqlite_store(options, std::move(key), quotas, std::move(clock));
   }
   storage::PostgresOptions options;
   options.url = url_;
   options.connections = connections;
+  options.resolution_cache_bytes = cache_bytes;
   return storage::open_postgres_store(options, std::move(key), quotas, std::move(clock));
 }
 

@@ -48,7 +48,8 @@ class TestDatabase {
   // A new Store on this database; several may be open at once, as several instances would.
   core::Result<std::unique_ptr<storage::Store>> open(
       storage::MasterKey key, std::size_t connections = 4, storage::TenantQuotas quotas = {},
-      storage::WallClock clock = &std::chrono::system_clock::now) const;
+      storage::WallClock clock = &std::chrono::system_clock::now,
+      std::size_t cache_bytes = storage::kDefaultResolutionCacheBytes) const;
   // Rows of a table, read from the database itself.
   std::int64_t count_rows(const std::string& table) const;
   // Runs `sql` on the database itself, as an operator (or a restore) would, beside any Store;

@@ -369,7 +369,7 @@ class SessionTest : public testing::Test {
         << answers[0].body;
     EXPECT_TRUE(answers[0].keep_alive);
     EXPECT_FALSE(session->closed());
-    EXPECT_EQ(upstream_errors(context_->metrics.render(), "malformed"), 1);
+    EXPECT_EQ(upstream_errors(context_->metrics.render({}), "malformed"), 1);
   }
 
   // A header block alone (the answer to a HEAD): its text, and what came after it in `rest`.
@@ -489,8 +489,8 @@ TEST_F(SessionTest, AnAnswerCutAfterItsHeaderClosesTheRequestersConnection) {
   EXPECT_EQ(rest.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << rest;
   EXPECT_NE(rest.find("Content-Length: 100\r\n"), std::string::npos);
   EXPECT_EQ(rest.substr(rest.size() - 10), "0123456789");
-  EXPECT_EQ(upstream_errors(context_->metrics.render(), "truncated"), 1);
-  EXPECT_EQ(upstream_errors(context_->metrics.render()), 1);
+  EXPECT_EQ(upstream_errors(context_->metrics.render({}), "truncated"), 1);
+  EXPECT_EQ(upstream_errors(context_->metrics.render({})), 1);
 }
 
 // An invocation authorised on its header, whose body comes after its membrane was revoked, is
@@ -565,7 +565,7 @@ TEST_F(SessionTest, APooledConnectionTheUpstreamClosedWhileIdleIsRetriedOnAFresh
   EXPECT_EQ(answers[1].body, "second");
   EXPECT_EQ(upstream.connections(), 2);
   EXPECT_EQ(upstream.requests(), 2);
-  EXPECT_EQ(upstream_errors(context_->metrics.render()), 0);
+  EXPECT_EQ(upstream_errors(context_->metrics.render({})), 0);
 }
 
 // An export stored before client keys were limited may hold one the export check now refuses
@@ -588,7 +588,7 @@ TEST_F(SessionTest, AStoredClientKeyOverTheLimitIsNotUsed) {
   EXPECT_EQ(answers[0].status, 502);
   EXPECT_NE(answers[0].body.find("the upstream's TLS settings could not be loaded"), std::string::npos)
       << answers[0].body;
-  EXPECT_EQ(upstream_errors(context_->metrics.render(), "tls_config"), 1);
+  EXPECT_EQ(upstream_errors(context_->metrics.render({}), "tls_config"), 1);
 }
 
 // An upstream that writes while its connection sits in the pool (a late second answer, a

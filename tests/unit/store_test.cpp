@@ -29,6 +29,7 @@
 #include "core/token.hpp"
 #include "storage/master_key.hpp"
 #include "storage/store.hpp"
+#include "storage/resolution_cache.hpp"
 #include "tests/support/store_backends.hpp"
 #include "tests/support/test_pki.hpp"
 #include "tests/support/grants.hpp"
@@ -1785,6 +1786,74 @@ TEST_P(StoreTest, CachedResolutionsDieWithARevokeMadeByAnotherStoreOnTheSameData
   ASSERT_TRUE(second->delete_tenant(a.tokens.delete_self).ok());
   EXPECT_FALSE(alive(y));
   EXPECT_FALSE(alive(a.tokens.create));
+}
+
+// The cache says how it serves: a token's first resolution is a miss, the next ones hits, and
+// after a revoke anywhere the entry is stale (resolved again, then a hit again).
+TEST_P(StoreTest, TheResolutionCacheCountsHitsMissesAndStaleEntries) {
+  Tenant a = tenant();
+  Membrane m = membrane(a, "counted");
+  Token x = export_uri(m);
+  Membrane other = membrane(a, "other");
+  const auto before = store_->resolution_cache_stats();
+  ASSERT_TRUE(alive(x));
+  ASSERT_TRUE(alive(x));
+  ASSERT_TRUE(alive(x));
+  auto after = store_->resolution_cache_stats();
+  EXPECT_EQ(after.misses - before.misses, 1u);
+  EXPECT_EQ(after.hits - before.hits, 2u);
+  EXPECT_EQ(after.stale - before.stale, 0u);
+  EXPECT_GE(after.entries, 1u);
+  EXPECT_GT(after.bytes, 0u);
+  EXPECT_EQ(after.max_bytes, membraned::storage::kDefaultResolutionCacheBytes);
+
+  ASSERT_TRUE(store_->revoke_membrane(other.revoke_token).ok());  // a new epoch; x still lives
+  ASSERT_TRUE(alive(x));
+  ASSERT_TRUE(alive(x));
+  const auto later = store_->resolution_cache_stats();
+  EXPECT_EQ(later.stale - after.stale, 1u);
+  EXPECT_EQ(later.hits - after.hits, 1u);
+}
+
+// With room for a few resolutions, the least recently used go and the memory stays within the
+// budget; every token still resolves to the same thing (an evicted one is walked again), and a
+// revoke still kills one that was evicted and one that is cached.
+TEST_P(StoreTest, ABoundedResolutionCacheEvictsTheLeastRecentlyUsedAndStaysCorrect) {
+  Tenant a = tenant();
+  Membrane m = membrane(a, "many");
+  std::vector<Token> tokens;
+  for (int i = 0; i < 12; ++i) tokens.push_back(export_uri(m));
+  auto probe = store_->resolve(tokens[0]);
+  ASSERT_TRUE(probe.ok());
+  const std::size_t one = membraned::storage::cached_bytes(tokens[0].digest(), *probe);
+  const std::size_t budget = 4 * one + one / 2;  // room for four
+  auto key = MasterKey::from_base64(key_text_);
+  ASSERT_TRUE(key.ok());
+  auto opened = db_->open(std::move(*key), 4, {}, &std::chrono::system_clock::now, budget);
+  ASSERT_TRUE(opened.ok()) << opened.error().message;
+  auto small = std::move(*opened);
+
+  for (int round = 0; round < 3; ++round) {
+    for (const Token& t : tokens) {
+      auto r = small->resolve(t);
+      ASSERT_TRUE(r.ok());
+      EXPECT_EQ(r->kind, CapabilityKind::uri);
+      EXPECT_EQ(r->uri->target.uri, probe->uri->target.uri);
+      EXPECT_LE(small->resolution_cache_stats().bytes, budget);
+    }
+  }
+  auto stats = small->resolution_cache_stats();
+  EXPECT_EQ(stats.entries, 4u);
+  EXPECT_EQ(stats.hits, 0u);  // twelve tokens in turn through room for four: each was evicted first
+  EXPECT_EQ(stats.evictions, 3u * 12u - 4u);
+
+  // The most recent four are hits now.
+  for (std::size_t i = tokens.size() - 4; i < tokens.size(); ++i) ASSERT_TRUE(small->resolve(tokens[i]).ok());
+  EXPECT_EQ(small->resolution_cache_stats().hits, 4u);
+
+  ASSERT_TRUE(store_->revoke_membrane(m.revoke_token).ok());
+  EXPECT_FALSE(small->resolve(tokens[0]).ok());   // evicted
+  EXPECT_FALSE(small->resolve(tokens.back()).ok());  // cached
 }
 
 std::string backend_suffix(const testing::TestParamInfo<Backend>& info) {
