@@ -4,6 +4,9 @@
 // SQLite always; PostgreSQL too when MEMBRANED_TEST_PG_URL names a server this may create a
 // database on (it makes a fresh one, loads it, and drops it at the end), for example the test
 // cluster of tests/support/pg_cluster.sh. Without it the PostgreSQL cases are not registered.
+//
+// The allocator is set up as membraned sets it (storage/process_tuning.hpp);
+// STORE_BENCH_DEFAULT_MALLOC=1 leaves glibc's defaults, to see what that setting is worth.
 #include <benchmark/benchmark.h>
 #include <libpq-fe.h>
 
@@ -20,6 +23,7 @@
 #include "core/encoding.hpp"
 #include "core/export_config.hpp"
 #include "storage/open_store.hpp"
+#include "storage/process_tuning.hpp"
 
 namespace {
 
@@ -235,6 +239,7 @@ void register_postgres_cases() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (std::getenv("STORE_BENCH_DEFAULT_MALLOC") == nullptr) storage::keep_freed_memory_for_reuse();
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   register_postgres_cases();

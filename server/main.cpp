@@ -33,6 +33,7 @@
 #include "server/http_server.hpp"
 #include "storage/master_key.hpp"
 #include "storage/open_store.hpp"
+#include "storage/process_tuning.hpp"
 
 namespace {
 
@@ -575,6 +576,7 @@ std::function<std::string()> flags_taken(const CLI::App& app, std::vector<std::s
 }  // namespace
 
 int main(int argc, char** argv) {
+  membraned::storage::keep_freed_memory_for_reuse();
   CLI::App app{"membraned: a capability membrane service that signs and proxies requests to AWS", "membraned"};
   app.set_version_flag("--version", std::string("membraned ") + membraned::core::kVersion + " (commit " +
                                         membraned::core::kCommit + ")");
