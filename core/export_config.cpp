@@ -504,6 +504,14 @@ json to_json(const UriExport& config) {
   return out;
 }
 
+std::shared_ptr<const UriExport> share_wiped(UriExport config) {
+  return std::shared_ptr<const UriExport>(new UriExport(std::move(config)), [](const UriExport* p) {
+    auto* owned = const_cast<UriExport*>(p);  // made non-const above
+    wipe_secrets(*owned);
+    delete owned;
+  });
+}
+
 void wipe_secrets(UriExport& config) noexcept {
   if (auto* aws4 = std::get_if<Aws4Signing>(&config.signing)) {
     secure_wipe(aws4->secret_access_key);

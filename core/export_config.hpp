@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -99,5 +100,8 @@ nlohmann::json to_json(const UriExport& config);
 
 // Overwrites the secrets `config` holds (signing keys, session token, TLS key) before it goes.
 void wipe_secrets(UriExport& config) noexcept;
+
+// `config` behind a shared pointer whose deleter wipes its secrets.
+std::shared_ptr<const UriExport> share_wiped(UriExport config);
 
 }  // namespace membraned::core

@@ -247,7 +247,8 @@ Result<Resolved> MembraneStore::resolve(const Token& token) {
     }
     auto walk = session.walk(digest);
     if (!walk) return walk.error();
-    auto resolved = resolve_links(walk->links, digest, key_, clock_());
+    auto resolved = resolve_links(walk->links, digest, key_, clock_(),
+                                  [this](const std::string& config) { return cache_.known_config(config); });
     if (!resolved) return resolved;
     resolved->epoch = walk->epoch;
     if (walk->epoch) cache_.store(digest, *resolved, *walk->epoch);
@@ -453,7 +454,7 @@ Status MembraneStore::export_uri(const Token& presented, const Token& token, con
                          .via = acting->presented,
                          .sealed_config = *sealed,
                          .created_at = now_seconds()},
-                        to_string(CapabilityKind::uri), config);
+                        to_string(CapabilityKind::uri), &config);
   });
 }
 
@@ -487,7 +488,7 @@ Status MembraneStore::export_reexport(const Token& presented, const Token& token
                          .parent = resolved->presented,
                          .via = acting->presented,
                          .created_at = now_seconds()},
-                        to_string(resolved->kind), resolved->uri);
+                        to_string(resolved->kind), resolved->uri.get());
   });
 }
 
@@ -495,7 +496,7 @@ Status MembraneStore::export_reexport(const Token& presented, const Token& token
 // exporting tenant: one grant, and the bytes of what is sealed and of what the owner wrote.
 Status MembraneStore::insert_grant(BackendSession& session, const Resolved& acting, const NewGrant& grant,
                                    const CapabilityRecord& record, std::string_view operation,
-                                   const std::optional<core::UriExport>& leads_to) {
+                                   const core::UriExport* leads_to) {
   const StoredGrant stored = stored_grant(grant.id, grant.limits);
   std::optional<std::string> sealed_target;
   if (leads_to) {

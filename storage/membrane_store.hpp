@@ -114,7 +114,7 @@ class MembraneStore final : public Store {
   Result<std::int64_t> reserve_uses(CapabilityRow grant, std::int64_t wanted);
   Status insert_grant(BackendSession& session, const Resolved& acting, const NewGrant& grant,
                       const CapabilityRecord& record, std::string_view operation,
-                      const std::optional<core::UriExport>& leads_to);
+                      const core::UriExport* leads_to);  // null: not a uri export's
   Result<GrantEntry> open_entry(StoredGrantEntry stored) const;
   // Each entry opened, with its state read from what its capability depends on.
   Result<std::vector<GrantEntry>> open_entries(BackendSession& session, std::vector<StoredGrantEntry> stored);

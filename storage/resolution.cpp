@@ -59,21 +59,33 @@ Result<ChainGrant> chain_grant(CapabilityRow row, const StoredGrant& grant) {
   return out;
 }
 
-Result<core::UriExport> unseal_uri(const Link& link, const MasterKey& key) {
+// The configuration of a uri capability, and the SHA-256 of its unsealed text.
+Result<std::pair<std::shared_ptr<const core::UriExport>, std::string>> unseal_uri(const Link& link,
+                                                                                   const MasterKey& key,
+                                                                                   const KnownConfig& known) {
   auto opened = key.open(link.config, sealing::uri_config_context(link.digest));
   if (!opened) return Error::internal("a stored export configuration does not open");
+  const auto sum = core::sha256(*opened);
+  std::string config_digest(sum.begin(), sum.end());
+  if (known) {
+    if (auto shared = known(config_digest)) {
+      core::secure_wipe(*opened);
+      return std::pair{std::move(shared), std::move(config_digest)};
+    }
+  }
   auto parsed = core::parse_export_config(*opened, {.max_timeout_ms = UINT64_MAX, .check_tls_key = false});
   core::secure_wipe(*opened);
   if (!parsed || !std::holds_alternative<core::UriExport>(*parsed)) {
     return Error::internal("a stored export configuration does not parse");
   }
-  return std::get<core::UriExport>(std::move(*parsed));
+  return std::pair{core::share_wiped(std::get<core::UriExport>(std::move(*parsed))), std::move(config_digest)};
 }
 
 }  // namespace
 
 Result<Resolved> resolve_links(const std::map<CapabilityRow, Link>& links, const std::string& digest,
-                               const MasterKey& key, std::chrono::system_clock::time_point now) {
+                               const MasterKey& key, std::chrono::system_clock::time_point now,
+                               const KnownConfig& known) {
   std::optional<CapabilityRow> presented;
   for (const auto& [row, link] : links) {
     if (link.digest == digest) presented = row;
@@ -104,9 +116,10 @@ Result<Resolved> resolve_links(const std::map<CapabilityRow, Link>& links, const
     }
   }
   if (last.kind == CapabilityKind::uri) {
-    auto uri = unseal_uri(last, key);
+    auto uri = unseal_uri(last, key, known);
     if (!uri) return uri.error();
-    out.uri = std::move(*uri);
+    out.uri = std::move(uri->first);
+    out.config_digest = std::move(uri->second);
   }
   return out;
 }

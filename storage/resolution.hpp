@@ -4,6 +4,8 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <map>
 #include <optional>
 #include <string>
@@ -47,8 +49,13 @@ struct Link {
 // capability outlives its membrane's revocation; no grant on which it depends is revoked or
 // expired at `now`), and acts as the end of its parent chain. Unknown, cut, expired or beyond
 // kMaxDependencies: unauthorized. A uri capability's configuration is unsealed with `key`.
+//
+// `known` (optional) answers a configuration already parsed, by the SHA-256 of its unsealed text:
+// a configuration shared by many grants is then parsed once, not once per token.
+using KnownConfig = std::function<std::shared_ptr<const core::UriExport>(const std::string& config_digest)>;
 Result<Resolved> resolve_links(const std::map<CapabilityRow, Link>& links, const std::string& digest,
-                               const MasterKey& key, std::chrono::system_clock::time_point now);
+                               const MasterKey& key, std::chrono::system_clock::time_point now,
+                               const KnownConfig& known = {});
 
 // The grant columns as the store keeps them, and back.
 StoredGrant stored_grant(const std::string& id, const core::GrantLimits& limits);

@@ -39,13 +39,23 @@ Result<std::int64_t> new_revocation_epoch() {
   return static_cast<std::int64_t>(value);
 }
 
-std::size_t cached_bytes(std::string_view digest, const Resolved& resolved) {
+// An entry's own bytes, its configuration aside.
+std::size_t own_bytes(std::string_view digest, const Resolved& resolved) {
   std::size_t n = sizeof(std::string) + digest.size() + 1 + sizeof(Resolved) + sizeof(std::size_t) + kPerEntryOverhead;
-  n += heap(resolved.tenant_id) + heap(resolved.membrane_id) + heap(resolved.target_grant_id);
+  n += heap(resolved.tenant_id) + heap(resolved.membrane_id) + heap(resolved.target_grant_id) +
+       heap(resolved.config_digest);
   n += resolved.chain.capacity() * sizeof(ChainGrant);
   for (const auto& grant : resolved.chain) n += heap(grant.id) + grant.allow_from.capacity() * sizeof(core::Cidr);
-  if (resolved.uri) n += heap(*resolved.uri);
   return n;
+}
+
+// A configuration's bytes: the object, its heap, the shared pointer's block and its index entry.
+std::size_t config_bytes(const core::UriExport& config) {
+  return sizeof(core::UriExport) + heap(config) + 4 * sizeof(void*) + sizeof(std::string) + 32 + kPerEntryOverhead;
+}
+
+std::size_t cached_bytes(std::string_view digest, const Resolved& resolved) {
+  return own_bytes(digest, resolved) + (resolved.uri ? config_bytes(*resolved.uri) : 0);
 }
 
 ResolutionCache::~ResolutionCache() { drop_all(); }
@@ -58,25 +68,30 @@ std::optional<ResolutionCache::Entry> ResolutionCache::find(std::string_view dig
   return Entry{it->second->resolved, *epoch_};
 }
 
+std::shared_ptr<const core::UriExport> ResolutionCache::known_config(const std::string& config_digest) const {
+  std::lock_guard lock(mutex_);
+  auto it = configs_.find(config_digest);
+  return it == configs_.end() ? nullptr : it->second.config;
+}
+
 void ResolutionCache::store(std::string_view digest, const Resolved& resolved, std::int64_t epoch) {
-  const std::size_t bytes = cached_bytes(digest, resolved);
+  const std::size_t own = own_bytes(digest, resolved);
   std::lock_guard lock(mutex_);
   if (epoch_ != epoch) {
     drop_all();
     epoch_ = epoch;
   }
-  if (auto it = index_.find(digest); it != index_.end()) {
-    // Two requests resolved the same token at once: the later walk replaces the earlier.
-    bytes_ -= it->second->bytes;
-    if (it->second->resolved.uri) core::wipe_secrets(*it->second->resolved.uri);
-    recency_.erase(it->second);
-    index_.erase(it);
-  }
+  // Two requests resolved the same token at once: the later walk replaces the earlier.
+  if (auto it = index_.find(digest); it != index_.end()) drop(it->second);
+  const bool shared = resolved.uri && configs_.contains(resolved.config_digest);
+  const std::size_t bytes = own + (resolved.uri && !shared ? config_bytes(*resolved.uri) : 0);
   if (bytes > max_bytes_) return;
-  while (bytes_ + bytes > max_bytes_ && !recency_.empty()) drop_oldest();
-  recency_.push_front(Node{std::string(digest), resolved, bytes});
+  recency_.push_front(Node{std::string(digest), resolved, own});
   index_.emplace(recency_.front().digest, recency_.begin());
-  bytes_ += bytes;
+  bytes_ += own;
+  hold_config(recency_.front());
+  // Room made after the entry went in: an eviction may let go of the configuration it shares.
+  while (bytes_ > max_bytes_ && recency_.size() > 1) drop_oldest();
 }
 
 void ResolutionCache::clear() {
@@ -112,20 +127,42 @@ ResolutionCacheStats ResolutionCache::stats() const {
   return out;
 }
 
+void ResolutionCache::hold_config(Node& node) {
+  if (!node.resolved.uri) return;
+  auto [it, added] = configs_.try_emplace(node.resolved.config_digest);
+  if (added) {
+    it->second.config = node.resolved.uri;
+    it->second.bytes = config_bytes(*node.resolved.uri);
+    bytes_ += it->second.bytes;
+  } else {
+    node.resolved.uri = it->second.config;  // this entry's copy goes (wiped) if no one else holds it
+  }
+  ++it->second.holders;
+}
+
+void ResolutionCache::release_config(const Node& node) {
+  if (!node.resolved.uri) return;
+  auto it = configs_.find(node.resolved.config_digest);
+  if (it == configs_.end() || --it->second.holders > 0) return;
+  bytes_ -= it->second.bytes;
+  configs_.erase(it);
+}
+
+void ResolutionCache::drop(std::list<Node>::iterator node) {
+  index_.erase(node->digest);
+  bytes_ -= node->bytes;
+  release_config(*node);
+  recency_.erase(node);
+}
+
 void ResolutionCache::drop_oldest() {
-  Node& oldest = recency_.back();
-  index_.erase(oldest.digest);
-  bytes_ -= oldest.bytes;
-  if (oldest.resolved.uri) core::wipe_secrets(*oldest.resolved.uri);
-  recency_.pop_back();
+  drop(std::prev(recency_.end()));
   evictions_.fetch_add(1, std::memory_order_relaxed);
 }
 
 void ResolutionCache::drop_all() {
-  for (auto& node : recency_) {
-    if (node.resolved.uri) core::wipe_secrets(*node.resolved.uri);
-  }
   index_.clear();
+  configs_.clear();
   recency_.clear();
   bytes_ = 0;
 }

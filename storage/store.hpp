@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -67,7 +68,10 @@ struct Resolved {
   CapabilityKind kind;              // of the capability at the end of the chain
   std::string tenant_id;            // whose it is
   std::optional<MembraneRow> membrane;  // export/revoke: the membrane they act on
-  std::optional<core::UriExport> uri;   // uri: the (unsealed) upstream configuration
+  // uri: the (unsealed) upstream configuration, shared by the resolutions of grants that carry the
+  // same one (its secrets are wiped when the last holder lets go).
+  std::shared_ptr<const core::UriExport> uri;
+  std::string config_digest;  // uri: SHA-256 of the unsealed configuration (the cache shares by it)
   CapabilityRow presented;          // the row of the token actually presented
   int depth = 0;                    // re-export links followed to the acting capability
   std::size_t walked = 0;           // capabilities whose life this one depends on, itself included

@@ -201,7 +201,7 @@ class StoreTest : public testing::TestWithParam<Backend> {
     EXPECT_EQ(r->tenant_id, tenant_id);
     EXPECT_EQ(r->membrane, membrane);
     EXPECT_EQ(r->depth, depth);
-    EXPECT_EQ(r->uri.has_value(), kind == CapabilityKind::uri);
+    EXPECT_EQ(r->uri != nullptr, kind == CapabilityKind::uri);
   }
 
   std::vector<std::string> list_ids(const std::string& tenant_id, const std::optional<std::string>& after,
@@ -542,7 +542,7 @@ TEST_P(StoreTest, ExportUriResolvesToTheSameConfiguration) {
   EXPECT_EQ(r->tenant_id, a.id);
   EXPECT_EQ(r->membrane, row);
   EXPECT_EQ(r->depth, 0);
-  ASSERT_TRUE(r->uri.has_value());
+  ASSERT_NE(r->uri, nullptr);
   EXPECT_EQ(core::to_json(*r->uri), core::to_json(config));
 
   // A cap1 configuration too, and a re-export stands for the same configuration.
@@ -557,7 +557,7 @@ TEST_P(StoreTest, ExportUriResolvesToTheSameConfiguration) {
   EXPECT_EQ(r2->kind, CapabilityKind::uri);
   EXPECT_EQ(r2->membrane, row);
   EXPECT_EQ(r2->depth, 1);
-  ASSERT_TRUE(r2->uri.has_value());
+  ASSERT_NE(r2->uri, nullptr);
   EXPECT_EQ(core::to_json(*r2->uri), core::to_json(cap1));
   auto direct = store_->resolve(t2);
   ASSERT_TRUE(direct.ok());
@@ -1409,7 +1409,7 @@ TEST_P(StoreTest, DataSurvivesClosingAndReopeningWithTheSameKey) {
   expect_kind(re2, CapabilityKind::query, a.id, std::nullopt, 1);
   auto r = store_->resolve(x);
   ASSERT_TRUE(r.ok());
-  ASSERT_TRUE(r->uri.has_value());
+  ASSERT_NE(r->uri, nullptr);
   EXPECT_EQ(core::to_json(*r->uri), core::to_json(config));
   // Revocations are durable.
   EXPECT_FALSE(alive(gone.export_token));
@@ -1822,7 +1822,8 @@ TEST_P(StoreTest, ABoundedResolutionCacheEvictsTheLeastRecentlyUsedAndStaysCorre
   Tenant a = tenant();
   Membrane m = membrane(a, "many");
   std::vector<Token> tokens;
-  for (int i = 0; i < 12; ++i) tokens.push_back(export_uri(m));
+  // Each its own configuration: none shares one with another.
+  for (int i = 0; i < 12; ++i) tokens.push_back(export_uri(m, simple_config("https://upstream.example/" + std::to_string(i))));
   auto probe = store_->resolve(tokens[0]);
   ASSERT_TRUE(probe.ok());
   const std::size_t one = membraned::storage::cached_bytes(tokens[0].digest(), *probe);
@@ -1838,7 +1839,7 @@ TEST_P(StoreTest, ABoundedResolutionCacheEvictsTheLeastRecentlyUsedAndStaysCorre
       auto r = small->resolve(t);
       ASSERT_TRUE(r.ok());
       EXPECT_EQ(r->kind, CapabilityKind::uri);
-      EXPECT_EQ(r->uri->target.uri, probe->uri->target.uri);
+      EXPECT_EQ(r->uri->target.path, "/" + std::to_string(&t - tokens.data()));
       EXPECT_LE(small->resolution_cache_stats().bytes, budget);
     }
   }
@@ -1854,6 +1855,36 @@ TEST_P(StoreTest, ABoundedResolutionCacheEvictsTheLeastRecentlyUsedAndStaysCorre
   ASSERT_TRUE(store_->revoke_membrane(m.revoke_token).ok());
   EXPECT_FALSE(small->resolve(tokens[0]).ok());   // evicted
   EXPECT_FALSE(small->resolve(tokens.back()).ok());  // cached
+}
+
+// Grants that carry the same configuration (one owner's grants of one function) share one copy
+// of it in memory, counted once: a thousand of them take far less than a thousand copies would.
+// A grant with another configuration still gets its own.
+TEST_P(StoreTest, ResolutionsOfTheSameConfigurationShareOneCopy) {
+  Tenant a = tenant();
+  Membrane m = membrane(a, "shared");
+  std::vector<Token> tokens;
+  for (int i = 0; i < 1000; ++i) tokens.push_back(export_uri(m));
+  Token other = export_uri(m, simple_config("https://upstream.example/other"));
+  auto first = store_->resolve(tokens[0]);
+  ASSERT_TRUE(first.ok());
+  const std::size_t alone = membraned::storage::cached_bytes(tokens[0].digest(), *first);
+  for (const Token& t : tokens) {
+    auto r = store_->resolve(t);
+    ASSERT_TRUE(r.ok());
+    EXPECT_EQ(r->uri.get(), first->uri.get());
+  }
+  auto r = store_->resolve(other);
+  ASSERT_TRUE(r.ok());
+  EXPECT_NE(r->uri.get(), first->uri.get());
+  EXPECT_EQ(r->uri->target.path, "/other");
+  const auto stats = store_->resolution_cache_stats();
+  EXPECT_GE(stats.entries, 1001u);
+  EXPECT_LT(stats.bytes, 1001 * alone * 3 / 4);
+  // Served from the cache, the same copy still.
+  auto again = store_->resolve(tokens[500]);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->uri.get(), first->uri.get());
 }
 
 std::string backend_suffix(const testing::TestParamInfo<Backend>& info) {
