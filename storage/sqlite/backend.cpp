@@ -2,6 +2,7 @@
 
 #include <condition_variable>
 #include <mutex>
+#include <unordered_map>
 #include <vector>
 
 #include "storage/sqlite/connection.hpp"
@@ -119,6 +120,18 @@ constexpr const char* kWalk = R"sql(
   LEFT JOIN membranes m ON m.row = c.membrane_row LEFT JOIN grants g ON g.row = c.row LEFT JOIN grants tg ON tg.row = c.target_row
   LIMIT ?2
 )sql";
+
+// One capability of the walk with its tenant's and membrane's state (kWalk's columns, then
+// via_row as column 21) and the epoch of the same snapshot; kLinkByDigest or kLinkByRow follows.
+constexpr const char* kLink = R"sql(
+  SELECT c.row, c.digest, c.kind, c.tenant_id, c.membrane_row, c.parent_row, c.config, t.deleted, m.revoked,
+         (SELECT epoch FROM revocation_epoch WHERE id = 1), c.target_row, g.id, g.label, g.expires_at, g.max_uses, g.rate_requests, g.rate_seconds, g.allow_from, g.revoked_at,
+         m.id, tg.id, c.via_row
+  FROM capabilities c JOIN tenants t ON t.id = c.tenant_id
+  LEFT JOIN membranes m ON m.row = c.membrane_row LEFT JOIN grants g ON g.row = c.row LEFT JOIN grants tg ON tg.row = c.target_row
+)sql";
+const std::string kLinkByDigest = std::string(kLink) + " WHERE c.digest = ?1";
+const std::string kLinkByRow = std::string(kLink) + " WHERE c.row = ?1";
 
 // How many grants a revoke cut (Store::grants_cut_by): everything below the revoked membrane
 // (?1, its revoke capability of kind ?3 aside) or grant (?2), down the parent and via links, less
@@ -251,11 +264,99 @@ Result<std::vector<StoredGrantEntry>> grant_entries(Statement& st) {
   }
 }
 
+// The capabilities walks reach as dependencies (a membrane's export capability, its tenant's
+// create capability, the uri export a re-export stands for), each with what it depends on in
+// turn, under the revocation epoch they were read at. Thousands of cold tokens share a handful of
+// them: a read walk then reads its own token's row and takes the rest from here, instead of
+// walking every ancestor again in one recursive statement. Rows only change by a revocation,
+// which sets a new epoch, and then everything here goes.
+class SharedLinks {
+ public:
+  struct Entry {
+    Link link;
+    std::optional<CapabilityRow> via;
+  };
+  std::optional<Entry> find(std::int64_t epoch, CapabilityRow row) const {
+    std::lock_guard lock(mutex_);
+    if (epoch != epoch_) return std::nullopt;
+    auto it = entries_.find(row);
+    if (it == entries_.end()) return std::nullopt;
+    return it->second;
+  }
+  void store(std::int64_t epoch, CapabilityRow row, const Entry& entry) {
+    std::lock_guard lock(mutex_);
+    if (epoch != epoch_ || entries_.size() >= kCapacity) {
+      entries_.clear();
+      epoch_ = epoch;
+    }
+    entries_.insert_or_assign(row, entry);
+  }
+
+ private:
+  // Ancestors are few; the bound only keeps a pathological store from growing this without end.
+  static constexpr std::size_t kCapacity = 65536;
+  mutable std::mutex mutex_;
+  std::optional<std::int64_t> epoch_;
+  std::unordered_map<CapabilityRow, Entry> entries_;
+};
+
 class SqliteSession final : public BackendSession {
  public:
-  explicit SqliteSession(Connection& connection) : connection_(connection) {}
+  // `shared`: only for reads. A write transaction may see its own uncommitted changes, which must
+  // not be handed to others.
+  explicit SqliteSession(Connection& connection, SharedLinks* shared = nullptr)
+      : connection_(connection), shared_(shared) {}
 
   Result<Walk> walk(std::string_view digest) override {
+    return shared_ ? walk_sharing(digest) : walk_in_one_statement(digest);
+  }
+
+  // The presented capability's row, then its dependencies from the shared links or, for those
+  // not there, one row each (kept for the next walks). Bounded like kWalk: at most
+  // kMaxDependencies + 1 capabilities.
+  Result<Walk> walk_sharing(std::string_view digest) {
+    Walk walk;
+    auto first = read_link(digest, std::nullopt, &walk.epoch);
+    if (!first) return first.error();
+    if (!*first) return walk;
+    std::vector<CapabilityRow> pending;
+    auto add = [&](CapabilityRow row, const SharedLinks::Entry& entry) {
+      walk.links.emplace(row, entry.link);
+      if (entry.link.parent) pending.push_back(*entry.link.parent);
+      if (entry.via) pending.push_back(*entry.via);
+    };
+    add((*first)->first, (*first)->second);
+    while (!pending.empty() && walk.links.size() <= kMaxDependencies) {
+      const CapabilityRow row = pending.back();
+      pending.pop_back();
+      if (walk.links.contains(row)) continue;
+      if (auto known = shared_->find(*walk.epoch, row)) {
+        add(row, *known);
+        continue;
+      }
+      auto read = read_link({}, row, nullptr);
+      if (!read) return read.error();
+      if (!*read) continue;  // a dangling reference: the chain is cut (resolve_links)
+      shared_->store(*walk.epoch, row, (*read)->second);
+      add(row, (*read)->second);
+    }
+    return walk;
+  }
+
+  // One capability by digest or by row (kLink); `epoch`, when given, gets its snapshot's epoch.
+  Result<std::optional<std::pair<CapabilityRow, SharedLinks::Entry>>> read_link(
+      std::string_view digest, std::optional<CapabilityRow> row, std::optional<std::int64_t>* epoch) {
+    auto st = connection_.prepare(row ? kLinkByRow : kLinkByDigest);
+    if (!st) return st.error();
+    row ? st->bind(1, *row) : st->bind_blob(1, digest);
+    auto found = st->step();
+    if (!found) return found.error();
+    if (!*found) return std::optional<std::pair<CapabilityRow, SharedLinks::Entry>>();
+    if (epoch) *epoch = st->column_int(9);
+    return std::optional{std::pair{st->column_int(0), SharedLinks::Entry{link_of(*st), optional_int(*st, 21)}}};
+  }
+
+  Result<Walk> walk_in_one_statement(std::string_view digest) {
     auto st = connection_.prepare(kWalk);
     if (!st) return st.error();
     st->bind_blob(1, digest).bind(2, static_cast<std::int64_t>(kMaxDependencies) + 1);
@@ -540,6 +641,7 @@ class SqliteSession final : public BackendSession {
   }
 
   Connection& connection_;
+  SharedLinks* shared_;
 };
 
 class SqliteBackend final : public Backend {
@@ -558,7 +660,7 @@ class SqliteBackend final : public Backend {
 
   Status read(const SessionWork& work) override {
     Lease lease = acquire();
-    SqliteSession session(*lease);
+    SqliteSession session(*lease, &shared_links_);
     return work(session);
   }
 
@@ -604,6 +706,7 @@ class SqliteBackend final : public Backend {
 
   std::mutex mutex_;
   std::condition_variable available_;
+  SharedLinks shared_links_;
   std::vector<std::unique_ptr<Connection>> idle_;
 };
 

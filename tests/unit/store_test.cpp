@@ -1788,6 +1788,34 @@ TEST_P(StoreTest, CachedResolutionsDieWithARevokeMadeByAnotherStoreOnTheSameData
   EXPECT_FALSE(alive(a.tokens.create));
 }
 
+// A token never resolved here whose ancestors were (what cold tokens share: here the uri export
+// its re-export stands for, in another membrane) dies with a revoke made by another store: of
+// that export's grant alone, or of its membrane. Its own row shows neither; only the ancestor
+// does, read again because the revocation epoch changed.
+TEST_P(StoreTest, AColdTokenWhoseAncestorsWereResolvedDiesWithARevokeMadeElsewhere) {
+  Tenant a = tenant();
+  Membrane root = membrane(a, "root");
+  Membrane wide = membrane(a, "wide");
+  const auto granted = membraned::test::new_grant();
+  Token upstream = export_granted(root, granted);
+  Token other_upstream = export_uri(root);
+  Token warm = reexport(wide, upstream);
+  Token cold = reexport(wide, upstream);
+  Token warm_other = reexport(wide, other_upstream);
+  Token cold_other = reexport(wide, other_upstream);
+  ASSERT_TRUE(alive(warm));
+  ASSERT_TRUE(alive(warm_other));
+
+  auto second = open_store();
+  ASSERT_NE(second, nullptr);
+  ASSERT_TRUE(second->revoke_grant(granted.revoke).ok());
+  EXPECT_FALSE(alive(cold));
+  ASSERT_TRUE(alive(warm_other));  // its ancestors cached again, under the new epoch
+  ASSERT_TRUE(second->revoke_membrane(root.revoke_token).ok());
+  EXPECT_FALSE(alive(cold_other));
+  EXPECT_TRUE(alive(wide.export_token));
+}
+
 // The cache says how it serves: a token's first resolution is a miss, the next ones hits, and
 // after a revoke anywhere the entry is stale (resolved again, then a hit again).
 TEST_P(StoreTest, TheResolutionCacheCountsHitsMissesAndStaleEntries) {
