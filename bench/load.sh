@@ -11,7 +11,7 @@ connections="${3:-16}"
 command -v wrk >/dev/null || { echo "load.sh needs wrk (apt-get install wrk)"; exit 1; }
 work="$(mktemp -d)"
 trap 'kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
-"$binary" serve --listen 127.0.0.1:0 --data-dir "$work/var" >"$work/out" 2>"$work/requests.log" &
+"$binary" serve --init --listen 127.0.0.1:0 --data-dir "$work/var" >"$work/out" 2>"$work/requests.log" &
 pid=$!
 for _ in $(seq 1 100); do grep -q listening "$work/out" 2>/dev/null && break; sleep 0.1; done
 port="$(grep -o '127.0.0.1:[0-9]*' "$work/out" | head -1 | cut -d: -f2)"

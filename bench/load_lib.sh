@@ -40,7 +40,7 @@ CONF
 # (the export capability of a fresh membrane).
 start_membraned_in() {  # name [flags...]
   local dir="$work/$1"; shift
-  "$binary" serve --listen 127.0.0.1:0 --data-dir "$dir" --allow-upstream 127.0.0.0/8 "$@" \
+  "$binary" serve --init --listen 127.0.0.1:0 --data-dir "$dir" --allow-upstream 127.0.0.0/8 "$@" \
     >"$dir.out" 2>/dev/null </dev/null & pids+=($!)
   for _ in $(seq 1 100); do grep -q listening "$dir.out" 2>/dev/null && break; sleep 0.1; done
   mport=$(grep -o '127.0.0.1:[0-9]*' "$dir.out" | head -1 | cut -d: -f2)

@@ -51,6 +51,7 @@ done
 # leave out), with as many connections as make about half of membraned's one-thread rate above.
 # The same paced load goes to the upstream directly and to nginx: added latency is the difference.
 paced=$(( (full_rps / 2 + 999) / 1000 ))
+(( paced >= 2 )) || paced=2  # wrk needs a connection per thread (a slow build, e.g. a sanitizer's)
 cat >"$work/paced.lua" <<'LUA'
 wrk.method = "POST"
 wrk.body = string.rep("x", 1024)
@@ -62,6 +63,7 @@ cp "$work/paced.lua" "$work/post.lua"
 # answer's time sets each connection's rate).
 run "calibration" "http://127.0.0.1:$mport1/" -H "Authorization: Bearer $mcap1" >/dev/null
 connections=$(( (paced * full_rps / 2 + last_rps - 1) / last_rps ))
+(( connections >= 2 )) || connections=2
 echo
 echo "half load: $connections connections, each pausing 1 ms between requests (aim: about $((full_rps / 2)) req/s)"
 printf "| %-44s | %10s | %8s | %8s |\n" "target" "req/s" "p50" "p99"

@@ -54,7 +54,7 @@ class ThreadingServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
 
 
 def start_membraned(data_dir):
-    proc = subprocess.Popen([BINARY, "serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir, "--threads", "2",
+    proc = subprocess.Popen([BINARY, "serve", "--init", "--listen", "127.0.0.1:0", "--data-dir", data_dir, "--threads", "2",
                              "--allow-upstream", "127.0.0.0/8"],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     for line in proc.stdout:

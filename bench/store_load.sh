@@ -29,7 +29,7 @@ sqlite_port=$mport; sqlite_cap=$(export_lambda "$keys")
 start_membraned_in pg-a --threads 1 --store "$pg_url"
 pg_a=$mport; pg_cap=$(export_lambda "$keys")
 # The second instance needs no set-up of its own: the capability lives in the shared database.
-"$binary" serve --listen 127.0.0.1:0 --data-dir "$work/pg-b" --threads 1 --store "$pg_url" \
+"$binary" serve --init --listen 127.0.0.1:0 --data-dir "$work/pg-b" --threads 1 --store "$pg_url" \
   --allow-upstream 127.0.0.0/8 >"$work/pg-b.out" 2>/dev/null </dev/null & pids+=($!)
 for _ in $(seq 1 100); do grep -q listening "$work/pg-b.out" 2>/dev/null && break; sleep 0.1; done
 pg_b=$(grep -o '127.0.0.1:[0-9]*' "$work/pg-b.out" | head -1 | cut -d: -f2)

@@ -31,6 +31,7 @@ MEMBRANED_TEST_PACKAGES=(
   clang-14 libclang-rt-14-dev  # the fuzz preset: libFuzzer with ASan + UBSan (tests/fuzz, docs/fuzzing.md)
   podman runc mmdebstrap  # scripts/container-test.sh: the Dockerfile built and run (no Docker engine needed)
   podman-compose  # deploy/compose-ha.yml under podman (scripts/container-test.sh --compose)
+  wrk nginx  # the load scripts of bench/ (test_bench_scripts runs each for a second per step)
 )
 
 as_root() {
