@@ -504,13 +504,7 @@ json to_json(const UriExport& config) {
   return out;
 }
 
-std::shared_ptr<const UriExport> share_wiped(UriExport config) {
-  return std::shared_ptr<const UriExport>(new UriExport(std::move(config)), [](const UriExport* p) {
-    auto* owned = const_cast<UriExport*>(p);  // made non-const above
-    wipe_secrets(*owned);
-    delete owned;
-  });
-}
+namespace {
 
 void wipe_secrets(UriExport& config) noexcept {
   if (auto* aws4 = std::get_if<Aws4Signing>(&config.signing)) {
@@ -520,6 +514,16 @@ void wipe_secrets(UriExport& config) noexcept {
     secure_wipe(cap1->key);
   }
   if (config.tls) secure_wipe(config.tls->key);
+}
+
+}  // namespace
+
+std::shared_ptr<const UriExport> share_wiped(UriExport config) {
+  return std::shared_ptr<const UriExport>(new UriExport(std::move(config)), [](const UriExport* p) {
+    auto* owned = const_cast<UriExport*>(p);  // made non-const above
+    wipe_secrets(*owned);
+    delete owned;
+  });
 }
 
 }  // namespace membraned::core

@@ -98,10 +98,8 @@ Result<ExportRequest> parse_export_request(std::string_view body, const ExportLi
 // never for answering a client).
 nlohmann::json to_json(const UriExport& config);
 
-// Overwrites the secrets `config` holds (signing keys, session token, TLS key) before it goes.
-void wipe_secrets(UriExport& config) noexcept;
-
-// `config` behind a shared pointer whose deleter wipes its secrets.
+// `config` behind a shared pointer whose deleter overwrites its secrets (signing keys, session
+// token, TLS key) before it goes.
 std::shared_ptr<const UriExport> share_wiped(UriExport config);
 
 }  // namespace membraned::core

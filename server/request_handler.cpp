@@ -218,7 +218,8 @@ void RequestHandler::answer_without_capability(net::any_io_executor executor, co
       return off_io_thread([this] { return context_.api.health(); }, std::move(executor),
                            [then](api::Response response) { then(json_answer(response)); });
     case Route::metrics:
-      return then(Answer{200, std::string(kPrometheusText), context_.metrics.render(context_.api.resolution_cache_stats())});
+      return then(Answer{200, std::string(kPrometheusText),
+                         context_.metrics.render(context_.api.resolution_cache_stats())});
     default:
       return then(json_answer(api::Api::error_response(404, "this listener serves /metrics and /healthz only")));
   }

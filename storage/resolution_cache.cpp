@@ -29,16 +29,6 @@ std::size_t heap(const core::UriExport& uri) {
 // estimate of libstdc++'s layout; the budget is a bound on memory, not an exact count).
 constexpr std::size_t kPerEntryOverhead = 2 * sizeof(void*) + 4 * sizeof(void*) + 16;
 
-}  // namespace
-
-Result<std::int64_t> new_revocation_epoch() {
-  auto bytes = core::random_bytes(8);
-  if (!bytes) return bytes.error();
-  std::uint64_t value = 0;
-  for (unsigned char b : *bytes) value = (value << 8) | b;
-  return static_cast<std::int64_t>(value);
-}
-
 // An entry's own bytes, its configuration aside.
 std::size_t own_bytes(std::string_view digest, const Resolved& resolved) {
   std::size_t n = sizeof(std::string) + digest.size() + 1 + sizeof(Resolved) + sizeof(std::size_t) + kPerEntryOverhead;
@@ -54,11 +44,19 @@ std::size_t config_bytes(const core::UriExport& config) {
   return sizeof(core::UriExport) + heap(config) + 4 * sizeof(void*) + sizeof(std::string) + 32 + kPerEntryOverhead;
 }
 
+}  // namespace
+
+Result<std::int64_t> new_revocation_epoch() {
+  auto bytes = core::random_bytes(8);
+  if (!bytes) return bytes.error();
+  std::uint64_t value = 0;
+  for (unsigned char b : *bytes) value = (value << 8) | b;
+  return static_cast<std::int64_t>(value);
+}
+
 std::size_t cached_bytes(std::string_view digest, const Resolved& resolved) {
   return own_bytes(digest, resolved) + (resolved.uri ? config_bytes(*resolved.uri) : 0);
 }
-
-ResolutionCache::~ResolutionCache() { drop_all(); }
 
 std::optional<ResolutionCache::Entry> ResolutionCache::find(std::string_view digest) {
   std::lock_guard lock(mutex_);

@@ -44,7 +44,6 @@ std::size_t cached_bytes(std::string_view digest, const Resolved& resolved);
 class ResolutionCache {
  public:
   explicit ResolutionCache(std::size_t max_bytes = kDefaultResolutionCacheBytes) : max_bytes_(max_bytes) {}
-  ~ResolutionCache();
   ResolutionCache(const ResolutionCache&) = delete;
   ResolutionCache& operator=(const ResolutionCache&) = delete;
 

@@ -103,35 +103,35 @@ constexpr const char* kMigrations[] = {
     )sql",
 };
 
+// The columns link_of reads (0-8 and 10-20) for each capability of `from` (which names it c),
+// joined to its tenant, its membrane, its grant and the grant it revokes; `column9` is the
+// revocation epoch (kEpoch) or what a batched walk tags its rows with, `more` follows column 20.
+std::string link_select(std::string_view column9, std::string_view from, std::string_view more = "") {
+  return std::string("SELECT c.row, c.digest, c.kind, c.tenant_id, c.membrane_row, c.parent_row, c.config, ") +
+         "t.deleted, m.revoked, " + std::string(column9) +
+         ", c.target_row, g.id, g.label, g.expires_at, g.max_uses, g.rate_requests, g.rate_seconds, g.allow_from, "
+         "g.revoked_at, m.id, tg.id" + std::string(more) + " FROM " + std::string(from) +
+         " JOIN tenants t ON t.id = c.tenant_id LEFT JOIN membranes m ON m.row = c.membrane_row"
+         " LEFT JOIN grants g ON g.row = c.row LEFT JOIN grants tg ON tg.row = c.target_row";
+}
+
+constexpr std::string_view kEpoch = "(SELECT epoch FROM revocation_epoch WHERE id = 1)";
+
 // Everything a capability depends on, in one statement (one snapshot): the capability, and from
 // each capability reached, what it stands for (parent) and what was presented to make it (via),
 // each with its tenant's and membrane's state, and the revocation epoch. Rows only ever point at
 // older rows, so the walk ends; creation keeps it within kMaxDependencies.
-constexpr const char* kWalk = R"sql(
-  WITH RECURSIVE walk(row) AS (
-    SELECT row FROM capabilities WHERE digest = ?1
-    UNION SELECT c.parent_row FROM capabilities c JOIN walk ON c.row = walk.row WHERE c.parent_row IS NOT NULL
-    UNION SELECT c.via_row FROM capabilities c JOIN walk ON c.row = walk.row WHERE c.via_row IS NOT NULL
-  )
-  SELECT c.row, c.digest, c.kind, c.tenant_id, c.membrane_row, c.parent_row, c.config, t.deleted, m.revoked,
-         (SELECT epoch FROM revocation_epoch WHERE id = 1), c.target_row, g.id, g.label, g.expires_at, g.max_uses, g.rate_requests, g.rate_seconds, g.allow_from, g.revoked_at,
-         m.id, tg.id
-  FROM walk JOIN capabilities c ON c.row = walk.row JOIN tenants t ON t.id = c.tenant_id
-  LEFT JOIN membranes m ON m.row = c.membrane_row LEFT JOIN grants g ON g.row = c.row LEFT JOIN grants tg ON tg.row = c.target_row
-  LIMIT ?2
-)sql";
+const std::string kWalk =
+    "WITH RECURSIVE walk(row) AS ("
+    "  SELECT row FROM capabilities WHERE digest = ?1"
+    "  UNION SELECT c.parent_row FROM capabilities c JOIN walk ON c.row = walk.row WHERE c.parent_row IS NOT NULL"
+    "  UNION SELECT c.via_row FROM capabilities c JOIN walk ON c.row = walk.row WHERE c.via_row IS NOT NULL"
+    ") " +
+    link_select(kEpoch, "walk JOIN capabilities c ON c.row = walk.row") + " LIMIT ?2";
 
-// One capability of the walk with its tenant's and membrane's state (kWalk's columns, then
-// via_row as column 21) and the epoch of the same snapshot; kLinkByDigest or kLinkByRow follows.
-constexpr const char* kLink = R"sql(
-  SELECT c.row, c.digest, c.kind, c.tenant_id, c.membrane_row, c.parent_row, c.config, t.deleted, m.revoked,
-         (SELECT epoch FROM revocation_epoch WHERE id = 1), c.target_row, g.id, g.label, g.expires_at, g.max_uses, g.rate_requests, g.rate_seconds, g.allow_from, g.revoked_at,
-         m.id, tg.id, c.via_row
-  FROM capabilities c JOIN tenants t ON t.id = c.tenant_id
-  LEFT JOIN membranes m ON m.row = c.membrane_row LEFT JOIN grants g ON g.row = c.row LEFT JOIN grants tg ON tg.row = c.target_row
-)sql";
-const std::string kLinkByDigest = std::string(kLink) + " WHERE c.digest = ?1";
-const std::string kLinkByRow = std::string(kLink) + " WHERE c.row = ?1";
+// One capability of the walk (with via_row as column 21) and the epoch of the same snapshot.
+const std::string kLinkByDigest = link_select(kEpoch, "capabilities c", ", c.via_row") + " WHERE c.digest = ?1";
+const std::string kLinkByRow = link_select(kEpoch, "capabilities c", ", c.via_row") + " WHERE c.row = ?1";
 
 // How many grants a revoke cut (Store::grants_cut_by): everything below the revoked membrane
 // (?1, its revoke capability of kind ?3 aside) or grant (?2), down the parent and via links, less
@@ -169,11 +169,8 @@ std::string walk_batch_sql() {
          "    WHERE c.parent_row IS NOT NULL"
          "  UNION SELECT walk.start, c.via_row FROM capabilities c JOIN walk ON c.row = walk.row"
          "    WHERE c.via_row IS NOT NULL"
-         ") "
-         "SELECT c.row, c.digest, c.kind, c.tenant_id, c.membrane_row, c.parent_row, c.config, t.deleted, m.revoked, "
-         "walk.start, c.target_row, g.id, g.label, g.expires_at, g.max_uses, g.rate_requests, g.rate_seconds, g.allow_from, g.revoked_at, m.id, tg.id "
-         "FROM walk JOIN capabilities c ON c.row = walk.row JOIN tenants t ON t.id = c.tenant_id "
-         "LEFT JOIN membranes m ON m.row = c.membrane_row LEFT JOIN grants g ON g.row = c.row LEFT JOIN grants tg ON tg.row = c.target_row";
+         ") " +
+         link_select("walk.start", "walk JOIN capabilities c ON c.row = walk.row");
 }
 
 std::optional<std::int64_t> optional_int(const Statement& s, int column) {
@@ -320,25 +317,25 @@ class SqliteSession final : public BackendSession {
     if (!first) return first.error();
     if (!*first) return walk;
     std::vector<CapabilityRow> pending;
-    auto add = [&](CapabilityRow row, const SharedLinks::Entry& entry) {
-      walk.links.emplace(row, entry.link);
+    auto add = [&](CapabilityRow row, SharedLinks::Entry entry) {
       if (entry.link.parent) pending.push_back(*entry.link.parent);
       if (entry.via) pending.push_back(*entry.via);
+      walk.links.emplace(row, std::move(entry.link));
     };
-    add((*first)->first, (*first)->second);
+    add((*first)->first, std::move((*first)->second));
     while (!pending.empty() && walk.links.size() <= kMaxDependencies) {
       const CapabilityRow row = pending.back();
       pending.pop_back();
       if (walk.links.contains(row)) continue;
       if (auto known = shared_->find(*walk.epoch, row)) {
-        add(row, *known);
+        add(row, std::move(*known));
         continue;
       }
       auto read = read_link({}, row, nullptr);
       if (!read) return read.error();
       if (!*read) continue;  // a dangling reference: the chain is cut (resolve_links)
       shared_->store(*walk.epoch, row, (*read)->second);
-      add(row, (*read)->second);
+      add(row, std::move((*read)->second));
     }
     return walk;
   }
