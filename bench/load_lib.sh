@@ -19,6 +19,22 @@ load_cleanup() {
   rm -rf "$work"
 }
 
+# A throwaway PostgreSQL cluster with fsync on (tests/support/pg_cluster.sh) in $work/pg, stopped
+# at exit, with a database `bench`: sets pg_url. Exports a master key, so that instances sharing
+# the database open the same secrets.
+start_pg_cluster() {
+  local root; root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+  pg_script="$root/tests/support/pg_cluster.sh"
+  stop_cluster() { bash "$pg_script" stop "$work/pg" >/dev/null 2>&1 || true; load_cleanup; }
+  trap stop_cluster EXIT
+  PG_FSYNC=on bash "$pg_script" start "$work/pg" >/dev/null
+  local admin_url; admin_url="$(cat "$work/pg/url")"
+  psql -X -q "$admin_url" -c "CREATE DATABASE bench" >/dev/null
+  pg_url="${admin_url%/*}/bench"
+  MEMBRANED_MASTER_KEY="$(python3 -c 'import base64,os;print(base64.b64encode(os.urandom(32)).decode())')"
+  export MEMBRANED_MASTER_KEY
+}
+
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 
 # The upstream: nginx with one worker answering a small JSON body, as a Lambda would. Sets
@@ -37,7 +53,7 @@ CONF
 }
 
 # membraned on a free port with `$@` as extra flags, in $work/$name; sets mport and mexport
-# (the export capability of a fresh membrane).
+# (the export capability of a fresh membrane, whose creation answer is kept in $work/$name.membrane).
 start_membraned_in() {  # name [flags...]
   local dir="$work/$1"; shift
   "$binary" serve --init --listen 127.0.0.1:0 --data-dir "$dir" --allow-upstream 127.0.0.0/8 "$@" \
@@ -45,8 +61,8 @@ start_membraned_in() {  # name [flags...]
   for _ in $(seq 1 100); do grep -q listening "$dir.out" 2>/dev/null && break; sleep 0.1; done
   mport=$(grep -o '127.0.0.1:[0-9]*' "$dir.out" | head -1 | cut -d: -f2)
   local create; create=$(python3 -c "import json;print(json.load(open('$dir/first-tenant.json'))['capabilities']['create'].split('#')[1])")
-  mexport=$(curl -s -XPOST "http://127.0.0.1:$mport" -H "Authorization: Bearer $create" -d '{"id":"bench"}' |
-    python3 -c "import json,sys;print(json.load(sys.stdin)['capabilities']['export'].split('#')[1])")
+  curl -s -XPOST "http://127.0.0.1:$mport" -H "Authorization: Bearer $create" -d '{"id":"bench"}' >"$dir.membrane"
+  mexport=$(python3 -c "import json;print(json.load(open('$dir.membrane'))['capabilities']['export'].split('#')[1])")
 }
 
 # Exports a Lambda-shaped uri capability on the upstream nginx; `$1` is the aws4-hmac-sha256

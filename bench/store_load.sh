@@ -12,15 +12,9 @@ seconds="${2:-8}"
 connections="${3:-32}"
 source "$root/bench/load_lib.sh"
 load_begin
-stop_cluster() { bash "$root/tests/support/pg_cluster.sh" stop "$work/pg" >/dev/null 2>&1 || true; load_cleanup; }
-trap stop_cluster EXIT
 
 start_upstream_nginx
-PG_FSYNC=on bash "$root/tests/support/pg_cluster.sh" start "$work/pg" >/dev/null
-admin_url="$(cat "$work/pg/url")"
-psql -X -q "$admin_url" -c "CREATE DATABASE bench" >/dev/null
-pg_url="${admin_url%/*}/bench"
-export MEMBRANED_MASTER_KEY="$(python3 -c 'import base64,os;print(base64.b64encode(os.urandom(32)).decode())')"
+start_pg_cluster
 keys='{"awsAccessKeyId":"AKIDEXAMPLE","secretAccessKey":"wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY","region":"us-east-1","service":"lambda"}'
 write_post_lua
 

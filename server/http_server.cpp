@@ -369,6 +369,7 @@ void HttpServer::run() {
   impl_->ioc.run();
   for (auto& t : threads) t.join();
   if (impl_->context.store_pool) impl_->context.store_pool->join();
+  if (impl_->context.write_pool) impl_->context.write_pool->join();
   // The I/O threads are done, so every record made is queued: the writer gets a bounded time to
   // write them.
   if (impl_->context.audit) impl_->context.audit->stop(kAuditDrainTimeout);

@@ -53,6 +53,11 @@ struct ServerSettings {
   // Threads that run the API's store calls when the store waits on the network (PostgreSQL),
   // so that no I/O thread ever does; 0: as many as --threads. Unused for a local store.
   std::size_t store_threads = 0;
+  // Threads that make the API's writes on a local store (SQLite) and wait for its durable
+  // commits, so that no I/O thread waits for the disk and concurrent writes can share one commit
+  // (storage/sqlite/group_commit.hpp). 0: writes run on the I/O threads. Unused with PostgreSQL,
+  // whose store threads make every call.
+  std::size_t write_threads = 32;
   // A store call that waited this long for a store thread is not made: 503 at once (the
   // requester has likely given up, and the backlog must not outlive an outage).
   std::chrono::milliseconds store_queue_timeout{10000};

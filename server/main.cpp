@@ -62,6 +62,7 @@ struct Options {
   std::uint64_t max_grants_per_tenant = 10000000;
   std::uint64_t max_stored_bytes_per_tenant = 1024ull * 1024 * 1024;
   std::size_t db_connections = 0;  // 0: threads + 1
+  std::size_t write_threads = 32;
   std::size_t resolution_cache_mb = storage::kDefaultResolutionCacheBytes >> 20;
   std::uint64_t db_connect_timeout_ms = 5000;    // PostgreSQL
   std::uint64_t db_statement_timeout_ms = 5000;  // PostgreSQL
@@ -136,6 +137,10 @@ void add_serve(CLI::App& app, Options& o) {
        "Bytes of request bodies held in memory at once, in all; a request that finds no room is answered 503 "
        "before its body is read (0: no limit)");
   flag(app, "db-connections", o.db_connections, "Database connections in the pool (0: threads + 1)");
+  flag(app, "write-threads", o.write_threads,
+       "SQLite: threads that make the API's writes and wait for their durable commits; writes waiting together "
+       "share one commit (0: on the I/O threads, one commit each)")
+      ->check(CLI::Range(std::size_t{0}, std::size_t{1024}));
   flag(app, "resolution-cache-mb", o.resolution_cache_mb,
        "Memory for resolved tokens, in MiB: a token seen before costs no database walk while it stays; beyond "
        "it the least recently used go (0: no cache)")
@@ -433,6 +438,7 @@ core::Result<ServePlan> plan_serve(const Options& o) {
   settings.upstream_timeout_ms = o.upstream_timeout_ms;
   settings.metrics = o.metrics;
   settings.store_threads = o.db_connections == 0 ? o.threads + 1 : o.db_connections;
+  settings.write_threads = o.write_threads;
   settings.store_queue_timeout = std::chrono::milliseconds(o.db_connect_timeout_ms + o.db_statement_timeout_ms);
   if (!o.audit_log.empty()) settings.audit_log = o.audit_log;
   settings.log_format = server::log_format_named(o.log_format).value_or(server::LogFormat::text);

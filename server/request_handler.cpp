@@ -88,11 +88,15 @@ void RequestHandler::begin(Clock::time_point started) {
 
 // Runs `work` (a call that reaches the store), then `then(result)` on `executor`. A store that
 // waits on the network (PostgreSQL) is called from the store threads, so no I/O thread ever waits
-// for it; a local one (SQLite: bounded disk work) is called inline.
+// for it. A local one (SQLite) reads inline (bounded disk work); its management calls and
+// exports, which may write, go to the write threads, which wait for the disk and let
+// concurrent writes share one commit.
 template <class Work, class Then>
-void RequestHandler::off_io_thread(Work work, net::any_io_executor executor, Then then) {
-  if (!context_.store_pool) return then(work());
-  net::post(*context_.store_pool, [this, executor = std::move(executor), work = std::move(work),
+void RequestHandler::off_io_thread(Work work, net::any_io_executor executor, Then then, StoreCall call) {
+  net::thread_pool* pool = context_.store_pool.get();
+  if (pool == nullptr && call == StoreCall::may_write) pool = context_.write_pool.get();
+  if (pool == nullptr) return then(work());
+  net::post(*pool, [this, executor = std::move(executor), work = std::move(work),
                                    then = std::move(then), posted = Clock::now()]() mutable {
     using Result = decltype(work());
     // Queued past the store's own timeouts (the database is down or slow and calls pile up):
@@ -238,7 +242,8 @@ void RequestHandler::handle_management(const Request& request, net::any_io_execu
           return answer_after_settling(std::move(response), std::move(executor), std::move(then));
         }
         then(json_answer(response));
-      });
+      },
+      StoreCall::may_write);
 }
 
 // A revoke's 202 goes out once no instance can still send a request on what it cut: every
@@ -319,7 +324,8 @@ void RequestHandler::export_after_address_check(const Request& request, net::any
 
 void RequestHandler::export_parsed(net::any_io_executor executor, std::function<void(Outcome)> then) {
   off_io_thread([this] { return guarded([&] { return context_.api.export_parsed(*authorized_, *export_request_); }); },
-      std::move(executor), [then = std::move(then)](api::Response response) { then(json_answer(response)); });
+      std::move(executor), [then = std::move(then)](api::Response response) { then(json_answer(response)); },
+      StoreCall::may_write);
 }
 
 // Contract §5: the upstream request built and signed by core/. An export that names a profile

@@ -105,8 +105,11 @@ class RequestHandler {
   void relay_ended(std::uint64_t body_bytes);
 
  private:
+  // What a store call does, which decides the threads it runs on (see off_io_thread).
+  enum class StoreCall { reads, may_write };
   template <class Work, class Then>
-  void off_io_thread(Work work, boost::asio::any_io_executor executor, Then then);
+  void off_io_thread(Work work, boost::asio::any_io_executor executor, Then then,
+                     StoreCall call = StoreCall::reads);
   BodyPlan plan_body(std::optional<std::uint64_t> announced);
   std::optional<std::string> stated_operation(const Request& request);
   void answer_without_capability(boost::asio::any_io_executor executor, const std::function<void(Outcome)>& then);

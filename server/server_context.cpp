@@ -37,6 +37,8 @@ ServerContext::ServerContext(ServerSettings s, api::Api& a, RequestLogger l, net
     const std::size_t n =
         settings.store_threads != 0 ? settings.store_threads : std::max<std::size_t>(1, settings.threads);
     store_pool = std::make_unique<net::thread_pool>(n);
+  } else if (settings.write_threads != 0) {
+    write_pool = std::make_unique<net::thread_pool>(settings.write_threads);
   }
 }
 

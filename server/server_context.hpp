@@ -135,6 +135,8 @@ struct ServerContext {
   UpstreamClient upstream;
   // Runs the store's calls when they may wait on the network (see RequestHandler::off_io_thread).
   std::unique_ptr<net::thread_pool> store_pool;
+  // Runs the API's writes on a local store (ServerSettings::write_threads); none with PostgreSQL.
+  std::unique_ptr<net::thread_pool> write_pool;
   std::atomic<bool> stopping{false};
   std::atomic<std::size_t> active_sessions{0};
   core::sigv4::SigningKeyCache key_cache;

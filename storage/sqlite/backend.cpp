@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "storage/sqlite/connection.hpp"
+#include "storage/sqlite/group_commit.hpp"
 
 namespace membraned::storage::sqlite {
 
@@ -159,6 +160,8 @@ constexpr const char* kGrantsCut = R"sql(
 // kWalk from up to kWalkBatch capabilities at once, each row tagged with the digest its walk
 // started from; unused places are bound to NULL, which matches nothing.
 constexpr int kWalkBatch = 32;
+// Writes one durable commit takes at most: bounds how long the first of them waits.
+constexpr std::size_t kMaxWritesPerCommit = 128;
 
 std::string walk_batch_sql() {
   std::string places;
@@ -646,13 +649,9 @@ class SqliteBackend final : public Backend {
   std::string_view name() const override { return "sqlite"; }
   bool waits_on_network() const override { return false; }
 
+  // Concurrent writes share one transaction and one durable commit (group_commit.hpp).
   Status write(const SessionWork& work) override {
-    Lease lease = acquire();
-    auto tx = Transaction::begin(*lease);
-    if (!tx) return tx.error();
-    SqliteSession session(*lease);
-    if (auto s = work(session); !s) return s;
-    return tx->commit();
+    return group_commit_.run(work);
   }
 
   Status read(const SessionWork& work) override {
@@ -701,11 +700,60 @@ class SqliteBackend final : public Backend {
     return Lease(*this, std::move(connection));
   }
 
+  void commit_batch(const GroupCommit::Batch& batch);
+  static Status run_apart(Connection& connection, SqliteSession& session, GroupCommit::Member& member);
+  static Status run_member(SqliteSession& session, GroupCommit::Member& member);
+
   std::mutex mutex_;
   std::condition_variable available_;
   SharedLinks shared_links_;
   std::vector<std::unique_ptr<Connection>> idle_;
+  GroupCommit group_commit_{[this](const GroupCommit::Batch& batch) { commit_batch(batch); }, kMaxWritesPerCommit};
 };
+
+// One transaction for the whole batch. A lone write runs as before: its failure rolls the
+// transaction back. In a larger batch each write has a savepoint of its own, so that one
+// write's failure undoes its changes alone; a savepoint that cannot be rolled back leaves the
+// transaction in doubt, and the whole batch fails. A failed COMMIT fails every write in it.
+void SqliteBackend::commit_batch(const GroupCommit::Batch& batch) {
+  auto fail_all = [&](const Error& error) {
+    for (GroupCommit::Member* member : batch) {
+      if (!member->result || *member->result) member->result = error;
+    }
+  };
+  Lease lease = acquire();
+  auto tx = Transaction::begin(*lease);
+  if (!tx) return fail_all(tx.error());
+  SqliteSession session(*lease);
+  if (batch.size() == 1) {
+    if (!run_member(session, *batch.front())) return;
+  } else {
+    for (GroupCommit::Member* member : batch) {
+      if (auto s = run_apart(*lease, session, *member); !s) return fail_all(s.error());
+    }
+  }
+  if (auto committed = tx->commit(); !committed) fail_all(committed.error());
+}
+
+// Runs one write of a batch under its own savepoint; the status is the savepoint's.
+Status SqliteBackend::run_apart(Connection& connection, SqliteSession& session, GroupCommit::Member& member) {
+  if (auto s = connection.exec("SAVEPOINT member"); !s) return s;
+  if (!run_member(session, member)) {
+    if (auto s = connection.exec("ROLLBACK TO member"); !s) return s;
+  }
+  return connection.exec("RELEASE member");
+}
+
+// The write's own status (an exception it threw is kept for its caller, and counts as failed).
+Status SqliteBackend::run_member(SqliteSession& session, GroupCommit::Member& member) {
+  try {
+    member.result = (*member.work)(session);
+  } catch (...) {
+    member.thrown = std::current_exception();
+    member.result = Error::internal("the write failed");
+  }
+  return *member.result;
+}
 
 Status SqliteBackend::migrate() {
   Lease lease = acquire();

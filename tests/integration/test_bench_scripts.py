@@ -38,6 +38,21 @@ class BenchScriptsTest(unittest.TestCase):
         self.assertIn("membraned invoke (SigV4), 1 thread(s)", rows)
         self.assertIn("nginx proxy_pass, keep-alive, 1 worker(s)", rows)
 
+    def test_write_load_measures_exports_on_both_stores_and_revokes(self):
+        out = run_script(["bench/write_load.sh", BINARY, "1", "4"])
+        rows = self.rows(out)
+        self.assertEqual(sorted(rows), sorted([
+            "SQLite, one commit per export (--write-threads 0)", "SQLite, group commit (--write-threads 32, default)",
+            "SQLite, group commit, audit log on", "PostgreSQL (fsync on), --db-connections 4"]))
+        revokes = re.findall(r"^\| (.+?) +\| +(\d+) \| +([0-9.]+) ms \|$", out, re.M)
+        self.assertEqual(len(revokes), 4, out)
+        below = [int(n) for _, n, _ in revokes]
+        self.assertEqual(below[0], 1)
+        self.assertEqual(below[2], 1)
+        # the export runs made the grants the second revoke of each store cut
+        self.assertGreater(below[1], 1, out)
+        self.assertGreater(below[3], 1, out)
+
     @unittest.skipUnless(SEEDER, "bench/seed_grants is not built (MEMBRANED_BUILD_BENCHMARKS off)")
     def test_many_holders_reports_the_ratio_the_cache_and_the_memory(self):
         build = os.path.dirname(os.path.dirname(os.path.abspath(SEEDER)))
