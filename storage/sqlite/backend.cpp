@@ -102,6 +102,20 @@ constexpr const char* kMigrations[] = {
       SELECT row, 'g_' || lower(hex(randomblob(12))), CASE kind WHEN 6 THEN 'invoke' ELSE '' END
       FROM capabilities WHERE kind IN (6, 7);
     )sql",
+    // 5: use counts in a narrow table of their own. The usage flush updates every grant used in
+    // the last second; in the wide grants rows (limits, sealed target) each update dirtied a page
+    // of its own, so with many holders a flush rewrote tens of MB. Here about 200 grants share a
+    // page. A grant never used has no row. The old columns stay, no longer read or written:
+    // SQLite's DROP COLUMN cannot rewrite a table definition with comments like this one's.
+    R"sql(
+    CREATE TABLE grant_uses (
+      row INTEGER PRIMARY KEY REFERENCES grants(row),
+      uses INTEGER NOT NULL,
+      last_used_at INTEGER NOT NULL              -- Unix milliseconds
+    ) STRICT;
+    INSERT INTO grant_uses (row, uses, last_used_at)
+      SELECT row, uses, coalesce(last_used_at, 0) FROM grants WHERE uses <> 0 OR last_used_at IS NOT NULL;
+    )sql",
 };
 
 // The columns link_of reads (0-8 and 10-20) for each capability of `from` (which names it c),
@@ -229,9 +243,10 @@ StoredMembrane stored_membrane(const Statement& st) {
 // on), its membrane's id and its parent grant's.
 constexpr const char* kGrantEntryColumns =
     "SELECT g.id, g.label, m.id, c.kind, pg.id, c.created_at, g.expires_at, g.max_uses, g.rate_requests, "
-    "g.rate_seconds, g.allow_from, g.revoked_at, g.operation, g.target, g.uses, g.last_used_at, c.digest, g.row "
+    "g.rate_seconds, g.allow_from, g.revoked_at, g.operation, g.target, coalesce(u.uses, 0), u.last_used_at, "
+    "c.digest, g.row "
     "FROM grants g JOIN capabilities c ON c.row = g.row JOIN membranes m ON m.row = c.membrane_row "
-    "LEFT JOIN grants pg ON pg.row = c.parent_row ";
+    "LEFT JOIN grants pg ON pg.row = c.parent_row LEFT JOIN grant_uses u ON u.row = g.row ";
 
 Result<std::vector<StoredGrantEntry>> grant_entries(Statement& st) {
   std::vector<StoredGrantEntry> out;
@@ -549,8 +564,11 @@ class SqliteSession final : public BackendSession {
   }
 
   Status add_uses(CapabilityRow row, std::int64_t count, std::int64_t last_used_ms) override {
+    // A grant that is gone is not counted (as an UPDATE of no row would not).
     return run(
-        "UPDATE grants SET uses = uses + ?2, last_used_at = max(coalesce(last_used_at, 0), ?3) WHERE row = ?1",
+        "INSERT INTO grant_uses (row, uses, last_used_at) SELECT ?1, ?2, ?3 WHERE EXISTS "
+        "(SELECT 1 FROM grants WHERE row = ?1) ON CONFLICT (row) DO UPDATE SET uses = uses + excluded.uses, "
+        "last_used_at = max(last_used_at, excluded.last_used_at)",
         [&](Statement& st) { st.bind(1, row).bind(2, count).bind(3, last_used_ms); });
   }
 

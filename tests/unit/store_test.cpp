@@ -107,8 +107,13 @@ class StoreTest : public testing::TestWithParam<Backend> {
     return std::move(*store);
   }
 
-  // Back to the schema before grants had rows of their own (the latest migration).
+  // Back to the schema before grants had rows of their own (PostgreSQL's latest migration; on
+  // SQLite the use counts' table came after it).
   void undo_grants_migration() {
+    if (GetParam() == Backend::sqlite) {
+      db_->run_sql("DROP TABLE grant_uses");
+      db_->run_sql("UPDATE schema_version SET version = version - 1");
+    }
     db_->run_sql("DROP TABLE grants");
     db_->run_sql("ALTER TABLE capabilities DROP COLUMN target_row");
     db_->run_sql("UPDATE schema_version SET version = version - 1");
@@ -2453,6 +2458,45 @@ TEST_P(StoreTest, CountedUsesReachTheInventoryWhenFlushed) {
   auto after = store_->find_grant(t.id, parent.id);
   ASSERT_TRUE(after.ok() && after->has_value());
   EXPECT_EQ((*after)->uses, 5);
+}
+
+// SQLite schema 5 moved the use counts into a table of their own: counts made before it are
+// still in the inventory after it, and counting goes on from them.
+TEST_P(StoreTest, UseCountsSurviveTheMoveToTheirOwnTable) {
+  if (GetParam() != Backend::sqlite) GTEST_SKIP() << "a SQLite migration";
+  Tenant t = tenant();
+  Membrane m = membrane(t, "m");
+  const auto used = membraned::test::new_grant();
+  const auto unused = membraned::test::new_grant();
+  Token x = export_granted(m, used);
+  export_granted(m, unused);
+  auto resolved = store_->resolve(x);
+  ASSERT_TRUE(resolved.ok());
+  for (int i = 0; i < 7; ++i) store_->count_use(resolved->chain);
+  ASSERT_TRUE(store_->flush_usage().ok());
+  const auto last = (*store_->find_grant(t.id, used.id))->last_used_at_ms;
+  ASSERT_TRUE(last.has_value());
+  store_.reset();
+  // Back to schema 4, the counts where it kept them.
+  db_->run_sql("UPDATE grants SET uses = (SELECT uses FROM grant_uses u WHERE u.row = grants.row), "
+               "last_used_at = (SELECT last_used_at FROM grant_uses u WHERE u.row = grants.row) "
+               "WHERE row IN (SELECT row FROM grant_uses)");
+  db_->run_sql("DROP TABLE grant_uses");
+  db_->run_sql("UPDATE schema_version SET version = version - 1");
+  store_ = open_store();
+  ASSERT_NE(store_, nullptr);
+  EXPECT_EQ(db_->count_rows("grant_uses"), 1) << "a grant never used has no row";
+  auto after = store_->find_grant(t.id, used.id);
+  ASSERT_TRUE(after.ok() && after->has_value());
+  EXPECT_EQ((*after)->uses, 7);
+  EXPECT_EQ((*after)->last_used_at_ms, last);
+  auto never = store_->find_grant(t.id, unused.id);
+  ASSERT_TRUE(never.ok() && never->has_value());
+  EXPECT_EQ((*never)->uses, 0);
+  EXPECT_FALSE((*never)->last_used_at_ms.has_value());
+  store_->count_use(resolved->chain);
+  ASSERT_TRUE(store_->flush_usage().ok());
+  EXPECT_EQ((*store_->find_grant(t.id, used.id))->uses, 8);
 }
 
 // A refusal says why (for the audit log), while its message stays the same for every reason.
