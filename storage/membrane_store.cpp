@@ -56,7 +56,20 @@ Result<T> MembraneStore::reading(const std::function<Result<T>(BackendSession&)>
 
 template <class T>
 Result<T> MembraneStore::writing(const std::function<Result<T>(BackendSession&)>& work) {
-  return collect<T>([this](const SessionWork& w) { return backend_->write(w); }, work);
+  return collect<T>([this](const SessionWork& w) { return write(w); }, work);
+}
+
+Status MembraneStore::write(const SessionWork& work) {
+  const std::uint64_t before = epochs_committed_.load();
+  auto written = backend_->write(work);
+  // Once committed, no view read before the commit may serve a cached resolution in this process.
+  // (Another writer's epoch counted here too only costs one more read.)
+  if (epochs_committed_.load() != before) {
+    std::lock_guard lock(local_view_mutex_);
+    local_view_.reset();
+    views_from_ = std::chrono::steady_clock::now();
+  }
+  return written;
 }
 
 MembraneStore::MembraneStore(std::unique_ptr<Backend> backend, MasterKey key, TenantQuotas quotas, WallClock clock,
@@ -199,7 +212,7 @@ Result<bool> MembraneStore::has_tenants() {
 }
 
 Status MembraneStore::delete_tenant(const Token& presented) {
-  return backend_->write([&](BackendSession& session) -> Status {
+  return write([&](BackendSession& session) -> Status {
     auto acting = recheck(session, presented, CapabilityKind::delete_self);
     if (!acting) return acting.error();
     if (auto s = session.mark_tenant_deleted(acting->tenant_id); !s) return s;
@@ -222,9 +235,8 @@ Result<Resolved> MembraneStore::recheck(BackendSession& session, const Token& pr
   return resolved;
 }
 
-// A cached token whose epoch still holds costs one statement (the epoch); any other runs the walk,
-// whose rows carry the epoch of its own snapshot (one statement more when a cached entry turned
-// out stale).
+// A cached token whose epoch still holds costs no statement on SQLite (epoch_for_cached) and one
+// on PostgreSQL; any other runs the walk, whose rows carry the epoch of its own snapshot.
 Result<Resolved> MembraneStore::resolve(const Token& token) {
   const std::string digest = token.digest();
   return reading<Resolved>([&](BackendSession& session) -> Result<Resolved> {
@@ -234,7 +246,7 @@ Result<Resolved> MembraneStore::resolve(const Token& token) {
         cache_.count(ResolutionLookup::stale);
         return Error::unauthorized("unknown or revoked capability", "expired");
       }
-      auto epoch = session.epoch();
+      auto epoch = epoch_for_cached(session);
       if (!epoch) return epoch.error();
       if (*epoch == cached->epoch) {
         cache_.count(ResolutionLookup::hit);
@@ -270,6 +282,32 @@ bool MembraneStore::still_current(const Resolved& resolved) {
   return view && view->epoch == *resolved.epoch && std::chrono::steady_clock::now() - view->started < bound;
 }
 
+// The epoch a cached resolution is checked against. A local database's is the view the send-time
+// check keeps (read again through `session` once older than kLocalEpochViewBound): a cached token
+// then costs no statement, and what a revoke made elsewhere cut is refused within the bound,
+// which its 202 waits out. A networked database's is read (its watched view may lag further).
+Result<std::int64_t> MembraneStore::epoch_for_cached(BackendSession& session) {
+  if (backend_->watches_epoch()) return session.epoch();
+  {
+    std::lock_guard lock(local_view_mutex_);
+    if (local_view_ && std::chrono::steady_clock::now() - local_view_->started < kLocalEpochViewBound) {
+      return local_view_->epoch;
+    }
+  }
+  const auto started = std::chrono::steady_clock::now();
+  auto epoch = session.epoch();
+  if (!epoch) return epoch.error();
+  std::lock_guard lock(local_view_mutex_);
+  if (view_is_newer(started)) local_view_ = EpochReading{*epoch, started};
+  return *epoch;
+}
+
+// Under local_view_mutex_: whether a reading begun at `started` may replace the view. Not one
+// begun before a revoke of this store committed, which may hold the epoch from before it.
+bool MembraneStore::view_is_newer(std::chrono::steady_clock::time_point started) const {
+  return started >= views_from_ && (!local_view_ || local_view_->started < started);
+}
+
 std::optional<EpochReading> MembraneStore::local_epoch_view() {
   {
     std::lock_guard lock(local_view_mutex_);
@@ -283,7 +321,7 @@ std::optional<EpochReading> MembraneStore::local_epoch_view() {
   if (!epoch) return std::nullopt;
   const EpochReading fresh{*epoch, started};
   std::lock_guard lock(local_view_mutex_);
-  if (!local_view_ || local_view_->started < started) local_view_ = fresh;
+  if (view_is_newer(started)) local_view_ = fresh;
   return fresh;
 }
 
@@ -292,6 +330,7 @@ std::optional<EpochReading> MembraneStore::local_epoch_view() {
 Status MembraneStore::commit_new_epoch(BackendSession& session) {
   auto epoch = new_revocation_epoch();
   if (!epoch) return epoch.error();
+  ++epochs_committed_;
   return session.set_epoch(*epoch);
 }
 
@@ -331,7 +370,7 @@ Result<Membrane> MembraneStore::unseal(const std::string& tenant_id, const Store
 }
 
 Status MembraneStore::create_membrane(const Token& presented, const Membrane& membrane) {
-  return backend_->write([&](BackendSession& session) -> Status {
+  return write([&](BackendSession& session) -> Status {
     auto acting = recheck(session, presented, CapabilityKind::create);
     if (!acting) return acting.error();
     if (acting->walked + 1 > kMaxDependencies) {
@@ -424,7 +463,7 @@ Result<MembranePage> MembraneStore::list_membranes(const std::string& tenant_id,
 Status MembraneStore::revoke_membrane(const Token& presented) {
   // One row: every capability exported through the membrane, every re-export below them and
   // everything made through them depend on it, and check it on each use.
-  return backend_->write([&](BackendSession& session) -> Status {
+  return write([&](BackendSession& session) -> Status {
     auto acting = recheck(session, presented, CapabilityKind::revoke);
     if (!acting) return acting.error();
     if (auto s = session.mark_membrane_revoked(*acting->membrane); !s) return s;
@@ -440,7 +479,7 @@ Status MembraneStore::export_uri(const Token& presented, const Token& token, con
   auto sealed = key_.seal(plain, uri_config_context(token.digest()));
   core::secure_wipe(plain);
   if (!sealed) return sealed.error();
-  return backend_->write([&](BackendSession& session) -> Status {
+  return write([&](BackendSession& session) -> Status {
     auto acting = recheck(session, presented, CapabilityKind::export_);
     if (!acting) return acting.error();
     if (acting->walked + 1 > kMaxDependencies) {
@@ -461,7 +500,7 @@ Status MembraneStore::export_uri(const Token& presented, const Token& token, con
 Status MembraneStore::export_reexport(const Token& presented, const Token& token, const Token& target,
                                       const NewGrant& grant) {
   // Both resolved inside the write transaction: a revoke cannot slip between check and insert.
-  return backend_->write([&](BackendSession& session) -> Status {
+  return write([&](BackendSession& session) -> Status {
     auto acting = recheck(session, presented, CapabilityKind::export_);
     if (!acting) return acting.error();
     auto resolved = resolve_in(session, target.digest());
@@ -632,7 +671,7 @@ Result<std::int64_t> MembraneStore::count_cut(std::optional<MembraneRow> membran
 // One row: the grant's re-exports and everything made through them depend on it, and check it on
 // each use. Its revoke capability depends only on the tenant: a repeated revoke answers 202.
 Status MembraneStore::revoke_grant(const Token& presented) {
-  return backend_->write([&](BackendSession& session) -> Status {
+  return write([&](BackendSession& session) -> Status {
     auto acting = recheck(session, presented, CapabilityKind::revoke_grant);
     if (!acting) return acting.error();
     if (!acting->target) return Error::internal("a grant's revoke capability names no grant");

@@ -4,13 +4,14 @@
 // only answer the primitives of storage/backend.hpp in their SQL dialect.
 #pragma once
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <memory>
 #include <mutex>
-#include <thread>
-#include <condition_variable>
 #include <optional>
+#include <thread>
 
 #include "storage/backend.hpp"
 #include "storage/master_key.hpp"
@@ -98,6 +99,9 @@ class MembraneStore final : public Store {
   Result<T> reading(const std::function<Result<T>(BackendSession&)>& work);
   template <class T>
   Result<T> writing(const std::function<Result<T>(BackendSession&)>& work);
+  // backend_->write, after which a new revocation epoch it committed is read again by the next
+  // cached resolution (the local epoch view is forgotten).
+  Status write(const SessionWork& work);
 
   Status check_master_key(BackendSession& session);
   Result<Resolved> resolve_in(BackendSession& session, std::string_view digest);
@@ -121,6 +125,9 @@ class MembraneStore final : public Store {
   std::int64_t now_seconds() const;
   // The local database's epoch as a recent send-time check read it (kLocalEpochViewBound).
   std::optional<EpochReading> local_epoch_view();
+  // The epoch a cached resolution is checked against (see resolve).
+  Result<std::int64_t> epoch_for_cached(BackendSession& session);
+  bool view_is_newer(std::chrono::steady_clock::time_point started) const;
 
   std::unique_ptr<Backend> backend_;
   MasterKey key_;
@@ -136,6 +143,8 @@ class MembraneStore final : public Store {
   std::thread flusher_;
   std::mutex local_view_mutex_;
   std::optional<EpochReading> local_view_;
+  std::atomic<std::uint64_t> epochs_committed_{0};  // by this store: see write()
+  std::chrono::steady_clock::time_point views_from_{};  // readings begun before it are not kept
 };
 
 }  // namespace membraned::storage
