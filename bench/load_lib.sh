@@ -60,9 +60,13 @@ start_membraned_in() {  # name [flags...]
     >"$dir.out" 2>/dev/null </dev/null & pids+=($!)
   for _ in $(seq 1 100); do grep -q listening "$dir.out" 2>/dev/null && break; sleep 0.1; done
   mport=$(grep -o '127.0.0.1:[0-9]*' "$dir.out" | head -1 | cut -d: -f2)
-  local create; create=$(python3 -c "import json;print(json.load(open('$dir/first-tenant.json'))['capabilities']['create'].split('#')[1])")
+  local create; create=$(token_of "$dir/first-tenant.json" create)
   curl -s -XPOST "http://127.0.0.1:$mport" -H "Authorization: Bearer $create" -d '{"id":"bench"}' >"$dir.membrane"
-  mexport=$(python3 -c "import json;print(json.load(open('$dir.membrane'))['capabilities']['export'].split('#')[1])")
+  mexport=$(token_of "$dir.membrane" export)
+}
+
+token_of() {  # file name: the token of capability NAME in a tenant's or membrane's JSON FILE
+  python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['capabilities'][sys.argv[2]].split('#')[1])" "$1" "$2"
 }
 
 # Exports a Lambda-shaped uri capability on the upstream nginx; `$1` is the aws4-hmac-sha256
@@ -81,9 +85,9 @@ wrk.body = string.rep("x", 1024)
 LUA
 }
 
-run() {  # label url [wrk args]: one table row; sets last_rps
+run() {  # label url [wrk args]: one table row; sets last_rps. The request: $lua, else post.lua
   local label="$1" url="$2"; shift 2
-  local out; out=$(wrk -t2 -c"$connections" -d"${seconds}s" --latency -s "$work/post.lua" "$@" "$url")
+  local out; out=$(wrk -t2 -c"$connections" -d"${seconds}s" --latency -s "${lua:-$work/post.lua}" "$@" "$url")
   local rps p50 p99
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   p50=$(echo "$out" | awk '$1=="50%" {print $2}')

@@ -29,17 +29,7 @@ LUA
 
 exports_run() {  # label: wrk against the membraned started last; one table row
   export_lua "$work/export-$mport.lua" "$mexport"
-  local out; out=$(wrk -t2 -c"$connections" -d"${seconds}s" --latency -s "$work/export-$mport.lua" "http://127.0.0.1:$mport/")
-  local rps p50 p99 errors
-  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
-  p50=$(echo "$out" | awk '$1=="50%" {print $2}')
-  p99=$(echo "$out" | awk '$1=="99%" {print $2}')
-  errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}' | tr '\n' ' ')
-  printf "| %-52s | %10s | %8s | %8s | %s\n" "$1" "$rps" "$p50" "$p99" "${errors:-}"
-}
-
-token_of() {  # membrane-file capability-name
-  python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['capabilities'][sys.argv[2]].split('#')[1])" "$1" "$2"
+  lua="$work/export-$mport.lua" run "$1" "http://127.0.0.1:$mport/"
 }
 
 revoke_time() {  # membrane-file: the revoke's 202, in ms (the settle wait included)
@@ -63,7 +53,7 @@ one_grant_membrane() {  # name: writes $work/NAME.one
 }
 
 echo "wrk: 2 threads, $connections connections, ${seconds}s, POST / exporting a SigV4 Lambda capability"
-printf "| %-52s | %10s | %8s | %8s |\n" "store" "exports/s" "p50" "p99"
+printf "| %-44s | %10s | %8s | %8s |\n" "store" "exports/s" "p50" "p99"
 start_membraned_in one-by-one --write-threads 0
 exports_run "SQLite, one commit per export (--write-threads 0)"
 start_membraned_in grouped
@@ -75,12 +65,12 @@ exports_run "PostgreSQL (fsync on), --db-connections $connections"
 
 echo
 echo "Revoking a membrane (time to the 202, which includes the settle wait):"
-printf "| %-52s | %14s | %10s |\n" "store" "grants below" "202 after"
+printf "| %-44s | %14s | %10s |\n" "store" "grants below" "202 after"
 for name in grouped audited; do
   label="SQLite"; [ "$name" = audited ] && label="SQLite, audit log on (counts the grants cut)"
   mport=$(grep -o '127.0.0.1:[0-9]*' "$work/$name.out" | head -1 | cut -d: -f2)
   one_grant_membrane "$name"
-  printf "| %-52s | %14s | %7s ms |\n" "$label" 1 "$(revoke_time "$work/$name.one")"
+  printf "| %-44s | %14s | %7s ms |\n" "$label" 1 "$(revoke_time "$work/$name.one")"
   n=$(( $(grants_below "$work/$name") - 1 ))
-  printf "| %-52s | %14s | %7s ms |\n" "$label" "$n" "$(revoke_time "$work/$name.membrane")"
+  printf "| %-44s | %14s | %7s ms |\n" "$label" "$n" "$(revoke_time "$work/$name.membrane")"
 done

@@ -96,8 +96,8 @@ void RequestHandler::off_io_thread(Work work, net::any_io_executor executor, The
   net::thread_pool* pool = context_.store_pool.get();
   if (pool == nullptr && call == StoreCall::may_write) pool = context_.write_pool.get();
   if (pool == nullptr) return then(work());
-  net::post(*pool, [this, executor = std::move(executor), work = std::move(work),
-                                   then = std::move(then), posted = Clock::now()]() mutable {
+  net::post(*pool, [this, executor = std::move(executor), work = std::move(work), then = std::move(then),
+                    posted = Clock::now()]() mutable {
     using Result = decltype(work());
     // Queued past the store's own timeouts (the database is down or slow and calls pile up):
     // answer 503 without adding one more call to the backlog.

@@ -288,18 +288,9 @@ bool MembraneStore::still_current(const Resolved& resolved) {
 // which its 202 waits out. A networked database's is read (its watched view may lag further).
 Result<std::int64_t> MembraneStore::epoch_for_cached(BackendSession& session) {
   if (backend_->watches_epoch()) return session.epoch();
-  {
-    std::lock_guard lock(local_view_mutex_);
-    if (local_view_ && std::chrono::steady_clock::now() - local_view_->started < kLocalEpochViewBound) {
-      return local_view_->epoch;
-    }
-  }
-  const auto started = std::chrono::steady_clock::now();
-  auto epoch = session.epoch();
-  if (!epoch) return epoch.error();
-  std::lock_guard lock(local_view_mutex_);
-  if (view_is_newer(started)) local_view_ = EpochReading{*epoch, started};
-  return *epoch;
+  auto view = local_view_read_by([&] { return session.epoch(); });
+  if (!view) return view.error();
+  return view->epoch;
 }
 
 // Under local_view_mutex_: whether a reading begun at `started` may replace the view. Not one
@@ -308,21 +299,30 @@ bool MembraneStore::view_is_newer(std::chrono::steady_clock::time_point started)
   return started >= views_from_ && (!local_view_ || local_view_->started < started);
 }
 
-std::optional<EpochReading> MembraneStore::local_epoch_view() {
+// The local view while younger than kLocalEpochViewBound; otherwise a reading by `read_epoch`,
+// which becomes the view.
+Result<EpochReading> MembraneStore::local_view_read_by(const std::function<Result<std::int64_t>()>& read_epoch) {
   {
     std::lock_guard lock(local_view_mutex_);
     if (local_view_ && std::chrono::steady_clock::now() - local_view_->started < kLocalEpochViewBound) {
-      return local_view_;
+      return *local_view_;
     }
   }
   // The time is taken before the read: the reading is no younger than that.
   const auto started = std::chrono::steady_clock::now();
-  auto epoch = reading<std::int64_t>([](BackendSession& session) { return session.epoch(); });
-  if (!epoch) return std::nullopt;
+  auto epoch = read_epoch();
+  if (!epoch) return epoch.error();
   const EpochReading fresh{*epoch, started};
   std::lock_guard lock(local_view_mutex_);
   if (view_is_newer(started)) local_view_ = fresh;
   return fresh;
+}
+
+std::optional<EpochReading> MembraneStore::local_epoch_view() {
+  auto view = local_view_read_by(
+      [this] { return reading<std::int64_t>([](BackendSession& session) { return session.epoch(); }); });
+  if (!view) return std::nullopt;
+  return *view;
 }
 
 // Inside the revoking transaction: from its commit on, no resolution cached before it is used,

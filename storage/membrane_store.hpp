@@ -128,6 +128,7 @@ class MembraneStore final : public Store {
   // The epoch a cached resolution is checked against (see resolve).
   Result<std::int64_t> epoch_for_cached(BackendSession& session);
   bool view_is_newer(std::chrono::steady_clock::time_point started) const;
+  Result<EpochReading> local_view_read_by(const std::function<Result<std::int64_t>()>& read_epoch);
 
   std::unique_ptr<Backend> backend_;
   MasterKey key_;
