@@ -116,6 +116,7 @@ class Invocation : public std::enable_shared_from_this<Invocation> {
 
   // Nothing was written: the connection is as good as before (pooled again when it may be).
   void refuse_at_send(api::Response refusal) {
+    drop_request_body();
     if (!pool_key_.empty() && !context_.stopping) {
       context_.upstream.keep_idle(pool_key_, std::move(connection_));
     } else {
@@ -125,6 +126,11 @@ class Invocation : public std::enable_shared_from_this<Invocation> {
       self->requester_->answer_failed(std::move(refusal));
     });
   }
+
+  // The requester's body is held until an answer begins (a retry on a fresh connection sends it
+  // again); freed before the requester hears of the answer, which gives its room back
+  // (BodyBudget) then, not when the relay object goes.
+  void drop_request_body() { std::string().swap(request_.body()); }
 
   void write_request() {
     lowest().expires_after(timeout_);
@@ -166,6 +172,7 @@ class Invocation : public std::enable_shared_from_this<Invocation> {
     if (ec) return fail_from(ec, "the upstream's answer could not be read", read_error(ec));
     const unsigned status = parser_->get().result_int();
     if (status >= 100 && status < 200) return read_header();  // interim answers are not relayed
+    drop_request_body();  // no retry after an answer began
     context_.metrics.upstream_seconds(std::chrono::duration<double>(Clock::now() - upstream_started_).count());
     const bool no_body = prepare_answer(status);
     if (no_body || parser_->is_done()) {
@@ -327,6 +334,7 @@ class Invocation : public std::enable_shared_from_this<Invocation> {
   // wrong, for the operator's log line after the upstream's host (never its path or query).
   void fail(int status, std::string message, UpstreamError kind, const std::string& cause = {}) {
     close_upstream();
+    drop_request_body();
     auto failure = api::Api::error_response(status, std::move(message));
     failure.detail =
         "upstream " + upstream_.connect_host + ":" + std::to_string(upstream_.port) + " " +

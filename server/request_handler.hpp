@@ -86,6 +86,9 @@ class RequestHandler {
   // 413, unless the capability could not be looked up because the store is down: its limit is
   // then unknown, and the client should retry rather than take the size for the reason.
   api::Response too_large() const;
+  // The request's body is freed: its room goes back to the budget before the answer is written,
+  // not when the next request begins (a keep-alive connection may idle for long).
+  void body_freed() { body_room_ = BodyBudget::Lease(); }
   // The export configuration of the invocation being relayed (after a Relay outcome).
   const core::UriExport& invoked_config() const { return *authorized_->resolved.uri; }
   // The tenant whose export that is.

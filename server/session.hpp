@@ -80,6 +80,7 @@ class HttpSession : public RequesterSide, public Stoppable {
     // able to take that header for the truth that nothing was done.
     header.erase(core::kCapabilityOperationHeader);
     header.erase(core::kMembranedErrorHeader);
+    handler_.body_freed();  // the relay dropped the body when the upstream's answer began
     handler_.relay_begins(request().method_string(), static_cast<int>(header.result_int()));
     return keep_alive();
   }
@@ -97,6 +98,7 @@ class HttpSession : public RequesterSide, public Stoppable {
   }
   void answer_failed(api::Response failure) override { send(json_answer(failure), keep_alive()); }
   void answer_broken(std::uint64_t body_bytes) override {
+    handler_.body_freed();
     handler_.relay_ended(body_bytes);
     derived().do_close();
   }
@@ -200,6 +202,8 @@ class HttpSession : public RequesterSide, public Stoppable {
 
   void send(Answer answer, bool keep_alive_after) {
     const bool head = parser_->is_header_done() && request().method() == http::verb::head;
+    std::string().swap(request().body());  // answered (or moved to a relay that dropped it)
+    handler_.body_freed();
     response_.emplace(static_cast<http::status>(answer.status), 11);
     response_->set(http::field::content_type, answer.content_type);
     response_->set(http::field::cache_control, "no-store");
