@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Invocation throughput and latency: membraned (lookup + SigV4 + proxy) beside the upstream
-# called directly and beside nginx proxying to it with upstream keep-alive. Loopback only,
-# bounded in time. Installs wrk and nginx if they are missing.
+# called directly, beside nginx proxying to it with upstream keep-alive, and beside a Node signing
+# proxy (bench/aws4-proxy: the aws4 package signs, one process). Loopback only, bounded in time.
+# Installs wrk and nginx if they are missing; the Node row needs node and npm (its package comes
+# from the npm registry, pinned in package-lock.json) and is left out, saying so, without them.
 #   bench/proxy_load.sh [BINARY] [SECONDS] [CONNECTIONS]
 set -euo pipefail
 binary="$(realpath "${1:-build/release/server/membraned}")"
@@ -32,7 +34,21 @@ start_membraned() {  # $1 threads; sets mport and mcap
   mcap=$(export_lambda '{"awsAccessKeyId":"AKIDEXAMPLE","secretAccessKey":"wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY","region":"us-east-1","service":"lambda"}')
 }
 
+# Sets aws4_port, or leaves it empty (no node or npm here).
+start_aws4_proxy() {
+  aws4_port=""
+  local dir; dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/aws4-proxy"
+  command -v node >/dev/null && command -v npm >/dev/null || return 0
+  if [[ ! -d "$dir/node_modules" || "$dir/node_modules" -ot "$dir/package-lock.json" ]]; then
+    (cd "$dir" && npm ci --no-audit --no-fund >/dev/null 2>&1) || return 0
+  fi
+  local port; port=$(free_port)
+  node "$dir/proxy.js" "$port" "$upstream_port" & pids+=($!)
+  aws4_port="$port"
+}
+
 write_post_lua
+start_aws4_proxy
 
 sleep 0.5
 echo "wrk: 2 threads, $connections connections, ${seconds}s, POST with a 1 KiB body"
@@ -46,6 +62,11 @@ for n in 1 2; do
   run "membraned invoke (SigV4), $n thread(s)" "http://127.0.0.1:$mport/" -H "Authorization: Bearer $mcap"
   if [ "$n" = 1 ]; then full_rps="$last_rps"; mport1="$mport"; mcap1="$mcap"; proxy_port1="$proxy_port"; fi
 done
+if [ -n "$aws4_port" ]; then
+  run "Node aws4 signing proxy, 1 process" "http://127.0.0.1:$aws4_port/"
+else
+  echo "(the Node aws4 signing proxy is left out: no node and npm here)"
+fi
 
 # Half load: each connection waits 1 ms between requests (wrk's delay(), which its latency figures
 # leave out), with as many connections as make about half of membraned's one-thread rate above.

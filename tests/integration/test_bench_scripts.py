@@ -37,6 +37,7 @@ class BenchScriptsTest(unittest.TestCase):
         rows = self.rows(out)
         self.assertIn("membraned invoke (SigV4), 1 thread(s)", rows)
         self.assertIn("nginx proxy_pass, keep-alive, 1 worker(s)", rows)
+        self.assertIn("Node aws4 signing proxy, 1 process", rows)  # node and npm come with the tests
 
     def test_write_load_measures_exports_on_both_stores_and_revokes(self):
         out = run_script(["bench/write_load.sh", BINARY, "1", "4"])
