@@ -470,13 +470,17 @@ Response Api::revoke(const Authorized& who) {
   return accepted_revoke(who);
 }
 
-// The revoke is done whatever the count does: a count that fails is left out.
-Response Api::accepted_revoke(const Authorized& who) {
+Response Api::accepted_revoke(const Authorized&) {
   Response response = accepted();
-  if (settings_.count_cut) {
-    if (auto cut = store_.grants_cut_by(who.resolved)) response.cut = *cut;
-  }
+  response.count_cut = settings_.count_cut;
   return response;
+}
+
+// The revoke is done whatever the count does: a count that fails is left out.
+std::optional<std::int64_t> Api::grants_cut_by(const storage::Resolved& revoker) {
+  auto cut = store_.grants_cut_by(revoker);
+  if (!cut) return std::nullopt;
+  return *cut;
 }
 
 Response Api::delete_self(const Authorized& who) {

@@ -26,8 +26,9 @@ struct Settings {
   std::uint64_t max_timeout_ms = 30000;  // exports' timeoutMs are lowered to it
   // contract §9: the operator's --aws-config profiles and their grants; none: no profile exists.
   const core::AwsConfig* aws_config = nullptr;
-  // A revoke's answer carries how many grants it cut (Response::cut): a read after the revoke,
-  // as long as what was cut is large, so only when something records it (the audit log).
+  // A revoke's answer asks for how many grants it cut to be counted (Response::count_cut; the
+  // count is Api::grants_cut_by, a read as long as what was cut is large), only when something
+  // records it (the audit log).
   bool count_cut = false;
 };
 
@@ -37,7 +38,7 @@ struct Response {
   nlohmann::json body;
   std::optional<std::uint32_t> retry_after;  // a 429's Retry-After header, in seconds
   std::string reason;                        // a refusal's reason (core::Error::reason), never sent
-  std::optional<std::int64_t> cut;           // a revoke's grants cut (Settings::count_cut), never sent
+  bool count_cut = false;  // an accepted revoke whose grants cut are to be counted (Settings::count_cut)
   std::string performs;  // a refused stated operation (409): what the capability performs, sent as
                          // the answer's X-Capability-Operation
   std::string detail;    // a 5xx's cause, for the log only; never a secret
@@ -64,6 +65,9 @@ class Api {
   core::Result<Authorized> authorize(std::string_view authorization_header);
   // The same capability resolved afresh (an invocation about to be sent, see Store::still_current).
   core::Result<Authorized> reauthorize(const core::Token& token);
+  // How many grants the accepted revoke `revoker` cut (Store::grants_cut_by); none when the count
+  // failed (the revoke stands). It walks what was cut: not on an I/O thread, not before the 202.
+  std::optional<std::int64_t> grants_cut_by(const storage::Resolved& revoker);
   // Whether `who` may still act, known without waiting on the network (Store::still_current).
   bool still_current(const Authorized& who) { return store_.still_current(who.resolved); }
   // How long a revoke's 202 waits after its commit (Store::revocation_settle).

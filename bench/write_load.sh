@@ -5,7 +5,7 @@
 # PostgreSQL (a throwaway cluster with fsync on, tests/support/pg_cluster.sh). Then the time of a
 # membrane revoke with 1 grant below it and with every grant the export run made below it (the
 # revoke is one row and the epoch, whatever is below), without and with the audit log (which
-# counts the grants a revoke cut). membraned has its default threads (one per core) and shares
+# counts the grants a revoke cut, after its 202). membraned has its default threads (one per core) and shares
 # the machine's cores with wrk and PostgreSQL. Installs wrk and nginx if they are missing.
 #   bench/write_load.sh [BINARY] [SECONDS] [CONNECTIONS]
 set -euo pipefail

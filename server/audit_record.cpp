@@ -144,6 +144,16 @@ void append_audit_line(std::string& out, const AuditRecord& record) {
   out.append("}\n");
 }
 
+HeldAuditRecord::HeldAuditRecord(const AuditRecord& record) : record_(record) {
+  for (std::string_view* text : {&record_.request_id, &record_.client_request_id, &record_.operation, &record_.tenant,
+                                 &record_.membrane, &record_.revoked_grant, &record_.token, &record_.method,
+                                 &record_.upstream_host, &record_.operator_user}) {
+    *text = keep(*text);
+  }
+  for (std::string_view id : record.chain) chain_.push_back(keep(id));
+  record_.chain = chain_;
+}
+
 std::string audit_line(const AuditRecord& record) {
   std::string out;
   append_audit_line(out, record);

@@ -6,10 +6,12 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/address_policy.hpp"
 
@@ -56,6 +58,23 @@ struct AuditRecord {
 
 // The record as one JSON object and a newline, its fields in the order of contract §12: the
 // grant presented as `grant`, the chain from the root down. Appended to `out`.
+// A record that owns what it names, to be written after its request is gone (a revoke's, once
+// the grants it cut are counted). Neither copied nor moved: its record points into it.
+class HeldAuditRecord {
+ public:
+  explicit HeldAuditRecord(const AuditRecord& record);
+  HeldAuditRecord(const HeldAuditRecord&) = delete;
+  HeldAuditRecord& operator=(const HeldAuditRecord&) = delete;
+  AuditRecord& record() { return record_; }
+
+ private:
+  std::string_view keep(std::string_view text) { return texts_.emplace_back(text); }
+
+  std::deque<std::string> texts_;  // a deque: its strings stay where they are as it grows
+  std::vector<std::string_view> chain_;
+  AuditRecord record_;
+};
+
 void append_audit_line(std::string& out, const AuditRecord& record);
 // The same as a string of its own.
 std::string audit_line(const AuditRecord& record);

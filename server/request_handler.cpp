@@ -82,7 +82,7 @@ void RequestHandler::begin(Clock::time_point started) {
   client_ = peer_;
   bytes_in_ = 0;
   refusal_.reset();
-  cut_.reset();
+  count_cut_ = false;
   relayed_status_.reset();
 }
 
@@ -237,7 +237,7 @@ void RequestHandler::handle_management(const Request& request, net::any_io_execu
       },
       executor, [this, executor, then = std::move(then)](api::Response response) mutable {
         if (auto refusal = refusal_named(response.reason)) refusal_ = refusal;
-        cut_ = response.cut;
+        count_cut_ = response.count_cut;
         if (revocation_kind(authorized_->resolved.kind, response.status)) {
           return answer_after_settling(std::move(response), std::move(executor), std::move(then));
         }
@@ -371,7 +371,23 @@ void RequestHandler::answered(std::optional<std::string_view> method, int status
   AuditRecord record = audit_record(method, status);
   record.reason = reason;
   record.bytes_out = body_bytes;
+  if (count_cut_ && status == 202) return record_after_counting_cut(record);
   context_.audit->record(record);
+}
+
+// A revoke's record says how many grants it cut. The count walks what was cut (as long as the
+// subtree is large), so it runs after the 202, which never waits for it, and off the I/O
+// threads; the record is written when it is done. The pools are joined before the audit log
+// drains at shutdown, so no such record is lost then.
+void RequestHandler::record_after_counting_cut(const AuditRecord& record) {
+  auto held = std::make_shared<HeldAuditRecord>(record);
+  auto count_and_record = [&context = context_, held, revoker = authorized_->resolved] {
+    held->record().cut = context.api.grants_cut_by(revoker);
+    context.audit->record(held->record());
+  };
+  net::thread_pool* pool = context_.store_pool ? context_.store_pool.get() : context_.write_pool.get();
+  if (pool == nullptr) return count_and_record();  // --write-threads 0: writes are inline too
+  net::post(*pool, std::move(count_and_record));
 }
 
 void RequestHandler::relay_begins(std::string_view method, int status) {
@@ -436,7 +452,6 @@ AuditRecord RequestHandler::audit_record(std::optional<std::string_view> method,
   record.status = status;
   record.duration_ms = std::chrono::duration<double, std::milli>(Clock::now() - started_).count();
   record.bytes_in = bytes_in_;
-  record.cut = cut_;
   return record;
 }
 

@@ -134,6 +134,7 @@ class RequestHandler {
   // The record of this request, as far as it is known; its views stay valid while this request
   // is the handler's.
   AuditRecord audit_record(std::optional<std::string_view> method, int status);
+  void record_after_counting_cut(const AuditRecord& record);
   // Token::log_id() of the authorized capability, worked out once per request.
   std::string_view token_log_id();
 
@@ -154,7 +155,7 @@ class RequestHandler {
   core::IpAddress client_;                        // the requester (peer_ until the header is in)
   std::uint64_t bytes_in_ = 0;                    // the request's body, once read
   std::optional<Refusal> refusal_;                // decided where the status alone does not tell
-  std::optional<std::int64_t> cut_;               // a revoke's grants cut, when counted
+  bool count_cut_ = false;                        // an accepted revoke: its record waits for the count
   std::string token_log_id_;                      // token_log_id(), once known this request
   std::vector<std::string_view> audit_chain_;     // the chain's grant ids, for the audit record
   std::optional<int> relayed_status_;             // a relayed answer's, until it ends

@@ -210,6 +210,38 @@ class AuditScriptTest(unittest.TestCase):
                 self.assertNotIn(secret, text, "%s holds %s..." % (name, secret[:12]))
 
 
+class RevokeCountTest(unittest.TestCase):
+    def test_a_revoke_record_counts_what_it_cut_even_when_the_service_stops_right_after_the_202(self):
+        """The count of a revoke's record is made after its 202 (the revoke never waits for it);
+        a stop right after the 202 still writes that record, count included."""
+        server = Server()
+        audit = os.path.join(os.path.dirname(server.data_dir), "audit.log")
+        server.args += ["--audit-log", audit]
+        server.start()
+        try:
+            create = token_of(server.first_tenant()["capabilities"]["create"])
+            status, made, _ = server.call(create, body={"id": "counted"})
+            self.assertEqual(status, 201, made)
+            export = token_of(made["capabilities"]["export"])
+            grants = []
+            for i in range(20):
+                status, grant, _ = server.call(export, body={"uri": "http://127.0.0.1:9/f%d" % i})
+                self.assertEqual(status, 201, grant)
+                grants.append(grant)
+            status, again, _ = server.call(export, body={"capability": grants[0]["capability"]})  # a re-export
+            self.assertEqual(status, 201, again)
+            status, _, headers = server.call(token_of(made["capabilities"]["revoke"]))
+            self.assertEqual(status, 202)
+            revoke_id = header(headers, "X-Request-Id")
+            self.assertEqual(server.stop(), 0)
+            revoke = [r for r in records_in(audit) if r["requestId"] == revoke_id]
+            self.assertEqual(len(revoke), 1, "the revoke's record was written before the service stopped")
+            self.assertEqual(revoke[0]["operation"], "revoke")
+            self.assertEqual(revoke[0]["cut"], 21)
+        finally:
+            server.cleanup()
+
+
 class AuditRotationTest(unittest.TestCase):
     def test_a_rename_and_sigusr1_move_the_log_to_a_new_file_losing_nothing(self):
         server = Server()
