@@ -44,6 +44,14 @@ def wait_for_records(count, *paths, timeout=15):
         time.sleep(0.05)
 
 
+def audited_server(args=()):
+    """A started server writing its audit log to a file beside its data directory, and that path."""
+    server = Server(args=list(args))
+    audit = os.path.join(os.path.dirname(server.data_dir), "audit.log")
+    server.args += ["--audit-log", audit]
+    return server.start(), audit
+
+
 def log_id(token):
     """What the audit log and the access log show of a token: 12 hex digits of its SHA-256."""
     return hashlib.sha256(token.encode()).hexdigest()[:12]
@@ -55,10 +63,7 @@ class AuditScriptTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.upstream = Upstream()
-        cls.server = Server(args=["--metrics", "--trusted-proxies", "127.0.0.1/32"])
-        cls.audit = os.path.join(os.path.dirname(cls.server.data_dir), "audit.log")
-        cls.server.args += ["--audit-log", cls.audit]
-        cls.server.start()
+        cls.server, cls.audit = audited_server(["--metrics", "--trusted-proxies", "127.0.0.1/32"])
 
     @classmethod
     def tearDownClass(cls):
@@ -214,10 +219,7 @@ class RevokeCountTest(unittest.TestCase):
     def test_a_revoke_record_counts_what_it_cut_even_when_the_service_stops_right_after_the_202(self):
         """The count of a revoke's record is made after its 202 (the revoke never waits for it);
         a stop right after the 202 still writes that record, count included."""
-        server = Server()
-        audit = os.path.join(os.path.dirname(server.data_dir), "audit.log")
-        server.args += ["--audit-log", audit]
-        server.start()
+        server, audit = audited_server()
         try:
             create = token_of(server.first_tenant()["capabilities"]["create"])
             status, made, _ = server.call(create, body={"id": "counted"})
@@ -244,10 +246,7 @@ class RevokeCountTest(unittest.TestCase):
 
 class AuditRotationTest(unittest.TestCase):
     def test_a_rename_and_sigusr1_move_the_log_to_a_new_file_losing_nothing(self):
-        server = Server()
-        audit = os.path.join(os.path.dirname(server.data_dir), "audit.log")
-        server.args += ["--audit-log", audit]
-        server.start()
+        server, audit = audited_server()
         try:
             query = token_of(server.first_tenant()["capabilities"]["query"])
             answered, stop = [], threading.Event()
