@@ -56,8 +56,6 @@ struct AuditRecord {
   std::string_view operator_user;
 };
 
-// The record as one JSON object and a newline, its fields in the order of contract §12: the
-// grant presented as `grant`, the chain from the root down. Appended to `out`.
 // A record that owns what it names, to be written after its request is gone (a revoke's, once
 // the grants it cut are counted). Neither copied nor moved: its record points into it.
 class HeldAuditRecord {
@@ -75,6 +73,8 @@ class HeldAuditRecord {
   AuditRecord record_;
 };
 
+// The record as one JSON object and a newline, its fields in the order of contract §12: the
+// grant presented as `grant`, the chain from the root down. Appended to `out`.
 void append_audit_line(std::string& out, const AuditRecord& record);
 // The same as a string of its own.
 std::string audit_line(const AuditRecord& record);
