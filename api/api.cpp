@@ -462,15 +462,15 @@ UseAdmission Api::take_use(const Authorized& who, bool may_write) {
 
 Response Api::revoke_grant(const Authorized& who) {
   if (auto s = store_.revoke_grant(who.token); !s) return error_response(s.error());
-  return accepted_revoke(who);
+  return accepted_revoke();
 }
 
 Response Api::revoke(const Authorized& who) {
   if (auto s = store_.revoke_membrane(who.token); !s) return error_response(s.error());
-  return accepted_revoke(who);
+  return accepted_revoke();
 }
 
-Response Api::accepted_revoke(const Authorized&) {
+Response Api::accepted_revoke() const {
   Response response = accepted();
   response.count_cut = settings_.count_cut;
   return response;

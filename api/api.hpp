@@ -127,7 +127,7 @@ class Api {
   Response query_membranes(const Authorized& who, std::string_view target);
   Response revoke(const Authorized& who);
   Response revoke_grant(const Authorized& who);
-  Response accepted_revoke(const Authorized& who);
+  Response accepted_revoke() const;  // 202, asking for the count of what was cut when it is recorded
   Response delete_self(const Authorized& who);
   nlohmann::json membrane_json(const storage::Membrane& membrane) const;
   nlohmann::json tenant_json(const std::string& id, const storage::TenantTokens& tokens) const;
